@@ -1,0 +1,680 @@
+//! Pure arithmetic: what a model needs in RAM and VRAM, and what the machine can offer.
+//!
+//! Weights come from the file size; the KV cache from GGUF metadata
+//! (`layers × 2 × kv_heads × head_dim × context × bytes per element`, within 3% of what
+//! llama-server really allocates); compute buffers from a fixed share. Where metadata is missing
+//! we assume a Llama-3-8B-like 128 KiB of KV cache per token, which overestimates small models.
+
+use serde::{Deserialize, Serialize};
+
+use super::gpu::GpuInfo;
+use super::memory::MemoryInfo;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Bytes of KV cache per token assumed when a model has no GGUF metadata.
+const FALLBACK_KV_BYTES_PER_TOKEN: u64 = 128 * 1024;
+/// Layers assumed when a model has no GGUF metadata.
+const FALLBACK_LAYERS: u32 = 32;
+/// Context assumed when a model does not declare one.
+const FALLBACK_CONTEXT: u32 = 4096;
+/// The context we start from when choosing a configuration; larger windows cost memory that
+/// most chat apps never use.
+const PREFERRED_CONTEXT: u32 = 8192;
+const MIN_CONTEXT: u32 = 2048;
+/// Kept free for the OS and the app itself.
+const RAM_RESERVE: u64 = 512 * MIB;
+/// Kept free on the GPU for the driver and fragmentation.
+const VRAM_RESERVE: u64 = 512 * MIB;
+
+/// The facts about a model that sizing needs. Deserialized from the JS `ModelInfo` shape, whose
+/// `ggufMetadata` keys are snake_case as in GGUF itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    pub size: f64,
+    #[serde(default)]
+    pub gguf_metadata: Option<GgufFacts>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GgufFacts {
+    pub block_count: Option<u32>,
+    pub context_length: Option<u32>,
+    pub embedding_length: Option<u32>,
+    pub attention_head_count: Option<PerLayer>,
+    pub attention_head_count_kv: Option<PerLayer>,
+    pub attention_key_length: Option<PerLayer>,
+    pub attention_value_length: Option<PerLayer>,
+}
+
+/// GGUF stores some attention facts per layer; sizing uses the largest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PerLayer {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl PerLayer {
+    fn max(&self) -> Option<u32> {
+        match self {
+            PerLayer::One(n) => Some(*n),
+            PerLayer::Many(v) => v.iter().copied().max(),
+        }
+    }
+}
+
+impl ModelSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.size.is_finite() || self.size <= 0.0 {
+            return Err(format!(
+                "model size must be a positive number of bytes, got {}",
+                self.size
+            ));
+        }
+        Ok(())
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.size as u64
+    }
+
+    fn meta(&self) -> Option<&GgufFacts> {
+        self.gguf_metadata.as_ref()
+    }
+
+    pub fn layers(&self) -> u32 {
+        self.meta()
+            .and_then(|m| m.block_count)
+            .filter(|&n| n > 0)
+            .unwrap_or(FALLBACK_LAYERS)
+    }
+
+    pub fn context_length(&self) -> u32 {
+        self.meta()
+            .and_then(|m| m.context_length)
+            .filter(|&n| n > 0)
+            .unwrap_or(FALLBACK_CONTEXT)
+    }
+
+    /// K and V elements stored per token per layer, when the metadata allows computing it.
+    fn kv_elements_per_token_layer(&self) -> Option<u64> {
+        let m = self.meta()?;
+        let heads = m.attention_head_count.as_ref()?.max()?.max(1) as u64;
+        let kv_heads = m
+            .attention_head_count_kv
+            .as_ref()
+            .and_then(PerLayer::max)
+            .map(u64::from)
+            .unwrap_or(heads);
+        let embd = m.embedding_length? as u64;
+        let key = m
+            .attention_key_length
+            .as_ref()
+            .and_then(PerLayer::max)
+            .map(u64::from);
+        let value = m
+            .attention_value_length
+            .as_ref()
+            .and_then(PerLayer::max)
+            .map(u64::from);
+        let head_dim = embd / heads;
+        Some(kv_heads * (key.unwrap_or(head_dim) + value.or(key).unwrap_or(head_dim)))
+    }
+
+    pub fn kv_cache_bytes(&self, context: u32, cache: KvCache) -> u64 {
+        let per_token = match self.kv_elements_per_token_layer() {
+            Some(elements) => (elements * self.layers() as u64) as f64 * cache.bytes_per_element(),
+            None => FALLBACK_KV_BYTES_PER_TOKEN as f64 * cache.bytes_per_element() / 2.0,
+        };
+        (per_token * context as f64) as u64
+    }
+}
+
+/// llama.cpp's KV cache element types (`--cache-type-k/-v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvCacheType {
+    F32,
+    #[default]
+    F16,
+    Bf16,
+    Q8_0,
+    Q5_1,
+    Q5_0,
+    Q4_1,
+    Q4_0,
+    Iq4Nl,
+}
+
+impl KvCacheType {
+    /// Block sizes of ggml's quantized types: bytes per 32 elements.
+    fn bytes_per_element(self) -> f64 {
+        match self {
+            KvCacheType::F32 => 4.0,
+            KvCacheType::F16 | KvCacheType::Bf16 => 2.0,
+            KvCacheType::Q8_0 => 34.0 / 32.0,
+            KvCacheType::Q5_1 => 24.0 / 32.0,
+            KvCacheType::Q5_0 => 22.0 / 32.0,
+            KvCacheType::Q4_1 => 20.0 / 32.0,
+            KvCacheType::Q4_0 | KvCacheType::Iq4Nl => 18.0 / 32.0,
+        }
+    }
+}
+
+/// The K and V element types of a configuration (`cacheTypeK`, `cacheTypeV`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvCache {
+    pub k: KvCacheType,
+    pub v: KvCacheType,
+}
+
+impl KvCache {
+    pub fn uniform(t: KvCacheType) -> Self {
+        KvCache { k: t, v: t }
+    }
+
+    /// K and V hold the same number of elements (for equal key and value head sizes).
+    fn bytes_per_element(self) -> f64 {
+        (self.k.bytes_per_element() + self.v.bytes_per_element()) / 2.0
+    }
+}
+
+/// Bytes a configuration needs on each side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryEstimate {
+    pub ram: u64,
+    pub vram: u64,
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub compute: u64,
+    pub context_size: u32,
+    pub gpu_layers: u32,
+}
+
+/// Offloaded layers take their share of weights and KV cache to the GPU, and with them the
+/// compute buffers; the rest stays in RAM.
+pub fn estimate(
+    model: &ModelSpec,
+    context: u32,
+    gpu_layers: u32,
+    cache: KvCache,
+) -> MemoryEstimate {
+    let layers = model.layers();
+    let gpu_layers = gpu_layers.min(layers);
+    let weights = model.size_bytes();
+    let kv = model.kv_cache_bytes(context, cache);
+    let compute = 64 * MIB + weights / 20;
+    let share = |bytes: u64| (bytes as u128 * gpu_layers as u128 / layers as u128) as u64;
+    let (gpu_weights, gpu_kv) = (share(weights), share(kv));
+    let gpu_compute = if gpu_layers > 0 { compute } else { 0 };
+    MemoryEstimate {
+        ram: (weights - gpu_weights) + (kv - gpu_kv) + (compute - gpu_compute),
+        vram: gpu_weights + gpu_kv + gpu_compute,
+        weights,
+        kv_cache: kv,
+        compute,
+        context_size: context,
+        gpu_layers,
+    }
+}
+
+/// The GPU memory a new model may use now, if the GPU reports it.
+fn vram_budget(gpu: &GpuInfo) -> Option<u64> {
+    if !gpu.available {
+        return None;
+    }
+    gpu.vram_free
+        .or(gpu.vram_total)
+        .map(|v| v.saturating_sub(VRAM_RESERVE))
+}
+
+fn ram_budget(memory: &MemoryInfo, against_total: bool) -> u64 {
+    let base = if against_total {
+        memory.total
+    } else {
+        memory.available
+    };
+    base.saturating_sub(RAM_RESERVE)
+}
+
+/// The most layers whose share fits the GPU budget at this context.
+pub fn fit_gpu_layers(model: &ModelSpec, context: u32, cache: KvCache, gpu: &GpuInfo) -> u32 {
+    let Some(budget) = vram_budget(gpu) else {
+        return 0;
+    };
+    let layers = model.layers();
+    (0..=layers)
+        .rev()
+        .find(|&n| estimate(model, context, n, cache).vram <= budget)
+        .unwrap_or(0)
+}
+
+/// Options of `canRunModel` and hints of `getOptimalConfig`; unknown keys are ignored so a
+/// whole `LlamaServerConfig` can be passed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunOptions {
+    pub context_size: Option<u32>,
+    pub gpu_layers: Option<u32>,
+    pub cache_type_k: Option<KvCacheType>,
+    pub cache_type_v: Option<KvCacheType>,
+    /// Compare against total RAM instead of what is free now ("could this machine ever run it").
+    pub check_total_memory: bool,
+}
+
+impl RunOptions {
+    fn kv_cache(&self) -> KvCache {
+        let k = self.cache_type_k.unwrap_or_default();
+        KvCache {
+            k,
+            v: self.cache_type_v.unwrap_or(k),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanRun {
+    pub possible: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+    pub estimate: MemoryEstimate,
+}
+
+pub fn can_run(model: &ModelSpec, opts: &RunOptions, memory: &MemoryInfo, gpu: &GpuInfo) -> CanRun {
+    let cache = opts.kv_cache();
+    let context = opts
+        .context_size
+        .unwrap_or_else(|| model.context_length().min(PREFERRED_CONTEXT / 2));
+    let gpu_layers = opts
+        .gpu_layers
+        .unwrap_or_else(|| fit_gpu_layers(model, context, cache, gpu));
+    let estimate = estimate(model, context, gpu_layers, cache);
+    let ram = ram_budget(memory, opts.check_total_memory);
+    let which = if opts.check_total_memory {
+        "total"
+    } else {
+        "available"
+    };
+    let refuse = |reason: String, suggestion: &str| CanRun {
+        possible: false,
+        reason: Some(reason),
+        suggestion: Some(suggestion.to_string()),
+        estimate,
+    };
+    if estimate.vram > 0 {
+        match vram_budget(gpu) {
+            None => {
+                return refuse(
+                    "GPU layers were requested but no GPU with known memory was found".into(),
+                    "Set gpuLayers to 0 to run on the CPU",
+                );
+            }
+            Some(budget) if estimate.vram > budget => {
+                return refuse(
+                    format!(
+                        "Needs {} of VRAM, {} is free",
+                        gib(estimate.vram),
+                        gib(budget)
+                    ),
+                    "Offload fewer layers (gpuLayers), use a smaller context, or a quantized KV cache (cacheTypeK/V: 'q8_0')",
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if estimate.ram > ram {
+        return refuse(
+            format!(
+                "Needs {} of RAM, {} is {which}",
+                gib(estimate.ram),
+                gib(ram)
+            ),
+            if opts.check_total_memory {
+                "This model is too large for this machine: choose a smaller model or quantization"
+            } else {
+                "Close other applications, use a smaller context, or a smaller quantization (e.g. Q4_K_M)"
+            },
+        );
+    }
+    CanRun {
+        possible: true,
+        reason: None,
+        suggestion: None,
+        estimate,
+    }
+}
+
+/// A starting configuration: the largest context up to 8192 that fits, with as many GPU layers
+/// as fit at that context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OptimalConfig {
+    pub threads: u32,
+    pub context_size: u32,
+    pub gpu_layers: u32,
+    pub parallel_requests: u32,
+    /// Kept out of the JS result, which must be a valid server config; `canRunModel` reports it.
+    #[serde(skip)]
+    pub estimate: MemoryEstimate,
+}
+
+pub fn optimal_config(
+    model: &ModelSpec,
+    hints: &RunOptions,
+    memory: &MemoryInfo,
+    gpu: &GpuInfo,
+    threads: u32,
+) -> OptimalConfig {
+    let cache = hints.kv_cache();
+    let max_context = model.context_length().min(PREFERRED_CONTEXT);
+    let mut candidates: Vec<u32> = match hints.context_size {
+        Some(ctx) => vec![ctx],
+        None => std::iter::successors(Some(max_context), |&c| {
+            (c / 2 >= MIN_CONTEXT).then_some(c / 2)
+        })
+        .collect(),
+    };
+    if candidates.is_empty() {
+        candidates.push(max_context);
+    }
+    let plan = |context: u32| {
+        let layers = hints
+            .gpu_layers
+            .unwrap_or_else(|| fit_gpu_layers(model, context, cache, gpu));
+        estimate(model, context, layers, cache)
+    };
+    let ram = ram_budget(memory, hints.check_total_memory);
+    let chosen = candidates
+        .iter()
+        .map(|&c| plan(c))
+        .find(|e| e.ram <= ram)
+        .unwrap_or_else(|| plan(*candidates.last().unwrap_or(&MIN_CONTEXT)));
+    OptimalConfig {
+        threads,
+        context_size: chosen.context_size,
+        gpu_layers: chosen.gpu_layers,
+        parallel_requests: 1,
+        estimate: chosen,
+    }
+}
+
+/// Threads for llama.cpp: physical cores, leaving one (two on bigger machines) for the app,
+/// because llama.cpp's worker threads spin and collapse when a core is taken from them.
+pub fn suggested_threads(physical_cores: u32) -> u32 {
+    let n = physical_cores.max(1);
+    match n {
+        1 => 1,
+        2..=8 => n - 1,
+        9..=16 => n - 2,
+        _ => n * 85 / 100,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendations {
+    /// The largest GGUF file (bytes) that fits where it would run: VRAM if there is a GPU with
+    /// known memory, else RAM.
+    pub max_model_bytes: u64,
+    /// The same as a parameter count at ~4.85 bits per weight (Q4_K_M), e.g. `"7B"`.
+    pub max_model_size: String,
+    pub recommended_quantization: Vec<String>,
+    pub threads: u32,
+    pub gpu_acceleration: bool,
+}
+
+pub fn recommend(memory: &MemoryInfo, gpu: &GpuInfo, physical_cores: u32) -> Recommendations {
+    let gpu_budget = vram_budget(gpu).filter(|&b| b > 0);
+    let budget = gpu_budget.unwrap_or_else(|| ram_budget(memory, false));
+    // Weights plus ~20% for KV cache and compute buffers at a moderate context.
+    let max_model_bytes = budget * 5 / 6;
+    let quantization: &[&str] = if budget >= 16 * GIB {
+        &["Q8_0", "Q6_K", "Q5_K_M"]
+    } else if budget >= 6 * GIB {
+        &["Q5_K_M", "Q4_K_M"]
+    } else {
+        &["Q4_K_M", "Q4_K_S", "Q3_K_M"]
+    };
+    Recommendations {
+        max_model_bytes,
+        max_model_size: parameter_label(max_model_bytes),
+        recommended_quantization: quantization.iter().map(|s| s.to_string()).collect(),
+        threads: suggested_threads(physical_cores),
+        gpu_acceleration: gpu_budget.is_some(),
+    }
+}
+
+/// The largest common model size class whose Q4_K_M file fits in `bytes`.
+pub fn parameter_label(bytes: u64) -> String {
+    let billions = bytes as f64 * 8.0 / 4.85 / 1e9;
+    const CLASSES: [f64; 12] = [
+        0.5, 1.0, 1.5, 3.0, 4.0, 7.0, 8.0, 13.0, 14.0, 32.0, 70.0, 120.0,
+    ];
+    match CLASSES.iter().rev().find(|&&c| c <= billions) {
+        Some(c) if *c < 1.0 => format!("{}M", (c * 1000.0) as u32),
+        Some(c) => format!("{c}B"),
+        None => "<0.5B".to_string(),
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / GIB as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::gpu::{GpuDevice, GpuVendor, RuntimeHints, summarize};
+
+    /// SmolLM2-135M-Instruct Q4_1 as its GGUF header describes it.
+    fn smollm2() -> ModelSpec {
+        serde_json::from_value(serde_json::json!({
+            "size": 98_362_432,
+            "ggufMetadata": {
+                "block_count": 30, "context_length": 8192, "embedding_length": 576,
+                "attention_head_count": 9, "attention_head_count_kv": 3
+            }
+        }))
+        .unwrap()
+    }
+
+    fn mem(total_gib: u64, available_gib: u64) -> MemoryInfo {
+        MemoryInfo {
+            total: total_gib * GIB,
+            available: available_gib * GIB,
+            used: (total_gib - available_gib) * GIB,
+        }
+    }
+
+    fn nvidia(total_gib: u64, free_gib: u64) -> GpuInfo {
+        summarize(
+            vec![GpuDevice {
+                vendor: GpuVendor::Nvidia,
+                name: "Fake RTX".into(),
+                vram_total: Some(total_gib * GIB),
+                vram_free: Some(free_gib * GIB),
+                unified_memory: false,
+            }],
+            RuntimeHints::default(),
+        )
+    }
+
+    #[test]
+    fn kv_cache_matches_the_formula_measured_against_llama_server() {
+        // 30 layers × 2 × 3 KV heads × 64 dims × 2 bytes = 23,040 bytes per token.
+        let m = smollm2();
+        assert_eq!(m.kv_cache_bytes(2048, KvCache::default()), 23_040 * 2048);
+        // llama-server's RSS grew by 138 MB from -c 2048 to -c 8192; the formula says 142 MB.
+        let growth =
+            m.kv_cache_bytes(8192, KvCache::default()) - m.kv_cache_bytes(2048, KvCache::default());
+        assert!((growth as f64 / 138e6 - 1.0).abs() < 0.05, "{growth}");
+        assert!(
+            m.kv_cache_bytes(2048, KvCache::uniform(KvCacheType::Q8_0))
+                < m.kv_cache_bytes(2048, KvCache::default())
+        );
+    }
+
+    #[test]
+    fn per_layer_head_counts_use_the_largest() {
+        let m: ModelSpec = serde_json::from_value(serde_json::json!({
+            "size": 1e9,
+            "ggufMetadata": { "block_count": 2, "embedding_length": 256,
+                "attention_head_count": [4, 4], "attention_head_count_kv": [1, 2] }
+        }))
+        .unwrap();
+        assert_eq!(
+            m.kv_cache_bytes(1, KvCache::uniform(KvCacheType::F32)),
+            2 * 2 * 2 * 64 * 4
+        );
+    }
+
+    #[test]
+    fn estimate_without_gpu_layers_is_all_ram() {
+        let e = estimate(&smollm2(), 2048, 0, KvCache::default());
+        assert_eq!(e.vram, 0);
+        assert_eq!(e.ram, e.weights + e.kv_cache + e.compute);
+        // llama-server's RSS for this model at -c 2048 was 177 MB: we must not underestimate.
+        assert!(e.ram >= 177_000_000 && e.ram < 260_000_000, "{}", e.ram);
+    }
+
+    #[test]
+    fn gpu_layers_move_memory_to_vram() {
+        let m = smollm2();
+        let all = estimate(&m, 4096, 30, KvCache::default());
+        let half = estimate(&m, 4096, 15, KvCache::default());
+        assert_eq!(all.ram, 0);
+        assert!(half.vram > 0 && half.ram > 0);
+        assert_eq!(estimate(&m, 4096, 99, KvCache::default()).gpu_layers, 30);
+    }
+
+    #[test]
+    fn can_run_refuses_with_reason_and_suggestion() {
+        let big = ModelSpec {
+            size: 20.0 * GIB as f64,
+            gguf_metadata: None,
+        };
+        let no_gpu = GpuInfo::default();
+        let verdict = can_run(&big, &RunOptions::default(), &mem(16, 8), &no_gpu);
+        assert!(!verdict.possible);
+        assert!(verdict.reason.unwrap().contains("RAM"));
+        assert!(verdict.suggestion.is_some());
+        let verdict = can_run(&smollm2(), &RunOptions::default(), &mem(16, 8), &no_gpu);
+        assert!(verdict.possible && verdict.reason.is_none());
+        let forced = RunOptions {
+            gpu_layers: Some(10),
+            ..Default::default()
+        };
+        let verdict = can_run(&smollm2(), &forced, &mem(16, 8), &no_gpu);
+        assert!(!verdict.possible && verdict.reason.unwrap().contains("GPU"));
+    }
+
+    #[test]
+    fn can_run_uses_the_gpu_and_checks_vram() {
+        let big = ModelSpec {
+            size: 20.0 * GIB as f64,
+            gguf_metadata: None,
+        };
+        let verdict = can_run(&big, &RunOptions::default(), &mem(64, 60), &nvidia(8, 8));
+        assert!(verdict.possible);
+        assert!(verdict.estimate.gpu_layers > 0 && verdict.estimate.gpu_layers < 32);
+        let forced = RunOptions {
+            gpu_layers: Some(32),
+            ..Default::default()
+        };
+        let verdict = can_run(&big, &forced, &mem(64, 60), &nvidia(8, 8));
+        assert!(!verdict.possible && verdict.reason.unwrap().contains("VRAM"));
+    }
+
+    #[test]
+    fn optimal_config_shrinks_context_to_fit() {
+        let m = smollm2();
+        let roomy = optimal_config(
+            &m,
+            &RunOptions::default(),
+            &mem(16, 8),
+            &GpuInfo::default(),
+            3,
+        );
+        assert_eq!(
+            (roomy.context_size, roomy.gpu_layers, roomy.threads),
+            (8192, 0, 3)
+        );
+        // 800 MiB free leaves 288 MiB after the reserve: 8192 needs ~359 MB, 4096 ~264 MB.
+        let tight = MemoryInfo {
+            total: GIB,
+            available: 800 * MIB,
+            used: 224 * MIB,
+        };
+        let cfg = optimal_config(&m, &RunOptions::default(), &tight, &GpuInfo::default(), 1);
+        assert_eq!(cfg.context_size, 4096, "{cfg:?}");
+        assert!(cfg.estimate.ram <= 288 * MIB);
+        let gpu = optimal_config(&m, &RunOptions::default(), &mem(16, 8), &nvidia(8, 8), 3);
+        assert_eq!(gpu.gpu_layers, 30);
+    }
+
+    #[test]
+    fn threads_leave_room_for_the_app() {
+        assert_eq!(suggested_threads(0), 1);
+        assert_eq!(suggested_threads(1), 1);
+        assert_eq!(suggested_threads(2), 1);
+        assert_eq!(suggested_threads(8), 7);
+        assert_eq!(suggested_threads(16), 14);
+        assert_eq!(suggested_threads(64), 54);
+    }
+
+    #[test]
+    fn recommendations_follow_the_memory_that_runs_the_model() {
+        let r = recommend(&mem(16, 12), &GpuInfo::default(), 4);
+        assert!(!r.gpu_acceleration);
+        assert_eq!(r.threads, 3);
+        assert_eq!(r.max_model_bytes, (12 * GIB - RAM_RESERVE) * 5 / 6);
+        assert_eq!(r.max_model_size, "14B");
+        let r = recommend(&mem(16, 12), &nvidia(24, 23), 8);
+        assert!(r.gpu_acceleration);
+        assert_eq!(r.recommended_quantization[0], "Q8_0");
+        assert_eq!(parameter_label(100 * MIB), "<0.5B");
+        assert_eq!(parameter_label(400 * MIB), "500M");
+    }
+
+    #[test]
+    fn bad_sizes_are_rejected() {
+        assert!(
+            ModelSpec {
+                size: -1.0,
+                gguf_metadata: None
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ModelSpec {
+                size: f64::NAN,
+                gguf_metadata: None
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(smollm2().validate().is_ok());
+        let opts: RunOptions = serde_json::from_value(
+            serde_json::json!({ "cacheTypeK": "q8_0", "cacheTypeV": "iq4_nl", "port": 8080 }),
+        )
+        .unwrap();
+        assert_eq!(
+            opts.kv_cache(),
+            KvCache {
+                k: KvCacheType::Q8_0,
+                v: KvCacheType::Iq4Nl
+            }
+        );
+        assert!(
+            serde_json::from_value::<RunOptions>(serde_json::json!({ "cacheTypeK": "q9" }))
+                .is_err()
+        );
+    }
+}

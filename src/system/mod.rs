@@ -1,0 +1,368 @@
+//! What the machine has (CPU, RAM, GPU) and what it can run.
+
+pub mod cpu;
+pub mod estimate;
+pub mod gpu;
+pub mod memory;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{Coded, ErrorCode};
+use crate::events::EventSink;
+pub use cpu::CpuInfo;
+pub use estimate::{CanRun, ModelSpec, OptimalConfig, Recommendations, RunOptions};
+pub use gpu::{GpuInfo, GpuProbe};
+pub use memory::MemoryInfo;
+
+/// How long `detect()` answers from its cache. GPU probing costs milliseconds (NVML, sysfs);
+/// callers that need fresh memory figures use `memory()`.
+pub const DETECT_TTL: Duration = Duration::from_secs(60);
+pub const MIN_MONITOR_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("invalid model info: {0}")]
+    InvalidModel(String),
+    #[error("monitoring interval must be at least {min} ms, got {got} ms")]
+    IntervalTooShort { got: u64, min: u64 },
+}
+
+impl Coded for SystemError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidArgument
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some(match self {
+            SystemError::InvalidModel(_) => {
+                "Pass a ModelInfo from modelManager, or at least { size: <bytes> }".into()
+            }
+            SystemError::IntervalTooShort { min, .. } => format!("Use intervalMs >= {min}"),
+        })
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        match self {
+            SystemError::IntervalTooShort { got, min } => {
+                json!({ "intervalMs": got, "minimumMs": min })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            SystemError::InvalidModel(_) => Map::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemCapabilities {
+    pub cpu: CpuInfo,
+    pub memory: MemoryInfo,
+    pub gpu: GpuInfo,
+    /// Node's `process.platform` naming.
+    pub platform: &'static str,
+    pub recommendations: Recommendations,
+    pub detected_at: SystemTime,
+}
+
+/// Events of the system manager.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SystemEvent {
+    /// A memory reading taken by the monitor.
+    Memory(MemoryInfo),
+}
+
+pub fn node_platform() -> &'static str {
+    match std::env::consts::OS {
+        "macos" => "darwin",
+        "windows" => "win32",
+        other => other,
+    }
+}
+
+pub struct SystemInfo {
+    probes: Vec<Arc<dyn GpuProbe>>,
+    cache: tokio::sync::Mutex<Option<(Instant, Arc<SystemCapabilities>)>>,
+    monitor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SystemInfo {
+    pub fn new(probes: Vec<Arc<dyn GpuProbe>>) -> Self {
+        SystemInfo {
+            probes,
+            cache: tokio::sync::Mutex::new(None),
+            monitor: Mutex::new(None),
+        }
+    }
+
+    pub fn with_default_probes() -> Self {
+        Self::new(gpu::default_probes())
+    }
+
+    /// Everything at once, from a cache younger than [`DETECT_TTL`] unless `force`. Concurrent
+    /// callers share one detection.
+    pub async fn detect(&self, force: bool) -> Arc<SystemCapabilities> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, caps)) = cache.as_ref()
+            && !force
+            && at.elapsed() < DETECT_TTL
+        {
+            return caps.clone();
+        }
+        let probes = self.probes.clone();
+        let caps = Arc::new(run_blocking(move || detect_now(&probes)).await);
+        *cache = Some((Instant::now(), caps.clone()));
+        caps
+    }
+
+    pub fn clear_cache(&self) {
+        if let Ok(mut cache) = self.cache.try_lock() {
+            *cache = None;
+        } else {
+            // A detection is running; it will store a fresh result anyway.
+        }
+    }
+
+    /// Fresh RAM figures. Reads kernel counters only (microseconds), so it is synchronous.
+    pub fn memory(&self) -> MemoryInfo {
+        memory::detect_memory()
+    }
+
+    /// Fresh GPU figures (free VRAM changes as other programs run).
+    pub async fn gpu(&self) -> GpuInfo {
+        let probes = self.probes.clone();
+        run_blocking(move || detect_gpu(&probes)).await
+    }
+
+    pub async fn can_run_model(
+        &self,
+        model: &ModelSpec,
+        opts: &RunOptions,
+    ) -> Result<CanRun, SystemError> {
+        model.validate().map_err(SystemError::InvalidModel)?;
+        let caps = self.detect(false).await;
+        Ok(estimate::can_run(model, opts, &self.memory(), &caps.gpu))
+    }
+
+    pub async fn optimal_config(
+        &self,
+        model: &ModelSpec,
+        hints: &RunOptions,
+    ) -> Result<OptimalConfig, SystemError> {
+        model.validate().map_err(SystemError::InvalidModel)?;
+        let caps = self.detect(false).await;
+        let threads = caps.recommendations.threads;
+        Ok(estimate::optimal_config(
+            model,
+            hints,
+            &self.memory(),
+            &caps.gpu,
+            threads,
+        ))
+    }
+
+    /// Emits a [`SystemEvent::Memory`] reading every `interval` until [`Self::stop_monitoring`].
+    /// Starting again replaces the running monitor.
+    pub fn start_monitoring(
+        &self,
+        interval: Duration,
+        sink: EventSink<SystemEvent>,
+    ) -> Result<(), SystemError> {
+        if interval < MIN_MONITOR_INTERVAL {
+            return Err(SystemError::IntervalTooShort {
+                got: interval.as_millis() as u64,
+                min: MIN_MONITOR_INTERVAL.as_millis() as u64,
+            });
+        }
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let reading = run_blocking(memory::detect_memory).await;
+                sink.emit(SystemEvent::Memory(reading));
+            }
+        });
+        if let Some(previous) = self.lock_monitor().replace(task) {
+            previous.abort();
+        }
+        Ok(())
+    }
+
+    /// Returns whether a monitor was running.
+    pub fn stop_monitoring(&self) -> bool {
+        self.lock_monitor()
+            .take()
+            .map(|task| task.abort())
+            .is_some()
+    }
+
+    pub fn is_monitoring(&self) -> bool {
+        self.lock_monitor()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    fn lock_monitor(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+        self.monitor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for SystemInfo {
+    fn drop(&mut self) {
+        self.stop_monitoring();
+    }
+}
+
+fn detect_gpu(probes: &[Arc<dyn GpuProbe>]) -> GpuInfo {
+    let devices = probes.iter().flat_map(|p| p.devices()).collect();
+    gpu::summarize(devices, gpu::RuntimeHints::detect())
+}
+
+fn detect_now(probes: &[Arc<dyn GpuProbe>]) -> SystemCapabilities {
+    let cpu = cpu::detect_cpu();
+    let memory = memory::detect_memory();
+    let gpu = detect_gpu(probes);
+    let recommendations = estimate::recommend(&memory, &gpu, cpu.physical_cores);
+    SystemCapabilities {
+        cpu,
+        memory,
+        gpu,
+        platform: node_platform(),
+        recommendations,
+        detected_at: SystemTime::now(),
+    }
+}
+
+/// Runs sysfs/NVML/procfs reads off the async workers. A panic in a probe is a bug; we surface
+/// it rather than hiding it behind a default.
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::gpu::{GpuDevice, GpuVendor};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct CountingProbe(Arc<AtomicUsize>);
+
+    impl GpuProbe for CountingProbe {
+        fn devices(&self) -> Vec<GpuDevice> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            vec![GpuDevice {
+                vendor: GpuVendor::Nvidia,
+                name: "Fake GPU".into(),
+                vram_total: Some(8 << 30),
+                vram_free: Some(6 << 30),
+                unified_memory: false,
+            }]
+        }
+    }
+
+    fn counted() -> (SystemInfo, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        (
+            SystemInfo::new(vec![Arc::new(CountingProbe(calls.clone()))]),
+            calls,
+        )
+    }
+
+    #[tokio::test]
+    async fn detect_is_cached_until_forced_or_cleared() {
+        let (info, calls) = counted();
+        let first = info.detect(false).await;
+        let second = info.detect(false).await;
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        info.detect(true).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        info.clear_cache();
+        info.detect(false).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(first.gpu.name.as_deref(), Some("Fake GPU"));
+        assert_eq!(first.platform, node_platform());
+        assert!(first.recommendations.gpu_acceleration);
+    }
+
+    #[tokio::test]
+    async fn concurrent_detects_share_one_probe() {
+        let (info, calls) = counted();
+        let info = Arc::new(info);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn({
+                    let info = info.clone();
+                    async move { info.detect(false).await }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn invalid_models_are_typed_errors() {
+        let (info, _) = counted();
+        let bad = ModelSpec {
+            size: 0.0,
+            gguf_metadata: None,
+        };
+        let err = info
+            .can_run_model(&bad, &RunOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(err.suggestion().is_some());
+        assert!(
+            info.optimal_config(&bad, &RunOptions::default())
+                .await
+                .is_err()
+        );
+        let ok = ModelSpec {
+            size: 1e8,
+            gguf_metadata: None,
+        };
+        assert!(
+            info.can_run_model(&ok, &RunOptions::default())
+                .await
+                .unwrap()
+                .possible
+        );
+    }
+
+    #[tokio::test]
+    async fn monitor_emits_readings_until_stopped() {
+        let (info, _) = counted();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink: EventSink<SystemEvent> = EventSink::new(move |e| {
+            let _ = tx.send(e);
+        });
+        let err = info
+            .start_monitoring(Duration::from_millis(1), sink.clone())
+            .unwrap_err();
+        assert_eq!(err.details()["minimumMs"], 50);
+        info.start_monitoring(Duration::from_millis(50), sink)
+            .unwrap();
+        assert!(info.is_monitoring());
+        for _ in 0..2 {
+            let SystemEvent::Memory(m) = rx.recv().await.unwrap();
+            assert!(m.total > 0 && m.available <= m.total);
+        }
+        assert!(info.stop_monitoring());
+        assert!(!info.stop_monitoring());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while rx.try_recv().is_ok() {}
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(rx.try_recv().is_err(), "no readings after stop");
+    }
+}
