@@ -1,0 +1,312 @@
+// Public typings of genai-electron. Hand-written over the generated `binding.d.ts`.
+
+import { EventEmitter } from 'node:events'
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/** Options of {@link configure}. */
+export interface ConfigureOptions {
+  /**
+   * Folder for models, binaries, logs and temporary files. A relative path is resolved against
+   * the current working directory at the time of the call. Takes precedence over the
+   * `GENAI_ELECTRON_DATA_DIR` environment variable, Electron's `userData` folder and the OS
+   * data folder, in that order.
+   */
+  dataDir?: string
+}
+
+/**
+ * Sets process-wide options. Call it before any other method that touches files.
+ *
+ * @throws {ValidationError} when `options` is not an object, has unknown keys, or `dataDir` is
+ *   empty or not a string.
+ * @example
+ * configure({ dataDir: '/tmp/my-app-ai' })
+ */
+export declare function configure(options: ConfigureOptions): void
+
+/** Where the data directory came from. */
+export type DataDirSource = 'configure' | 'env' | 'electron' | 'os'
+
+/** The folders the library uses, all absolute. */
+export interface DataPaths {
+  root: string
+  /** Which rule chose `root`: `configure()`, `GENAI_ELECTRON_DATA_DIR`, Electron, or the OS default. */
+  source: DataDirSource
+  models: { llm: string; diffusion: string }
+  binaries: string
+  logs: string
+  temp: string
+}
+
+/**
+ * Resolves the data directory and creates its sub-folders (`models/llm`, `models/diffusion`,
+ * `binaries`, `logs`, `temp`) if they are missing.
+ *
+ * @throws {FileSystemError} when a folder cannot be created (`details.path` says which).
+ */
+export declare function getDataPaths(): Promise<DataPaths>
+
+// ---------------------------------------------------------------------------------------------
+// System information
+// ---------------------------------------------------------------------------------------------
+
+export interface CPUInfo {
+  /** Marketing name, e.g. `"AMD Ryzen 7 7840U"`. */
+  model: string
+  /** Logical processors (the seed's `cores`); same as `logicalCores`. */
+  cores: number
+  physicalCores: number
+  logicalCores: number
+  /** Node's naming, as `process.arch`: `x64`, `arm64`, … */
+  architecture: string
+  /** SIMD features of this CPU, lower case: `avx2`, `avx512f`, `neon`, … */
+  features: string[]
+}
+
+/** System RAM in bytes. */
+export interface MemoryInfo {
+  total: number
+  /** What the OS can hand out without swapping (Linux `MemAvailable`). */
+  available: number
+  used: number
+}
+
+export type GPUVendor = 'nvidia' | 'amd' | 'apple' | 'intel'
+
+export interface GPUDevice {
+  vendor: GPUVendor
+  name: string
+  /** Dedicated memory in bytes, when the driver reports it. */
+  vram?: number
+  /** Free dedicated memory in bytes, when the driver reports it. */
+  vramAvailable?: number
+  /** True where the GPU shares system RAM (Apple Silicon, most Intel GPUs). */
+  unifiedMemory: boolean
+}
+
+export interface GPUInfo {
+  available: boolean
+  /** Vendor of the primary GPU (the one with most memory). */
+  vendor?: GPUVendor
+  name?: string
+  /** Total memory of the primary GPU in bytes. */
+  vram?: number
+  /** Free memory of the primary GPU in bytes. */
+  vramAvailable?: number
+  /** An NVIDIA GPU with its driver is present, so CUDA builds can run. */
+  cuda: boolean
+  /** A Vulkan loader and a GPU are present, so Vulkan builds can run. */
+  vulkan: boolean
+  /** macOS with a GPU: Metal builds run. */
+  metal: boolean
+  /** An AMD GPU and the ROCm kernel driver (`/dev/kfd`) are present. */
+  rocm: boolean
+  devices: GPUDevice[]
+}
+
+export interface SystemRecommendations {
+  /** Largest GGUF file in bytes that fits where it would run (free VRAM with a GPU, else free RAM). */
+  maxModelBytes: number
+  /** The same as a model size class at Q4_K_M, e.g. `"7B"`. */
+  maxModelSize: string
+  recommendedQuantization: string[]
+  /** Threads for llama.cpp: physical cores, leaving room for the app. */
+  threads: number
+  /** A GPU with known memory is available for offloading layers. */
+  gpuAcceleration: boolean
+}
+
+export interface SystemCapabilities {
+  cpu: CPUInfo
+  memory: MemoryInfo
+  gpu: GPUInfo
+  platform: NodeJS.Platform
+  recommendations: SystemRecommendations
+  /** ISO 8601 time of the detection (results are cached for 60 s). */
+  detectedAt: string
+}
+
+export type KVCacheType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q5_1' | 'q5_0' | 'q4_1' | 'q4_0' | 'iq4_nl'
+
+/** GGUF header facts used for sizing; keys as in GGUF (`llama.block_count` → `block_count`). */
+export interface GGUFMetadata {
+  architecture?: string
+  general_name?: string
+  block_count?: number
+  context_length?: number
+  embedding_length?: number
+  attention_head_count?: number | number[]
+  attention_head_count_kv?: number | number[]
+  attention_key_length?: number | number[]
+  attention_value_length?: number | number[]
+  [key: string]: unknown
+}
+
+/** The part of a model's info that sizing reads. A full `ModelInfo` from the model manager fits. */
+export interface ModelSizingInfo {
+  /** File size in bytes (all shards). */
+  size: number
+  ggufMetadata?: GGUFMetadata
+  [key: string]: unknown
+}
+
+/** Options of {@link SystemInfo.canRunModel}; also the hints of {@link SystemInfo.getOptimalConfig}. */
+export interface CanRunModelOptions {
+  /** Context window in tokens (default: the model's, at most 4096; for hints, the largest up to 8192 that fits). */
+  contextSize?: number
+  /** Layers to offload to the GPU (default: as many as fit in free VRAM). */
+  gpuLayers?: number
+  cacheTypeK?: KVCacheType
+  /** Defaults to `cacheTypeK`. */
+  cacheTypeV?: KVCacheType
+  /** Compare with total RAM instead of free RAM: "could this machine ever run it?". */
+  checkTotalMemory?: boolean
+}
+
+/** Bytes a configuration needs. */
+export interface MemoryEstimate {
+  ram: number
+  vram: number
+  weights: number
+  kvCache: number
+  compute: number
+  contextSize: number
+  gpuLayers: number
+}
+
+export interface CanRunModelResult {
+  possible: boolean
+  /** Why not, when `possible` is false. */
+  reason?: string
+  suggestion?: string
+  /** The estimate the verdict is based on. */
+  estimate: MemoryEstimate
+}
+
+/** A starting llama-server configuration. */
+export interface OptimalLlamaConfig {
+  threads: number
+  contextSize: number
+  gpuLayers: number
+  parallelRequests: number
+}
+
+/** Options of {@link SystemInfo.startMonitoring}. */
+export interface MonitoringOptions {
+  /** Milliseconds between readings (default 1000, minimum 50). */
+  intervalMs?: number
+}
+
+/** A `memory` event: one RAM reading of the monitor. */
+export interface MemoryEvent extends MemoryInfo {
+  type: 'memory'
+}
+
+export interface SystemInfoEvents {
+  memory: [MemoryEvent]
+  /** A listener of another event threw; without an `error` listener this becomes a process warning. */
+  error: [unknown]
+}
+
+/**
+ * CPU, RAM and GPU detection, and what this machine can run. Use the shared {@link systemInfo}.
+ *
+ * Events: `memory` (readings of {@link SystemInfo.startMonitoring}), `error` (a listener threw).
+ */
+export declare class SystemInfo extends EventEmitter<SystemInfoEvents> {
+  constructor()
+  /** The shared instance, the same object as {@link systemInfo}. */
+  static getInstance(): SystemInfo
+  /**
+   * CPU, memory, GPU, platform and recommendations. Cached for 60 s; concurrent calls share one
+   * detection. GPU probing runs off the JS thread.
+   * @param forceRefresh ignore the cache.
+   */
+  detect(forceRefresh?: boolean): Promise<SystemCapabilities>
+  /** Drops the cached detection. */
+  clearCache(): void
+  /** Fresh RAM figures (reads kernel counters; microseconds, so synchronous). */
+  getMemoryInfo(): MemoryInfo
+  /** Fresh GPU figures, free VRAM included. */
+  getGPUInfo(): Promise<GPUInfo>
+  /**
+   * Whether the model fits now, with the estimate behind the verdict.
+   * @throws {ValidationError} when `modelInfo.size` is not a positive number or a field has the wrong type.
+   */
+  canRunModel(modelInfo: ModelSizingInfo, options?: CanRunModelOptions): Promise<CanRunModelResult>
+  /**
+   * A starting llama-server configuration: suggested threads, the largest context up to 8192
+   * (capped by the model's) that fits in free RAM, and as many GPU layers as fit in free VRAM.
+   * Hints fix values instead of choosing them.
+   * @throws {ValidationError} as {@link SystemInfo.canRunModel}.
+   */
+  getOptimalConfig(modelInfo: ModelSizingInfo, hints?: CanRunModelOptions): Promise<OptimalLlamaConfig>
+  /**
+   * Emits a `memory` event every `intervalMs`. Like `setInterval`, a running monitor keeps Node
+   * alive until {@link SystemInfo.stopMonitoring}. Calling it again changes the interval.
+   * @throws {ValidationError} when `intervalMs` is not an integer of at least 50.
+   */
+  startMonitoring(options?: MonitoringOptions): void
+  /** Stops the monitor; returns whether one was running. */
+  stopMonitoring(): boolean
+  isMonitoring(): boolean
+}
+
+/** The shared {@link SystemInfo}. */
+export declare const systemInfo: SystemInfo
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/** Facts attached to an error; `suggestion` is one sentence for the user. */
+export interface ErrorDetails {
+  suggestion?: string
+  [key: string]: unknown
+}
+
+/** Base class of every error the library throws; branch on `code`. */
+export declare class GenaiElectronError extends Error {
+  constructor(message: string, code?: string, details?: ErrorDetails)
+  readonly code: string
+  readonly details: ErrorDetails
+}
+/** `MODEL_NOT_FOUND`: no model with that id. */
+export declare class ModelNotFoundError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `DOWNLOAD_FAILED`: HTTP error, broken connection, bad URL. */
+export declare class DownloadError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `CHECKSUM_ERROR`: a file's sha256 differs from the expected one (the file is removed). */
+export declare class ChecksumError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `INSUFFICIENT_RESOURCES`: not enough RAM or VRAM. */
+export declare class InsufficientResourcesError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `SERVER_ERROR`: a managed server failed to start, crashed or answered badly. */
+export declare class ServerError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `PORT_IN_USE`: the requested port is taken. */
+export declare class PortInUseError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `BINARY_ERROR`: a backend executable is missing, broken, or no variant runs here. */
+export declare class BinaryError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `FILE_SYSTEM_ERROR`: a file or folder could not be read, written or created. */
+export declare class FileSystemError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `INVALID_ARGUMENT`: an argument has the wrong type, shape or range. */
+export declare class ValidationError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}

@@ -1,0 +1,19 @@
+import lib from './index.js'
+
+export const {
+  configure,
+  getDataPaths,
+  SystemInfo,
+  GenaiElectronError,
+  ModelNotFoundError,
+  DownloadError,
+  ChecksumError,
+  InsufficientResourcesError,
+  ServerError,
+  PortInUseError,
+  BinaryError,
+  FileSystemError,
+  ValidationError,
+} = lib
+export const systemInfo = lib.systemInfo
+export default lib

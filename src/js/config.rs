@@ -1,0 +1,41 @@
+use std::path::PathBuf;
+
+use napi_derive::napi;
+use serde_json::{Value, json};
+
+use super::error::to_napi;
+use crate::config::{DataPaths, Settings};
+
+/// Sets the data directory; returns it, absolute.
+#[napi(js_name = "setDataDir")]
+pub fn set_data_dir(data_dir: String) -> napi::Result<String> {
+    let path = Settings::global()
+        .set_data_dir(&data_dir)
+        .map_err(to_napi)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// Called by the JS loader inside Electron's main process.
+#[napi(js_name = "setElectronUserData")]
+pub fn set_electron_user_data(dir: Option<String>) {
+    Settings::global().set_electron_user_data(dir.map(PathBuf::from));
+}
+
+/// The data folders, created if missing.
+#[napi(js_name = "getDataPaths")]
+pub async fn get_data_paths() -> napi::Result<Value> {
+    let paths = Settings::global().data_paths().map_err(to_napi)?;
+    paths.ensure().await.map_err(to_napi)?;
+    Ok(paths_to_js(&paths))
+}
+
+fn paths_to_js(p: &DataPaths) -> Value {
+    json!({
+        "root": p.root,
+        "source": p.source.as_str(),
+        "models": { "llm": p.models_llm, "diffusion": p.models_diffusion },
+        "binaries": p.binaries,
+        "logs": p.logs,
+        "temp": p.temp,
+    })
+}

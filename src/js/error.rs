@@ -1,0 +1,43 @@
+//! Rust error → JS error. Async napi functions can only reject with a `napi::Error`, so the code
+//! and details travel in the message as `[CODE] {"message": …, "details": …}`; `index.js`
+//! parses that prefix and rethrows the matching `GenaiElectronError` subclass.
+
+use napi::Status;
+use serde_json::{Value, json};
+
+use crate::error::Coded;
+
+pub fn to_napi<E: Coded>(err: E) -> napi::Error {
+    let mut details = err.details();
+    if let Some(suggestion) = err.suggestion() {
+        details.insert("suggestion".into(), Value::String(suggestion));
+    }
+    let payload = json!({ "message": err.to_string(), "details": details });
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("[{}] {payload}", err.code().as_str()),
+    )
+}
+
+/// Input the binding could not even decode (wrong JSON shape): an INVALID_ARGUMENT error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadArgument(pub String);
+
+impl Coded for BadArgument {
+    fn code(&self) -> crate::error::ErrorCode {
+        crate::error::ErrorCode::InvalidArgument
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some("Compare the argument with its type in index.d.ts".into())
+    }
+}
+
+pub fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> napi::Result<T> {
+    serde_json::from_value(value).map_err(|e| to_napi(BadArgument(format!("{what}: {e}"))))
+}
+
+pub fn to_js<T: serde::Serialize>(value: &T) -> napi::Result<Value> {
+    serde_json::to_value(value).map_err(|e| napi::Error::from_reason(e.to_string()))
+}

@@ -1,0 +1,27 @@
+//! One ThreadsafeFunction per manager carries its events to JS. The JS side passes a
+//! dispatcher that never throws (it catches listener errors itself), and the function is weak,
+//! so a manager never keeps Node's event loop alive on its own.
+
+use napi::Status;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use serde_json::Value;
+use std::sync::Arc;
+
+use crate::events::EventSink;
+
+/// `(event: { type: string, ... }) => void`
+#[napi]
+pub type EventCallback = ThreadsafeFunction<Value, (), Value, Status, false, true>;
+
+/// Wraps the manager's callback into a domain event sink.
+pub fn sink<E: 'static>(callback: Arc<EventCallback>, to_js: fn(E) -> Value) -> EventSink<E> {
+    EventSink::new(move |event| {
+        // NonBlocking never waits on the JS thread; `Closing` means Node is shutting down and
+        // the event has nowhere to go.
+        let status = callback.call(to_js(event), ThreadsafeFunctionCallMode::NonBlocking);
+        if status != Status::Ok && status != Status::Closing {
+            tracing::warn!("event dropped: {status}");
+        }
+    })
+}

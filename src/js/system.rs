@@ -1,0 +1,129 @@
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use napi_derive::napi;
+use serde_json::{Value, json};
+
+use super::error::{from_js, to_js, to_napi};
+use super::events::{EventCallback, sink};
+use crate::system::{ModelSpec, RunOptions, SystemCapabilities, SystemEvent, SystemInfo};
+
+#[napi(js_name = "NativeSystemInfo")]
+pub struct JsSystemInfo {
+    inner: Arc<SystemInfo>,
+    events: Arc<EventCallback>,
+}
+
+#[napi]
+impl JsSystemInfo {
+    #[napi(constructor)]
+    pub fn new(on_event: EventCallback) -> Self {
+        JsSystemInfo {
+            inner: Arc::new(SystemInfo::with_default_probes()),
+            events: Arc::new(on_event),
+        }
+    }
+
+    #[napi]
+    pub async fn detect(&self, force_refresh: Option<bool>) -> napi::Result<Value> {
+        let caps = self.inner.detect(force_refresh.unwrap_or(false)).await;
+        capabilities_to_js(&caps)
+    }
+
+    #[napi]
+    pub fn clear_cache(&self) {
+        self.inner.clear_cache();
+    }
+
+    #[napi]
+    pub fn get_memory_info(&self) -> napi::Result<Value> {
+        to_js(&self.inner.memory())
+    }
+
+    #[napi(js_name = "getGPUInfo")]
+    pub async fn get_gpu_info(&self) -> napi::Result<Value> {
+        to_js(&self.inner.gpu().await)
+    }
+
+    #[napi]
+    pub async fn can_run_model(
+        &self,
+        model_info: Value,
+        options: Option<Value>,
+    ) -> napi::Result<Value> {
+        let model: ModelSpec = from_js("modelInfo", model_info)?;
+        let opts: RunOptions = from_js("options", options.unwrap_or(Value::Null).or_empty())?;
+        let verdict = self
+            .inner
+            .can_run_model(&model, &opts)
+            .await
+            .map_err(to_napi)?;
+        to_js(&verdict)
+    }
+
+    #[napi]
+    pub async fn get_optimal_config(
+        &self,
+        model_info: Value,
+        hints: Option<Value>,
+    ) -> napi::Result<Value> {
+        let model: ModelSpec = from_js("modelInfo", model_info)?;
+        let hints: RunOptions = from_js("hints", hints.unwrap_or(Value::Null).or_empty())?;
+        let config = self
+            .inner
+            .optimal_config(&model, &hints)
+            .await
+            .map_err(to_napi)?;
+        to_js(&config)
+    }
+
+    /// Must be called from JS (the napi runtime is entered for the spawn).
+    #[napi]
+    pub fn start_monitoring(&self, interval_ms: u32) -> napi::Result<()> {
+        let events = sink(self.events.clone(), |event: SystemEvent| match event {
+            SystemEvent::Memory(m) => {
+                json!({ "type": "memory", "total": m.total, "available": m.available, "used": m.used })
+            }
+        });
+        let inner = self.inner.clone();
+        napi::bindgen_prelude::within_runtime_if_available(move || {
+            inner.start_monitoring(Duration::from_millis(interval_ms.into()), events)
+        })
+        .map_err(to_napi)
+    }
+
+    #[napi]
+    pub fn stop_monitoring(&self) -> bool {
+        self.inner.stop_monitoring()
+    }
+}
+
+trait OrEmpty {
+    fn or_empty(self) -> Value;
+}
+
+impl OrEmpty for Value {
+    /// `undefined`/`null` options mean "no options".
+    fn or_empty(self) -> Value {
+        if self.is_null() { json!({}) } else { self }
+    }
+}
+
+fn capabilities_to_js(caps: &SystemCapabilities) -> napi::Result<Value> {
+    let mut cpu = to_js(&caps.cpu)?;
+    // `cores` is the seed's name for the logical core count.
+    cpu["cores"] = json!(caps.cpu.logical_cores);
+    let detected_at_ms = caps
+        .detected_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(json!({
+        "cpu": cpu,
+        "memory": to_js(&caps.memory)?,
+        "gpu": to_js(&caps.gpu)?,
+        "platform": caps.platform,
+        "recommendations": to_js(&caps.recommendations)?,
+        "detectedAtMs": detected_at_ms,
+    }))
+}
