@@ -1,0 +1,31 @@
+'use strict'
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { ROOT, runNode } = require('./helpers')
+const { SystemInfo } = require('..')
+
+const API_MD = fs.readFileSync(path.join(ROOT, 'docs', 'API.md'), 'utf8')
+const EXAMPLES = [...API_MD.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1])
+
+test('docs/API.md has examples', () => {
+  assert.ok(EXAMPLES.length >= 10, `${EXAMPLES.length} examples`)
+})
+
+EXAMPLES.forEach((source, i) => {
+  const title = source.split('\n').find((l) => l.includes('systemInfo.') || l.includes('configure') || l.includes('getDataPaths')) ?? ''
+  test(`docs/API.md example ${i + 1} runs: ${title.trim().slice(0, 60)}`, async () => {
+    const script = source.replaceAll("require('genai-electron')", `require(${JSON.stringify(ROOT)})`)
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-docs-'))
+    const { code, stderr } = await runNode(script, { env: { GENAI_ELECTRON_DATA_DIR: dataDir } })
+    assert.equal(code, 0, stderr)
+  })
+})
+
+test('every public SystemInfo method has a section in docs/API.md', () => {
+  const methods = Object.getOwnPropertyNames(SystemInfo.prototype).filter((m) => m !== 'constructor')
+  for (const method of methods) assert.match(API_MD, new RegExp(`### .*\\b${method}\\(`), method)
+})

@@ -1,0 +1,48 @@
+// Compiled (not run) by module.test.js with --strict: the typings must allow real usage.
+import {
+  configure,
+  getDataPaths,
+  systemInfo,
+  SystemInfo,
+  GenaiElectronError,
+  ValidationError,
+  type SystemCapabilities,
+  type CanRunModelResult,
+  type MemoryEvent,
+  type DataPaths,
+} from 'genai-electron'
+
+async function main(): Promise<void> {
+  configure({ dataDir: '/tmp/genai-electron-typed' })
+  const paths: DataPaths = await getDataPaths()
+  const llmDir: string = paths.models.llm
+
+  const caps: SystemCapabilities = await systemInfo.detect()
+  const vram: number | undefined = caps.gpu.vram
+  const threads: number = caps.recommendations.threads
+  const free: number = systemInfo.getMemoryInfo().available
+
+  const verdict: CanRunModelResult = await systemInfo.canRunModel(
+    { size: 98_362_432, ggufMetadata: { block_count: 30, attention_head_count: [9, 9] } },
+    { contextSize: 2048, cacheTypeK: 'q8_0' },
+  )
+  if (!verdict.possible) console.log(verdict.reason, verdict.suggestion, verdict.estimate.ram)
+
+  const config = await systemInfo.getOptimalConfig({ size: 1e9 })
+  const ctx: number = config.contextSize
+
+  const info = SystemInfo.getInstance()
+  info.on('memory', (event: MemoryEvent) => console.log(event.available))
+  info.startMonitoring({ intervalMs: 1000 })
+  info.stopMonitoring()
+
+  try {
+    configure({ dataDir: '' })
+  } catch (err) {
+    if (err instanceof ValidationError) console.log(err.code, err.details.suggestion)
+    else if (err instanceof GenaiElectronError) console.log(err.code)
+  }
+  console.log(llmDir, vram, threads, free, ctx)
+}
+
+void main()

@@ -1,0 +1,34 @@
+# Shared set-up of the project's scripts (sourced): cache locations, npm packages, the addon.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Everything slow to rebuild lives here, outside the clone, so a second run is fast.
+export GENAI_ELECTRON_DEV_CACHE="${GENAI_ELECTRON_DEV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/genai-electron-dev}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GENAI_ELECTRON_DEV_CACHE/target}"
+mkdir -p "$GENAI_ELECTRON_DEV_CACHE"
+
+step() { printf '\n== %s\n' "$*"; }
+
+require_tools() {
+  local missing=()
+  for tool in node npm cargo; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing tools: ${missing[*]} (install Node.js >= 20.17 and Rust via rustup)" >&2
+    exit 1
+  fi
+}
+
+ensure_node_modules() {
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    step "npm ci"
+    npm ci --no-audit --no-fund
+  fi
+}
+
+# cargo is incremental: with nothing changed this takes a second or two.
+build_addon() {
+  step "build the addon (release)"
+  npm run --silent build
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit tests, lints, and the JS suite against the built addon.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_tools
+ensure_node_modules
+
+step "only src/js may use napi"
+if grep -rlw 'napi\|napi_derive' src | grep -v '^src/js/'; then
+  echo "the files above import napi outside src/js" >&2
+  exit 1
+fi
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test 2>&1 | tee "$GENAI_ELECTRON_DEV_CACHE/cargo-test.log"
+passed=$(grep -o 'test result: ok\. [0-9]* passed' "$GENAI_ELECTRON_DEV_CACHE/cargo-test.log" | awk '{s += $4} END {print s + 0}')
+[ "$passed" -gt 0 ] || { echo "cargo test ran no tests" >&2; exit 1; }
+
+build_addon
+
+step "node --test __test__"
+tap="$GENAI_ELECTRON_DEV_CACHE/node-test.tap"
+node --test --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$tap" __test__/
+passed=$(awk '/^# pass/ {print $3}' "$tap")
+[ "${passed:-0}" -gt 0 ] || { echo "node --test ran no tests" >&2; exit 1; }
+echo "all tests passed (cargo: see above; node: $passed)"
