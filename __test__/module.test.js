@@ -32,6 +32,8 @@ test('the typed usage example compiles with tsc --strict', () => {
   assert.equal(result.status, 0, result.stdout + result.stderr)
 })
 
+// `napi prepublish -t npm` (prepublishOnly) adds these packages as optionalDependencies when
+// publishing; listing unpublished packages here would break `npm ci`.
 test('every platform package matches a napi target', () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   const dirs = fs.readdirSync(path.join(ROOT, 'npm'))
@@ -41,6 +43,5 @@ test('every platform package matches a napi target', () => {
     assert.equal(sub.name, `${pkg.name}-${dir}`)
     assert.equal(sub.version, pkg.version)
     assert.equal(sub.main, `${pkg.napi.binaryName}.${dir}.node`)
-    assert.equal(pkg.optionalDependencies[sub.name], pkg.version)
   }
 })
