@@ -5,7 +5,7 @@ require_tools
 ensure_node_modules
 
 step "only src/js may use napi"
-if grep -rlw 'napi\|napi_derive' src | grep -v '^src/js/'; then
+if grep -rlE '(^|[^a-z_])napi(_derive)?::|#\[napi|use napi' src | grep -v '^src/js/'; then
   echo "the files above import napi outside src/js" >&2
   exit 1
 fi
