@@ -1,0 +1,361 @@
+//! Streaming downloads that never leave a corrupt file behind.
+//!
+//! Bytes go to `<dest>.part` while sha256 runs over them in the same pass. A transfer that breaks
+//! off resumes with an HTTP `Range` request (the part already on disk is hashed first, so the
+//! checksum still covers every byte), also across restarts of the process. The file takes its
+//! final name only once the checksum matches; a mismatch removes it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Coded, ErrorCode, io_suggestion};
+
+/// Automatic resumptions of one download after the connection breaks mid-body.
+const MAX_RESUMES: u32 = 3;
+/// Progress callbacks are throttled to at most one per interval (plus the final one).
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("invalid URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{url} answered HTTP {status}")]
+    Http { url: String, status: u16 },
+    #[error("download of {url} failed: {reason}")]
+    Network { url: String, reason: String },
+    #[error("checksum mismatch for {url}: expected sha256 {expected}, got {actual}")]
+    Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Coded for DownloadError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            DownloadError::Checksum { .. } => ErrorCode::ChecksumError,
+            DownloadError::Io { .. } => ErrorCode::FileSystemError,
+            _ => ErrorCode::DownloadFailed,
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some(match self {
+            DownloadError::BadUrl { .. } => "Use an absolute http:// or https:// URL".into(),
+            DownloadError::Http { status: 404, .. } => {
+                "Check the URL: the file does not exist there".into()
+            }
+            DownloadError::Http {
+                status: 401 | 403, ..
+            } => "The server refused access: check the URL and any token it needs".into(),
+            DownloadError::Http { .. } | DownloadError::Network { .. } => {
+                "Check the network connection and try again; the download resumes where it stopped"
+                    .into()
+            }
+            DownloadError::Checksum { .. } => {
+                "The file was removed; try again, and if it keeps failing the source has changed"
+                    .into()
+            }
+            DownloadError::Io { source, .. } => io_suggestion(source).into(),
+        })
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let v = match self {
+            DownloadError::BadUrl { url, .. } | DownloadError::Network { url, .. } => {
+                json!({ "url": url })
+            }
+            DownloadError::Http { url, status } => json!({ "url": url, "status": status }),
+            DownloadError::Checksum {
+                url,
+                expected,
+                actual,
+            } => {
+                json!({ "url": url, "expected": expected, "actual": actual })
+            }
+            DownloadError::Io { path, .. } => json!({ "path": path }),
+        };
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
+/// Bytes so far and, when the server says, in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub downloaded: u64,
+    pub total: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Where the last attempt started (0 for a download from scratch).
+    pub resumed_from: u64,
+}
+
+/// One HTTP client per process: connection pools and TLS set-up are shared.
+pub fn http_client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        // Another library may have installed a provider already; either one serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .user_agent(concat!("genai-electron/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client with default settings always builds")
+    })
+}
+
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+/// Downloads `url` to `dest`, checking `sha256` (hex) when given. Resumes from `<dest>.part`.
+pub async fn download(
+    url: &str,
+    dest: &Path,
+    sha256: Option<&str>,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Downloaded, DownloadError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::BadUrl {
+        url: url.into(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(DownloadError::BadUrl {
+            url: url.into(),
+            reason: format!("unsupported scheme {:?}", parsed.scheme()),
+        });
+    }
+    let part = part_path(dest);
+    let mut attempt = 0;
+    loop {
+        match transfer(url, &part, on_progress).await {
+            Ok(outcome) => return finish(url, dest, &part, sha256, outcome).await,
+            Err(Failure::Retryable(reason)) if attempt < MAX_RESUMES => {
+                attempt += 1;
+                tracing::info!(
+                    "download of {url} broke off ({reason}); resuming, attempt {attempt}"
+                );
+            }
+            Err(Failure::Retryable(reason)) => {
+                return Err(DownloadError::Network {
+                    url: url.into(),
+                    reason,
+                });
+            }
+            Err(Failure::Fatal(err)) => return Err(err),
+        }
+    }
+}
+
+enum Failure {
+    /// The connection failed; the part on disk is intact and can be resumed.
+    Retryable(String),
+    Fatal(DownloadError),
+}
+
+struct Transferred {
+    bytes: u64,
+    sha256: String,
+    resumed_from: u64,
+}
+
+async fn transfer(
+    url: &str,
+    part: &Path,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Transferred, Failure> {
+    let io_err = |source: io::Error| {
+        Failure::Fatal(DownloadError::Io {
+            path: part.to_path_buf(),
+            source,
+        })
+    };
+    let existing = tokio::fs::metadata(part)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut request = http_client().get(url);
+    if existing > 0 {
+        request = request.header(reqwest::header::RANGE, format!("bytes={existing}-"));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Failure::Retryable(e.to_string()))?;
+    let status = response.status();
+    let resume_from = match status.as_u16() {
+        206 if content_range_start(&response) == Some(existing) => existing,
+        // Range ignored (200) or answered for another offset: start over.
+        200 | 206 => 0,
+        416 if existing > 0 => {
+            // Nothing after our offset: the part may be complete. Start over if it is not.
+            tokio::fs::remove_file(part).await.map_err(io_err)?;
+            return Err(Failure::Retryable(
+                "server refused the resume offset".into(),
+            ));
+        }
+        code => {
+            return Err(Failure::Fatal(DownloadError::Http {
+                url: url.into(),
+                status: code,
+            }));
+        }
+    };
+    let total = response.content_length().map(|len| len + resume_from);
+
+    let mut hasher = Sha256::new();
+    let mut file = if resume_from > 0 {
+        hash_prefix(part, resume_from, &mut hasher)
+            .await
+            .map_err(io_err)?;
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(part)
+            .await
+            .map_err(io_err)?
+    } else {
+        if let Some(parent) = part.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io_err)?;
+        }
+        tokio::fs::File::create(part).await.map_err(io_err)?
+    };
+
+    let mut downloaded = resume_from;
+    let mut last_report = Instant::now();
+    on_progress(Progress { downloaded, total });
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                file.flush().await.map_err(io_err)?;
+                return Err(Failure::Retryable(err.to_string()));
+            }
+        };
+        if let Err(source) = file.write_all(&chunk).await {
+            drop(file);
+            // A full disk leaves nothing worth resuming.
+            let _ = tokio::fs::remove_file(part).await;
+            return Err(io_err(source));
+        }
+        hasher.update(&chunk);
+        downloaded += chunk.len() as u64;
+        if last_report.elapsed() >= PROGRESS_INTERVAL {
+            on_progress(Progress { downloaded, total });
+            last_report = Instant::now();
+        }
+    }
+    file.flush().await.map_err(io_err)?;
+    file.sync_all().await.map_err(io_err)?;
+    if let Some(total) = total.filter(|&t| t != downloaded) {
+        return Err(Failure::Retryable(format!(
+            "connection closed at {downloaded} of {total} bytes"
+        )));
+    }
+    on_progress(Progress {
+        downloaded,
+        total: Some(downloaded),
+    });
+    Ok(Transferred {
+        bytes: downloaded,
+        sha256: hex::encode(hasher.finalize()),
+        resumed_from: resume_from,
+    })
+}
+
+fn content_range_start(response: &reqwest::Response) -> Option<u64> {
+    let value = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let range = value.strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
+async fn hash_prefix(part: &Path, len: u64, hasher: &mut Sha256) -> io::Result<()> {
+    let mut file = tokio::fs::File::open(part).await?.take(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+async fn finish(
+    url: &str,
+    dest: &Path,
+    part: &Path,
+    expected: Option<&str>,
+    outcome: Transferred,
+) -> Result<Downloaded, DownloadError> {
+    if let Some(expected) = expected
+        && !expected.eq_ignore_ascii_case(&outcome.sha256)
+    {
+        let _ = tokio::fs::remove_file(part).await;
+        return Err(DownloadError::Checksum {
+            url: url.into(),
+            expected: expected.to_ascii_lowercase(),
+            actual: outcome.sha256,
+        });
+    }
+    tokio::fs::rename(part, dest)
+        .await
+        .map_err(|source| DownloadError::Io {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+    Ok(Downloaded {
+        path: dest.to_path_buf(),
+        bytes: outcome.bytes,
+        sha256: outcome.sha256,
+        resumed_from: outcome.resumed_from,
+    })
+}
+
+/// sha256 of a file, hex; runs on the blocking pool.
+pub async fn sha256_file(path: &Path) -> io::Result<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                return Ok(hex::encode(hasher.finalize()));
+            }
+            hasher.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! Test helpers: a local HTTP/1.1 file server on 127.0.0.1 that can honour or ignore `Range`,
+//! drop the connection mid-body, and answer with a chosen status.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Default, Clone)]
+pub struct Behaviour {
+    /// Close the connection after this many body bytes, for the next `drops` requests.
+    pub drop_after: Option<usize>,
+    pub drops: u32,
+    /// Answer 200 with the whole body even when a `Range` is asked for.
+    pub ignore_range: bool,
+    /// Answer every request with this status and an empty body.
+    pub status: Option<u16>,
+    /// Send bodies in 16 KiB pieces, 20 ms apart.
+    pub slow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub path: String,
+    pub range_start: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct FileServer {
+    pub addr: SocketAddr,
+    files: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    log: Arc<Mutex<Vec<Logged>>>,
+}
+
+impl FileServer {
+    pub async fn start() -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = FileServer {
+            addr: listener.local_addr().unwrap(),
+            files: Default::default(),
+            behaviour: Default::default(),
+            log: Default::default(),
+        };
+        let handler = server.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = handler.clone();
+                tokio::spawn(async move { handler.serve(stream).await });
+            }
+        });
+        server
+    }
+
+    pub fn add(&self, path: &str, body: Vec<u8>) -> String {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), Arc::new(body));
+        self.url(path)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn requests(&self) -> Vec<Logged> {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn serve(&self, mut stream: TcpStream) {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let range = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("range: bytes=")
+                .map(str::to_string)
+        });
+        let range_start = range
+            .as_deref()
+            .and_then(|r| r.split('-').next()?.trim().parse::<u64>().ok());
+        let range_end = range
+            .as_deref()
+            .and_then(|r| r.split('-').nth(1)?.trim().parse::<u64>().ok());
+        self.log.lock().unwrap().push(Logged {
+            path: path.clone(),
+            range_start,
+        });
+
+        let behaviour = {
+            let mut b = self.behaviour.lock().unwrap();
+            let current = b.clone();
+            b.drops = b.drops.saturating_sub(1);
+            current
+        };
+        let body = self
+            .files
+            .lock()
+            .unwrap()
+            .get(path.split('?').next().unwrap_or_default())
+            .cloned();
+        let (status, body) = match (behaviour.status, body) {
+            (Some(status), _) => (status, None),
+            (None, None) => (404, None),
+            (None, Some(body)) => (200, Some(body)),
+        };
+        let Some(body) = body else {
+            let _ = stream
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await;
+            return;
+        };
+        let len = body.len() as u64;
+        let (status_line, start, extra) = match range_start {
+            Some(start) if !behaviour.ignore_range && start >= len => {
+                let _ = stream
+                    .write_all(format!("HTTP/1.1 416 Range Not Satisfiable\r\ncontent-range: bytes */{len}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                    .await;
+                return;
+            }
+            Some(start) if !behaviour.ignore_range => {
+                let end = range_end.map_or(len - 1, |e| e.min(len - 1));
+                (
+                    "206 Partial Content",
+                    start,
+                    format!("content-range: bytes {start}-{end}/{len}\r\n"),
+                )
+            }
+            _ => ("200 OK", 0, String::new()),
+        };
+        let end = match (range_start, range_end) {
+            (Some(_), Some(e)) if !behaviour.ignore_range => (e + 1).min(len),
+            _ => len,
+        };
+        let slice = &body[start as usize..end as usize];
+        let header = format!(
+            "HTTP/1.1 {status_line}\r\ncontent-length: {}\r\naccept-ranges: bytes\r\n{extra}connection: close\r\n\r\n",
+            slice.len()
+        );
+        if stream.write_all(header.as_bytes()).await.is_err() {
+            return;
+        }
+        let send = match behaviour.drop_after {
+            Some(n) if behaviour.drops > 0 => n.min(slice.len()),
+            _ => slice.len(),
+        };
+        if behaviour.slow {
+            for piece in slice[..send].chunks(16 * 1024) {
+                if stream.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        } else {
+            let _ = stream.write_all(&slice[..send]).await;
+        }
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A minimal GGUF v3 file: a few llama keys, no tensors, `data` bytes of tensor data.
+pub fn tiny_gguf(block_count: u32, data: usize) -> Vec<u8> {
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    out.extend(2u64.to_le_bytes());
+    for (key, kind, value) in [
+        ("general.architecture", 8u32, b"llama".to_vec()),
+        (
+            "llama.block_count",
+            4u32,
+            block_count.to_le_bytes().to_vec(),
+        ),
+    ] {
+        out.extend((key.len() as u64).to_le_bytes());
+        out.extend(key.as_bytes());
+        out.extend(kind.to_le_bytes());
+        if kind == 8 {
+            out.extend((value.len() as u64).to_le_bytes());
+        }
+        out.extend(value);
+    }
+    while !out.len().is_multiple_of(32) {
+        out.push(0);
+    }
+    out.extend(bytes(data, block_count as u64));
+    out
+}
