@@ -259,6 +259,112 @@ export declare class SystemInfo extends EventEmitter<SystemInfoEvents> {
 export declare const systemInfo: SystemInfo
 
 // ---------------------------------------------------------------------------------------------
+// Binaries
+// ---------------------------------------------------------------------------------------------
+
+/** The backend executables the library runs. */
+export type BinaryKind = 'llama-server' | 'sd-cli' | 'sd-server'
+
+/** One release archive of a backend, in the shape of genai-electron's release manifest. */
+export interface BinaryVariant {
+  /** What the build needs from the machine; variants whose needs are not met are skipped. */
+  type: 'cuda' | 'vulkan' | 'metal' | 'cpu'
+  /** `.zip` or `.tar.gz` URL. */
+  url: string
+  /** sha256 of the archive, hex. */
+  sha256: string
+  /** Runtime archives extracted next to the executable (the CUDA runtime on Windows). */
+  dependencies?: { url: string; sha256: string }[]
+}
+
+/** A pinned source archive and how to build it with CMake. */
+export interface SourceBuildSpec {
+  /** Path of a `.tar.gz`/`.zip` file, or an http(s) URL. */
+  archive: string
+  /** sha256 of the archive, hex; checked before anything is unpacked. */
+  sha256: string
+  /** Folder of the top CMakeLists.txt inside the archive's top folder, e.g. `vendor/llama.cpp`. */
+  subdir?: string
+  /** Extra CMake options after the lean defaults, e.g. `['-DGGML_CUDA=ON']`. */
+  cmakeArgs?: string[]
+  /** Parallel compile jobs (default: all CPUs). */
+  jobs?: number
+}
+
+export interface EnsureBinaryOptions {
+  /** Use this executable (probed; an error if missing or broken, never replaced silently). */
+  path?: string
+  /** Release variants to try instead of the pinned ones (a mirror, a newer release). */
+  variants?: BinaryVariant[]
+  /** Label of the release `variants` belong to; installs are kept per version. */
+  version?: string
+  /** Build from source when no release variant works (or exists) here. */
+  source?: SourceBuildSpec
+}
+
+export interface ResolvedBinary {
+  kind: BinaryKind
+  /** Absolute path of the executable. */
+  path: string
+  /** `cpu`, `vulkan`, `cuda`, `metal`, `source`, or `given` for a path you supplied. */
+  variant: string
+  /** `path` option, environment variable, earlier install, fresh download, or source build. */
+  origin: 'path' | 'env' | 'installed' | 'download' | 'source'
+  /** First line of `--version`, when it was probed during this call. */
+  version?: string
+}
+
+/** A `binary-progress` event. */
+export interface BinaryProgressEvent {
+  type: 'binary-progress'
+  kind: BinaryKind
+  stage: 'download' | 'verify' | 'extract' | 'probe' | 'build'
+  variant: string
+  /** URL, path or build step the stage works on. */
+  detail: string
+  /** Bytes downloaded so far (download stage). */
+  bytes: number
+  total: number | null
+}
+
+export interface BinaryManagerEvents {
+  'binary-progress': [BinaryProgressEvent]
+  error: [unknown]
+}
+
+/**
+ * Obtains llama.cpp's and stable-diffusion.cpp's executables. Use the shared {@link binaries}.
+ *
+ * Sources, in order: the `path` option; the environment variable (`GENAI_ELECTRON_LLAMA_SERVER`,
+ * `GENAI_ELECTRON_SD_CLI`, `GENAI_ELECTRON_SD_SERVER`); an earlier install in the data folder;
+ * the pinned release variants for this platform (GPU first, each downloaded with resume,
+ * sha256-checked, extracted safely and probed); a source build when `source` is given.
+ */
+export declare class BinaryManager extends EventEmitter<BinaryManagerEvents> {
+  constructor()
+  static getInstance(): BinaryManager
+  /**
+   * The path of a working executable, installing it if needed. A second call answers from the
+   * install: no network, no probe.
+   * @throws {BinaryError} no variant works (`details.tried` lists each with its reason), no
+   *   release for this platform, a given path missing or broken, a source build failing.
+   * @throws {DownloadError} / {@link ChecksumError} / {@link FileSystemError} as their names say.
+   * @throws {ValidationError} an unknown kind or a malformed option.
+   */
+  ensureBinary(kind: BinaryKind, options?: EnsureBinaryOptions): Promise<ResolvedBinary>
+  /**
+   * Builds the backend of `kind` from a pinned source archive with CMake (must be on PATH) and
+   * records it as the data folder's `source` install. `workDir` keeps the unpacked sources and
+   * the build tree (default: inside the data folder), so a repeated build only checks.
+   * @throws {BinaryError} checksum mismatch, CMake missing, or a failed step with its output.
+   */
+  buildFromSource(kind: BinaryKind, source: SourceBuildSpec, options?: { workDir?: string }): Promise<ResolvedBinary>
+}
+
+/** The shared {@link BinaryManager}. */
+export declare const binaries: BinaryManager
+
+// ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 const errors = require('./lib/errors')
 const { configure, getDataPaths } = require('./lib/config')
 const { SystemInfo } = require('./lib/system-info')
+const { BinaryManager } = require('./lib/binaries')
 
 module.exports = {
   configure,
@@ -10,6 +11,10 @@ module.exports = {
   SystemInfo,
   get systemInfo() {
     return SystemInfo.getInstance()
+  },
+  BinaryManager,
+  get binaries() {
+    return BinaryManager.getInstance()
   },
   GenaiElectronError: errors.GenaiElectronError,
   ModelNotFoundError: errors.ModelNotFoundError,

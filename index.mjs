@@ -4,6 +4,7 @@ export const {
   configure,
   getDataPaths,
   SystemInfo,
+  BinaryManager,
   GenaiElectronError,
   ModelNotFoundError,
   DownloadError,
@@ -16,4 +17,5 @@ export const {
   ValidationError,
 } = lib
 export const systemInfo = lib.systemInfo
+export const binaries = lib.binaries
 export default lib

@@ -41,3 +41,14 @@ pub fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> napi
 pub fn to_js<T: serde::Serialize>(value: &T) -> napi::Result<Value> {
     serde_json::to_value(value).map_err(|e| napi::Error::from_reason(e.to_string()))
 }
+
+pub trait OrEmpty {
+    fn or_empty(self) -> Value;
+}
+
+impl OrEmpty for Value {
+    /// `undefined`/`null` options mean "no options".
+    fn or_empty(self) -> Value {
+        if self.is_null() { json!({}) } else { self }
+    }
+}

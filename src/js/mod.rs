@@ -4,6 +4,7 @@
 //! Results cross as JSON values serialized from the domain types, so each shape is written once
 //! (in Rust with serde) and typed once (in the hand-written `index.d.ts`).
 
+mod binaries;
 mod config;
 mod error;
 mod events;

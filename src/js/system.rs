@@ -4,9 +4,16 @@ use std::time::{Duration, UNIX_EPOCH};
 use napi_derive::napi;
 use serde_json::{Value, json};
 
-use super::error::{from_js, to_js, to_napi};
+use super::error::{OrEmpty, from_js, to_js, to_napi};
 use super::events::{EventCallback, sink};
 use crate::system::{ModelSpec, RunOptions, SystemCapabilities, SystemEvent, SystemInfo};
+
+/// The detection other managers consult (GPU hints for binaries); JS's `SystemInfo` instances
+/// have their own caches.
+pub fn shared() -> &'static SystemInfo {
+    static SHARED: std::sync::OnceLock<SystemInfo> = std::sync::OnceLock::new();
+    SHARED.get_or_init(SystemInfo::with_default_probes)
+}
 
 #[napi(js_name = "NativeSystemInfo")]
 pub struct JsSystemInfo {
@@ -95,17 +102,6 @@ impl JsSystemInfo {
     #[napi]
     pub fn stop_monitoring(&self) -> bool {
         self.inner.stop_monitoring()
-    }
-}
-
-trait OrEmpty {
-    fn or_empty(self) -> Value;
-}
-
-impl OrEmpty for Value {
-    /// `undefined`/`null` options mean "no options".
-    fn or_empty(self) -> Value {
-        if self.is_null() { json!({}) } else { self }
     }
 }
 

@@ -1,0 +1,89 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use napi_derive::napi;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
+use super::events::{EventCallback, sink};
+use crate::binaries::{BinaryKind, BinaryManager, BinaryProgress, EnsureOptions, SourceSpec};
+use crate::config::Settings;
+
+#[napi(js_name = "NativeBinaryManager")]
+pub struct JsBinaryManager {
+    inner: Arc<BinaryManager>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct BuildOptions {
+    work_dir: Option<PathBuf>,
+}
+
+fn parse_kind(kind: &str) -> napi::Result<BinaryKind> {
+    BinaryKind::parse(kind).ok_or_else(|| {
+        to_napi(BadArgument(format!(
+            "unknown binary {kind:?}: expected one of {}",
+            BinaryKind::ALL.map(|k| k.as_str()).join(", ")
+        )))
+    })
+}
+
+fn progress_to_js(p: BinaryProgress) -> Value {
+    json!({
+        "type": "binary-progress",
+        "kind": p.kind.as_str(),
+        "stage": p.stage.as_str(),
+        "variant": p.variant,
+        "detail": p.detail,
+        "bytes": p.bytes,
+        "total": p.total,
+    })
+}
+
+#[napi]
+impl JsBinaryManager {
+    #[napi(constructor)]
+    pub fn new(on_event: EventCallback) -> Self {
+        let events = sink(Arc::new(on_event), progress_to_js);
+        JsBinaryManager {
+            inner: Arc::new(BinaryManager::new(Some(events))),
+        }
+    }
+
+    #[napi]
+    pub async fn ensure_binary(&self, kind: String, options: Option<Value>) -> napi::Result<Value> {
+        let kind = parse_kind(&kind)?;
+        let opts: EnsureOptions = from_js("options", options.unwrap_or(Value::Null).or_empty())?;
+        let data = Settings::global().data_paths().map_err(to_napi)?;
+        data.ensure().await.map_err(to_napi)?;
+        let gpu = super::system::shared().detect(false).await.gpu.clone();
+        let resolved = self
+            .inner
+            .ensure(kind, &opts, &data, &gpu)
+            .await
+            .map_err(to_napi)?;
+        to_js(&resolved)
+    }
+
+    #[napi]
+    pub async fn build_from_source(
+        &self,
+        kind: String,
+        spec: Value,
+        options: Option<Value>,
+    ) -> napi::Result<Value> {
+        let kind = parse_kind(&kind)?;
+        let spec: SourceSpec = from_js("source", spec)?;
+        let opts: BuildOptions = from_js("options", options.unwrap_or(Value::Null).or_empty())?;
+        let data = Settings::global().data_paths().map_err(to_napi)?;
+        data.ensure().await.map_err(to_napi)?;
+        let resolved = self
+            .inner
+            .build_from_source(kind, &spec, &data, opts.work_dir.as_deref())
+            .await
+            .map_err(to_napi)?;
+        to_js(&resolved)
+    }
+}
