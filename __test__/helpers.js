@@ -29,3 +29,15 @@ function runNode(source, { env = {}, args = [], timeoutMs = 30_000 } = {}) {
 }
 
 module.exports = { ROOT, runNode }
+
+/**
+ * The real backends and tiny models (`npm run backends`): `npm test` builds them and passes
+ * their JSON through GENAI_ELECTRON_TEST_BACKENDS. Returns null, with the reason, without them.
+ */
+function backends() {
+  const file = process.env.GENAI_ELECTRON_TEST_BACKENDS
+  if (!file) return { skip: 'real backends not provided: run `npm test` (or set GENAI_ELECTRON_TEST_BACKENDS to the JSON file `npm run backends` prints)' }
+  return { paths: JSON.parse(require('node:fs').readFileSync(file, 'utf8')) }
+}
+
+module.exports.backends = backends

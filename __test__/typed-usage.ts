@@ -10,6 +10,10 @@ import {
   type CanRunModelResult,
   type MemoryEvent,
   type DataPaths,
+  binaries,
+  BinaryError,
+  type ResolvedBinary,
+  type BinaryProgressEvent,
 } from 'genai-electron'
 
 async function main(): Promise<void> {
@@ -41,6 +45,17 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof ValidationError) console.log(err.code, err.details.suggestion)
     else if (err instanceof GenaiElectronError) console.log(err.code)
+  }
+  binaries.on('binary-progress', (e: BinaryProgressEvent) => console.log(e.stage, e.bytes, e.total ?? 0))
+  try {
+    const bin: ResolvedBinary = await binaries.ensureBinary('llama-server', {
+      variants: [{ type: 'cpu', url: 'https://example.invalid/x.tar.gz', sha256: '0'.repeat(64) }],
+      source: { archive: '/src/llama.tar.gz', sha256: '0'.repeat(64), subdir: 'vendor/llama.cpp', cmakeArgs: ['-DGGML_CUDA=ON'] },
+    })
+    const origin: 'path' | 'env' | 'installed' | 'download' | 'source' = bin.origin
+    console.log(bin.path, origin)
+  } catch (err) {
+    if (err instanceof BinaryError) console.log(err.details.tried)
   }
   console.log(llmDir, vram, threads, free, ctx)
 }

@@ -4,6 +4,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tools
 ensure_node_modules
 
+step "real backends and tiny models (npm run backends)"
+backends_json="$GENAI_ELECTRON_DEV_CACHE/backends.json"
+bash scripts/backends.sh | tail -n 1 > "$backends_json"
+cat "$backends_json"
+export GENAI_ELECTRON_TEST_BACKENDS="$backends_json"
+# The source-build tests use the project's cmake; with it on PATH they cannot skip.
+export PATH="$GENAI_ELECTRON_DEV_CACHE/backends/venv/bin:$PATH"
+export GENAI_ELECTRON_REQUIRE_CMAKE=1
+
 step "only src/js may use napi"
 if grep -rlE '(^|[^a-z_])napi(_derive)?::|#\[napi|use napi' src | grep -v '^src/js/'; then
   echo "the files above import napi outside src/js" >&2

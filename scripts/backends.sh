@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Provides the real backends and tiny test models, built here from pinned sources:
+#   llama-server            from llama-cpp-python's vendored llama.cpp (PyPI sdist)
+#   sd-cli, sd-server       from stable-diffusion-cpp-python's vendored stable-diffusion.cpp
+#   a tiny random llama     (tokenizer of llama.cpp's models/ggml-vocab-llama-spm.gguf)
+#   a tiny diffusion set    (Ovis-Image-shaped: diffusion model, text encoder, TAESD)
+# Everything is cached under $GENAI_ELECTRON_DEV_CACHE/backends, keyed by version, so a second
+# run only checks. The last line of output is one JSON object with absolute paths.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+LLAMA_PKG=llama-cpp-python LLAMA_VERSION=0.3.36
+LLAMA_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+SD_PKG=stable-diffusion-cpp-python SD_VERSION=0.4.7
+SD_SHA256=998d1957260dd5ae4e18a8acc0c14b0a8757aaa9f96515197b6d5bbf46df9282
+PY_TOOLS=(cmake==3.31.10 ninja==1.13.0 gguf==0.19.0 numpy==2.3.5)
+
+BACKENDS="$GENAI_ELECTRON_DEV_CACHE/backends"
+JOBS="${BACKENDS_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+mkdir -p "$BACKENDS"
+
+log() { printf '%s\n' "$*" >&2; }
+
+# Python tools (cmake, ninja, gguf) in a venv of their own, keyed by the pins.
+python_tools() {
+  local venv="$BACKENDS/venv" stamp="$BACKENDS/venv/.pins"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_TOOLS[*]}" ]; then
+    log "== python tools: ${PY_TOOLS[*]}"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
+    echo "${PY_TOOLS[*]}" > "$stamp"
+  fi
+  export PATH="$venv/bin:$PATH"
+}
+
+# Downloads a pinned sdist from PyPI (pip speaks PyPI's protocol); the library checks its sha256
+# before building. Echoes the archive path.
+fetch_sdist() {
+  local pkg=$1 version=$2 sha=$3
+  local dir="$BACKENDS/sdists" archive
+  archive="$dir/${pkg//-/_}-$version.tar.gz"
+  mkdir -p "$dir"
+  if [ ! -f "$archive" ] || ! echo "$sha  $archive" | sha256sum --check --status; then
+    log "== download $pkg==$version (sdist)"
+    rm -f "$archive"
+    pip download --quiet --disable-pip-version-check --no-deps --no-binary "$pkg" "$pkg==$version" -d "$dir" >&2
+  fi
+  echo "$archive"
+}
+
+# Builds through the library's own source-build path (binaries.buildFromSource); a repeated
+# build with the same sources and options only checks. Echoes the executable's path.
+build_backend() {
+  local kind=$1 archive=$2 sha=$3 subdir=$4 work=$5; shift 5
+  local start=$SECONDS path
+  log "== $kind from $(basename "$archive") (cmake, $JOBS jobs)"
+  path=$(node scripts/build-backend.js "$kind" "$archive" "$sha" "$subdir" "$work" "$@" -DGGML_NATIVE=OFF \
+    | node -e "process.stdin.on('data', d => process.stdout.write(JSON.parse(d).path))")
+  log "   $kind ready in $((SECONDS - start)) s: $path"
+  echo "$path"
+}
+
+python_tools
+ensure_node_modules >&2
+build_addon >&2
+
+llama_archive=$(fetch_sdist "$LLAMA_PKG" "$LLAMA_VERSION" "$LLAMA_SHA256")
+llama_work="$BACKENDS/llama-$LLAMA_VERSION"
+llama_server=$(build_backend llama-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work")
+
+sd_archive=$(fetch_sdist "$SD_PKG" "$SD_VERSION" "$SD_SHA256")
+sd_work="$BACKENDS/sd-$SD_VERSION"
+sd_cli=$(build_backend sd-cli "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work")
+sd_server=$(build_backend sd-server "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work")
+llama_src=$(find "$llama_work/source" -maxdepth 3 -type d -name llama.cpp -path '*vendor*' | head -n 1)
+
+# Keyed by the generator and its manifest: a change to either makes new models.
+generator=$(cat scripts/make_tiny_models.py scripts/data/tiny-ovis-image.tsv | sha256sum | cut -c1-12)
+models="$BACKENDS/models-$generator"
+mkdir -p "$models"
+llm_model="$models/tiny-llama-2l-64d.gguf"
+if [ ! -f "$llm_model" ]; then
+  log "== tiny llama model"
+  python scripts/make_tiny_models.py llm "$llama_src/models/ggml-vocab-llama-spm.gguf" "$llm_model.tmp"
+  mv "$llm_model.tmp" "$llm_model"
+fi
+diffusion_dir="$models/tiny-ovis-image"
+if [ ! -f "$diffusion_dir/.done" ]; then
+  log "== tiny diffusion set"
+  rm -rf "$diffusion_dir"
+  python scripts/make_tiny_models.py diffusion "$ROOT/scripts/data/tiny-ovis-image.tsv" "$diffusion_dir"
+  touch "$diffusion_dir/.done"
+fi
+
+printf '{"llamaServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","vocabDir":"%s"}}\n' \
+  "$llama_server" "$sd_cli" "$sd_server" \
+  "$llm_model" \
+  "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
+  "$BACKENDS/venv/bin/python" "$llama_src/models"

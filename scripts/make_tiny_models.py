@@ -1,0 +1,112 @@
+"""Writes the tiny random-weights test models, deterministically (fixed seeds), with the gguf package.
+
+usage: make_tiny_models.py llm VOCAB_GGUF OUT_GGUF
+       make_tiny_models.py diffusion MANIFEST_TSV OUT_DIR
+
+- llm: a 2-layer, 64-wide llama whose tokenizer (and vocabulary size) is copied from one of
+  llama.cpp's vocab-only files; llama-server loads it and answers chat requests (with noise).
+- diffusion: the Ovis-Image-shaped set stable-diffusion.cpp runs (diffusion model, Qwen3-shaped
+  text encoder, TAESD), every tensor name and shape taken from the manifest; norm weights 1,
+  biases 0, other weights N(0, 0.02). Writes diffusion.gguf, llm.gguf and taesd.gguf.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import gguf
+
+STD = 0.02
+
+
+def random_weight(rng, shape, name):
+    if "norm" in name and (name.endswith(".weight") or name.endswith(".scale")):
+        return np.ones(shape, dtype=np.float32)
+    if name.endswith(".bias"):
+        return np.zeros(shape, dtype=np.float32)
+    return rng.normal(0.0, STD, size=shape).astype(np.float32)
+
+
+def copy_field(writer, field):
+    main = field.types[0]
+    if main == gguf.GGUFValueType.ARRAY:
+        writer.add_key_value(field.name, field.contents(), main, sub_type=field.types[-1])
+    else:
+        writer.add_key_value(field.name, field.contents(), main)
+
+
+def make_llm(vocab_path, out_path):
+    reader = gguf.GGUFReader(vocab_path)
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    n_vocab = len(tokens.data)
+    n_embd, n_ff, n_layer, n_head = 64, 128, 2, 4
+
+    writer = gguf.GGUFWriter(out_path, "llama")
+    writer.add_name("tiny-random-llama")
+    writer.add_context_length(2048)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for name, field in reader.fields.items():
+        if name.startswith("tokenizer."):
+            copy_field(writer, field)
+
+    rng = np.random.default_rng(42)
+    tensors = {"token_embd.weight": (n_vocab, n_embd), "output_norm.weight": (n_embd,), "output.weight": (n_vocab, n_embd)}
+    for i in range(n_layer):
+        tensors.update({
+            f"blk.{i}.attn_norm.weight": (n_embd,),
+            f"blk.{i}.attn_q.weight": (n_embd, n_embd),
+            f"blk.{i}.attn_k.weight": (n_embd, n_embd),
+            f"blk.{i}.attn_v.weight": (n_embd, n_embd),
+            f"blk.{i}.attn_output.weight": (n_embd, n_embd),
+            f"blk.{i}.ffn_norm.weight": (n_embd,),
+            f"blk.{i}.ffn_gate.weight": (n_ff, n_embd),
+            f"blk.{i}.ffn_up.weight": (n_ff, n_embd),
+            f"blk.{i}.ffn_down.weight": (n_embd, n_ff),
+        })
+    for name, shape in tensors.items():
+        writer.add_tensor(name, random_weight(rng, shape, name))
+    write(writer)
+
+
+def make_diffusion(manifest_path, out_dir):
+    files = {}
+    for line in Path(manifest_path).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        role, name, shape, dtype = line.split("\t")
+        files.setdefault(role, []).append((name, tuple(int(d) for d in shape.split("x")), dtype))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for seed, (role, tensors) in enumerate(sorted(files.items())):
+        rng = np.random.default_rng(1000 + seed)
+        writer = gguf.GGUFWriter(out_dir / f"{role}.gguf", f"tiny-{role}")
+        for name, shape, dtype in tensors:
+            data = random_weight(rng, shape, name)
+            if dtype == "F16":
+                writer.add_tensor(name, data.astype(np.float16))
+            elif dtype == "F32":
+                writer.add_tensor(name, data)
+            else:
+                qtype = gguf.GGMLQuantizationType[dtype]
+                writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        write(writer)
+
+
+def write(writer):
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+if __name__ == "__main__":
+    kind, source, out = sys.argv[1:4]
+    {"llm": make_llm, "diffusion": make_diffusion}[kind](source, out)
