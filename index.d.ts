@@ -259,6 +259,168 @@ export declare class SystemInfo extends EventEmitter<SystemInfoEvents> {
 export declare const systemInfo: SystemInfo
 
 // ---------------------------------------------------------------------------------------------
+// Models
+// ---------------------------------------------------------------------------------------------
+
+export type ModelType = 'llm' | 'diffusion'
+
+/** Roles of the files of a multi-component diffusion model, each passed to its stable-diffusion.cpp flag. */
+export type DiffusionComponentRole = 'clip_l' | 'clip_g' | 't5xxl' | 'llm' | 'llm_vision' | 'vae' | 'taesd'
+
+/** Where a file comes from: a plain URL, or a file of a Hugging Face repository. */
+export interface FileSourceConfig {
+  source: 'url' | 'huggingface'
+  /** With `source: 'url'`: an http(s) URL. */
+  url?: string
+  /** With `source: 'huggingface'`: `owner/name`. */
+  repo?: string
+  /** With `source: 'huggingface'`: the path of the file in the repository. */
+  file?: string
+  /** With `source: 'huggingface'`: branch, tag or commit (default `main`); resolved to a commit, which is recorded. */
+  revision?: string
+  /** Expected sha256, hex: the download fails, and nothing is kept, when it differs. */
+  checksum?: string
+}
+
+export interface DiffusionComponentDownload extends FileSourceConfig {
+  role: DiffusionComponentRole
+}
+
+/** What {@link ModelManager.downloadModel} fetches. A name ending in `-00001-of-0000N.gguf` brings all N shards. */
+export interface DownloadConfig extends FileSourceConfig {
+  /** Display name; the model's id is derived from it (lower case, filesystem-safe). */
+  name: string
+  type: ModelType
+  /** Extra files of a diffusion model; the top-level source is the diffusion model itself. */
+  components?: DiffusionComponentDownload[]
+  /** Called with bytes so far and in all, at most ten times a second. */
+  onProgress?: (downloaded: number, total: number, event: DownloadProgressEvent) => void
+  /** An id of your choosing for {@link ModelManager.cancelDownload} and `progress` events (default: a random UUID). */
+  downloadId?: string
+}
+
+export interface ModelSource {
+  type: 'url' | 'huggingface'
+  /** The exact URL the bytes came from (for Hugging Face, pinned to the commit). */
+  url: string
+  repo?: string
+  file?: string
+  /** The commit the revision resolved to. */
+  revision?: string
+}
+
+export interface StoredFile {
+  path: string
+  size: number
+  /** sha256, hex, computed while downloading. */
+  checksum: string
+  source: ModelSource
+}
+
+export interface ModelInfo {
+  id: string
+  name: string
+  type: ModelType
+  /** Bytes of all the model's files. */
+  size: number
+  /** The primary file: the model, its first shard, or the diffusion model. */
+  path: string
+  /** ISO 8601. */
+  downloadedAt: string
+  source: ModelSource
+  /** sha256 of the primary file, hex. */
+  checksum: string
+  /** The GGUF header's facts (for GGUF files). */
+  ggufMetadata?: GGUFMetadata
+  /** Diffusion components by role. */
+  components?: Partial<Record<DiffusionComponentRole, StoredFile>>
+  /** Every shard of a split GGUF, in order. */
+  shards?: StoredFile[]
+}
+
+/** A `progress` event of a download. */
+export interface DownloadProgressEvent {
+  type: 'progress'
+  downloadId: string
+  modelId: string
+  /** The file being fetched. */
+  file: string
+  /** Bytes of all the model's files so far. */
+  downloaded: number
+  /** Bytes in all, as far as known (the current file and those before it). */
+  total: number | null
+  percentage: number | null
+  /** Bytes per second since the download started. */
+  speed: number
+  /** Seconds left at the current speed, when the total is known. */
+  estimatedTimeRemaining: number | null
+}
+
+export interface ModelVerification {
+  valid: boolean
+  /** Files that are missing or whose sha256 differs. */
+  problems: { path: string; expected?: string; actual?: string; error?: string }[]
+}
+
+export interface StorageUsage {
+  llm: number
+  diffusion: number
+  total: number
+  /** Number of installed models. */
+  models: number
+}
+
+export interface ModelManagerEvents {
+  progress: [DownloadProgressEvent]
+  error: [unknown]
+}
+
+/**
+ * Downloads, lists, verifies and deletes models in the data folder's `models/`. Use the shared
+ * {@link modelManager}. A model is listed only once every file is downloaded and verified.
+ */
+export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
+  constructor()
+  static getInstance(): ModelManager
+  /** Installed models, optionally of one type, ordered by id. */
+  listModels(type?: ModelType): Promise<ModelInfo[]>
+  /** @throws {ModelNotFoundError} */
+  getModelInfo(id: string): Promise<ModelInfo>
+  /**
+   * Downloads a model (all shards, all components) and registers it. Files stream to `.part`
+   * files with sha256 computed on the way; a broken connection resumes (the `.part` files stay
+   * for a later call if it cannot); nothing is listed before everything is verified.
+   * @throws {ValidationError} a malformed config, an unknown component role, a file that is not GGUF, an existing id.
+   * @throws {DownloadError} HTTP errors (`details.status`), broken connections, a cancelled download.
+   * @throws {ChecksumError} a sha256 mismatch; the model's files are removed.
+   * @throws {FileSystemError} a full disk or unwritable folder; partial files are removed.
+   */
+  downloadModel(config: DownloadConfig): Promise<ModelInfo>
+  /**
+   * Removes a model and its files.
+   * @throws {ModelNotFoundError} no such model. @throws {ServerError} a running server uses it.
+   */
+  deleteModel(id: string): Promise<void>
+  /** Recomputes every file's sha256 against the one recorded at download. */
+  verifyModel(id: string): Promise<boolean>
+  /** As {@link ModelManager.verifyModel}, with the files that failed. */
+  verifyModelFiles(id: string): Promise<ModelVerification>
+  /** Cancels a download by its `downloadId` or its model id; returns whether one was running. Its files are removed. */
+  cancelDownload(id: string): boolean
+  /** Bytes used by installed models. */
+  getStorageUsage(): Promise<StorageUsage>
+  /**
+   * GGUF header facts of a local file, or of an http(s) URL by fetching only the start of the file
+   * with Range requests. Hostile or truncated headers are errors, never crashes.
+   * @throws {ValidationError} not a (complete) GGUF header. @throws {FileSystemError} unreadable file.
+   */
+  readGGUFMetadata(pathOrUrl: string): Promise<GGUFMetadata & Record<string, unknown>>
+}
+
+/** The shared {@link ModelManager}. */
+export declare const modelManager: ModelManager
+
+// ---------------------------------------------------------------------------------------------
 // Binaries
 // ---------------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ const errors = require('./lib/errors')
 const { configure, getDataPaths } = require('./lib/config')
 const { SystemInfo } = require('./lib/system-info')
 const { BinaryManager } = require('./lib/binaries')
+const { ModelManager } = require('./lib/models')
 
 module.exports = {
   configure,
@@ -11,6 +12,10 @@ module.exports = {
   SystemInfo,
   get systemInfo() {
     return SystemInfo.getInstance()
+  },
+  ModelManager,
+  get modelManager() {
+    return ModelManager.getInstance()
   },
   BinaryManager,
   get binaries() {

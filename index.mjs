@@ -5,6 +5,7 @@ export const {
   getDataPaths,
   SystemInfo,
   BinaryManager,
+  ModelManager,
   GenaiElectronError,
   ModelNotFoundError,
   DownloadError,
@@ -18,4 +19,5 @@ export const {
 } = lib
 export const systemInfo = lib.systemInfo
 export const binaries = lib.binaries
+export const modelManager = lib.modelManager
 export default lib

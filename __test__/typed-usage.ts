@@ -11,6 +11,10 @@ import {
   type MemoryEvent,
   type DataPaths,
   binaries,
+  modelManager,
+  ModelNotFoundError,
+  type ModelInfo,
+  type DownloadProgressEvent,
   BinaryError,
   type ResolvedBinary,
   type BinaryProgressEvent,
@@ -57,6 +61,26 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof BinaryError) console.log(err.details.tried)
   }
+  modelManager.on('progress', (e: DownloadProgressEvent) => console.log(e.modelId, e.percentage ?? 0, e.speed))
+  const model: ModelInfo = await modelManager.downloadModel({
+    source: 'huggingface',
+    repo: 'owner/name',
+    file: 'model-00001-of-00002.gguf',
+    revision: 'main',
+    name: 'Example',
+    type: 'diffusion',
+    components: [{ role: 'taesd', source: 'url', url: 'https://example.invalid/taesd.gguf', checksum: '0'.repeat(64) }],
+    onProgress: (done: number, total: number) => console.log(done / total),
+  })
+  const taesd: string | undefined = model.components?.taesd?.path
+  const blocks = model.ggufMetadata?.block_count
+  const ok: boolean = await modelManager.verifyModel(model.id)
+  try {
+    await modelManager.getModelInfo('missing')
+  } catch (err) {
+    if (err instanceof ModelNotFoundError) console.log(err.code)
+  }
+  console.log(taesd, blocks, ok, (await modelManager.getStorageUsage()).total, modelManager.cancelDownload(model.id))
   console.log(llmDir, vram, threads, free, ctx)
 }
 

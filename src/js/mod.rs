@@ -8,4 +8,5 @@ mod binaries;
 mod config;
 mod error;
 mod events;
+mod models;
 mod system;

@@ -1,0 +1,162 @@
+'use strict'
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const crypto = require('node:crypto')
+const fs = require('node:fs')
+const http = require('node:http')
+const os = require('node:os')
+const path = require('node:path')
+const { spawnSync } = require('node:child_process')
+const { monitorEventLoopDelay } = require('node:perf_hooks')
+const { backends } = require('./helpers')
+const lib = require('..')
+const { ModelManager, configure, ModelNotFoundError, ValidationError, ChecksumError, DownloadError } = lib
+
+const { paths: real, skip } = backends()
+
+function tmp() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-models-'))
+}
+
+function sha256(file) {
+  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')
+}
+
+/** Serves the given files (name → path) on 127.0.0.1, optionally slowly. */
+async function serve(files, { slow = false } = {}) {
+  const server = http.createServer((req, res) => {
+    const file = files[req.url.slice(1)]
+    if (!file) return res.writeHead(404).end()
+    res.writeHead(200, { 'content-length': fs.statSync(file).size })
+    const stream = fs.createReadStream(file, { highWaterMark: 64 * 1024 })
+    if (!slow) return stream.pipe(res)
+    stream.on('data', (chunk) => {
+      stream.pause()
+      res.write(chunk, () => setTimeout(() => stream.resume(), 20))
+    })
+    stream.on('end', () => res.end())
+    res.on('close', () => stream.destroy())
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const base = `http://127.0.0.1:${server.address().port}`
+  return { url: (name) => `${base}/${name}`, close: () => server.close() }
+}
+
+test('the tiny diffusion set downloads as one multi-component model that sd-cli runs', { skip }, async () => {
+  const files = { 'diffusion.gguf': real.diffusionModel, 'llm.gguf': real.diffusionComponents.llm, 'taesd.gguf': real.diffusionComponents.taesd }
+  const server = await serve(files)
+  try {
+    configure({ dataDir: tmp() })
+    const manager = new ModelManager()
+    const info = await manager.downloadModel({
+      source: 'url', url: server.url('diffusion.gguf'), checksum: sha256(real.diffusionModel),
+      name: 'Tiny Ovis Image', type: 'diffusion',
+      components: [
+        { role: 'llm', source: 'url', url: server.url('llm.gguf'), checksum: sha256(real.diffusionComponents.llm) },
+        { role: 'taesd', source: 'url', url: server.url('taesd.gguf'), checksum: sha256(real.diffusionComponents.taesd) },
+      ],
+    })
+    assert.equal(info.id, 'tiny-ovis-image')
+    assert.deepEqual(Object.keys(info.components), ['llm', 'taesd'])
+    assert.deepEqual(await manager.getModelInfo(info.id), info)
+    assert.deepEqual((await manager.listModels('diffusion')).map((m) => m.id), ['tiny-ovis-image'])
+    const out = path.join(tmp(), 'out.png')
+    const run = spawnSync(real.sdCli, [
+      '--diffusion-model', info.path, '--llm', info.components.llm.path, '--taesd', info.components.taesd.path,
+      '-p', 'a red cube', '-W', '64', '-H', '64', '--steps', '2', '--cfg-scale', '1', '--seed', '42', '-t', '1', '-o', out,
+    ], { encoding: 'utf8', timeout: 120_000 })
+    assert.equal(run.status, 0, run.stderr)
+    assert.equal(fs.readFileSync(out).subarray(1, 4).toString(), 'PNG')
+  } finally {
+    server.close()
+  }
+})
+
+test('a URL download reports progress, reads GGUF metadata and verifies', { skip }, async () => {
+  const server = await serve({ 'tiny.gguf': real.llmModel })
+  try {
+    configure({ dataDir: tmp() })
+    const manager = new ModelManager()
+    const seen = []
+    const delay = monitorEventLoopDelay({ resolution: 1 })
+    delay.enable()
+    const info = await manager.downloadModel({
+      source: 'url', url: server.url('tiny.gguf'), name: 'Tiny Llama', type: 'llm',
+      onProgress: (downloaded, total) => seen.push([downloaded, total]),
+    })
+    delay.disable()
+    const size = fs.statSync(real.llmModel).size
+    assert.equal(info.size, size)
+    assert.equal(info.checksum, sha256(real.llmModel))
+    assert.deepEqual(seen.at(-1), [size, size])
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i][0] >= seen[i - 1][0], 'progress never goes back')
+    assert.ok(delay.max / 1e6 < 50, `event loop blocked for ${delay.max / 1e6} ms`)
+    const meta = info.ggufMetadata
+    assert.deepEqual([meta.architecture, meta.block_count, meta.embedding_length, meta.context_length], ['llama', 2, 64, 2048])
+    assert.equal(await manager.verifyModel(info.id), true)
+    fs.appendFileSync(info.path, 'x')
+    const report = await manager.verifyModelFiles(info.id)
+    assert.equal(report.valid, false)
+    assert.equal(report.problems[0].expected, info.checksum)
+    assert.deepEqual(await manager.getStorageUsage(), { llm: size, diffusion: 0, total: size, models: 1 })
+    await manager.deleteModel(info.id)
+    await assert.rejects(manager.getModelInfo(info.id), ModelNotFoundError)
+    assert.deepEqual(await manager.listModels(), [])
+  } finally {
+    server.close()
+  }
+})
+
+test('GGUF metadata matches the gguf package for llama.cpp vocab files and the tiny models', { skip }, async () => {
+  const files = fs.readdirSync(real.tools.vocabDir).filter((f) => /^ggml-vocab-.*\.gguf$/.test(f)).map((f) => path.join(real.tools.vocabDir, f))
+  files.push(real.llmModel, real.diffusionModel, real.diffusionComponents.llm, real.diffusionComponents.taesd)
+  assert.ok(files.length > 10, `${files.length} files`)
+  const dump = spawnSync(real.tools.python, [path.join(__dirname, '..', 'scripts', 'gguf_facts.py'), ...files], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  assert.equal(dump.status, 0, dump.stderr)
+  const reference = JSON.parse(dump.stdout)
+  const manager = new ModelManager()
+  for (const file of files) {
+    const ours = await manager.readGGUFMetadata(file)
+    const theirs = reference[file]
+    for (const [key, value] of Object.entries(theirs)) {
+      assert.deepEqual(ours[key] ?? null, value, `${path.basename(file)}: ${key}`)
+    }
+  }
+})
+
+test('a cancelled download leaves nothing behind', async () => {
+  const big = path.join(tmp(), 'big.gguf')
+  fs.writeFileSync(big, Buffer.alloc(8 << 20))
+  const server = await serve({ 'big.gguf': big }, { slow: true })
+  try {
+    const dataDir = tmp()
+    configure({ dataDir })
+    const manager = new ModelManager()
+    const download = manager.downloadModel({ source: 'url', url: server.url('big.gguf'), name: 'Big', type: 'llm', downloadId: 'dl-42' })
+    await new Promise((resolve) => manager.once('progress', resolve))
+    assert.equal(manager.cancelDownload('dl-42'), true)
+    await assert.rejects(download, (err) => err instanceof DownloadError && /cancelled/.test(err.message))
+    assert.equal(fs.existsSync(path.join(dataDir, 'models', 'llm', 'big')), false)
+  } finally {
+    server.close()
+  }
+})
+
+test('bad downloads are typed errors and register nothing', async () => {
+  const file = path.join(tmp(), 'm.gguf')
+  fs.writeFileSync(file, 'not gguf')
+  const server = await serve({ 'm.gguf': file })
+  try {
+    configure({ dataDir: tmp() })
+    const manager = new ModelManager()
+    await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('m.gguf'), name: 'm', type: 'llm', checksum: '0'.repeat(64) }), ChecksumError)
+    await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('m.gguf'), name: 'm', type: 'llm' }), ValidationError)
+    await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('missing.gguf'), name: 'm', type: 'llm' }), (err) => err instanceof DownloadError && err.details.status === 404)
+    await assert.rejects(manager.downloadModel({ source: 'url', name: 'm', type: 'image' }), ValidationError)
+    await assert.rejects(manager.listModels('image'), ValidationError)
+    assert.deepEqual(await manager.listModels(), [])
+  } finally {
+    server.close()
+  }
+})

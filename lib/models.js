@@ -1,0 +1,79 @@
+'use strict'
+
+const { EventEmitter } = require('node:events')
+const crypto = require('node:crypto')
+const { binding, callSync, callAsync } = require('./native')
+const { createDispatcher } = require('./events')
+const { syncElectronUserData } = require('./config')
+
+let instance = null
+
+class ModelManager extends EventEmitter {
+  #native
+
+  constructor() {
+    super()
+    this.#native = new binding.NativeModelManager(createDispatcher(this))
+  }
+
+  /** The shared instance, also exported as `modelManager`. */
+  static getInstance() {
+    instance ??= new ModelManager()
+    return instance
+  }
+
+  async listModels(type) {
+    syncElectronUserData()
+    return callAsync(() => this.#native.listModels(type))
+  }
+
+  async getModelInfo(id) {
+    syncElectronUserData()
+    return callAsync(() => this.#native.getModelInfo(id))
+  }
+
+  async downloadModel(config) {
+    syncElectronUserData()
+    const { onProgress, downloadId = crypto.randomUUID(), ...rest } = config ?? {}
+    const listener = (event) => {
+      if (event.downloadId === downloadId) onProgress(event.downloaded, event.total ?? 0, event)
+    }
+    if (typeof onProgress === 'function') this.on('progress', listener)
+    try {
+      return await callAsync(() => this.#native.downloadModel(downloadId, rest))
+    } finally {
+      this.off('progress', listener)
+    }
+  }
+
+  async deleteModel(id) {
+    syncElectronUserData()
+    return callAsync(() => this.#native.deleteModel(id))
+  }
+
+  async verifyModel(id) {
+    syncElectronUserData()
+    const { valid } = await callAsync(() => this.#native.verifyModel(id))
+    return valid
+  }
+
+  async verifyModelFiles(id) {
+    syncElectronUserData()
+    return callAsync(() => this.#native.verifyModel(id))
+  }
+
+  cancelDownload(id) {
+    return callSync(() => this.#native.cancelDownload(String(id)))
+  }
+
+  async getStorageUsage() {
+    syncElectronUserData()
+    return callAsync(() => this.#native.getStorageUsage())
+  }
+
+  async readGGUFMetadata(pathOrUrl) {
+    return callAsync(() => this.#native.readGGUFMetadata(pathOrUrl))
+  }
+}
+
+module.exports = { ModelManager }

@@ -1,0 +1,505 @@
+//! Model management: downloads from a URL or Hugging Face, split GGUF files and multi-component
+//! diffusion models stored as one model, GGUF metadata, listing, verification and deletion.
+//!
+//! A model is listed only once every file is downloaded and verified: `model.json` is written
+//! last, atomically. A failed download removes the model's folder, except after a broken
+//! connection, where the `.part` files stay so the same download resumes later.
+
+pub mod gguf;
+pub mod hub;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DataPaths;
+use crate::download::{self, DownloadError};
+use crate::error::{Coded, ErrorCode, io_suggestion};
+use crate::events::EventSink;
+pub use store::{ModelInfo, ModelSource, ModelType, StoredFile};
+
+/// Component roles of a diffusion model and the stable-diffusion.cpp flag of each.
+pub const COMPONENT_ROLES: [(&str, &str); 7] = [
+    ("clip_l", "--clip_l"),
+    ("clip_g", "--clip_g"),
+    ("t5xxl", "--t5xxl"),
+    ("llm", "--llm"),
+    ("llm_vision", "--llm_vision"),
+    ("vae", "--vae"),
+    ("taesd", "--taesd"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("no model with id {id:?}")]
+    NotFound { id: String },
+    #[error("invalid download: {0}")]
+    Invalid(String),
+    #[error("a model with id {id:?} already exists")]
+    Exists { id: String },
+    #[error("model {id:?} is being downloaded already")]
+    Busy { id: String },
+    #[error("model {id:?} is in use by a running server")]
+    InUse { id: String },
+    #[error("download {id} was cancelled")]
+    Cancelled { id: String },
+    #[error("metadata of model {id:?} is unreadable: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Coded for ModelError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ModelError::NotFound { .. } => ErrorCode::ModelNotFound,
+            ModelError::Invalid(_) | ModelError::Exists { .. } => ErrorCode::InvalidArgument,
+            ModelError::Busy { .. } | ModelError::Cancelled { .. } => ErrorCode::DownloadFailed,
+            ModelError::InUse { .. } => ErrorCode::ServerError,
+            ModelError::Corrupt { .. } | ModelError::Io { .. } => ErrorCode::FileSystemError,
+            ModelError::Download(e) => e.code(),
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some(match self {
+            ModelError::NotFound { .. } => {
+                "List the installed models with modelManager.listModels()".into()
+            }
+            ModelError::Invalid(_) => {
+                "Compare the download config with DownloadConfig in index.d.ts".into()
+            }
+            ModelError::Exists { .. } => {
+                "Use the installed model, delete it first, or choose another name".into()
+            }
+            ModelError::Busy { .. } => "Wait for the running download, or cancel it".into(),
+            ModelError::InUse { .. } => "Stop the server that uses the model first".into(),
+            ModelError::Cancelled { .. } => "Start the download again when wanted".into(),
+            ModelError::Corrupt { .. } => "Delete the model and download it again".into(),
+            ModelError::Download(e) => return e.suggestion(),
+            ModelError::Io { source, .. } => io_suggestion(source).into(),
+        })
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let v = match self {
+            ModelError::NotFound { id }
+            | ModelError::Exists { id }
+            | ModelError::Busy { id }
+            | ModelError::InUse { id }
+            | ModelError::Cancelled { id }
+            | ModelError::Corrupt { id, .. } => json!({ "modelId": id }),
+            ModelError::Download(e) => return e.details(),
+            ModelError::Io { path, .. } => json!({ "path": path }),
+            ModelError::Invalid(_) => json!({}),
+        };
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
+/// Where one file comes from, as the caller wrote it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSpec {
+    pub source: String,
+    pub url: Option<String>,
+    pub repo: Option<String>,
+    pub file: Option<String>,
+    pub revision: Option<String>,
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentSpec {
+    pub role: String,
+    #[serde(flatten)]
+    pub file: FileSpec,
+}
+
+/// `modelManager.downloadModel(config)`, in genai-electron's shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadConfig {
+    #[serde(flatten)]
+    pub file: FileSpec,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub model_type: ModelType,
+    #[serde(default)]
+    pub components: Vec<ComponentSpec>,
+}
+
+/// One file to fetch, resolved to a pinned URL.
+#[derive(Debug, Clone)]
+struct Planned {
+    role: Option<String>,
+    source: ModelSource,
+    file_name: String,
+    checksum: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelProgress {
+    pub download_id: String,
+    pub model_id: String,
+    pub file: String,
+    /// Bytes of all files so far, and in all when every size is known.
+    pub downloaded: u64,
+    pub total: Option<u64>,
+    /// Bytes per second since this download started.
+    pub speed: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageUsage {
+    pub llm: u64,
+    pub diffusion: u64,
+    pub models: usize,
+}
+
+pub struct ModelManager {
+    events: Option<EventSink<ModelProgress>>,
+    active: Mutex<HashMap<String, (String, CancellationToken)>>,
+    in_use: Mutex<HashSet<String>>,
+    hub_endpoint: Option<String>,
+}
+
+impl ModelManager {
+    pub fn new(events: Option<EventSink<ModelProgress>>) -> Self {
+        ModelManager {
+            events,
+            active: Mutex::new(HashMap::new()),
+            in_use: Mutex::new(HashSet::new()),
+            hub_endpoint: None,
+        }
+    }
+
+    /// Points Hugging Face sources at another host (a mirror, or a test server).
+    pub fn with_hub_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.hub_endpoint = Some(endpoint.into());
+        self
+    }
+
+    pub async fn list(
+        &self,
+        data: &DataPaths,
+        filter: Option<ModelType>,
+    ) -> Result<Vec<ModelInfo>, ModelError> {
+        store::list(data, filter).await
+    }
+
+    pub async fn get(&self, data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
+        store::read(data, id).await
+    }
+
+    /// Marks a model as used by a server, so it cannot be deleted until released.
+    pub fn acquire(&self, id: &str) {
+        lock(&self.in_use).insert(id.to_string());
+    }
+
+    pub fn release(&self, id: &str) {
+        lock(&self.in_use).remove(id);
+    }
+
+    pub async fn delete(&self, data: &DataPaths, id: &str) -> Result<(), ModelError> {
+        if lock(&self.in_use).contains(id) {
+            return Err(ModelError::InUse { id: id.into() });
+        }
+        let info = store::read(data, id).await?;
+        let dir = store::model_dir(data, info.model_type, &info.id);
+        // model.json first: from here on the model is not listed, even if removing the rest fails.
+        let meta = dir.join(store::METADATA_FILE);
+        tokio::fs::remove_file(&meta)
+            .await
+            .map_err(|source| ModelError::Io { path: meta, source })?;
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(|source| ModelError::Io { path: dir, source })
+    }
+
+    /// Recomputes every file's sha256; returns the files that are missing or differ.
+    pub async fn verify(&self, data: &DataPaths, id: &str) -> Result<Vec<Value>, ModelError> {
+        let info = store::read(data, id).await?;
+        let mut problems = Vec::new();
+        for (path, expected) in info.files() {
+            match download::sha256_file(path).await {
+                Ok(actual) if expected.is_none_or(|e| e.eq_ignore_ascii_case(&actual)) => {}
+                Ok(actual) => {
+                    problems.push(json!({ "path": path, "expected": expected, "actual": actual }))
+                }
+                Err(e) => problems.push(json!({ "path": path, "error": e.to_string() })),
+            }
+        }
+        Ok(problems)
+    }
+
+    pub async fn storage_usage(&self, data: &DataPaths) -> Result<StorageUsage, ModelError> {
+        let models = store::list(data, None).await?;
+        let sum = |t: ModelType| {
+            models
+                .iter()
+                .filter(|m| m.model_type == t)
+                .map(|m| m.size)
+                .sum()
+        };
+        Ok(StorageUsage {
+            llm: sum(ModelType::Llm),
+            diffusion: sum(ModelType::Diffusion),
+            models: models.len(),
+        })
+    }
+
+    /// Cancels a running download by its download id or its model id. Returns whether one ran.
+    pub fn cancel(&self, id: &str) -> bool {
+        let active = lock(&self.active);
+        let found = active
+            .iter()
+            .find(|(download_id, (model_id, _))| download_id.as_str() == id || model_id == id);
+        found.map(|(_, (_, token))| token.cancel()).is_some()
+    }
+
+    pub async fn download(
+        &self,
+        data: &DataPaths,
+        download_id: &str,
+        config: &DownloadConfig,
+    ) -> Result<ModelInfo, ModelError> {
+        let id = store::model_id(&config.name);
+        let plan = self.plan(config).await?;
+        if store::read(data, &id).await.is_ok() {
+            return Err(ModelError::Exists { id });
+        }
+        let token = CancellationToken::new();
+        {
+            let mut active = lock(&self.active);
+            if active.values().any(|(model_id, _)| model_id == &id) {
+                return Err(ModelError::Busy { id });
+            }
+            active.insert(download_id.to_string(), (id.clone(), token.clone()));
+        }
+        let dir = store::model_dir(data, config.model_type, &id);
+        let result = self
+            .fetch_all(&dir, download_id, &id, config, &plan, &token)
+            .await;
+        lock(&self.active).remove(download_id);
+        let info = match result {
+            Ok(info) => info,
+            Err(err) => {
+                let broken_connection =
+                    matches!(err, ModelError::Download(DownloadError::Network { .. }));
+                if !broken_connection {
+                    let _ = tokio::fs::remove_dir_all(&dir).await;
+                }
+                return Err(err);
+            }
+        };
+        if let Err(err) = store::write(data, &info).await {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(err);
+        }
+        Ok(info)
+    }
+
+    async fn plan(&self, config: &DownloadConfig) -> Result<Vec<Planned>, ModelError> {
+        if config.name.trim().is_empty() {
+            return Err(ModelError::Invalid("name must not be empty".into()));
+        }
+        if !config.components.is_empty() && config.model_type != ModelType::Diffusion {
+            return Err(ModelError::Invalid(
+                "components are for diffusion models (type: 'diffusion')".into(),
+            ));
+        }
+        let mut plan = Vec::new();
+        for source in hub::resolve(&config.file, self.hub_endpoint.as_deref()).await? {
+            plan.push(Planned {
+                role: None,
+                checksum: config.file.checksum.clone(),
+                ..source
+            });
+        }
+        if plan.len() > 1 && config.file.checksum.is_some() {
+            // One checksum cannot cover several shards.
+            return Err(ModelError::Invalid(
+                "checksum applies to a single file, not to a split model".into(),
+            ));
+        }
+        let mut roles = HashSet::new();
+        for component in &config.components {
+            if !COMPONENT_ROLES
+                .iter()
+                .any(|(role, _)| *role == component.role)
+            {
+                let known: Vec<_> = COMPONENT_ROLES.iter().map(|(r, _)| *r).collect();
+                return Err(ModelError::Invalid(format!(
+                    "unknown component role {:?}; known: {}",
+                    component.role,
+                    known.join(", ")
+                )));
+            }
+            if !roles.insert(component.role.clone()) {
+                return Err(ModelError::Invalid(format!(
+                    "component role {:?} given twice",
+                    component.role
+                )));
+            }
+            let mut resolved = hub::resolve(&component.file, self.hub_endpoint.as_deref()).await?;
+            if resolved.len() != 1 {
+                return Err(ModelError::Invalid(format!(
+                    "component {:?} must be a single file",
+                    component.role
+                )));
+            }
+            let source = resolved.remove(0);
+            plan.push(Planned {
+                role: Some(component.role.clone()),
+                checksum: component.file.checksum.clone(),
+                ..source
+            });
+        }
+        let mut names = HashSet::new();
+        for file in &mut plan {
+            // Two components may share a file name; keep them apart.
+            if !names.insert(file.file_name.clone()) {
+                file.file_name = format!(
+                    "{}-{}",
+                    file.role.as_deref().unwrap_or("file"),
+                    file.file_name
+                );
+                names.insert(file.file_name.clone());
+            }
+        }
+        Ok(plan)
+    }
+
+    async fn fetch_all(
+        &self,
+        dir: &Path,
+        download_id: &str,
+        model_id: &str,
+        config: &DownloadConfig,
+        plan: &[Planned],
+        token: &CancellationToken,
+    ) -> Result<ModelInfo, ModelError> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| ModelError::Io {
+                path: dir.into(),
+                source,
+            })?;
+        let started = Instant::now();
+        let mut done_bytes = 0u64;
+        let mut stored: Vec<(Option<String>, StoredFile)> = Vec::new();
+        for file in plan {
+            let dest = dir.join(&file.file_name);
+            let mut on_progress = |p: download::Progress| {
+                let downloaded = done_bytes + p.downloaded;
+                let speed = downloaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                // Only the current file's size is known; the total covers the files so far.
+                let total = p.total.map(|t| done_bytes + t);
+                let eta_seconds = total
+                    .filter(|_| speed > 0.0)
+                    .map(|t| t.saturating_sub(downloaded) as f64 / speed);
+                if let Some(events) = &self.events {
+                    events.emit(ModelProgress {
+                        download_id: download_id.into(),
+                        model_id: model_id.into(),
+                        file: file.file_name.clone(),
+                        downloaded,
+                        total,
+                        speed,
+                        eta_seconds,
+                    });
+                }
+            };
+            let got = tokio::select! {
+                got = download::download(&file.source.url, &dest, file.checksum.as_deref(), &mut on_progress) => got?,
+                _ = token.cancelled() => return Err(ModelError::Cancelled { id: download_id.into() }),
+            };
+            done_bytes += got.bytes;
+            stored.push((
+                file.role.clone(),
+                StoredFile {
+                    path: got.path,
+                    size: got.bytes,
+                    checksum: got.sha256,
+                    source: file.source.clone(),
+                },
+            ));
+        }
+        let (primary_files, components): (Vec<_>, Vec<_>) =
+            stored.into_iter().partition(|(role, _)| role.is_none());
+        let primary = primary_files
+            .first()
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| ModelError::Invalid("no model file".into()))?;
+        let gguf_metadata = if primary
+            .path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            match gguf::read_file(&primary.path).await {
+                Ok(meta) => Some(serde_json::to_value(meta).expect("metadata serializes")),
+                Err(e) => {
+                    return Err(ModelError::Invalid(format!(
+                        "{} is not a valid GGUF file: {e}",
+                        primary.path.display()
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        let shards: Vec<StoredFile> = if primary_files.len() > 1 {
+            primary_files.iter().map(|(_, f)| f.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let size = primary_files
+            .iter()
+            .chain(components.iter())
+            .map(|(_, f)| f.size)
+            .sum();
+        Ok(ModelInfo {
+            id: model_id.into(),
+            name: config.name.trim().into(),
+            model_type: config.model_type,
+            size,
+            path: primary.path.clone(),
+            downloaded_at: iso_now(),
+            source: primary.source.clone(),
+            checksum: primary.checksum.clone(),
+            gguf_metadata,
+            components: components
+                .into_iter()
+                .map(|(role, f)| (role.unwrap_or_default(), f))
+                .collect::<BTreeMap<_, _>>(),
+            shards,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// UTC time as ISO 8601 with milliseconds, as JavaScript's `toISOString()`.
+pub fn iso_now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests;

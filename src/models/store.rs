@@ -1,0 +1,223 @@
+//! Models on disk: one folder per model (`models/<type>/<id>/`) holding its file(s) and a
+//! `model.json` written atomically, last. A folder without `model.json` is an unfinished
+//! download and is never listed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ModelError;
+use crate::config::DataPaths;
+
+pub const METADATA_FILE: &str = "model.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    Llm,
+    Diffusion,
+}
+
+impl ModelType {
+    pub const ALL: [ModelType; 2] = [ModelType::Llm, ModelType::Diffusion];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Llm => "llm",
+            ModelType::Diffusion => "diffusion",
+        }
+    }
+
+    pub fn folder(self, data: &DataPaths) -> PathBuf {
+        match self {
+            ModelType::Llm => data.models_llm.clone(),
+            ModelType::Diffusion => data.models_diffusion.clone(),
+        }
+    }
+}
+
+/// Where a file came from: enough to fetch the same bytes again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// One file of a model: a shard of a split GGUF, or a component of a diffusion model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFile {
+    pub path: PathBuf,
+    pub size: u64,
+    /// sha256, hex, computed while downloading.
+    pub checksum: String,
+    pub source: ModelSource,
+}
+
+/// The shape of `ModelInfo` in genai-electron's API (camelCase, `ggufMetadata` snake_case).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub model_type: ModelType,
+    /// Bytes of all files together.
+    pub size: u64,
+    /// The primary file (first shard, or the diffusion model).
+    pub path: PathBuf,
+    pub downloaded_at: String,
+    pub source: ModelSource,
+    pub checksum: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf_metadata: Option<Value>,
+    /// Diffusion components by role (`llm`, `vae`, `taesd`, …).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub components: std::collections::BTreeMap<String, StoredFile>,
+    /// All shards of a split GGUF, in order, the first being `path`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<StoredFile>,
+}
+
+impl ModelInfo {
+    /// Every file the model consists of.
+    pub fn files(&self) -> Vec<(&Path, Option<&str>)> {
+        let mut files: Vec<(&Path, Option<&str>)> = Vec::new();
+        if self.shards.is_empty() {
+            files.push((&self.path, Some(self.checksum.as_str())));
+        }
+        files.extend(
+            self.shards
+                .iter()
+                .map(|s| (s.path.as_path(), Some(s.checksum.as_str()))),
+        );
+        files.extend(
+            self.components
+                .values()
+                .map(|c| (c.path.as_path(), Some(c.checksum.as_str()))),
+        );
+        files
+    }
+}
+
+/// A stable, filesystem-safe id from a display name: lower case ASCII letters, digits, `-`,
+/// `.` and `_`, at most 96 characters, never empty, never `.` or `..`.
+pub fn model_id(name: &str) -> String {
+    let mut id = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        let keep = if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            c
+        } else {
+            '-'
+        };
+        if keep == '-' && (id.is_empty() || id.ends_with('-')) {
+            continue;
+        }
+        id.push(keep);
+    }
+    let id: String = id
+        .trim_matches(|c| c == '-' || c == '.')
+        .chars()
+        .take(96)
+        .collect();
+    if id.is_empty() {
+        "model".to_string()
+    } else {
+        id
+    }
+}
+
+pub fn model_dir(data: &DataPaths, model_type: ModelType, id: &str) -> PathBuf {
+    model_type.folder(data).join(id)
+}
+
+pub async fn read(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
+    for model_type in ModelType::ALL {
+        let file = model_dir(data, model_type, id).join(METADATA_FILE);
+        match tokio::fs::read(&file).await {
+            Ok(bytes) => {
+                return serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
+                    id: id.into(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ModelError::Io { path: file, source }),
+        }
+    }
+    Err(ModelError::NotFound { id: id.into() })
+}
+
+pub async fn list(
+    data: &DataPaths,
+    filter: Option<ModelType>,
+) -> Result<Vec<ModelInfo>, ModelError> {
+    let mut models = Vec::new();
+    for model_type in ModelType::ALL
+        .into_iter()
+        .filter(|t| filter.is_none_or(|f| f == *t))
+    {
+        let folder = model_type.folder(data);
+        let mut entries = match tokio::fs::read_dir(&folder).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(ModelError::Io {
+                    path: folder,
+                    source,
+                });
+            }
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let Ok(bytes) = tokio::fs::read(entry.path().join(METADATA_FILE)).await else {
+                continue;
+            };
+            match serde_json::from_slice::<ModelInfo>(&bytes) {
+                Ok(info) => models.push(info),
+                Err(e) => tracing::warn!("skipping {}: {e}", entry.path().display()),
+            }
+        }
+    }
+    models.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(models)
+}
+
+pub async fn write(data: &DataPaths, info: &ModelInfo) -> Result<(), ModelError> {
+    let dir = model_dir(data, info.model_type, &info.id);
+    let path = dir.join(METADATA_FILE);
+    let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(info).expect("model info always serializes");
+    let io = |source| ModelError::Io {
+        path: path.clone(),
+        source,
+    };
+    tokio::fs::write(&tmp, json).await.map_err(io)?;
+    tokio::fs::rename(&tmp, &path).await.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_safe() {
+        assert_eq!(
+            model_id("SmolLM2 135M Instruct (Q4_1)"),
+            "smollm2-135m-instruct-q4_1"
+        );
+        assert_eq!(model_id("../../etc/passwd"), "etc-passwd");
+        assert_eq!(model_id("  ..  "), "model");
+        assert_eq!(model_id("Ünïcödé"), "n-c-d");
+        assert_eq!(model_id(&"x".repeat(200)).len(), 96);
+        assert_eq!(model_id("a/b\\c:d"), "a-b-c-d");
+    }
+}

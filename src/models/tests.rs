@@ -1,0 +1,359 @@
+use super::*;
+use crate::config::DataDirSource;
+use crate::testing::{Behaviour, FileServer, bytes, sha256_hex, tiny_gguf};
+use std::sync::Arc;
+
+fn data(dir: &Path) -> DataPaths {
+    DataPaths::new(dir.to_path_buf(), DataDirSource::Configured)
+}
+
+fn url_config(name: &str, url: &str, checksum: Option<String>) -> DownloadConfig {
+    serde_json::from_value(
+        json!({ "source": "url", "url": url, "name": name, "type": "llm", "checksum": checksum }),
+    )
+    .unwrap()
+}
+
+fn recorder() -> (ModelManager, Arc<Mutex<Vec<ModelProgress>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    (
+        ModelManager::new(Some(EventSink::new(move |e| sink.lock().unwrap().push(e)))),
+        seen,
+    )
+}
+
+#[tokio::test]
+async fn a_url_download_becomes_a_listed_model_with_gguf_metadata() {
+    let server = FileServer::start().await;
+    let file = tiny_gguf(7, 200_000);
+    let url = server.add("/models/tiny.gguf", file.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (manager, events) = recorder();
+    let info = manager
+        .download(
+            &data,
+            "d1",
+            &url_config("Tiny Llama", &url, Some(sha256_hex(&file))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.id, "tiny-llama");
+    assert_eq!(info.size, file.len() as u64);
+    assert_eq!(info.checksum, sha256_hex(&file));
+    assert_eq!(
+        info.path,
+        tmp.path().join("models/llm/tiny-llama/tiny.gguf")
+    );
+    assert_eq!(info.gguf_metadata.as_ref().unwrap()["block_count"], 7);
+    assert_eq!(info.source.url, url);
+    assert!(info.downloaded_at.ends_with('Z'));
+    assert_eq!(manager.list(&data, None).await.unwrap(), vec![info.clone()]);
+    assert_eq!(
+        manager
+            .list(&data, Some(ModelType::Diffusion))
+            .await
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(manager.get(&data, "tiny-llama").await.unwrap(), info);
+    let last = events.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (last.downloaded, last.total, last.model_id.as_str()),
+        (file.len() as u64, Some(file.len() as u64), "tiny-llama")
+    );
+    assert!(last.speed > 0.0);
+    assert_eq!(
+        manager.storage_usage(&data).await.unwrap(),
+        StorageUsage {
+            llm: file.len() as u64,
+            diffusion: 0,
+            models: 1
+        }
+    );
+
+    let err = manager
+        .download(&data, "d2", &url_config("tiny llama", &url, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ModelError::Exists { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn hugging_face_sources_are_pinned_to_a_commit() {
+    let server = FileServer::start().await;
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    server.add(
+        "/api/models/owner/repo/revision/main",
+        format!("{{\"sha\":\"{sha}\"}}").into_bytes(),
+    );
+    let file = tiny_gguf(3, 1000);
+    server.add(
+        &format!("/owner/repo/resolve/{sha}/sub/m.gguf"),
+        file.clone(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(None).with_hub_endpoint(server.url(""));
+    let config: DownloadConfig =
+        serde_json::from_value(json!({ "source": "huggingface", "repo": "owner/repo", "file": "sub/m.gguf", "name": "hf", "type": "llm" })).unwrap();
+    let info = manager
+        .download(&data(tmp.path()), "d", &config)
+        .await
+        .unwrap();
+    assert_eq!(info.source.revision.as_deref(), Some(sha));
+    assert_eq!(info.source.file.as_deref(), Some("sub/m.gguf"));
+    assert_eq!(
+        info.source.url,
+        server.url(&format!("/owner/repo/resolve/{sha}/sub/m.gguf"))
+    );
+
+    let missing: DownloadConfig =
+        serde_json::from_value(json!({ "source": "huggingface", "repo": "owner/other", "file": "m.gguf", "name": "hf2", "type": "llm" })).unwrap();
+    let err = manager
+        .download(&data(tmp.path()), "d", &missing)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DownloadFailed);
+    assert_eq!(err.details()["status"], 404);
+}
+
+#[tokio::test]
+async fn split_gguf_files_are_one_model() {
+    let server = FileServer::start().await;
+    for i in 1..=3 {
+        server.add(
+            &format!("/m-0000{i}-of-00003.gguf"),
+            if i == 1 {
+                tiny_gguf(5, 100)
+            } else {
+                bytes(5000, i)
+            },
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let info = ModelManager::new(None)
+        .download(
+            &data(tmp.path()),
+            "d",
+            &url_config("split", &server.url("/m-00001-of-00003.gguf"), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.shards.len(), 3);
+    assert_eq!(info.path, info.shards[0].path);
+    assert_eq!(info.size, info.shards.iter().map(|s| s.size).sum::<u64>());
+    assert_eq!(info.gguf_metadata.unwrap()["block_count"], 5);
+}
+
+fn diffusion_config(server: &FileServer, llm_path: &str) -> DownloadConfig {
+    serde_json::from_value(json!({
+        "source": "url", "url": server.url("/d/diffusion.gguf"), "name": "Tiny Diffusion", "type": "diffusion",
+        "components": [
+            { "role": "llm", "source": "url", "url": server.url(llm_path) },
+            { "role": "taesd", "source": "url", "url": server.url("/d/taesd.gguf") },
+        ]
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn components_are_stored_with_the_model_and_a_failed_one_removes_it() {
+    let server = FileServer::start().await;
+    server.add("/d/diffusion.gguf", tiny_gguf(1, 100));
+    server.add("/d/llm.gguf", tiny_gguf(1, 200));
+    server.add("/d/taesd.gguf", tiny_gguf(1, 300));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+
+    let err = manager
+        .download(&data, "d", &diffusion_config(&server, "/d/missing.gguf"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.details()["status"], 404);
+    assert!(
+        !tmp.path().join("models/diffusion/tiny-diffusion").exists(),
+        "nothing of the failed model is left"
+    );
+    assert!(manager.list(&data, None).await.unwrap().is_empty());
+
+    let info = manager
+        .download(&data, "d", &diffusion_config(&server, "/d/llm.gguf"))
+        .await
+        .unwrap();
+    assert_eq!(info.components.keys().collect::<Vec<_>>(), ["llm", "taesd"]);
+    assert!(info.components["taesd"].path.is_file());
+    assert_eq!(
+        info.size,
+        info.components.values().map(|c| c.size).sum::<u64>()
+            + std::fs::metadata(&info.path).unwrap().len()
+    );
+
+    let bad_role: DownloadConfig = serde_json::from_value(json!({
+        "source": "url", "url": server.url("/d/diffusion.gguf"), "name": "x", "type": "diffusion",
+        "components": [{ "role": "unet", "source": "url", "url": server.url("/d/llm.gguf") }]
+    }))
+    .unwrap();
+    let err = manager.download(&data, "d", &bad_role).await.unwrap_err();
+    assert!(err.to_string().contains("unknown component role"), "{err}");
+}
+
+#[tokio::test]
+async fn a_checksum_mismatch_leaves_nothing() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", tiny_gguf(2, 1000));
+    let tmp = tempfile::tempdir().unwrap();
+    let err = ModelManager::new(None)
+        .download(
+            &data(tmp.path()),
+            "d",
+            &url_config("m", &url, Some("0".repeat(64))),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ChecksumError);
+    assert!(!tmp.path().join("models/llm/m").exists());
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_gguf_is_refused() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", b"<html>login page</html>".to_vec());
+    let tmp = tempfile::tempdir().unwrap();
+    let err = ModelManager::new(None)
+        .download(&data(tmp.path()), "d", &url_config("m", &url, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert!(!tmp.path().join("models/llm/m").exists());
+}
+
+#[tokio::test]
+async fn a_broken_connection_keeps_the_part_unlisted_and_the_next_download_resumes() {
+    let server = FileServer::start().await;
+    let file = tiny_gguf(4, 300_000);
+    let url = server.add("/m.gguf", file.clone());
+    server.set(Behaviour {
+        drop_after: Some(50_000),
+        drops: 10,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+    let err = manager
+        .download(&data, "d", &url_config("m", &url, Some(sha256_hex(&file))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ModelError::Download(DownloadError::Network { .. })),
+        "{err}"
+    );
+    assert!(manager.list(&data, None).await.unwrap().is_empty());
+    assert!(tmp.path().join("models/llm/m/m.gguf.part").exists());
+    server.set(Behaviour::default());
+    let info = manager
+        .download(&data, "d", &url_config("m", &url, Some(sha256_hex(&file))))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&info.path).unwrap(), file);
+    assert!(server.requests().last().unwrap().range_start.unwrap() > 0);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_download_and_cleans_up() {
+    let server = FileServer::start().await;
+    let url = server.add("/big.gguf", tiny_gguf(1, 2_000_000));
+    server.set(Behaviour {
+        slow: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = Arc::new(ModelManager::new(None));
+    let task = tokio::spawn({
+        let (manager, data, url) = (manager.clone(), data.clone(), url.clone());
+        async move {
+            manager
+                .download(&data, "dl-1", &url_config("big", &url, None))
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let busy = manager
+        .download(&data, "dl-2", &url_config("big", &url, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(busy, ModelError::Busy { .. }), "{busy}");
+    assert!(manager.cancel("dl-1"));
+    let err = task.await.unwrap().unwrap_err();
+    assert!(matches!(err, ModelError::Cancelled { .. }), "{err}");
+    assert!(!tmp.path().join("models/llm/big").exists());
+    assert!(!manager.cancel("dl-1"));
+}
+
+#[tokio::test]
+async fn delete_and_verify() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", tiny_gguf(2, 1000));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+    let info = manager
+        .download(&data, "d", &url_config("m", &url, None))
+        .await
+        .unwrap();
+    assert!(manager.verify(&data, "m").await.unwrap().is_empty());
+    let mut bytes = std::fs::read(&info.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&info.path, bytes).unwrap();
+    let problems = manager.verify(&data, "m").await.unwrap();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0]["expected"], info.checksum);
+
+    manager.acquire("m");
+    let err = manager.delete(&data, "m").await.unwrap_err();
+    assert!(matches!(err, ModelError::InUse { .. }), "{err}");
+    manager.release("m");
+    manager.delete(&data, "m").await.unwrap();
+    assert!(!tmp.path().join("models/llm/m").exists());
+    let err = manager.get(&data, "m").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ModelNotFound);
+    assert!(matches!(
+        manager.delete(&data, "m").await,
+        Err(ModelError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn bad_configs_are_invalid_arguments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(None);
+    for config in [
+        json!({ "source": "url", "url": "ftp://x/y.gguf", "name": "a", "type": "llm" }),
+        json!({ "source": "url", "name": "a", "type": "llm" }),
+        json!({ "source": "url", "url": "http://127.0.0.1:9/y.gguf", "name": " ", "type": "llm" }),
+        json!({ "source": "hub", "url": "http://127.0.0.1:9/y.gguf", "name": "a", "type": "llm" }),
+        json!({ "source": "huggingface", "repo": "../x", "file": "y.gguf", "name": "a", "type": "llm" }),
+        json!({ "source": "huggingface", "repo": "a/b", "file": "../y.gguf", "name": "a", "type": "llm" }),
+        json!({ "source": "url", "url": "http://127.0.0.1:9/y.gguf", "name": "a", "type": "llm",
+                "components": [{ "role": "llm", "source": "url", "url": "http://127.0.0.1:9/z.gguf" }] }),
+    ] {
+        let config: DownloadConfig = serde_json::from_value(config.clone()).unwrap();
+        let err = manager
+            .download(&data(tmp.path()), "d", &config)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{config:?}: {err}");
+        assert!(err.suggestion().is_some());
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "nothing was created"
+    );
+}
