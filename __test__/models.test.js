@@ -95,11 +95,14 @@ test('a URL download reports progress, reads GGUF metadata and verifies', { skip
     const meta = info.ggufMetadata
     assert.deepEqual([meta.architecture, meta.block_count, meta.embedding_length, meta.context_length], ['llama', 2, 64, 2048])
     assert.equal(await manager.verifyModel(info.id), true)
+    assert.deepEqual(await manager.getStorageUsage(), { llm: size, diffusion: 0, total: size, models: 1 })
     fs.appendFileSync(info.path, 'x')
     const report = await manager.verifyModelFiles(info.id)
     assert.equal(report.valid, false)
     assert.equal(report.problems[0].expected, info.checksum)
-    assert.deepEqual(await manager.getStorageUsage(), { llm: size, diffusion: 0, total: size, models: 1 })
+    // A file whose size changed is not taken for the model any more.
+    assert.deepEqual(await manager.listModels(), [])
+    await assert.rejects(manager.getModelInfo(info.id), (err) => err.code === 'FILE_SYSTEM_ERROR' && /bytes/.test(err.message))
     await manager.deleteModel(info.id)
     await assert.rejects(manager.getModelInfo(info.id), ModelNotFoundError)
     assert.deepEqual(await manager.listModels(), [])

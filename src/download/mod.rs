@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::error::{Coded, ErrorCode, io_suggestion};
 
@@ -226,7 +226,7 @@ async fn transfer(
     let total = response.content_length().map(|len| len + resume_from);
 
     let mut hasher = Sha256::new();
-    let mut file = if resume_from > 0 {
+    let file = if resume_from > 0 {
         hash_prefix(part, resume_from, &mut hasher)
             .await
             .map_err(io_err)?;
@@ -241,34 +241,42 @@ async fn transfer(
         }
         tokio::fs::File::create(part).await.map_err(io_err)?
     };
+    let sink = Sink::spawn(file.into_std().await, hasher);
 
     let mut downloaded = resume_from;
     let mut last_report = Instant::now();
     on_progress(Progress { downloaded, total });
     let mut body = response.bytes_stream();
+    let mut broken = None;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(err) => {
-                file.flush().await.map_err(io_err)?;
-                return Err(Failure::Retryable(err.to_string()));
+                broken = Some(err.to_string());
+                break;
             }
         };
-        if let Err(source) = file.write_all(&chunk).await {
-            drop(file);
-            // A full disk leaves nothing worth resuming.
-            let _ = tokio::fs::remove_file(part).await;
-            return Err(io_err(source));
-        }
-        hasher.update(&chunk);
         downloaded += chunk.len() as u64;
+        if sink.tx.send(chunk).await.is_err() {
+            // The writer stopped: its error says why.
+            break;
+        }
         if last_report.elapsed() >= PROGRESS_INTERVAL {
             on_progress(Progress { downloaded, total });
             last_report = Instant::now();
         }
     }
-    file.flush().await.map_err(io_err)?;
-    file.sync_all().await.map_err(io_err)?;
+    let hasher = match sink.finish().await {
+        Ok(hasher) => hasher,
+        Err(source) => {
+            // A full disk leaves nothing worth resuming.
+            let _ = tokio::fs::remove_file(part).await;
+            return Err(io_err(source));
+        }
+    };
+    if let Some(reason) = broken {
+        return Err(Failure::Retryable(reason));
+    }
     if let Some(total) = total.filter(|&t| t != downloaded) {
         return Err(Failure::Retryable(format!(
             "connection closed at {downloaded} of {total} bytes"
@@ -283,6 +291,37 @@ async fn transfer(
         sha256: hex::encode(hasher.finalize()),
         resumed_from: resume_from,
     })
+}
+
+/// Hashing and writing run on a blocking thread of their own, fed through a bounded channel, so
+/// they overlap with receiving the next bytes (and never run on an async worker).
+struct Sink {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    task: tokio::task::JoinHandle<io::Result<Sha256>>,
+}
+
+impl Sink {
+    fn spawn(file: std::fs::File, mut hasher: Sha256) -> Sink {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                io::Write::write_all(&mut out, &chunk)?;
+            }
+            // No fsync: waiting for the disk would halve throughput for multi-GB files. The
+            // checksum covers the bytes written, and listing checks each file's recorded size,
+            // so a file cut short by a power loss is never taken for a model.
+            io::Write::flush(&mut out)?;
+            Ok(hasher)
+        });
+        Sink { tx, task }
+    }
+
+    async fn finish(self) -> io::Result<Sha256> {
+        drop(self.tx);
+        self.task.await.map_err(io::Error::other)?
+    }
 }
 
 fn content_range_start(response: &reqwest::Response) -> Option<u64> {

@@ -219,7 +219,7 @@ impl ModelManager {
         if lock(&self.in_use).contains(id) {
             return Err(ModelError::InUse { id: id.into() });
         }
-        let info = store::read(data, id).await?;
+        let info = store::read_record(data, id).await?;
         let dir = store::model_dir(data, info.model_type, &info.id);
         // model.json first: from here on the model is not listed, even if removing the rest fails.
         let meta = dir.join(store::METADATA_FILE);
@@ -233,11 +233,11 @@ impl ModelManager {
 
     /// Recomputes every file's sha256; returns the files that are missing or differ.
     pub async fn verify(&self, data: &DataPaths, id: &str) -> Result<Vec<Value>, ModelError> {
-        let info = store::read(data, id).await?;
+        let info = store::read_record(data, id).await?;
         let mut problems = Vec::new();
-        for (path, expected) in info.files() {
+        for (path, _, expected) in info.files() {
             match download::sha256_file(path).await {
-                Ok(actual) if expected.is_none_or(|e| e.eq_ignore_ascii_case(&actual)) => {}
+                Ok(actual) if expected.eq_ignore_ascii_case(&actual) => {}
                 Ok(actual) => {
                     problems.push(json!({ "path": path, "expected": expected, "actual": actual }))
                 }
@@ -280,7 +280,7 @@ impl ModelManager {
     ) -> Result<ModelInfo, ModelError> {
         let id = store::model_id(&config.name);
         let plan = self.plan(config).await?;
-        if store::read(data, &id).await.is_ok() {
+        if store::read_record(data, &id).await.is_ok() {
             return Err(ModelError::Exists { id });
         }
         let token = CancellationToken::new();

@@ -89,24 +89,47 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// Every file the model consists of.
-    pub fn files(&self) -> Vec<(&Path, Option<&str>)> {
-        let mut files: Vec<(&Path, Option<&str>)> = Vec::new();
-        if self.shards.is_empty() {
-            files.push((&self.path, Some(self.checksum.as_str())));
-        }
-        files.extend(
+    /// Every file of the model with the size and sha256 it had when it was verified.
+    pub fn files(&self) -> Vec<(&Path, u64, &str)> {
+        let component_bytes: u64 = self.components.values().map(|c| c.size).sum();
+        let mut files: Vec<(&Path, u64, &str)> = if self.shards.is_empty() {
+            vec![(
+                self.path.as_path(),
+                self.size.saturating_sub(component_bytes),
+                self.checksum.as_str(),
+            )]
+        } else {
             self.shards
                 .iter()
-                .map(|s| (s.path.as_path(), Some(s.checksum.as_str()))),
-        );
+                .map(|s| (s.path.as_path(), s.size, s.checksum.as_str()))
+                .collect()
+        };
         files.extend(
             self.components
                 .values()
-                .map(|c| (c.path.as_path(), Some(c.checksum.as_str()))),
+                .map(|c| (c.path.as_path(), c.size, c.checksum.as_str())),
         );
         files
     }
+}
+
+/// Downloads are not fsynced (see `download`); a file that a power loss cut short has another
+/// size than the one recorded, and its model is not taken for complete.
+async fn check_sizes(info: &ModelInfo) -> Result<(), String> {
+    for (path, expected, _) in info.files() {
+        match tokio::fs::metadata(path).await {
+            Ok(meta) if meta.len() == expected => {}
+            Ok(meta) => {
+                return Err(format!(
+                    "{} has {} bytes, {expected} were downloaded",
+                    path.display(),
+                    meta.len()
+                ));
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// A stable, filesystem-safe id from a display name: lower case ASCII letters, digits, `-`,
@@ -140,7 +163,20 @@ pub fn model_dir(data: &DataPaths, model_type: ModelType, id: &str) -> PathBuf {
     model_type.folder(data).join(id)
 }
 
+/// A model whose files are all there with their recorded sizes.
 pub async fn read(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
+    let info = read_record(data, id).await?;
+    check_sizes(&info)
+        .await
+        .map_err(|reason| ModelError::Corrupt {
+            id: id.into(),
+            reason,
+        })?;
+    Ok(info)
+}
+
+/// The record alone, for verifying or deleting a model whose files are damaged.
+pub async fn read_record(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
     for model_type in ModelType::ALL {
         let file = model_dir(data, model_type, id).join(METADATA_FILE);
         match tokio::fs::read(&file).await {
@@ -181,9 +217,16 @@ pub async fn list(
             let Ok(bytes) = tokio::fs::read(entry.path().join(METADATA_FILE)).await else {
                 continue;
             };
-            match serde_json::from_slice::<ModelInfo>(&bytes) {
-                Ok(info) => models.push(info),
-                Err(e) => tracing::warn!("skipping {}: {e}", entry.path().display()),
+            let info = match serde_json::from_slice::<ModelInfo>(&bytes) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!("skipping {}: {e}", entry.path().display());
+                    continue;
+                }
+            };
+            match check_sizes(&info).await {
+                Ok(()) => models.push(info),
+                Err(reason) => tracing::warn!("skipping model {}: {reason}", info.id),
             }
         }
     }

@@ -357,3 +357,30 @@ async fn bad_configs_are_invalid_arguments() {
         "nothing was created"
     );
 }
+
+#[tokio::test]
+async fn a_file_cut_short_after_download_is_not_taken_for_a_model() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", tiny_gguf(2, 5000));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+    let info = manager
+        .download(&data, "d", &url_config("m", &url, None))
+        .await
+        .unwrap();
+    // As a power loss could leave it: the data never reached the disk in full.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&info.path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    assert!(manager.list(&data, None).await.unwrap().is_empty());
+    let err = manager.get(&data, "m").await.unwrap_err();
+    assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("100 bytes"), "{err}");
+    assert_eq!(manager.verify(&data, "m").await.unwrap().len(), 1);
+    manager.delete(&data, "m").await.unwrap();
+    assert!(!tmp.path().join("models/llm/m").exists());
+}
