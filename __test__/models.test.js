@@ -163,3 +163,63 @@ test('bad downloads are typed errors and register nothing', async () => {
     server.close()
   }
 })
+
+test('several downloads run at once', async () => {
+  const dir = tmp()
+  const files = {}
+  for (const name of ['a.gguf', 'b.gguf', 'c.gguf']) {
+    files[name] = path.join(dir, name)
+    const header = Buffer.alloc(32)
+    header.write('GGUF', 0)
+    header.writeUInt32LE(3, 4)
+    fs.writeFileSync(files[name], Buffer.concat([header, crypto.randomBytes(1 << 20)]))
+  }
+  const server = await serve(files, { slow: true })
+  try {
+    configure({ dataDir: tmp() })
+    const manager = new ModelManager()
+    const active = new Set()
+    let overlapped = false
+    manager.on('progress', (e) => {
+      active.add(e.downloadId)
+      if (active.size > 1) overlapped = true
+    })
+    const infos = await Promise.all(Object.keys(files).map((name) =>
+      manager.downloadModel({ source: 'url', url: server.url(name), name, type: 'llm', checksum: sha256(files[name]), downloadId: name })))
+    assert.ok(overlapped, 'progress of several downloads interleaved')
+    assert.deepEqual(infos.map((i) => i.checksum), Object.values(files).map(sha256))
+    assert.equal((await manager.listModels()).length, 3)
+  } finally {
+    server.close()
+  }
+})
+
+function mountTmpfs(dir, size) {
+  if (process.platform !== 'linux') return 'tmpfs mounts are Linux-only'
+  if (process.getuid?.() !== 0) return 'mounting a small tmpfs needs root'
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { encoding: 'utf8' })
+  return r.status === 0 ? null : `mount failed: ${r.stderr.trim()}`
+}
+
+test('a full disk is a FileSystemError and leaves no partial model', async (t) => {
+  const dataDir = tmp()
+  const cannot = mountTmpfs(dataDir, '512k')
+  if (cannot) return t.skip(cannot)
+  const big = path.join(tmp(), 'big.gguf')
+  fs.writeFileSync(big, Buffer.alloc(2 << 20))
+  const server = await serve({ 'big.gguf': big })
+  try {
+    configure({ dataDir })
+    const manager = new ModelManager()
+    await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('big.gguf'), name: 'big', type: 'llm' }), (err) => {
+      assert.equal(err.code, 'FILE_SYSTEM_ERROR', err.message)
+      assert.match(err.details.suggestion, /disk space/)
+      return true
+    })
+    assert.equal(fs.existsSync(path.join(dataDir, 'models', 'llm', 'big')), false)
+    assert.deepEqual(await manager.listModels(), [])
+  } finally {
+    server.close()
+    spawnSync('umount', [dataDir])
+  }
+})
