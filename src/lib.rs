@@ -6,6 +6,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod models;
 pub mod system;
 #[cfg(test)]

@@ -240,13 +240,12 @@ async fn run_step(cmake: &Path, args: &[String], step: &str) -> Result<(), Binar
 }
 
 pub(super) async fn write_atomic(path: &Path, content: &[u8]) -> Result<(), BinaryError> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| BinaryError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    tokio::fs::write(&tmp, content).await.map_err(io)?;
-    tokio::fs::rename(&tmp, path).await.map_err(io)
+    crate::files::write_atomic(path, content)
+        .await
+        .map_err(|source| BinaryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn path_arg(path: &Path) -> String {

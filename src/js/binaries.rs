@@ -5,10 +5,10 @@ use napi_derive::napi;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::config::data_paths;
 use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
 use super::events::{EventCallback, sink};
 use crate::binaries::{BinaryKind, BinaryManager, BinaryProgress, EnsureOptions, SourceSpec};
-use crate::config::Settings;
 
 #[napi(js_name = "NativeBinaryManager")]
 pub struct JsBinaryManager {
@@ -56,8 +56,7 @@ impl JsBinaryManager {
     pub async fn ensure_binary(&self, kind: String, options: Option<Value>) -> napi::Result<Value> {
         let kind = parse_kind(&kind)?;
         let opts: EnsureOptions = from_js("options", options.unwrap_or(Value::Null).or_empty())?;
-        let data = Settings::global().data_paths().map_err(to_napi)?;
-        data.ensure().await.map_err(to_napi)?;
+        let data = data_paths().await?;
         let gpu = super::system::shared().detect(false).await.gpu.clone();
         let resolved = self
             .inner
@@ -77,8 +76,7 @@ impl JsBinaryManager {
         let kind = parse_kind(&kind)?;
         let spec: SourceSpec = from_js("source", spec)?;
         let opts: BuildOptions = from_js("options", options.unwrap_or(Value::Null).or_empty())?;
-        let data = Settings::global().data_paths().map_err(to_napi)?;
-        data.ensure().await.map_err(to_napi)?;
+        let data = data_paths().await?;
         let resolved = self
             .inner
             .build_from_source(kind, &spec, &data, opts.work_dir.as_deref())

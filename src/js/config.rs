@@ -24,9 +24,14 @@ pub fn set_electron_user_data(dir: Option<String>) {
 /// The data folders, created if missing.
 #[napi(js_name = "getDataPaths")]
 pub async fn get_data_paths() -> napi::Result<Value> {
+    Ok(paths_to_js(&data_paths().await?))
+}
+
+/// The data folders as configured now, created if missing: what every manager works in.
+pub async fn data_paths() -> napi::Result<DataPaths> {
     let paths = Settings::global().data_paths().map_err(to_napi)?;
     paths.ensure().await.map_err(to_napi)?;
-    Ok(paths_to_js(&paths))
+    Ok(paths)
 }
 
 fn paths_to_js(p: &DataPaths) -> Value {

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use napi_derive::napi;
 use serde_json::{Value, json};
 
+use super::config::data_paths;
 use super::error::{BadArgument, from_js, to_js, to_napi};
 use super::events::{EventCallback, sink};
-use crate::config::{DataPaths, Settings};
 use crate::models::{DownloadConfig, ModelManager, ModelProgress, ModelType, gguf};
 
 #[napi(js_name = "NativeModelManager")]
@@ -30,12 +30,6 @@ fn progress_to_js(p: ModelProgress) -> Value {
         "speed": p.speed,
         "estimatedTimeRemaining": p.eta_seconds,
     })
-}
-
-async fn data_paths() -> napi::Result<DataPaths> {
-    let data = Settings::global().data_paths().map_err(to_napi)?;
-    data.ensure().await.map_err(to_napi)?;
-    Ok(data)
 }
 
 fn parse_type(model_type: Option<String>) -> napi::Result<Option<ModelType>> {

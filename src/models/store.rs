@@ -235,16 +235,11 @@ pub async fn list(
 }
 
 pub async fn write(data: &DataPaths, info: &ModelInfo) -> Result<(), ModelError> {
-    let dir = model_dir(data, info.model_type, &info.id);
-    let path = dir.join(METADATA_FILE);
-    let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+    let path = model_dir(data, info.model_type, &info.id).join(METADATA_FILE);
     let json = serde_json::to_vec_pretty(info).expect("model info always serializes");
-    let io = |source| ModelError::Io {
-        path: path.clone(),
-        source,
-    };
-    tokio::fs::write(&tmp, json).await.map_err(io)?;
-    tokio::fs::rename(&tmp, &path).await.map_err(io)
+    crate::files::write_atomic(&path, &json)
+        .await
+        .map_err(|source| ModelError::Io { path, source })
 }
 
 #[cfg(test)]
