@@ -259,6 +259,114 @@ export declare class SystemInfo extends EventEmitter<SystemInfoEvents> {
 export declare const systemInfo: SystemInfo
 
 // ---------------------------------------------------------------------------------------------
+// llama-server
+// ---------------------------------------------------------------------------------------------
+
+export type ServerStatus = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed'
+
+/** What {@link LlamaServerManager.start} runs. Unset values come from {@link SystemInfo.getOptimalConfig} for the model. */
+export interface LlamaServerConfig {
+  /** An installed `llm` model ({@link ModelManager.listModels}). */
+  modelId: string
+  /** A port, or `'auto'` for a free one (default 8080). A taken port is a {@link PortInUseError}. */
+  port?: number | 'auto'
+  /** Address to bind (default `127.0.0.1`). */
+  host?: string
+  threads?: number
+  contextSize?: number
+  /** Layers offloaded to the GPU (`--n-gpu-layers`). */
+  gpuLayers?: number
+  /** Parallel slots (`--parallel`, default 1). */
+  parallelRequests?: number
+  flashAttention?: boolean | 'on' | 'off' | 'auto'
+  /** Require `Authorization: Bearer <apiKey>` on every request. */
+  apiKey?: string
+  /** More llama-server arguments (not `--model`, `--host` or `--port`). */
+  extraArgs?: string[]
+  /** This executable instead of the managed one (see {@link BinaryManager.ensureBinary}). */
+  binaryPath?: string
+  /** Milliseconds to wait for `/health` to answer 200 (default 60000). */
+  startupTimeout?: number
+}
+
+export interface ServerInfo {
+  status: ServerStatus
+  pid: number | null
+  port: number | null
+  modelId: string | null
+  /** ISO 8601, when it became ready. */
+  startedAt: string | null
+  /** Milliseconds from spawn to the first healthy answer. */
+  loadTimeMs: number | null
+  /** Why the last start failed or the server crashed. */
+  error: string | null
+}
+
+/** The resolved configuration of the running (or last) server. */
+export interface ResolvedLlamaConfig {
+  modelId: string
+  modelPath: string
+  binary: string
+  port: number | null
+  host: string
+  threads: number
+  contextSize: number
+  gpuLayers: number
+  parallelRequests: number
+  flashAttention: string | null
+  extraArgs: string[]
+  startupTimeoutMs: number
+  logFile: string | null
+}
+
+export interface LlamaServerEvents {
+  starting: [{ type: 'starting' }]
+  started: [ServerInfo & { type: 'started' }]
+  stopped: [{ type: 'stopped' }]
+  /** The process ended without stop(): exit code or signal, and its last output lines. */
+  crashed: [{ type: 'crashed'; exitCode: number | null; signal: number | null; logs: string[] }]
+  restarted: [ServerInfo & { type: 'restarted' }]
+  /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed). */
+  log: [{ type: 'log'; line: string }]
+  error: [unknown]
+}
+
+/**
+ * Runs llama.cpp's `llama-server` (OpenAI-compatible HTTP API) under the library's supervisor:
+ * its own process group, killed with the app even when the app is killed (Linux), output kept in
+ * `logs/llama-server.log` (rotated at 5 MB, three archives). Use the shared {@link llamaServer}.
+ */
+export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> {
+  constructor()
+  static getInstance(): LlamaServerManager
+  /**
+   * Starts the server and resolves once `/health` answers 200 (polled every 25 ms); fails at once,
+   * with the server's last output in `details.logs`, when the process exits during start. Like a
+   * child process, a running server keeps Node alive until it stops or crashes.
+   * @throws {ModelNotFoundError} @throws {PortInUseError} @throws {BinaryError}
+   * @throws {ServerError} already running, exited during start, or not ready within `startupTimeout`.
+   * @throws {ValidationError} a malformed config (unknown keys included).
+   */
+  start(config: LlamaServerConfig): Promise<ServerInfo>
+  /** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone and its port is free. */
+  stop(): Promise<void>
+  /** Stops and starts again with the last config; emits `restarted`. */
+  restart(): Promise<ServerInfo>
+  getInfo(): ServerInfo
+  getConfig(): ResolvedLlamaConfig | null
+  isRunning(): boolean
+  getPort(): number | null
+  /** `GET /health` answers 200 now. */
+  isHealthy(): Promise<boolean>
+  /** The last `lines` lines of output (default 100). */
+  getLogs(lines?: number): Promise<string[]>
+  clearLogs(): Promise<void>
+}
+
+/** The shared {@link LlamaServerManager}. */
+export declare const llamaServer: LlamaServerManager
+
+// ---------------------------------------------------------------------------------------------
 // Models
 // ---------------------------------------------------------------------------------------------
 

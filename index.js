@@ -5,6 +5,7 @@ const { configure, getDataPaths } = require('./lib/config')
 const { SystemInfo } = require('./lib/system-info')
 const { BinaryManager } = require('./lib/binaries')
 const { ModelManager } = require('./lib/models')
+const { LlamaServerManager } = require('./lib/llama-server')
 
 module.exports = {
   configure,
@@ -12,6 +13,10 @@ module.exports = {
   SystemInfo,
   get systemInfo() {
     return SystemInfo.getInstance()
+  },
+  LlamaServerManager,
+  get llamaServer() {
+    return LlamaServerManager.getInstance()
   },
   ModelManager,
   get modelManager() {

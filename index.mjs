@@ -6,6 +6,7 @@ export const {
   SystemInfo,
   BinaryManager,
   ModelManager,
+  LlamaServerManager,
   GenaiElectronError,
   ModelNotFoundError,
   DownloadError,
@@ -20,4 +21,5 @@ export const {
 export const systemInfo = lib.systemInfo
 export const binaries = lib.binaries
 export const modelManager = lib.modelManager
+export const llamaServer = lib.llamaServer
 export default lib

@@ -12,6 +12,9 @@ import {
   type DataPaths,
   binaries,
   modelManager,
+  llamaServer,
+  PortInUseError,
+  type ServerInfo,
   ModelNotFoundError,
   type ModelInfo,
   type DownloadProgressEvent,
@@ -81,6 +84,15 @@ async function main(): Promise<void> {
     if (err instanceof ModelNotFoundError) console.log(err.code)
   }
   console.log(taesd, blocks, ok, (await modelManager.getStorageUsage()).total, modelManager.cancelDownload(model.id))
+  llamaServer.on('crashed', (e) => console.log(e.exitCode, e.signal, e.logs.length))
+  llamaServer.on('log', (e) => console.log(e.line))
+  try {
+    const server: ServerInfo = await llamaServer.start({ modelId: model.id, port: 'auto', flashAttention: 'auto', extraArgs: ['--jinja'] })
+    console.log(server.port, llamaServer.getConfig()?.contextSize, await llamaServer.getLogs(10))
+    await llamaServer.stop()
+  } catch (err) {
+    if (err instanceof PortInUseError) console.log(err.details.port)
+  }
   console.log(llmDir, vram, threads, free, ctx)
 }
 

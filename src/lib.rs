@@ -7,7 +7,9 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod llama;
 pub mod models;
+pub mod process;
 pub mod system;
 #[cfg(test)]
 mod testing;

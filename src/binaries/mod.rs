@@ -244,10 +244,14 @@ impl BinaryManager {
         gpu: &GpuInfo,
     ) -> Result<ResolvedBinary, BinaryError> {
         if let Some(path) = &opts.path {
-            return self.given(kind, path, "the path option").await;
+            return self
+                .given(kind, path, Origin::Path, "the path option")
+                .await;
         }
         if let Some(path) = std::env::var_os(kind.env_var()).filter(|p| !p.is_empty()) {
-            return self.given(kind, Path::new(&path), kind.env_var()).await;
+            return self
+                .given(kind, Path::new(&path), Origin::Env, kind.env_var())
+                .await;
         }
         let backend = kind.backend();
         let _guard = self.locks[backend.as_str()].lock().await;
@@ -380,17 +384,19 @@ impl BinaryManager {
         })
     }
 
+    /// A path the caller chose: probed, and an error (never replaced) when it does not run.
     async fn given(
         &self,
         kind: BinaryKind,
         path: &Path,
-        origin: &str,
+        origin: Origin,
+        label: &str,
     ) -> Result<ResolvedBinary, BinaryError> {
         if !tokio::fs::try_exists(path).await.unwrap_or(false) {
             return Err(BinaryError::NotFound {
                 kind: kind.as_str(),
                 path: path.into(),
-                origin: origin.into(),
+                origin: label.into(),
             });
         }
         self.emit(
@@ -406,14 +412,9 @@ impl BinaryManager {
             .map_err(|reason| BinaryError::ProbeFailed {
                 kind: kind.as_str(),
                 path: path.into(),
-                origin: origin.into(),
+                origin: label.into(),
                 reason,
             })?;
-        let origin = if origin.starts_with("GENAI_") {
-            Origin::Env
-        } else {
-            Origin::Path
-        };
         Ok(ResolvedBinary {
             kind: kind.as_str(),
             path: path.into(),

@@ -57,14 +57,15 @@ pub async fn run_captured<S: AsRef<std::ffi::OsStr>>(
     program: &Path,
     args: &[S],
 ) -> std::io::Result<(std::process::ExitStatus, String)> {
-    let output = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await?;
+        .kill_on_drop(true);
+    let child = crate::process::spawn_retrying(|| command.spawn())?;
+    let output = child.wait_with_output().await?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -8,5 +8,6 @@ mod binaries;
 mod config;
 mod error;
 mod events;
+mod llama;
 mod models;
 mod system;

@@ -174,7 +174,6 @@ pub struct StorageUsage {
 pub struct ModelManager {
     events: Option<EventSink<ModelProgress>>,
     active: Mutex<HashMap<String, (String, CancellationToken)>>,
-    in_use: Mutex<HashSet<String>>,
     hub_endpoint: Option<String>,
 }
 
@@ -183,7 +182,6 @@ impl ModelManager {
         ModelManager {
             events,
             active: Mutex::new(HashMap::new()),
-            in_use: Mutex::new(HashSet::new()),
             hub_endpoint: None,
         }
     }
@@ -206,17 +204,18 @@ impl ModelManager {
         store::read(data, id).await
     }
 
-    /// Marks a model as used by a server, so it cannot be deleted until released.
+    /// Marks a model as used by a server, so it cannot be deleted until released. Process-wide:
+    /// every manager instance and every server share one registry.
     pub fn acquire(&self, id: &str) {
-        lock(&self.in_use).insert(id.to_string());
+        acquire(id);
     }
 
     pub fn release(&self, id: &str) {
-        lock(&self.in_use).remove(id);
+        release(id);
     }
 
     pub async fn delete(&self, data: &DataPaths, id: &str) -> Result<(), ModelError> {
-        if lock(&self.in_use).contains(id) {
+        if lock(&IN_USE).iter().any(|m| m == id) {
             return Err(ModelError::InUse { id: id.into() });
         }
         let info = store::read_record(data, id).await?;
@@ -489,6 +488,20 @@ impl ModelManager {
                 .collect::<BTreeMap<_, _>>(),
             shards,
         })
+    }
+}
+
+static IN_USE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A server holds the model (counted: two servers may use one model).
+pub fn acquire(id: &str) {
+    lock(&IN_USE).push(id.to_string());
+}
+
+pub fn release(id: &str) {
+    let mut in_use = lock(&IN_USE);
+    if let Some(at) = in_use.iter().position(|m| m == id) {
+        in_use.remove(at);
     }
 }
 

@@ -1,0 +1,148 @@
+'use strict'
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const http = require('node:http')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { backends, ROOT } = require('./helpers')
+const { LlamaServerManager, ModelManager, configure, PortInUseError, ModelNotFoundError, ServerError, BinaryError, ValidationError } = require('..')
+
+const { paths: real, skip } = backends()
+
+function tmp() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-llama-'))
+}
+
+/** A data folder with the tiny model registered as `tiny`, and the real llama-server chosen. */
+async function withTinyModel() {
+  const dataDir = tmp()
+  configure({ dataDir })
+  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
+  const server = http.createServer((req, res) => fs.createReadStream(req.url === '/bad.gguf' ? __filename : real.llmModel).pipe(res))
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const base = `http://127.0.0.1:${server.address().port}`
+  await new ModelManager().downloadModel({ source: 'url', url: `${base}/tiny.gguf`, name: 'tiny', type: 'llm' })
+  server.close()
+  return dataDir
+}
+
+async function chat(port, body) {
+  return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 6, ...body }),
+  })
+}
+
+test('start → chat (plain and streaming) → stop, with one event per transition', { skip }, async () => {
+  await withTinyModel()
+  const server = new LlamaServerManager()
+  const events = []
+  for (const type of ['starting', 'started', 'stopped', 'crashed']) server.on(type, () => events.push(type))
+  let logLines = 0
+  server.on('log', () => logLines++)
+  const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  try {
+    assert.equal(info.status, 'running')
+    assert.equal(server.isRunning(), true)
+    assert.equal(server.getPort(), info.port)
+    assert.ok(info.loadTimeMs >= 0)
+    assert.equal(await server.isHealthy(), true)
+    assert.deepEqual([server.getConfig().contextSize, server.getConfig().threads], [512, 1])
+
+    const plain = await (await chat(info.port)).json()
+    assert.equal(plain.usage.completion_tokens, 6)
+    const stream = await chat(info.port, { stream: true })
+    const text = await stream.text()
+    const chunks = text.split('\n').filter((l) => l.startsWith('data: ') && !l.includes('[DONE]'))
+    assert.ok(chunks.length >= 6, `${chunks.length} SSE chunks`)
+    assert.match(text, /data: \[DONE\]/)
+
+    await assert.rejects(server.start({ modelId: 'tiny', port: 'auto' }), (err) => err instanceof ServerError && /already running/.test(err.message))
+    assert.ok(logLines > 0)
+    assert.ok((await server.getLogs(5)).length === 5)
+  } finally {
+    await server.stop()
+  }
+  assert.deepEqual(events, ['starting', 'started', 'stopped'])
+  assert.equal(server.getInfo().status, 'stopped')
+  assert.equal(await server.isHealthy(), false)
+  // The port is free as soon as stop() resolved.
+  await new Promise((resolve, reject) => {
+    const probe = net.createServer().once('error', reject).listen(info.port, '127.0.0.1', () => probe.close(resolve))
+  })
+})
+
+test('a model in use cannot be deleted', { skip }, async () => {
+  await withTinyModel()
+  const server = new LlamaServerManager()
+  await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  try {
+    await assert.rejects(new ModelManager().deleteModel('tiny'), ServerError)
+  } finally {
+    await server.stop()
+  }
+  await new ModelManager().deleteModel('tiny')
+})
+
+test('bad starts are typed errors and leave nothing running', { skip }, async () => {
+  const dataDir = await withTinyModel()
+  const server = new LlamaServerManager()
+  await assert.rejects(server.start({ modelId: 'missing' }), ModelNotFoundError)
+  await assert.rejects(server.start({ modelId: 'tiny', port: 'eighty' }), ValidationError)
+  await assert.rejects(server.start({ modelId: 'tiny', prot: 1 }), ValidationError)
+  await assert.rejects(server.start({ modelId: 'tiny', binaryPath: '/nonexistent/llama-server' }), BinaryError)
+  const taken = net.createServer()
+  await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  await assert.rejects(server.start({ modelId: 'tiny', port: taken.address().port }), PortInUseError)
+  taken.close()
+  // A damaged model file: llama-server exits during start; the error carries its output.
+  const info = await new ModelManager().getModelInfo('tiny')
+  fs.writeFileSync(info.path, Buffer.alloc(fs.statSync(info.path).size))
+  await assert.rejects(server.start({ modelId: 'tiny', port: 'auto', threads: 1 }), (err) => {
+    assert.ok(err instanceof ServerError, String(err))
+    assert.ok(Array.isArray(err.details.logs) && err.details.logs.length > 0)
+    return true
+  })
+  assert.equal(server.getInfo().status, 'stopped')
+  assert.ok(fs.existsSync(path.join(dataDir, 'logs', 'llama-server.log')))
+})
+
+test('a killed llama-server is reported as crashed', { skip }, async () => {
+  await withTinyModel()
+  const server = new LlamaServerManager()
+  const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  const crashed = new Promise((resolve) => server.once('crashed', resolve))
+  process.kill(info.pid, 'SIGKILL')
+  const event = await crashed
+  assert.equal(event.signal, 9)
+  assert.equal(server.getInfo().status, 'crashed')
+  const again = await server.restart()
+  assert.equal(again.status, 'running')
+  await server.stop()
+})
+
+test('killing the Node parent with SIGKILL takes llama-server with it', { skip }, async () => {
+  const dataDir = await withTinyModel()
+  const script = `
+    const { llamaServer, configure } = require(${JSON.stringify(ROOT)})
+    configure({ dataDir: ${JSON.stringify(dataDir)} })
+    llamaServer.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }).then((i) => console.log(i.pid))`
+  const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, GENAI_ELECTRON_LLAMA_SERVER: real.llamaServer } })
+  const pid = Number(await new Promise((resolve) => parent.stdout.once('data', (d) => resolve(String(d).trim()))))
+  assert.ok(pid > 0)
+  assert.ok(fs.existsSync(`/proc/${pid}`))
+  parent.kill('SIGKILL')
+  const deadline = Date.now() + 1000
+  let gone = false
+  while (!gone && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 25))
+    const stat = fs.existsSync(`/proc/${pid}/stat`) ? fs.readFileSync(`/proc/${pid}/stat`, 'utf8') : ''
+    gone = stat === '' || stat.split(' ')[2] === 'Z'
+  }
+  assert.ok(gone, `llama-server ${pid} still alive 1 s after its parent was killed`)
+})

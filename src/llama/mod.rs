@@ -1,0 +1,458 @@
+//! `llamaServer`: llama.cpp's `llama-server` under the supervisor.
+//!
+//! Start means: a free (or the requested) port, the argument vector, spawn, then `/health`
+//! polled every 25 ms until it answers 200; if the process exits first, start fails at once with
+//! the end of its output. One event per state change: starting, started, stopped, crashed.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::{Coded, ErrorCode};
+use crate::events::EventSink;
+use crate::process::{self, ExitInfo, ProcessSpec, Supervised};
+
+const HEALTH_POLL: Duration = Duration::from_millis(25);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const LOG_TAIL: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlamaError {
+    #[error("llama-server is already {0}")]
+    AlreadyRunning(&'static str),
+    #[error("port {port} on {host} is already in use")]
+    PortInUse { host: String, port: u16 },
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("llama-server exited during start ({exit}): {}", tail.last().map(String::as_str).unwrap_or(""))]
+    ExitedDuringStart { exit: ExitInfo, tail: Vec<String> },
+    #[error("llama-server was not ready within {secs} s")]
+    Timeout { secs: u64, tail: Vec<String> },
+    #[error("invalid server config: {0}")]
+    Invalid(String),
+}
+
+impl Coded for LlamaError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            LlamaError::PortInUse { .. } => ErrorCode::PortInUse,
+            LlamaError::Invalid(_) => ErrorCode::InvalidArgument,
+            _ => ErrorCode::ServerError,
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some(match self {
+            LlamaError::AlreadyRunning(_) => "Call stop() first, or restart()".into(),
+            LlamaError::PortInUse { .. } => "Choose another port, or port: 'auto' for a free one".into(),
+            LlamaError::Spawn { .. } => "Check the llama-server executable (binaries.ensureBinary('llama-server'))".into(),
+            LlamaError::ExitedDuringStart { .. } => "Read details.logs: a damaged model file or an unsupported option usually shows there".into(),
+            LlamaError::Timeout { .. } => "Raise startupTimeout for large models, or check details.logs".into(),
+            LlamaError::Invalid(_) => "Compare the config with LlamaServerConfig in index.d.ts".into(),
+        })
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let v = match self {
+            LlamaError::PortInUse { host, port } => json!({ "host": host, "port": port }),
+            LlamaError::ExitedDuringStart { exit, tail } => {
+                json!({ "exitCode": exit.code, "signal": exit.signal, "logs": tail })
+            }
+            LlamaError::Timeout { tail, .. } => json!({ "logs": tail }),
+            LlamaError::Spawn { binary, .. } => json!({ "binary": binary }),
+            _ => json!({}),
+        };
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
+/// Everything a start needs, resolved (paths, numbers).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlamaConfig {
+    pub model_id: String,
+    pub model_path: PathBuf,
+    pub binary: PathBuf,
+    /// `None`: a free port.
+    pub port: Option<u16>,
+    pub host: String,
+    pub threads: u32,
+    pub context_size: u32,
+    pub gpu_layers: u32,
+    pub parallel_requests: u32,
+    pub flash_attention: Option<String>,
+    #[serde(skip)]
+    pub api_key: Option<String>,
+    pub extra_args: Vec<String>,
+    pub startup_timeout_ms: u64,
+    pub log_file: Option<PathBuf>,
+}
+
+/// The argument vector (no shell ever sees it).
+pub fn args(config: &LlamaConfig, port: u16) -> Vec<String> {
+    let mut args = vec![
+        "--model".into(),
+        config.model_path.to_string_lossy().into_owned(),
+        "--host".into(),
+        config.host.clone(),
+        "--port".into(),
+        port.to_string(),
+        "--threads".into(),
+        config.threads.to_string(),
+        "--ctx-size".into(),
+        config.context_size.to_string(),
+        "--n-gpu-layers".into(),
+        config.gpu_layers.to_string(),
+        "--parallel".into(),
+        config.parallel_requests.to_string(),
+    ];
+    if let Some(fa) = &config.flash_attention {
+        args.extend(["--flash-attn".into(), fa.clone()]);
+    }
+    if let Some(key) = &config.api_key {
+        args.extend(["--api-key".into(), key.clone()]);
+    }
+    args.extend(config.extra_args.iter().cloned());
+    args
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Crashed,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Crashed => "crashed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    pub status: State,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    pub model_id: Option<String>,
+    pub started_at: Option<String>,
+    pub load_time_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlamaEvent {
+    Starting,
+    Started(ServerInfo),
+    Stopped,
+    Crashed { exit: ExitInfo, tail: Vec<String> },
+    Log(String),
+}
+
+struct Shared {
+    info: Mutex<ServerInfo>,
+    child: Mutex<Option<Arc<Supervised>>>,
+    config: Mutex<Option<LlamaConfig>>,
+    /// Bumped by each start, so a crash watcher of an older process never touches the new one.
+    generation: Mutex<u64>,
+    events: Option<EventSink<LlamaEvent>>,
+}
+
+pub struct LlamaServer {
+    shared: Arc<Shared>,
+    /// Serializes start, stop and restart.
+    op: tokio::sync::Mutex<()>,
+}
+
+impl LlamaServer {
+    pub fn new(events: Option<EventSink<LlamaEvent>>) -> Self {
+        let info = ServerInfo {
+            status: State::Stopped,
+            pid: None,
+            port: None,
+            model_id: None,
+            started_at: None,
+            load_time_ms: None,
+            error: None,
+        };
+        LlamaServer {
+            shared: Arc::new(Shared {
+                info: Mutex::new(info),
+                child: Mutex::new(None),
+                config: Mutex::new(None),
+                generation: Mutex::new(0),
+                events,
+            }),
+            op: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn info(&self) -> ServerInfo {
+        lock(&self.shared.info).clone()
+    }
+
+    pub fn config(&self) -> Option<LlamaConfig> {
+        lock(&self.shared.config).clone()
+    }
+
+    pub fn logs(&self, n: usize) -> Vec<String> {
+        lock(&self.shared.child)
+            .as_ref()
+            .map(|c| c.logs.last(n))
+            .unwrap_or_default()
+    }
+
+    pub fn clear_logs(&self) {
+        if let Some(child) = lock(&self.shared.child).as_ref() {
+            child.logs.clear();
+        }
+    }
+
+    pub async fn is_healthy(&self) -> bool {
+        match self.info() {
+            ServerInfo {
+                status: State::Running,
+                port: Some(port),
+                ..
+            } => {
+                let host = lock(&self.shared.config)
+                    .as_ref()
+                    .map(|c| c.host.clone())
+                    .unwrap_or_else(|| "127.0.0.1".into());
+                health(&host, port, Duration::from_secs(2)).await
+            }
+            _ => false,
+        }
+    }
+
+    pub async fn start(&self, config: LlamaConfig) -> Result<ServerInfo, LlamaError> {
+        let _op = self.op.lock().await;
+        let status = self.info().status;
+        if matches!(status, State::Running | State::Starting) {
+            return Err(LlamaError::AlreadyRunning(status.as_str()));
+        }
+        let port = choose_port(&config.host, config.port)?;
+        let generation = {
+            let mut g = lock(&self.shared.generation);
+            *g += 1;
+            *g
+        };
+        self.set(|i| {
+            *i = ServerInfo {
+                status: State::Starting,
+                pid: None,
+                port: Some(port),
+                model_id: Some(config.model_id.clone()),
+                started_at: None,
+                load_time_ms: None,
+                error: None,
+            }
+        });
+        self.emit(LlamaEvent::Starting);
+        let began = Instant::now();
+        let on_line = self
+            .shared
+            .events
+            .clone()
+            .map(|events| EventSink::new(move |line| events.emit(LlamaEvent::Log(line))));
+        let spec = ProcessSpec {
+            program: config.binary.clone(),
+            args: args(&config, port),
+            log_file: config.log_file.clone(),
+        };
+        let child = match process::spawn(spec, on_line) {
+            Ok(child) => Arc::new(child),
+            Err(source) => {
+                return Err(self.failed(LlamaError::Spawn {
+                    binary: config.binary.clone(),
+                    source,
+                }));
+            }
+        };
+        *lock(&self.shared.child) = Some(child.clone());
+        self.set(|i| i.pid = Some(child.pid));
+
+        if let Err(err) = wait_ready(
+            &child,
+            &config.host,
+            port,
+            Duration::from_millis(config.startup_timeout_ms),
+        )
+        .await
+        {
+            child.stop(STOP_GRACE).await;
+            return Err(self.failed(err));
+        }
+        let load_time_ms = began.elapsed().as_millis() as u64;
+        crate::models::acquire(&config.model_id);
+        *lock(&self.shared.config) = Some(config);
+        self.set(|i| {
+            i.status = State::Running;
+            i.started_at = Some(crate::models::iso_now());
+            i.load_time_ms = Some(load_time_ms);
+        });
+        let info = self.info();
+        self.emit(LlamaEvent::Started(info.clone()));
+        self.watch_for_crash(child, generation);
+        Ok(info)
+    }
+
+    /// Stops the server and waits until its process is gone (port and memory free). Idempotent.
+    pub async fn stop(&self) -> Option<ExitInfo> {
+        let _op = self.op.lock().await;
+        let child = lock(&self.shared.child).clone()?;
+        let was = self.info().status;
+        if was == State::Stopped {
+            return None;
+        }
+        self.set(|i| i.status = State::Stopping);
+        let exit = child.stop(STOP_GRACE).await;
+        if was != State::Crashed {
+            self.release_model();
+        }
+        self.set(|i| {
+            i.status = State::Stopped;
+            i.pid = None;
+        });
+        self.emit(LlamaEvent::Stopped);
+        Some(exit)
+    }
+
+    fn watch_for_crash(&self, child: Arc<Supervised>, generation: u64) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let exit = child.wait().await;
+            if *lock(&shared.generation) != generation {
+                return;
+            }
+            let crashed = {
+                let mut info = lock(&shared.info);
+                let crashed = info.status == State::Running;
+                if crashed {
+                    info.status = State::Crashed;
+                    info.pid = None;
+                    info.error = Some(format!("llama-server stopped unexpectedly ({exit})"));
+                }
+                crashed
+            };
+            if !crashed {
+                return;
+            }
+            if let Some(config) = lock(&shared.config).as_ref() {
+                crate::models::release(&config.model_id);
+            }
+            if let Some(events) = &shared.events {
+                events.emit(LlamaEvent::Crashed {
+                    exit,
+                    tail: child.logs.last(LOG_TAIL),
+                });
+            }
+        });
+    }
+
+    fn release_model(&self) {
+        if let Some(config) = lock(&self.shared.config).as_ref() {
+            crate::models::release(&config.model_id);
+        }
+    }
+
+    fn failed(&self, err: LlamaError) -> LlamaError {
+        self.set(|i| {
+            i.status = State::Stopped;
+            i.pid = None;
+            i.error = Some(err.to_string());
+        });
+        self.emit(LlamaEvent::Stopped);
+        err
+    }
+
+    fn set(&self, f: impl FnOnce(&mut ServerInfo)) {
+        f(&mut lock(&self.shared.info));
+    }
+
+    fn emit(&self, event: LlamaEvent) {
+        if let Some(events) = &self.shared.events {
+            events.emit(event);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fixed port must be free now; `None` takes one the OS hands out.
+fn choose_port(host: &str, port: Option<u16>) -> Result<u16, LlamaError> {
+    let listener =
+        TcpListener::bind((host, port.unwrap_or(0))).map_err(|_| LlamaError::PortInUse {
+            host: host.into(),
+            port: port.unwrap_or(0),
+        })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|_| LlamaError::PortInUse {
+            host: host.into(),
+            port: port.unwrap_or(0),
+        })
+}
+
+async fn wait_ready(
+    child: &Supervised,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), LlamaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(exit) = child.exited() {
+            return Err(LlamaError::ExitedDuringStart {
+                exit,
+                tail: child.logs.last(LOG_TAIL),
+            });
+        }
+        if health(host, port, HEALTH_POLL * 4).await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LlamaError::Timeout {
+                secs: timeout.as_secs(),
+                tail: child.logs.last(LOG_TAIL),
+            });
+        }
+        tokio::time::sleep(HEALTH_POLL).await;
+    }
+}
+
+/// `GET /health` answered 200 (503 means still loading; refused means not listening yet).
+async fn health(host: &str, port: u16, timeout: Duration) -> bool {
+    let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+    let url = format!("http://{host}:{port}/health");
+    matches!(
+        tokio::time::timeout(timeout, crate::download::http_client().get(&url).send()).await,
+        Ok(Ok(response)) if response.status().as_u16() == 200
+    )
+}
+
+pub mod resolve;
+
+#[cfg(all(test, unix))]
+mod tests;

@@ -1,0 +1,178 @@
+//! From what a caller asks (`{ modelId, port, threads, … }`) to a complete [`LlamaConfig`]:
+//! the model's file from the model store, the executable from the binary manager, and unset
+//! values from the machine's optimal configuration for that model.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{LlamaConfig, LlamaError};
+use crate::binaries::{BinaryError, BinaryKind, BinaryManager, EnsureOptions};
+use crate::config::DataPaths;
+use crate::error::{Coded, ErrorCode};
+use crate::models::{ModelError, ModelType, store};
+use crate::system::{ModelSpec, RunOptions, SystemInfo};
+
+pub const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 60_000;
+
+/// `port: 8080` or `port: 'auto'`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortRequest {
+    Fixed(u16),
+    Auto(String),
+}
+
+/// `flashAttention: true | false | 'on' | 'off' | 'auto'`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FlashAttention {
+    Bool(bool),
+    Mode(String),
+}
+
+/// The JS `LlamaServerConfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRequest {
+    pub model_id: String,
+    pub port: Option<PortRequest>,
+    pub host: Option<String>,
+    pub threads: Option<u32>,
+    pub context_size: Option<u32>,
+    pub gpu_layers: Option<u32>,
+    pub parallel_requests: Option<u32>,
+    pub flash_attention: Option<FlashAttention>,
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    pub binary_path: Option<PathBuf>,
+    /// Milliseconds.
+    pub startup_timeout: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
+    #[error(transparent)]
+    Llama(#[from] LlamaError),
+}
+
+impl Coded for StartError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StartError::Model(e) => e.code(),
+            StartError::Binary(e) => e.code(),
+            StartError::Llama(e) => e.code(),
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        match self {
+            StartError::Model(e) => e.suggestion(),
+            StartError::Binary(e) => e.suggestion(),
+            StartError::Llama(e) => e.suggestion(),
+        }
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        match self {
+            StartError::Model(e) => e.details(),
+            StartError::Binary(e) => e.details(),
+            StartError::Llama(e) => e.details(),
+        }
+    }
+}
+
+pub async fn resolve(
+    req: StartRequest,
+    data: &DataPaths,
+    system: &SystemInfo,
+    binaries: &BinaryManager,
+) -> Result<LlamaConfig, StartError> {
+    let invalid = |m: String| StartError::Llama(LlamaError::Invalid(m));
+    let port = match &req.port {
+        None => Some(DEFAULT_PORT),
+        Some(PortRequest::Fixed(0)) => {
+            return Err(invalid("port must be 1-65535, or 'auto'".into()));
+        }
+        Some(PortRequest::Fixed(p)) => Some(*p),
+        Some(PortRequest::Auto(s)) if s == "auto" => None,
+        Some(PortRequest::Auto(s)) => {
+            return Err(invalid(format!(
+                "port must be a number or 'auto', got {s:?}"
+            )));
+        }
+    };
+    let flash_attention = match req.flash_attention {
+        None => None,
+        Some(FlashAttention::Bool(b)) => Some(if b { "on" } else { "off" }.to_string()),
+        Some(FlashAttention::Mode(m)) if ["on", "off", "auto"].contains(&m.as_str()) => Some(m),
+        Some(FlashAttention::Mode(m)) => {
+            return Err(invalid(format!(
+                "flashAttention must be on, off or auto, got {m:?}"
+            )));
+        }
+    };
+    if req
+        .extra_args
+        .iter()
+        .any(|a| ["--port", "--host", "--model", "-m"].contains(&a.as_str()))
+    {
+        return Err(invalid(
+            "extraArgs must not set --model, --host or --port: use the config fields".into(),
+        ));
+    }
+
+    let info = store::read(data, &req.model_id).await?;
+    if info.model_type != ModelType::Llm {
+        return Err(invalid(format!(
+            "model {:?} is a {} model; llama-server needs an llm model",
+            info.id,
+            info.model_type.as_str()
+        )));
+    }
+    let caps = system.detect(false).await;
+    let opts = EnsureOptions {
+        path: req.binary_path.clone(),
+        ..Default::default()
+    };
+    let binary = binaries
+        .ensure(BinaryKind::LlamaServer, &opts, data, &caps.gpu)
+        .await?;
+
+    let spec: ModelSpec =
+        serde_json::from_value(serde_json::to_value(&info).expect("model info serializes"))
+            .map_err(|e| invalid(format!("model {:?} has unusable metadata: {e}", info.id)))?;
+    let hints = RunOptions {
+        context_size: req.context_size,
+        gpu_layers: req.gpu_layers,
+        ..Default::default()
+    };
+    let optimal = system
+        .optimal_config(&spec, &hints)
+        .await
+        .map_err(|e| invalid(e.to_string()))?;
+
+    Ok(LlamaConfig {
+        model_id: info.id.clone(),
+        model_path: info.path.clone(),
+        binary: binary.path,
+        port,
+        host: req.host.unwrap_or_else(|| "127.0.0.1".into()),
+        threads: req.threads.unwrap_or(optimal.threads),
+        context_size: optimal.context_size,
+        gpu_layers: optimal.gpu_layers,
+        parallel_requests: req.parallel_requests.unwrap_or(optimal.parallel_requests),
+        flash_attention,
+        api_key: req.api_key,
+        extra_args: req.extra_args,
+        startup_timeout_ms: req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),
+        log_file: Some(data.logs.join("llama-server.log")),
+    })
+}

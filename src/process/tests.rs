@@ -1,0 +1,130 @@
+use super::*;
+
+fn sh(script: &str) -> ProcessSpec {
+    ProcessSpec {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        log_file: None,
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie counts as gone: it holds no memory or ports.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|state| state != "Z"))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn output_lines_reach_the_ring_the_file_and_the_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("logs/server.log");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let spec = ProcessSpec {
+        log_file: Some(log.clone()),
+        ..sh("printf 'one\\ntwo\\r\\033[1mthree\\033[0m\\n'; echo err >&2; exit 3")
+    };
+    let child = spawn(
+        spec,
+        Some(EventSink::new(move |l| {
+            let _ = tx.send(l);
+        })),
+    )
+    .unwrap();
+    assert_eq!(
+        child.wait().await,
+        ExitInfo {
+            code: Some(3),
+            signal: None
+        }
+    );
+    let mut heard = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        heard.push(line);
+    }
+    heard.sort();
+    assert_eq!(heard, ["err", "one", "three", "two"]);
+    assert_eq!(child.logs.last(10).len(), 4);
+    assert_eq!(child.logs.last(1).len(), 1);
+    let file = std::fs::read_to_string(&log).unwrap();
+    assert!(file.contains("three\n") && !file.contains('\x1b'));
+    child.logs.clear();
+    assert!(child.logs.last(10).is_empty());
+}
+
+#[tokio::test]
+async fn stop_terminates_gracefully_and_reaps() {
+    let child = spawn(
+        sh("trap 'exit 0' TERM; while true; do sleep 0.05; done"),
+        None,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let info = child.stop(Duration::from_secs(5)).await;
+    assert_eq!(info.code, Some(0));
+    assert!(!alive(child.pid));
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_and_takes_the_whole_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pidfile = tmp.path().join("grandchild");
+    let script = format!(
+        "trap '' TERM; sleep 60 & echo $! > {}; while true; do sleep 0.05; done",
+        pidfile.display()
+    );
+    let child = spawn(sh(&script), None).unwrap();
+    let mut grandchild = None;
+    for _ in 0..100 {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            grandchild = Some(pid);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grandchild = grandchild.expect("the script started its own child");
+    let started = std::time::Instant::now();
+    let info = child.stop(Duration::from_millis(300)).await;
+    assert_eq!(info.signal, Some(libc::SIGKILL));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    for _ in 0..50 {
+        if !alive(grandchild) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(grandchild), "the grandchild went with the group");
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_spawn_error() {
+    let spec = ProcessSpec {
+        program: "/nonexistent/llama-server".into(),
+        args: vec![],
+        log_file: None,
+    };
+    assert!(spawn(spec, None).is_err());
+}
+
+#[test]
+fn log_files_rotate_and_keep_three_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s.log");
+    let mut log = RotatingLog::new(path.clone());
+    let line = "x".repeat(1024 * 1024 - 1);
+    for _ in 0..(5 * 5 + 3) {
+        log.append(&line);
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(size(&path) <= LOG_FILE_LIMIT);
+    for i in 1..=3 {
+        assert!(
+            size(&tmp.path().join(format!("s.log.{i}"))) > 0,
+            "archive {i}"
+        );
+    }
+    assert!(!tmp.path().join("s.log.4").exists());
+}
