@@ -340,7 +340,7 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
   constructor()
   static getInstance(): LlamaServerManager
   /**
-   * Starts the server and resolves once `/health` answers 200 (polled every 25 ms); fails at once,
+   * Starts the server and resolves once `/health` answers 200 (polled every 10 ms, and at once when the log says the model is loaded); fails at once,
    * with the server's last output in `details.logs`, when the process exits during start. Like a
    * child process, a running server keeps Node alive until it stops or crashes.
    * @throws {ModelNotFoundError} @throws {PortInUseError} @throws {BinaryError}

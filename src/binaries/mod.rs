@@ -204,7 +204,13 @@ pub struct BinaryManager {
     events: Option<EventSink<BinaryProgress>>,
     /// One install at a time per backend: two callers must not download into the same folder.
     locks: HashMap<&'static str, tokio::sync::Mutex<()>>,
+    /// Given paths that passed their probe, with the file's size and time when they did: an
+    /// unchanged file is not probed again (a probe costs a process start per server start).
+    probed: std::sync::Mutex<HashMap<PathBuf, (FileStamp, String)>>,
 }
+
+/// Size and modification time: enough to notice that an executable was replaced.
+type FileStamp = (u64, Option<std::time::SystemTime>);
 
 impl BinaryManager {
     pub fn new(events: Option<EventSink<BinaryProgress>>) -> Self {
@@ -212,7 +218,11 @@ impl BinaryManager {
             .into_iter()
             .map(|b| (b.as_str(), tokio::sync::Mutex::new(())))
             .collect();
-        BinaryManager { events, locks }
+        BinaryManager {
+            events,
+            locks,
+            probed: Default::default(),
+        }
     }
 
     fn emit(
@@ -392,11 +402,29 @@ impl BinaryManager {
         origin: Origin,
         label: &str,
     ) -> Result<ResolvedBinary, BinaryError> {
-        if !tokio::fs::try_exists(path).await.unwrap_or(false) {
+        let Ok(meta) = tokio::fs::metadata(path).await else {
             return Err(BinaryError::NotFound {
                 kind: kind.as_str(),
                 path: path.into(),
                 origin: label.into(),
+            });
+        };
+        let stamp = (meta.len(), meta.modified().ok());
+        let known = self
+            .probed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
+        if let Some((probed_stamp, version)) = known
+            && probed_stamp == stamp
+        {
+            return Ok(ResolvedBinary {
+                kind: kind.as_str(),
+                path: path.into(),
+                variant: "given".into(),
+                origin,
+                version: Some(version),
             });
         }
         self.emit(
@@ -415,6 +443,10 @@ impl BinaryManager {
                 origin: label.into(),
                 reason,
             })?;
+        self.probed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf(), (stamp, version.clone()));
         Ok(ResolvedBinary {
             kind: kind.as_str(),
             path: path.into(),

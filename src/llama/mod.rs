@@ -1,8 +1,9 @@
 //! `llamaServer`: llama.cpp's `llama-server` under the supervisor.
 //!
 //! Start means: a free (or the requested) port, the argument vector, spawn, then `/health`
-//! polled every 25 ms until it answers 200; if the process exits first, start fails at once with
-//! the end of its output. One event per state change: starting, started, stopped, crashed.
+//! polled every 10 ms, and at once when the log says the model is loaded, until it answers 200;
+//! if the process exits first, start fails at once with the end of its output. One event per
+//! state change: starting, started, stopped, crashed.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::process::{self, ExitInfo, ProcessSpec, Supervised};
 
-const HEALTH_POLL: Duration = Duration::from_millis(25);
+const HEALTH_POLL: Duration = Duration::from_millis(10);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const LOG_TAIL: usize = 20;
 

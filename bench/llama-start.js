@@ -1,0 +1,137 @@
+'use strict'
+
+// Time to a ready llama-server, in the same run:
+//   bare:   spawn llama-server by hand, poll /health every 5 ms until it answers 200;
+//   ours:   llamaServer.start() from call to resolved (same binary, model and arguments);
+//   0.26:   genai-electron 0.26's startLlamaServerRunner (its poll backs off from 100 ms ×1.5).
+// Cases run interleaved, RUNS times; medians and ratios are printed. Needs `npm run backends`.
+const { spawn, spawnSync } = require('node:child_process')
+const fs = require('node:fs')
+const http = require('node:http')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+const { pathToFileURL } = require('node:url')
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 5)
+const CACHE = process.env.GENAI_ELECTRON_DEV_CACHE ?? path.join(os.homedir(), '.cache', 'genai-electron-dev')
+const ARGS = { threads: 1, contextSize: 512 }
+
+function backends() {
+  const run = spawnSync('bash', [path.join(__dirname, '..', 'scripts', 'backends.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  if (run.status !== 0) throw new Error('npm run backends failed')
+  return JSON.parse(run.stdout.trim().split('\n').pop())
+}
+
+function anchorDist() {
+  const dir = path.join(CACHE, 'bench', 'genai-electron-0.26.0')
+  if (!fs.existsSync(path.join(dir, 'package', 'dist'))) {
+    fs.mkdirSync(dir, { recursive: true })
+    spawnSync('npm', ['pack', 'genai-electron@0.26.0', '--pack-destination', dir])
+    spawnSync('tar', ['-xzf', path.join(dir, 'genai-electron-0.26.0.tgz'), '-C', dir])
+  }
+  return path.join(dir, 'package', 'dist')
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+function healthy(port) {
+  return new Promise((resolve) => {
+    http.get({ host: '127.0.0.1', port, path: '/health', timeout: 200 }, (res) => {
+      res.resume()
+      resolve(res.statusCode === 200)
+    }).on('error', () => resolve(false))
+  })
+}
+
+async function bare(binary, model) {
+  const port = await freePort()
+  const start = process.hrtime.bigint()
+  const child = spawn(binary, ['--model', model, '--host', '127.0.0.1', '--port', String(port), '--threads', '1', '--ctx-size', '512', '--n-gpu-layers', '0', '--parallel', '1'], { stdio: 'ignore' })
+  while (!(await healthy(port))) await new Promise((r) => setTimeout(r, 5))
+  const ms = Number(process.hrtime.bigint() - start) / 1e6
+  const exited = new Promise((r) => child.once('exit', r))
+  child.kill('SIGKILL')
+  await exited
+  return ms
+}
+
+async function ours(lib) {
+  const start = process.hrtime.bigint()
+  await lib.llamaServer.start({ modelId: 'bench', port: 'auto', ...ARGS })
+  const ms = Number(process.hrtime.bigint() - start) / 1e6
+  await lib.llamaServer.stop()
+  return ms
+}
+
+async function anchor(startRunner, binary, model) {
+  const start = process.hrtime.bigint()
+  const handle = await startRunner({ binaryPath: binary, model: { path: model }, config: { threads: 1, gpuLayers: 0 }, contextSize: 512, parallelRequests: 1, startupTimeoutMs: 60_000 })
+  const ms = Number(process.hrtime.bigint() - start) / 1e6
+  await handle.stop()
+  return ms
+}
+
+const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]
+
+async function main() {
+  const real = backends()
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-bench-'))
+  const lib = require('..')
+  lib.configure({ dataDir: work })
+  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
+  const server = http.createServer((req, res) => fs.createReadStream(real.llmModel).pipe(res)).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  await lib.modelManager.downloadModel({ source: 'url', url: `http://127.0.0.1:${server.address().port}/m.gguf`, name: 'bench', type: 'llm' })
+  server.close()
+  const { path: model } = await lib.modelManager.getModelInfo('bench')
+
+  let startRunner = null
+  try {
+    ;({ startLlamaServerRunner: startRunner } = await import(pathToFileURL(path.join(anchorDist(), 'llama-server-launch.js'))))
+  } catch (err) {
+    console.error(`genai-electron 0.26 not measured: ${err.message}`)
+  }
+  const times = { bare: [], ours: [], anchor: [] }
+  for (let i = 0; i < RUNS; i++) {
+    times.bare.push(await bare(real.llamaServer, model))
+    times.ours.push(await ours(lib))
+    if (startRunner) {
+      try {
+        times.anchor.push(await anchor(startRunner, real.llamaServer, model))
+      } catch (err) {
+        console.error(`genai-electron 0.26 failed: ${err.message}`)
+        startRunner = null
+      }
+    }
+  }
+  fs.rmSync(work, { recursive: true, force: true })
+  const b = median(times.bare)
+  const o = median(times.ours)
+  console.log(`time to a healthy llama-server (tiny model), median of ${RUNS}, interleaved (node ${process.version})`)
+  const rows = {
+    'bare spawn, /health polled every 5 ms': { ms: b.toFixed(1), 'ratio to bare': '1.00' },
+    'llamaServer.start()': { ms: o.toFixed(1), 'ratio to bare': (o / b).toFixed(2) },
+  }
+  if (times.anchor.length) {
+    const a = median(times.anchor)
+    rows['genai-electron 0.26 startLlamaServerRunner'] = { ms: a.toFixed(1), 'ratio to bare': (a / b).toFixed(2) }
+    console.table(rows)
+    console.log(`ours: ${(o / b).toFixed(2)}× bare (goal ≤ 1.05); ${(a / o).toFixed(2)}× faster than genai-electron 0.26`)
+  } else {
+    console.table(rows)
+    console.log(`ours: ${(o / b).toFixed(2)}× bare (goal ≤ 1.05)`)
+  }
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
