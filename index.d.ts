@@ -287,6 +287,12 @@ export interface LlamaServerConfig {
   binaryPath?: string
   /** Milliseconds to wait for `/health` to answer 200 (default 60000). */
   startupTimeout?: number
+  /** Restart after a crash or a hang, with backoff from 500 ms doubling to 10 s (default false). */
+  autoRestart?: boolean
+  /** Restart attempts after one crash (default 3). */
+  maxRestarts?: number
+  /** Milliseconds between watchdog health checks; three failures in a row while the process lives count as a hang (default 5000, 0 turns it off). */
+  healthCheckInterval?: number
 }
 
 export interface ServerInfo {
@@ -317,15 +323,18 @@ export interface ResolvedLlamaConfig {
   extraArgs: string[]
   startupTimeoutMs: number
   logFile: string | null
+  recovery: { autoRestart: boolean; maxRestarts: number; healthCheckIntervalMs: number; hangAfterFailures: number }
 }
 
 export interface LlamaServerEvents {
   starting: [{ type: 'starting' }]
   started: [ServerInfo & { type: 'started' }]
   stopped: [{ type: 'stopped' }]
-  /** The process ended without stop(): exit code or signal, and its last output lines. */
-  crashed: [{ type: 'crashed'; exitCode: number | null; signal: number | null; logs: string[] }]
+  /** The process ended without stop(), or hung (`hang: true`, then killed): exit code or signal, and its last output lines. */
+  crashed: [{ type: 'crashed'; exitCode: number | null; signal: number | null; logs: string[]; hang: boolean }]
   restarted: [ServerInfo & { type: 'restarted' }]
+  /** Every automatic restart after a crash failed; the server stays crashed. */
+  'restart-failed': [{ type: 'restart-failed'; attempts: number; error: string }]
   /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed). */
   log: [{ type: 'log'; line: string }]
   error: [unknown]
@@ -350,7 +359,7 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
   start(config: LlamaServerConfig): Promise<ServerInfo>
   /** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone and its port is free. */
   stop(): Promise<void>
-  /** Stops and starts again with the last config; emits `restarted`. */
+  /** Stops and starts again with the last config; emits `restarted` (as automatic restarts do). */
   restart(): Promise<ServerInfo>
   getInfo(): ServerInfo
   getConfig(): ResolvedLlamaConfig | null

@@ -146,3 +146,18 @@ test('killing the Node parent with SIGKILL takes llama-server with it', { skip }
   }
   assert.ok(gone, `llama-server ${pid} still alive 1 s after its parent was killed`)
 })
+
+test('with autoRestart, a crash is followed by a restart on the same port', { skip }, async () => {
+  await withTinyModel()
+  const server = new LlamaServerManager()
+  const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, autoRestart: true })
+  const crashed = new Promise((resolve) => server.once('crashed', resolve))
+  const restarted = new Promise((resolve) => server.once('restarted', resolve))
+  process.kill(info.pid, 'SIGKILL')
+  assert.equal((await crashed).hang, false)
+  const again = await restarted
+  assert.equal(again.port, info.port)
+  assert.notEqual(again.pid, info.pid)
+  assert.equal(await server.isHealthy(), true)
+  await server.stop()
+})

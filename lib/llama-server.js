@@ -17,8 +17,11 @@ class LlamaServerManager extends EventEmitter {
     super()
     const dispatch = createDispatcher(this)
     this.#native = new binding.NativeLlamaServer((event) => {
-      // Like a child process, a running server keeps Node alive; a crash or stop lets it go.
-      if (event.type === 'crashed' || event.type === 'stopped') this.#release()
+      // Like a child process, a running server keeps Node alive, and so does a pending automatic
+      // restart; a stop, a crash without restarts, or restarts that all failed let it go.
+      const restarting = event.type === 'crashed' && this.getConfig()?.recovery?.autoRestart
+      if ((event.type === 'crashed' && !restarting) || event.type === 'stopped' || event.type === 'restart-failed') this.#release()
+      if (event.type === 'restarted') this.#hold()
       dispatch(event)
     })
   }
@@ -33,7 +36,7 @@ class LlamaServerManager extends EventEmitter {
     syncElectronUserData()
     const info = await callAsync(() => this.#native.start(config))
     this.#lastRequest = config
-    this.#keepAlive ??= setInterval(() => {}, 2 ** 31 - 1)
+    this.#hold()
     return info
   }
 
@@ -79,6 +82,10 @@ class LlamaServerManager extends EventEmitter {
 
   async clearLogs() {
     this.#native.clearLogs()
+  }
+
+  #hold() {
+    this.#keepAlive ??= setInterval(() => {}, 2 ** 31 - 1)
   }
 
   #release() {

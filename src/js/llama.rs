@@ -25,8 +25,16 @@ fn event_to_js(event: LlamaEvent) -> Value {
             v
         }
         LlamaEvent::Stopped => json!({ "type": "stopped" }),
-        LlamaEvent::Crashed { exit, tail } => {
-            json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail })
+        LlamaEvent::Crashed { exit, tail, hang } => {
+            json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail, "hang": hang })
+        }
+        LlamaEvent::Restarted(info) => {
+            let mut v = serde_json::to_value(info).unwrap_or_default();
+            v["type"] = json!("restarted");
+            v
+        }
+        LlamaEvent::RestartFailed { attempts, error } => {
+            json!({ "type": "restart-failed", "attempts": attempts, "error": error })
         }
         LlamaEvent::Log(line) => json!({ "type": "log", "line": line }),
     }

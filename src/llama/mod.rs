@@ -95,6 +95,7 @@ pub struct LlamaConfig {
     pub extra_args: Vec<String>,
     pub startup_timeout_ms: u64,
     pub log_file: Option<PathBuf>,
+    pub recovery: RecoveryPolicy,
 }
 
 /// The argument vector (no shell ever sees it).
@@ -164,23 +165,67 @@ pub enum LlamaEvent {
     Starting,
     Started(ServerInfo),
     Stopped,
-    Crashed { exit: ExitInfo, tail: Vec<String> },
+    /// `hang`: the watchdog killed a process that stopped answering `/health`.
+    Crashed {
+        exit: ExitInfo,
+        tail: Vec<String>,
+        hang: bool,
+    },
+    /// An automatic restart after a crash succeeded.
+    Restarted(ServerInfo),
+    /// Every automatic restart after a crash failed; the server stays crashed.
+    RestartFailed {
+        attempts: u32,
+        error: String,
+    },
     Log(String),
 }
+
+/// What keeps a running server alive: restarts after crashes, and the hang watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryPolicy {
+    pub auto_restart: bool,
+    pub max_restarts: u32,
+    /// Milliseconds between watchdog health checks; 0 turns the watchdog off.
+    pub health_check_interval_ms: u64,
+    /// Failed health checks in a row (with the process alive) that count as a hang.
+    pub hang_after_failures: u32,
+}
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        RecoveryPolicy {
+            auto_restart: false,
+            max_restarts: 3,
+            health_check_interval_ms: 5000,
+            hang_after_failures: 3,
+        }
+    }
+}
+
+/// Delay before restart number `n` (0-based): 500 ms, doubling, at most 10 s.
+pub fn restart_backoff(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.min(5))).min(Duration::from_secs(10))
+}
+
+type Launch<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ServerInfo, LlamaError>> + Send + 'a>,
+>;
 
 struct Shared {
     info: Mutex<ServerInfo>,
     child: Mutex<Option<Arc<Supervised>>>,
     config: Mutex<Option<LlamaConfig>>,
-    /// Bumped by each start, so a crash watcher of an older process never touches the new one.
+    /// Bumped by each launch, so the watcher of an older process never touches a newer one.
     generation: Mutex<u64>,
     events: Option<EventSink<LlamaEvent>>,
+    /// Serializes start, stop and automatic restarts.
+    op: tokio::sync::Mutex<()>,
 }
 
 pub struct LlamaServer {
     shared: Arc<Shared>,
-    /// Serializes start, stop and restart.
-    op: tokio::sync::Mutex<()>,
 }
 
 impl LlamaServer {
@@ -201,8 +246,8 @@ impl LlamaServer {
                 config: Mutex::new(None),
                 generation: Mutex::new(0),
                 events,
+                op: tokio::sync::Mutex::new(()),
             }),
-            op: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -245,132 +290,192 @@ impl LlamaServer {
     }
 
     pub async fn start(&self, config: LlamaConfig) -> Result<ServerInfo, LlamaError> {
-        let _op = self.op.lock().await;
+        let _op = self.shared.op.lock().await;
         let status = self.info().status;
         if matches!(status, State::Running | State::Starting) {
             return Err(LlamaError::AlreadyRunning(status.as_str()));
         }
         let port = choose_port(&config.host, config.port)?;
-        let generation = {
-            let mut g = lock(&self.shared.generation);
-            *g += 1;
-            *g
-        };
-        self.set(|i| {
-            *i = ServerInfo {
-                status: State::Starting,
-                pid: None,
-                port: Some(port),
-                model_id: Some(config.model_id.clone()),
-                started_at: None,
-                load_time_ms: None,
-                error: None,
-            }
-        });
-        self.emit(LlamaEvent::Starting);
-        let began = Instant::now();
-        let on_line = self
-            .shared
-            .events
-            .clone()
-            .map(|events| EventSink::new(move |line| events.emit(LlamaEvent::Log(line))));
-        let spec = ProcessSpec {
-            program: config.binary.clone(),
-            args: args(&config, port),
-            log_file: config.log_file.clone(),
-        };
-        let child = match process::spawn(spec, on_line) {
-            Ok(child) => Arc::new(child),
-            Err(source) => {
-                return Err(self.failed(LlamaError::Spawn {
-                    binary: config.binary.clone(),
-                    source,
-                }));
-            }
-        };
-        *lock(&self.shared.child) = Some(child.clone());
-        self.set(|i| i.pid = Some(child.pid));
-
-        if let Err(err) = wait_ready(
-            &child,
-            &config.host,
-            port,
-            Duration::from_millis(config.startup_timeout_ms),
-        )
-        .await
-        {
-            child.stop(STOP_GRACE).await;
-            return Err(self.failed(err));
-        }
-        let load_time_ms = began.elapsed().as_millis() as u64;
-        crate::models::acquire(&config.model_id);
-        *lock(&self.shared.config) = Some(config);
-        self.set(|i| {
-            i.status = State::Running;
-            i.started_at = Some(crate::models::iso_now());
-            i.load_time_ms = Some(load_time_ms);
-        });
-        let info = self.info();
-        self.emit(LlamaEvent::Started(info.clone()));
-        self.watch_for_crash(child, generation);
+        let info = Shared::launch(&self.shared, config, port).await?;
+        self.shared.emit(LlamaEvent::Started(info.clone()));
         Ok(info)
     }
 
     /// Stops the server and waits until its process is gone (port and memory free). Idempotent.
     pub async fn stop(&self) -> Option<ExitInfo> {
-        let _op = self.op.lock().await;
+        let _op = self.shared.op.lock().await;
         let child = lock(&self.shared.child).clone()?;
         let was = self.info().status;
         if was == State::Stopped {
             return None;
         }
-        self.set(|i| i.status = State::Stopping);
+        // A new generation: the watcher of this process must not take its exit for a crash.
+        *lock(&self.shared.generation) += 1;
+        self.shared.set(|i| i.status = State::Stopping);
         let exit = child.stop(STOP_GRACE).await;
         if was != State::Crashed {
-            self.release_model();
+            self.shared.release_model();
         }
-        self.set(|i| {
+        self.shared.set(|i| {
             i.status = State::Stopped;
             i.pid = None;
         });
-        self.emit(LlamaEvent::Stopped);
+        self.shared.emit(LlamaEvent::Stopped);
         Some(exit)
     }
+}
 
-    fn watch_for_crash(&self, child: Arc<Supervised>, generation: u64) {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let exit = child.wait().await;
-            if *lock(&shared.generation) != generation {
-                return;
-            }
-            let crashed = {
-                let mut info = lock(&shared.info);
-                let crashed = info.status == State::Running;
-                if crashed {
-                    info.status = State::Crashed;
-                    info.pid = None;
-                    info.error = Some(format!("llama-server stopped unexpectedly ({exit})"));
-                }
-                crashed
+impl Shared {
+    /// Spawns and waits for health; on success the server is Running and watched.
+    // Boxed: `launch` spawns a watcher that may call `launch` again, and only a named future
+    // type lets the compiler see that this cycle is Send.
+    fn launch(self: &Arc<Self>, config: LlamaConfig, port: u16) -> Launch<'_> {
+        Box::pin(async move {
+            let generation = {
+                let mut g = lock(&self.generation);
+                *g += 1;
+                *g
             };
-            if !crashed {
+            self.set(|i| {
+                *i = ServerInfo {
+                    status: State::Starting,
+                    pid: None,
+                    port: Some(port),
+                    model_id: Some(config.model_id.clone()),
+                    started_at: None,
+                    load_time_ms: None,
+                    error: None,
+                }
+            });
+            self.emit(LlamaEvent::Starting);
+            let began = Instant::now();
+            // The ready lines prompt an immediate health check instead of waiting for the next poll.
+            let ready_hint = Arc::new(tokio::sync::Notify::new());
+            let (events, hint) = (self.events.clone(), ready_hint.clone());
+            let on_line = EventSink::new(move |line: String| {
+                if line.contains("model loaded") || line.contains("listening on") {
+                    hint.notify_one();
+                }
+                if let Some(events) = &events {
+                    events.emit(LlamaEvent::Log(line));
+                }
+            });
+            let spec = ProcessSpec {
+                program: config.binary.clone(),
+                args: args(&config, port),
+                log_file: config.log_file.clone(),
+            };
+            let child = match process::spawn(spec, Some(on_line)) {
+                Ok(child) => Arc::new(child),
+                Err(source) => {
+                    return Err(self.failed(LlamaError::Spawn {
+                        binary: config.binary.clone(),
+                        source,
+                    }));
+                }
+            };
+            *lock(&self.child) = Some(child.clone());
+            self.set(|i| i.pid = Some(child.pid));
+            let timeout = Duration::from_millis(config.startup_timeout_ms);
+            if let Err(err) = wait_ready(&child, &config.host, port, timeout, &ready_hint).await {
+                child.stop(STOP_GRACE).await;
+                return Err(self.failed(err));
+            }
+            let load_time_ms = began.elapsed().as_millis() as u64;
+            crate::models::acquire(&config.model_id);
+            let policy = config.recovery;
+            let host = config.host.clone();
+            *lock(&self.config) = Some(config);
+            self.set(|i| {
+                i.status = State::Running;
+                i.started_at = Some(crate::models::iso_now());
+                i.load_time_ms = Some(load_time_ms);
+            });
+            tokio::spawn(self.clone().watch(child, generation, host, port, policy));
+            Ok(lock(&self.info).clone())
+        })
+    }
+
+    /// Waits for the process to exit (or to hang), reports the crash, and restarts it when the
+    /// policy says so.
+    async fn watch(
+        self: Arc<Self>,
+        child: Arc<Supervised>,
+        generation: u64,
+        host: String,
+        port: u16,
+        policy: RecoveryPolicy,
+    ) {
+        let hang = watch_health(&child, &host, port, &policy).await;
+        let exit = if hang {
+            child.stop(Duration::from_millis(200)).await
+        } else {
+            child.wait().await
+        };
+        let _op = self.op.lock().await;
+        if *lock(&self.generation) != generation || lock(&self.info).status != State::Running {
+            return;
+        }
+        self.set(|i| {
+            i.status = State::Crashed;
+            i.pid = None;
+            i.error = Some(if hang {
+                "llama-server stopped answering /health".to_string()
+            } else {
+                format!("llama-server stopped unexpectedly ({exit})")
+            });
+        });
+        self.release_model();
+        self.emit(LlamaEvent::Crashed {
+            exit,
+            tail: child.logs.last(LOG_TAIL),
+            hang,
+        });
+        if policy.auto_restart {
+            drop(_op);
+            self.restart_after_crash(generation, port, policy).await;
+        }
+    }
+
+    async fn restart_after_crash(
+        self: &Arc<Self>,
+        crashed_generation: u64,
+        port: u16,
+        policy: RecoveryPolicy,
+    ) {
+        let mut last_error = String::new();
+        for attempt in 0..policy.max_restarts {
+            tokio::time::sleep(restart_backoff(attempt)).await;
+            let _op = self.op.lock().await;
+            // Someone called stop() or start() meanwhile: their word wins.
+            if lock(&self.info).status != State::Crashed
+                || *lock(&self.generation) < crashed_generation
+            {
                 return;
             }
-            if let Some(config) = lock(&shared.config).as_ref() {
-                crate::models::release(&config.model_id);
+            let Some(config) = lock(&self.config).clone() else {
+                return;
+            };
+            match self.launch(config, port).await {
+                Ok(info) => {
+                    self.emit(LlamaEvent::Restarted(info));
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!("restart {} of llama-server failed: {err}", attempt + 1);
+                    self.set(|i| i.status = State::Crashed);
+                    last_error = err.to_string();
+                }
             }
-            if let Some(events) = &shared.events {
-                events.emit(LlamaEvent::Crashed {
-                    exit,
-                    tail: child.logs.last(LOG_TAIL),
-                });
-            }
+        }
+        self.emit(LlamaEvent::RestartFailed {
+            attempts: policy.max_restarts,
+            error: last_error,
         });
     }
 
     fn release_model(&self) {
-        if let Some(config) = lock(&self.shared.config).as_ref() {
+        if let Some(config) = lock(&self.config).as_ref() {
             crate::models::release(&config.model_id);
         }
     }
@@ -386,12 +491,42 @@ impl LlamaServer {
     }
 
     fn set(&self, f: impl FnOnce(&mut ServerInfo)) {
-        f(&mut lock(&self.shared.info));
+        f(&mut lock(&self.info));
     }
 
     fn emit(&self, event: LlamaEvent) {
-        if let Some(events) = &self.shared.events {
+        if let Some(events) = &self.events {
             events.emit(event);
+        }
+    }
+}
+
+/// Resolves with `false` when the process exits, or `true` when it lives but has failed
+/// `hang_after_failures` health checks in a row (stopped, deadlocked, swapped to death).
+async fn watch_health(child: &Supervised, host: &str, port: u16, policy: &RecoveryPolicy) -> bool {
+    if policy.health_check_interval_ms == 0 || policy.hang_after_failures == 0 {
+        child.wait().await;
+        return false;
+    }
+    let interval = Duration::from_millis(policy.health_check_interval_ms);
+    let mut failures = 0;
+    loop {
+        tokio::select! {
+            _ = child.wait() => return false,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if child.exited().is_some() {
+            return false;
+        }
+        let check_timeout =
+            (interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        if health(host, port, check_timeout).await {
+            failures = 0;
+        } else {
+            failures += 1;
+            if failures >= policy.hang_after_failures {
+                return true;
+            }
         }
     }
 }
@@ -421,6 +556,7 @@ async fn wait_ready(
     host: &str,
     port: u16,
     timeout: Duration,
+    ready_hint: &tokio::sync::Notify,
 ) -> Result<(), LlamaError> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -439,7 +575,10 @@ async fn wait_ready(
                 tail: child.logs.last(LOG_TAIL),
             });
         }
-        tokio::time::sleep(HEALTH_POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_POLL) => {}
+            _ = ready_hint.notified() => {}
+        }
     }
 }
 

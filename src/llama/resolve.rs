@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{LlamaConfig, LlamaError};
+use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryError, BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
@@ -51,6 +51,10 @@ pub struct StartRequest {
     pub binary_path: Option<PathBuf>,
     /// Milliseconds.
     pub startup_timeout: Option<u64>,
+    pub auto_restart: Option<bool>,
+    pub max_restarts: Option<u32>,
+    /// Milliseconds between watchdog health checks (0: no watchdog).
+    pub health_check_interval: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +163,7 @@ pub async fn resolve(
         .await
         .map_err(|e| invalid(e.to_string()))?;
 
+    let defaults = RecoveryPolicy::default();
     Ok(LlamaConfig {
         model_id: info.id.clone(),
         model_path: info.path.clone(),
@@ -174,5 +179,13 @@ pub async fn resolve(
         extra_args: req.extra_args,
         startup_timeout_ms: req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),
         log_file: Some(data.logs.join("llama-server.log")),
+        recovery: RecoveryPolicy {
+            auto_restart: req.auto_restart.unwrap_or(defaults.auto_restart),
+            max_restarts: req.max_restarts.unwrap_or(defaults.max_restarts),
+            health_check_interval_ms: req
+                .health_check_interval
+                .unwrap_or(defaults.health_check_interval_ms),
+            hang_after_failures: defaults.hang_after_failures,
+        },
     })
 }

@@ -35,6 +35,7 @@ fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         extra_args: vec![],
         startup_timeout_ms: 30_000,
         log_file: None,
+        recovery: RecoveryPolicy::default(),
     }
 }
 
@@ -176,6 +177,8 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
             LlamaEvent::Started(_) => "started",
             LlamaEvent::Stopped => "stopped",
             LlamaEvent::Crashed { .. } => "crashed",
+            LlamaEvent::Restarted(_) => "restarted",
+            LlamaEvent::RestartFailed { .. } => "restart-failed",
             LlamaEvent::Log(_) => "log",
         })
         .collect();
@@ -186,4 +189,87 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
         ]
     );
     let _ = port;
+}
+
+#[test]
+fn restarts_back_off_exponentially_with_a_cap() {
+    let delays: Vec<u64> = (0..8)
+        .map(|n| restart_backoff(n).as_millis() as u64)
+        .collect();
+    assert_eq!(
+        delays,
+        [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]
+    );
+}
+
+async fn wait_for(server: &LlamaServer, state: State, within: Duration) {
+    let deadline = Instant::now() + within;
+    while server.info().status != state && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.info().status, state);
+}
+
+#[tokio::test]
+async fn a_crash_is_followed_by_an_automatic_restart() {
+    let Some((binary, model)) = real() else {
+        return;
+    };
+    let (server, events) = recorder();
+    let mut c = config(binary, model);
+    c.recovery.auto_restart = true;
+    let first = server.start(c).await.unwrap();
+    unsafe { libc::kill(first.pid.unwrap() as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, LlamaEvent::Restarted(_)))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = server.info();
+    assert_eq!(info.status, State::Running);
+    assert_ne!(info.pid, first.pid);
+    assert_eq!(info.port, first.port, "the restarted server keeps its port");
+    assert!(server.is_healthy().await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_watchdog_kills_a_hung_server_and_restarts_it() {
+    let Some((binary, model)) = real() else {
+        return;
+    };
+    let (server, events) = recorder();
+    let mut c = config(binary, model);
+    c.recovery = RecoveryPolicy {
+        auto_restart: true,
+        max_restarts: 2,
+        health_check_interval_ms: 150,
+        hang_after_failures: 3,
+    };
+    let first = server.start(c).await.unwrap();
+    let pid = first.pid.unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    wait_for(&server, State::Crashed, Duration::from_secs(5)).await;
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LlamaEvent::Crashed { hang: true, .. }))
+    );
+    wait_for(&server, State::Running, Duration::from_secs(10)).await;
+    assert_ne!(server.info().pid, first.pid);
+    assert!(server.is_healthy().await);
+    // The stopped process was killed, not left behind.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+        "{stat}"
+    );
+    server.stop().await;
 }
