@@ -279,6 +279,9 @@ export interface LlamaServerConfig {
   /** Parallel slots (`--parallel`, default 1). */
   parallelRequests?: number
   flashAttention?: boolean | 'on' | 'off' | 'auto'
+  /** KV-cache element types (`--cache-type-k/-v`); the memory estimate uses them too. */
+  cacheTypeK?: KVCacheType
+  cacheTypeV?: KVCacheType
   /** Require `Authorization: Bearer <apiKey>` on every request. */
   apiKey?: string
   /** More llama-server arguments (not `--model`, `--host` or `--port`). */
@@ -320,6 +323,8 @@ export interface ResolvedLlamaConfig {
   gpuLayers: number
   parallelRequests: number
   flashAttention: string | null
+  cacheTypeK: string | null
+  cacheTypeV: string | null
   extraArgs: string[]
   startupTimeoutMs: number
   logFile: string | null

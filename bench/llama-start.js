@@ -4,7 +4,9 @@
 //   bare:   spawn llama-server by hand, poll /health every 5 ms until it answers 200;
 //   ours:   llamaServer.start() from call to resolved (same binary, model and arguments);
 //   0.26:   genai-electron 0.26's startLlamaServerRunner (its poll backs off from 100 ms ×1.5).
-// Cases run interleaved, RUNS times; medians and ratios are printed. Needs `npm run backends`.
+// Cases run interleaved, RUNS times, for the tiny test model and for a larger random-weights one
+// (24 layers, 1024 wide, f16, ~0.7 GB: it takes a while to load); medians and ratios are printed.
+// Needs `npm run backends`.
 const { spawn, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const http = require('node:http')
@@ -63,9 +65,29 @@ async function bare(binary, model) {
   return ms
 }
 
-async function ours(lib) {
+/** The larger model, written once into the cache with the project's generator. */
+function largeModel(real) {
+  const file = path.join(CACHE, 'bench', 'llama-24l-1024d.gguf')
+  if (!fs.existsSync(file)) {
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    const gen = spawnSync(real.tools.python, [path.join(__dirname, '..', 'scripts', 'make_tiny_models.py'), 'llm', path.join(real.tools.vocabDir, 'ggml-vocab-llama-spm.gguf'), `${file}.tmp`, '24', '1024'], { stdio: 'inherit' })
+    if (gen.status !== 0) throw new Error('could not write the larger model')
+    fs.renameSync(`${file}.tmp`, file)
+  }
+  return file
+}
+
+async function register(lib, id, file) {
+  const server = http.createServer((req, res) => fs.createReadStream(file).pipe(res)).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  await lib.modelManager.downloadModel({ source: 'url', url: `http://127.0.0.1:${server.address().port}/m.gguf`, name: id, type: 'llm' })
+  server.close()
+  return (await lib.modelManager.getModelInfo(id)).path
+}
+
+async function ours(lib, modelId) {
   const start = process.hrtime.bigint()
-  await lib.llamaServer.start({ modelId: 'bench', port: 'auto', ...ARGS })
+  await lib.llamaServer.start({ modelId, port: 'auto', ...ARGS })
   const ms = Number(process.hrtime.bigint() - start) / 1e6
   await lib.llamaServer.stop()
   return ms
@@ -87,11 +109,7 @@ async function main() {
   const lib = require('..')
   lib.configure({ dataDir: work })
   process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  const server = http.createServer((req, res) => fs.createReadStream(real.llmModel).pipe(res)).listen(0, '127.0.0.1')
-  await new Promise((r) => server.once('listening', r))
-  await lib.modelManager.downloadModel({ source: 'url', url: `http://127.0.0.1:${server.address().port}/m.gguf`, name: 'bench', type: 'llm' })
-  server.close()
-  const { path: model } = await lib.modelManager.getModelInfo('bench')
+  const models = { tiny: await register(lib, 'tiny', real.llmModel), larger: await register(lib, 'larger', largeModel(real)) }
 
   let startRunner = null
   try {
@@ -99,36 +117,41 @@ async function main() {
   } catch (err) {
     console.error(`genai-electron 0.26 not measured: ${err.message}`)
   }
-  const times = { bare: [], ours: [], anchor: [] }
-  for (let i = 0; i < RUNS; i++) {
-    times.bare.push(await bare(real.llamaServer, model))
-    times.ours.push(await ours(lib))
-    if (startRunner) {
-      try {
-        times.anchor.push(await anchor(startRunner, real.llamaServer, model))
-      } catch (err) {
-        console.error(`genai-electron 0.26 failed: ${err.message}`)
-        startRunner = null
+  for (const [modelId, model] of Object.entries(models)) {
+    const times = { bare: [], ours: [], anchor: [] }
+    for (let i = 0; i < RUNS; i++) {
+      times.bare.push(await bare(real.llamaServer, model))
+      times.ours.push(await ours(lib, modelId))
+      if (startRunner) {
+        try {
+          times.anchor.push(await anchor(startRunner, real.llamaServer, model))
+        } catch (err) {
+          console.error(`genai-electron 0.26 failed: ${err.message}`)
+          startRunner = null
+        }
       }
     }
+    report(modelId, fs.statSync(model).size, times)
   }
   fs.rmSync(work, { recursive: true, force: true })
+}
+
+function report(modelId, bytes, times) {
   const b = median(times.bare)
   const o = median(times.ours)
-  console.log(`time to a healthy llama-server (tiny model), median of ${RUNS}, interleaved (node ${process.version})`)
+  console.log(`\ntime to a healthy llama-server, ${modelId} model (${(bytes / 2 ** 20).toFixed(0)} MiB), median of ${RUNS}, interleaved (node ${process.version})`)
   const rows = {
     'bare spawn, /health polled every 5 ms': { ms: b.toFixed(1), 'ratio to bare': '1.00' },
     'llamaServer.start()': { ms: o.toFixed(1), 'ratio to bare': (o / b).toFixed(2) },
   }
+  let line = `ours: ${(o / b).toFixed(2)}× bare (goal ≤ 1.05)`
   if (times.anchor.length) {
     const a = median(times.anchor)
     rows['genai-electron 0.26 startLlamaServerRunner'] = { ms: a.toFixed(1), 'ratio to bare': (a / b).toFixed(2) }
-    console.table(rows)
-    console.log(`ours: ${(o / b).toFixed(2)}× bare (goal ≤ 1.05); ${(a / o).toFixed(2)}× faster than genai-electron 0.26`)
-  } else {
-    console.table(rows)
-    console.log(`ours: ${(o / b).toFixed(2)}× bare (goal ≤ 1.05)`)
+    line += `; ${(a / o).toFixed(2)}× faster than genai-electron 0.26`
   }
+  console.table(rows)
+  console.log(line)
 }
 
 main().catch((err) => {

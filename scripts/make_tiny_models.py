@@ -1,6 +1,6 @@
 """Writes the tiny random-weights test models, deterministically (fixed seeds), with the gguf package.
 
-usage: make_tiny_models.py llm VOCAB_GGUF OUT_GGUF
+usage: make_tiny_models.py llm VOCAB_GGUF OUT_GGUF [LAYERS WIDTH]
        make_tiny_models.py diffusion MANIFEST_TSV OUT_DIR
 
 - llm: a 2-layer, 64-wide llama whose tokenizer (and vocabulary size) is copied from one of
@@ -35,11 +35,11 @@ def copy_field(writer, field):
         writer.add_key_value(field.name, field.contents(), main)
 
 
-def make_llm(vocab_path, out_path):
+def make_llm(vocab_path, out_path, layers=2, width=64):
     reader = gguf.GGUFReader(vocab_path)
     tokens = reader.fields["tokenizer.ggml.tokens"]
     n_vocab = len(tokens.data)
-    n_embd, n_ff, n_layer, n_head = 64, 128, 2, 4
+    n_embd, n_ff, n_layer, n_head = width, 2 * width, layers, max(4, width // 64)
 
     writer = gguf.GGUFWriter(out_path, "llama")
     writer.add_name("tiny-random-llama")
@@ -52,7 +52,7 @@ def make_llm(vocab_path, out_path):
     writer.add_rope_dimension_count(n_embd // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if width <= 64 else gguf.LlamaFileType.MOSTLY_F16)
     for name, field in reader.fields.items():
         if name.startswith("tokenizer."):
             copy_field(writer, field)
@@ -71,8 +71,11 @@ def make_llm(vocab_path, out_path):
             f"blk.{i}.ffn_up.weight": (n_ff, n_embd),
             f"blk.{i}.ffn_down.weight": (n_embd, n_ff),
         })
+    # Wide models (benchmarks) are stored as f16 to halve their size.
+    dtype = np.float32 if width <= 64 else np.float16
     for name, shape in tensors.items():
-        writer.add_tensor(name, random_weight(rng, shape, name))
+        data = random_weight(rng, shape, name)
+        writer.add_tensor(name, data if data.ndim == 1 else data.astype(dtype))
     write(writer)
 
 
@@ -109,4 +112,5 @@ def write(writer):
 
 if __name__ == "__main__":
     kind, source, out = sys.argv[1:4]
-    {"llm": make_llm, "diffusion": make_diffusion}[kind](source, out)
+    extra = [int(a) for a in sys.argv[4:]]
+    {"llm": make_llm, "diffusion": make_diffusion}[kind](source, out, *extra)

@@ -90,6 +90,9 @@ pub struct LlamaConfig {
     pub gpu_layers: u32,
     pub parallel_requests: u32,
     pub flash_attention: Option<String>,
+    /// KV-cache element types (`f16`, `q8_0`, …).
+    pub cache_type_k: Option<String>,
+    pub cache_type_v: Option<String>,
     #[serde(skip)]
     pub api_key: Option<String>,
     pub extra_args: Vec<String>,
@@ -118,6 +121,12 @@ pub fn args(config: &LlamaConfig, port: u16) -> Vec<String> {
     ];
     if let Some(fa) = &config.flash_attention {
         args.extend(["--flash-attn".into(), fa.clone()]);
+    }
+    if let Some(k) = &config.cache_type_k {
+        args.extend(["--cache-type-k".into(), k.clone()]);
+    }
+    if let Some(v) = &config.cache_type_v {
+        args.extend(["--cache-type-v".into(), v.clone()]);
     }
     if let Some(key) = &config.api_key {
         args.extend(["--api-key".into(), key.clone()]);

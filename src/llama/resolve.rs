@@ -12,6 +12,7 @@ use crate::binaries::{BinaryError, BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
 use crate::models::{ModelError, ModelType, store};
+use crate::system::estimate::KvCacheType;
 use crate::system::{ModelSpec, RunOptions, SystemInfo};
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -45,6 +46,8 @@ pub struct StartRequest {
     pub gpu_layers: Option<u32>,
     pub parallel_requests: Option<u32>,
     pub flash_attention: Option<FlashAttention>,
+    pub cache_type_k: Option<KvCacheType>,
+    pub cache_type_v: Option<KvCacheType>,
     pub api_key: Option<String>,
     #[serde(default)]
     pub extra_args: Vec<String>,
@@ -175,6 +178,8 @@ pub async fn resolve(
         gpu_layers: optimal.gpu_layers,
         parallel_requests: req.parallel_requests.unwrap_or(optimal.parallel_requests),
         flash_attention,
+        cache_type_k: req.cache_type_k.map(|t| t.as_str().to_string()),
+        cache_type_v: req.cache_type_v.map(|t| t.as_str().to_string()),
         api_key: req.api_key,
         extra_args: req.extra_args,
         startup_timeout_ms: req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),

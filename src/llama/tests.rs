@@ -31,6 +31,8 @@ fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         gpu_layers: 0,
         parallel_requests: 1,
         flash_attention: None,
+        cache_type_k: None,
+        cache_type_v: None,
         api_key: None,
         extra_args: vec![],
         startup_timeout_ms: 30_000,
@@ -62,6 +64,7 @@ fn the_argument_vector_carries_every_setting() {
     let mut c = config("/bin/llama-server".into(), "/m/a b.gguf".into());
     c.flash_attention = Some("on".into());
     c.api_key = Some("k".into());
+    c.cache_type_k = Some("q8_0".into());
     c.extra_args = vec!["--jinja".into()];
     let a = args(&c, 8080);
     assert_eq!(&a[..2], ["--model", "/m/a b.gguf"]);

@@ -149,6 +149,21 @@ pub enum KvCacheType {
 }
 
 impl KvCacheType {
+    /// The name llama.cpp's `--cache-type-k/-v` take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvCacheType::F32 => "f32",
+            KvCacheType::F16 => "f16",
+            KvCacheType::Bf16 => "bf16",
+            KvCacheType::Q8_0 => "q8_0",
+            KvCacheType::Q5_1 => "q5_1",
+            KvCacheType::Q5_0 => "q5_0",
+            KvCacheType::Q4_1 => "q4_1",
+            KvCacheType::Q4_0 => "q4_0",
+            KvCacheType::Iq4Nl => "iq4_nl",
+        }
+    }
+
     /// Block sizes of ggml's quantized types: bytes per 32 elements.
     fn bytes_per_element(self) -> f64 {
         match self {
