@@ -276,3 +276,128 @@ async fn the_watchdog_kills_a_hung_server_and_restarts_it() {
     );
     server.stop().await;
 }
+
+mod resolving {
+    use super::*;
+    use crate::binaries::BinaryManager;
+    use crate::config::{DataDirSource, DataPaths};
+    use crate::llama::resolve::{StartError, StartRequest, resolve};
+    use crate::models::{ModelInfo, ModelSource, ModelType, store};
+    use crate::system::SystemInfo;
+
+    async fn setup(model_type: ModelType) -> (tempfile::TempDir, DataPaths, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataPaths::new(tmp.path().join("data"), DataDirSource::Configured);
+        data.ensure().await.unwrap();
+        let dir = store::model_dir(&data, model_type, "m");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("m.gguf");
+        std::fs::write(&file, vec![0u8; 1000]).unwrap();
+        let info = ModelInfo {
+            id: "m".into(),
+            name: "m".into(),
+            model_type,
+            size: 1000,
+            path: file,
+            downloaded_at: crate::models::iso_now(),
+            source: ModelSource {
+                kind: "url".into(),
+                url: "http://x/m.gguf".into(),
+                repo: None,
+                file: None,
+                revision: None,
+            },
+            checksum: "0".repeat(64),
+            gguf_metadata: Some(
+                json!({ "block_count": 2, "context_length": 2048, "embedding_length": 64, "attention_head_count": 4 }),
+            ),
+            components: Default::default(),
+            shards: vec![],
+        };
+        store::write(&data, &info).await.unwrap();
+        let binary = fake(tmp.path(), "echo 'version: fake'");
+        (tmp, data, binary)
+    }
+
+    fn request(extra: Value, binary: &std::path::Path) -> StartRequest {
+        let mut v = json!({ "modelId": "m", "binaryPath": binary });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unset_values_come_from_the_machine_and_the_model() {
+        let (_tmp, data, binary) = setup(ModelType::Llm).await;
+        let system = SystemInfo::new(vec![]);
+        let c = resolve(request(json!({ "port": "auto", "flashAttention": true, "cacheTypeK": "q8_0", "autoRestart": true }), &binary), &data, &system, &BinaryManager::new(None))
+            .await
+            .unwrap();
+        assert_eq!(c.port, None);
+        assert_eq!(c.binary, binary);
+        assert_eq!(c.context_size, 2048, "the model's own context, which fits");
+        assert_eq!(c.gpu_layers, 0);
+        assert_eq!(
+            c.threads,
+            system.detect(false).await.recommendations.threads
+        );
+        assert_eq!(c.flash_attention.as_deref(), Some("on"));
+        assert_eq!(c.cache_type_k.as_deref(), Some("q8_0"));
+        assert!(c.recovery.auto_restart);
+        assert_eq!(c.log_file, Some(data.logs.join("llama-server.log")));
+        let fixed = resolve(
+            request(json!({ "threads": 3, "contextSize": 1024 }), &binary),
+            &data,
+            &system,
+            &BinaryManager::new(None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (fixed.port, fixed.threads, fixed.context_size),
+            (Some(resolve::DEFAULT_PORT), 3, 1024)
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_typed() {
+        let (_tmp, data, binary) = setup(ModelType::Diffusion).await;
+        let system = SystemInfo::new(vec![]);
+        let binaries = BinaryManager::new(None);
+        for (extra, code) in [
+            (json!({}), ErrorCode::InvalidArgument),
+            (json!({ "port": 0 }), ErrorCode::InvalidArgument),
+            (json!({ "port": "eighty" }), ErrorCode::InvalidArgument),
+            (
+                json!({ "flashAttention": "maybe" }),
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                json!({ "extraArgs": ["--port", "1"] }),
+                ErrorCode::InvalidArgument,
+            ),
+            (json!({ "modelId": "other" }), ErrorCode::ModelNotFound),
+        ] {
+            let err: StartError =
+                resolve(request(extra.clone(), &binary), &data, &system, &binaries)
+                    .await
+                    .unwrap_err();
+            assert_eq!(err.code(), code, "{extra}: {err}");
+            assert!(err.suggestion().is_some());
+        }
+        let missing = resolve(
+            request(json!({}), std::path::Path::new("/nonexistent/llama-server")),
+            &data,
+            &system,
+            &binaries,
+        )
+        .await;
+        // The diffusion model is refused before the binary is looked at.
+        assert_eq!(missing.unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert!(
+            serde_json::from_value::<StartRequest>(json!({ "modelId": "m", "prot": 1 })).is_err(),
+            "unknown keys are refused"
+        );
+    }
+}
