@@ -10,6 +10,7 @@ pub mod files;
 pub mod llama;
 pub mod models;
 pub mod process;
+pub mod sync;
 pub mod system;
 #[cfg(test)]
 mod testing;

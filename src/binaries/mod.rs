@@ -25,6 +25,7 @@ use crate::config::DataPaths;
 use crate::download::{self, DownloadError};
 use crate::error::{Coded, ErrorCode, io_suggestion};
 use crate::events::EventSink;
+use crate::sync::lock;
 use crate::system::GpuInfo;
 pub use manifest::{Accel, Backend, BinaryKind, Variant};
 pub use source::SourceSpec;
@@ -410,12 +411,7 @@ impl BinaryManager {
             });
         };
         let stamp = (meta.len(), meta.modified().ok());
-        let known = self
-            .probed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(path)
-            .cloned();
+        let known = lock(&self.probed).get(path).cloned();
         if let Some((probed_stamp, version)) = known
             && probed_stamp == stamp
         {
@@ -443,10 +439,7 @@ impl BinaryManager {
                 origin: label.into(),
                 reason,
             })?;
-        self.probed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_path_buf(), (stamp, version.clone()));
+        lock(&self.probed).insert(path.to_path_buf(), (stamp, version.clone()));
         Ok(ResolvedBinary {
             kind: kind.as_str(),
             path: path.into(),

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::process::{self, ExitInfo, ProcessSpec, Supervised};
+use crate::sync::lock;
 
 const HEALTH_POLL: Duration = Duration::from_millis(10);
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -538,10 +539,6 @@ async fn watch_health(child: &Supervised, host: &str, port: u16, policy: &Recove
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A fixed port must be free now; `None` takes one the OS hands out.

@@ -22,6 +22,7 @@ use crate::config::DataPaths;
 use crate::download::{self, DownloadError};
 use crate::error::{Coded, ErrorCode, io_suggestion};
 use crate::events::EventSink;
+use crate::sync::lock;
 pub use store::{ModelInfo, ModelSource, ModelType, StoredFile};
 
 /// Component roles of a diffusion model and the stable-diffusion.cpp flag of each.
@@ -503,10 +504,6 @@ pub fn release(id: &str) {
     if let Some(at) = in_use.iter().position(|m| m == id) {
         in_use.remove(at);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// UTC time as ISO 8601 with milliseconds, as JavaScript's `toISOString()`.

@@ -22,6 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::events::EventSink;
+use crate::sync::lock;
 pub use lines::LineSplitter;
 
 const RING_LINES: usize = 2000;
@@ -59,7 +60,7 @@ pub struct LogRing {
 
 impl LogRing {
     fn push(&self, line: String) {
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = lock(&self.lines);
         if lines.len() == RING_LINES {
             lines.pop_front();
         }
@@ -67,7 +68,7 @@ impl LogRing {
     }
 
     pub fn last(&self, n: usize) -> Vec<String> {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = lock(&self.lines);
         lines
             .iter()
             .skip(lines.len().saturating_sub(n))
@@ -76,7 +77,7 @@ impl LogRing {
     }
 
     pub fn clear(&self) {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        lock(&self.lines).clear();
     }
 }
 
@@ -239,7 +240,7 @@ fn deliver(
     on_line: &Option<EventSink<String>>,
 ) {
     if let Some(file) = file {
-        file.lock().unwrap_or_else(|e| e.into_inner()).append(&line);
+        lock(file).append(&line);
     }
     if let Some(sink) = on_line {
         sink.emit(line.clone());

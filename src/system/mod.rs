@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
+use crate::sync::lock;
 pub use cpu::CpuInfo;
 pub use estimate::{CanRun, ModelSpec, OptimalConfig, Recommendations, RunOptions};
 pub use gpu::{GpuInfo, GpuProbe};
@@ -207,7 +208,7 @@ impl SystemInfo {
     }
 
     fn lock_monitor(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
-        self.monitor.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.monitor)
     }
 }
 
