@@ -1,6 +1,7 @@
 'use strict'
 
-const errors = require('./lib/errors')
+// fromNative is internal to the binding glue; every error class is public.
+const { fromNative: _internal, ...errorClasses } = require('./lib/errors')
 const { configure, getDataPaths } = require('./lib/config')
 const { SystemInfo } = require('./lib/system-info')
 const { BinaryManager } = require('./lib/binaries')
@@ -26,14 +27,5 @@ module.exports = {
   get binaries() {
     return BinaryManager.getInstance()
   },
-  GenaiElectronError: errors.GenaiElectronError,
-  ModelNotFoundError: errors.ModelNotFoundError,
-  DownloadError: errors.DownloadError,
-  ChecksumError: errors.ChecksumError,
-  InsufficientResourcesError: errors.InsufficientResourcesError,
-  ServerError: errors.ServerError,
-  PortInUseError: errors.PortInUseError,
-  BinaryError: errors.BinaryError,
-  FileSystemError: errors.FileSystemError,
-  ValidationError: errors.ValidationError,
+  ...errorClasses,
 }

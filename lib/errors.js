@@ -25,29 +25,22 @@ function defineError(name, code) {
   return cls
 }
 
-const ModelNotFoundError = defineError('ModelNotFoundError', 'MODEL_NOT_FOUND')
-const DownloadError = defineError('DownloadError', 'DOWNLOAD_FAILED')
-const ChecksumError = defineError('ChecksumError', 'CHECKSUM_ERROR')
-const InsufficientResourcesError = defineError('InsufficientResourcesError', 'INSUFFICIENT_RESOURCES')
-const ServerError = defineError('ServerError', 'SERVER_ERROR')
-const PortInUseError = defineError('PortInUseError', 'PORT_IN_USE')
-const BinaryError = defineError('BinaryError', 'BINARY_ERROR')
-const FileSystemError = defineError('FileSystemError', 'FILE_SYSTEM_ERROR')
-const ValidationError = defineError('ValidationError', 'INVALID_ARGUMENT')
-
-const CLASS_BY_CODE = new Map(
+/** The subclasses by name, each with its stable code. */
+const SUBCLASSES = Object.fromEntries(
   [
-    ModelNotFoundError,
-    DownloadError,
-    ChecksumError,
-    InsufficientResourcesError,
-    ServerError,
-    PortInUseError,
-    BinaryError,
-    FileSystemError,
-    ValidationError,
-  ].map((cls) => [cls.code, cls]),
+    ['ModelNotFoundError', 'MODEL_NOT_FOUND'],
+    ['DownloadError', 'DOWNLOAD_FAILED'],
+    ['ChecksumError', 'CHECKSUM_ERROR'],
+    ['InsufficientResourcesError', 'INSUFFICIENT_RESOURCES'],
+    ['ServerError', 'SERVER_ERROR'],
+    ['PortInUseError', 'PORT_IN_USE'],
+    ['BinaryError', 'BINARY_ERROR'],
+    ['FileSystemError', 'FILE_SYSTEM_ERROR'],
+    ['ValidationError', 'INVALID_ARGUMENT'],
+  ].map(([name, code]) => [name, defineError(name, code)]),
 )
+
+const CLASS_BY_CODE = new Map(Object.values(SUBCLASSES).map((cls) => [cls.code, cls]))
 
 // The native layer rejects with `[CODE] {"message": …, "details": …}` (src/js/error.rs).
 const NATIVE_ERROR = /^\[([A-Z_]+)\] (\{[\s\S]*\})$/
@@ -68,16 +61,4 @@ function fromNative(err) {
     : new GenaiElectronError(payload.message, match[1], payload.details)
 }
 
-module.exports = {
-  GenaiElectronError,
-  ModelNotFoundError,
-  DownloadError,
-  ChecksumError,
-  InsufficientResourcesError,
-  ServerError,
-  PortInUseError,
-  BinaryError,
-  FileSystemError,
-  ValidationError,
-  fromNative,
-}
+module.exports = { GenaiElectronError, ...SUBCLASSES, fromNative }
