@@ -15,6 +15,7 @@ const CLASSES = {
   BinaryError: 'BINARY_ERROR',
   FileSystemError: 'FILE_SYSTEM_ERROR',
   ValidationError: 'INVALID_ARGUMENT',
+  CancelledError: 'CANCELLED',
 }
 
 test('every error class has its code and is a GenaiElectronError', () => {

@@ -37,6 +37,7 @@ const SUBCLASSES = Object.fromEntries(
     ['BinaryError', 'BINARY_ERROR'],
     ['FileSystemError', 'FILE_SYSTEM_ERROR'],
     ['ValidationError', 'INVALID_ARGUMENT'],
+    ['CancelledError', 'CANCELLED'],
   ].map(([name, code]) => [name, defineError(name, code)]),
 )
 

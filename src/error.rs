@@ -20,10 +20,11 @@ pub enum ErrorCode {
     BinaryError,
     FileSystemError,
     InvalidArgument,
+    Cancelled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::ModelNotFound,
         ErrorCode::DownloadFailed,
         ErrorCode::ChecksumError,
@@ -33,6 +34,7 @@ impl ErrorCode {
         ErrorCode::BinaryError,
         ErrorCode::FileSystemError,
         ErrorCode::InvalidArgument,
+        ErrorCode::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::BinaryError => "BINARY_ERROR",
             ErrorCode::FileSystemError => "FILE_SYSTEM_ERROR",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::Cancelled => "CANCELLED",
         }
     }
 }

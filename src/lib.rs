@@ -3,10 +3,12 @@
 
 pub mod binaries;
 pub mod config;
+pub mod diffusion;
 pub mod download;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod http;
 pub mod llama;
 pub mod models;
 pub mod process;

@@ -26,6 +26,21 @@ pub enum PortRequest {
     Auto(String),
 }
 
+impl PortRequest {
+    /// Unset → `default`; `'auto'` → `None` (a free port, chosen at start).
+    pub fn choose(request: Option<&PortRequest>, default: u16) -> Result<Option<u16>, String> {
+        match request {
+            None => Ok(Some(default)),
+            Some(PortRequest::Fixed(0)) => Err("port must be 1-65535, or 'auto'".into()),
+            Some(PortRequest::Fixed(p)) => Ok(Some(*p)),
+            Some(PortRequest::Auto(s)) if s == "auto" => Ok(None),
+            Some(PortRequest::Auto(s)) => {
+                Err(format!("port must be a number or 'auto', got {s:?}"))
+            }
+        }
+    }
+}
+
 /// `flashAttention: true | false | 'on' | 'off' | 'auto'`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -68,6 +83,8 @@ pub enum StartError {
     Binary(#[from] BinaryError),
     #[error(transparent)]
     Llama(#[from] LlamaError),
+    #[error(transparent)]
+    Diffusion(#[from] crate::diffusion::DiffusionError),
 }
 
 impl Coded for StartError {
@@ -76,6 +93,7 @@ impl Coded for StartError {
             StartError::Model(e) => e.code(),
             StartError::Binary(e) => e.code(),
             StartError::Llama(e) => e.code(),
+            StartError::Diffusion(e) => e.code(),
         }
     }
 
@@ -84,6 +102,7 @@ impl Coded for StartError {
             StartError::Model(e) => e.suggestion(),
             StartError::Binary(e) => e.suggestion(),
             StartError::Llama(e) => e.suggestion(),
+            StartError::Diffusion(e) => e.suggestion(),
         }
     }
 
@@ -92,6 +111,7 @@ impl Coded for StartError {
             StartError::Model(e) => e.details(),
             StartError::Binary(e) => e.details(),
             StartError::Llama(e) => e.details(),
+            StartError::Diffusion(e) => e.details(),
         }
     }
 }
@@ -103,19 +123,7 @@ pub async fn resolve(
     binaries: &BinaryManager,
 ) -> Result<LlamaConfig, StartError> {
     let invalid = |m: String| StartError::Llama(LlamaError::Invalid(m));
-    let port = match &req.port {
-        None => Some(DEFAULT_PORT),
-        Some(PortRequest::Fixed(0)) => {
-            return Err(invalid("port must be 1-65535, or 'auto'".into()));
-        }
-        Some(PortRequest::Fixed(p)) => Some(*p),
-        Some(PortRequest::Auto(s)) if s == "auto" => None,
-        Some(PortRequest::Auto(s)) => {
-            return Err(invalid(format!(
-                "port must be a number or 'auto', got {s:?}"
-            )));
-        }
-    };
+    let port = PortRequest::choose(req.port.as_ref(), DEFAULT_PORT).map_err(invalid)?;
     let flash_attention = match req.flash_attention {
         None => None,
         Some(FlashAttention::Bool(b)) => Some(if b { "on" } else { "off" }.to_string()),

@@ -59,7 +59,7 @@ pub struct LogRing {
 }
 
 impl LogRing {
-    fn push(&self, line: String) {
+    pub fn push(&self, line: String) {
         let mut lines = lock(&self.lines);
         if lines.len() == RING_LINES {
             lines.pop_front();

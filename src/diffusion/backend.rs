@@ -1,0 +1,583 @@
+//! The two ways to run stable-diffusion.cpp behind one interface.
+//!
+//! - **One-shot**: `sd-cli` per request. The model is loaded for every image and all memory is
+//!   free between images.
+//! - **Resident**: `sd-server` keeps the model loaded; each request becomes a job on its native
+//!   API (`POST /sdcpp/v1/img_gen`, polled at `/sdcpp/v1/jobs/{id}`). It is started on first use
+//!   and stopped after an idle timeout. It cannot cancel a job that is generating, so a cancel
+//!   stops the process (the next request starts it again).
+//!
+//! Progress comes from the output bar in both cases (see `progress`). Only one job runs at a
+//! time (the engine's single worker), so the resident server's output belongs to that job.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::DiffusionError;
+use super::progress::{Progress, ProgressParser};
+use super::request::ImageRequest;
+use crate::events::EventSink;
+use crate::process::{self, ProcessSpec, Supervised};
+use crate::sync::lock;
+
+const LOG_TAIL: usize = 20;
+/// A cancelled child gets this long to exit on SIGTERM before SIGKILL.
+const CANCEL_GRACE: Duration = Duration::from_millis(150);
+const STOP_GRACE: Duration = Duration::from_secs(3);
+const POLL: Duration = Duration::from_millis(20);
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    OneShot,
+    Resident,
+}
+
+/// The model's files and how stable-diffusion.cpp is told about them.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub primary: PathBuf,
+    /// `(flag, path)`, e.g. `("--llm", …)`.
+    pub components: Vec<(&'static str, PathBuf)>,
+}
+
+impl ModelFiles {
+    pub fn from_info(info: &crate::models::ModelInfo) -> Self {
+        let components = crate::models::COMPONENT_ROLES
+            .iter()
+            .filter_map(|(role, flag)| info.components.get(*role).map(|c| (*flag, c.path.clone())))
+            .collect();
+        ModelFiles {
+            primary: info.path.clone(),
+            components,
+        }
+    }
+
+    /// A lone file is a full checkpoint (`-m`); with components it is the diffusion model only.
+    fn args(&self) -> Vec<String> {
+        let primary_flag = if self.components.is_empty() {
+            "--model"
+        } else {
+            "--diffusion-model"
+        };
+        let mut args = vec![primary_flag.to_string(), path_arg(&self.primary)];
+        for (flag, path) in &self.components {
+            args.extend([flag.to_string(), path_arg(path)]);
+        }
+        args
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    /// `sd-cli` for one-shot, `sd-server` for resident.
+    pub binary: PathBuf,
+    pub model: ModelFiles,
+    pub threads: u32,
+    pub extra_args: Vec<String>,
+    pub temp_dir: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub startup_timeout: Duration,
+    /// Resident only: stop `sd-server` after this long without a request (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl BackendConfig {
+    fn common_args(&self) -> Vec<String> {
+        let mut args = self.model.args();
+        args.extend(["--threads".into(), self.threads.to_string()]);
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// One request as the backend sees it.
+pub struct Work<'a> {
+    pub id: &'a str,
+    pub request: &'a ImageRequest,
+    pub seed: i64,
+    pub cancel: &'a CancellationToken,
+    pub on_progress: ProgressFn,
+}
+
+pub struct Output {
+    pub images: Vec<Vec<u8>>,
+    /// Time spent in the backend: the `sd-cli` process, or the `sd-server` job.
+    pub backend_time: Duration,
+}
+
+pub enum Backend {
+    OneShot(OneShot),
+    Resident(Arc<Resident>),
+}
+
+impl Backend {
+    pub fn new(config: BackendConfig, log: EventSink<String>) -> Self {
+        match config.kind {
+            BackendKind::OneShot => Backend::OneShot(OneShot { config, log }),
+            BackendKind::Resident => Backend::Resident(Arc::new(Resident::new(config, log))),
+        }
+    }
+
+    pub async fn run(&self, work: Work<'_>) -> Result<Output, DiffusionError> {
+        match self {
+            Backend::OneShot(b) => b.run(work).await,
+            Backend::Resident(b) => b.run(work).await,
+        }
+    }
+
+    /// The resident server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Backend::OneShot(_) => None,
+            Backend::Resident(b) => b.pid(),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Backend::Resident(b) = self {
+            b.stop_server().await;
+        }
+    }
+}
+
+/// A sink for one child's lines: every line to the manager's log, progress lines to the job.
+fn line_sink(
+    log: EventSink<String>,
+    progress: Arc<Mutex<Option<(ProgressParser, ProgressFn)>>>,
+) -> EventSink<String> {
+    EventSink::new(move |line: String| {
+        if let Some((parser, on_progress)) = lock(&progress).as_mut()
+            && let Some(p) = parser.feed(&line)
+        {
+            on_progress(p);
+        }
+        log.emit(line);
+    })
+}
+
+pub struct OneShot {
+    config: BackendConfig,
+    log: EventSink<String>,
+}
+
+impl OneShot {
+    async fn run(&self, work: Work<'_>) -> Result<Output, DiffusionError> {
+        let dir = TempDir::create(&self.config.temp_dir, work.id).await?;
+        let mut args = self.config.common_args();
+        args.extend(cli_args(work.request, work.seed));
+        args.extend(["--output".into(), path_arg(&dir.0.join("image_%d.png"))]);
+        let tracker = Arc::new(Mutex::new(Some((
+            ProgressParser::new(work.request.count),
+            work.on_progress.clone(),
+        ))));
+        let spec = ProcessSpec {
+            program: self.config.binary.clone(),
+            args,
+            log_file: self.config.log_file.clone(),
+        };
+        let began = Instant::now();
+        let child =
+            process::spawn(spec, Some(line_sink(self.log.clone(), tracker))).map_err(|source| {
+                DiffusionError::Spawn {
+                    binary: self.config.binary.clone(),
+                    source,
+                }
+            })?;
+        let exit = tokio::select! {
+            exit = child.wait() => exit,
+            _ = work.cancel.cancelled() => {
+                child.stop(CANCEL_GRACE).await;
+                return Err(DiffusionError::Cancelled);
+            }
+        };
+        let backend_time = began.elapsed();
+        if exit.code != Some(0) {
+            return Err(DiffusionError::BackendFailed {
+                message: format!("sd-cli failed ({exit})"),
+                logs: child.logs.last(LOG_TAIL),
+            });
+        }
+        let images = read_images(&dir.0, work.request).await.map_err(|message| {
+            DiffusionError::BackendFailed {
+                message,
+                logs: child.logs.last(LOG_TAIL),
+            }
+        })?;
+        Ok(Output {
+            images,
+            backend_time,
+        })
+    }
+}
+
+/// `sd-cli` flags of one request (seed resolved by the caller).
+pub fn cli_args(req: &ImageRequest, seed: i64) -> Vec<String> {
+    let mut args = vec![
+        "--prompt".to_string(),
+        req.prompt.clone(),
+        "--width".into(),
+        req.width.to_string(),
+        "--height".into(),
+        req.height.to_string(),
+        "--steps".into(),
+        req.steps.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+        "--batch-count".into(),
+        req.count.to_string(),
+    ];
+    if let Some(negative) = &req.negative_prompt {
+        args.extend(["--negative-prompt".into(), negative.clone()]);
+    }
+    if let Some(cfg) = req.cfg_scale {
+        args.extend(["--cfg-scale".into(), cfg.to_string()]);
+    }
+    if let Some(sampler) = &req.sampler {
+        args.extend(["--sampling-method".into(), sampler.clone()]);
+    }
+    args
+}
+
+/// The native `img_gen` body of one request.
+pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
+    let mut sample = json!({ "sample_steps": req.steps });
+    if let Some(cfg) = req.cfg_scale {
+        sample["guidance"] = json!({ "txt_cfg": cfg });
+    }
+    if let Some(sampler) = &req.sampler {
+        sample["sample_method"] = json!(sampler);
+    }
+    json!({
+        "prompt": req.prompt,
+        "negative_prompt": req.negative_prompt.clone().unwrap_or_default(),
+        "width": req.width,
+        "height": req.height,
+        "seed": seed,
+        "batch_count": req.count,
+        "sample_params": sample,
+        "output_format": "png",
+    })
+}
+
+/// A per-request folder under the data dir's `temp/`, removed however the request ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    async fn create(root: &Path, id: &str) -> Result<Self, DiffusionError> {
+        let dir = root.join(format!("diffusion-{id}"));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| DiffusionError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // A few small PNGs; this runs on a runtime thread, never on the JS thread.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `image_0.png` … `image_{n-1}.png`, each checked to be a PNG of the asked size.
+async fn read_images(dir: &Path, req: &ImageRequest) -> Result<Vec<Vec<u8>>, String> {
+    let mut images = Vec::new();
+    for i in 0..req.count {
+        let path = dir.join(format!("image_{i}.png"));
+        let png = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("sd-cli wrote no image {}: {e}", path.display()))?;
+        check_png(&png, req)?;
+        images.push(png);
+    }
+    Ok(images)
+}
+
+/// The PNG signature and the IHDR size, so a caller never gets a broken or wrong-sized image.
+pub fn check_png(png: &[u8], req: &ImageRequest) -> Result<(), String> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if png.len() < 24 || &png[..8] != SIGNATURE || &png[12..16] != b"IHDR" {
+        return Err("the backend's output is not a PNG image".into());
+    }
+    let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    if (width, height) != (req.width, req.height) {
+        return Err(format!(
+            "the backend made a {width}x{height} image, {}x{} was asked",
+            req.width, req.height
+        ));
+    }
+    Ok(())
+}
+
+struct ServerProcess {
+    child: Arc<Supervised>,
+    port: u16,
+}
+
+pub struct Resident {
+    config: BackendConfig,
+    log: EventSink<String>,
+    server: tokio::sync::Mutex<Option<ServerProcess>>,
+    pid: Mutex<Option<u32>>,
+    /// The job whose progress the server's output reports.
+    tracker: Arc<Mutex<Option<(ProgressParser, ProgressFn)>>>,
+    /// Woken by the server's "listening" and "completed" lines, so we poll at once.
+    hint: Arc<tokio::sync::Notify>,
+    /// Bumped by each request; an idle stop only happens if no request came since it was planned.
+    epoch: Mutex<u64>,
+}
+
+impl Resident {
+    fn new(config: BackendConfig, log: EventSink<String>) -> Self {
+        Resident {
+            config,
+            log,
+            server: tokio::sync::Mutex::new(None),
+            pid: Mutex::new(None),
+            tracker: Arc::new(Mutex::new(None)),
+            hint: Arc::new(tokio::sync::Notify::new()),
+            epoch: Mutex::new(0),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        *lock(&self.pid)
+    }
+
+    async fn run(self: &Arc<Self>, work: Work<'_>) -> Result<Output, DiffusionError> {
+        *lock(&self.epoch) += 1;
+        let mut server = self.server.lock().await;
+        let result = self.run_locked(&mut server, &work).await;
+        *lock(&self.tracker) = None;
+        if matches!(result, Err(DiffusionError::Cancelled))
+            || server.as_ref().is_some_and(|s| s.child.exited().is_some())
+        {
+            // The server cannot cancel a generating job: it goes, and the next request starts it.
+            if let Some(s) = server.take() {
+                s.child.stop(CANCEL_GRACE).await;
+            }
+            *lock(&self.pid) = None;
+        }
+        drop(server);
+        self.plan_idle_stop();
+        result
+    }
+
+    async fn run_locked(
+        &self,
+        server: &mut Option<ServerProcess>,
+        work: &Work<'_>,
+    ) -> Result<Output, DiffusionError> {
+        if server.as_ref().is_none_or(|s| s.child.exited().is_some()) {
+            *server = Some(tokio::select! {
+                started = self.start_server() => started?,
+                _ = work.cancel.cancelled() => return Err(DiffusionError::Cancelled),
+            });
+        }
+        let ServerProcess { child, port } = server.as_ref().expect("server started above");
+        *lock(&self.tracker) = Some((
+            ProgressParser::new(work.request.count),
+            work.on_progress.clone(),
+        ));
+        let began = Instant::now();
+        let base = format!("http://127.0.0.1:{port}/sdcpp/v1");
+        let client = crate::download::http_client();
+        let failed = |message: String| DiffusionError::BackendFailed {
+            message,
+            logs: child.logs.last(LOG_TAIL),
+        };
+        let submitted = client
+            .post(format!("{base}/img_gen"))
+            .header("content-type", "application/json")
+            .body(img_gen_body(work.request, work.seed).to_string())
+            .send()
+            .await
+            .map_err(|e| failed(format!("sd-server did not take the job: {e}")))?;
+        let submitted = json_of(submitted).await;
+        let job = submitted["id"]
+            .as_str()
+            .ok_or_else(|| failed(format!("sd-server refused the job: {submitted}")))?
+            .to_string();
+        loop {
+            tokio::select! {
+                _ = work.cancel.cancelled() => return Err(DiffusionError::Cancelled),
+                exit = child.wait() => return Err(failed(format!("sd-server stopped during the job ({exit})"))),
+                _ = self.hint.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            let status: Value = match client.get(format!("{base}/jobs/{job}")).send().await {
+                Ok(response) => json_of(response).await,
+                Err(_) => continue,
+            };
+            match status["status"].as_str() {
+                Some("completed") => {
+                    let backend_time = began.elapsed();
+                    let images = decode_images(&status, work.request).map_err(failed)?;
+                    return Ok(Output {
+                        images,
+                        backend_time,
+                    });
+                }
+                Some("failed") => {
+                    return Err(failed(format!(
+                        "sd-server failed the job: {}",
+                        status["error"]
+                    )));
+                }
+                Some("cancelled") => return Err(DiffusionError::Cancelled),
+                _ => {}
+            }
+        }
+    }
+
+    async fn start_server(&self) -> Result<ServerProcess, DiffusionError> {
+        let port = free_port()?;
+        let mut args = self.config.common_args();
+        args.extend([
+            "--listen-ip".into(),
+            "127.0.0.1".into(),
+            "--listen-port".into(),
+            port.to_string(),
+        ]);
+        let hint = self.hint.clone();
+        let lines = line_sink(self.log.clone(), self.tracker.clone());
+        let on_line = EventSink::new(move |line: String| {
+            if line.contains("listening on") || line.contains("generate_image completed") {
+                hint.notify_one();
+            }
+            lines.emit(line);
+        });
+        let spec = ProcessSpec {
+            program: self.config.binary.clone(),
+            args,
+            log_file: self.config.log_file.clone(),
+        };
+        let child = Arc::new(process::spawn(spec, Some(on_line)).map_err(|source| {
+            DiffusionError::Spawn {
+                binary: self.config.binary.clone(),
+                source,
+            }
+        })?);
+        *lock(&self.pid) = Some(child.pid);
+        let url = format!("http://127.0.0.1:{port}/sdcpp/v1/capabilities");
+        let deadline = Instant::now() + self.config.startup_timeout;
+        loop {
+            if let Some(exit) = child.exited() {
+                *lock(&self.pid) = None;
+                return Err(DiffusionError::BackendFailed {
+                    message: format!("sd-server exited while loading the model ({exit})"),
+                    logs: child.logs.last(LOG_TAIL),
+                });
+            }
+            let ready =
+                tokio::time::timeout(POLL * 5, crate::download::http_client().get(&url).send())
+                    .await;
+            if matches!(ready, Ok(Ok(r)) if r.status().is_success()) {
+                return Ok(ServerProcess { child, port });
+            }
+            if Instant::now() >= deadline {
+                child.stop(CANCEL_GRACE).await;
+                *lock(&self.pid) = None;
+                return Err(DiffusionError::BackendFailed {
+                    message: format!(
+                        "sd-server was not ready within {} s",
+                        self.config.startup_timeout.as_secs()
+                    ),
+                    logs: child.logs.last(LOG_TAIL),
+                });
+            }
+            tokio::select! {
+                _ = self.hint.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    fn plan_idle_stop(self: &Arc<Self>) {
+        let Some(idle) = self.config.idle_timeout else {
+            return;
+        };
+        let epoch = *lock(&self.epoch);
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(idle).await;
+            let Some(this) = this.upgrade() else { return };
+            let mut server = this.server.lock().await;
+            if *lock(&this.epoch) == epoch
+                && let Some(s) = server.take()
+            {
+                tracing::info!("sd-server idle for {} s: stopping it", idle.as_secs());
+                s.child.stop(STOP_GRACE).await;
+                *lock(&this.pid) = None;
+            }
+        });
+    }
+
+    async fn stop_server(&self) {
+        *lock(&self.epoch) += 1;
+        if let Some(s) = self.server.lock().await.take() {
+            s.child.stop(STOP_GRACE).await;
+        }
+        *lock(&self.pid) = None;
+    }
+}
+
+/// A JSON answer, or `null` when it was not JSON.
+async fn json_of(response: reqwest::Response) -> Value {
+    match response.bytes().await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+fn decode_images(status: &Value, req: &ImageRequest) -> Result<Vec<Vec<u8>>, String> {
+    let images = status["result"]["images"]
+        .as_array()
+        .ok_or("sd-server's job has no images")?;
+    let mut out = Vec::new();
+    for image in images {
+        let b64 = image["b64_json"]
+            .as_str()
+            .ok_or("sd-server's image has no data")?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("sd-server's image is not base64: {e}"))?;
+        check_png(&png, req)?;
+        out.push(png);
+    }
+    if out.len() != req.count as usize {
+        return Err(format!(
+            "sd-server made {} images, {} were asked",
+            out.len(),
+            req.count
+        ));
+    }
+    Ok(out)
+}
+
+pub fn free_port() -> Result<u16, DiffusionError> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| DiffusionError::Io {
+            path: PathBuf::from("127.0.0.1:0"),
+            source,
+        })
+}

@@ -1,0 +1,412 @@
+//! Jobs: one worker runs them in order on the backend; a small queue holds the ones waiting,
+//! and a full queue refuses more (busy). Every job has an id, a status, its latest progress and,
+//! when done, its result or error; HTTP routes and the in-process API share this one table.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::DiffusionError;
+use super::backend::{Backend, Work};
+use super::progress::Progress;
+use super::request::ImageRequest;
+use crate::error::{Coded, ErrorCode};
+use crate::events::EventSink;
+use crate::sync::lock;
+
+/// Finished jobs kept for `GET …/{id}`; older ones are forgotten.
+const KEEP_FINISHED: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// What a finished job made.
+#[derive(Debug)]
+pub struct ImageOutput {
+    pub images: Vec<Vec<u8>>,
+    /// The seed of each image (a batch counts up from the first).
+    pub seeds: Vec<i64>,
+    pub width: u32,
+    pub height: u32,
+    /// From the job's start to its images in hand.
+    pub time_taken: Duration,
+    /// The part of it spent in the backend.
+    pub backend_time: Duration,
+    pub created: SystemTime,
+}
+
+/// A job's failure, kept (and cloned to every waiter) in the shape errors cross to callers.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub suggestion: Option<String>,
+    pub details: Map<String, Value>,
+    pub cancelled: bool,
+}
+
+impl From<DiffusionError> for JobError {
+    fn from(err: DiffusionError) -> Self {
+        JobError {
+            code: err.code(),
+            message: err.to_string(),
+            suggestion: err.suggestion(),
+            details: err.details(),
+            cancelled: matches!(err, DiffusionError::Cancelled),
+        }
+    }
+}
+
+impl Coded for JobError {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        self.suggestion.clone()
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        self.details.clone()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum JobUpdate {
+    Progress(Progress),
+    Finished(JobStatus),
+}
+
+struct JobState {
+    status: JobStatus,
+    progress: Option<Progress>,
+    outcome: Option<Result<Arc<ImageOutput>, JobError>>,
+}
+
+pub struct Job {
+    pub id: String,
+    pub request: ImageRequest,
+    pub seed: i64,
+    pub created: SystemTime,
+    cancel: CancellationToken,
+    state: Mutex<JobState>,
+    status: watch::Sender<JobStatus>,
+    updates: broadcast::Sender<JobUpdate>,
+}
+
+/// A consistent copy of a job's state.
+pub struct JobSnapshot {
+    pub status: JobStatus,
+    pub progress: Option<Progress>,
+    pub outcome: Option<Result<Arc<ImageOutput>, JobError>>,
+}
+
+impl Job {
+    pub fn snapshot(&self) -> JobSnapshot {
+        let state = lock(&self.state);
+        JobSnapshot {
+            status: state.status,
+            progress: state.progress.clone(),
+            outcome: state.outcome.clone(),
+        }
+    }
+
+    /// Progress and the final status, from now on. Take it before reading a snapshot, so that
+    /// nothing falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobUpdate> {
+        self.updates.subscribe()
+    }
+
+    /// Resolves when the job has finished.
+    pub async fn wait(&self) -> Result<Arc<ImageOutput>, JobError> {
+        let mut status = self.status.subscribe();
+        let _ = status.wait_for(|s| s.is_final()).await;
+        lock(&self.state)
+            .outcome
+            .clone()
+            .expect("a final job has an outcome")
+    }
+
+    fn progress(&self, progress: Progress) {
+        lock(&self.state).progress = Some(progress.clone());
+        let _ = self.updates.send(JobUpdate::Progress(progress));
+    }
+
+    fn set_running(&self) -> bool {
+        let mut state = lock(&self.state);
+        if state.status != JobStatus::Queued {
+            return false;
+        }
+        state.status = JobStatus::Running;
+        drop(state);
+        self.status.send_replace(JobStatus::Running);
+        true
+    }
+
+    /// Records the outcome once; later calls change nothing.
+    fn finish(&self, outcome: Result<Arc<ImageOutput>, JobError>) -> Option<JobStatus> {
+        let mut state = lock(&self.state);
+        if state.status.is_final() {
+            return None;
+        }
+        let status = match &outcome {
+            Ok(_) => JobStatus::Completed,
+            Err(e) if e.cancelled => JobStatus::Cancelled,
+            Err(_) => JobStatus::Failed,
+        };
+        state.status = status;
+        state.outcome = Some(outcome);
+        drop(state);
+        self.status.send_replace(status);
+        let _ = self.updates.send(JobUpdate::Finished(status));
+        Some(status)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    Progress { id: String, progress: Progress },
+    Finished { id: String, status: JobStatus },
+}
+
+pub struct Engine {
+    backend: Arc<Backend>,
+    jobs: Mutex<VecDeque<Arc<Job>>>,
+    queue: Mutex<Option<mpsc::Sender<Arc<Job>>>>,
+    running: Mutex<Option<Arc<Job>>>,
+    events: EventSink<EngineEvent>,
+    worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts the worker. `max_queue` jobs may wait while one runs.
+    pub fn start(backend: Backend, max_queue: usize, events: EventSink<EngineEvent>) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(max_queue.max(1));
+        let engine = Arc::new(Engine {
+            backend: Arc::new(backend),
+            jobs: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Some(tx)),
+            running: Mutex::new(None),
+            events,
+            worker: Mutex::new(None),
+        });
+        let worker = tokio::spawn(engine.clone().work(rx));
+        *lock(&engine.worker) = Some(worker);
+        engine
+    }
+
+    /// Queues a request. `id` lets an in-process caller name its job (to cancel it later).
+    pub fn submit(
+        &self,
+        request: ImageRequest,
+        id: Option<String>,
+    ) -> Result<Arc<Job>, DiffusionError> {
+        let id = match id {
+            Some(id) if valid_id(&id) && self.get(&id).is_none() => id,
+            Some(id) => {
+                return Err(DiffusionError::Invalid(format!(
+                    "job id {id:?} must be 1-64 letters, digits, '-' or '_', and not in use"
+                )));
+            }
+            None => format!("img_{:016x}", fastrand::u64(..)),
+        };
+        let seed = request.resolved_seed();
+        let (status, _) = watch::channel(JobStatus::Queued);
+        let (updates, _) = broadcast::channel(256);
+        let job = Arc::new(Job {
+            id,
+            request,
+            seed,
+            created: SystemTime::now(),
+            cancel: CancellationToken::new(),
+            state: Mutex::new(JobState {
+                status: JobStatus::Queued,
+                progress: None,
+                outcome: None,
+            }),
+            status,
+            updates,
+        });
+        let queue = lock(&self.queue)
+            .clone()
+            .ok_or(DiffusionError::NotRunning)?;
+        match queue.try_send(job.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(DiffusionError::Busy {
+                    queued: queue.max_capacity(),
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(DiffusionError::NotRunning),
+        }
+        let mut jobs = lock(&self.jobs);
+        jobs.push_back(job.clone());
+        prune(&mut jobs);
+        Ok(job)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        lock(&self.jobs).iter().find(|j| j.id == id).cloned()
+    }
+
+    /// Cancels a queued or running job; `None` cancels the running one. Returns the job, or
+    /// `None` when there is no such job.
+    pub fn cancel(&self, id: Option<&str>) -> Option<Arc<Job>> {
+        let job = match id {
+            Some(id) => self.get(id)?,
+            None => lock(&self.running).clone()?,
+        };
+        job.cancel.cancel();
+        // A queued job ends now; a running one ends when the backend has stopped its work.
+        if lock(&job.state).status == JobStatus::Queued {
+            self.finish(&job, Err(DiffusionError::Cancelled.into()));
+        }
+        Some(job)
+    }
+
+    pub fn busy(&self) -> bool {
+        lock(&self.running).is_some()
+    }
+
+    pub fn queued(&self) -> usize {
+        lock(&self.jobs)
+            .iter()
+            .filter(|j| lock(&j.state).status == JobStatus::Queued)
+            .count()
+    }
+
+    pub fn backend_pid(&self) -> Option<u32> {
+        self.backend.pid()
+    }
+
+    /// Cancels every job, waits for the worker, and stops the backend's process.
+    pub async fn shutdown(&self) {
+        lock(&self.queue).take();
+        let jobs: Vec<_> = lock(&self.jobs).iter().cloned().collect();
+        for job in jobs {
+            if !lock(&job.state).status.is_final() {
+                self.cancel(Some(&job.id));
+            }
+        }
+        let worker = lock(&self.worker).take();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        self.backend.shutdown().await;
+    }
+
+    async fn work(self: Arc<Self>, mut queue: mpsc::Receiver<Arc<Job>>) {
+        while let Some(job) = queue.recv().await {
+            if !job.set_running() {
+                continue;
+            }
+            *lock(&self.running) = Some(job.clone());
+            let outcome = self.run(&job).await;
+            *lock(&self.running) = None;
+            self.finish(&job, outcome);
+        }
+    }
+
+    async fn run(&self, job: &Arc<Job>) -> Result<Arc<ImageOutput>, JobError> {
+        let began = Instant::now();
+        let (progress_job, events) = (Arc::downgrade(job), self.events.clone());
+        let work = Work {
+            id: &job.id,
+            request: &job.request,
+            seed: job.seed,
+            cancel: &job.cancel,
+            on_progress: Arc::new(move |progress: Progress| {
+                if let Some(job) = progress_job.upgrade() {
+                    job.progress(progress.clone());
+                    events.emit(EngineEvent::Progress {
+                        id: job.id.clone(),
+                        progress,
+                    });
+                }
+            }),
+        };
+        let output = self.backend.run(work).await?;
+        let seeds = (0..job.request.count)
+            .map(|i| job.seed + i64::from(i))
+            .collect();
+        Ok(Arc::new(ImageOutput {
+            images: output.images,
+            seeds,
+            width: job.request.width,
+            height: job.request.height,
+            time_taken: began.elapsed(),
+            backend_time: output.backend_time,
+            created: SystemTime::now(),
+        }))
+    }
+
+    fn finish(&self, job: &Job, outcome: Result<Arc<ImageOutput>, JobError>) {
+        if let Some(status) = job.finish(outcome) {
+            self.events.emit(EngineEvent::Finished {
+                id: job.id.clone(),
+                status,
+            });
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Drops the oldest finished jobs beyond [`KEEP_FINISHED`].
+fn prune(jobs: &mut VecDeque<Arc<Job>>) {
+    let mut finished = jobs
+        .iter()
+        .filter(|j| lock(&j.state).status.is_final())
+        .count();
+    jobs.retain(|j| {
+        if finished > KEEP_FINISHED && lock(&j.state).status.is_final() {
+            finished -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,415 @@
+//! `diffusionServer`: our HTTP server in front of stable-diffusion.cpp.
+//!
+//! `start` binds the port, picks the backend (one-shot `sd-cli` or resident `sd-server`) and
+//! starts the job worker; requests arrive over HTTP (`routes`) or in-process (`generate`) and
+//! become jobs of the one [`engine::Engine`]. `stop` refuses new work, cancels what is queued or
+//! running, stops the backend's process, and closes the port before it resolves.
+
+pub mod backend;
+pub mod engine;
+pub mod progress;
+pub mod request;
+pub mod resolve;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{Coded, ErrorCode};
+use crate::events::EventSink;
+use crate::http::HttpServer;
+use crate::process::LogRing;
+use crate::sync::lock;
+use backend::{Backend, BackendConfig, BackendKind};
+use engine::{Engine, EngineEvent, ImageOutput, JobError, JobStatus};
+use progress::Progress;
+
+pub const DEFAULT_PORT: u16 = 8081;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiffusionError {
+    #[error("the diffusion server is already {0}")]
+    AlreadyRunning(&'static str),
+    #[error("the diffusion server is not running")]
+    NotRunning,
+    #[error("port {port} on {host} is already in use")]
+    PortInUse { host: String, port: u16 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the diffusion server is busy: one image is being made and {queued} more are waiting")]
+    Busy { queued: usize },
+    #[error("image generation was cancelled")]
+    Cancelled,
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    BackendFailed { message: String, logs: Vec<String> },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Coded for DiffusionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            DiffusionError::PortInUse { .. } => ErrorCode::PortInUse,
+            DiffusionError::Invalid(_) => ErrorCode::InvalidArgument,
+            DiffusionError::Cancelled => ErrorCode::Cancelled,
+            DiffusionError::Io { .. } => ErrorCode::FileSystemError,
+            _ => ErrorCode::ServerError,
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some(match self {
+            DiffusionError::AlreadyRunning(_) => "Call stop() first".into(),
+            DiffusionError::NotRunning => "Call diffusionServer.start({ modelId }) first".into(),
+            DiffusionError::PortInUse { .. } => {
+                "Choose another port, or port: 'auto' for a free one".into()
+            }
+            DiffusionError::Invalid(_) => {
+                "Compare the request with ImageGenerationConfig in index.d.ts".into()
+            }
+            DiffusionError::Busy { .. } => {
+                "Wait for the current image, or raise maxQueue in the server config".into()
+            }
+            DiffusionError::Cancelled => return None,
+            DiffusionError::Spawn { .. } => {
+                "Check the stable-diffusion.cpp executable (binaries.ensureBinary('sd-cli'))".into()
+            }
+            DiffusionError::BackendFailed { .. } => {
+                "Read details.logs: a damaged model file, a missing component or too little memory usually shows there".into()
+            }
+            DiffusionError::Io { source, .. } => crate::error::io_suggestion(source).into(),
+        })
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let v = match self {
+            DiffusionError::PortInUse { host, port } => json!({ "host": host, "port": port }),
+            DiffusionError::Busy { queued } => json!({ "queued": queued }),
+            DiffusionError::Spawn { binary, .. } => json!({ "binary": binary }),
+            DiffusionError::BackendFailed { logs, .. } => json!({ "logs": logs }),
+            DiffusionError::Io { path, .. } => json!({ "path": path }),
+            _ => json!({}),
+        };
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
+/// Everything a start needs, resolved.
+#[derive(Debug, Clone)]
+pub struct DiffusionConfig {
+    pub model_id: String,
+    pub host: String,
+    /// `None`: a free port.
+    pub port: Option<u16>,
+    pub backend: BackendConfig,
+    pub api_key: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_queue: usize,
+    pub max_body_bytes: usize,
+}
+
+impl DiffusionConfig {
+    /// What `getConfig()` shows: everything but the API key.
+    pub fn to_json(&self) -> Value {
+        let b = &self.backend;
+        json!({
+            "modelId": self.model_id,
+            "host": self.host,
+            "port": self.port,
+            "backend": b.kind,
+            "binary": b.binary,
+            "threads": b.threads,
+            "extraArgs": b.extra_args,
+            "idleTimeout": b.idle_timeout.map(|d| d.as_millis() as u64),
+            "startupTimeout": b.startup_timeout.as_millis() as u64,
+            "allowedOrigins": self.allowed_origins,
+            "apiKey": self.api_key.is_some(),
+            "maxQueue": self.max_queue,
+            "maxBodyBytes": self.max_body_bytes,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffusionInfo {
+    pub status: State,
+    pub port: Option<u16>,
+    pub host: Option<String>,
+    pub model_id: Option<String>,
+    pub backend: Option<BackendKind>,
+    /// The resident `sd-server`'s process while it runs.
+    pub pid: Option<u32>,
+    pub started_at: Option<String>,
+    pub busy: bool,
+    pub queued: usize,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum DiffusionEvent {
+    Starting,
+    Started(DiffusionInfo),
+    Stopped,
+    Progress { id: String, progress: Progress },
+    Job { id: String, status: JobStatus },
+    Log(String),
+}
+
+struct Shared {
+    status: Mutex<(State, Option<String>, Option<String>)>,
+    running: Mutex<Option<Arc<RunningHandle>>>,
+    logs: Arc<LogRing>,
+    events: Option<EventSink<DiffusionEvent>>,
+    op: tokio::sync::Mutex<()>,
+}
+
+/// The running server: its engine, config, port and HTTP server (taken by `stop`).
+struct RunningHandle {
+    engine: Arc<Engine>,
+    config: DiffusionConfig,
+    port: u16,
+    http: Mutex<Option<HttpServer>>,
+}
+
+pub struct DiffusionServer {
+    shared: Arc<Shared>,
+}
+
+impl DiffusionServer {
+    pub fn new(events: Option<EventSink<DiffusionEvent>>) -> Self {
+        DiffusionServer {
+            shared: Arc::new(Shared {
+                status: Mutex::new((State::Stopped, None, None)),
+                running: Mutex::new(None),
+                logs: Arc::new(LogRing::default()),
+                events,
+                op: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn info(&self) -> DiffusionInfo {
+        let (status, started_at, error) = lock(&self.shared.status).clone();
+        let running = lock(&self.shared.running).clone();
+        DiffusionInfo {
+            status,
+            port: running.as_ref().map(|r| r.port),
+            host: running.as_ref().map(|r| r.config.host.clone()),
+            model_id: running.as_ref().map(|r| r.config.model_id.clone()),
+            backend: running.as_ref().map(|r| r.config.backend.kind),
+            pid: running.as_ref().and_then(|r| r.engine.backend_pid()),
+            started_at,
+            busy: running.as_ref().is_some_and(|r| r.engine.busy()),
+            queued: running.as_ref().map_or(0, |r| r.engine.queued()),
+            error,
+        }
+    }
+
+    pub fn config(&self) -> Option<DiffusionConfig> {
+        lock(&self.shared.running)
+            .as_ref()
+            .map(|r| r.config.clone())
+    }
+
+    pub fn logs(&self, n: usize) -> Vec<String> {
+        self.shared.logs.last(n)
+    }
+
+    pub fn clear_logs(&self) {
+        self.shared.logs.clear();
+    }
+
+    pub async fn start(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
+        let _op = self.shared.op.lock().await;
+        let status = lock(&self.shared.status).0;
+        if status != State::Stopped {
+            return Err(DiffusionError::AlreadyRunning(match status {
+                State::Starting => "starting",
+                State::Stopping => "stopping",
+                _ => "running",
+            }));
+        }
+        self.shared.set_status(State::Starting, None);
+        self.shared.emit(DiffusionEvent::Starting);
+        match self.launch(config).await {
+            Ok(()) => {
+                self.shared.set_status(State::Running, None);
+                let info = self.info();
+                self.shared.emit(DiffusionEvent::Started(info.clone()));
+                Ok(info)
+            }
+            Err(err) => {
+                self.shared
+                    .set_status(State::Stopped, Some(err.to_string()));
+                self.shared.emit(DiffusionEvent::Stopped);
+                Err(err)
+            }
+        }
+    }
+
+    async fn launch(&self, config: DiffusionConfig) -> Result<(), DiffusionError> {
+        let listener = bind(&config.host, config.port).await?;
+        tokio::fs::create_dir_all(&config.backend.temp_dir)
+            .await
+            .map_err(|source| DiffusionError::Io {
+                path: config.backend.temp_dir.clone(),
+                source,
+            })?;
+        let (logs, events) = (self.shared.logs.clone(), self.shared.events.clone());
+        let log = EventSink::new(move |line: String| {
+            logs.push(line.clone());
+            if let Some(events) = &events {
+                events.emit(DiffusionEvent::Log(line));
+            }
+        });
+        let events = self.shared.events.clone();
+        let engine_events = EventSink::new(move |event: EngineEvent| {
+            if let Some(events) = &events {
+                events.emit(match event {
+                    EngineEvent::Progress { id, progress } => {
+                        DiffusionEvent::Progress { id, progress }
+                    }
+                    EngineEvent::Finished { id, status } => DiffusionEvent::Job { id, status },
+                });
+            }
+        });
+        let engine = Engine::start(
+            Backend::new(config.backend.clone(), log),
+            config.max_queue,
+            engine_events,
+        );
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let http = crate::http::serve(listener, routes::handler(engine.clone(), &config)).map_err(
+            |source| DiffusionError::Io {
+                path: PathBuf::from(format!("{}:{port}", config.host)),
+                source,
+            },
+        )?;
+        crate::models::acquire(&config.model_id);
+        *lock(&self.shared.running) = Some(Arc::new(RunningHandle {
+            engine,
+            config,
+            port,
+            http: Mutex::new(Some(http)),
+        }));
+        Ok(())
+    }
+
+    /// Cancels all work, stops the backend's process and closes the port. Idempotent.
+    pub async fn stop(&self) {
+        let _op = self.shared.op.lock().await;
+        let Some(running) = lock(&self.shared.running).clone() else {
+            return;
+        };
+        self.shared.set_status(State::Stopping, None);
+        let http = lock(&running.http).take();
+        running.engine.shutdown().await;
+        if let Some(http) = http {
+            http.shutdown().await;
+        }
+        crate::models::release(&running.config.model_id);
+        *lock(&self.shared.running) = None;
+        self.shared.set_status(State::Stopped, None);
+        self.shared.emit(DiffusionEvent::Stopped);
+    }
+
+    /// Makes images in-process (the same jobs as HTTP requests). `id` names the job, so the
+    /// caller can cancel it and match its progress events.
+    pub async fn generate(
+        &self,
+        body: &Value,
+        id: Option<String>,
+    ) -> Result<Arc<ImageOutput>, JobError> {
+        let request = request::parse(body, false)
+            .map_err(|e| JobError::from(DiffusionError::Invalid(e.0)))?;
+        let engine = self
+            .engine()
+            .ok_or_else(|| JobError::from(DiffusionError::NotRunning))?;
+        let job = engine.submit(request, id)?;
+        job.wait().await
+    }
+
+    /// Cancels the job `id`, or the running one. False when there is no such job.
+    pub fn cancel(&self, id: Option<&str>) -> bool {
+        self.engine().and_then(|e| e.cancel(id)).is_some()
+    }
+
+    /// Running and answering its own `/health`.
+    pub async fn is_healthy(&self) -> bool {
+        let Some(running) = lock(&self.shared.running).clone() else {
+            return false;
+        };
+        let host = match running.config.host.as_str() {
+            "0.0.0.0" => "127.0.0.1",
+            h => h,
+        };
+        let url = format!("http://{host}:{}/health", running.port);
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(2), crate::download::http_client().get(&url).send()).await,
+            Ok(Ok(r)) if r.status().is_success()
+        )
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        lock(&self.shared.running)
+            .as_ref()
+            .map(|r| r.engine.clone())
+    }
+}
+
+impl Shared {
+    fn set_status(&self, state: State, error: Option<String>) {
+        let mut status = lock(&self.status);
+        status.0 = state;
+        match state {
+            State::Running => status.1 = Some(crate::models::iso_now()),
+            State::Stopped => status.1 = None,
+            _ => {}
+        }
+        if error.is_some() || state == State::Starting {
+            status.2 = error;
+        }
+    }
+
+    fn emit(&self, event: DiffusionEvent) {
+        if let Some(events) = &self.events {
+            events.emit(event);
+        }
+    }
+}
+
+/// A fixed port must be free now; `None` takes one the OS hands out.
+async fn bind(host: &str, port: Option<u16>) -> Result<tokio::net::TcpListener, DiffusionError> {
+    tokio::net::TcpListener::bind((host, port.unwrap_or(0)))
+        .await
+        .map_err(|_| DiffusionError::PortInUse {
+            host: host.into(),
+            port: port.unwrap_or(0),
+        })
+}
+
+#[cfg(all(test, unix))]
+mod tests;

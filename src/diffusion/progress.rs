@@ -1,0 +1,203 @@
+//! Progress from stable-diffusion.cpp's output. Its bar is redrawn with `\r` (the supervisor
+//! splits lines on `\r` and `\n` and strips ANSI), and reads `|====>   | 3/20 - 1.25s/it`:
+//! a byte speed (`MB/s`) while tensors load, an iteration speed (`it/s`, `s/it`) while sampling.
+//! Log lines tell the rest: `generating image: 2/4 - seed 43` (which image of a batch),
+//! `decoding 4 latents`, `latent 1 decoded`.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Loading,
+    Diffusion,
+    Decoding,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub stage: Stage,
+    pub current_step: u32,
+    pub total_steps: u32,
+    /// Which image of the request (1-based) is being made.
+    pub image: u32,
+    pub count: u32,
+    /// The whole request, 0–100: loading counts 10%, each image's sampling and decoding the rest.
+    pub percent: f64,
+}
+
+/// Reads lines of one generation and says when progress moved.
+#[derive(Debug)]
+pub struct ProgressParser {
+    count: u32,
+    image: u32,
+    stage: Stage,
+}
+
+impl ProgressParser {
+    pub fn new(count: u32) -> Self {
+        ProgressParser {
+            count: count.max(1),
+            image: 1,
+            stage: Stage::Loading,
+        }
+    }
+
+    pub fn feed(&mut self, line: &str) -> Option<Progress> {
+        if let Some((current, total, unit)) = parse_bar(line) {
+            let stage = if unit.ends_with("B/s") {
+                Stage::Loading
+            } else if self.stage == Stage::Decoding {
+                Stage::Decoding
+            } else {
+                Stage::Diffusion
+            };
+            self.stage = stage;
+            return Some(self.progress(stage, current, total));
+        }
+        if let Some(rest) = after(line, "generating image: ") {
+            if let Some(i) = rest
+                .split_once('/')
+                .and_then(|(i, _)| i.trim().parse().ok())
+            {
+                self.image = i;
+            }
+            self.stage = Stage::Diffusion;
+            return None;
+        }
+        if let Some(n) = after(line, "decoding ")
+            .and_then(|rest| rest.strip_suffix(" latents"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+        {
+            self.stage = Stage::Decoding;
+            return Some(self.progress(Stage::Decoding, 0, n));
+        }
+        if let Some(k) = after(line, "latent ")
+            .and_then(|rest| rest.split_once(" decoded"))
+            .and_then(|(k, _)| k.trim().parse::<u32>().ok())
+        {
+            self.image = k.min(self.count);
+            return Some(self.progress(Stage::Decoding, k, self.count));
+        }
+        None
+    }
+
+    fn progress(&self, stage: Stage, current: u32, total: u32) -> Progress {
+        let fraction = if total == 0 {
+            0.0
+        } else {
+            f64::from(current.min(total)) / f64::from(total)
+        };
+        let per_image = 85.0 / f64::from(self.count);
+        let done_images = f64::from(self.image.saturating_sub(1));
+        let percent = match stage {
+            Stage::Loading => 10.0 * fraction,
+            Stage::Diffusion => 10.0 + per_image * (done_images + fraction),
+            Stage::Decoding => 95.0 + 5.0 * fraction,
+        };
+        Progress {
+            stage,
+            current_step: current,
+            total_steps: total,
+            image: self.image,
+            count: self.count,
+            percent: (percent * 10.0).round() / 10.0,
+        }
+    }
+}
+
+/// The text after `marker` in a log line (`[INFO ] file.cpp:12 - marker…`).
+fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| &line[i + marker.len()..])
+}
+
+/// `  |=====>     | 3/20 - 1.25s/it` → (3, 20, "s/it").
+fn parse_bar(line: &str) -> Option<(u32, u32, &str)> {
+    let line = line.trim();
+    if !line.starts_with('|') {
+        return None;
+    }
+    let tail = line[1..].split_once('|')?.1.trim();
+    let (counts, speed) = tail.split_once(" - ")?;
+    let (current, total) = counts.trim().split_once('/')?;
+    let speed = speed.trim();
+    let unit_at = speed.find(|c: char| c.is_ascii_alphabetic())?;
+    speed[..unit_at].parse::<f64>().ok()?;
+    Some((
+        current.parse().ok()?,
+        total.parse().ok()?,
+        &speed[unit_at..],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of a real `sd-cli -b 2 --steps 3` run on the tiny test model, as the supervisor
+    /// hands them over (split on `\r`/`\n`, ANSI stripped).
+    const RUN: &str = "\
+[INFO ] stable-diffusion.cpp:634  - using TAE for encoding / decoding
+  |============>                                     | 49/196 - 10.90MB/s
+  |==================================================| 196/196 - 12.92MB/s
+[INFO ] model.cpp:993  - loading tensors completed, taking 0.60s
+[INFO ] stable-diffusion.cpp:3401 - generating image: 1/2 - seed 42
+  |================>                                 | 1/3 - 58.03it/s
+  |=================================>                | 2/3 - 57.64it/s
+  |==================================================| 3/3 - 57.67it/s
+[INFO ] stable-diffusion.cpp:3432 - sampling completed, taking 0.05s
+[INFO ] stable-diffusion.cpp:3401 - generating image: 2/2 - seed 43
+  |================>                                 | 1/3 - 1.5s/it
+  |==================================================| 3/3 - 1.5s/it
+[INFO ] stable-diffusion.cpp:3192 - decoding 2 latents
+[INFO ] stable-diffusion.cpp:3208 - latent 1 decoded, taking 0.11s
+[INFO ] stable-diffusion.cpp:3208 - latent 2 decoded, taking 0.11s
+[INFO ] stable-diffusion.cpp:3591 - generate_image completed in 0.41s";
+
+    #[test]
+    fn a_real_run_reads_as_stages_with_steps() {
+        let mut parser = ProgressParser::new(2);
+        let seen: Vec<_> = RUN.lines().filter_map(|l| parser.feed(l)).collect();
+        let brief: Vec<_> = seen
+            .iter()
+            .map(|p| (p.stage, p.image, p.current_step, p.total_steps))
+            .collect();
+        use Stage::*;
+        assert_eq!(
+            brief,
+            vec![
+                (Loading, 1, 49, 196),
+                (Loading, 1, 196, 196),
+                (Diffusion, 1, 1, 3),
+                (Diffusion, 1, 2, 3),
+                (Diffusion, 1, 3, 3),
+                (Diffusion, 2, 1, 3),
+                (Diffusion, 2, 3, 3),
+                (Decoding, 2, 0, 2),
+                (Decoding, 1, 1, 2),
+                (Decoding, 2, 2, 2),
+            ]
+        );
+        let percents: Vec<f64> = seen.iter().map(|p| p.percent).collect();
+        assert_eq!(percents.first(), Some(&2.5));
+        assert_eq!(percents.last(), Some(&100.0));
+        // Never backwards, except where decoding restarts the per-image counter.
+        assert!(percents.windows(2).all(|w| w[1] >= w[0]), "{percents:?}");
+    }
+
+    #[test]
+    fn other_lines_and_broken_bars_are_not_progress() {
+        let mut parser = ProgressParser::new(1);
+        for line in [
+            "",
+            "[INFO ] main.cpp:148  - listening on: 127.0.0.1:1234",
+            "|| 1/2",
+            "  |===| x/3 - 2it/s",
+            "  |===| 1/3 - fast",
+            "decoding many latents",
+        ] {
+            assert_eq!(parser.feed(line), None, "{line:?}");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! An image request as callers write it (the seed's camelCase `ImageGenerationConfig`, or an
+//! OpenAI `images.generate` body), checked field by field into an [`ImageRequest`]. Every
+//! refusal names the field and what it accepts, so an HTTP client gets a useful 400.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub const MIN_SIDE: u32 = 64;
+pub const MAX_SIDE: u32 = 4096;
+pub const MAX_STEPS: u32 = 150;
+pub const MAX_CFG_SCALE: f64 = 30.0;
+pub const MAX_COUNT: u32 = 8;
+/// Seeds stay exact in a JS number.
+pub const MAX_SEED: i64 = (1 << 53) - 1;
+
+/// stable-diffusion.cpp's `--sampling-method` values.
+pub const SAMPLERS: [&str; 15] = [
+    "euler",
+    "euler_a",
+    "heun",
+    "dpm2",
+    "dpm++2s_a",
+    "dpm++2m",
+    "dpm++2mv2",
+    "ipndm",
+    "ipndm_v",
+    "lcm",
+    "ddim_trailing",
+    "tcd",
+    "res_multistep",
+    "res_2s",
+    "er_sde",
+];
+
+/// Fields an OpenAI client may send that change nothing here.
+const IGNORED_OPENAI_FIELDS: [&str; 4] = ["model", "user", "quality", "style"];
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRequest {
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    /// `None`: the backend's default for the model.
+    pub cfg_scale: Option<f64>,
+    /// `None`: a random seed, drawn before the backend runs so the result can report it.
+    pub seed: Option<i64>,
+    pub sampler: Option<String>,
+    pub count: u32,
+    /// HTTP only: answer 202 with a job id instead of waiting.
+    #[serde(skip)]
+    pub asynchronous: bool,
+}
+
+impl ImageRequest {
+    /// The seed to use: the asked one, or a fresh random one.
+    pub fn resolved_seed(&self) -> i64 {
+        self.seed
+            .unwrap_or_else(|| fastrand::i64(0..=i64::from(u32::MAX)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(msg: impl Into<String>) -> Invalid {
+    Invalid(msg.into())
+}
+
+/// Checks a request body. `http` allows the fields that only make sense over HTTP (`async`).
+pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("the request body must be a JSON object"))?;
+    for key in obj.keys() {
+        let known = matches!(
+            key.as_str(),
+            "prompt"
+                | "negativePrompt"
+                | "width"
+                | "height"
+                | "steps"
+                | "cfgScale"
+                | "seed"
+                | "sampler"
+                | "count"
+                | "n"
+                | "size"
+                | "response_format"
+        ) || IGNORED_OPENAI_FIELDS.contains(&key.as_str())
+            || (http && key == "async");
+        if !known {
+            return Err(invalid(format!("unknown field {key:?}")));
+        }
+    }
+
+    let prompt = string(obj, "prompt")?.ok_or_else(|| invalid("prompt is required"))?;
+    if prompt.trim().is_empty() {
+        return Err(invalid("prompt must not be empty"));
+    }
+    let negative_prompt = string(obj, "negativePrompt")?;
+    let (mut width, mut height) = (512, 512);
+    if let Some(size) = string(obj, "size")? {
+        (width, height) = parse_size(&size)?;
+    }
+    if let Some(w) = integer(obj, "width", i64::from(MIN_SIDE), i64::from(MAX_SIDE))? {
+        width = w as u32;
+    }
+    if let Some(h) = integer(obj, "height", i64::from(MIN_SIDE), i64::from(MAX_SIDE))? {
+        height = h as u32;
+    }
+    for (name, side) in [("width", width), ("height", height)] {
+        if side % 8 != 0 {
+            return Err(invalid(format!(
+                "{name} must be a multiple of 8, got {side}"
+            )));
+        }
+    }
+    let steps = integer(obj, "steps", 1, i64::from(MAX_STEPS))?.unwrap_or(20) as u32;
+    let cfg_scale = number(obj, "cfgScale", 0.0, MAX_CFG_SCALE)?;
+    let seed = match obj.get("seed") {
+        None | Some(Value::Null) => None,
+        Some(v) if v.as_i64() == Some(-1) => None,
+        Some(_) => integer(obj, "seed", 0, MAX_SEED)?,
+    };
+    let sampler = string(obj, "sampler")?;
+    if let Some(s) = &sampler
+        && !SAMPLERS.contains(&s.as_str())
+    {
+        return Err(invalid(format!(
+            "unknown sampler {s:?}; use one of {}",
+            SAMPLERS.join(", ")
+        )));
+    }
+    let count = match (
+        integer(obj, "count", 1, i64::from(MAX_COUNT))?,
+        integer(obj, "n", 1, i64::from(MAX_COUNT))?,
+    ) {
+        (Some(c), Some(n)) if c != n => {
+            return Err(invalid("count and n disagree: send one of them"));
+        }
+        (c, n) => c.or(n).unwrap_or(1) as u32,
+    };
+    if let Some(format) = string(obj, "response_format")?
+        && format != "b64_json"
+    {
+        return Err(invalid(format!(
+            "response_format {format:?} is not supported: images are returned inline, use \"b64_json\""
+        )));
+    }
+    let asynchronous = match obj.get("async") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(wrong_type("async", "a boolean", other)),
+    };
+    Ok(ImageRequest {
+        prompt,
+        negative_prompt,
+        width,
+        height,
+        steps,
+        cfg_scale,
+        seed,
+        sampler,
+        count,
+        asynchronous,
+    })
+}
+
+fn parse_size(size: &str) -> Result<(u32, u32), Invalid> {
+    let bad = || invalid(format!("size must look like \"512x512\", got {size:?}"));
+    let (w, h) = size.split_once('x').ok_or_else(bad)?;
+    let w: u32 = w.trim().parse().map_err(|_| bad())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad())?;
+    for side in [w, h] {
+        if !(MIN_SIDE..=MAX_SIDE).contains(&side) {
+            return Err(invalid(format!(
+                "size sides must be {MIN_SIDE}-{MAX_SIDE}, got {size:?}"
+            )));
+        }
+    }
+    Ok((w, h))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(field: &str, expected: &str, got: &Value) -> Invalid {
+    invalid(format!(
+        "{field} must be {expected}, got {}",
+        type_name(got)
+    ))
+}
+
+fn string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, Invalid> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(wrong_type(field, "a string", other)),
+    }
+}
+
+fn integer(
+    obj: &Map<String, Value>,
+    field: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, Invalid> {
+    let value = match obj.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let n = match value {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .ok_or_else(|| invalid(format!("{field} must be a whole number, got {n}")))?,
+        other => return Err(wrong_type(field, "a number", other)),
+    };
+    if !(min..=max).contains(&n) {
+        return Err(invalid(format!(
+            "{field} must be between {min} and {max}, got {n}"
+        )));
+    }
+    Ok(Some(n))
+}
+
+fn number(
+    obj: &Map<String, Value>,
+    field: &str,
+    min: f64,
+    max: f64,
+) -> Result<Option<f64>, Invalid> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if (min..=max).contains(&f) {
+                Ok(Some(f))
+            } else {
+                Err(invalid(format!(
+                    "{field} must be between {min} and {max}, got {n}"
+                )))
+            }
+        }
+        Some(other) => Err(wrong_type(field, "a number", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(body: Value) -> String {
+        parse(&body, true).unwrap_err().0
+    }
+
+    #[test]
+    fn defaults_fill_what_is_unset() {
+        let r = parse(&json!({ "prompt": "a cat" }), false).unwrap();
+        assert_eq!((r.width, r.height, r.steps, r.count), (512, 512, 20, 1));
+        assert_eq!(
+            (r.cfg_scale, r.seed, r.sampler.as_deref()),
+            (None, None, None)
+        );
+        assert!(!r.asynchronous);
+    }
+
+    #[test]
+    fn camel_case_and_openai_fields_are_read() {
+        let r = parse(
+            &json!({ "prompt": "p", "negativePrompt": "n", "width": 64, "height": 128, "steps": 2,
+                     "cfgScale": 1, "seed": 7, "sampler": "euler", "count": 2, "async": true }),
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.negative_prompt.as_deref(), Some("n"));
+        assert_eq!(
+            (r.width, r.height, r.steps, r.count, r.seed),
+            (64, 128, 2, 2, Some(7))
+        );
+        assert_eq!(r.cfg_scale, Some(1.0));
+        assert!(r.asynchronous);
+        let o = parse(
+            &json!({ "prompt": "p", "model": "x", "n": 3, "size": "256x64", "response_format": "b64_json" }),
+            true,
+        )
+        .unwrap();
+        assert_eq!((o.width, o.height, o.count), (256, 64, 3));
+    }
+
+    #[test]
+    fn seed_minus_one_means_random_and_resolves_in_range() {
+        let r = parse(&json!({ "prompt": "p", "seed": -1 }), false).unwrap();
+        assert_eq!(r.seed, None);
+        let s = r.resolved_seed();
+        assert!((0..=i64::from(u32::MAX)).contains(&s));
+        let fixed = parse(&json!({ "prompt": "p", "seed": 5 }), false).unwrap();
+        assert_eq!(fixed.resolved_seed(), 5);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        assert!(err(json!([1])).contains("JSON object"));
+        assert!(err(json!({})).contains("prompt is required"));
+        assert!(err(json!({ "prompt": "  " })).contains("must not be empty"));
+        assert!(err(json!({ "prompt": 3 })).contains("prompt must be a string, got a number"));
+        assert!(err(json!({ "prompt": "p", "width": 100 })).contains("multiple of 8"));
+        assert!(err(json!({ "prompt": "p", "height": 8 })).contains("between 64 and 4096"));
+        assert!(err(json!({ "prompt": "p", "width": "64" })).contains("width must be a number"));
+        assert!(err(json!({ "prompt": "p", "width": 64.5 })).contains("whole number"));
+        assert!(err(json!({ "prompt": "p", "steps": 0 })).contains("steps must be between 1"));
+        assert!(err(json!({ "prompt": "p", "steps": 151 })).contains("150"));
+        assert!(err(json!({ "prompt": "p", "cfgScale": -1 })).contains("cfgScale"));
+        assert!(err(json!({ "prompt": "p", "cfgScale": 31 })).contains("cfgScale"));
+        assert!(err(json!({ "prompt": "p", "sampler": "magic" })).contains("unknown sampler"));
+        assert!(err(json!({ "prompt": "p", "seed": -2 })).contains("seed"));
+        assert!(err(json!({ "prompt": "p", "seed": 1e300 })).contains("seed"));
+        assert!(err(json!({ "prompt": "p", "count": 9 })).contains("count"));
+        assert!(err(json!({ "prompt": "p", "count": 2, "n": 3 })).contains("disagree"));
+        assert!(err(json!({ "prompt": "p", "size": "big" })).contains("size"));
+        assert!(err(json!({ "prompt": "p", "size": "32x32" })).contains("size sides"));
+        assert!(err(json!({ "prompt": "p", "response_format": "url" })).contains("b64_json"));
+        assert!(err(json!({ "prompt": "p", "async": "yes" })).contains("async must be a boolean"));
+        assert!(err(json!({ "prompt": "p", "steps_": 2 })).contains("unknown field \"steps_\""));
+        // `async` is an HTTP field: the in-process API refuses it.
+        assert!(parse(&json!({ "prompt": "p", "async": true }), false).is_err());
+    }
+}

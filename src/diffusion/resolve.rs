@@ -1,0 +1,151 @@
+//! From what a caller asks (`{ modelId, port, backend, … }`) to a complete
+//! [`DiffusionConfig`]: the model's files from the model store, the executable from the binary
+//! manager, and the backend `'auto'` picks from the memory the machine has free.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::backend::{BackendConfig, BackendKind, ModelFiles};
+use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
+use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
+use crate::config::DataPaths;
+use crate::llama::resolve::{PortRequest, StartError};
+use crate::models::{ModelInfo, ModelType, store};
+use crate::system::SystemInfo;
+use crate::system::estimate::suggested_threads;
+
+const DEFAULT_MAX_QUEUE: usize = 2;
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 120_000;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Room left beside a resident model for the app and the rest of the system.
+const RESIDENT_HEADROOM: u64 = 1 << 30;
+
+/// The JS `DiffusionServerConfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRequest {
+    pub model_id: String,
+    pub port: Option<PortRequest>,
+    pub host: Option<String>,
+    /// `'auto'` (default), `'one-shot'` or `'resident'`.
+    pub backend: Option<String>,
+    pub threads: Option<u32>,
+    /// `sd-cli`, for the one-shot backend.
+    pub binary_path: Option<PathBuf>,
+    /// `sd-server`, for the resident backend.
+    pub server_binary_path: Option<PathBuf>,
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub max_queue: Option<u32>,
+    /// Milliseconds without a request before the resident `sd-server` is stopped (0: never).
+    pub idle_timeout: Option<u64>,
+    /// Milliseconds the resident `sd-server` may take to load the model.
+    pub startup_timeout: Option<u64>,
+    pub max_body_bytes: Option<u32>,
+}
+
+pub async fn resolve(
+    req: StartRequest,
+    data: &DataPaths,
+    system: &SystemInfo,
+    binaries: &BinaryManager,
+) -> Result<DiffusionConfig, StartError> {
+    let invalid = |m: String| StartError::Diffusion(DiffusionError::Invalid(m));
+    let port = PortRequest::choose(req.port.as_ref(), DEFAULT_PORT).map_err(invalid)?;
+    let asked = match req.backend.as_deref() {
+        None | Some("auto") => None,
+        Some("one-shot") => Some(BackendKind::OneShot),
+        Some("resident") => Some(BackendKind::Resident),
+        Some(other) => {
+            return Err(invalid(format!(
+                "backend must be 'auto', 'one-shot' or 'resident', got {other:?}"
+            )));
+        }
+    };
+    const OURS: [&str; 9] = [
+        "-m",
+        "--model",
+        "--diffusion-model",
+        "-o",
+        "--output",
+        "-l",
+        "--listen-ip",
+        "--listen-port",
+        "-p",
+    ];
+    if let Some(flag) = req.extra_args.iter().find(|a| OURS.contains(&a.as_str())) {
+        return Err(invalid(format!(
+            "extraArgs must not set {flag}: the server sets model, prompt, output and address itself"
+        )));
+    }
+    if req.max_queue == Some(0) || req.max_queue.is_some_and(|q| q > 64) {
+        return Err(invalid("maxQueue must be 1-64".into()));
+    }
+
+    let info = store::read(data, &req.model_id).await?;
+    if info.model_type != ModelType::Diffusion {
+        return Err(invalid(format!(
+            "model {:?} is a {} model; the diffusion server needs a diffusion model",
+            info.id,
+            info.model_type.as_str()
+        )));
+    }
+    let caps = system.detect(false).await;
+    let kind = match asked {
+        Some(kind) => kind,
+        None if fits_resident(&info, system.memory().available) => BackendKind::Resident,
+        None => BackendKind::OneShot,
+    };
+    let (binary_kind, path) = match kind {
+        BackendKind::OneShot => (BinaryKind::SdCli, req.binary_path.clone()),
+        BackendKind::Resident => (BinaryKind::SdServer, req.server_binary_path.clone()),
+    };
+    let opts = EnsureOptions {
+        path,
+        ..Default::default()
+    };
+    let binary = binaries.ensure(binary_kind, &opts, data, &caps.gpu).await?;
+
+    let idle = req.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
+    Ok(DiffusionConfig {
+        model_id: info.id.clone(),
+        host: req.host.unwrap_or_else(|| "127.0.0.1".into()),
+        port,
+        backend: BackendConfig {
+            kind,
+            binary: binary.path,
+            model: ModelFiles::from_info(&info),
+            threads: req
+                .threads
+                .unwrap_or_else(|| suggested_threads(caps.cpu.physical_cores)),
+            extra_args: req.extra_args,
+            temp_dir: data.temp.clone(),
+            log_file: Some(data.logs.join("diffusion-server.log")),
+            startup_timeout: Duration::from_millis(
+                req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),
+            ),
+            idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
+        },
+        api_key: req.api_key.filter(|k| !k.is_empty()),
+        allowed_origins: req.allowed_origins,
+        max_queue: req.max_queue.unwrap_or(DEFAULT_MAX_QUEUE as u32) as usize,
+        max_body_bytes: req
+            .max_body_bytes
+            .map_or(DEFAULT_MAX_BODY_BYTES, |b| b as usize),
+    })
+}
+
+/// Keeping a model loaded is worth it when its weights (about twice the files, with compute
+/// buffers) leave a gigabyte free.
+pub fn fits_resident(info: &ModelInfo, available: u64) -> bool {
+    info.size
+        .saturating_mul(2)
+        .saturating_add(RESIDENT_HEADROOM)
+        <= available
+}

@@ -1,0 +1,362 @@
+//! The HTTP contract of the diffusion wrapper (DESIGN.md): health, synchronous and asynchronous
+//! generation, job status, Server-Sent Events of progress, cancel. Every error is
+//! `{"error", "code"}` with a 4xx/5xx status; a browser origin that was not allowed is refused.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::engine::{Engine, ImageOutput, Job, JobError, JobStatus, JobUpdate, unix_seconds};
+use super::{DiffusionConfig, DiffusionError, request};
+use crate::error::{Coded, ErrorCode};
+use crate::http::{self, Body, BodyError};
+
+const GENERATIONS: &str = "/v1/images/generations";
+
+struct Context {
+    engine: Arc<Engine>,
+    api_key: Option<String>,
+    allowed_origins: Vec<String>,
+    max_body_bytes: usize,
+}
+
+type Handler = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+pub fn handler(
+    engine: Arc<Engine>,
+    config: &DiffusionConfig,
+) -> impl Fn(Request<Incoming>) -> Handler + Clone + Send + Sync + 'static {
+    let ctx = Arc::new(Context {
+        engine,
+        api_key: config.api_key.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    move |req| {
+        let ctx = ctx.clone();
+        Box::pin(async move { ctx.handle(req).await })
+    }
+}
+
+impl Context {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let origin = req.headers().get(ORIGIN).cloned();
+        if let Some(origin) = &origin
+            && !self.origin_allowed(origin)
+        {
+            return http::error(
+                StatusCode::FORBIDDEN,
+                "ORIGIN_NOT_ALLOWED",
+                "this origin is not allowed: add it to allowedOrigins in the server config",
+            );
+        }
+        let mut response = if req.method() == Method::OPTIONS {
+            preflight()
+        } else if req.uri().path() != "/health" && !self.authorized(&req) {
+            let mut r = http::error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "missing or wrong API key: send Authorization: Bearer <apiKey>",
+            );
+            r.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            r
+        } else {
+            self.route(req).await
+        };
+        if let Some(origin) = origin {
+            let headers = response.headers_mut();
+            headers.insert("access-control-allow-origin", origin);
+            headers.insert("vary", HeaderValue::from_static("Origin"));
+        }
+        response
+    }
+
+    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
+        origin
+            .to_str()
+            .is_ok_and(|o| self.allowed_origins.iter().any(|a| a == o))
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(key) = &self.api_key else {
+            return true;
+        };
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let rest = path.strip_prefix(GENERATIONS);
+        match (rest, path.as_str()) {
+            (_, "/health") => match method {
+                Method::GET => http::json(
+                    StatusCode::OK,
+                    &json!({ "status": "ok", "busy": self.engine.busy(), "queued": self.engine.queued() }),
+                ),
+                _ => not_allowed("GET"),
+            },
+            (Some(""), _) => match method {
+                Method::POST => self.generate(req).await,
+                _ => not_allowed("POST"),
+            },
+            (Some(rest), _) if rest.starts_with('/') => {
+                let rest = &rest[1..];
+                let (id, events) = match rest.strip_suffix("/events") {
+                    Some(id) => (id, true),
+                    None => (rest, false),
+                };
+                let Some(job) = self.engine.get(id) else {
+                    return http::error(
+                        StatusCode::NOT_FOUND,
+                        "NOT_FOUND",
+                        &format!(
+                            "no image job {id:?} (finished jobs are kept for a while, then forgotten)"
+                        ),
+                    );
+                };
+                match (method, events) {
+                    (Method::GET, true) => events_of(job),
+                    (Method::GET, false) => http::json(StatusCode::OK, &job_view(&job)),
+                    (Method::DELETE, false) => self.cancel(&job),
+                    (_, true) => not_allowed("GET"),
+                    _ => not_allowed("GET, DELETE"),
+                }
+            }
+            _ => http::error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("no route {path}: see GET /health and {GENERATIONS}"),
+            ),
+        }
+    }
+
+    async fn generate(&self, req: Request<Incoming>) -> Response<Body> {
+        let body = match http::read_body(req, self.max_body_bytes).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return http::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    &format!("the request body is over {} bytes", self.max_body_bytes),
+                );
+            }
+            Err(BodyError::Unreadable) => {
+                return http::error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "the request body could not be read",
+                );
+            }
+        };
+        let parsed = serde_json::from_slice::<Value>(&body)
+            .map_err(|e| format!("the request body is not JSON: {e}"))
+            .and_then(|v| request::parse(&v, true).map_err(|e| e.0));
+        let request = match parsed {
+            Ok(r) => r,
+            Err(message) => {
+                return http::error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message);
+            }
+        };
+        let asynchronous = request.asynchronous;
+        let job = match self.engine.submit(request, None) {
+            Ok(job) => job,
+            Err(err) => return submit_error(&err),
+        };
+        if asynchronous {
+            return http::json(
+                StatusCode::ACCEPTED,
+                &json!({ "id": job.id, "status": "queued", "url": format!("{GENERATIONS}/{}", job.id) }),
+            );
+        }
+        // A client that hangs up cancels its job.
+        let mut guard = CancelOnDrop(Some((self.engine.clone(), job.id.clone())));
+        let outcome = job.wait().await;
+        guard.0 = None;
+        match outcome {
+            Ok(output) => http::json(StatusCode::OK, &result_json(&output)),
+            Err(err) => error_response(&err),
+        }
+    }
+
+    fn cancel(&self, job: &Arc<Job>) -> Response<Body> {
+        let status = job.snapshot().status;
+        if status.is_final() {
+            return http::error(
+                StatusCode::CONFLICT,
+                "ALREADY_FINISHED",
+                &format!("job {} has already {}", job.id, finished_verb(status)),
+            );
+        }
+        self.engine.cancel(Some(&job.id));
+        http::json(
+            StatusCode::OK,
+            &json!({ "id": job.id, "status": "cancelling" }),
+        )
+    }
+}
+
+struct CancelOnDrop(Option<(Arc<Engine>, String)>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some((engine, id)) = self.0.take() {
+            engine.cancel(Some(&id));
+        }
+    }
+}
+
+fn finished_verb(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Completed => "completed",
+        JobStatus::Failed => "failed",
+        _ => "been cancelled",
+    }
+}
+
+fn preflight() -> Response<Body> {
+    let mut r = http::empty(StatusCode::NO_CONTENT);
+    let headers = r.headers_mut();
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    headers.insert("access-control-max-age", HeaderValue::from_static("600"));
+    r
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = http::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        &format!("use {allow} here"),
+    );
+    r.headers_mut()
+        .insert("allow", HeaderValue::from_static(allow));
+    r
+}
+
+fn submit_error(err: &DiffusionError) -> Response<Body> {
+    match err {
+        DiffusionError::Busy { .. } => http::error(StatusCode::CONFLICT, "BUSY", &err.to_string()),
+        DiffusionError::NotRunning => http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_RUNNING",
+            &err.to_string(),
+        ),
+        _ => http::error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            &err.to_string(),
+        ),
+    }
+}
+
+fn error_response(err: &JobError) -> Response<Body> {
+    let status = match err.code() {
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    http::error(status, err.code().as_str(), &err.message)
+}
+
+/// The seed's result (`image`, `format`, `timeTaken`, `seed`, `width`, `height`) plus the
+/// OpenAI fields (`created`, `data[].b64_json`).
+pub fn result_json(output: &ImageOutput) -> Value {
+    let b64: Vec<String> = output
+        .images
+        .iter()
+        .map(|png| base64::engine::general_purpose::STANDARD.encode(png))
+        .collect();
+    json!({
+        "image": b64.first(),
+        "format": "png",
+        "timeTaken": output.time_taken.as_millis() as u64,
+        "backendTime": output.backend_time.as_millis() as u64,
+        "seed": output.seeds.first(),
+        "width": output.width,
+        "height": output.height,
+        "count": output.images.len(),
+        "created": unix_seconds(output.created),
+        "data": b64.iter().zip(&output.seeds).map(|(b, seed)| json!({ "b64_json": b, "seed": seed })).collect::<Vec<_>>(),
+    })
+}
+
+fn job_view(job: &Job) -> Value {
+    let snapshot = job.snapshot();
+    let (result, error) = match &snapshot.outcome {
+        Some(Ok(output)) => (result_json(output), Value::Null),
+        Some(Err(err)) => (
+            Value::Null,
+            json!({ "message": err.message, "code": err.code().as_str() }),
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    json!({
+        "id": job.id,
+        "status": snapshot.status,
+        "created": unix_seconds(job.created),
+        "progress": snapshot.progress,
+        "result": result,
+        "error": error,
+    })
+}
+
+/// `status` first (the job as it is now), then `progress` events, then one final event named
+/// after the final status (`completed`, `failed`, `cancelled`) carrying the whole job.
+fn events_of(job: Arc<Job>) -> Response<Body> {
+    let updates = job.subscribe();
+    let first = job_view(&job);
+    let done = job.snapshot().status.is_final();
+    let opening = http::sse_event("status", &first);
+    let stream = futures_util::stream::unfold(
+        (Some(opening), done, updates, job),
+        |(opening, done, mut updates, job)| async move {
+            if let Some(event) = opening {
+                return Some((event, (None, done, updates, job)));
+            }
+            if done {
+                return None;
+            }
+            loop {
+                match updates.recv().await {
+                    Ok(JobUpdate::Progress(p)) => {
+                        let mut data = serde_json::to_value(&p).unwrap_or_default();
+                        data["id"] = json!(job.id);
+                        return Some((
+                            http::sse_event("progress", &data),
+                            (None, false, updates, job),
+                        ));
+                    }
+                    Ok(JobUpdate::Finished(status)) => {
+                        let event = http::sse_event(status.as_str(), &job_view(&job));
+                        return Some((event, (None, true, updates, job)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    http::event_stream(stream)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

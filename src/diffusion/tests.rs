@@ -1,0 +1,594 @@
+use super::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use backend::ModelFiles;
+use base64::Engine as _;
+
+/// Tests with real backends run one at a time: they count this process's `sd-*` children, and
+/// the machine may have two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The real sd-cli, sd-server and tiny diffusion set from `npm run backends`.
+fn real() -> Option<Value> {
+    let Some(file) = std::env::var_os("GENAI_ELECTRON_TEST_BACKENDS") else {
+        assert!(
+            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
+            "GENAI_ELECTRON_TEST_BACKENDS is not set"
+        );
+        eprintln!("SKIPPED: real stable-diffusion.cpp not provided (run npm test)");
+        return None;
+    };
+    Some(serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap())
+}
+
+fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConfig {
+    let binary = match kind {
+        BackendKind::OneShot => &b["sdCli"],
+        BackendKind::Resident => &b["sdServer"],
+    };
+    DiffusionConfig {
+        model_id: "tiny-diffusion-test".into(),
+        host: "127.0.0.1".into(),
+        port: None,
+        backend: BackendConfig {
+            kind,
+            binary: binary.as_str().unwrap().into(),
+            model: ModelFiles {
+                primary: b["diffusionModel"].as_str().unwrap().into(),
+                components: vec![
+                    (
+                        "--llm",
+                        b["diffusionComponents"]["llm"].as_str().unwrap().into(),
+                    ),
+                    (
+                        "--taesd",
+                        b["diffusionComponents"]["taesd"].as_str().unwrap().into(),
+                    ),
+                ],
+            },
+            threads: 1,
+            extra_args: vec![],
+            temp_dir: temp.to_path_buf(),
+            log_file: None,
+            startup_timeout: Duration::from_secs(60),
+            idle_timeout: None,
+        },
+        api_key: None,
+        allowed_origins: vec![],
+        max_queue: 2,
+        max_body_bytes: resolve::DEFAULT_MAX_BODY_BYTES,
+    }
+}
+
+type Seen = Arc<Mutex<Vec<DiffusionEvent>>>;
+
+fn recorder() -> (DiffusionServer, Seen) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let server = DiffusionServer::new(Some(EventSink::new(move |e| {
+        if !matches!(e, DiffusionEvent::Log(_)) {
+            sink.lock().unwrap().push(e)
+        }
+    })));
+    (server, seen)
+}
+
+fn small(steps: u32) -> Value {
+    json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": steps, "cfgScale": 1, "seed": 42 })
+}
+
+fn url(server: &DiffusionServer, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", server.info().port.unwrap())
+}
+
+async fn post(server: &DiffusionServer, body: &Value) -> (u16, Value) {
+    let r = crate::download::http_client()
+        .post(url(server, "/v1/images/generations"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Direct children of this test process whose name starts with `sd-`.
+fn sd_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                let (name, rest) = s.split_once(") ").unwrap_or(("", ""));
+                name.contains("(sd-") && rest.split(' ').nth(1) == Some(me.as_str())
+            })
+        })
+        .collect()
+}
+
+fn steps_seen(seen: &Seen) -> Vec<u32> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            DiffusionEvent::Progress { progress, .. }
+                if progress.stage == progress::Stage::Diffusion =>
+            {
+                Some(progress.current_step)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_makes_a_png_over_http_with_progress_and_leaves_nothing() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let (server, seen) = recorder();
+    server
+        .start(config(&b, BackendKind::OneShot, temp.path()))
+        .await
+        .unwrap();
+    assert_eq!(server.info().status, State::Running);
+
+    let (status, body) = post(&server, &small(3)).await;
+    assert_eq!(status, 200, "{body}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["image"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(png_size(&png), (64, 64));
+    assert_eq!(body["seed"], 42);
+    assert_eq!(body["format"], "png");
+    assert_eq!(body["data"][0]["b64_json"], body["image"]);
+    assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(steps_seen(&seen), vec![1, 2, 3]);
+    assert!(
+        !server.logs(200).is_empty(),
+        "sd-cli output is kept for getLogs"
+    );
+
+    // The same seed gives the same image; two images count up from it.
+    let again = server.generate(&json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 3, "cfgScale": 1, "seed": 42, "count": 2 }), Some("mine".into())).await.unwrap();
+    assert_eq!(again.images[0], png);
+    assert_eq!(again.seeds, vec![42, 43]);
+    assert_ne!(again.images[1], png);
+
+    assert_eq!(
+        std::fs::read_dir(temp.path()).unwrap().count(),
+        0,
+        "temp files removed"
+    );
+    server.stop().await;
+    assert!(sd_children().is_empty());
+    let kinds: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            DiffusionEvent::Starting => Some("starting"),
+            DiffusionEvent::Started(_) => Some("started"),
+            DiffusionEvent::Stopped => Some("stopped"),
+            DiffusionEvent::Job { status, .. } => Some(status.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["starting", "started", "completed", "completed", "stopped"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resident_serves_async_jobs_with_events_and_stops_its_process() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let (server, seen) = recorder();
+    server
+        .start(config(&b, BackendKind::Resident, temp.path()))
+        .await
+        .unwrap();
+
+    let (status, accepted) = post(&server, &json!({ "prompt": "a cube", "width": 64, "height": 64, "steps": 3, "cfgScale": 1, "async": true })).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let events = crate::download::http_client()
+        .get(url(&server, &format!("/v1/images/generations/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8(events.bytes().await.unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: status\n"), "{text}");
+    assert!(text.contains("event: completed\n"), "{text}");
+    let steps: Vec<u64> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: progress") && e.contains("\"stage\":\"diffusion\""))
+        .map(|e| {
+            serde_json::from_str::<Value>(e.split_once("data: ").unwrap().1).unwrap()["currentStep"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !steps.is_empty() && steps.windows(2).all(|w| w[1] > w[0]),
+        "{steps:?}"
+    );
+
+    let job: Value = serde_json::from_slice(
+        &crate::download::http_client()
+            .get(url(&server, &format!("/v1/images/generations/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(job["status"], "completed");
+    let seed = job["result"]["seed"].as_i64().unwrap();
+    assert!(seed >= 0, "a random seed is resolved and reported: {job}");
+
+    // The model stays loaded: a second image comes from the same process.
+    let pid = server.info().pid.expect("sd-server runs");
+    let second = server.generate(&small(2), None).await.unwrap();
+    assert_eq!(png_size(&second.images[0]), (64, 64));
+    assert_eq!(server.info().pid, Some(pid));
+    assert!(steps_seen(&seen).len() >= 5);
+
+    server.stop().await;
+    assert!(!alive(pid), "sd-server is gone once stop() resolves");
+    assert!(server.info().pid.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_work_quickly_for_both_backends() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    for kind in [BackendKind::OneShot, BackendKind::Resident] {
+        let temp = tempfile::tempdir().unwrap();
+        let (server, seen) = recorder();
+        server.start(config(&b, kind, temp.path())).await.unwrap();
+        let server = Arc::new(server);
+        let long =
+            json!({ "prompt": "x", "width": 256, "height": 256, "steps": 150, "cfgScale": 1 });
+        let running = tokio::spawn({
+            let server = server.clone();
+            async move { server.generate(&long, Some("long".into())).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while steps_seen(&seen).is_empty() {
+            assert!(Instant::now() < deadline, "{kind:?}: no sampling step seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = server.info().pid;
+        let asked = Instant::now();
+        assert!(server.cancel(Some("long")));
+        let err = running.await.unwrap().unwrap_err();
+        let took = asked.elapsed();
+        eprintln!("{kind:?}: cancelled in {} ms", took.as_millis());
+        assert_eq!(err.code(), ErrorCode::Cancelled);
+        assert!(took < Duration::from_millis(1500), "{kind:?} took {took:?}");
+        assert!(sd_children().is_empty(), "{kind:?}: the process is gone");
+        if let Some(pid) = pid {
+            assert!(!alive(pid));
+        }
+        // The server goes on: the next image works (resident starts sd-server again).
+        let next = server.generate(&small(2), None).await.unwrap();
+        assert_eq!(next.images.len(), 1);
+        server.stop().await;
+        assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_busy_and_stop_cancels_everything() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let (server, seen) = recorder();
+    let mut c = config(&b, BackendKind::OneShot, temp.path());
+    c.max_queue = 1;
+    server.start(c).await.unwrap();
+    let long = json!({ "prompt": "x", "width": 256, "height": 256, "steps": 150, "cfgScale": 1, "async": true });
+    let (s1, first) = post(&server, &long).await;
+    let (s2, second) = post(&server, &long).await;
+    assert_eq!((s1, s2), (202, 202));
+    while !server.info().busy {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (s3, busy) = post(&server, &long).await;
+    assert_eq!(s3, 409, "{busy}");
+    assert_eq!(busy["code"], "BUSY");
+    assert!(busy["error"].as_str().unwrap().contains("busy"));
+    assert_eq!(server.info().queued, 1);
+
+    // DELETE of the queued job cancels it at once.
+    let client = crate::download::http_client();
+    let second_id = second["id"].as_str().unwrap();
+    let deleted = client
+        .delete(url(&server, &format!("/v1/images/generations/{second_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    let gone: Value = serde_json::from_slice(
+        &client
+            .get(url(&server, &format!("/v1/images/generations/{second_id}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(gone["status"], "cancelled");
+    let again = client
+        .delete(url(&server, &format!("/v1/images/generations/{second_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+
+    while steps_seen(&seen).is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let port = server.info().port.unwrap();
+    server.stop().await;
+    assert!(sd_children().is_empty());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port closed"
+    );
+    let first_id = first["id"].as_str().unwrap();
+    let cancelled = seen.lock().unwrap().iter().any(
+        |e| matches!(e, DiffusionEvent::Job { id, status: JobStatus::Cancelled } if id == first_id),
+    );
+    assert!(cancelled, "the running job was cancelled by stop()");
+    assert!(
+        matches!(server.generate(&small(2), None).await, Err(e) if e.message.contains("not running"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_model_fails_the_job_with_the_backend_log() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let bad = temp.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF but not really").unwrap();
+    for kind in [BackendKind::OneShot, BackendKind::Resident] {
+        let server = DiffusionServer::new(None);
+        let mut c = config(&b, kind, &temp.path().join("t"));
+        c.backend.model.primary = bad.clone();
+        server.start(c).await.unwrap();
+        let (status, body) = post(&server, &small(2)).await;
+        assert_eq!(status, 500, "{kind:?}: {body}");
+        assert_eq!(body["code"], "SERVER_ERROR");
+        let err = server.generate(&small(2), None).await.unwrap_err();
+        assert!(
+            !err.details["logs"].as_array().unwrap().is_empty(),
+            "{kind:?}"
+        );
+        server.stop().await;
+        assert!(sd_children().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refusals_are_typed() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let server = DiffusionServer::new(None);
+    let mut c = config(&b, BackendKind::OneShot, temp.path());
+    c.api_key = Some("secret".into());
+    c.allowed_origins = vec!["app://panel".into()];
+    c.max_body_bytes = 4096;
+    server.start(c).await.unwrap();
+    let client = crate::download::http_client();
+    let gen_url = url(&server, "/v1/images/generations");
+    let send = |r: reqwest::RequestBuilder| async move {
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
+        (status, headers, body)
+    };
+    let authed = |r: reqwest::RequestBuilder| r.header("authorization", "Bearer secret");
+
+    let (s, _, health) = send(client.get(url(&server, "/health"))).await;
+    assert_eq!(
+        (s, health["status"].as_str()),
+        (200, Some("ok")),
+        "health needs no key"
+    );
+    let (s, h, body) = send(client.post(&gen_url).body(small(2).to_string())).await;
+    assert_eq!((s, body["code"].as_str()), (401, Some("UNAUTHORIZED")));
+    assert_eq!(h["www-authenticate"], "Bearer");
+    let (s, _, _) = send(
+        client
+            .post(&gen_url)
+            .header("authorization", "Bearer wrong")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    for (body, needle) in [
+        ("not json", "not JSON"),
+        ("{}", "prompt is required"),
+        (r#"{"prompt":""}"#, "must not be empty"),
+        (r#"{"prompt":"p","width":65}"#, "multiple of 8"),
+        (r#"{"prompt":"p","steps":1000}"#, "steps"),
+        (
+            r#"{"prompt":"p","cfgScale":"high"}"#,
+            "cfgScale must be a number",
+        ),
+        (r#"{"prompt":"p","sampler":"nope"}"#, "unknown sampler"),
+    ] {
+        let (s, _, b) = send(authed(client.post(&gen_url).body(body))).await;
+        assert_eq!(s, 400, "{body}");
+        assert_eq!(b["code"], "INVALID_ARGUMENT");
+        assert!(b["error"].as_str().unwrap().contains(needle), "{body}: {b}");
+    }
+    let big = json!({ "prompt": "p".repeat(5000) }).to_string();
+    let (s, _, b) = send(authed(client.post(&gen_url).body(big))).await;
+    assert_eq!((s, b["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")));
+    let (s, _, b) = send(authed(client.get(url(&server, "/nope")))).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("NOT_FOUND")));
+    let (s, _, b) = send(authed(
+        client.get(url(&server, "/v1/images/generations/unknown")),
+    ))
+    .await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("NOT_FOUND")));
+    let (s, h, b) = send(authed(client.get(&gen_url))).await;
+    assert_eq!((s, b["code"].as_str()), (405, Some("METHOD_NOT_ALLOWED")));
+    assert_eq!(h["allow"], "POST");
+
+    let (s, _, b) = send(
+        client
+            .get(url(&server, "/health"))
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (403, Some("ORIGIN_NOT_ALLOWED")));
+    let (s, h, _) = send(
+        client
+            .get(url(&server, "/health"))
+            .header("origin", "app://panel"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["access-control-allow-origin"], "app://panel");
+    let (s, h, _) = send(
+        client
+            .request(reqwest::Method::OPTIONS, &gen_url)
+            .header("origin", "app://panel"),
+    )
+    .await;
+    assert_eq!(s, 204);
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Authorization")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_malformed_bodies_get_only_4xx() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let server = DiffusionServer::new(None);
+    server
+        .start(config(&b, BackendKind::OneShot, temp.path()))
+        .await
+        .unwrap();
+    let client = crate::download::http_client();
+    let gen_url = url(&server, "/v1/images/generations");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let cases = 3000;
+    for i in 0..cases {
+        let body = malformed(&mut rng);
+        let r = client
+            .post(&gen_url)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(
+            (400..500).contains(&status),
+            "case {i}: {status} for {body:?}"
+        );
+        let answer: Value =
+            serde_json::from_slice(&r.bytes().await.unwrap()).expect("a JSON error body");
+        assert!(answer["error"].is_string() && answer["code"].is_string());
+    }
+    assert!(server.is_healthy().await);
+    assert!(sd_children().is_empty(), "no backend ran");
+    server.stop().await;
+}
+
+/// A body that is never a valid request: random bytes, broken JSON, or a JSON object with at
+/// least one wrong field among valid ones.
+fn malformed(rng: &mut fastrand::Rng) -> String {
+    let valid: [(&str, Value); 6] = [
+        ("width", json!(64)),
+        ("height", json!(64)),
+        ("steps", json!(2)),
+        ("cfgScale", json!(1.5)),
+        ("seed", json!(3)),
+        ("sampler", json!("euler")),
+    ];
+    let wrong: [(&str, Value); 16] = [
+        ("prompt", json!(null)),
+        ("prompt", json!("")),
+        ("prompt", json!(["a"])),
+        ("width", json!(63)),
+        ("width", json!(-64)),
+        ("height", json!("64")),
+        ("height", json!(1e12)),
+        ("steps", json!(0)),
+        ("steps", json!(2.5)),
+        ("cfgScale", json!(true)),
+        ("seed", json!(-7)),
+        ("sampler", json!("warp")),
+        ("count", json!(100)),
+        ("size", json!("64by64")),
+        ("async", json!(1)),
+        ("\u{0}", json!({})),
+    ];
+    match rng.u8(0..10) {
+        0 => (0..rng.usize(0..64))
+            .map(|_| rng.char('\u{0}'..'\u{7f}'))
+            .collect(),
+        1 => {
+            let s = small(2).to_string();
+            s[..rng.usize(0..s.len())].to_string()
+        }
+        2 => json!([rng.u32(..), "x"]).to_string(),
+        _ => {
+            let mut obj = serde_json::Map::new();
+            obj.insert("prompt".into(), json!("a cube"));
+            for (k, v) in &valid {
+                if rng.bool() {
+                    obj.insert((*k).into(), v.clone());
+                }
+            }
+            let (k, v) = &wrong[rng.usize(..wrong.len())];
+            obj.insert((*k).into(), v.clone());
+            Value::Object(obj).to_string()
+        }
+    }
+}

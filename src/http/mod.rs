@@ -1,0 +1,229 @@
+//! The one HTTP stack of the ports we own (hyper, HTTP/1.1): accept loop, per-connection tasks,
+//! graceful shutdown, bounded bodies, and the JSON/SSE response helpers the routes share.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A slow client gets this long to send its headers, and its body.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// In-flight requests get this long to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Stops accepting, lets requests in flight finish (bounded), closes every connection.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `handler` on `listener` until [`HttpServer::shutdown`].
+pub fn serve<H, F>(listener: TcpListener, handler: H) -> std::io::Result<HttpServer>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let stream = tokio::select! {
+                _ = token.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let handler = handler.clone();
+            let token = token.clone();
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let response = handler(req);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = token.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+            });
+            // Reap finished connections so the set does not grow.
+            while connections.try_join_next().is_some() {}
+        }
+        drop(listener);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, connections.join_next()).await {}
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    });
+    Ok(HttpServer {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// The whole body, refused beyond `limit` bytes (before reading when Content-Length says so).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let body = Limited::new(req.into_body(), limit);
+    match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(BodyError::TooLarge)
+        }
+        _ => Err(BodyError::Unreadable),
+    }
+}
+
+pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The error shape of every port we serve: `{"error": message, "code": CODE}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "error": message, "code": code }),
+    )
+}
+
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+/// A `text/event-stream` response whose events come from `events` (each already formatted).
+pub fn event_stream(events: impl Stream<Item = String> + Send + 'static) -> Response<Body> {
+    let frames = events.map(|event| Ok::<_, Infallible>(Frame::data(Bytes::from(event))));
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// One Server-Sent Event.
+pub fn sse_event(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn raw(addr: SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_and_shutdown_closes_the_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = serve(listener, |req: Request<Incoming>| async move {
+            match read_body(req, 8).await {
+                Ok(body) => json(StatusCode::OK, &json!({ "len": body.len() })),
+                Err(BodyError::TooLarge) => {
+                    error(StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE", "big")
+                }
+                Err(BodyError::Unreadable) => error(StatusCode::BAD_REQUEST, "BAD", "bad"),
+            }
+        })
+        .unwrap();
+        let addr = server.addr;
+        let ok = raw(
+            addr,
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc",
+        )
+        .await;
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.contains("{\"len\":3}"),
+            "{ok}"
+        );
+        let declared = raw(
+            addr,
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 9\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+        let chunked = raw(
+            addr,
+            "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nabcde\r\n5\r\nfghij\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+        server.shutdown().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[test]
+    fn sse_events_are_framed() {
+        assert_eq!(
+            sse_event("progress", &json!({"a": 1})),
+            "event: progress\ndata: {\"a\":1}\n\n"
+        );
+    }
+}
