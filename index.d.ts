@@ -381,6 +381,209 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
 export declare const llamaServer: LlamaServerManager
 
 // ---------------------------------------------------------------------------------------------
+// Diffusion server
+// ---------------------------------------------------------------------------------------------
+
+/** stable-diffusion.cpp's sampling methods. */
+export type ImageSampler =
+  | 'euler'
+  | 'euler_a'
+  | 'heun'
+  | 'dpm2'
+  | 'dpm++2s_a'
+  | 'dpm++2m'
+  | 'dpm++2mv2'
+  | 'ipndm'
+  | 'ipndm_v'
+  | 'lcm'
+  | 'ddim_trailing'
+  | 'tcd'
+  | 'res_multistep'
+  | 'res_2s'
+  | 'er_sde'
+
+/** How stable-diffusion.cpp runs: `sd-cli` per image, or `sd-server` with the model kept loaded. */
+export type DiffusionBackend = 'one-shot' | 'resident'
+
+/** Where a generation is: loading the model, sampling (one step per iteration), decoding latents. */
+export type ImageGenerationStage = 'loading' | 'diffusion' | 'decoding'
+
+export interface ImageGenerationProgress {
+  /** The job's id (the `id` of an async HTTP job). */
+  id: string
+  stage: ImageGenerationStage
+  currentStep: number
+  totalSteps: number
+  /** Which image of the request (1-based) is being made. */
+  image: number
+  count: number
+  /** The whole request, 0–100. */
+  percent: number
+}
+
+/** One image request. Unknown keys are a {@link ValidationError}. */
+export interface ImageGenerationConfig {
+  /** What to draw (required, not empty). */
+  prompt: string
+  /** What to avoid. */
+  negativePrompt?: string
+  /** Pixels, a multiple of 8 from 64 to 4096 (default 512). */
+  width?: number
+  /** Pixels, a multiple of 8 from 64 to 4096 (default 512). */
+  height?: number
+  /** Sampling steps, 1–150 (default 20). */
+  steps?: number
+  /** Guidance scale, 0–30 (default: the backend's, 7; distilled models such as FLUX want 1). */
+  cfgScale?: number
+  /** 0 to 2^53-1; unset or -1 draws a random one, which the result reports. */
+  seed?: number
+  /** Default: the backend's choice for the model. */
+  sampler?: ImageSampler
+  /** Images to make, 1–8 (default 1); their seeds count up from `seed`. */
+  count?: number
+  /** Called as progress is read from the backend's output. */
+  onProgress?: (currentStep: number, totalSteps: number, progress: ImageGenerationProgress) => void
+  /** Aborting it cancels the generation, which then rejects with {@link CancelledError}. */
+  signal?: AbortSignal
+}
+
+export interface ImageGenerationResult {
+  /** The first PNG. */
+  image: Buffer
+  /** Every PNG of the request, in order. */
+  images: Buffer[]
+  format: 'png'
+  /** Milliseconds from the job's start to its images. */
+  timeTaken: number
+  /** The part of `timeTaken` spent in stable-diffusion.cpp. */
+  backendTime: number
+  /** The seed of the first image (a random seed is resolved before the backend runs). */
+  seed: number
+  seeds: number[]
+  width: number
+  height: number
+}
+
+/** What {@link DiffusionServerManager.start} runs. Unknown keys are a {@link ValidationError}. */
+export interface DiffusionServerConfig {
+  /** An installed `diffusion` model; its components (`llm`, `vae`, `taesd`, …) are passed as their flags. */
+  modelId: string
+  /** A port, or `'auto'` for a free one (default 8081). */
+  port?: number | 'auto'
+  /** Address to bind (default `127.0.0.1`). */
+  host?: string
+  /** `'auto'` (default): resident when free RAM holds twice the model plus 1 GiB, else one-shot. */
+  backend?: DiffusionBackend | 'auto'
+  /** CPU threads (default: physical cores minus one). */
+  threads?: number
+  /** An `sd-cli` to use instead of the managed one (one-shot). */
+  binaryPath?: string
+  /** An `sd-server` to use instead of the managed one (resident). */
+  serverBinaryPath?: string
+  /** More stable-diffusion.cpp arguments, e.g. `['--vae-on-cpu']` (not model, prompt, output or address flags). */
+  extraArgs?: string[]
+  /** Require `Authorization: Bearer <apiKey>` on every route but `/health`. */
+  apiKey?: string
+  /** Browser origins allowed to call the server (CORS); requests from other origins get 403. */
+  allowedOrigins?: string[]
+  /** Requests that may wait while one runs (1–64, default 2); beyond that, busy (HTTP 409). */
+  maxQueue?: number
+  /** Resident: milliseconds without a request before `sd-server` is stopped to free its memory (default 300000, 0: never). */
+  idleTimeout?: number
+  /** Resident: milliseconds `sd-server` may take to load the model (default 120000). */
+  startupTimeout?: number
+  /** Largest request body, bytes (default 1 MiB; larger is HTTP 413). */
+  maxBodyBytes?: number
+}
+
+export interface DiffusionServerInfo {
+  status: 'stopped' | 'starting' | 'running' | 'stopping'
+  port: number | null
+  host: string | null
+  modelId: string | null
+  backend: DiffusionBackend | null
+  /** The resident `sd-server`'s process id while it runs (it starts with the first image). */
+  pid: number | null
+  /** ISO 8601. */
+  startedAt: string | null
+  /** An image is being made. */
+  busy: boolean
+  /** Requests waiting. */
+  queued: number
+  /** Why the last start failed. */
+  error: string | null
+}
+
+/** The resolved configuration of the running server (the API key only as present or not). */
+export interface ResolvedDiffusionConfig {
+  modelId: string
+  host: string
+  port: number | null
+  backend: DiffusionBackend
+  binary: string
+  threads: number
+  extraArgs: string[]
+  idleTimeout: number | null
+  startupTimeout: number
+  allowedOrigins: string[]
+  apiKey: boolean
+  maxQueue: number
+  maxBodyBytes: number
+}
+
+export interface DiffusionServerEvents {
+  starting: [{ type: 'starting' }]
+  started: [DiffusionServerInfo & { type: 'started' }]
+  stopped: [{ type: 'stopped' }]
+  /** Progress of any job, in-process or HTTP. */
+  progress: [ImageGenerationProgress & { type: 'progress' }]
+  /** A job ended. */
+  job: [{ type: 'job'; id: string; status: 'completed' | 'failed' | 'cancelled' }]
+  /** One line of stable-diffusion.cpp's output. */
+  log: [{ type: 'log'; line: string }]
+  error: [unknown]
+}
+
+/**
+ * An HTTP server of ours in front of stable-diffusion.cpp (default `127.0.0.1:8081`):
+ * `GET /health`, `POST /v1/images/generations` (sync, or `"async": true` for a job),
+ * `GET|DELETE /v1/images/generations/{id}`, `GET /v1/images/generations/{id}/events` (SSE).
+ * Use the shared {@link diffusionServer}.
+ */
+export declare class DiffusionServerManager extends EventEmitter<DiffusionServerEvents> {
+  constructor()
+  static getInstance(): DiffusionServerManager
+  /**
+   * Binds the port and readies the backend; a listening server keeps Node alive until stop().
+   * @throws {ModelNotFoundError} @throws {PortInUseError} @throws {BinaryError}
+   * @throws {ServerError} already running. @throws {ValidationError} a malformed config.
+   */
+  start(config: DiffusionServerConfig): Promise<DiffusionServerInfo>
+  /** Cancels queued and running work, stops the backend's process, closes the port. */
+  stop(): Promise<void>
+  /**
+   * Makes images in-process (the same queue as HTTP requests).
+   * @throws {ValidationError} a bad request. @throws {CancelledError} cancelled.
+   * @throws {ServerError} not running, busy (queue full), or the backend failed (`details.logs`).
+   */
+  generateImage(config: ImageGenerationConfig): Promise<ImageGenerationResult>
+  /** Cancels the job `id`, or the image being made now; false when there is no such job. */
+  cancelImageGeneration(id?: string): boolean
+  getInfo(): DiffusionServerInfo
+  getConfig(): ResolvedDiffusionConfig | null
+  isRunning(): boolean
+  getPort(): number | null
+  /** Its `/health` answers 200 now. */
+  isHealthy(): Promise<boolean>
+  /** The last `lines` lines of stable-diffusion.cpp's output (default 100). */
+  getLogs(lines?: number): Promise<string[]>
+  clearLogs(): Promise<void>
+}
+
+/** The shared {@link DiffusionServerManager}. */
+export declare const diffusionServer: DiffusionServerManager
+
+// ---------------------------------------------------------------------------------------------
 // Models
 // ---------------------------------------------------------------------------------------------
 
@@ -698,5 +901,9 @@ export declare class FileSystemError extends GenaiElectronError {
 }
 /** `INVALID_ARGUMENT`: an argument has the wrong type, shape or range. */
 export declare class ValidationError extends GenaiElectronError {
+  constructor(message: string, details?: ErrorDetails)
+}
+/** `CANCELLED`: the work was cancelled (cancelImageGeneration, an AbortSignal, DELETE, or stop()). */
+export declare class CancelledError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }

@@ -7,6 +7,7 @@ const { SystemInfo } = require('./lib/system-info')
 const { BinaryManager } = require('./lib/binaries')
 const { ModelManager } = require('./lib/models')
 const { LlamaServerManager } = require('./lib/llama-server')
+const { DiffusionServerManager } = require('./lib/diffusion-server')
 
 module.exports = {
   configure,
@@ -18,6 +19,10 @@ module.exports = {
   LlamaServerManager,
   get llamaServer() {
     return LlamaServerManager.getInstance()
+  },
+  DiffusionServerManager,
+  get diffusionServer() {
+    return DiffusionServerManager.getInstance()
   },
   ModelManager,
   get modelManager() {

@@ -7,6 +7,7 @@ export const {
   BinaryManager,
   ModelManager,
   LlamaServerManager,
+  DiffusionServerManager,
   GenaiElectronError,
   ModelNotFoundError,
   DownloadError,
@@ -17,9 +18,11 @@ export const {
   BinaryError,
   FileSystemError,
   ValidationError,
+  CancelledError,
 } = lib
 export const systemInfo = lib.systemInfo
 export const binaries = lib.binaries
 export const modelManager = lib.modelManager
 export const llamaServer = lib.llamaServer
+export const diffusionServer = lib.diffusionServer
 export default lib

@@ -9,7 +9,7 @@ const { ROOT, runNode } = require('./helpers')
 
 test('CommonJS require exposes the API', () => {
   const lib = require('..')
-  for (const name of ['configure', 'getDataPaths', 'SystemInfo', 'systemInfo', 'GenaiElectronError', 'ValidationError']) {
+  for (const name of ['configure', 'getDataPaths', 'SystemInfo', 'systemInfo', 'GenaiElectronError', 'ValidationError', 'DiffusionServerManager', 'diffusionServer', 'CancelledError']) {
     assert.ok(lib[name], name)
   }
 })

@@ -21,6 +21,11 @@ import {
   BinaryError,
   type ResolvedBinary,
   type BinaryProgressEvent,
+  diffusionServer,
+  CancelledError,
+  type DiffusionServerInfo,
+  type ImageGenerationResult,
+  type ImageGenerationProgress,
 } from 'genai-electron'
 
 async function main(): Promise<void> {
@@ -93,7 +98,27 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof PortInUseError) console.log(err.details.port)
   }
-  console.log(llmDir, vram, threads, free, ctx)
+  diffusionServer.on('progress', (e) => console.log(e.id, e.stage, e.percent))
+  diffusionServer.on('job', (e) => console.log(e.id, e.status))
+  const sd: DiffusionServerInfo = await diffusionServer.start({ modelId: model.id, port: 'auto', backend: 'resident', idleTimeout: 60_000 })
+  const controller = new AbortController()
+  try {
+    const result: ImageGenerationResult = await diffusionServer.generateImage({
+      prompt: 'a lighthouse at dusk',
+      width: 512,
+      height: 512,
+      steps: 20,
+      sampler: 'euler_a',
+      onProgress: (step: number, total: number, p: ImageGenerationProgress) => console.log(step / total, p.stage),
+      signal: controller.signal,
+    })
+    console.log(result.image.length, result.seeds, sd.port, diffusionServer.getConfig()?.backend)
+  } catch (err) {
+    if (err instanceof CancelledError) console.log(err.code)
+  }
+  const cancelled: boolean = diffusionServer.cancelImageGeneration()
+  await diffusionServer.stop()
+  console.log(llmDir, vram, threads, free, ctx, cancelled)
 }
 
 void main()

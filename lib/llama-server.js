@@ -1,29 +1,26 @@
 'use strict'
 
-const { EventEmitter } = require('node:events')
 const { binding, callAsync } = require('./native')
-const { createDispatcher } = require('./events')
+const { ServerManager, NATIVE, hold, release } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 const { ServerError } = require('./errors')
 
 let instance = null
 
-class LlamaServerManager extends EventEmitter {
-  #native
-  #keepAlive = null
+class LlamaServerManager extends ServerManager {
   #lastRequest = null
 
   constructor() {
-    super()
-    const dispatch = createDispatcher(this)
-    this.#native = new binding.NativeLlamaServer((event) => {
-      // Like a child process, a running server keeps Node alive, and so does a pending automatic
-      // restart; a stop, a crash without restarts, or restarts that all failed let it go.
-      const restarting = event.type === 'crashed' && this.getConfig()?.recovery?.autoRestart
-      if ((event.type === 'crashed' && !restarting) || event.type === 'stopped' || event.type === 'restart-failed') this.#release()
-      if (event.type === 'restarted') this.#hold()
-      dispatch(event)
-    })
+    super(
+      (onEvent) => new binding.NativeLlamaServer(onEvent),
+      (event) => {
+        // A running server keeps Node alive, and so does a pending automatic restart; a stop, a
+        // crash without restarts, or restarts that all failed let it go.
+        const restarting = event.type === 'crashed' && this.getConfig()?.recovery?.autoRestart
+        if ((event.type === 'crashed' && !restarting) || event.type === 'stopped' || event.type === 'restart-failed') release(this)
+        if (event.type === 'restarted') hold(this)
+      },
+    )
   }
 
   /** The shared instance, also exported as `llamaServer`. */
@@ -34,15 +31,15 @@ class LlamaServerManager extends EventEmitter {
 
   async start(config) {
     syncElectronUserData()
-    const info = await callAsync(() => this.#native.start(config))
+    const info = await callAsync(() => this[NATIVE].start(config))
     this.#lastRequest = config
-    this.#hold()
+    hold(this)
     return info
   }
 
   async stop() {
-    await callAsync(() => this.#native.stop())
-    this.#release()
+    await callAsync(() => this[NATIVE].stop())
+    release(this)
   }
 
   /** Stops and starts again with the config of the last successful start. */
@@ -54,43 +51,6 @@ class LlamaServerManager extends EventEmitter {
     const info = await this.start(this.#lastRequest)
     this.emit('restarted', { type: 'restarted', ...info })
     return info
-  }
-
-  getInfo() {
-    return this.#native.getInfo()
-  }
-
-  getConfig() {
-    return this.#native.getConfig()
-  }
-
-  isRunning() {
-    return this.getInfo().status === 'running'
-  }
-
-  getPort() {
-    return this.getInfo().port ?? null
-  }
-
-  async isHealthy() {
-    return this.#native.isHealthy()
-  }
-
-  async getLogs(lines = 100) {
-    return this.#native.getLogs(lines)
-  }
-
-  async clearLogs() {
-    this.#native.clearLogs()
-  }
-
-  #hold() {
-    this.#keepAlive ??= setInterval(() => {}, 2 ** 31 - 1)
-  }
-
-  #release() {
-    clearInterval(this.#keepAlive)
-    this.#keepAlive = null
   }
 }
 

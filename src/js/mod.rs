@@ -6,6 +6,7 @@
 
 mod binaries;
 mod config;
+mod diffusion;
 mod error;
 mod events;
 mod llama;

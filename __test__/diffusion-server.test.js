@@ -1,0 +1,165 @@
+'use strict'
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const http = require('node:http')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { monitorEventLoopDelay } = require('node:perf_hooks')
+const { backends, ROOT } = require('./helpers')
+const { DiffusionServerManager, ModelManager, configure, CancelledError, PortInUseError, ServerError, ValidationError } = require('..')
+
+const { paths: real, skip } = backends()
+
+const SMALL = { prompt: 'a red cube', width: 64, height: 64, steps: 3, cfgScale: 1 }
+
+/** A data folder with the tiny diffusion set registered as one model, `tiny-image`, downloaded
+ *  from a local HTTP server, and the real sd-cli / sd-server chosen. */
+async function withTinySet() {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-diffusion-'))
+  configure({ dataDir })
+  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
+  process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
+  const files = { '/diffusion.gguf': real.diffusionModel, '/llm.gguf': real.diffusionComponents.llm, '/taesd.gguf': real.diffusionComponents.taesd }
+  const server = http.createServer((req, res) => fs.createReadStream(files[req.url]).pipe(res))
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const base = `http://127.0.0.1:${server.address().port}`
+  await new ModelManager().downloadModel({
+    source: 'url',
+    url: `${base}/diffusion.gguf`,
+    name: 'tiny-image',
+    type: 'diffusion',
+    components: [
+      { role: 'llm', source: 'url', url: `${base}/llm.gguf` },
+      { role: 'taesd', source: 'url', url: `${base}/taesd.gguf` },
+    ],
+  })
+  server.close()
+  return dataDir
+}
+
+function pngSize(png) {
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
+  return [png.readUInt32BE(16), png.readUInt32BE(20)]
+}
+
+function alive(pid) {
+  const stat = fs.existsSync(`/proc/${pid}/stat`) ? fs.readFileSync(`/proc/${pid}/stat`, 'utf8') : ''
+  return stat !== '' && stat.split(') ')[1]?.[0] !== 'Z'
+}
+
+test('one-shot: generateImage with progress, HTTP and the openai client all get PNGs', { skip }, async () => {
+  await withTinySet()
+  const server = new DiffusionServerManager()
+  const events = []
+  for (const type of ['starting', 'started', 'stopped']) server.on(type, () => events.push(type))
+  const info = await server.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+  try {
+    assert.deepEqual([info.status, info.backend, info.modelId], ['running', 'one-shot', 'tiny-image'])
+    assert.equal(await server.isHealthy(), true)
+    assert.equal(server.getConfig().backend, 'one-shot')
+
+    const steps = []
+    const delay = monitorEventLoopDelay({ resolution: 10 })
+    delay.enable()
+    const result = await server.generateImage({ ...SMALL, seed: 42, onProgress: (step, total, p) => steps.push([p.stage, step, total]) })
+    delay.disable()
+    assert.deepEqual(pngSize(result.image), [64, 64])
+    assert.equal(result.seed, 42)
+    assert.equal(result.format, 'png')
+    assert.ok(result.timeTaken >= result.backendTime && result.backendTime > 0)
+    assert.deepEqual(steps.filter(([stage]) => stage === 'diffusion'), [['diffusion', 1, 3], ['diffusion', 2, 3], ['diffusion', 3, 3]])
+    assert.ok(delay.max / 1e6 < 250, `the event loop stalled ${delay.max / 1e6} ms during generation`)
+
+    const response = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, { method: 'POST', body: JSON.stringify({ ...SMALL, seed: 42 }) })
+    const body = await response.json()
+    assert.equal(response.status, 200)
+    assert.ok(Buffer.from(body.image, 'base64').equals(result.image), 'same seed, same image')
+
+    const { default: OpenAI } = await import('openai')
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${info.port}/v1`, apiKey: 'unused' })
+    const openai = await client.images.generate({ model: 'local', prompt: 'a cube', size: '64x64', n: 1, response_format: 'b64_json' })
+    assert.deepEqual(pngSize(Buffer.from(openai.data[0].b64_json, 'base64')), [64, 64])
+    assert.ok((await server.getLogs(500)).some((l) => l.includes('generate_image completed')))
+  } finally {
+    await server.stop()
+  }
+  assert.deepEqual(events, ['starting', 'started', 'stopped'])
+  assert.equal(server.isRunning(), false)
+})
+
+test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-server', { skip }, async () => {
+  const dataDir = await withTinySet()
+  const server = new DiffusionServerManager()
+  const info = await server.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+  let pid
+  try {
+    assert.equal(info.backend, 'resident')
+    const first = await server.generateImage({ ...SMALL, count: 2 })
+    assert.equal(first.images.length, 2)
+    assert.deepEqual(first.seeds, [first.seed, first.seed + 1])
+    pid = server.getInfo().pid
+    assert.ok(alive(pid))
+
+    const controller = new AbortController()
+    const long = server.generateImage({ ...SMALL, width: 256, height: 256, steps: 150, signal: controller.signal, onProgress: () => controller.abort() })
+    await assert.rejects(long, CancelledError)
+    assert.equal(alive(pid), false, 'sd-server cannot cancel a running job: it was stopped')
+    const after = await server.generateImage(SMALL)
+    assert.deepEqual(pngSize(after.image), [64, 64])
+    pid = server.getInfo().pid
+  } finally {
+    await server.stop()
+  }
+  assert.equal(alive(pid), false)
+  assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
+})
+
+test('bad requests and bad configs are typed errors', { skip }, async () => {
+  await withTinySet()
+  const server = new DiffusionServerManager()
+  await assert.rejects(server.generateImage(SMALL), ServerError)
+  await assert.rejects(server.start({ modelId: 'tiny-image', backend: 'sometimes' }), ValidationError)
+  await assert.rejects(server.start({ modelId: 'tiny-image', prot: 1 }), ValidationError)
+  await assert.rejects(server.start({ modelId: 'tiny-image', extraArgs: ['--output', 'x.png'] }), ValidationError)
+  const taken = net.createServer()
+  await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  await assert.rejects(server.start({ modelId: 'tiny-image', port: taken.address().port }), PortInUseError)
+  taken.close()
+  assert.equal(server.getInfo().status, 'stopped')
+
+  await server.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto' })
+  try {
+    await assert.rejects(server.start({ modelId: 'tiny-image' }), ServerError)
+    await assert.rejects(server.generateImage({ prompt: '' }), ValidationError)
+    await assert.rejects(server.generateImage({ ...SMALL, width: 70 }), /multiple of 8/)
+    await assert.rejects(server.generateImage({ ...SMALL, onProgress: 3 }), ValidationError)
+    const controller = new AbortController()
+    controller.abort()
+    await assert.rejects(server.generateImage({ ...SMALL, signal: controller.signal }), CancelledError)
+    assert.equal(server.cancelImageGeneration('no-such-job'), false)
+  } finally {
+    await server.stop()
+  }
+})
+
+test('killing the Node parent with SIGKILL takes sd-server with it', { skip }, async () => {
+  const dataDir = await withTinySet()
+  const script = `
+    const { diffusionServer, configure } = require(${JSON.stringify(ROOT)})
+    configure({ dataDir: ${JSON.stringify(dataDir)} })
+    diffusionServer.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+      .then(() => diffusionServer.generateImage(${JSON.stringify(SMALL)}))
+      .then(() => console.log(diffusionServer.getInfo().pid))`
+  const env = { ...process.env, GENAI_ELECTRON_SD_SERVER: real.sdServer }
+  const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env })
+  const pid = Number(await new Promise((resolve) => parent.stdout.once('data', (d) => resolve(String(d).trim()))))
+  assert.ok(pid > 0 && alive(pid))
+  parent.kill('SIGKILL')
+  const deadline = Date.now() + 1000
+  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25))
+  assert.equal(alive(pid), false, `sd-server ${pid} still alive 1 s after its parent was killed`)
+})

@@ -1,0 +1,79 @@
+'use strict'
+
+const { randomUUID } = require('node:crypto')
+const { binding, callAsync } = require('./native')
+const { ServerManager, NATIVE, hold, release } = require('./server-manager')
+const { syncElectronUserData } = require('./config')
+const { CancelledError, ValidationError } = require('./errors')
+
+let instance = null
+
+class DiffusionServerManager extends ServerManager {
+  constructor() {
+    super(
+      (onEvent) => new binding.NativeDiffusionServer(onEvent),
+      (event) => event.type === 'stopped' && release(this),
+    )
+  }
+
+  /** The shared instance, also exported as `diffusionServer`. */
+  static getInstance() {
+    instance ??= new DiffusionServerManager()
+    return instance
+  }
+
+  async start(config) {
+    syncElectronUserData()
+    const info = await callAsync(() => this[NATIVE].start(config))
+    // Like a Node HTTP server, a listening diffusion server keeps the process alive.
+    hold(this)
+    return info
+  }
+
+  async stop() {
+    await callAsync(() => this[NATIVE].stop())
+    release(this)
+  }
+
+  async generateImage(config) {
+    if (config === null || typeof config !== 'object') {
+      throw new ValidationError('generateImage needs a config object', { suggestion: 'Pass { prompt, ... }' })
+    }
+    const { onProgress, signal, ...request } = config
+    if (onProgress !== undefined && typeof onProgress !== 'function') {
+      throw new ValidationError('onProgress must be a function', { suggestion: 'Pass (step, total, progress) => {}' })
+    }
+    if (signal?.aborted) throw new CancelledError('image generation was cancelled')
+    const id = `img_${randomUUID()}`
+    const progress = (event) => {
+      if (event.id === id) onProgress(event.currentStep, event.totalSteps, event)
+    }
+    const abort = () => this[NATIVE].cancel(id)
+    if (onProgress) this.on('progress', progress)
+    signal?.addEventListener('abort', abort, { once: true })
+    try {
+      const batch = await callAsync(() => this[NATIVE].generateImage(request, id))
+      return {
+        image: batch.images[0],
+        images: batch.images,
+        format: 'png',
+        timeTaken: Math.round(batch.timeTaken),
+        backendTime: Math.round(batch.backendTime),
+        seed: batch.seeds[0],
+        seeds: batch.seeds,
+        width: batch.width,
+        height: batch.height,
+      }
+    } finally {
+      if (onProgress) this.off('progress', progress)
+      signal?.removeEventListener('abort', abort)
+    }
+  }
+
+  /** Cancels the job `id` (an async HTTP job's id), or the image being made now. */
+  cancelImageGeneration(id) {
+    return this[NATIVE].cancel(id ?? null)
+  }
+}
+
+module.exports = { DiffusionServerManager }

@@ -1,0 +1,65 @@
+'use strict'
+
+const { EventEmitter } = require('node:events')
+const { createDispatcher } = require('./events')
+
+/**
+ * What the server managers share: the native half, the status getters, logs, and keeping Node
+ * alive while a server runs (like a child process or a listening socket would).
+ */
+// Internal to the library: symbol keys keep them off the managers' public surface.
+const NATIVE = Symbol('native')
+const KEEP_ALIVE = Symbol('keepAlive')
+
+class ServerManager extends EventEmitter {
+
+  /** `createNative(onEvent)` builds the native half; `onEvent` runs before listeners. */
+  constructor(createNative, onEvent = () => {}) {
+    super()
+    const dispatch = createDispatcher(this)
+    this[NATIVE] = createNative((event) => {
+      onEvent(event)
+      dispatch(event)
+    })
+  }
+
+  getInfo() {
+    return this[NATIVE].getInfo()
+  }
+
+  getConfig() {
+    return this[NATIVE].getConfig()
+  }
+
+  isRunning() {
+    return this.getInfo().status === 'running'
+  }
+
+  getPort() {
+    return this.getInfo().port ?? null
+  }
+
+  async isHealthy() {
+    return this[NATIVE].isHealthy()
+  }
+
+  async getLogs(lines = 100) {
+    return this[NATIVE].getLogs(lines)
+  }
+
+  async clearLogs() {
+    this[NATIVE].clearLogs()
+  }
+
+}
+
+function hold(manager) {
+  manager[KEEP_ALIVE] ??= setInterval(() => {}, 2 ** 31 - 1)
+}
+
+function release(manager) {
+  clearInterval(manager[KEEP_ALIVE])
+  manager[KEEP_ALIVE] = null
+}
+
+module.exports = { ServerManager, NATIVE, hold, release }

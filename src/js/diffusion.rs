@@ -1,0 +1,129 @@
+use std::sync::Arc;
+
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use serde_json::{Value, json};
+
+use super::config::data_paths;
+use super::error::{from_js, to_js, to_napi};
+use super::events::{EventCallback, sink};
+use crate::binaries::BinaryManager;
+use crate::diffusion::resolve::{self, StartRequest};
+use crate::diffusion::{DiffusionEvent, DiffusionServer};
+
+#[napi(js_name = "NativeDiffusionServer")]
+pub struct JsDiffusionServer {
+    inner: Arc<DiffusionServer>,
+    binaries: Arc<BinaryManager>,
+}
+
+/// The images of one request, as Buffers (no base64 in-process).
+#[napi(object)]
+pub struct ImageBatch {
+    pub images: Vec<Buffer>,
+    pub seeds: Vec<i64>,
+    pub width: u32,
+    pub height: u32,
+    pub time_taken: f64,
+    pub backend_time: f64,
+}
+
+fn event_to_js(event: DiffusionEvent) -> Value {
+    match event {
+        DiffusionEvent::Starting => json!({ "type": "starting" }),
+        DiffusionEvent::Started(info) => {
+            let mut v = serde_json::to_value(info).unwrap_or_default();
+            v["type"] = json!("started");
+            v
+        }
+        DiffusionEvent::Stopped => json!({ "type": "stopped" }),
+        DiffusionEvent::Progress { id, progress } => {
+            let mut v = serde_json::to_value(progress).unwrap_or_default();
+            v["type"] = json!("progress");
+            v["id"] = json!(id);
+            v
+        }
+        DiffusionEvent::Job { id, status } => json!({ "type": "job", "id": id, "status": status }),
+        DiffusionEvent::Log(line) => json!({ "type": "log", "line": line }),
+    }
+}
+
+#[napi]
+impl JsDiffusionServer {
+    #[napi(constructor)]
+    pub fn new(on_event: EventCallback) -> Self {
+        let events = sink(Arc::new(on_event), event_to_js);
+        JsDiffusionServer {
+            inner: Arc::new(DiffusionServer::new(Some(events))),
+            binaries: Arc::new(BinaryManager::new(None)),
+        }
+    }
+
+    #[napi]
+    pub async fn start(&self, config: Value) -> napi::Result<Value> {
+        let req: StartRequest = from_js("config", config)?;
+        let data = data_paths().await?;
+        let config = resolve::resolve(req, &data, super::system::shared(), &self.binaries)
+            .await
+            .map_err(to_napi)?;
+        let info = self.inner.start(config).await.map_err(to_napi)?;
+        to_js(&info)
+    }
+
+    #[napi]
+    pub async fn stop(&self) -> napi::Result<()> {
+        self.inner.stop().await;
+        Ok(())
+    }
+
+    #[napi]
+    pub async fn generate_image(
+        &self,
+        config: Value,
+        id: Option<String>,
+    ) -> napi::Result<ImageBatch> {
+        let output = self.inner.generate(&config, id).await.map_err(to_napi)?;
+        Ok(ImageBatch {
+            images: output
+                .images
+                .iter()
+                .map(|png| Buffer::from(png.clone()))
+                .collect(),
+            seeds: output.seeds.clone(),
+            width: output.width,
+            height: output.height,
+            time_taken: output.time_taken.as_secs_f64() * 1000.0,
+            backend_time: output.backend_time.as_secs_f64() * 1000.0,
+        })
+    }
+
+    #[napi]
+    pub fn cancel(&self, id: Option<String>) -> bool {
+        self.inner.cancel(id.as_deref())
+    }
+
+    #[napi]
+    pub fn get_info(&self) -> napi::Result<Value> {
+        to_js(&self.inner.info())
+    }
+
+    #[napi]
+    pub fn get_config(&self) -> Value {
+        self.inner.config().map_or(Value::Null, |c| c.to_json())
+    }
+
+    #[napi]
+    pub async fn is_healthy(&self) -> bool {
+        self.inner.is_healthy().await
+    }
+
+    #[napi]
+    pub fn get_logs(&self, lines: u32) -> Vec<String> {
+        self.inner.logs(lines as usize)
+    }
+
+    #[napi]
+    pub fn clear_logs(&self) {
+        self.inner.clear_logs()
+    }
+}
