@@ -592,3 +592,28 @@ fn malformed(rng: &mut fastrand::Rng) -> String {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_resident_server_is_stopped_and_started_again_on_demand() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let server = DiffusionServer::new(None);
+    let mut c = config(&b, BackendKind::Resident, temp.path());
+    c.backend.idle_timeout = Some(Duration::from_millis(300));
+    server.start(c).await.unwrap();
+    server.generate(&small(2), None).await.unwrap();
+    let pid = server.info().pid.expect("sd-server runs after an image");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.info().pid.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "sd-server still running after its idle timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid), "its memory is given back");
+    server.generate(&small(2), None).await.unwrap();
+    assert!(server.info().pid.is_some_and(|p| p != pid));
+    server.stop().await;
+}
