@@ -617,3 +617,181 @@ async fn an_idle_resident_server_is_stopped_and_started_again_on_demand() {
     assert!(server.info().pid.is_some_and(|p| p != pid));
     server.stop().await;
 }
+
+mod resolving {
+    use super::*;
+    use crate::binaries::BinaryManager;
+    use crate::config::{DataDirSource, DataPaths};
+    use crate::llama::resolve::StartError;
+    use crate::models::{ModelInfo, ModelSource, ModelType, StoredFile, store};
+    use crate::system::SystemInfo;
+    use resolve::{StartRequest, fits_resident};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn source() -> ModelSource {
+        ModelSource {
+            kind: "url".into(),
+            url: "http://x/m.gguf".into(),
+            repo: None,
+            file: None,
+            revision: None,
+        }
+    }
+
+    /// A data folder with a diffusion model `d` (with an `llm` component), an llm model `l`,
+    /// and an executable that answers `--version`.
+    async fn setup() -> (tempfile::TempDir, DataPaths, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataPaths::new(tmp.path().join("data"), DataDirSource::Configured);
+        data.ensure().await.unwrap();
+        for (id, model_type) in [("d", ModelType::Diffusion), ("l", ModelType::Llm)] {
+            let dir = store::model_dir(&data, model_type, id);
+            std::fs::create_dir_all(&dir).unwrap();
+            let (file, encoder) = (dir.join("m.gguf"), dir.join("llm.gguf"));
+            std::fs::write(&file, vec![0u8; 1000]).unwrap();
+            std::fs::write(&encoder, vec![0u8; 500]).unwrap();
+            let mut components = std::collections::BTreeMap::new();
+            if model_type == ModelType::Diffusion {
+                let stored = StoredFile {
+                    path: encoder,
+                    size: 500,
+                    checksum: "0".repeat(64),
+                    source: source(),
+                };
+                components.insert("llm".to_string(), stored);
+            }
+            let size = if components.is_empty() { 1000 } else { 1500 };
+            let info = ModelInfo {
+                id: id.into(),
+                name: id.into(),
+                model_type,
+                size,
+                path: file,
+                downloaded_at: crate::models::iso_now(),
+                source: source(),
+                checksum: "0".repeat(64),
+                gguf_metadata: None,
+                components,
+                shards: vec![],
+            };
+            store::write(&data, &info).await.unwrap();
+        }
+        let binary = tmp.path().join("sd-fake");
+        std::fs::write(
+            &binary,
+            "#!/bin/sh\necho 'stable-diffusion.cpp version fake'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (tmp, data, binary)
+    }
+
+    fn request(extra: Value, binary: &Path) -> StartRequest {
+        let mut v = json!({ "modelId": "d", "binaryPath": binary, "serverBinaryPath": binary });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    async fn resolve(req: StartRequest, data: &DataPaths) -> Result<DiffusionConfig, StartError> {
+        resolve::resolve(
+            req,
+            data,
+            &SystemInfo::new(vec![]),
+            &BinaryManager::new(None),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_request_becomes_a_complete_config() {
+        let (_tmp, data, binary) = setup().await;
+        let c = resolve(
+            request(json!({ "backend": "one-shot", "port": "auto", "threads": 3, "apiKey": "k", "allowedOrigins": ["app://x"], "maxQueue": 4, "idleTimeout": 0, "extraArgs": ["--vae-on-cpu"] }), &binary),
+            &data,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (c.port, c.backend.kind, c.backend.threads, c.max_queue),
+            (None, BackendKind::OneShot, 3, 4)
+        );
+        assert_eq!(c.backend.idle_timeout, None);
+        assert_eq!(
+            c.backend.model.components,
+            vec![("--llm", data.models_diffusion.join("d").join("llm.gguf"))]
+        );
+        assert_eq!(c.backend.temp_dir, data.temp);
+        assert_eq!(c.backend.binary, binary);
+        let shown = c.to_json();
+        assert_eq!(shown["apiKey"], true, "the key itself is never shown");
+        assert_eq!(shown["backend"], "one-shot");
+
+        let defaults = resolve(request(json!({}), &binary), &data).await.unwrap();
+        assert_eq!(defaults.port, Some(DEFAULT_PORT));
+        assert_eq!(defaults.host, "127.0.0.1");
+        assert_eq!(
+            defaults.backend.idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(defaults.max_body_bytes, resolve::DEFAULT_MAX_BODY_BYTES);
+        // A 1.5 kB model fits any machine that runs these tests: 'auto' keeps it resident.
+        assert_eq!(defaults.backend.kind, BackendKind::Resident);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_typed() {
+        let (_tmp, data, binary) = setup().await;
+        for (extra, needle) in [
+            (json!({ "port": 0 }), "1-65535"),
+            (json!({ "port": "any" }), "'auto'"),
+            (json!({ "backend": "gpu" }), "backend must be"),
+            (json!({ "extraArgs": ["-o", "x.png"] }), "must not set -o"),
+            (json!({ "maxQueue": 0 }), "maxQueue"),
+            (json!({ "modelId": "l" }), "needs a diffusion model"),
+        ] {
+            let err = resolve(request(extra.clone(), &binary), &data)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{extra}");
+            assert!(err.to_string().contains(needle), "{extra}: {err}");
+        }
+        let missing = resolve(request(json!({ "modelId": "nope" }), &binary), &data)
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), ErrorCode::ModelNotFound);
+        let no_binary = resolve(
+            request(
+                json!({ "binaryPath": "/no/sd-cli", "backend": "one-shot" }),
+                &binary,
+            ),
+            &data,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(no_binary.code(), ErrorCode::BinaryError);
+        assert!(
+            serde_json::from_value::<StartRequest>(json!({ "modelId": "d", "prot": 1 })).is_err()
+        );
+    }
+
+    #[test]
+    fn resident_needs_twice_the_model_and_a_gigabyte() {
+        let info = ModelInfo {
+            id: "x".into(),
+            name: "x".into(),
+            model_type: ModelType::Diffusion,
+            size: 2 << 30,
+            path: "/x".into(),
+            downloaded_at: String::new(),
+            source: source(),
+            checksum: String::new(),
+            gguf_metadata: None,
+            components: Default::default(),
+            shards: vec![],
+        };
+        assert!(fits_resident(&info, 5 << 30));
+        assert!(!fits_resident(&info, (5 << 30) - 1));
+    }
+}

@@ -242,6 +242,48 @@ async fn a_crash_is_followed_by_an_automatic_restart() {
 }
 
 #[tokio::test]
+async fn restarts_that_keep_failing_end_in_restart_failed() {
+    let Some((binary, model)) = real() else {
+        return;
+    };
+    // A copy of the model that is damaged after the start: every restart then fails for real.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("model.gguf");
+    std::fs::copy(&model, &copy).unwrap();
+    let (server, events) = recorder();
+    let mut c = config(binary, copy.clone());
+    c.recovery.auto_restart = true;
+    c.recovery.max_restarts = 2;
+    let first = server.start(c).await.unwrap();
+    std::fs::write(&copy, b"not a model any more").unwrap();
+    unsafe { libc::kill(first.pid.unwrap() as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let failed = loop {
+        let found = events.lock().unwrap().iter().find_map(|e| match e {
+            LlamaEvent::RestartFailed { attempts, error } => Some((*attempts, error.clone())),
+            _ => None,
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no restart-failed event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(failed.0, 2);
+    assert!(failed.1.contains("exited during start"), "{}", failed.1);
+    assert_eq!(server.info().status, State::Crashed);
+    assert!(
+        !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LlamaEvent::Restarted(_)))
+    );
+    assert!(server.stop().await.is_some());
+    assert_eq!(server.info().status, State::Stopped);
+}
+
+#[tokio::test]
 async fn the_watchdog_kills_a_hung_server_and_restarts_it() {
     let Some((binary, model)) = real() else {
         return;
