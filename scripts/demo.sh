@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The demo: builds what it needs, then runs examples/demo.js.
+# The demo: provisions the backends and models (npm run backends, cached), then runs
+# examples/demo.js, which chats with a real model and makes an image through the library.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tools
 ensure_node_modules
-build_addon >&2
+step "backends and models (built once, then cached)"
+backends_json="$GENAI_ELECTRON_DEV_CACHE/demo-backends.json"
+bash scripts/backends.sh | tail -n 1 > "$backends_json"
+export GENAI_ELECTRON_DEMO_BACKENDS="$backends_json"
+export GENAI_ELECTRON_DATA_DIR="${GENAI_ELECTRON_DATA_DIR:-$GENAI_ELECTRON_DEV_CACHE/demo-data}"
+step "demo"
 node examples/demo.js
