@@ -12,6 +12,7 @@ pub mod http;
 pub mod llama;
 pub mod models;
 pub mod process;
+pub mod start;
 pub mod sync;
 pub mod system;
 #[cfg(test)]

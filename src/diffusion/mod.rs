@@ -143,9 +143,10 @@ impl DiffusionConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    #[default]
     Stopped,
     Starting,
     Running,
@@ -178,8 +179,17 @@ pub enum DiffusionEvent {
     Log(String),
 }
 
+/// The lifecycle part of [`DiffusionInfo`].
+#[derive(Clone, Default)]
+struct Lifecycle {
+    state: State,
+    started_at: Option<String>,
+    /// Why the last start failed.
+    error: Option<String>,
+}
+
 struct Shared {
-    status: Mutex<(State, Option<String>, Option<String>)>,
+    status: Mutex<Lifecycle>,
     running: Mutex<Option<Arc<RunningHandle>>>,
     logs: Arc<LogRing>,
     events: Option<EventSink<DiffusionEvent>>,
@@ -202,7 +212,7 @@ impl DiffusionServer {
     pub fn new(events: Option<EventSink<DiffusionEvent>>) -> Self {
         DiffusionServer {
             shared: Arc::new(Shared {
-                status: Mutex::new((State::Stopped, None, None)),
+                status: Mutex::new(Lifecycle::default()),
                 running: Mutex::new(None),
                 logs: Arc::new(LogRing::default()),
                 events,
@@ -212,7 +222,11 @@ impl DiffusionServer {
     }
 
     pub fn info(&self) -> DiffusionInfo {
-        let (status, started_at, error) = lock(&self.shared.status).clone();
+        let Lifecycle {
+            state: status,
+            started_at,
+            error,
+        } = lock(&self.shared.status).clone();
         let running = lock(&self.shared.running).clone();
         DiffusionInfo {
             status,
@@ -244,7 +258,7 @@ impl DiffusionServer {
 
     pub async fn start(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
         let _op = self.shared.op.lock().await;
-        let status = lock(&self.shared.status).0;
+        let status = lock(&self.shared.status).state;
         if status != State::Stopped {
             return Err(DiffusionError::AlreadyRunning(match status {
                 State::Starting => "starting",
@@ -383,14 +397,14 @@ impl DiffusionServer {
 impl Shared {
     fn set_status(&self, state: State, error: Option<String>) {
         let mut status = lock(&self.status);
-        status.0 = state;
+        status.state = state;
         match state {
-            State::Running => status.1 = Some(crate::models::iso_now()),
-            State::Stopped => status.1 = None,
+            State::Running => status.started_at = Some(crate::models::iso_now()),
+            State::Stopped => status.started_at = None,
             _ => {}
         }
         if error.is_some() || state == State::Starting {
-            status.2 = error;
+            status.error = error;
         }
     }
 

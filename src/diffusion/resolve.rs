@@ -11,8 +11,8 @@ use super::backend::{BackendConfig, BackendKind, ModelFiles};
 use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
-use crate::llama::resolve::{PortRequest, StartError};
 use crate::models::{ModelInfo, ModelType, store};
+use crate::start::{PortRequest, StartError};
 use crate::system::SystemInfo;
 use crate::system::estimate::suggested_threads;
 

@@ -622,8 +622,8 @@ mod resolving {
     use super::*;
     use crate::binaries::BinaryManager;
     use crate::config::{DataDirSource, DataPaths};
-    use crate::llama::resolve::StartError;
     use crate::models::{ModelInfo, ModelSource, ModelType, StoredFile, store};
+    use crate::start::StartError;
     use crate::system::SystemInfo;
     use resolve::{StartRequest, fits_resident};
     use std::os::unix::fs::PermissionsExt;

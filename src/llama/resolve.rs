@@ -5,41 +5,17 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 use super::{LlamaConfig, LlamaError, RecoveryPolicy};
-use crate::binaries::{BinaryError, BinaryKind, BinaryManager, EnsureOptions};
+use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
-use crate::error::{Coded, ErrorCode};
-use crate::models::{ModelError, ModelType, store};
+use crate::models::{ModelType, store};
+use crate::start::{PortRequest, StartError};
 use crate::system::estimate::KvCacheType;
 use crate::system::{ModelSpec, RunOptions, SystemInfo};
 
 pub const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 60_000;
-
-/// `port: 8080` or `port: 'auto'`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PortRequest {
-    Fixed(u16),
-    Auto(String),
-}
-
-impl PortRequest {
-    /// Unset → `default`; `'auto'` → `None` (a free port, chosen at start).
-    pub fn choose(request: Option<&PortRequest>, default: u16) -> Result<Option<u16>, String> {
-        match request {
-            None => Ok(Some(default)),
-            Some(PortRequest::Fixed(0)) => Err("port must be 1-65535, or 'auto'".into()),
-            Some(PortRequest::Fixed(p)) => Ok(Some(*p)),
-            Some(PortRequest::Auto(s)) if s == "auto" => Ok(None),
-            Some(PortRequest::Auto(s)) => {
-                Err(format!("port must be a number or 'auto', got {s:?}"))
-            }
-        }
-    }
-}
 
 /// `flashAttention: true | false | 'on' | 'off' | 'auto'`.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,47 +49,6 @@ pub struct StartRequest {
     pub max_restarts: Option<u32>,
     /// Milliseconds between watchdog health checks (0: no watchdog).
     pub health_check_interval: Option<u64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Binary(#[from] BinaryError),
-    #[error(transparent)]
-    Llama(#[from] LlamaError),
-    #[error(transparent)]
-    Diffusion(#[from] crate::diffusion::DiffusionError),
-}
-
-impl Coded for StartError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            StartError::Model(e) => e.code(),
-            StartError::Binary(e) => e.code(),
-            StartError::Llama(e) => e.code(),
-            StartError::Diffusion(e) => e.code(),
-        }
-    }
-
-    fn suggestion(&self) -> Option<String> {
-        match self {
-            StartError::Model(e) => e.suggestion(),
-            StartError::Binary(e) => e.suggestion(),
-            StartError::Llama(e) => e.suggestion(),
-            StartError::Diffusion(e) => e.suggestion(),
-        }
-    }
-
-    fn details(&self) -> Map<String, Value> {
-        match self {
-            StartError::Model(e) => e.details(),
-            StartError::Binary(e) => e.details(),
-            StartError::Llama(e) => e.details(),
-            StartError::Diffusion(e) => e.details(),
-        }
-    }
 }
 
 pub async fn resolve(

@@ -323,8 +323,9 @@ mod resolving {
     use super::*;
     use crate::binaries::BinaryManager;
     use crate::config::{DataDirSource, DataPaths};
-    use crate::llama::resolve::{StartError, StartRequest, resolve};
+    use crate::llama::resolve::{StartRequest, resolve};
     use crate::models::{ModelInfo, ModelSource, ModelType, store};
+    use crate::start::StartError;
     use crate::system::SystemInfo;
 
     async fn setup(model_type: ModelType) -> (tempfile::TempDir, DataPaths, PathBuf) {
