@@ -25,6 +25,8 @@ cargo fmt --check
 step "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 
+bash scripts/check-platforms.sh
+
 step "cargo test"
 cargo test 2>&1 | tee "$GENAI_ELECTRON_DEV_CACHE/cargo-test.log"
 passed=$(grep -o 'test result: ok\. [0-9]* passed' "$GENAI_ELECTRON_DEV_CACHE/cargo-test.log" | awk '{s += $4} END {print s + 0}')

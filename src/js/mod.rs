@@ -11,4 +11,5 @@ mod error;
 mod events;
 mod llama;
 mod models;
+mod process;
 mod system;

@@ -7,10 +7,11 @@
 //! size-bounded rotating log file, and handed to a listener. Stopping sends SIGTERM to the group,
 //! then SIGKILL after a timeout, and always waits for the exit to be reaped.
 //!
-//! Windows (job object with kill-on-close) and macOS (no parent-death signal: the group is killed
-//! on stop and by `kill_on_drop`) are not built or tested here.
+//! How a tree is set up and ended per platform (process group and parent-death signal on Linux,
+//! job object on Windows) is in `tree`.
 
 mod lines;
+mod tree;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -86,6 +87,40 @@ pub struct Supervised {
     pub pid: u32,
     exit: watch::Receiver<Option<ExitInfo>>,
     pub logs: Arc<LogRing>,
+    tree: Arc<tree::Tree>,
+}
+
+struct Live {
+    pid: u32,
+    tree: std::sync::Weak<tree::Tree>,
+    exit: watch::Receiver<Option<ExitInfo>>,
+}
+
+/// Every child spawned and not yet dropped, for [`end_all`].
+static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
+
+/// Kills every child still running. For the app's exit: Linux (parent-death signal) and Windows
+/// (job object) end them anyway, macOS does not. Returns how many trees were killed.
+pub fn end_all() -> usize {
+    end_where(|_| true)
+}
+
+fn end_where(chosen: impl Fn(u32) -> bool) -> usize {
+    let mut killed = 0;
+    lock(&LIVE).retain(|live| {
+        if !chosen(live.pid) {
+            return true;
+        }
+        // An exited child is not signalled: its group id may belong to someone else by now.
+        if let Some(tree) = live.tree.upgrade()
+            && live.exit.borrow().is_none()
+        {
+            tree.kill();
+            killed += 1;
+        }
+        false
+    });
+    killed
 }
 
 impl Supervised {
@@ -109,20 +144,34 @@ impl Supervised {
         }
     }
 
-    /// SIGTERM to the whole group, SIGKILL after `grace`, and the exit always awaited.
+    /// Asks the whole tree to exit (SIGTERM; CTRL_BREAK on Windows), kills it after `grace`,
+    /// and always awaits the exit. A child that had already exited is not signalled: its group id
+    /// may belong to someone else by now.
     pub async fn stop(&self, grace: Duration) -> ExitInfo {
-        if self.exited().is_none() {
-            signal_group(self.pid, Signal::Term);
-            if let Ok(info) = tokio::time::timeout(grace, self.wait()).await {
-                // Children the leader left behind go with it.
-                signal_group(self.pid, Signal::Kill);
-                return info;
-            }
-            signal_group(self.pid, Signal::Kill);
+        if let Some(info) = self.exited() {
+            return info;
         }
+        if self.tree.terminate()
+            && let Ok(info) = tokio::time::timeout(grace, self.wait()).await
+        {
+            // Children the leader left behind go with it.
+            self.tree.kill();
+            return info;
+        }
+        self.tree.kill();
         let info = self.wait().await;
-        signal_group(self.pid, Signal::Kill);
+        self.tree.kill();
         info
+    }
+}
+
+impl Drop for Supervised {
+    /// Whoever drops the last handle of a running child ends its tree: no process outlives the
+    /// code that was responsible for it (a cancelled start, say).
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            self.tree.kill();
+        }
     }
 }
 
@@ -134,9 +183,11 @@ pub fn spawn(spec: ProcessSpec, on_line: Option<EventSink<String>>) -> std::io::
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    own_group_and_die_with_parent(&mut command);
+    let setup = tree::prepare(&mut command);
     let mut child = spawn_retrying(|| command.spawn())?;
     let pid = child.id().unwrap_or(0);
+    // On failure the child is dropped, and `kill_on_drop` ends it.
+    let tree = Arc::new(tree::Tree::attach(&child, setup)?);
     let logs = Arc::new(LogRing::default());
     let log_file = spec
         .log_file
@@ -178,10 +229,20 @@ pub fn spawn(spec: ProcessSpec, on_line: Option<EventSink<String>>) -> std::io::
         };
         let _ = tx.send(Some(info));
     });
+    {
+        let mut live = lock(&LIVE);
+        live.retain(|l| l.tree.strong_count() > 0 && l.exit.borrow().is_none());
+        live.push(Live {
+            pid,
+            tree: Arc::downgrade(&tree),
+            exit: rx.clone(),
+        });
+    }
     Ok(Supervised {
         pid,
         exit: rx,
         logs,
+        tree,
     })
 }
 
@@ -293,31 +354,6 @@ impl RotatingLog {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Signal {
-    Term,
-    Kill,
-}
-
-#[cfg(unix)]
-fn signal_group(pid: u32, signal: Signal) {
-    let sig = match signal {
-        Signal::Term => libc::SIGTERM,
-        Signal::Kill => libc::SIGKILL,
-    };
-    if pid > 0 {
-        // SAFETY: plain syscall; the group id is the child's pid (it leads its own group).
-        unsafe {
-            libc::killpg(pid as libc::pid_t, sig);
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn signal_group(_pid: u32, _signal: Signal) {
-    // Windows: the job object (kill-on-close) ends the tree; kill_on_drop ends the leader.
-}
-
 #[cfg(unix)]
 fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
@@ -334,37 +370,6 @@ fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
         signal: None,
     }
 }
-
-#[cfg(unix)]
-fn own_group_and_die_with_parent(command: &mut tokio::process::Command) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: getpid is async-signal-safe.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            #[cfg(target_os = "linux")]
-            {
-                // The signal fires when the spawning *thread* ends: we spawn from tokio's
-                // long-lived worker threads, never from the short-lived blocking pool.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(unix))]
-fn own_group_and_die_with_parent(_command: &mut tokio::process::Command) {}
 
 #[cfg(all(test, unix))]
 mod tests;

@@ -100,6 +100,53 @@ async fn stop_escalates_to_sigkill_and_takes_the_whole_group() {
 }
 
 #[tokio::test]
+async fn dropping_the_last_handle_ends_the_tree() {
+    // The shell leads the group; `sleep` is its child, in the same group.
+    let child = spawn(sh("sleep 30 & echo $!; wait"), None).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let grandchild = loop {
+        if let Some(line) = child.logs.last(1).first() {
+            break line.trim().parse::<u32>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no output");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let leader = child.pid;
+    drop(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while alive(leader) || alive(grandchild) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tree outlived its handle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn end_all_kills_what_still_runs() {
+    let running = spawn(sh("sleep 30"), None).unwrap();
+    let done = spawn(sh("exit 0"), None).unwrap();
+    done.wait().await;
+    // Other tests run children at the same time: end only this test's two.
+    let ours = [running.pid, done.pid];
+    assert_eq!(
+        end_where(|pid| ours.contains(&pid)),
+        1,
+        "the exited one is not signalled"
+    );
+    assert_eq!(running.wait().await.signal, Some(libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn stopping_an_exited_child_sends_no_signal() {
+    let child = spawn(sh("exit 0"), None).unwrap();
+    let first = child.wait().await;
+    // Its group id may be reused now; stop only reports the exit it already has.
+    assert_eq!(child.stop(Duration::from_millis(10)).await, first);
+}
+
+#[tokio::test]
 async fn a_missing_program_is_a_spawn_error() {
     let spec = ProcessSpec {
         program: "/nonexistent/llama-server".into(),
