@@ -30,6 +30,8 @@ const LOG_TAIL: usize = 20;
 const CANCEL_GRACE: Duration = Duration::from_millis(150);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(20);
+/// One exchange with sd-server (submit, or one status poll).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
@@ -119,14 +121,14 @@ pub struct Output {
 }
 
 pub enum Backend {
-    OneShot(OneShot),
+    OneShot(Box<OneShot>),
     Resident(Arc<Resident>),
 }
 
 impl Backend {
     pub fn new(config: BackendConfig, log: EventSink<String>) -> Self {
         match config.kind {
-            BackendKind::OneShot => Backend::OneShot(OneShot { config, log }),
+            BackendKind::OneShot => Backend::OneShot(Box::new(OneShot { config, log })),
             BackendKind::Resident => Backend::Resident(Arc::new(Resident::new(config, log))),
         }
     }
@@ -275,9 +277,33 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
 /// A per-request folder under the data dir's `temp/`, removed however the request ends.
 struct TempDir(PathBuf);
 
+const TEMP_PREFIX: &str = "diffusion-";
+/// A request folder this old was left by a process that died mid-request.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Removes request folders that a crashed or killed run left behind (not recent ones: another
+/// app on the same data folder may be using them).
+pub async fn sweep_stale_temp(root: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(root).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let stale = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if stale && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = tokio::fs::remove_dir_all(entry.path()).await;
+        }
+    }
+}
+
 impl TempDir {
     async fn create(root: &Path, id: &str) -> Result<Self, DiffusionError> {
-        let dir = root.join(format!("diffusion-{id}"));
+        let dir = root.join(format!("{TEMP_PREFIX}{id}"));
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|source| DiffusionError::Io {
@@ -398,19 +424,31 @@ impl Resident {
         ));
         let began = Instant::now();
         let base = format!("http://127.0.0.1:{port}/sdcpp/v1");
-        let client = crate::download::http_client();
+        let client = crate::http::local_client();
         let failed = |message: String| DiffusionError::BackendFailed {
             message,
             logs: child.logs.last(LOG_TAIL),
         };
-        let submitted = client
-            .post(format!("{base}/img_gen"))
-            .header("content-type", "application/json")
-            .body(img_gen_body(work.request, work.seed).to_string())
-            .send()
-            .await
-            .map_err(|e| failed(format!("sd-server did not take the job: {e}")))?;
-        let submitted = json_of(submitted).await;
+        // Every exchange gives way to a cancel or the server's exit, and has a time limit: a
+        // wedged server must not hold up a cancel or stop().
+        let exchange = |request: reqwest::RequestBuilder| async {
+            tokio::select! {
+                _ = work.cancel.cancelled() => Err(DiffusionError::Cancelled),
+                exit = child.wait() => Err(failed(format!("sd-server stopped during the job ({exit})"))),
+                answer = tokio::time::timeout(REQUEST_TIMEOUT, json_of(request)) => match answer {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) => Err(failed(format!("sd-server did not answer: {e}"))),
+                    Err(_) => Err(failed(format!("sd-server did not answer within {} s", REQUEST_TIMEOUT.as_secs()))),
+                },
+            }
+        };
+        let submitted = exchange(
+            client
+                .post(format!("{base}/img_gen"))
+                .header("content-type", "application/json")
+                .body(img_gen_body(work.request, work.seed).to_string()),
+        )
+        .await?;
         let job = submitted["id"]
             .as_str()
             .ok_or_else(|| failed(format!("sd-server refused the job: {submitted}")))?
@@ -422,10 +460,7 @@ impl Resident {
                 _ = self.hint.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
-            let status: Value = match client.get(format!("{base}/jobs/{job}")).send().await {
-                Ok(response) => json_of(response).await,
-                Err(_) => continue,
-            };
+            let status = exchange(client.get(format!("{base}/jobs/{job}"))).await?;
             match status["status"].as_str() {
                 Some("completed") => {
                     let backend_time = began.elapsed();
@@ -487,8 +522,7 @@ impl Resident {
                 });
             }
             let ready =
-                tokio::time::timeout(POLL * 5, crate::download::http_client().get(&url).send())
-                    .await;
+                tokio::time::timeout(POLL * 5, crate::http::local_client().get(&url).send()).await;
             if matches!(ready, Ok(Ok(r)) if r.status().is_success()) {
                 return Ok(ServerProcess { child, port });
             }
@@ -539,12 +573,10 @@ impl Resident {
     }
 }
 
-/// A JSON answer, or `null` when it was not JSON.
-async fn json_of(response: reqwest::Response) -> Value {
-    match response.bytes().await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
+/// Sends the request; its answer as JSON (`null` when the body is not JSON).
+async fn json_of(request: reqwest::RequestBuilder) -> Result<Value, reqwest::Error> {
+    let bytes = request.send().await?.bytes().await?;
+    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 fn decode_images(status: &Value, req: &ImageRequest) -> Result<Vec<Vec<u8>>, String> {

@@ -3,12 +3,13 @@
 //! when done, its result or error; HTTP routes and the in-process API share this one table.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::DiffusionError;
@@ -203,9 +204,16 @@ pub enum EngineEvent {
 
 pub struct Engine {
     backend: Arc<Backend>,
+    max_queue: usize,
+    /// Every job still known: waiting, running, or finished and kept for `GET …/{id}`.
     jobs: Mutex<VecDeque<Arc<Job>>>,
-    queue: Mutex<Option<mpsc::Sender<Arc<Job>>>>,
+    /// The jobs waiting, in order.
+    pending: Mutex<VecDeque<Arc<Job>>>,
+    wake: Notify,
+    closing: AtomicBool,
     running: Mutex<Option<Arc<Job>>>,
+    /// Ids cancelled before their job was submitted (an AbortSignal that fired at once).
+    early_cancels: Mutex<VecDeque<String>>,
     events: EventSink<EngineEvent>,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -213,16 +221,19 @@ pub struct Engine {
 impl Engine {
     /// Starts the worker. `max_queue` jobs may wait while one runs.
     pub fn start(backend: Backend, max_queue: usize, events: EventSink<EngineEvent>) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(max_queue.max(1));
         let engine = Arc::new(Engine {
             backend: Arc::new(backend),
+            max_queue: max_queue.max(1),
             jobs: Mutex::new(VecDeque::new()),
-            queue: Mutex::new(Some(tx)),
+            pending: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
             running: Mutex::new(None),
+            early_cancels: Mutex::new(VecDeque::new()),
             events,
             worker: Mutex::new(None),
         });
-        let worker = tokio::spawn(engine.clone().work(rx));
+        let worker = tokio::spawn(engine.clone().work());
         *lock(&engine.worker) = Some(worker);
         engine
     }
@@ -233,6 +244,9 @@ impl Engine {
         request: ImageRequest,
         id: Option<String>,
     ) -> Result<Arc<Job>, DiffusionError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(DiffusionError::NotRunning);
+        }
         let id = match id {
             Some(id) if valid_id(&id) && self.get(&id).is_none() => id,
             Some(id) => {
@@ -242,6 +256,13 @@ impl Engine {
             }
             None => format!("img_{:016x}", fastrand::u64(..)),
         };
+        {
+            let mut early = lock(&self.early_cancels);
+            if let Some(at) = early.iter().position(|e| *e == id) {
+                early.remove(at);
+                return Err(DiffusionError::Cancelled);
+            }
+        }
         let seed = request.resolved_seed();
         let (status, _) = watch::channel(JobStatus::Queued);
         let (updates, _) = broadcast::channel(256);
@@ -259,21 +280,22 @@ impl Engine {
             status,
             updates,
         });
-        let queue = lock(&self.queue)
-            .clone()
-            .ok_or(DiffusionError::NotRunning)?;
-        match queue.try_send(job.clone()) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        {
+            // Cancelled jobs leave the queue at once: they hold no place.
+            let mut pending = lock(&self.pending);
+            pending.retain(|j| !lock(&j.state).status.is_final());
+            if pending.len() >= self.max_queue {
                 return Err(DiffusionError::Busy {
-                    queued: queue.max_capacity(),
+                    queued: pending.len(),
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(DiffusionError::NotRunning),
+            // Known before it is queued, so a cancel by id always finds it.
+            let mut jobs = lock(&self.jobs);
+            jobs.push_back(job.clone());
+            prune(&mut jobs);
+            pending.push_back(job.clone());
         }
-        let mut jobs = lock(&self.jobs);
-        jobs.push_back(job.clone());
-        prune(&mut jobs);
+        self.wake.notify_one();
         Ok(job)
     }
 
@@ -281,11 +303,28 @@ impl Engine {
         lock(&self.jobs).iter().find(|j| j.id == id).cloned()
     }
 
+    /// Forgets a finished job whose caller has its result (sync HTTP, in-process), so its
+    /// images are not kept.
+    pub fn forget(&self, id: &str) {
+        lock(&self.jobs).retain(|j| j.id != id);
+    }
+
     /// Cancels a queued or running job; `None` cancels the running one. Returns the job, or
-    /// `None` when there is no such job.
+    /// `None` when there is no such job (an id is then remembered for a moment, in case its job
+    /// is about to be submitted).
     pub fn cancel(&self, id: Option<&str>) -> Option<Arc<Job>> {
         let job = match id {
-            Some(id) => self.get(id)?,
+            Some(id) => match self.get(id) {
+                Some(job) => job,
+                None => {
+                    let mut early = lock(&self.early_cancels);
+                    if early.len() == 16 {
+                        early.pop_front();
+                    }
+                    early.push_back(id.to_string());
+                    return None;
+                }
+            },
             None => lock(&self.running).clone()?,
         };
         job.cancel.cancel();
@@ -301,9 +340,9 @@ impl Engine {
     }
 
     pub fn queued(&self) -> usize {
-        lock(&self.jobs)
+        lock(&self.pending)
             .iter()
-            .filter(|j| lock(&j.state).status == JobStatus::Queued)
+            .filter(|j| !lock(&j.state).status.is_final())
             .count()
     }
 
@@ -313,13 +352,14 @@ impl Engine {
 
     /// Cancels every job, waits for the worker, and stops the backend's process.
     pub async fn shutdown(&self) {
-        lock(&self.queue).take();
+        self.closing.store(true, Ordering::SeqCst);
         let jobs: Vec<_> = lock(&self.jobs).iter().cloned().collect();
         for job in jobs {
             if !lock(&job.state).status.is_final() {
                 self.cancel(Some(&job.id));
             }
         }
+        self.wake.notify_one();
         let worker = lock(&self.worker).take();
         if let Some(worker) = worker {
             let _ = worker.await;
@@ -327,8 +367,21 @@ impl Engine {
         self.backend.shutdown().await;
     }
 
-    async fn work(self: Arc<Self>, mut queue: mpsc::Receiver<Arc<Job>>) {
-        while let Some(job) = queue.recv().await {
+    async fn work(self: Arc<Self>) {
+        loop {
+            let next = lock(&self.pending).pop_front();
+            let Some(job) = next else {
+                if self.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.wake.notified().await;
+                continue;
+            };
+            // A job that slipped in while the server was stopping does not run.
+            if self.closing.load(Ordering::SeqCst) {
+                self.cancel(Some(&job.id));
+                continue;
+            }
             if !job.set_running() {
                 continue;
             }

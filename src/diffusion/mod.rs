@@ -37,6 +37,13 @@ pub enum DiffusionError {
     NotRunning,
     #[error("port {port} on {host} is already in use")]
     PortInUse { host: String, port: u16 },
+    #[error("cannot listen on {host}:{port}: {source}")]
+    Bind {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("the diffusion server is busy: one image is being made and {queued} more are waiting")]
@@ -77,6 +84,9 @@ impl Coded for DiffusionError {
             DiffusionError::PortInUse { .. } => {
                 "Choose another port, or port: 'auto' for a free one".into()
             }
+            DiffusionError::Bind { .. } => {
+                "Use an address of this machine as host (default 127.0.0.1) and a port from 1024 up".into()
+            }
             DiffusionError::Invalid(_) => {
                 "Compare the request with ImageGenerationConfig in index.d.ts".into()
             }
@@ -96,7 +106,9 @@ impl Coded for DiffusionError {
 
     fn details(&self) -> Map<String, Value> {
         let v = match self {
-            DiffusionError::PortInUse { host, port } => json!({ "host": host, "port": port }),
+            DiffusionError::PortInUse { host, port } | DiffusionError::Bind { host, port, .. } => {
+                json!({ "host": host, "port": port })
+            }
             DiffusionError::Busy { queued } => json!({ "queued": queued }),
             DiffusionError::Spawn { binary, .. } => json!({ "binary": binary }),
             DiffusionError::BackendFailed { logs, .. } => json!({ "logs": logs }),
@@ -292,6 +304,7 @@ impl DiffusionServer {
                 path: config.backend.temp_dir.clone(),
                 source,
             })?;
+        backend::sweep_stale_temp(&config.backend.temp_dir).await;
         let (logs, events) = (self.shared.logs.clone(), self.shared.events.clone());
         let log = EventSink::new(move |line: String| {
             logs.push(line.clone());
@@ -363,7 +376,9 @@ impl DiffusionServer {
             .engine()
             .ok_or_else(|| JobError::from(DiffusionError::NotRunning))?;
         let job = engine.submit(request, id)?;
-        job.wait().await
+        let outcome = job.wait().await;
+        engine.forget(&job.id);
+        outcome
     }
 
     /// Cancels the job `id`, or the running one. False when there is no such job.
@@ -376,13 +391,13 @@ impl DiffusionServer {
         let Some(running) = lock(&self.shared.running).clone() else {
             return false;
         };
-        let host = match running.config.host.as_str() {
-            "0.0.0.0" => "127.0.0.1",
-            h => h,
-        };
-        let url = format!("http://{host}:{}/health", running.port);
+        let url = format!(
+            "{}/health",
+            crate::http::local_base(&running.config.host, running.port)
+        );
+        let answer = crate::http::local_client().get(&url).send();
         matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(2), crate::download::http_client().get(&url).send()).await,
+            tokio::time::timeout(std::time::Duration::from_secs(2), answer).await,
             Ok(Ok(r)) if r.status().is_success()
         )
     }
@@ -419,9 +434,16 @@ impl Shared {
 async fn bind(host: &str, port: Option<u16>) -> Result<tokio::net::TcpListener, DiffusionError> {
     tokio::net::TcpListener::bind((host, port.unwrap_or(0)))
         .await
-        .map_err(|_| DiffusionError::PortInUse {
-            host: host.into(),
-            port: port.unwrap_or(0),
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => DiffusionError::PortInUse {
+                host: host.into(),
+                port: port.unwrap_or(0),
+            },
+            _ => DiffusionError::Bind {
+                host: host.into(),
+                port: port.unwrap_or(0),
+                source,
+            },
         })
 }
 

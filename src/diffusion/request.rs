@@ -10,6 +10,8 @@ pub const MAX_SIDE: u32 = 4096;
 pub const MAX_STEPS: u32 = 150;
 pub const MAX_CFG_SCALE: f64 = 30.0;
 pub const MAX_COUNT: u32 = 8;
+/// Prompts travel as one argument of the backend's command line (Linux allows 128 KiB).
+pub const MAX_PROMPT_BYTES: usize = 32 * 1024;
 /// Seeds stay exact in a JS number.
 pub const MAX_SEED: i64 = (1 << 53) - 1;
 
@@ -102,6 +104,21 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         return Err(invalid("prompt must not be empty"));
     }
     let negative_prompt = string(obj, "negativePrompt")?;
+    for (name, text) in [
+        ("prompt", Some(&prompt)),
+        ("negativePrompt", negative_prompt.as_ref()),
+    ] {
+        let Some(text) = text else { continue };
+        if text.len() > MAX_PROMPT_BYTES {
+            return Err(invalid(format!(
+                "{name} is {} bytes; at most {MAX_PROMPT_BYTES} are allowed",
+                text.len()
+            )));
+        }
+        if text.contains('\0') {
+            return Err(invalid(format!("{name} must not contain NUL characters")));
+        }
+    }
     let (mut width, mut height) = (512, 512);
     if let Some(size) = string(obj, "size")? {
         (width, height) = parse_size(&size)?;
@@ -318,6 +335,8 @@ mod tests {
         assert!(err(json!({ "prompt": "  " })).contains("must not be empty"));
         assert!(err(json!({ "prompt": 3 })).contains("prompt must be a string, got a number"));
         assert!(err(json!({ "prompt": "p", "width": 100 })).contains("multiple of 8"));
+        assert!(err(json!({ "prompt": "p".repeat(40_000) })).contains("at most 32768"));
+        assert!(err(json!({ "prompt": "p", "negativePrompt": "a\u{0}b" })).contains("NUL"));
         assert!(err(json!({ "prompt": "p", "height": 8 })).contains("between 64 and 4096"));
         assert!(err(json!({ "prompt": "p", "width": "64" })).contains("width must be a number"));
         assert!(err(json!({ "prompt": "p", "width": 64.5 })).contains("whole number"));

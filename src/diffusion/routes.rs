@@ -12,7 +12,9 @@ use hyper::header::{HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::engine::{Engine, ImageOutput, Job, JobError, JobStatus, JobUpdate, unix_seconds};
+use super::engine::{
+    Engine, ImageOutput, Job, JobError, JobSnapshot, JobStatus, JobUpdate, unix_seconds,
+};
 use super::{DiffusionConfig, DiffusionError, request};
 use crate::error::{Coded, ErrorCode};
 use crate::http::{self, Body, BodyError};
@@ -184,6 +186,8 @@ impl Context {
         let mut guard = CancelOnDrop(Some((self.engine.clone(), job.id.clone())));
         let outcome = job.wait().await;
         guard.0 = None;
+        // The client has its images now; the job need not keep them.
+        self.engine.forget(&job.id);
         match outcome {
             Ok(output) => http::json(StatusCode::OK, &result_json(&output)),
             Err(err) => error_response(&err),
@@ -299,7 +303,10 @@ pub fn result_json(output: &ImageOutput) -> Value {
 }
 
 fn job_view(job: &Job) -> Value {
-    let snapshot = job.snapshot();
+    view_of(job, &job.snapshot())
+}
+
+fn view_of(job: &Job, snapshot: &JobSnapshot) -> Value {
     let (result, error) = match &snapshot.outcome {
         Some(Ok(output)) => (result_json(output), Value::Null),
         Some(Err(err)) => (
@@ -322,9 +329,10 @@ fn job_view(job: &Job) -> Value {
 /// after the final status (`completed`, `failed`, `cancelled`) carrying the whole job.
 fn events_of(job: Arc<Job>) -> Response<Body> {
     let updates = job.subscribe();
-    let first = job_view(&job);
-    let done = job.snapshot().status.is_final();
-    let opening = http::sse_event("status", &first);
+    // One snapshot for both: a job that finishes in between still gets its final event.
+    let snapshot = job.snapshot();
+    let done = snapshot.status.is_final();
+    let opening = http::sse_event("status", &view_of(&job, &snapshot));
     let stream = futures_util::stream::unfold(
         (Some(opening), done, updates, job),
         |(opening, done, mut updates, job)| async move {

@@ -350,6 +350,9 @@ async fn a_full_queue_is_busy_and_stop_cancels_everything() {
     )
     .unwrap();
     assert_eq!(gone["status"], "cancelled");
+    // The cancelled job gave its place back at once.
+    let (s4, fourth) = post(&server, &long).await;
+    assert_eq!(s4, 202, "{fourth}");
     let again = client
         .delete(url(&server, &format!("/v1/images/generations/{second_id}")))
         .send()
@@ -616,6 +619,67 @@ async fn an_idle_resident_server_is_stopped_and_started_again_on_demand() {
     server.generate(&small(2), None).await.unwrap();
     assert!(server.info().pid.is_some_and(|p| p != pid));
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_or_stop_while_sd_server_loads_leaves_no_process() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    for stop_instead in [false, true] {
+        let server = Arc::new(DiffusionServer::new(None));
+        server
+            .start(config(&b, BackendKind::Resident, temp.path()))
+            .await
+            .unwrap();
+        let generating = tokio::spawn({
+            let server = server.clone();
+            async move { server.generate(&small(2), Some("early".into())).await }
+        });
+        // sd-server takes about a second to load the tiny model: act while it loads.
+        while server.info().pid.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if stop_instead {
+            server.stop().await;
+        } else {
+            assert!(server.cancel(Some("early")));
+        }
+        let err = generating.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Cancelled);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !sd_children().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "sd-server outlived a cancelled load (stop: {stop_instead})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn request_folders_left_by_a_crash_are_swept_at_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let (old, recent, other) = (
+        temp.path().join("diffusion-old"),
+        temp.path().join("diffusion-recent"),
+        temp.path().join("keep-me"),
+    );
+    for dir in [&old, &recent, &other] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for dir in [&old, &other] {
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+    }
+    backend::sweep_stale_temp(temp.path()).await;
+    assert!(!old.exists());
+    assert!(recent.exists() && other.exists());
 }
 
 mod resolving {

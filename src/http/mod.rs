@@ -27,6 +27,33 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// In-flight requests get this long to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// The client for servers on this machine (llama-server, sd-server, our own ports): never through
+/// a proxy (`HTTP_PROXY` does not exempt 127.0.0.1), and quick to give up on a dead port. Callers
+/// bound each request with their own timeout.
+pub fn local_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        // reqwest wants a TLS provider even for plain HTTP; the download client installs the same.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("a plain HTTP client always builds")
+    })
+}
+
+/// `http://host:port`, with IPv6 hosts bracketed and a wildcard bind address (`0.0.0.0`, `::`)
+/// replaced by the loopback address that reaches it.
+pub fn local_base(host: &str, port: u16) -> String {
+    match host {
+        "0.0.0.0" => format!("http://127.0.0.1:{port}"),
+        "::" | "[::]" => format!("http://[::1]:{port}"),
+        h if h.contains(':') && !h.starts_with('[') => format!("http://[{h}]:{port}"),
+        h => format!("http://{h}:{port}"),
+    }
+}
+
 pub struct HttpServer {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
@@ -217,6 +244,15 @@ mod tests {
         assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
         server.shutdown().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[test]
+    fn local_addresses_become_urls() {
+        assert_eq!(local_base("127.0.0.1", 8), "http://127.0.0.1:8");
+        assert_eq!(local_base("0.0.0.0", 8), "http://127.0.0.1:8");
+        assert_eq!(local_base("::", 8), "http://[::1]:8");
+        assert_eq!(local_base("::1", 8), "http://[::1]:8");
+        assert_eq!(local_base("localhost", 8), "http://localhost:8");
     }
 
     #[test]

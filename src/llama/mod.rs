@@ -588,12 +588,11 @@ async fn wait_ready(
     }
 }
 
-/// `GET /health` answered 200 (503 means still loading; refused means not listening yet).
+/// `GET /health` answered 200 (503 means still loading; refused means not yet listening).
 async fn health(host: &str, port: u16, timeout: Duration) -> bool {
-    let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
-    let url = format!("http://{host}:{port}/health");
+    let url = format!("{}/health", crate::http::local_base(host, port));
     matches!(
-        tokio::time::timeout(timeout, crate::download::http_client().get(&url).send()).await,
+        tokio::time::timeout(timeout, crate::http::local_client().get(&url).send()).await,
         Ok(Ok(response)) if response.status().as_u16() == 200
     )
 }
