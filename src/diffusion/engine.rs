@@ -284,7 +284,9 @@ impl Engine {
             // Cancelled jobs leave the queue at once: they hold no place.
             let mut pending = lock(&self.pending);
             pending.retain(|j| !lock(&j.state).status.is_final());
-            if pending.len() >= self.max_queue {
+            // One runs and `max_queue` wait; a job not yet picked up by the worker waits too.
+            let running = usize::from(lock(&self.running).is_some());
+            if pending.len() + running > self.max_queue {
                 return Err(DiffusionError::Busy {
                     queued: pending.len(),
                 });
@@ -369,7 +371,13 @@ impl Engine {
 
     async fn work(self: Arc<Self>) {
         loop {
-            let next = lock(&self.pending).pop_front();
+            // Taken and marked running under one lock, so `submit` never sees it in neither place.
+            let next = {
+                let mut pending = lock(&self.pending);
+                let next = pending.pop_front();
+                *lock(&self.running) = next.clone();
+                next
+            };
             let Some(job) = next else {
                 if self.closing.load(Ordering::SeqCst) {
                     return;
@@ -379,13 +387,14 @@ impl Engine {
             };
             // A job that slipped in while the server was stopping does not run.
             if self.closing.load(Ordering::SeqCst) {
+                *lock(&self.running) = None;
                 self.cancel(Some(&job.id));
                 continue;
             }
             if !job.set_running() {
+                *lock(&self.running) = None;
                 continue;
             }
-            *lock(&self.running) = Some(job.clone());
             let outcome = self.run(&job).await;
             *lock(&self.running) = None;
             self.finish(&job, outcome);
