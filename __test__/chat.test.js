@@ -5,10 +5,9 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const http = require('node:http')
 const os = require('node:os')
 const path = require('node:path')
-const { backends } = require('./helpers')
+const { backends, serveFiles } = require('./helpers')
 const { LlamaServerManager, ModelManager, configure, systemInfo } = require('..')
 
 const { paths: real, skip } = backends()
@@ -23,11 +22,9 @@ async function chatModel() {
   if (model) return model
   configure({ dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-chat-')) })
   process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  const server = http.createServer((req, res) => fs.createReadStream(real.chatModel).pipe(res))
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const url = `http://127.0.0.1:${server.address().port}/SmolLM2-135M-Instruct.Q4_1.gguf`
-  model = await new ModelManager().downloadModel({ source: 'url', url, name: 'SmolLM2 135M Instruct', type: 'llm', checksum: CHAT_SHA256 })
-  server.close()
+  model = await serveFiles({ '/SmolLM2-135M-Instruct.Q4_1.gguf': real.chatModel }, (base) =>
+    new ModelManager().downloadModel({ source: 'url', url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`, name: 'SmolLM2 135M Instruct', type: 'llm', checksum: CHAT_SHA256 }),
+  )
   return model
 }
 

@@ -3,13 +3,12 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const http = require('node:http')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { monitorEventLoopDelay } = require('node:perf_hooks')
-const { backends, ROOT } = require('./helpers')
+const { backends, downloadTinyImageSet, ROOT } = require('./helpers')
 const { DiffusionServerManager, ModelManager, configure, CancelledError, PortInUseError, ServerError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
@@ -23,21 +22,7 @@ async function withTinySet() {
   configure({ dataDir })
   process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
   process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
-  const files = { '/diffusion.gguf': real.diffusionModel, '/llm.gguf': real.diffusionComponents.llm, '/taesd.gguf': real.diffusionComponents.taesd }
-  const server = http.createServer((req, res) => fs.createReadStream(files[req.url]).pipe(res))
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const base = `http://127.0.0.1:${server.address().port}`
-  await new ModelManager().downloadModel({
-    source: 'url',
-    url: `${base}/diffusion.gguf`,
-    name: 'tiny-image',
-    type: 'diffusion',
-    components: [
-      { role: 'llm', source: 'url', url: `${base}/llm.gguf` },
-      { role: 'taesd', source: 'url', url: `${base}/taesd.gguf` },
-    ],
-  })
-  server.close()
+  await downloadTinyImageSet(new ModelManager(), real)
   return dataDir
 }
 

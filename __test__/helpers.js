@@ -1,6 +1,8 @@
 'use strict'
 
 const { spawn } = require('node:child_process')
+const fs = require('node:fs')
+const http = require('node:http')
 const path = require('node:path')
 
 const ROOT = path.resolve(__dirname, '..')
@@ -41,3 +43,34 @@ function backends() {
 }
 
 module.exports.backends = backends
+
+/** Serves local files (`{ '/name': path }`) on 127.0.0.1 while `use(baseUrl)` runs. */
+async function serveFiles(files, use) {
+  const server = http.createServer((req, res) => fs.createReadStream(files[req.url]).pipe(res))
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  try {
+    return await use(`http://127.0.0.1:${server.address().port}`)
+  } finally {
+    server.close()
+  }
+}
+
+/** Registers the tiny diffusion set of `npm run backends` as one multi-component model. */
+function downloadTinyImageSet(modelManager, real, name = 'tiny-image') {
+  const files = { '/diffusion.gguf': real.diffusionModel, '/llm.gguf': real.diffusionComponents.llm, '/taesd.gguf': real.diffusionComponents.taesd }
+  return serveFiles(files, (base) =>
+    modelManager.downloadModel({
+      source: 'url',
+      url: `${base}/diffusion.gguf`,
+      name,
+      type: 'diffusion',
+      components: [
+        { role: 'llm', source: 'url', url: `${base}/llm.gguf` },
+        { role: 'taesd', source: 'url', url: `${base}/taesd.gguf` },
+      ],
+    }),
+  )
+}
+
+module.exports.serveFiles = serveFiles
+module.exports.downloadTinyImageSet = downloadTinyImageSet

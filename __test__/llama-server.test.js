@@ -3,12 +3,11 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const http = require('node:http')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { backends, ROOT } = require('./helpers')
+const { backends, serveFiles, ROOT } = require('./helpers')
 const { LlamaServerManager, ModelManager, configure, PortInUseError, ModelNotFoundError, ServerError, BinaryError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
@@ -22,11 +21,9 @@ async function withTinyModel() {
   const dataDir = tmp()
   configure({ dataDir })
   process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  const server = http.createServer((req, res) => fs.createReadStream(req.url === '/bad.gguf' ? __filename : real.llmModel).pipe(res))
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const base = `http://127.0.0.1:${server.address().port}`
-  await new ModelManager().downloadModel({ source: 'url', url: `${base}/tiny.gguf`, name: 'tiny', type: 'llm' })
-  server.close()
+  await serveFiles({ '/tiny.gguf': real.llmModel }, (base) =>
+    new ModelManager().downloadModel({ source: 'url', url: `${base}/tiny.gguf`, name: 'tiny', type: 'llm' }),
+  )
   return dataDir
 }
 

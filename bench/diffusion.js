@@ -6,35 +6,16 @@
 // Each image goes over HTTP (POST /v1/images/generations); our overhead is the end-to-end time
 // minus the time the backend itself took (`backendTime`: the sd-cli process, or the sd-server
 // job). Prints medians and the resident/one-shot ratio. Needs `npm run backends`.
-const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
-const http = require('node:http')
 const os = require('node:os')
 const path = require('node:path')
+const { backends, median } = require('./common')
+const { downloadTinyImageSet } = require('../__test__/helpers')
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7)
 const BODY = JSON.stringify({ prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 42 })
 
-function backends() {
-  const run = spawnSync('bash', [path.join(__dirname, '..', 'scripts', 'backends.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
-  if (run.status !== 0) throw new Error('npm run backends failed')
-  return JSON.parse(run.stdout.trim().split('\n').pop())
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const ms = (x) => `${x.toFixed(1)} ms`
-
-async function registerTinySet(lib, real) {
-  const files = { '/d': real.diffusionModel, '/l': real.diffusionComponents.llm, '/t': real.diffusionComponents.taesd }
-  const server = http.createServer((req, res) => fs.createReadStream(files[req.url]).pipe(res))
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const base = `http://127.0.0.1:${server.address().port}`
-  await new lib.ModelManager().downloadModel({
-    source: 'url', url: `${base}/d`, name: 'tiny-image', type: 'diffusion',
-    components: [{ role: 'llm', source: 'url', url: `${base}/l` }, { role: 'taesd', source: 'url', url: `${base}/t` }],
-  })
-  server.close()
-}
 
 async function image(port) {
   const start = process.hrtime.bigint()
@@ -63,7 +44,7 @@ async function main() {
   process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
   process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
   const lib = require('..')
-  await registerTinySet(lib, real)
+  await downloadTinyImageSet(new lib.ModelManager(), real)
   const server = new lib.DiffusionServerManager()
   const oneShot = await series(server, 'one-shot')
   const resident = await series(server, 'resident')

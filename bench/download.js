@@ -10,12 +10,12 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { pathToFileURL } = require('node:url')
+const { anchorDist, median } = require('./common')
 
 const SIZE = Number(process.env.BENCH_BYTES ?? 1 << 30)
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 // BENCH_RATE=100 paces the server at 100 MiB/s, like a fast real link; unset, loopback runs flat out.
 const RATE = Number(process.env.BENCH_RATE ?? 0)
-const CACHE = process.env.GENAI_ELECTRON_DEV_CACHE ?? path.join(os.homedir(), '.cache', 'genai-electron-dev')
 
 function makeSource(file) {
   const out = fs.openSync(file, 'w')
@@ -34,18 +34,6 @@ function makeSource(file) {
   return hash.digest('hex')
 }
 
-/** The anchor library, fetched once with `npm pack` (its downloader needs only Node built-ins). */
-function anchorDir() {
-  const dir = path.join(CACHE, 'bench', 'genai-electron-0.26.0')
-  if (!fs.existsSync(path.join(dir, 'package', 'dist', 'download', 'Downloader.js'))) {
-    fs.mkdirSync(dir, { recursive: true })
-    const pack = spawnSync('npm', ['pack', 'genai-electron@0.26.0', '--pack-destination', dir], { encoding: 'utf8' })
-    if (pack.status !== 0) throw new Error(`npm pack failed: ${pack.stderr}`)
-    spawnSync('tar', ['-xzf', path.join(dir, 'genai-electron-0.26.0.tgz'), '-C', dir])
-  }
-  return path.join(dir, 'package', 'dist')
-}
-
 async function startServer(file) {
   const child = spawn(process.execPath, [path.join(__dirname, 'serve-file.js'), file, String(RATE)], { stdio: ['ignore', 'pipe', 'inherit'] })
   const port = await new Promise((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))))
@@ -58,15 +46,13 @@ async function timed(fn) {
   return Number(process.hrtime.bigint() - start) / 1e9
 }
 
-const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]
-
 async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-bench-'))
   const source = path.join(work, 'source.gguf')
   console.error(`writing a ${(SIZE / 2 ** 20).toFixed(0)} MiB source file…`)
   const sha256 = makeSource(source)
   const server = await startServer(source)
-  const dist = anchorDir()
+  const dist = anchorDist()
   const { Downloader } = await import(pathToFileURL(path.join(dist, 'download', 'Downloader.js')))
   const { calculateSHA256 } = await import(pathToFileURL(path.join(dist, 'download', 'checksum.js')))
   const lib = require('..')

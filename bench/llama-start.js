@@ -14,26 +14,10 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { pathToFileURL } = require('node:url')
+const { CACHE, backends, anchorDist, median } = require('./common')
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
-const CACHE = process.env.GENAI_ELECTRON_DEV_CACHE ?? path.join(os.homedir(), '.cache', 'genai-electron-dev')
 const ARGS = { threads: 1, contextSize: 512 }
-
-function backends() {
-  const run = spawnSync('bash', [path.join(__dirname, '..', 'scripts', 'backends.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
-  if (run.status !== 0) throw new Error('npm run backends failed')
-  return JSON.parse(run.stdout.trim().split('\n').pop())
-}
-
-function anchorDist() {
-  const dir = path.join(CACHE, 'bench', 'genai-electron-0.26.0')
-  if (!fs.existsSync(path.join(dir, 'package', 'dist'))) {
-    fs.mkdirSync(dir, { recursive: true })
-    spawnSync('npm', ['pack', 'genai-electron@0.26.0', '--pack-destination', dir])
-    spawnSync('tar', ['-xzf', path.join(dir, 'genai-electron-0.26.0.tgz'), '-C', dir])
-  }
-  return path.join(dir, 'package', 'dist')
-}
 
 function freePort() {
   return new Promise((resolve) => {
@@ -100,8 +84,6 @@ async function anchor(startRunner, binary, model) {
   await handle.stop()
   return ms
 }
-
-const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]
 
 async function main() {
   const real = backends()

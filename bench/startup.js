@@ -4,14 +4,10 @@
 // `node -e ''` measured in the same run. Each figure is the median of RUNS fresh processes.
 const { spawnSync } = require('node:child_process')
 const path = require('node:path')
+const { median } = require('./common')
 
 const ROOT = path.resolve(__dirname, '..')
 const RUNS = Number(process.env.BENCH_RUNS ?? 30)
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)]
-}
 
 // Cases run interleaved, so drift in machine load hits all of them alike.
 function timeProcesses(sources) {

@@ -5,9 +5,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tools
 ensure_node_modules
 step "backends and models (built once, then cached)"
-backends_json="$GENAI_ELECTRON_DEV_CACHE/demo-backends.json"
-bash scripts/backends.sh | tail -n 1 > "$backends_json"
-export GENAI_ELECTRON_DEMO_BACKENDS="$backends_json"
+GENAI_ELECTRON_DEMO_BACKENDS=$(provision_backends)
+export GENAI_ELECTRON_DEMO_BACKENDS
 export GENAI_ELECTRON_DATA_DIR="${GENAI_ELECTRON_DATA_DIR:-$GENAI_ELECTRON_DEV_CACHE/demo-data}"
 step "demo"
 node examples/demo.js

@@ -32,3 +32,12 @@ build_addon() {
   step "build the addon (release)"
   npm run --silent build
 }
+
+# Provides the real backends and models (npm run backends, cached) and writes the JSON line it
+# prints to the cache folder; echoes that file's path.
+provision_backends() {
+  local json="$GENAI_ELECTRON_DEV_CACHE/backends.json"
+  # Called as $(provision_backends), where bash clears `set -e`: fail explicitly.
+  bash scripts/backends.sh | tail -n 1 > "$json" || return 1
+  echo "$json"
+}

@@ -5,10 +5,10 @@ require_tools
 ensure_node_modules
 
 step "real backends and tiny models (npm run backends)"
-backends_json="$GENAI_ELECTRON_DEV_CACHE/backends.json"
-bash scripts/backends.sh | tail -n 1 > "$backends_json"
-cat "$backends_json"
-export GENAI_ELECTRON_TEST_BACKENDS="$backends_json"
+# Assigned apart from `export`, which would hide a failure from `set -e`.
+GENAI_ELECTRON_TEST_BACKENDS=$(provision_backends)
+export GENAI_ELECTRON_TEST_BACKENDS
+cat "$GENAI_ELECTRON_TEST_BACKENDS"
 # The source-build tests use the project's cmake; with it on PATH they cannot skip.
 export PATH="$GENAI_ELECTRON_DEV_CACHE/backends/venv/bin:$PATH"
 export GENAI_ELECTRON_REQUIRE_CMAKE=1

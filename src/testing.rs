@@ -1,5 +1,5 @@
 //! Test helpers: a local HTTP/1.1 file server on 127.0.0.1 that can honour or ignore `Range`,
-//! drop the connection mid-body, and answer with a chosen status.
+//! drop the connection mid-body, and answer with a chosen status; and the real backends.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,6 +7,21 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The JSON of `npm run backends` (real executables and test models), when `npm test` provides
+/// it through `GENAI_ELECTRON_TEST_BACKENDS`. Without it the caller skips, saying `what` is
+/// missing; under `npm test` (which also sets `GENAI_ELECTRON_REQUIRE_CMAKE`) it cannot skip.
+pub fn real_backends(what: &str) -> Option<serde_json::Value> {
+    let Some(file) = std::env::var_os("GENAI_ELECTRON_TEST_BACKENDS") else {
+        assert!(
+            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
+            "GENAI_ELECTRON_TEST_BACKENDS is not set"
+        );
+        eprintln!("SKIPPED: real {what} not provided (run npm test)");
+        return None;
+    };
+    Some(serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap())
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Behaviour {

@@ -11,15 +11,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The real sd-cli, sd-server and tiny diffusion set from `npm run backends`.
 fn real() -> Option<Value> {
-    let Some(file) = std::env::var_os("GENAI_ELECTRON_TEST_BACKENDS") else {
-        assert!(
-            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
-            "GENAI_ELECTRON_TEST_BACKENDS is not set"
-        );
-        eprintln!("SKIPPED: real stable-diffusion.cpp not provided (run npm test)");
-        return None;
-    };
-    Some(serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap())
+    crate::testing::real_backends("stable-diffusion.cpp")
 }
 
 fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConfig {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, sink};
+use super::events::{EventCallback, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::diffusion::resolve::{self, StartRequest};
 use crate::diffusion::{DiffusionEvent, DiffusionServer};
@@ -31,17 +31,12 @@ pub struct ImageBatch {
 fn event_to_js(event: DiffusionEvent) -> Value {
     match event {
         DiffusionEvent::Starting => json!({ "type": "starting" }),
-        DiffusionEvent::Started(info) => {
-            let mut v = serde_json::to_value(info).unwrap_or_default();
-            v["type"] = json!("started");
-            v
-        }
+        DiffusionEvent::Started(info) => tagged("started", info),
         DiffusionEvent::Stopped => json!({ "type": "stopped" }),
         DiffusionEvent::Progress { id, progress } => {
-            let mut v = serde_json::to_value(progress).unwrap_or_default();
-            v["type"] = json!("progress");
-            v["id"] = json!(id);
-            v
+            let mut event = tagged("progress", progress);
+            event["id"] = json!(id);
+            event
         }
         DiffusionEvent::Job { id, status } => json!({ "type": "job", "id": id, "status": status }),
         DiffusionEvent::Log(line) => json!({ "type": "log", "line": line }),

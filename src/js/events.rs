@@ -14,6 +14,13 @@ use crate::events::EventSink;
 #[napi]
 pub type EventCallback = ThreadsafeFunction<Value, (), Value, Status, false, true>;
 
+/// An event for JS: the fields of `value`, with `type` set to `kind`.
+pub fn tagged(kind: &str, value: impl serde::Serialize) -> Value {
+    let mut event = serde_json::to_value(value).unwrap_or_default();
+    event["type"] = Value::from(kind);
+    event
+}
+
 /// Wraps the manager's callback into a domain event sink.
 pub fn sink<E: 'static>(callback: Arc<EventCallback>, to_js: fn(E) -> Value) -> EventSink<E> {
     EventSink::new(move |event| {

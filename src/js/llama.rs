@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, sink};
+use super::events::{EventCallback, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaEvent, LlamaServer};
@@ -19,20 +19,12 @@ pub struct JsLlamaServer {
 fn event_to_js(event: LlamaEvent) -> Value {
     match event {
         LlamaEvent::Starting => json!({ "type": "starting" }),
-        LlamaEvent::Started(info) => {
-            let mut v = serde_json::to_value(info).unwrap_or_default();
-            v["type"] = json!("started");
-            v
-        }
+        LlamaEvent::Started(info) => tagged("started", info),
         LlamaEvent::Stopped => json!({ "type": "stopped" }),
         LlamaEvent::Crashed { exit, tail, hang } => {
             json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail, "hang": hang })
         }
-        LlamaEvent::Restarted(info) => {
-            let mut v = serde_json::to_value(info).unwrap_or_default();
-            v["type"] = json!("restarted");
-            v
-        }
+        LlamaEvent::Restarted(info) => tagged("restarted", info),
         LlamaEvent::RestartFailed { attempts, error } => {
             json!({ "type": "restart-failed", "attempts": attempts, "error": error })
         }

@@ -3,16 +3,7 @@ use std::os::unix::fs::PermissionsExt;
 
 /// The real llama-server and tiny model from `npm run backends`, when `npm test` provides them.
 fn real() -> Option<(PathBuf, PathBuf)> {
-    let Some(file) = std::env::var_os("GENAI_ELECTRON_TEST_BACKENDS") else {
-        // `npm test` sets both; there the real-binary tests cannot skip.
-        assert!(
-            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
-            "GENAI_ELECTRON_TEST_BACKENDS is not set"
-        );
-        eprintln!("SKIPPED: real llama-server not provided (run npm test)");
-        return None;
-    };
-    let json: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let json = crate::testing::real_backends("llama-server")?;
     Some((
         json["llamaServer"].as_str()?.into(),
         json["llmModel"].as_str()?.into(),
