@@ -125,6 +125,11 @@ test('bad requests and bad configs are typed errors', { skip }, async () => {
     const controller = new AbortController()
     controller.abort()
     await assert.rejects(server.generateImage({ ...SMALL, signal: controller.signal }), CancelledError)
+    // Aborted right after the call: the job is queued before generateImage returns, so it is found.
+    const late = new AbortController()
+    const pending = server.generateImage({ ...SMALL, signal: late.signal })
+    late.abort()
+    await assert.rejects(pending, CancelledError)
     assert.equal(server.cancelImageGeneration('no-such-job'), false)
   } finally {
     await server.stop()

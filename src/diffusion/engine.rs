@@ -212,8 +212,6 @@ pub struct Engine {
     wake: Notify,
     closing: AtomicBool,
     running: Mutex<Option<Arc<Job>>>,
-    /// Ids cancelled before their job was submitted (an AbortSignal that fired at once).
-    early_cancels: Mutex<VecDeque<String>>,
     events: EventSink<EngineEvent>,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -229,7 +227,6 @@ impl Engine {
             wake: Notify::new(),
             closing: AtomicBool::new(false),
             running: Mutex::new(None),
-            early_cancels: Mutex::new(VecDeque::new()),
             events,
             worker: Mutex::new(None),
         });
@@ -256,13 +253,6 @@ impl Engine {
             }
             None => format!("img_{:016x}", fastrand::u64(..)),
         };
-        {
-            let mut early = lock(&self.early_cancels);
-            if let Some(at) = early.iter().position(|e| *e == id) {
-                early.remove(at);
-                return Err(DiffusionError::Cancelled);
-            }
-        }
         let seed = request.resolved_seed();
         let (status, _) = watch::channel(JobStatus::Queued);
         let (updates, _) = broadcast::channel(256);
@@ -312,21 +302,10 @@ impl Engine {
     }
 
     /// Cancels a queued or running job; `None` cancels the running one. Returns the job, or
-    /// `None` when there is no such job (an id is then remembered for a moment, in case its job
-    /// is about to be submitted).
+    /// `None` when there is no such job.
     pub fn cancel(&self, id: Option<&str>) -> Option<Arc<Job>> {
         let job = match id {
-            Some(id) => match self.get(id) {
-                Some(job) => job,
-                None => {
-                    let mut early = lock(&self.early_cancels);
-                    if early.len() == 16 {
-                        early.pop_front();
-                    }
-                    early.push_back(id.to_string());
-                    return None;
-                }
-            },
+            Some(id) => self.get(id)?,
             None => lock(&self.running).clone()?,
         };
         job.cancel.cancel();

@@ -370,15 +370,16 @@ impl DiffusionServer {
         body: &Value,
         id: Option<String>,
     ) -> Result<Arc<ImageOutput>, JobError> {
-        let request = request::parse(body, false)
-            .map_err(|e| JobError::from(DiffusionError::Invalid(e.0)))?;
-        let engine = self
-            .engine()
-            .ok_or_else(|| JobError::from(DiffusionError::NotRunning))?;
+        self.submit(body, id)?.outcome().await
+    }
+
+    /// Queues an in-process request at once (without awaiting anything), so its id can be
+    /// cancelled from the moment this returns.
+    pub fn submit(&self, body: &Value, id: Option<String>) -> Result<Submitted, DiffusionError> {
+        let request = request::parse(body, false).map_err(|e| DiffusionError::Invalid(e.0))?;
+        let engine = self.engine().ok_or(DiffusionError::NotRunning)?;
         let job = engine.submit(request, id)?;
-        let outcome = job.wait().await;
-        engine.forget(&job.id);
-        outcome
+        Ok(Submitted { engine, job })
     }
 
     /// Cancels the job `id`, or the running one. False when there is no such job.
@@ -406,6 +407,21 @@ impl DiffusionServer {
         lock(&self.shared.running)
             .as_ref()
             .map(|r| r.engine.clone())
+    }
+}
+
+/// An in-process request in the queue.
+pub struct Submitted {
+    engine: Arc<Engine>,
+    job: Arc<engine::Job>,
+}
+
+impl Submitted {
+    /// Its images, once made; the job is then forgotten (the caller has them).
+    pub async fn outcome(self) -> Result<Arc<ImageOutput>, JobError> {
+        let outcome = self.job.wait().await;
+        self.engine.forget(&self.job.id);
+        outcome
     }
 }
 

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
-use napi::bindgen_prelude::Buffer;
+use napi::Env;
+use napi::bindgen_prelude::{Buffer, PromiseRaw};
 use napi_derive::napi;
 use serde_json::{Value, json};
 
@@ -71,24 +72,29 @@ impl JsDiffusionServer {
         Ok(())
     }
 
-    #[napi]
-    pub async fn generate_image(
+    /// Queues the request before returning, so its id can be cancelled at once.
+    #[napi(ts_return_type = "Promise<ImageBatch>")]
+    pub fn generate_image<'env>(
         &self,
+        env: &'env Env,
         config: Value,
         id: Option<String>,
-    ) -> napi::Result<ImageBatch> {
-        let output = self.inner.generate(&config, id).await.map_err(to_napi)?;
-        Ok(ImageBatch {
-            images: output
-                .images
-                .iter()
-                .map(|png| Buffer::from(png.clone()))
-                .collect(),
-            seeds: output.seeds.clone(),
-            width: output.width,
-            height: output.height,
-            time_taken: output.time_taken.as_secs_f64() * 1000.0,
-            backend_time: output.backend_time.as_secs_f64() * 1000.0,
+    ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
+        let submitted = self.inner.submit(&config, id).map_err(to_napi)?;
+        env.spawn_future(async move {
+            let output = submitted.outcome().await.map_err(to_napi)?;
+            Ok(ImageBatch {
+                images: output
+                    .images
+                    .iter()
+                    .map(|png| Buffer::from(png.clone()))
+                    .collect(),
+                seeds: output.seeds.clone(),
+                width: output.width,
+                height: output.height,
+                time_taken: output.time_taken.as_secs_f64() * 1000.0,
+                backend_time: output.backend_time.as_secs_f64() * 1000.0,
+            })
         })
     }
 
