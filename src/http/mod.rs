@@ -19,6 +19,9 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod parse_errors;
+use parse_errors::JsonParseErrors;
+
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A slow client gets this long to send its headers, and its body.
@@ -102,7 +105,7 @@ where
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => return,
@@ -205,6 +208,57 @@ mod tests {
         let mut out = String::new();
         stream.read_to_string(&mut out).await.unwrap();
         out
+    }
+
+    #[tokio::test]
+    async fn requests_hyper_cannot_parse_get_json_errors() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = serve(listener, |_req: Request<Incoming>| async move {
+            json(StatusCode::OK, &json!({ "ok": true }))
+        })
+        .unwrap();
+        let long_path = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(100_000));
+        let flood = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            (0..200)
+                .map(|i| format!("x-h{i}: v\r\n"))
+                .collect::<String>()
+        );
+        for (request, status, code) in [
+            ("GARBAGE\r\n\r\n", "400", "INVALID_ARGUMENT"),
+            (
+                "GET / HTTP/1.1\r\ncontent-length: -5\r\n\r\n",
+                "400",
+                "INVALID_ARGUMENT",
+            ),
+            (
+                "POST / HTTP/1.1\r\ncontent-length: 99999999999999999999999\r\n\r\n",
+                "400",
+                "INVALID_ARGUMENT",
+            ),
+            ("GET / HTTP/9.9\r\n\r\n", "400", "INVALID_ARGUMENT"),
+            (long_path.as_str(), "414", "URI_TOO_LONG"),
+            (flood.as_str(), "431", "HEADERS_TOO_LARGE"),
+        ] {
+            let answer = raw(server.addr, request).await;
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}")),
+                "{request:.40}: {answer}"
+            );
+            assert!(head.contains("content-type: application/json"), "{answer}");
+            let body: Value =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+            assert_eq!(body["code"], code, "{answer}");
+            assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        let ok = raw(
+            server.addr,
+            "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(ok.ends_with("{\"ok\":true}"), "{ok}");
+        server.shutdown().await;
     }
 
     #[tokio::test]
