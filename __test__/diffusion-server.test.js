@@ -153,3 +153,61 @@ test('killing the Node parent with SIGKILL takes sd-server with it', { skip }, a
   while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25))
   assert.equal(alive(pid), false, `sd-server ${pid} still alive 1 s after its parent was killed`)
 })
+
+test('a prompt past the parser limit is a 400 before any backend runs; one at the limit draws', { skip }, async () => {
+  await withTinySet()
+  const server = new DiffusionServerManager()
+  const { port } = await server.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+  const limit = { linux: 8192, win32: 1024 }[process.platform] ?? 512
+  const text = (n) => 'a red cube on a wooden table '.repeat(2000).slice(0, n)
+  const post = (body) => fetch(`http://127.0.0.1:${port}/v1/images/generations`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  })
+  try {
+    // 26,160 bytes crashed the backend with signal 11 before the limit existed.
+    for (const body of [{ prompt: text(26_160) }, { prompt: text(limit + 1) }, { prompt: 'p', negativePrompt: text(limit + 1) }]) {
+      const res = await post({ ...body, width: 64, height: 64, steps: 1, cfgScale: 1 })
+      assert.equal(res.status, 400)
+      const error = await res.json()
+      assert.equal(error.code, 'INVALID_ARGUMENT')
+      assert.match(error.error, new RegExp(`at most ${limit} are allowed`))
+    }
+    await assert.rejects(server.generateImage({ ...SMALL, prompt: text(limit + 1) }), ValidationError)
+    assert.equal(server.getInfo().pid, null, 'sd-server was never started')
+    const res = await post({ prompt: text(limit), width: 64, height: 64, steps: 1, cfgScale: 1, seed: 1 })
+    assert.equal(res.status, 200, await res.clone().text())
+    assert.deepEqual(pngSize(Buffer.from((await res.json()).image, 'base64')), [64, 64])
+  } finally {
+    await server.stop()
+  }
+})
+
+test('requests the HTTP parser refuses still get JSON errors', { skip }, async () => {
+  await withTinySet()
+  const server = new DiffusionServerManager()
+  const { port } = await server.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto' })
+  const raw = (request) => new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(request))
+    let answer = ''
+    socket.on('data', (d) => (answer += d))
+    socket.on('end', () => resolve(answer))
+    socket.on('error', reject)
+  })
+  try {
+    for (const [request, status, code] of [
+      ['NONSENSE\r\n\r\n', 400, 'INVALID_ARGUMENT'],
+      ['POST /v1/images/generations HTTP/1.1\r\ncontent-length: -1\r\n\r\n', 400, 'INVALID_ARGUMENT'],
+      [`GET /${'a'.repeat(100_000)} HTTP/1.1\r\n\r\n`, 414, 'URI_TOO_LONG'],
+      [`GET /health HTTP/1.1\r\n${'x-flood: 1\r\n'.repeat(200)}\r\n`, 431, 'HEADERS_TOO_LARGE'],
+    ]) {
+      const answer = await raw(request)
+      const [head, body] = answer.split('\r\n\r\n')
+      assert.match(head, new RegExp(`^HTTP/1.1 ${status} `), answer)
+      assert.match(head, /content-type: application\/json/)
+      assert.equal(JSON.parse(body).code, code)
+    }
+    assert.equal(await server.isHealthy(), true)
+  } finally {
+    await server.stop()
+  }
+})
