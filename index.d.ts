@@ -142,6 +142,15 @@ export interface GGUFMetadata {
   attention_head_count_kv?: number | number[]
   attention_key_length?: number | number[]
   attention_value_length?: number | number[]
+  /** Bytes the file must have to hold every tensor its header lists (a download shorter than this is refused). */
+  required_file_size?: number
+  /**
+   * Every key of the header. Arrays of up to 1,024 items are kept while 65,536 items in all
+   * last, strings while 4 MiB in all last; beyond that a value is summarised as
+   * `{ type: 'array', itemType, length }` or `{ type: 'string', length }`. Keys are plain own
+   * properties (a key named `__proto__` cannot change the object).
+   */
+  raw?: Record<string, unknown>
   [key: string]: unknown
 }
 
@@ -423,9 +432,12 @@ export interface ImageGenerationProgress {
 
 /** One image request. Unknown keys are a {@link ValidationError}. */
 export interface ImageGenerationConfig {
-  /** What to draw (required, not empty). */
+  /**
+   * What to draw (required, not empty). At most 8 KiB on Linux, 1 KiB on Windows and 512 bytes on
+   * macOS: longer text overflows the stack of stable-diffusion.cpp's prompt parser, so it is refused first.
+   */
   prompt: string
-  /** What to avoid. */
+  /** What to avoid (the same limit as `prompt`). */
   negativePrompt?: string
   /** Pixels, a multiple of 8 from 64 to 4096 (default 512). */
   width?: number
@@ -622,6 +634,29 @@ export interface DownloadConfig extends FileSourceConfig {
   onProgress?: (downloaded: number, total: number, event: DownloadProgressEvent) => void
   /** An id of your choosing for {@link ModelManager.cancelDownload} and `progress` events (default: a random UUID). */
   downloadId?: string
+  /**
+   * Milliseconds without a byte before the connection is given up and resumed (default 30000).
+   * After three resumptions (250 ms, 500 ms, 1 s apart) the download fails with a
+   * {@link DownloadError} and its `.part` stays, so calling `downloadModel` again resumes it.
+   */
+  stallTimeout?: number
+}
+
+/** Options of {@link ModelManager.readGGUFMetadata}. */
+export interface ReadGGUFOptions {
+  /** Keep arrays of any length (a tokenizer's tokens) instead of summarising long ones; up to 8 Mi items and 128 MiB of strings. */
+  fullArrays?: boolean
+  /** URL only: milliseconds any one network read may wait (default 30000); the whole read gets ten times that. */
+  timeout?: number
+}
+
+/** A model folder that listing skipped (`damaged` event of {@link ModelManager}). */
+export interface DamagedModelEvent {
+  type: 'damaged'
+  /** The folder; its name is the id to give {@link ModelManager.deleteModel} to remove it. */
+  path: string
+  /** Why: an unreadable record, one that names another id or type, a file outside the folder, a missing or resized file. */
+  reason: string
 }
 
 export interface ModelSource {
@@ -697,6 +732,8 @@ export interface StorageUsage {
 
 export interface ModelManagerEvents {
   progress: [DownloadProgressEvent]
+  /** Emitted by {@link ModelManager.listModels} for each folder it skipped. */
+  damaged: [DamagedModelEvent]
   error: [unknown]
 }
 
@@ -707,22 +744,32 @@ export interface ModelManagerEvents {
 export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
   constructor()
   static getInstance(): ModelManager
-  /** Installed models, optionally of one type, ordered by id. */
+  /**
+   * Installed models, optionally of one type, ordered by id. A folder whose record cannot be
+   * trusted or whose files are incomplete is skipped with a `damaged` event; it never hides the others.
+   */
   listModels(type?: ModelType): Promise<ModelInfo[]>
-  /** @throws {ModelNotFoundError} */
+  /**
+   * Only ids that `downloadModel` derives (lower-case letters, digits, `-`, `.`, `_`) name a model.
+   * @throws {ModelNotFoundError} any other id, or no such model. @throws {FileSystemError} a damaged record or missing file.
+   */
   getModelInfo(id: string): Promise<ModelInfo>
   /**
    * Downloads a model (all shards, all components) and registers it. Files stream to `.part`
    * files with sha256 computed on the way; a broken connection resumes (the `.part` files stay
-   * for a later call if it cannot); nothing is listed before everything is verified.
+   * for a later call if it cannot); nothing is listed before everything is verified. A file that
+   * must be GGUF (every file of an `llm`, every `.gguf` of a diffusion model) is refused as soon
+   * as its first 8 bytes arrive if they are not a GGUF header, and after the download if it is
+   * shorter than its header says (it then stays as a `.part` that the next call resumes). A
+   * failed download leaves nothing in the model's folder but such resumable `.part` files.
    * @throws {ValidationError} a malformed config, an unknown component role, a file that is not GGUF, an existing id.
-   * @throws {DownloadError} HTTP errors (`details.status`), broken connections, a cancelled download.
+   * @throws {DownloadError} HTTP errors (`details.status`), broken or stalled connections, a file cut short, a redirect loop, a cancelled download.
    * @throws {ChecksumError} a sha256 mismatch; the model's files are removed.
    * @throws {FileSystemError} a full disk or unwritable folder; partial files are removed.
    */
   downloadModel(config: DownloadConfig): Promise<ModelInfo>
   /**
-   * Removes a model and its files.
+   * Removes a model and its files; a damaged one too (by the name of its folder), which is how it goes away.
    * @throws {ModelNotFoundError} no such model. @throws {ServerError} a running server uses it.
    */
   deleteModel(id: string): Promise<void>
@@ -736,10 +783,12 @@ export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
   getStorageUsage(): Promise<StorageUsage>
   /**
    * GGUF header facts of a local file, or of an http(s) URL by fetching only the start of the file
-   * with Range requests. Hostile or truncated headers are errors, never crashes.
-   * @throws {ValidationError} not a (complete) GGUF header. @throws {FileSystemError} unreadable file.
+   * with Range requests (a server that ignores Range is read only as far as the header needs).
+   * Hostile or truncated headers are errors, never crashes; what is kept is bounded (see `raw`).
+   * @throws {ValidationError} not a (complete) GGUF header, not a regular file (a FIFO, a folder).
+   * @throws {FileSystemError} unreadable file. @throws {DownloadError} the URL failed or a read timed out.
    */
-  readGGUFMetadata(pathOrUrl: string): Promise<GGUFMetadata & Record<string, unknown>>
+  readGGUFMetadata(pathOrUrl: string, options?: ReadGGUFOptions): Promise<GGUFMetadata & Record<string, unknown>>
 }
 
 /** The shared {@link ModelManager}. */

@@ -19,6 +19,14 @@ function tmp() {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-models-'))
 }
 
+/** `size` bytes that start as an empty GGUF v3 header (no keys, no tensors), as a model must. */
+function ggufSized(size) {
+  const bytes = Buffer.alloc(size)
+  bytes.write('GGUF', 0)
+  bytes.writeUInt32LE(3, 4)
+  return bytes
+}
+
 function sha256(file) {
   return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')
 }
@@ -130,7 +138,7 @@ test('GGUF metadata matches the gguf package for llama.cpp vocab files and the t
 
 test('a cancelled download leaves nothing behind', async () => {
   const big = path.join(tmp(), 'big.gguf')
-  fs.writeFileSync(big, Buffer.alloc(8 << 20))
+  fs.writeFileSync(big, ggufSized(8 << 20))
   const server = await serve({ 'big.gguf': big }, { slow: true })
   try {
     const dataDir = tmp()
@@ -149,11 +157,13 @@ test('a cancelled download leaves nothing behind', async () => {
 test('bad downloads are typed errors and register nothing', async () => {
   const file = path.join(tmp(), 'm.gguf')
   fs.writeFileSync(file, 'not gguf')
-  const server = await serve({ 'm.gguf': file })
+  const good = path.join(tmp(), 'good.gguf')
+  fs.writeFileSync(good, ggufSized(64))
+  const server = await serve({ 'm.gguf': file, 'good.gguf': good })
   try {
     configure({ dataDir: tmp() })
     const manager = new ModelManager()
-    await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('m.gguf'), name: 'm', type: 'llm', checksum: '0'.repeat(64) }), ChecksumError)
+    await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('good.gguf'), name: 'm', type: 'llm', checksum: '0'.repeat(64) }), ChecksumError)
     await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('m.gguf'), name: 'm', type: 'llm' }), ValidationError)
     await assert.rejects(manager.downloadModel({ source: 'url', url: server.url('missing.gguf'), name: 'm', type: 'llm' }), (err) => err instanceof DownloadError && err.details.status === 404)
     await assert.rejects(manager.downloadModel({ source: 'url', name: 'm', type: 'image' }), ValidationError)
@@ -206,7 +216,7 @@ test('a full disk is a FileSystemError and leaves no partial model', async (t) =
   const cannot = mountTmpfs(dataDir, '512k')
   if (cannot) return t.skip(cannot)
   const big = path.join(tmp(), 'big.gguf')
-  fs.writeFileSync(big, Buffer.alloc(2 << 20))
+  fs.writeFileSync(big, ggufSized(2 << 20))
   const server = await serve({ 'big.gguf': big })
   try {
     configure({ dataDir })

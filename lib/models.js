@@ -24,12 +24,12 @@ class ModelManager extends EventEmitter {
 
   async listModels(type) {
     syncElectronUserData()
-    return callAsync(() => this.#native.listModels(type))
+    return JSON.parse(await callAsync(() => this.#native.listModels(type)))
   }
 
   async getModelInfo(id) {
     syncElectronUserData()
-    return callAsync(() => this.#native.getModelInfo(id))
+    return JSON.parse(await callAsync(() => this.#native.getModelInfo(String(id))))
   }
 
   async downloadModel(config) {
@@ -40,7 +40,7 @@ class ModelManager extends EventEmitter {
     }
     if (typeof onProgress === 'function') this.on('progress', listener)
     try {
-      return await callAsync(() => this.#native.downloadModel(downloadId, rest))
+      return JSON.parse(await callAsync(() => this.#native.downloadModel(downloadId, rest)))
     } finally {
       this.off('progress', listener)
     }
@@ -48,7 +48,7 @@ class ModelManager extends EventEmitter {
 
   async deleteModel(id) {
     syncElectronUserData()
-    return callAsync(() => this.#native.deleteModel(id))
+    return callAsync(() => this.#native.deleteModel(String(id)))
   }
 
   async verifyModel(id) {
@@ -71,8 +71,8 @@ class ModelManager extends EventEmitter {
     return callAsync(() => this.#native.getStorageUsage())
   }
 
-  async readGGUFMetadata(pathOrUrl) {
-    return callAsync(() => this.#native.readGGUFMetadata(pathOrUrl))
+  async readGGUFMetadata(pathOrUrl, options) {
+    return JSON.parse(await callAsync(() => this.#native.readGGUFMetadata(pathOrUrl, options)))
   }
 }
 

@@ -34,6 +34,12 @@ pub struct Behaviour {
     pub status: Option<u16>,
     /// Send bodies in 16 KiB pieces, 20 ms apart.
     pub slow: bool,
+    /// Send this many body bytes, then keep the connection open without sending more.
+    pub stall_after: Option<usize>,
+    /// Leave out Content-Length: the body ends when the connection closes.
+    pub no_length: bool,
+    /// Answer every request with a redirect to itself.
+    pub redirect_loop: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +134,12 @@ impl FileServer {
             .unwrap()
             .get(path.split('?').next().unwrap_or_default())
             .cloned();
+        if behaviour.redirect_loop {
+            let _ = stream
+                .write_all(format!("HTTP/1.1 302 Found\r\nlocation: {path}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                .await;
+            return;
+        }
         let (status, body) = match (behaviour.status, body) {
             (Some(status), _) => (status, None),
             (None, None) => (404, None),
@@ -167,11 +179,24 @@ impl FileServer {
             _ => len,
         };
         let slice = &body[start as usize..end as usize];
+        let length = if behaviour.no_length {
+            String::new()
+        } else {
+            format!("content-length: {}\r\n", slice.len())
+        };
         let header = format!(
-            "HTTP/1.1 {status_line}\r\ncontent-length: {}\r\naccept-ranges: bytes\r\n{extra}connection: close\r\n\r\n",
-            slice.len()
+            "HTTP/1.1 {status_line}\r\n{length}accept-ranges: bytes\r\n{extra}connection: close\r\n\r\n"
         );
         if stream.write_all(header.as_bytes()).await.is_err() {
+            return;
+        }
+        if let Some(n) = behaviour.stall_after {
+            let _ = stream.write_all(&slice[..n.min(slice.len())]).await;
+            // Hold the connection until the client gives up on it.
+            let mut sink = [0u8; 64];
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(60), stream.read(&mut sink))
+                    .await;
             return;
         }
         let send = match behaviour.drop_after {
@@ -212,11 +237,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// A minimal GGUF v3 file: a few llama keys, no tensors, `data` bytes of tensor data.
+/// A minimal GGUF v3 file: a few llama keys, and one I8 tensor of `data` bytes.
 pub fn tiny_gguf(block_count: u32, data: usize) -> Vec<u8> {
     let mut out = b"GGUF".to_vec();
     out.extend(3u32.to_le_bytes());
-    out.extend(0u64.to_le_bytes());
+    out.extend(1u64.to_le_bytes());
     out.extend(2u64.to_le_bytes());
     for (key, kind, value) in [
         ("general.architecture", 8u32, b"llama".to_vec()),
@@ -234,6 +259,12 @@ pub fn tiny_gguf(block_count: u32, data: usize) -> Vec<u8> {
         }
         out.extend(value);
     }
+    out.extend(4u64.to_le_bytes());
+    out.extend(b"data");
+    out.extend(1u32.to_le_bytes());
+    out.extend((data as u64).to_le_bytes());
+    out.extend(24u32.to_le_bytes()); // I8: one byte per element
+    out.extend(0u64.to_le_bytes());
     while !out.len().is_multiple_of(32) {
         out.push(0);
     }

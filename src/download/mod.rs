@@ -17,8 +17,14 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::{Coded, ErrorCode, io_suggestion};
 
-/// Automatic resumptions of one download after the connection breaks mid-body.
+/// Automatic resumptions of one download after the connection breaks mid-body or stalls.
 const MAX_RESUMES: u32 = 3;
+/// The wait before the first resumption; it doubles for each one after.
+const RESUME_BACKOFF: Duration = Duration::from_millis(250);
+/// A connection that sends no byte for this long is given up and resumed.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of the file's start handed to [`Options::check_start`].
+const HEAD: usize = 8;
 /// Bytes handed to the writer thread at a time.
 const BATCH: usize = 1 << 20;
 /// Progress callbacks are throttled to at most one per interval (plus the final one).
@@ -32,6 +38,8 @@ pub enum DownloadError {
     Http { url: String, status: u16 },
     #[error("download of {url} failed: {reason}")]
     Network { url: String, reason: String },
+    #[error("{url} is not what was expected: {reason}")]
+    Rejected { url: String, reason: String },
     #[error("checksum mismatch for {url}: expected sha256 {expected}, got {actual}")]
     Checksum {
         url: String,
@@ -51,6 +59,7 @@ impl Coded for DownloadError {
         match self {
             DownloadError::Checksum { .. } => ErrorCode::ChecksumError,
             DownloadError::Io { .. } => ErrorCode::FileSystemError,
+            DownloadError::Rejected { .. } => ErrorCode::InvalidArgument,
             _ => ErrorCode::DownloadFailed,
         }
     }
@@ -68,6 +77,9 @@ impl Coded for DownloadError {
                 "Check the network connection and try again; the download resumes where it stopped"
                     .into()
             }
+            DownloadError::Rejected { .. } => {
+                "Check that the URL points at a model file of the expected format".into()
+            }
             DownloadError::Checksum { .. } => {
                 "The file was removed; try again, and if it keeps failing the source has changed"
                     .into()
@@ -78,9 +90,9 @@ impl Coded for DownloadError {
 
     fn details(&self) -> Map<String, Value> {
         let v = match self {
-            DownloadError::BadUrl { url, .. } | DownloadError::Network { url, .. } => {
-                json!({ "url": url })
-            }
+            DownloadError::BadUrl { url, .. }
+            | DownloadError::Network { url, .. }
+            | DownloadError::Rejected { url, .. } => json!({ "url": url }),
             DownloadError::Http { url, status } => json!({ "url": url, "status": status }),
             DownloadError::Checksum {
                 url,
@@ -132,11 +144,49 @@ pub fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// Judges the first bytes of a file: `Err` says why they are not what was expected.
+pub type StartCheck = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+
+/// What a download checks, and how long it waits for bytes.
+pub struct Options<'a> {
+    /// sha256 (hex) the whole file must have.
+    pub sha256: Option<&'a str>,
+    /// No byte for this long: the connection is dropped and the download resumes.
+    pub stall_timeout: Duration,
+    /// Judges the file's first bytes as soon as they are there (on resume, those of the part on
+    /// disk): an error stops the transfer at once and removes the part.
+    pub check_start: Option<&'a StartCheck>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            sha256: None,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            check_start: None,
+        }
+    }
+}
+
 /// Downloads `url` to `dest`, checking `sha256` (hex) when given. Resumes from `<dest>.part`.
 pub async fn download(
     url: &str,
     dest: &Path,
     sha256: Option<&str>,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Downloaded, DownloadError> {
+    let options = Options {
+        sha256,
+        ..Options::default()
+    };
+    download_with(url, dest, &options, on_progress).await
+}
+
+/// [`download`] with every option.
+pub async fn download_with(
+    url: &str,
+    dest: &Path,
+    options: &Options<'_>,
     on_progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Downloaded, DownloadError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::BadUrl {
@@ -152,13 +202,14 @@ pub async fn download(
     let part = part_path(dest);
     let mut attempt = 0;
     loop {
-        match transfer(url, &part, on_progress).await {
-            Ok(outcome) => return finish(url, dest, &part, sha256, outcome).await,
+        match transfer(url, &part, options, on_progress).await {
+            Ok(outcome) => return finish(url, dest, &part, options.sha256, outcome).await,
             Err(Failure::Retryable(reason)) if attempt < MAX_RESUMES => {
                 attempt += 1;
                 tracing::info!(
                     "download of {url} broke off ({reason}); resuming, attempt {attempt}"
                 );
+                tokio::time::sleep(RESUME_BACKOFF * (1 << (attempt - 1))).await;
             }
             Err(Failure::Retryable(reason)) => {
                 return Err(DownloadError::Network {
@@ -186,6 +237,7 @@ struct Transferred {
 async fn transfer(
     url: &str,
     part: &Path,
+    options: &Options<'_>,
     on_progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Transferred, Failure> {
     let io_err = |source: io::Error| {
@@ -202,9 +254,10 @@ async fn transfer(
     if existing > 0 {
         request = request.header(reqwest::header::RANGE, format!("bytes={existing}-"));
     }
-    let response = request
-        .send()
+    let stalled = || format!("no data for {:.1} s", options.stall_timeout.as_secs_f64());
+    let response = tokio::time::timeout(options.stall_timeout, request.send())
         .await
+        .map_err(|_| Failure::Retryable(stalled()))?
         .map_err(|e| Failure::Retryable(e.to_string()))?;
     let status = response.status();
     let resume_from = match status.as_u16() {
@@ -228,8 +281,9 @@ async fn transfer(
     let total = response.content_length().map(|len| len + resume_from);
 
     let mut hasher = Sha256::new();
+    let mut head = Vec::with_capacity(HEAD);
     let file = if resume_from > 0 {
-        hash_prefix(part, resume_from, &mut hasher)
+        hash_prefix(part, resume_from, &mut hasher, &mut head)
             .await
             .map_err(io_err)?;
         tokio::fs::OpenOptions::new()
@@ -250,17 +304,31 @@ async fn transfer(
     on_progress(Progress { downloaded, total });
     let mut body = response.bytes_stream();
     let mut broken = None;
+    let mut rejected = judge_start(options, &head, false);
     // Network chunks are small (~16 KiB); batching them to 1 MiB wakes the writer a thousand
     // times per GiB instead of sixty thousand.
     let mut batch = bytes::BytesMut::with_capacity(BATCH);
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(err) => {
+    while rejected.is_none() {
+        let chunk = match tokio::time::timeout(options.stall_timeout, body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
                 broken = Some(err.to_string());
                 break;
             }
+            Err(_) => {
+                broken = Some(stalled());
+                break;
+            }
         };
+        if head.len() < HEAD {
+            let take = (HEAD - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            rejected = judge_start(options, &head, false);
+            if rejected.is_some() {
+                break;
+            }
+        }
         downloaded += chunk.len() as u64;
         batch.extend_from_slice(&chunk);
         if batch.len() >= BATCH && sink.tx.send(batch.split().freeze()).await.is_err() {
@@ -283,6 +351,13 @@ async fn transfer(
             return Err(io_err(source));
         }
     };
+    if let Some(reason) = rejected.or_else(|| judge_start(options, &head, broken.is_none())) {
+        let _ = tokio::fs::remove_file(part).await;
+        return Err(Failure::Fatal(DownloadError::Rejected {
+            url: url.into(),
+            reason,
+        }));
+    }
     if let Some(reason) = broken {
         return Err(Failure::Retryable(reason));
     }
@@ -332,17 +407,42 @@ impl Sink {
     }
 }
 
-fn content_range_start(response: &reqwest::Response) -> Option<u64> {
-    let value = response
+fn content_range(response: &reqwest::Response) -> Option<&str> {
+    response
         .headers()
         .get(reqwest::header::CONTENT_RANGE)?
         .to_str()
-        .ok()?;
-    let range = value.strip_prefix("bytes ")?;
-    range.split('-').next()?.trim().parse().ok()
+        .ok()?
+        .strip_prefix("bytes ")
 }
 
-async fn hash_prefix(part: &Path, len: u64, hasher: &mut Sha256) -> io::Result<()> {
+/// The first byte of a 206 response (`Content-Range: bytes START-END/TOTAL`).
+pub(crate) fn content_range_start(response: &reqwest::Response) -> Option<u64> {
+    content_range(response)?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The whole file's size of a 206 response.
+pub(crate) fn content_range_total(response: &reqwest::Response) -> Option<u64> {
+    content_range(response)?
+        .rsplit('/')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Hashes the first `len` bytes of the part on disk, keeping its first [`HEAD`] bytes in `head`.
+async fn hash_prefix(
+    part: &Path,
+    len: u64,
+    hasher: &mut Sha256,
+    head: &mut Vec<u8>,
+) -> io::Result<()> {
     let mut file = tokio::fs::File::open(part).await?.take(len);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -350,8 +450,19 @@ async fn hash_prefix(part: &Path, len: u64, hasher: &mut Sha256) -> io::Result<(
         if n == 0 {
             return Ok(());
         }
+        let take = (HEAD - head.len()).min(n);
+        head.extend_from_slice(&buf[..take]);
         hasher.update(&buf[..n]);
     }
+}
+
+/// The start check's verdict once [`HEAD`] bytes are there, or at the end of a shorter file.
+fn judge_start(options: &Options<'_>, head: &[u8], at_end: bool) -> Option<String> {
+    let check = options.check_start?;
+    if head.len() < HEAD && !at_end {
+        return None;
+    }
+    check(head).err()
 }
 
 async fn finish(

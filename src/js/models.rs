@@ -1,20 +1,27 @@
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use napi_derive::napi;
 use serde_json::{Value, json};
 
 use super::config::data_paths;
-use super::error::{BadArgument, from_js, to_js, to_napi};
+use super::error::{BadArgument, from_js, to_napi};
 use super::events::{EventCallback, sink};
-use crate::models::{DownloadConfig, ModelManager, ModelProgress, ModelType, gguf};
+use crate::models::{DownloadConfig, ModelEvent, ModelManager, ModelType, gguf};
 
 #[napi(js_name = "NativeModelManager")]
 pub struct JsModelManager {
     inner: Arc<ModelManager>,
 }
 
-fn progress_to_js(p: ModelProgress) -> Value {
+fn event_to_js(event: ModelEvent) -> Value {
+    let p = match event {
+        ModelEvent::Progress(p) => p,
+        ModelEvent::Damaged(d) => {
+            return json!({ "type": "damaged", "path": d.path, "reason": d.reason });
+        }
+    };
     let percentage = p
         .total
         .filter(|&t| t > 0)
@@ -51,44 +58,43 @@ fn parse_type(model_type: Option<String>) -> napi::Result<Option<ModelType>> {
 impl JsModelManager {
     #[napi(constructor)]
     pub fn new(on_event: EventCallback) -> Self {
-        let events = sink(Arc::new(on_event), progress_to_js);
+        let events = sink(Arc::new(on_event), event_to_js);
         JsModelManager {
             inner: Arc::new(ModelManager::new(Some(events))),
         }
     }
 
+    /// JSON text of the models (see [`json_text`]).
     #[napi]
-    pub async fn list_models(&self, model_type: Option<String>) -> napi::Result<Value> {
+    pub async fn list_models(&self, model_type: Option<String>) -> napi::Result<String> {
         let filter = parse_type(model_type)?;
-        to_js(
-            &self
-                .inner
-                .list(&data_paths().await?, filter)
-                .await
-                .map_err(to_napi)?,
-        )
+        let models = self
+            .inner
+            .list(&data_paths().await?, filter)
+            .await
+            .map_err(to_napi)?;
+        Ok(json_text(&models))
     }
 
     #[napi]
-    pub async fn get_model_info(&self, id: String) -> napi::Result<Value> {
-        to_js(
-            &self
-                .inner
-                .get(&data_paths().await?, &id)
-                .await
-                .map_err(to_napi)?,
-        )
+    pub async fn get_model_info(&self, id: String) -> napi::Result<String> {
+        let info = self
+            .inner
+            .get(&data_paths().await?, &id)
+            .await
+            .map_err(to_napi)?;
+        Ok(json_text(&info))
     }
 
     #[napi]
-    pub async fn download_model(&self, download_id: String, config: Value) -> napi::Result<Value> {
+    pub async fn download_model(&self, download_id: String, config: Value) -> napi::Result<String> {
         let config: DownloadConfig = from_js("config", config)?;
         let info = self
             .inner
             .download(&data_paths().await?, &download_id, &config)
             .await
             .map_err(to_napi)?;
-        to_js(&info)
+        Ok(json_text(&info))
     }
 
     #[napi]
@@ -126,15 +132,50 @@ impl JsModelManager {
         )
     }
 
-    /// GGUF header facts of a local file or an http(s) URL (Range requests only).
+    /// JSON text of the GGUF header facts of a local file or an http(s) URL (Range requests
+    /// only). `options`: `{ fullArrays?: boolean, timeout?: number }` (ms, per network read).
     #[napi(js_name = "readGGUFMetadata")]
-    pub async fn read_gguf_metadata(&self, location: String) -> napi::Result<Value> {
-        let result = if location.starts_with("http://") || location.starts_with("https://") {
-            gguf::read_url(&location).await
-        } else {
-            gguf::read_file(&PathBuf::from(&location)).await
+    pub async fn read_gguf_metadata(
+        &self,
+        location: String,
+        options: Option<ReadGgufOptions>,
+    ) -> napi::Result<String> {
+        let options = options.unwrap_or_default();
+        let parse = gguf::ParseOptions {
+            full_arrays: options.full_arrays.unwrap_or(false),
         };
-        let meta = result.map_err(to_napi)?;
-        to_js(&meta)
+        let result = if location.starts_with("http://") || location.starts_with("https://") {
+            let timeout = match options.timeout {
+                None => DEFAULT_READ_TIMEOUT,
+                Some(ms) if ms > 0.0 && ms.is_finite() => Duration::from_secs_f64(ms / 1000.0),
+                Some(ms) => {
+                    return Err(to_napi(BadArgument(format!(
+                        "timeout must be a positive number of milliseconds, not {ms}"
+                    ))));
+                }
+            };
+            gguf::read_url(&location, parse, timeout).await
+        } else {
+            gguf::read_file(&PathBuf::from(&location), parse).await
+        };
+        Ok(json_text(&result.map_err(to_napi)?))
     }
+}
+
+/// Every network read of `readGGUFMetadata` waits at most this long (the whole read ten times it).
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[napi(object)]
+#[derive(Default)]
+pub struct ReadGgufOptions {
+    pub full_arrays: Option<bool>,
+    pub timeout: Option<f64>,
+}
+
+/// Results that hold GGUF metadata cross as JSON text that `index.js` parses: `JSON.parse`
+/// makes every key an own property, so a key such as `__proto__` from a hostile file cannot
+/// replace an object's prototype (setting properties one by one would), and no value count
+/// limit of the conversion applies.
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("model data always serializes")
 }

@@ -23,7 +23,7 @@ use crate::download::{self, DownloadError};
 use crate::error::{Coded, ErrorCode, io_suggestion};
 use crate::events::EventSink;
 use crate::sync::lock;
-pub use store::{ModelInfo, ModelSource, ModelType, StoredFile};
+pub use store::{Damaged, ModelInfo, ModelSource, ModelType, StoredFile};
 
 /// Component roles of a diffusion model and the stable-diffusion.cpp flag of each.
 pub const COMPONENT_ROLES: [(&str, &str); 7] = [
@@ -141,6 +141,8 @@ pub struct DownloadConfig {
     pub model_type: ModelType,
     #[serde(default)]
     pub components: Vec<ComponentSpec>,
+    /// Milliseconds without a byte before the connection is given up and resumed.
+    pub stall_timeout: Option<u64>,
 }
 
 /// One file to fetch, resolved to a pinned URL.
@@ -165,6 +167,15 @@ pub struct ModelProgress {
     pub eta_seconds: Option<f64>,
 }
 
+/// What a model manager reports while it works.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelEvent {
+    Progress(ModelProgress),
+    /// A model folder that listing skipped: its record cannot be trusted or its files are
+    /// incomplete. `deleteModel` with the folder's name removes it.
+    Damaged(Damaged),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageUsage {
     pub llm: u64,
@@ -173,13 +184,13 @@ pub struct StorageUsage {
 }
 
 pub struct ModelManager {
-    events: Option<EventSink<ModelProgress>>,
+    events: Option<EventSink<ModelEvent>>,
     active: Mutex<HashMap<String, (String, CancellationToken)>>,
     hub_endpoint: Option<String>,
 }
 
 impl ModelManager {
-    pub fn new(events: Option<EventSink<ModelProgress>>) -> Self {
+    pub fn new(events: Option<EventSink<ModelEvent>>) -> Self {
         ModelManager {
             events,
             active: Mutex::new(HashMap::new()),
@@ -193,12 +204,19 @@ impl ModelManager {
         self
     }
 
+    /// Every complete model; folders that cannot be listed are reported as `Damaged` events.
     pub async fn list(
         &self,
         data: &DataPaths,
         filter: Option<ModelType>,
     ) -> Result<Vec<ModelInfo>, ModelError> {
-        store::list(data, filter).await
+        let (models, damaged) = store::list(data, filter).await?;
+        if let Some(events) = &self.events {
+            damaged
+                .into_iter()
+                .for_each(|d| events.emit(ModelEvent::Damaged(d)));
+        }
+        Ok(models)
     }
 
     pub async fn get(&self, data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
@@ -215,12 +233,13 @@ impl ModelManager {
         release(id);
     }
 
+    /// Removes a model's folder; one whose record is damaged too (that is how it goes away).
     pub async fn delete(&self, data: &DataPaths, id: &str) -> Result<(), ModelError> {
         if lock(&IN_USE).iter().any(|m| m == id) {
             return Err(ModelError::InUse { id: id.into() });
         }
-        let info = store::read_record(data, id).await?;
-        let dir = store::model_dir(data, info.model_type, &info.id);
+        // The folder of the id asked for, never one named by the record's contents.
+        let (dir, _) = store::find(data, id).await?;
         // model.json first: from here on the model is not listed, even if removing the rest fails.
         let meta = dir.join(store::METADATA_FILE);
         tokio::fs::remove_file(&meta)
@@ -248,7 +267,7 @@ impl ModelManager {
     }
 
     pub async fn storage_usage(&self, data: &DataPaths) -> Result<StorageUsage, ModelError> {
-        let models = store::list(data, None).await?;
+        let (models, _) = store::list(data, None).await?;
         let sum = |t: ModelType| {
             models
                 .iter()
@@ -301,7 +320,9 @@ impl ModelManager {
             Err(err) => {
                 let broken_connection =
                     matches!(err, ModelError::Download(DownloadError::Network { .. }));
-                if !broken_connection {
+                if broken_connection {
+                    keep_only_parts(&dir).await;
+                } else {
                     let _ = tokio::fs::remove_dir_all(&dir).await;
                 }
                 return Err(err);
@@ -317,6 +338,11 @@ impl ModelManager {
     async fn plan(&self, config: &DownloadConfig) -> Result<Vec<Planned>, ModelError> {
         if config.name.trim().is_empty() {
             return Err(ModelError::Invalid("name must not be empty".into()));
+        }
+        if config.stall_timeout == Some(0) {
+            return Err(ModelError::Invalid(
+                "stallTimeout must be a positive number of milliseconds".into(),
+            ));
         }
         if !config.components.is_empty() && config.model_type != ModelType::Diffusion {
             return Err(ModelError::Invalid(
@@ -402,7 +428,7 @@ impl ModelManager {
             })?;
         let started = Instant::now();
         let mut done_bytes = 0u64;
-        let mut stored: Vec<(Option<String>, StoredFile)> = Vec::new();
+        let mut stored: Vec<(Option<String>, StoredFile, Option<gguf::GgufMetadata>)> = Vec::new();
         for file in plan {
             let dest = dir.join(&file.file_name);
             let mut on_progress = |p: download::Progress| {
@@ -414,7 +440,7 @@ impl ModelManager {
                     .filter(|_| speed > 0.0)
                     .map(|t| t.saturating_sub(downloaded) as f64 / speed);
                 if let Some(events) = &self.events {
-                    events.emit(ModelProgress {
+                    events.emit(ModelEvent::Progress(ModelProgress {
                         download_id: download_id.into(),
                         model_id: model_id.into(),
                         file: file.file_name.clone(),
@@ -422,12 +448,27 @@ impl ModelManager {
                         total,
                         speed,
                         eta_seconds,
-                    });
+                    }));
                 }
             };
+            let must_be_gguf = config.model_type == ModelType::Llm || is_gguf_name(&file.file_name);
+            let check_start = |head: &[u8]| gguf::check_start(head).map_err(|e| e.to_string());
+            let options = download::Options {
+                sha256: file.checksum.as_deref(),
+                stall_timeout: config.stall_timeout.map_or(
+                    download::DEFAULT_STALL_TIMEOUT,
+                    std::time::Duration::from_millis,
+                ),
+                check_start: must_be_gguf.then_some(&check_start as _),
+            };
             let got = tokio::select! {
-                got = download::download(&file.source.url, &dest, file.checksum.as_deref(), &mut on_progress) => got?,
+                got = download::download_with(&file.source.url, &dest, &options, &mut on_progress) => got?,
                 _ = token.cancelled() => return Err(ModelError::Cancelled { id: download_id.into() }),
+            };
+            let metadata = if must_be_gguf {
+                Some(check_gguf(&file.source.url, &got).await?)
+            } else {
+                None
             };
             done_bytes += got.bytes;
             stored.push((
@@ -438,40 +479,26 @@ impl ModelManager {
                     checksum: got.sha256,
                     source: file.source.clone(),
                 },
+                metadata,
             ));
         }
         let (primary_files, components): (Vec<_>, Vec<_>) =
-            stored.into_iter().partition(|(role, _)| role.is_none());
-        let primary = primary_files
+            stored.into_iter().partition(|(role, _, _)| role.is_none());
+        let (_, primary, primary_metadata) = primary_files
             .first()
-            .map(|(_, f)| f.clone())
+            .cloned()
             .ok_or_else(|| ModelError::Invalid("no model file".into()))?;
-        let gguf_metadata = if primary
-            .path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        {
-            match gguf::read_file(&primary.path).await {
-                Ok(meta) => Some(serde_json::to_value(meta).expect("metadata serializes")),
-                Err(e) => {
-                    return Err(ModelError::Invalid(format!(
-                        "{} is not a valid GGUF file: {e}",
-                        primary.path.display()
-                    )));
-                }
-            }
-        } else {
-            None
-        };
+        let gguf_metadata =
+            primary_metadata.map(|m| serde_json::to_value(m).expect("metadata serializes"));
         let shards: Vec<StoredFile> = if primary_files.len() > 1 {
-            primary_files.iter().map(|(_, f)| f.clone()).collect()
+            primary_files.iter().map(|(_, f, _)| f.clone()).collect()
         } else {
             Vec::new()
         };
         let size = primary_files
             .iter()
             .chain(components.iter())
-            .map(|(_, f)| f.size)
+            .map(|(_, f, _)| f.size)
             .sum();
         Ok(ModelInfo {
             id: model_id.into(),
@@ -485,11 +512,69 @@ impl ModelManager {
             gguf_metadata,
             components: components
                 .into_iter()
-                .map(|(role, f)| (role.unwrap_or_default(), f))
+                .map(|(role, f, _)| (role.unwrap_or_default(), f))
                 .collect::<BTreeMap<_, _>>(),
             shards,
         })
     }
+}
+
+fn is_gguf_name(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// Reads the header of a downloaded GGUF file and checks that the file holds every tensor it
+/// lists. A short file (a connection closed early, with no length to tell) goes back to being a
+/// `.part`, so the next try resumes it.
+async fn check_gguf(
+    url: &str,
+    got: &download::Downloaded,
+) -> Result<gguf::GgufMetadata, ModelError> {
+    let invalid = |e: gguf::GgufError| {
+        ModelError::Invalid(format!(
+            "{} is not a valid GGUF file: {e}",
+            got.path.display()
+        ))
+    };
+    let meta = gguf::read_file(&got.path, gguf::ParseOptions::default())
+        .await
+        .map_err(invalid)?;
+    if let Err(short) = gguf::check_complete(&meta, got.bytes) {
+        let part = download::part_path(&got.path);
+        tokio::fs::rename(&got.path, &part)
+            .await
+            .map_err(|source| ModelError::Io { path: part, source })?;
+        return Err(ModelError::Download(DownloadError::Network {
+            url: url.into(),
+            reason: short.to_string(),
+        }));
+    }
+    Ok(meta)
+}
+
+/// After a broken connection: keeps the `.part` files that hold bytes (the next download resumes
+/// them) and removes everything else, the folder too when nothing is left.
+async fn keep_only_parts(dir: &Path) {
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            let resumable = path.extension().is_some_and(|e| e == "part")
+                && entry
+                    .metadata()
+                    .await
+                    .is_ok_and(|m| m.is_file() && m.len() > 0);
+            if !resumable {
+                let _ = match entry.file_type().await {
+                    Ok(t) if t.is_dir() => tokio::fs::remove_dir_all(&path).await,
+                    _ => tokio::fs::remove_file(&path).await,
+                };
+            }
+        }
+    }
+    // Fails, as it should, while parts remain.
+    let _ = tokio::fs::remove_dir(dir).await;
 }
 
 static IN_USE: Mutex<Vec<String>> = Mutex::new(Vec::new());

@@ -159,8 +159,65 @@ pub fn model_id(name: &str) -> String {
     }
 }
 
+/// Whether `id` is one that [`model_id`] derives: the only ids that ever reach a path.
+pub fn is_valid_id(id: &str) -> bool {
+    model_id(id) == id
+}
+
 pub fn model_dir(data: &DataPaths, model_type: ModelType, id: &str) -> PathBuf {
+    debug_assert!(is_valid_id(id), "unchecked model id {id:?}");
     model_type.folder(data).join(id)
+}
+
+/// A model folder whose record was skipped, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damaged {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Whether `path` lies inside `dir`: by its components, or else after resolving links (a data
+/// folder reached through a symlink).
+fn inside(dir: &Path, path: &Path) -> bool {
+    use std::path::Component;
+    let plain = path
+        .components()
+        .all(|c| !matches!(c, Component::ParentDir | Component::CurDir));
+    if plain && path.starts_with(dir) && path != dir {
+        return true;
+    }
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(path)) {
+        (Ok(dir), Ok(path)) => path.starts_with(&dir) && path != dir,
+        _ => false,
+    }
+}
+
+/// Parses a record found in `dir` (the folder of `id`, of `model_type`), trusting nothing in it:
+/// its id and type must be those of its folder, and every file must lie inside the folder.
+fn parse_record(
+    bytes: &[u8],
+    dir: &Path,
+    id: &str,
+    model_type: ModelType,
+) -> Result<ModelInfo, String> {
+    let info: ModelInfo = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if info.id != id {
+        return Err(format!("its record names another id, {:?}", info.id));
+    }
+    if info.model_type != model_type {
+        return Err(format!(
+            "its record says type {:?}, but it lies in the {} folder",
+            info.model_type.as_str(),
+            model_type.as_str()
+        ));
+    }
+    if let Some((path, _, _)) = info.files().into_iter().find(|(p, _, _)| !inside(dir, p)) {
+        return Err(format!(
+            "its record points outside the model's folder: {}",
+            path.display()
+        ));
+    }
+    Ok(info)
 }
 
 /// A model whose files are all there with their recorded sizes.
@@ -175,29 +232,49 @@ pub async fn read(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
     Ok(info)
 }
 
-/// The record alone, for verifying or deleting a model whose files are damaged.
+/// The record alone, for verifying or deleting a model whose files are damaged. Only an id that
+/// [`model_id`] could have made names a model; any other is not found, whatever is on disk.
 pub async fn read_record(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
-    for model_type in ModelType::ALL {
-        let file = model_dir(data, model_type, id).join(METADATA_FILE);
-        match tokio::fs::read(&file).await {
-            Ok(bytes) => {
-                return serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
-                    id: id.into(),
-                    reason: e.to_string(),
-                });
+    let (dir, model_type) = find(data, id).await?;
+    let file = dir.join(METADATA_FILE);
+    let bytes = tokio::fs::read(&file)
+        .await
+        .map_err(|source| ModelError::Io { path: file, source })?;
+    let checked = tokio::task::spawn_blocking({
+        let id = id.to_string();
+        move || parse_record(&bytes, &dir, &id, model_type)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    checked.map_err(|reason| ModelError::Corrupt {
+        id: id.into(),
+        reason,
+    })
+}
+
+/// The folder of the model `id` that has a record, and its type.
+pub async fn find(data: &DataPaths, id: &str) -> Result<(PathBuf, ModelType), ModelError> {
+    if is_valid_id(id) {
+        for model_type in ModelType::ALL {
+            let dir = model_dir(data, model_type, id);
+            match tokio::fs::symlink_metadata(dir.join(METADATA_FILE)).await {
+                Ok(_) => return Ok((dir, model_type)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(ModelError::Io { path: dir, source }),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(ModelError::Io { path: file, source }),
         }
     }
     Err(ModelError::NotFound { id: id.into() })
 }
 
+/// Every complete model, and the folders skipped because their record cannot be trusted or their
+/// files are not all there: one damaged model never hides the others.
 pub async fn list(
     data: &DataPaths,
     filter: Option<ModelType>,
-) -> Result<Vec<ModelInfo>, ModelError> {
+) -> Result<(Vec<ModelInfo>, Vec<Damaged>), ModelError> {
     let mut models = Vec::new();
+    let mut damaged = Vec::new();
     for model_type in ModelType::ALL
         .into_iter()
         .filter(|t| filter.is_none_or(|f| f == *t))
@@ -214,27 +291,44 @@ pub async fn list(
             }
         };
         while let Ok(Some(entry)) = entries.next_entry().await {
-            let Ok(bytes) = tokio::fs::read(entry.path().join(METADATA_FILE)).await else {
+            let dir = entry.path();
+            let Ok(bytes) = tokio::fs::read(dir.join(METADATA_FILE)).await else {
+                // No record: an unfinished download (or not a model folder at all).
                 continue;
             };
-            let info = match serde_json::from_slice::<ModelInfo>(&bytes) {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::warn!("skipping {}: {e}", entry.path().display());
-                    continue;
-                }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let checked = if is_valid_id(&name) {
+                let (dir, name) = (dir.clone(), name.clone());
+                tokio::task::spawn_blocking(move || parse_record(&bytes, &dir, &name, model_type))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            } else {
+                Err(format!("{name:?} is not a model id"))
             };
-            match check_sizes(&info).await {
-                Ok(()) => models.push(info),
-                Err(reason) => tracing::warn!("skipping model {}: {reason}", info.id),
+            let checked = match checked {
+                Ok(info) => check_sizes(&info).await.map(|()| info),
+                Err(reason) => Err(reason),
+            };
+            match checked {
+                Ok(info) => models.push(info),
+                Err(reason) => {
+                    tracing::warn!("skipping model folder {}: {reason}", dir.display());
+                    damaged.push(Damaged { path: dir, reason });
+                }
             }
         }
     }
     models.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(models)
+    Ok((models, damaged))
 }
 
 pub async fn write(data: &DataPaths, info: &ModelInfo) -> Result<(), ModelError> {
+    if !is_valid_id(&info.id) {
+        return Err(ModelError::Invalid(format!(
+            "{:?} is not a model id",
+            info.id
+        )));
+    }
     let path = model_dir(data, info.model_type, &info.id).join(METADATA_FILE);
     let json = serde_json::to_vec_pretty(info).expect("model info always serializes");
     crate::files::write_atomic(&path, &json)
@@ -257,5 +351,17 @@ mod tests {
         assert_eq!(model_id("Ünïcödé"), "n-c-d");
         assert_eq!(model_id(&"x".repeat(200)).len(), 96);
         assert_eq!(model_id("a/b\\c:d"), "a-b-c-d");
+    }
+
+    #[test]
+    fn only_derived_ids_are_valid() {
+        for id in ["smollm2-135m-instruct-q4_1", "model", "a.b_c"] {
+            assert!(is_valid_id(id), "{id}");
+        }
+        for id in [
+            "", ".", "..", "../x", "a/b", "a\\b", "A", "-a", "a--b", "/abs", "a\0b",
+        ] {
+            assert!(!is_valid_id(id), "{id:?}");
+        }
     }
 }

@@ -14,13 +14,22 @@ fn url_config(name: &str, url: &str, checksum: Option<String>) -> DownloadConfig
     .unwrap()
 }
 
-fn recorder() -> (ModelManager, Arc<Mutex<Vec<ModelProgress>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    (
-        ModelManager::new(Some(EventSink::new(move |e| sink.lock().unwrap().push(e)))),
-        seen,
-    )
+type Seen<T> = Arc<Mutex<Vec<T>>>;
+
+/// A manager whose progress and damaged-folder events are recorded apart.
+fn recorder_of_all() -> (ModelManager, Seen<ModelProgress>, Seen<Damaged>) {
+    let (progress, damaged) = (Seen::default(), Seen::default());
+    let (p, d) = (progress.clone(), damaged.clone());
+    let manager = ModelManager::new(Some(EventSink::new(move |e| match e {
+        ModelEvent::Progress(e) => p.lock().unwrap().push(e),
+        ModelEvent::Damaged(e) => d.lock().unwrap().push(e),
+    })));
+    (manager, progress, damaged)
+}
+
+fn recorder() -> (ModelManager, Seen<ModelProgress>) {
+    let (manager, progress, _) = recorder_of_all();
+    (manager, progress)
 }
 
 #[tokio::test]
@@ -124,11 +133,8 @@ async fn split_gguf_files_are_one_model() {
     for i in 1..=3 {
         server.add(
             &format!("/m-0000{i}-of-00003.gguf"),
-            if i == 1 {
-                tiny_gguf(5, 100)
-            } else {
-                bytes(5000, i)
-            },
+            // Every shard of a split GGUF is a GGUF file of its own.
+            tiny_gguf(if i == 1 { 5 } else { i as u32 }, 5000),
         );
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -383,4 +389,217 @@ async fn a_file_cut_short_after_download_is_not_taken_for_a_model() {
     assert_eq!(manager.verify(&data, "m").await.unwrap().len(), 1);
     manager.delete(&data, "m").await.unwrap();
     assert!(!tmp.path().join("models/llm/m").exists());
+}
+
+/// Writes a model record by hand, as a hostile or damaged data folder could hold it.
+fn plant(dir: &Path, record: Value) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(store::METADATA_FILE), record.to_string()).unwrap();
+}
+
+fn record(id: &str, path: &Path) -> Value {
+    json!({
+        "id": id, "name": id, "type": "llm", "size": 4, "path": path,
+        "downloadedAt": "2026-01-01T00:00:00.000Z", "checksum": "00",
+        "source": { "type": "url", "url": "http://127.0.0.1:9/m.gguf" },
+    })
+}
+
+#[tokio::test]
+async fn ids_that_leave_the_models_folder_name_no_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (manager, _, damaged) = recorder_of_all();
+    // `<data>/planted`, reachable from `models/llm/` as `../../planted`.
+    let planted = tmp.path().join("planted");
+    plant(&planted, record("../../planted", &planted.join("m.gguf")));
+    std::fs::write(planted.join("keep.txt"), "unrelated").unwrap();
+    // A record whose id is a traversal, inside the models folder.
+    plant(
+        &tmp.path().join("models/llm/evil"),
+        record("../../planted", &planted.join("m.gguf")),
+    );
+    for id in ["../../planted", "../llm/evil", "/etc", "", "EVIL", "evil/."] {
+        let err = manager.get(&data, id).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ModelNotFound, "{id:?}: {err}");
+        let err = manager.delete(&data, id).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ModelNotFound, "{id:?}: {err}");
+        assert!(manager.verify(&data, id).await.is_err());
+    }
+    assert!(
+        planted.join("keep.txt").exists(),
+        "nothing outside was touched"
+    );
+    // The folder `evil` holds a record of another id: damaged, never trusted.
+    let err = manager.get(&data, "evil").await.unwrap_err();
+    assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+    assert!(manager.list(&data, None).await.unwrap().is_empty());
+    let seen = damaged.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].reason.contains("another id"), "{seen:?}");
+    // Deleting it by its folder's name removes that folder, and only it.
+    manager.delete(&data, "evil").await.unwrap();
+    assert!(!tmp.path().join("models/llm/evil").exists());
+    assert!(planted.join("keep.txt").exists());
+}
+
+#[tokio::test]
+async fn a_damaged_record_never_hides_the_other_models() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", tiny_gguf(2, 1000));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (manager, _, damaged) = recorder_of_all();
+    let good = manager
+        .download(&data, "d", &url_config("good", &url, None))
+        .await
+        .unwrap();
+    let llm = tmp.path().join("models/llm");
+    std::fs::create_dir_all(llm.join("garbage")).unwrap();
+    std::fs::write(llm.join("garbage").join(store::METADATA_FILE), "{ not json").unwrap();
+    plant(
+        &llm.join("outside"),
+        record("outside", Path::new("/etc/hostname")),
+    );
+    plant(
+        &llm.join("Not An Id"),
+        record("Not An Id", &llm.join("Not An Id/m")),
+    );
+    let mut wrong_type = record("typed", &tmp.path().join("models/diffusion/typed/m"));
+    wrong_type["type"] = json!("llm");
+    plant(&tmp.path().join("models/diffusion/typed"), wrong_type);
+
+    assert_eq!(manager.list(&data, None).await.unwrap(), vec![good.clone()]);
+    let mut reasons: Vec<String> = damaged
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.reason.clone())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("outside the model's folder"))
+    );
+    assert!(reasons.iter().any(|r| r.contains("not a model id")));
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("lies in the diffusion folder"))
+    );
+    assert_eq!(manager.get(&data, "good").await.unwrap(), good);
+    assert_eq!(manager.storage_usage(&data).await.unwrap().models, 1);
+    for id in ["garbage", "outside", "typed"] {
+        let err = manager.get(&data, id).await.unwrap_err();
+        assert!(matches!(err, ModelError::Corrupt { .. }), "{id}: {err}");
+        manager.delete(&data, id).await.unwrap();
+    }
+    assert!(Path::new("/etc/hostname").exists() || !cfg!(target_os = "linux"));
+}
+
+#[tokio::test]
+async fn a_download_that_is_not_gguf_stops_at_its_first_bytes() {
+    let server = FileServer::start().await;
+    let len = 8 << 20;
+    let url = server.add("/big.gguf", bytes(len, 9));
+    let tmp = tempfile::tempdir().unwrap();
+    let (manager, progress) = recorder();
+    let err = manager
+        .download(&data(tmp.path()), "d", &url_config("big", &url, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("magic"), "{err}");
+    let most = progress.lock().unwrap().iter().map(|p| p.downloaded).max();
+    assert!(most.unwrap_or(0) < 1 << 20, "read {most:?} of {len} bytes");
+    assert!(!tmp.path().join("models/llm/big").exists());
+}
+
+#[tokio::test]
+async fn a_gguf_cut_short_without_a_length_is_refused_and_then_resumed() {
+    let server = FileServer::start().await;
+    let file = tiny_gguf(3, 100_000);
+    let url = server.add("/m.gguf", file.clone());
+    server.set(Behaviour {
+        no_length: true,
+        drop_after: Some(file.len() * 6 / 10),
+        drops: 1,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+    let err = manager
+        .download(&data, "d", &url_config("m", &url, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DownloadFailed, "{err}");
+    assert!(err.to_string().contains("cut short"), "{err}");
+    assert!(manager.list(&data, None).await.unwrap().is_empty());
+    let dir = tmp.path().join("models/llm/m");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["m.gguf.part"], "only the resumable part is left");
+    server.set(Behaviour::default());
+    let info = manager
+        .download(&data, "d", &url_config("m", &url, None))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&info.path).unwrap(), file);
+    assert_eq!(
+        server.requests().last().unwrap().range_start,
+        Some((file.len() * 6 / 10) as u64)
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_download_gives_up_and_keeps_its_part() {
+    let server = FileServer::start().await;
+    let file = tiny_gguf(3, 100_000);
+    let url = server.add("/m.gguf", file.clone());
+    server.set(Behaviour {
+        stall_after: Some(10_000),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+    let mut config = url_config("m", &url, Some(sha256_hex(&file)));
+    config.stall_timeout = Some(200);
+    let started = std::time::Instant::now();
+    let err = manager.download(&data, "d", &config).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DownloadFailed, "{err}");
+    assert!(err.to_string().contains("no data for 0.2 s"), "{err}");
+    // Four attempts of 0.2 s and the backoff between them (0.25 + 0.5 + 1 s), never a hang.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(
+        server.requests().len(),
+        4,
+        "the first try and three resumptions"
+    );
+    assert!(tmp.path().join("models/llm/m/m.gguf.part").exists());
+    server.set(Behaviour::default());
+    let info = manager.download(&data, "d", &config).await.unwrap();
+    assert_eq!(info.checksum, sha256_hex(&file));
+}
+
+#[tokio::test]
+async fn a_redirect_loop_leaves_nothing_behind() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", tiny_gguf(1, 100));
+    server.set(Behaviour {
+        redirect_loop: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let err = ModelManager::new(None)
+        .download(&data(tmp.path()), "d", &url_config("m", &url, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DownloadFailed, "{err}");
+    assert!(!tmp.path().join("models/llm/m").exists(), "no empty folder");
 }

@@ -66,15 +66,19 @@ impl Builder {
         self
     }
 
-    fn tensor(mut self, name: &str, dims: &[u64]) -> Self {
+    fn tensor(self, name: &str, dims: &[u64]) -> Self {
+        self.typed_tensor(name, dims, 0, 0) // F32 at the start of the data
+    }
+
+    fn typed_tensor(mut self, name: &str, dims: &[u64], kind: u32, offset: u64) -> Self {
         self.tensor_count += 1;
         Self::string(&mut self.tensors, name);
         self.tensors.extend((dims.len() as u32).to_le_bytes());
         for d in dims {
             self.tensors.extend(d.to_le_bytes());
         }
-        self.tensors.extend(0u32.to_le_bytes()); // F32
-        self.tensors.extend(0u64.to_le_bytes()); // offset
+        self.tensors.extend(kind.to_le_bytes());
+        self.tensors.extend(offset.to_le_bytes());
         self
     }
 
@@ -166,12 +170,12 @@ fn hostile_lengths_fail_fast_without_allocating() {
         Err(GgufError::Invalid(_))
     ));
     let mut big_key = b.clone();
-    big_key.extend((MAX_STRING - 1).to_le_bytes());
+    big_key.extend((MAX_KEY - 1).to_le_bytes());
     assert!(matches!(
         parse(&big_key[..], Some(100)),
         Err(GgufError::Truncated)
     ));
-    // Unknown size: the claimed 16 MB string is not allocated up front; the stream just ends.
+    // Unknown size: the claimed 64 KiB key is not allocated up front; the stream just ends.
     assert!(matches!(
         parse(&big_key[..], None),
         Err(GgufError::Truncated)
@@ -243,11 +247,11 @@ async fn reads_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
     std::fs::write(&path, llama_like()).unwrap();
-    let meta = read_file(&path).await.unwrap();
+    let meta = read_file(&path, ParseOptions::default()).await.unwrap();
     assert_eq!(meta.block_count, Some(30));
     assert_eq!(meta.tensor_data_size, Some(4096));
     assert!(matches!(
-        read_file(&dir.path().join("none.gguf")).await,
+        read_file(&dir.path().join("none.gguf"), ParseOptions::default()).await,
         Err(GgufError::Io(_))
     ));
 }
@@ -261,7 +265,9 @@ async fn reads_a_remote_header_with_range_requests_only() {
         .tokens("tokenizer.ggml.tokens", 150_000)
         .build(3 << 20);
     let url = server.add("/big.gguf", big.clone());
-    let meta = read_url(&url).await.unwrap();
+    let meta = read_url(&url, ParseOptions::default(), SECOND)
+        .await
+        .unwrap();
     assert_eq!(meta.vocab_size, Some(150_000));
     assert_eq!(meta.tensor_data_size, Some(3 << 20));
     let requests = server.requests();
@@ -269,6 +275,277 @@ async fn reads_a_remote_header_with_range_requests_only() {
         requests.len() >= 2,
         "the first 1 MiB was not enough: {requests:?}"
     );
-    assert!(requests.iter().all(|r| r.range_start == Some(0)));
-    assert!(read_url(&server.url("/missing.gguf")).await.is_err());
+    // Each request asks for the bytes after those already read.
+    assert_eq!(requests[0].range_start, Some(0));
+    assert_eq!(requests[1].range_start, Some(1 << 20));
+    assert!(
+        read_url(
+            &server.url("/missing.gguf"),
+            ParseOptions::default(),
+            SECOND
+        )
+        .await
+        .is_err()
+    );
+}
+
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[test]
+fn the_header_says_how_long_the_file_must_be() {
+    let data = 512 + 576;
+    let bytes = Builder::new()
+        .str("general.architecture", "llama")
+        .typed_tensor("a", &[64, 2], 0, 0) // F32: 512 bytes
+        .typed_tensor("b", &[256, 4], 12, 512) // Q4_K: 4 blocks of 144 bytes
+        .build(data);
+    let meta = parse(&bytes[..], Some(bytes.len() as u64)).unwrap();
+    assert_eq!(
+        meta.required_file_size,
+        meta.tensor_data_offset + data as u64
+    );
+    check_complete(&meta, bytes.len() as u64).unwrap();
+    assert!(matches!(
+        check_complete(&meta, bytes.len() as u64 - 1),
+        Err(GgufError::Short { .. })
+    ));
+    // A type this reader does not know counts with its offset only.
+    let unknown = Builder::new().typed_tensor("u", &[10], 99, 64).build(0);
+    let meta = parse(&unknown[..], None).unwrap();
+    assert_eq!(meta.required_file_size, meta.tensor_data_offset + 64);
+    let overflow = Builder::new()
+        .typed_tensor("o", &[u64::MAX, 2], 0, 0)
+        .build(0);
+    assert!(matches!(
+        parse(&overflow[..], None),
+        Err(GgufError::Invalid(_))
+    ));
+}
+
+#[test]
+fn the_first_bytes_tell_a_gguf_file() {
+    assert!(check_start(b"GGU").is_ok(), "too few bytes to judge");
+    assert!(check_start(b"GGUF\x03\0\0\0rest").is_ok());
+    assert!(matches!(
+        check_start(b"<html>\n<body>"),
+        Err(GgufError::BadMagic(_))
+    ));
+    assert!(matches!(
+        check_start(b"GGUF\x07\0\0\0"),
+        Err(GgufError::Version(7))
+    ));
+}
+
+#[test]
+fn kept_values_are_bounded_in_all() {
+    // 200 arrays of 1,024 items: each short enough to keep, together over the budget.
+    let mut builder = Builder::new();
+    for i in 0..200 {
+        builder = builder.u32_array(&format!("k{i:03}"), &[7; 1024]);
+    }
+    let bytes = builder.build(0);
+    let meta = parse(&bytes[..], Some(bytes.len() as u64)).unwrap();
+    let kept = meta.raw.values().filter(|v| v.is_array()).count();
+    assert_eq!(kept as u64, KEPT_ITEMS / 1024);
+    assert_eq!(
+        meta.raw["k199"],
+        serde_json::json!({ "type": "array", "itemType": "uint32", "length": 1024 })
+    );
+    let full = parse_with(
+        &bytes[..],
+        Some(bytes.len() as u64),
+        ParseOptions { full_arrays: true },
+    )
+    .unwrap();
+    assert_eq!(full.raw.values().filter(|v| v.is_array()).count(), 200);
+
+    // Strings: 4 MiB in all, then summarised.
+    let big = "x".repeat(1 << 20);
+    let mut builder = Builder::new();
+    for i in 0..6 {
+        builder = builder.str(&format!("s{i}"), &big);
+    }
+    let bytes = builder.build(0);
+    let meta = parse(&bytes[..], Some(bytes.len() as u64)).unwrap();
+    assert_eq!(meta.raw["s3"].as_str().map(str::len), Some(1 << 20));
+    assert_eq!(
+        meta.raw["s4"],
+        serde_json::json!({ "type": "string", "length": 1 << 20 })
+    );
+    // Long arrays are kept only when asked for.
+    let tokens = Builder::new()
+        .tokens("tokenizer.ggml.tokens", 5000)
+        .build(0);
+    let meta = parse(&tokens[..], None).unwrap();
+    assert_eq!(meta.raw["tokenizer.ggml.tokens"]["itemType"], "string");
+    let full = parse_with(&tokens[..], None, ParseOptions { full_arrays: true }).unwrap();
+    assert_eq!(full.raw["tokenizer.ggml.tokens"][4999], "tok4999");
+    assert_eq!(full.vocab_size, Some(5000));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("m.gguf");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        read_file(&fifo, ParseOptions::default()),
+    )
+    .await
+    .expect("the reader does not block on a FIFO");
+    assert!(matches!(result, Err(GgufError::NotAFile(_))), "{result:?}");
+    assert!(matches!(
+        read_file(dir.path(), ParseOptions::default()).await,
+        Err(GgufError::NotAFile(_))
+    ));
+}
+
+/// A server on 127.0.0.1 that answers every connection with `respond`.
+async fn raw_server<F, Fut>(respond: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/m.gguf", listener.local_addr().unwrap());
+    let respond = std::sync::Arc::new(respond);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(respond(stream));
+        }
+    });
+    url
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_servers_cost_bounded_bytes_and_time() {
+    use tokio::io::AsyncWriteExt;
+    let header = llama_like();
+    let header_len = header.len();
+    // Ignores Range and sends a 1.5 GB body: only what the header needs is read.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let url = raw_server(move |mut stream| {
+        let (header, counter) = (header.clone(), counter.clone());
+        async move {
+            read_request(&mut stream).await;
+            let total = 1_500_000_000u64;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&header).await;
+            let zeros = vec![0u8; 1 << 16];
+            let mut left = total - header.len() as u64;
+            while left > 0 {
+                if stream.write_all(&zeros).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(zeros.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                left = left.saturating_sub(zeros.len() as u64);
+            }
+        }
+    })
+    .await;
+    let meta = read_url(&url, ParseOptions::default(), SECOND)
+        .await
+        .unwrap();
+    assert_eq!(meta.block_count, Some(30));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 64 << 20, "the server got to send {sent} bytes");
+
+    // An endless chunked body that is not GGUF: refused after its first bytes.
+    let url = raw_server(|mut stream| async move {
+        read_request(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let chunk = format!("{:x}\r\n{}\r\n", 4096, "z".repeat(4096));
+        while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+    })
+    .await;
+    let err = read_url(&url, ParseOptions::default(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GgufError::BadMagic(_)), "{err}");
+
+    // An endless chunked body that starts like a header whose strings never end.
+    let url = raw_server(move |mut stream| async move {
+        read_request(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let mut start = b"GGUF".to_vec();
+        start.extend(3u32.to_le_bytes());
+        start.extend(0u64.to_le_bytes());
+        start.extend(60_000u64.to_le_bytes());
+        let value = vec![b'a'; (1 << 20) - 1];
+        let chunk = |piece: &[u8]| {
+            let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+            framed.extend_from_slice(piece);
+            framed.extend_from_slice(b"\r\n");
+            framed
+        };
+        if stream.write_all(&chunk(&start)).await.is_err() {
+            return;
+        }
+        for i in 0..200u32 {
+            let key = format!("k{i}");
+            let mut kv = (key.len() as u64).to_le_bytes().to_vec();
+            kv.extend(key.as_bytes());
+            kv.extend(8u32.to_le_bytes());
+            kv.extend((value.len() as u64).to_le_bytes());
+            if stream.write_all(&chunk(&kv)).await.is_err()
+                || stream.write_all(&chunk(&value)).await.is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let err = read_url(&url, ParseOptions::default(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GgufError::Truncated), "{err}");
+
+    // Never answers; answers its headers and then stalls.
+    let silent = raw_server(|mut stream| async move {
+        read_request(&mut stream).await;
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    })
+    .await;
+    let stalls = raw_server(move |mut stream| async move {
+        read_request(&mut stream).await;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\nGGUF",
+            header_len
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    })
+    .await;
+    for url in [silent, stalls] {
+        let started = std::time::Instant::now();
+        let short = std::time::Duration::from_millis(300);
+        let err = read_url(&url, ParseOptions::default(), short)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GgufError::Network(_)), "{err}");
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
 }
