@@ -257,8 +257,13 @@ pub async fn find(data: &DataPaths, id: &str) -> Result<(PathBuf, ModelType), Mo
     if is_valid_id(id) {
         for model_type in ModelType::ALL {
             let dir = model_dir(data, model_type, id);
+            // A link in place of the folder could lead anywhere: not a model.
+            let is_folder = tokio::fs::symlink_metadata(&dir)
+                .await
+                .is_ok_and(|m| m.file_type().is_dir());
             match tokio::fs::symlink_metadata(dir.join(METADATA_FILE)).await {
-                Ok(_) => return Ok((dir, model_type)),
+                Ok(_) if is_folder => return Ok((dir, model_type)),
+                Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(ModelError::Io { path: dir, source }),
             }
@@ -297,7 +302,10 @@ pub async fn list(
                 continue;
             };
             let name = entry.file_name().to_string_lossy().into_owned();
-            let checked = if is_valid_id(&name) {
+            let is_link = entry.file_type().await.is_ok_and(|t| t.is_symlink());
+            let checked = if is_link {
+                Err("the model's folder is a link".to_string())
+            } else if is_valid_id(&name) {
                 let (dir, name) = (dir.clone(), name.clone());
                 tokio::task::spawn_blocking(move || parse_record(&bytes, &dir, &name, model_type))
                     .await

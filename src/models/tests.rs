@@ -499,6 +499,26 @@ async fn a_damaged_record_never_hides_the_other_models() {
     assert!(Path::new("/etc/hostname").exists() || !cfg!(target_os = "linux"));
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn a_link_in_place_of_a_model_folder_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (manager, _, damaged) = recorder_of_all();
+    let elsewhere = tmp.path().join("elsewhere");
+    plant(&elsewhere, record("linked", &elsewhere.join("m.gguf")));
+    std::fs::create_dir_all(tmp.path().join("models/llm")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, tmp.path().join("models/llm/linked")).unwrap();
+    assert!(manager.list(&data, None).await.unwrap().is_empty());
+    assert!(damaged.lock().unwrap()[0].reason.contains("is a link"));
+    let err = manager.delete(&data, "linked").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ModelNotFound, "{err}");
+    assert!(
+        elsewhere.join(store::METADATA_FILE).exists(),
+        "nothing was followed"
+    );
+}
+
 #[tokio::test]
 async fn a_download_that_is_not_gguf_stops_at_its_first_bytes() {
     let server = FileServer::start().await;
