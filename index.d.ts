@@ -644,7 +644,7 @@ export interface DownloadConfig extends FileSourceConfig {
 
 /** Options of {@link ModelManager.readGGUFMetadata}. */
 export interface ReadGGUFOptions {
-  /** Keep arrays of any length (a tokenizer's tokens) instead of summarising long ones; up to 8 Mi items and 128 MiB of strings. */
+  /** Keep arrays of any length (a tokenizer's tokens) instead of summarising long ones; up to 2 Mi items and 64 MiB of strings. */
   fullArrays?: boolean
   /** URL only: milliseconds any one network read may wait (default 30000); the whole read gets ten times that. */
   timeout?: number

@@ -28,8 +28,8 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 /// header that needs more than the larger budget is an error.
 const KEPT_ITEMS: u64 = 1 << 16;
 const KEPT_STRING_BYTES: u64 = 4 << 20;
-const FULL_KEPT_ITEMS: u64 = 1 << 23;
-const FULL_KEPT_STRING_BYTES: u64 = 128 << 20;
+const FULL_KEPT_ITEMS: u64 = 1 << 21;
+const FULL_KEPT_STRING_BYTES: u64 = 64 << 20;
 
 /// What to materialise of a header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
