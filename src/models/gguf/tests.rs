@@ -549,3 +549,130 @@ async fn hostile_servers_cost_bounded_bytes_and_time() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
+
+#[test]
+fn tensor_sizes_match_the_pinned_ggml() {
+    // `sizeof(block_*)` and `QK*` printed by a program built against the pinned llama.cpp's
+    // ggml-common.h (0.3.36 sdist); plain types from ggml.h.
+    let measured: [(u32, u64, u64); 32] = [
+        (0, 1, 4),
+        (1, 1, 2),
+        (2, 32, 18),
+        (3, 32, 20),
+        (6, 32, 22),
+        (7, 32, 24),
+        (8, 32, 34),
+        (9, 32, 36),
+        (10, 256, 84),
+        (11, 256, 110),
+        (12, 256, 144),
+        (13, 256, 176),
+        (14, 256, 210),
+        (15, 256, 292),
+        (16, 256, 66),
+        (17, 256, 74),
+        (18, 256, 98),
+        (19, 256, 50),
+        (20, 32, 18),
+        (21, 256, 110),
+        (22, 256, 82),
+        (23, 256, 136),
+        (24, 1, 1),
+        (25, 1, 2),
+        (26, 1, 4),
+        (27, 1, 8),
+        (28, 1, 8),
+        (29, 256, 56),
+        (30, 1, 2),
+        (34, 256, 54),
+        (35, 256, 66),
+        (39, 32, 17),
+    ];
+    for (kind, block, size) in measured {
+        assert_eq!(tensor_type_size(kind), Some((block, size)), "type {kind}");
+    }
+    for (kind, block, size) in [(40, 64, 36), (41, 128, 18), (42, 64, 18)] {
+        assert_eq!(tensor_type_size(kind), Some((block, size)), "type {kind}");
+    }
+    // Removed ids and ids past the last one are unknown.
+    for kind in [4, 5, 31, 32, 33, 36, 37, 38, 43, 1000] {
+        assert_eq!(tensor_type_size(kind), None, "type {kind}");
+    }
+}
+
+#[test]
+fn every_value_type_reads() {
+    let mut b = Builder::new();
+    let scalars: [(u32, &[u8]); 11] = [
+        (0, &[200]),
+        (1, &[0xff]),
+        (2, &500u16.to_le_bytes()),
+        (3, &(-5i16).to_le_bytes()),
+        (5, &(-7i32).to_le_bytes()),
+        (6, &1.5f32.to_le_bytes()),
+        (7, &[1]),
+        (10, &(1u64 << 40).to_le_bytes()),
+        (11, &(-9i64).to_le_bytes()),
+        (12, &0.25f64.to_le_bytes()),
+        (12, &f64::NAN.to_le_bytes()),
+    ];
+    for (i, (kind, bytes)) in scalars.iter().enumerate() {
+        b.key(&format!("v{i}"), *kind).extend_from_slice(bytes);
+    }
+    let bytes = b.build(0);
+    let meta = parse(&bytes[..], None).unwrap();
+    let got: Vec<Value> = (0..11)
+        .map(|i| meta.raw[&format!("v{i}")].clone())
+        .collect();
+    assert_eq!(
+        got,
+        serde_json::json!([200, -1, 500, -5, -7, 1.5, true, 1u64 << 40, -9, 0.25, null])
+            .as_array()
+            .unwrap()
+            .clone()
+    );
+}
+
+#[test]
+fn errors_carry_codes_and_suggestions() {
+    use crate::error::{Coded, ErrorCode};
+    let cases = [
+        (
+            GgufError::BadMagic(*b"<htm"),
+            ErrorCode::InvalidArgument,
+            "GGUF model",
+        ),
+        (
+            GgufError::Short {
+                size: 1,
+                required: 2,
+            },
+            ErrorCode::InvalidArgument,
+            "again",
+        ),
+        (
+            GgufError::NotAFile("/x".into()),
+            ErrorCode::InvalidArgument,
+            ".gguf",
+        ),
+        (
+            GgufError::Network("x".into()),
+            ErrorCode::DownloadFailed,
+            "network",
+        ),
+        (
+            over_budget(),
+            ErrorCode::InvalidArgument,
+            "without fullArrays",
+        ),
+        (
+            GgufError::Io(io::ErrorKind::NotFound.into()),
+            ErrorCode::FileSystemError,
+            "",
+        ),
+    ];
+    for (err, code, hint) in cases {
+        assert_eq!(err.code(), code, "{err}");
+        assert!(err.suggestion().unwrap().contains(hint), "{err}");
+    }
+}
