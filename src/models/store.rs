@@ -232,6 +232,19 @@ pub async fn read(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
     Ok(info)
 }
 
+/// [`parse_record`] on the blocking pool: resolving links to compare paths touches the disk.
+async fn check_record(
+    bytes: Vec<u8>,
+    dir: PathBuf,
+    id: &str,
+    model_type: ModelType,
+) -> Result<ModelInfo, String> {
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || parse_record(&bytes, &dir, &id, model_type))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
 /// The record alone, for verifying or deleting a model whose files are damaged. Only an id that
 /// [`model_id`] could have made names a model; any other is not found, whatever is on disk.
 pub async fn read_record(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelError> {
@@ -240,16 +253,12 @@ pub async fn read_record(data: &DataPaths, id: &str) -> Result<ModelInfo, ModelE
     let bytes = tokio::fs::read(&file)
         .await
         .map_err(|source| ModelError::Io { path: file, source })?;
-    let checked = tokio::task::spawn_blocking({
-        let id = id.to_string();
-        move || parse_record(&bytes, &dir, &id, model_type)
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    checked.map_err(|reason| ModelError::Corrupt {
-        id: id.into(),
-        reason,
-    })
+    check_record(bytes, dir, id, model_type)
+        .await
+        .map_err(|reason| ModelError::Corrupt {
+            id: id.into(),
+            reason,
+        })
 }
 
 /// The folder of the model `id` that has a record, and its type.
@@ -306,10 +315,7 @@ pub async fn list(
             let checked = if is_link {
                 Err("the model's folder is a link".to_string())
             } else if is_valid_id(&name) {
-                let (dir, name) = (dir.clone(), name.clone());
-                tokio::task::spawn_blocking(move || parse_record(&bytes, &dir, &name, model_type))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
+                check_record(bytes, dir.clone(), &name, model_type).await
             } else {
                 Err(format!("{name:?} is not a model id"))
             };
