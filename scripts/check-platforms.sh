@@ -1,34 +1,64 @@
 #!/usr/bin/env bash
 # Type-checks and lints the Windows and macOS code paths (job objects, console events, Metal and
 # Apple memory) with `cargo clippy --target …`: nothing is linked or run, so this proves the
-# code compiles there, not that it works. Each target is skipped, saying why, when its Rust
-# standard library or C compiler is missing (ring builds C for the target even for a check).
+# code compiles there, not that it works. What it needs is installed here on first use: the
+# targets' standard libraries (rustup, kept in rustup's home) and their C compilers (MinGW and
+# clang from Debian's packages, their .debs kept in the cache folder), since ring builds C for the
+# target even for a check. Where that cannot be done (no rustup, no apt, not root), each target is
+# skipped saying why; under CI a missing piece is an error, so every CI run lints both.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-installed=$(rustup target list --installed 2>/dev/null || true)
 stubs="$GENAI_ELECTRON_DEV_CACHE/platform-stubs"
+debs="$GENAI_ELECTRON_DEV_CACHE/apt-archives"
+
+# Each returns 1, with the reason in $why, when the missing piece cannot be installed.
+why=""
+
+need_target() {
+  local target=$1
+  rustup target list --installed 2>/dev/null | grep -qx "$target" && return 0
+  step "rustup target add $target"
+  rustup target add "$target" || { why="cannot install the $target standard library (rustup target add $target)"; return 1; }
+}
+
+need_command() {
+  local command=$1 package=$2
+  command -v "$command" >/dev/null && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    why="no $command (install the Debian package $package)"
+    return 1
+  fi
+  step "apt-get install $package"
+  mkdir -p "$debs/partial"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o Dir::Cache::Archives="$debs" -o APT::Sandbox::User=root "$package"; } || { why="cannot install $package"; return 1; }
+}
+
+skip_or_fail() {
+  if [ "${CI:-}" = true ]; then
+    echo "FAILED: $1 cannot be checked: $2" >&2
+    exit 1
+  fi
+  echo "SKIPPED: $1 ($2)"
+}
 
 check() {
   local target=$1; shift
-  if ! grep -qx "$target" <<<"$installed"; then
-    echo "SKIPPED: $target (its standard library is not installed: rustup target add $target)"
-    return
-  fi
   step "cargo clippy --target $target"
   env "$@" cargo clippy --lib --quiet --target "$target" \
     --target-dir "$GENAI_ELECTRON_DEV_CACHE/target-$target" -- -D warnings
 }
 
-if command -v x86_64-w64-mingw32-gcc >/dev/null; then
+if need_target x86_64-pc-windows-gnu && need_command x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64; then
   # napi-build links Node's import library for GNU targets; a check links nothing, so any file
   # by that name lets it through.
   mkdir -p "$stubs/libnode" && touch "$stubs/libnode/libnode.dll"
   check x86_64-pc-windows-gnu LIBNODE_PATH="$stubs/libnode"
 else
-  echo "SKIPPED: x86_64-pc-windows-gnu (no MinGW C compiler: apt-get install gcc-mingw-w64-x86-64)"
+  skip_or_fail x86_64-pc-windows-gnu "$why"
 fi
 
-if command -v clang >/dev/null; then
+if need_target x86_64-apple-darwin && need_command clang clang; then
   # Without Apple's SDK, ring's C needs these few declarations to compile for macOS.
   mkdir -p "$stubs/macos"
   printf '#define TARGET_OS_MAC 1\n#define TARGET_OS_OSX 1\n#define TARGET_OS_IPHONE 0\n' > "$stubs/macos/TargetConditionals.h"
@@ -36,5 +66,5 @@ if command -v clang >/dev/null; then
   printf '#include <stddef.h>\nvoid *memcpy(void *, const void *, size_t);\nvoid *memset(void *, int, size_t);\nint memcmp(const void *, const void *, size_t);\nvoid *memmove(void *, const void *, size_t);\n' > "$stubs/macos/string.h"
   check x86_64-apple-darwin CC_x86_64_apple_darwin=clang CFLAGS_x86_64_apple_darwin="-ffreestanding -I$stubs/macos"
 else
-  echo "SKIPPED: x86_64-apple-darwin (no clang: apt-get install clang)"
+  skip_or_fail x86_64-apple-darwin "$why"
 fi
