@@ -271,7 +271,32 @@ export declare const systemInfo: SystemInfo
 // llama-server
 // ---------------------------------------------------------------------------------------------
 
-export type ServerStatus = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed'
+/**
+ * Where a managed server is in its lifecycle. `restarting`: an automatic restart after a crash
+ * (backoff, then the new process loading), or {@link LlamaServerManager.restart}.
+ */
+export type ServerStatus = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed' | 'restarting'
+
+/** One change of a server's status: every change emits exactly one. */
+export interface StateEvent<T extends string = 'state'> {
+  type: T
+  old: ServerStatus
+  new: ServerStatus
+  /** Why: `start()`, `ready in 245 ms`, `llama-server stopped unexpectedly (signal 9)`, … */
+  reason: string
+  /** `new` is `crashed` and an automatic restart follows (Node stays alive for it). */
+  willRestart: boolean
+}
+
+/** What a running server's process tree uses now. */
+export interface MemoryUsage {
+  /** The tree's processes, the leader first. */
+  pids: number[]
+  /** Resident memory of the whole tree, bytes. */
+  rssBytes: number
+  /** VRAM its processes hold on NVIDIA GPUs (NVML); `null` where that cannot be told. */
+  vramBytes: number | null
+}
 
 /** What {@link LlamaServerManager.start} runs. Unset values come from {@link SystemInfo.getOptimalConfig} for the model. */
 export interface LlamaServerConfig {
@@ -318,6 +343,8 @@ export interface ServerInfo {
   loadTimeMs: number | null
   /** Why the last start failed or the server crashed. */
   error: string | null
+  /** Automatic restarts since the last start. */
+  restarts: number
 }
 
 /** The resolved configuration of the running (or last) server. */
@@ -341,15 +368,20 @@ export interface ResolvedLlamaConfig {
 }
 
 export interface LlamaServerEvents {
+  /** Every change of `status`, before the named event it may cause (`started`, `crashed`, …). */
+  state: [StateEvent]
   starting: [{ type: 'starting' }]
   started: [ServerInfo & { type: 'started' }]
   stopped: [{ type: 'stopped' }]
   /** The process ended without stop(), or hung (`hang: true`, then killed): exit code or signal, and its last output lines. */
   crashed: [{ type: 'crashed'; exitCode: number | null; signal: number | null; logs: string[]; hang: boolean }]
+  /** Running again after an automatic restart or {@link LlamaServerManager.restart}. */
   restarted: [ServerInfo & { type: 'restarted' }]
   /** Every automatic restart after a crash failed; the server stays crashed. */
   'restart-failed': [{ type: 'restart-failed'; attempts: number; error: string }]
-  /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed). */
+  /** An install of an executable, anywhere in the library (this server's own start included). */
+  'binary-progress': [BinaryProgressEvent]
+  /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed), or of the library about it (`[time] [LEVEL] message`). */
   log: [{ type: 'log'; line: string }]
   error: [unknown]
 }
@@ -365,15 +397,25 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
   /**
    * Starts the server and resolves once `/health` answers 200 (polled every 10 ms, and at once when the log says the model is loaded); fails at once,
    * with the server's last output in `details.logs`, when the process exits during start. Like a
-   * child process, a running server keeps Node alive until it stops or crashes.
+   * child process, a running server keeps Node alive until it stops, or crashes with no automatic
+   * restart to follow.
    * @throws {ModelNotFoundError} @throws {PortInUseError} @throws {BinaryError}
    * @throws {ServerError} already running, exited during start, or not ready within `startupTimeout`.
    * @throws {ValidationError} a malformed config (unknown keys included).
+   * @throws {CancelledError} `stop()` was called during the start.
    */
   start(config: LlamaServerConfig): Promise<ServerInfo>
-  /** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone and its port is free. */
+  /**
+   * SIGTERM, then SIGKILL after 5 s; resolves once the process is gone and its port is free.
+   * During a start, cancels it at once (the start rejects with `CancelledError`).
+   */
   stop(): Promise<void>
-  /** Stops and starts again with the last config; emits `restarted` (as automatic restarts do). */
+  /**
+   * Stops the server if it runs and starts it again with the config of the last start that
+   * worked, on the same port (`running → stopping → restarting → running`); emits `restarted`,
+   * as automatic restarts do.
+   * @throws {ServerError} never started, already starting, or the new process failed.
+   */
   restart(): Promise<ServerInfo>
   getInfo(): ServerInfo
   getConfig(): ResolvedLlamaConfig | null
@@ -381,9 +423,11 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
   getPort(): number | null
   /** `GET /health` answers 200 now. */
   isHealthy(): Promise<boolean>
-  /** The last `lines` lines of output (default 100). */
+  /** The last `lines` lines of output and of the library's lines about it (default 100). */
   getLogs(lines?: number): Promise<string[]>
   clearLogs(): Promise<void>
+  /** What the server's process tree uses now; `null` when no process runs. */
+  getMemoryUsage(): Promise<MemoryUsage | null>
 }
 
 /** The shared {@link LlamaServerManager}. */
@@ -509,6 +553,7 @@ export interface DiffusionServerConfig {
 }
 
 export interface DiffusionServerInfo {
+  /** The HTTP server's status. */
   status: 'stopped' | 'starting' | 'running' | 'stopping'
   port: number | null
   host: string | null
@@ -516,6 +561,10 @@ export interface DiffusionServerInfo {
   backend: DiffusionBackend | null
   /** The resident `sd-server`'s process id while it runs (it starts with the first image). */
   pid: number | null
+  /** The resident `sd-server`'s own status (`crashed` after it died; the next image starts it); `null` for one-shot. */
+  backendStatus: ServerStatus | null
+  /** The port the resident `sd-server` listens on (127.0.0.1), while it runs. */
+  backendPort: number | null
   /** ISO 8601. */
   startedAt: string | null
   /** An image is being made. */
@@ -544,6 +593,12 @@ export interface ResolvedDiffusionConfig {
 }
 
 export interface DiffusionServerEvents {
+  /** Every change of the HTTP server's status. */
+  state: [StateEvent]
+  /** Every change of the resident `sd-server`'s status (`getInfo().backendStatus`). */
+  'backend-state': [StateEvent<'backend-state'>]
+  /** The resident `sd-server` died: how, and its last output lines. The HTTP server goes on. */
+  crashed: [{ type: 'crashed'; backend: 'sd-server'; exitCode: number | null; signal: number | null; logs: string[] }]
   starting: [{ type: 'starting' }]
   started: [DiffusionServerInfo & { type: 'started' }]
   stopped: [{ type: 'stopped' }]
@@ -551,7 +606,9 @@ export interface DiffusionServerEvents {
   progress: [ImageGenerationProgress & { type: 'progress' }]
   /** A job ended. */
   job: [{ type: 'job'; id: string; status: 'completed' | 'failed' | 'cancelled' }]
-  /** One line of stable-diffusion.cpp's output. */
+  /** An install of an executable, anywhere in the library. */
+  'binary-progress': [BinaryProgressEvent]
+  /** One line of stable-diffusion.cpp's output, or of the library about it (`[time] [LEVEL] message`). */
   log: [{ type: 'log'; line: string }]
   error: [unknown]
 }
@@ -587,9 +644,11 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
   getPort(): number | null
   /** Its `/health` answers 200 now. */
   isHealthy(): Promise<boolean>
-  /** The last `lines` lines of stable-diffusion.cpp's output (default 100). */
+  /** The last `lines` lines of stable-diffusion.cpp's output and of the library's lines (default 100). */
   getLogs(lines?: number): Promise<string[]>
   clearLogs(): Promise<void>
+  /** What the resident `sd-server`'s process tree uses now; `null` when none runs. */
+  getMemoryUsage(): Promise<MemoryUsage | null>
 }
 
 /** The shared {@link DiffusionServerManager}. */
@@ -870,6 +929,8 @@ export interface BinaryManagerEvents {
 
 /**
  * Obtains llama.cpp's and stable-diffusion.cpp's executables. Use the shared {@link binaries}.
+ * Every instance (and every server's start) uses one native manager: installs of a backend are
+ * serialised across all of them, and each instance hears every install's `binary-progress`.
  *
  * Sources, in order: the `path` option; the environment variable (`GENAI_ELECTRON_LLAMA_SERVER`,
  * `GENAI_ELECTRON_SD_CLI`, `GENAI_ELECTRON_SD_SERVER`); an earlier install in the data folder;
@@ -891,7 +952,8 @@ export declare class BinaryManager extends EventEmitter<BinaryManagerEvents> {
   /**
    * Builds the backend of `kind` from a pinned source archive with CMake (must be on PATH) and
    * records it as the data folder's `source` install. `workDir` keeps the unpacked sources and
-   * the build tree (default: inside the data folder), so a repeated build only checks.
+   * the build tree (default: inside the data folder), so a repeated build only checks. CMake,
+   * Ninja and the compilers end with the app, even when it is killed.
    * @throws {BinaryError} checksum mismatch, CMake missing, or a failed step with its output.
    */
   buildFromSource(kind: BinaryKind, source: SourceBuildSpec, options?: { workDir?: string }): Promise<ResolvedBinary>

@@ -10,7 +10,7 @@ const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
 const { monitorEventLoopDelay } = require('node:perf_hooks')
 const { runNode, backends } = require('./helpers')
-const { BinaryManager, configure, ValidationError, BinaryError } = require('..')
+const { BinaryManager, LlamaServerManager, configure, ValidationError, BinaryError } = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -96,11 +96,25 @@ test('a release archive of the real llama-server installs from a local server, o
         { type: 'cpu', url: `${server.url}/llama-test-bin-linux-x64.tar.gz`, sha256: sha256(archive) },
       ],
     }
+    // Every manager is a view of one native manager: installs are serialised across them, and
+    // each hears every install's progress (a server's own start included).
+    const other = new BinaryManager()
+    const server2 = new LlamaServerManager()
+    const heard = { other: 0, server: 0 }
+    other.on('binary-progress', () => heard.other++)
+    server2.on('binary-progress', () => heard.server++)
     const delay = monitorEventLoopDelay({ resolution: 1 })
     delay.enable()
-    const first = await manager.ensureBinary('llama-server', options)
+    const results = await Promise.all([
+      manager.ensureBinary('llama-server', options),
+      other.ensureBinary('llama-server', options),
+    ])
     delay.disable()
-    assert.equal(first.origin, 'download')
+    assert.deepEqual(results.map((r) => r.origin).sort(), ['download', 'installed'])
+    const first = results.find((r) => r.origin === 'download')
+    assert.equal(results[0].path, results[1].path)
+    for (let i = 0; i < 100 && !(heard.other > 0 && heard.server > 0); i++) await new Promise((r) => setTimeout(r, 10))
+    assert.ok(heard.other > 0 && heard.server > 0, JSON.stringify(heard))
     assert.match(first.version, /version: /)
     assert.ok(first.path.startsWith(path.join(dir, 'data', 'binaries', 'llama', 'test')))
     assert.equal(spawnSync(first.path, ['--version']).status, 0)

@@ -24,6 +24,8 @@ import {
   diffusionServer,
   CancelledError,
   type DiffusionServerInfo,
+  type StateEvent,
+  type MemoryUsage,
   type ImageGenerationResult,
   type ImageGenerationProgress,
 } from 'genai-electron'
@@ -91,9 +93,15 @@ async function main(): Promise<void> {
   console.log(taesd, blocks, ok, (await modelManager.getStorageUsage()).total, modelManager.cancelDownload(model.id))
   llamaServer.on('crashed', (e) => console.log(e.exitCode, e.signal, e.logs.length))
   llamaServer.on('log', (e) => console.log(e.line))
+  llamaServer.on('state', (e: StateEvent) => console.log(e.old, e.new, e.reason, e.willRestart))
+  llamaServer.on('binary-progress', (e) => console.log(e.kind, e.stage))
+  diffusionServer.on('backend-state', (e) => console.log(e.type === 'backend-state', e.new))
+  diffusionServer.on('crashed', (e) => console.log(e.backend, e.signal, e.logs.length))
   try {
     const server: ServerInfo = await llamaServer.start({ modelId: model.id, port: 'auto', flashAttention: 'auto', extraArgs: ['--jinja'] })
-    console.log(server.port, llamaServer.getConfig()?.contextSize, await llamaServer.getLogs(10))
+    console.log(server.port, server.restarts, llamaServer.getConfig()?.contextSize, await llamaServer.getLogs(10))
+    const usage: MemoryUsage | null = await llamaServer.getMemoryUsage()
+    console.log(usage?.rssBytes, usage?.vramBytes, (await llamaServer.restart()).status === 'restarting')
     await llamaServer.stop()
   } catch (err) {
     if (err instanceof PortInUseError) console.log(err.details.port)
@@ -112,7 +120,8 @@ async function main(): Promise<void> {
       onProgress: (step: number, total: number, p: ImageGenerationProgress) => console.log(step / total, p.stage),
       signal: controller.signal,
     })
-    console.log(result.image.length, result.seeds, sd.port, diffusionServer.getConfig()?.backend)
+    console.log(result.image.length, result.seeds, sd.port, sd.backendStatus, sd.backendPort, diffusionServer.getConfig()?.backend)
+    console.log((await diffusionServer.getMemoryUsage())?.pids)
   } catch (err) {
     if (err instanceof CancelledError) console.log(err.code)
   }

@@ -2,7 +2,7 @@
 
 const { randomUUID } = require('node:crypto')
 const { binding, callAsync } = require('./native')
-const { ServerManager, NATIVE, hold, release } = require('./server-manager')
+const { ServerManager, NATIVE } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 const { CancelledError, ValidationError } = require('./errors')
 
@@ -10,10 +10,7 @@ let instance = null
 
 class DiffusionServerManager extends ServerManager {
   constructor() {
-    super(
-      (onEvent) => new binding.NativeDiffusionServer(onEvent),
-      (event) => event.type === 'stopped' && release(this),
-    )
+    super((onEvent) => new binding.NativeDiffusionServer(onEvent))
   }
 
   /** The shared instance, also exported as `diffusionServer`. */
@@ -24,15 +21,13 @@ class DiffusionServerManager extends ServerManager {
 
   async start(config) {
     syncElectronUserData()
-    const info = await callAsync(() => this[NATIVE].start(config))
-    // Like a Node HTTP server, a listening diffusion server keeps the process alive.
-    hold(this)
-    return info
+    // Like a Node HTTP server, a listening diffusion server keeps the process alive (its
+    // `state` events hold and release Node).
+    return callAsync(() => this[NATIVE].start(config))
   }
 
   async stop() {
     await callAsync(() => this[NATIVE].stop())
-    release(this)
   }
 
   async generateImage(config) {

@@ -9,8 +9,8 @@ const { createDispatcher } = require('./events')
 process.once('exit', () => binding.endAllProcesses())
 
 /**
- * What the server managers share: the native half, the status getters, logs, and keeping Node
- * alive while a server runs (like a child process or a listening socket would).
+ * What the server managers share: the native half, the status getters, logs, memory, and
+ * keeping Node alive while a server runs (like a child process or a listening socket would).
  */
 // Internal to the library: symbol keys keep them off the managers' public surface.
 const NATIVE = Symbol('native')
@@ -18,12 +18,12 @@ const KEEP_ALIVE = Symbol('keepAlive')
 
 class ServerManager extends EventEmitter {
 
-  /** `createNative(onEvent)` builds the native half; `onEvent` runs before listeners. */
-  constructor(createNative, onEvent = () => {}) {
+  /** `createNative(onEvent)` builds the native half. */
+  constructor(createNative) {
     super()
     const dispatch = createDispatcher(this)
     this[NATIVE] = createNative((event) => {
-      onEvent(event)
+      if (event.type === 'state') keepAlive(this, event)
       dispatch(event)
     })
   }
@@ -56,15 +56,25 @@ class ServerManager extends EventEmitter {
     this[NATIVE].clearLogs()
   }
 
+  /** What the server's process tree uses now, or `null` when no process runs. */
+  async getMemoryUsage() {
+    return this[NATIVE].getMemoryUsage()
+  }
 }
 
-function hold(manager) {
-  manager[KEEP_ALIVE] ??= setInterval(() => {}, 2 ** 31 - 1)
+/**
+ * The keep-alive follows the state: everything but `stopped` holds Node, and so does `crashed`
+ * with an automatic restart to follow. The native side announces every transition in order, so
+ * the last event always says what holds.
+ */
+function keepAlive(manager, { new: state, willRestart }) {
+  const holds = state !== 'stopped' && (state !== 'crashed' || willRestart)
+  if (holds) {
+    manager[KEEP_ALIVE] ??= setInterval(() => {}, 2 ** 31 - 1)
+  } else {
+    clearInterval(manager[KEEP_ALIVE])
+    manager[KEEP_ALIVE] = null
+  }
 }
 
-function release(manager) {
-  clearInterval(manager[KEEP_ALIVE])
-  manager[KEEP_ALIVE] = null
-}
-
-module.exports = { ServerManager, NATIVE, hold, release }
+module.exports = { ServerManager, NATIVE }

@@ -12,7 +12,6 @@ pub mod http;
 pub mod llama;
 pub mod models;
 pub mod process;
-pub mod start;
 pub mod sync;
 pub mod system;
 #[cfg(test)]

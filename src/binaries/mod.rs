@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use crate::config::DataPaths;
 use crate::download::{self, DownloadError};
 use crate::error::{Coded, ErrorCode, io_suggestion};
-use crate::events::EventSink;
+use crate::events::{EventSink, Subscribers, Subscription};
 use crate::sync::lock;
 use crate::system::GpuInfo;
 pub use manifest::{Accel, Backend, BinaryKind, Variant};
@@ -202,7 +202,7 @@ struct InstallRecord {
 }
 
 pub struct BinaryManager {
-    events: Option<EventSink<BinaryProgress>>,
+    events: Subscribers<BinaryProgress>,
     /// One install at a time per backend: two callers must not download into the same folder.
     locks: HashMap<&'static str, tokio::sync::Mutex<()>>,
     /// Given paths that passed their probe, with the file's size and time when they did: an
@@ -219,11 +219,27 @@ impl BinaryManager {
             .into_iter()
             .map(|b| (b.as_str(), tokio::sync::Mutex::new(())))
             .collect();
-        BinaryManager {
-            events,
+        let manager = BinaryManager {
+            events: Subscribers::default(),
             locks,
             probed: Default::default(),
+        };
+        if let Some(events) = events {
+            manager.subscribe(events).detach();
         }
+        manager
+    }
+
+    /// The one manager of this process: every server and every JS `BinaryManager` uses it, so
+    /// installs are serialised across all of them and each hears every install's progress.
+    pub fn shared() -> &'static BinaryManager {
+        static SHARED: std::sync::OnceLock<BinaryManager> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| BinaryManager::new(None))
+    }
+
+    /// Hears every install's progress until the subscription is dropped.
+    pub fn subscribe(&self, events: EventSink<BinaryProgress>) -> Subscription {
+        self.events.subscribe(events)
     }
 
     fn emit(
@@ -235,16 +251,14 @@ impl BinaryManager {
         bytes: u64,
         total: Option<u64>,
     ) {
-        if let Some(events) = &self.events {
-            events.emit(BinaryProgress {
-                kind,
-                stage,
-                variant: variant.into(),
-                detail: detail.into(),
-                bytes,
-                total,
-            });
-        }
+        self.events.emit(BinaryProgress {
+            kind,
+            stage,
+            variant: variant.into(),
+            detail: detail.into(),
+            bytes,
+            total,
+        });
     }
 
     pub async fn ensure(

@@ -3,10 +3,10 @@
 //! that backend: a Vulkan build on a machine without a Vulkan driver starts, but on the CPU.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use super::manifest::{Accel, BinaryKind};
+use crate::process::{ExitInfo, ProcessSpec};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -34,7 +34,7 @@ pub async fn probe(exe: &Path, kind: BinaryKind, accel: Accel) -> Result<String,
 
 async fn run(exe: &Path, args: &[&str]) -> Result<String, String> {
     let command = || format!("`{} {}`", exe.display(), args.join(" "));
-    let (status, text) = tokio::time::timeout(PROBE_TIMEOUT, run_captured(exe, args))
+    let (exit, text) = tokio::time::timeout(PROBE_TIMEOUT, run_captured(exe, args, false))
         .await
         .map_err(|_| {
             format!(
@@ -44,34 +44,32 @@ async fn run(exe: &Path, args: &[&str]) -> Result<String, String> {
             )
         })?
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-    if status.success() {
+    if exit.code == Some(0) {
         Ok(text)
     } else {
-        Err(format!("{} failed ({status}): {}", command(), tail(&text)))
+        Err(format!("{} failed ({exit}): {}", command(), tail(&text)))
     }
 }
 
-/// Runs a program with an argument vector (no shell) and returns its exit status with stdout
-/// and stderr together. The child is killed if the future is dropped (timeout, cancellation).
+/// Runs a program under the supervisor (argument vector, own process group, ends with us) and
+/// returns how it exited with its output lines (stdout and stderr, the last 2000). Dropping the
+/// future ends it; `guarded` ends its whole tree too (a build's ninja and compilers).
 pub async fn run_captured<S: AsRef<std::ffi::OsStr>>(
     program: &Path,
     args: &[S],
-) -> std::io::Result<(std::process::ExitStatus, String)> {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = crate::process::spawn_retrying(|| command.spawn())?;
-    let output = child.wait_with_output().await?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status, text))
+    guarded: bool,
+) -> std::io::Result<(ExitInfo, String)> {
+    let spec = ProcessSpec {
+        program: program.to_path_buf(),
+        args: args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect(),
+        guarded,
+    };
+    let child = crate::process::spawn(spec, None)?;
+    let exit = child.wait().await;
+    Ok((exit, child.logs.last(usize::MAX).join("\n")))
 }
 
 /// The last few hundred characters: where loaders and ggml put the reason.

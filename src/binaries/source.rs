@@ -224,18 +224,19 @@ async fn stale_build_dir(build_dir: &Path, source_root: &Path, ninja: bool) -> b
 }
 
 async fn run_step(cmake: &Path, args: &[String], step: &str) -> Result<(), BinaryError> {
-    let (status, text) = run_captured(cmake, args)
-        .await
-        .map_err(|e| BinaryError::BuildFailed {
-            step: step.into(),
-            reason: format!("cannot run cmake: {e}"),
-        })?;
-    if status.success() {
+    let (exit, text) =
+        run_captured(cmake, args, true)
+            .await
+            .map_err(|e| BinaryError::BuildFailed {
+                step: step.into(),
+                reason: format!("cannot run cmake: {e}"),
+            })?;
+    if exit.code == Some(0) {
         return Ok(());
     }
     Err(BinaryError::BuildFailed {
         step: step.into(),
-        reason: format!("cmake exited with {status}: {}", tail(&text)),
+        reason: format!("cmake exited with {exit}: {}", tail(&text)),
     })
 }
 

@@ -3,9 +3,10 @@
 //! - **One-shot**: `sd-cli` per request. The model is loaded for every image and all memory is
 //!   free between images.
 //! - **Resident**: `sd-server` keeps the model loaded; each request becomes a job on its native
-//!   API (`POST /sdcpp/v1/img_gen`, polled at `/sdcpp/v1/jobs/{id}`). It is started on first use
-//!   and stopped after an idle timeout. It cannot cancel a job that is generating, so a cancel
-//!   stops the process (the next request starts it again).
+//!   API (`POST /sdcpp/v1/img_gen`, polled at `/sdcpp/v1/jobs/{id}`). It runs under the
+//!   supervisor's actor (`process::actor`), like llama-server: started on first use, stopped
+//!   after an idle timeout, reported as crashed when it dies, and started again by the next
+//!   request. It cannot cancel a job that is generating, so a cancel stops the process.
 //!
 //! Progress comes from the output bar in both cases (see `progress`). Only one job runs at a
 //! time (the engine's single worker), so the resident server's output belongs to that job.
@@ -22,13 +23,19 @@ use super::DiffusionError;
 use super::progress::{Progress, ProgressParser};
 use super::request::ImageRequest;
 use crate::events::EventSink;
-use crate::process::{self, ProcessSpec, Supervised};
+use crate::process::actor::LOG_TAIL;
+use crate::process::{
+    self, LaunchError, LaunchSpec, ProcessSpec, RecoveryPolicy, ServerActor, ServerEvent,
+    ServerLog, ServerState,
+};
 use crate::sync::lock;
 
-const LOG_TAIL: usize = 20;
 /// A cancelled child gets this long to exit on SIGTERM before SIGKILL.
 const CANCEL_GRACE: Duration = Duration::from_millis(150);
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Lines that say sd-server is up, or that a job finished: check at once.
+const READY_HINTS: &[&str] = &["listening on"];
+const DONE_HINT: &str = "generate_image completed";
 const POLL: Duration = Duration::from_millis(20);
 /// One exchange with sd-server (submit, or one status poll).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +97,6 @@ pub struct BackendConfig {
     pub threads: u32,
     pub extra_args: Vec<String>,
     pub temp_dir: PathBuf,
-    pub log_file: Option<PathBuf>,
     pub startup_timeout: Duration,
     /// Resident only: stop `sd-server` after this long without a request (`None`: never).
     pub idle_timeout: Option<Duration>,
@@ -126,10 +132,17 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn new(config: BackendConfig, log: EventSink<String>) -> Self {
+    /// `events`: the resident server's lifecycle (the one-shot backend has none).
+    pub fn new(
+        config: BackendConfig,
+        log: Arc<ServerLog>,
+        events: Option<EventSink<ServerEvent>>,
+    ) -> Self {
         match config.kind {
             BackendKind::OneShot => Backend::OneShot(Box::new(OneShot { config, log })),
-            BackendKind::Resident => Backend::Resident(Arc::new(Resident::new(config, log))),
+            BackendKind::Resident => {
+                Backend::Resident(Arc::new(Resident::new(config, log, events)))
+            }
         }
     }
 
@@ -140,11 +153,11 @@ impl Backend {
         }
     }
 
-    /// The resident server's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
+    /// The resident server's actor (the one-shot backend runs no server).
+    pub fn resident(&self) -> Option<&ServerActor> {
         match self {
             Backend::OneShot(_) => None,
-            Backend::Resident(b) => b.pid(),
+            Backend::Resident(b) => Some(&b.actor),
         }
     }
 
@@ -155,24 +168,21 @@ impl Backend {
     }
 }
 
-/// A sink for one child's lines: every line to the manager's log, progress lines to the job.
-fn line_sink(
-    log: EventSink<String>,
-    progress: Arc<Mutex<Option<(ProgressParser, ProgressFn)>>>,
-) -> EventSink<String> {
-    EventSink::new(move |line: String| {
-        if let Some((parser, on_progress)) = lock(&progress).as_mut()
-            && let Some(p) = parser.feed(&line)
-        {
-            on_progress(p);
-        }
-        log.emit(line);
-    })
+/// The job whose progress a child's output reports.
+type Tracker = Arc<Mutex<Option<(ProgressParser, ProgressFn)>>>;
+
+/// Feeds one output line to the job's progress.
+fn track(tracker: &Tracker, line: &str) {
+    if let Some((parser, on_progress)) = lock(tracker).as_mut()
+        && let Some(p) = parser.feed(line)
+    {
+        on_progress(p);
+    }
 }
 
 pub struct OneShot {
     config: BackendConfig,
-    log: EventSink<String>,
+    log: Arc<ServerLog>,
 }
 
 impl OneShot {
@@ -181,22 +191,25 @@ impl OneShot {
         let mut args = self.config.common_args();
         args.extend(cli_args(work.request, work.seed));
         args.extend(["--output".into(), path_arg(&dir.0.join("image_%d.png"))]);
-        let tracker = Arc::new(Mutex::new(Some((
+        let tracker: Tracker = Arc::new(Mutex::new(Some((
             ProgressParser::new(work.request.count),
             work.on_progress.clone(),
         ))));
         let spec = ProcessSpec {
             program: self.config.binary.clone(),
             args,
-            log_file: self.config.log_file.clone(),
+            guarded: false,
         };
+        let log = self.log.clone();
+        let on_line = EventSink::new(move |line: String| {
+            track(&tracker, &line);
+            log.push(line);
+        });
         let began = Instant::now();
         let child =
-            process::spawn(spec, Some(line_sink(self.log.clone(), tracker))).map_err(|source| {
-                DiffusionError::Spawn {
-                    binary: self.config.binary.clone(),
-                    source,
-                }
+            process::spawn(spec, Some(on_line)).map_err(|source| DiffusionError::Spawn {
+                binary: self.config.binary.clone(),
+                source,
             })?;
         let exit = tokio::select! {
             exit = child.wait() => exit,
@@ -352,72 +365,58 @@ pub fn check_png(png: &[u8], req: &ImageRequest) -> Result<(), String> {
     Ok(())
 }
 
-struct ServerProcess {
-    child: Arc<Supervised>,
-    port: u16,
-}
-
 pub struct Resident {
     config: BackendConfig,
-    log: EventSink<String>,
-    server: tokio::sync::Mutex<Option<ServerProcess>>,
-    pid: Mutex<Option<u32>>,
-    /// The job whose progress the server's output reports.
-    tracker: Arc<Mutex<Option<(ProgressParser, ProgressFn)>>>,
-    /// Woken by the server's "listening" and "completed" lines, so we poll at once.
-    hint: Arc<tokio::sync::Notify>,
+    actor: ServerActor,
+    tracker: Tracker,
+    /// Woken by the server's "completed" line, so the job is polled at once.
+    done: Arc<tokio::sync::Notify>,
+    /// One job at a time; an idle stop waits for the job under way.
+    jobs: tokio::sync::Mutex<()>,
     /// Bumped by each request; an idle stop only happens if no request came since it was planned.
     epoch: Mutex<u64>,
 }
 
 impl Resident {
-    fn new(config: BackendConfig, log: EventSink<String>) -> Self {
+    fn new(
+        config: BackendConfig,
+        log: Arc<ServerLog>,
+        events: Option<EventSink<ServerEvent>>,
+    ) -> Self {
         Resident {
             config,
-            log,
-            server: tokio::sync::Mutex::new(None),
-            pid: Mutex::new(None),
+            actor: ServerActor::new("sd-server", log, events),
             tracker: Arc::new(Mutex::new(None)),
-            hint: Arc::new(tokio::sync::Notify::new()),
+            done: Arc::new(tokio::sync::Notify::new()),
+            jobs: tokio::sync::Mutex::new(()),
             epoch: Mutex::new(0),
         }
     }
 
-    fn pid(&self) -> Option<u32> {
-        *lock(&self.pid)
-    }
-
     async fn run(self: &Arc<Self>, work: Work<'_>) -> Result<Output, DiffusionError> {
         *lock(&self.epoch) += 1;
-        let mut server = self.server.lock().await;
-        let result = self.run_locked(&mut server, &work).await;
+        let job = self.jobs.lock().await;
+        let result = self.run_job(&work).await;
         *lock(&self.tracker) = None;
-        if matches!(result, Err(DiffusionError::Cancelled))
-            || server.as_ref().is_some_and(|s| s.child.exited().is_some())
-        {
+        if matches!(result, Err(DiffusionError::Cancelled)) {
             // The server cannot cancel a generating job: it goes, and the next request starts it.
-            if let Some(s) = server.take() {
-                s.child.stop(CANCEL_GRACE).await;
-            }
-            *lock(&self.pid) = None;
+            self.actor.stop().await;
         }
-        drop(server);
+        drop(job);
         self.plan_idle_stop();
         result
     }
 
-    async fn run_locked(
-        &self,
-        server: &mut Option<ServerProcess>,
-        work: &Work<'_>,
-    ) -> Result<Output, DiffusionError> {
-        if server.as_ref().is_none_or(|s| s.child.exited().is_some()) {
-            *server = Some(tokio::select! {
-                started = self.start_server() => started?,
+    async fn run_job(&self, work: &Work<'_>) -> Result<Output, DiffusionError> {
+        if self.actor.status() != ServerState::Running {
+            tokio::select! {
+                started = self.actor.start(self.launch_spec()?) => {
+                    started.map_err(|e| self.launch_failed(e))?;
+                }
                 _ = work.cancel.cancelled() => return Err(DiffusionError::Cancelled),
-            });
+            }
         }
-        let ServerProcess { child, port } = server.as_ref().expect("server started above");
+        let port = self.actor.snapshot().port.unwrap_or_default();
         *lock(&self.tracker) = Some((
             ProgressParser::new(work.request.count),
             work.on_progress.clone(),
@@ -427,14 +426,18 @@ impl Resident {
         let client = crate::http::local_client();
         let failed = |message: String| DiffusionError::BackendFailed {
             message,
-            logs: child.logs.last(LOG_TAIL),
+            logs: self.actor.tail(LOG_TAIL),
         };
-        // Every exchange gives way to a cancel or the server's exit, and has a time limit: a
+        let gone = || {
+            let why = self.actor.snapshot().error.unwrap_or_default();
+            failed(format!("sd-server stopped during the job: {why}"))
+        };
+        // Every exchange gives way to a cancel or the server's end, and has a time limit: a
         // wedged server must not hold up a cancel or stop().
         let exchange = |request: reqwest::RequestBuilder| async {
             tokio::select! {
                 _ = work.cancel.cancelled() => Err(DiffusionError::Cancelled),
-                exit = child.wait() => Err(failed(format!("sd-server stopped during the job ({exit})"))),
+                _ = self.actor.left_running() => Err(gone()),
                 answer = tokio::time::timeout(REQUEST_TIMEOUT, json_of(request)) => match answer {
                     Ok(Ok(value)) => Ok(value),
                     Ok(Err(e)) => Err(failed(format!("sd-server did not answer: {e}"))),
@@ -456,8 +459,8 @@ impl Resident {
         loop {
             tokio::select! {
                 _ = work.cancel.cancelled() => return Err(DiffusionError::Cancelled),
-                exit = child.wait() => return Err(failed(format!("sd-server stopped during the job ({exit})"))),
-                _ = self.hint.notified() => {}
+                _ = self.actor.left_running() => return Err(gone()),
+                _ = self.done.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
             let status = exchange(client.get(format!("{base}/jobs/{job}"))).await?;
@@ -482,8 +485,14 @@ impl Resident {
         }
     }
 
-    async fn start_server(&self) -> Result<ServerProcess, DiffusionError> {
-        let port = free_port()?;
+    /// sd-server on a free port, ready when `/sdcpp/v1/capabilities` answers; its output
+    /// also feeds the job's progress.
+    fn launch_spec(&self) -> Result<LaunchSpec, DiffusionError> {
+        let port =
+            process::start::free_port("127.0.0.1", None).map_err(|e| DiffusionError::Io {
+                path: PathBuf::from("127.0.0.1:0"),
+                source: std::io::Error::other(e),
+            })?;
         let mut args = self.config.common_args();
         args.extend([
             "--listen-ip".into(),
@@ -491,56 +500,33 @@ impl Resident {
             "--listen-port".into(),
             port.to_string(),
         ]);
-        let hint = self.hint.clone();
-        let lines = line_sink(self.log.clone(), self.tracker.clone());
-        let on_line = EventSink::new(move |line: String| {
-            if line.contains("listening on") || line.contains("generate_image completed") {
-                hint.notify_one();
-            }
-            lines.emit(line);
-        });
-        let spec = ProcessSpec {
+        let (tracker, done) = (self.tracker.clone(), self.done.clone());
+        Ok(LaunchSpec {
             program: self.config.binary.clone(),
             args,
-            log_file: self.config.log_file.clone(),
-        };
-        let child = Arc::new(process::spawn(spec, Some(on_line)).map_err(|source| {
-            DiffusionError::Spawn {
-                binary: self.config.binary.clone(),
-                source,
-            }
-        })?);
-        *lock(&self.pid) = Some(child.pid);
-        let url = format!("http://127.0.0.1:{port}/sdcpp/v1/capabilities");
-        let deadline = Instant::now() + self.config.startup_timeout;
-        loop {
-            if let Some(exit) = child.exited() {
-                *lock(&self.pid) = None;
-                return Err(DiffusionError::BackendFailed {
-                    message: format!("sd-server exited while loading the model ({exit})"),
-                    logs: child.logs.last(LOG_TAIL),
-                });
-            }
-            let ready =
-                tokio::time::timeout(POLL * 5, crate::http::local_client().get(&url).send()).await;
-            if matches!(ready, Ok(Ok(r)) if r.status().is_success()) {
-                return Ok(ServerProcess { child, port });
-            }
-            if Instant::now() >= deadline {
-                child.stop(CANCEL_GRACE).await;
-                *lock(&self.pid) = None;
-                return Err(DiffusionError::BackendFailed {
-                    message: format!(
-                        "sd-server was not ready within {} s",
-                        self.config.startup_timeout.as_secs()
-                    ),
-                    logs: child.logs.last(LOG_TAIL),
-                });
-            }
-            tokio::select! {
-                _ = self.hint.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
+            port,
+            health_url: format!("http://127.0.0.1:{port}/sdcpp/v1/capabilities"),
+            ready_hints: READY_HINTS,
+            on_line: Some(EventSink::new(move |line: String| {
+                if line.contains(DONE_HINT) {
+                    done.notify_one();
+                }
+                track(&tracker, &line);
+            })),
+            startup_timeout: self.config.startup_timeout,
+            stop_grace: STOP_GRACE,
+            recovery: RecoveryPolicy::NONE,
+        })
+    }
+
+    fn launch_failed(&self, err: LaunchError) -> DiffusionError {
+        match err {
+            LaunchError::Spawn { binary, source } => DiffusionError::Spawn { binary, source },
+            LaunchError::Cancelled { .. } => DiffusionError::Cancelled,
+            err => DiffusionError::BackendFailed {
+                message: err.to_string(),
+                logs: err.tail().to_vec(),
+            },
         }
     }
 
@@ -553,23 +539,20 @@ impl Resident {
         tokio::spawn(async move {
             tokio::time::sleep(idle).await;
             let Some(this) = this.upgrade() else { return };
-            let mut server = this.server.lock().await;
-            if *lock(&this.epoch) == epoch
-                && let Some(s) = server.take()
-            {
-                tracing::info!("sd-server idle for {} s: stopping it", idle.as_secs());
-                s.child.stop(STOP_GRACE).await;
-                *lock(&this.pid) = None;
+            let _job = this.jobs.lock().await;
+            if *lock(&this.epoch) == epoch && this.actor.status() == ServerState::Running {
+                let span = this.actor.log().span("sd-server");
+                span.in_scope(|| {
+                    tracing::info!("sd-server idle for {} s: stopping it", idle.as_secs())
+                });
+                this.actor.stop().await;
             }
         });
     }
 
     async fn stop_server(&self) {
         *lock(&self.epoch) += 1;
-        if let Some(s) = self.server.lock().await.take() {
-            s.child.stop(STOP_GRACE).await;
-        }
-        *lock(&self.pid) = None;
+        self.actor.stop().await;
     }
 }
 
@@ -602,14 +585,4 @@ fn decode_images(status: &Value, req: &ImageRequest) -> Result<Vec<Vec<u8>>, Str
         ));
     }
     Ok(out)
-}
-
-pub fn free_port() -> Result<u16, DiffusionError> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| DiffusionError::Io {
-            path: PathBuf::from("127.0.0.1:0"),
-            source,
-        })
 }

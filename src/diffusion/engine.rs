@@ -327,8 +327,8 @@ impl Engine {
             .count()
     }
 
-    pub fn backend_pid(&self) -> Option<u32> {
-        self.backend.pid()
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// Cancels every job, waits for the worker, and stops the backend's process.

@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::http::HttpServer;
-use crate::process::LogRing;
+use crate::process::{ExitInfo, ServerEvent, ServerLog, ServerState, Transition};
 use crate::sync::lock;
 use backend::{Backend, BackendConfig, BackendKind};
 use engine::{Engine, EngineEvent, ImageOutput, JobError, JobStatus};
@@ -131,6 +132,8 @@ pub struct DiffusionConfig {
     pub allowed_origins: Vec<String>,
     pub max_queue: usize,
     pub max_body_bytes: usize,
+    /// The rotating log of the backend's output and the library's lines about it.
+    pub log_file: Option<PathBuf>,
 }
 
 impl DiffusionConfig {
@@ -155,26 +158,20 @@ impl DiffusionConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Stopped,
-    Starting,
-    Running,
-    Stopping,
-}
-
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiffusionInfo {
-    pub status: State,
+    /// The HTTP server's state (`stopped`, `starting`, `running`, `stopping`).
+    pub status: ServerState,
     pub port: Option<u16>,
     pub host: Option<String>,
     pub model_id: Option<String>,
     pub backend: Option<BackendKind>,
     /// The resident `sd-server`'s process while it runs.
     pub pid: Option<u32>,
+    /// The resident `sd-server`'s own state, and the port it listens on (on 127.0.0.1).
+    pub backend_status: Option<ServerState>,
+    pub backend_port: Option<u16>,
     pub started_at: Option<String>,
     pub busy: bool,
     pub queued: usize,
@@ -183,18 +180,33 @@ pub struct DiffusionInfo {
 
 #[derive(Debug, Clone)]
 pub enum DiffusionEvent {
+    /// A transition of the HTTP server.
+    State(Transition),
+    /// A transition of the resident `sd-server` under it.
+    BackendState(Transition),
+    /// The resident `sd-server` died; the next request starts it again.
+    Crashed {
+        exit: ExitInfo,
+        tail: Vec<String>,
+    },
     Starting,
     Started(DiffusionInfo),
     Stopped,
-    Progress { id: String, progress: Progress },
-    Job { id: String, status: JobStatus },
+    Progress {
+        id: String,
+        progress: Progress,
+    },
+    Job {
+        id: String,
+        status: JobStatus,
+    },
     Log(String),
 }
 
 /// The lifecycle part of [`DiffusionInfo`].
 #[derive(Clone, Default)]
 struct Lifecycle {
-    state: State,
+    state: ServerState,
     started_at: Option<String>,
     /// Why the last start failed.
     error: Option<String>,
@@ -203,7 +215,7 @@ struct Lifecycle {
 struct Shared {
     status: Mutex<Lifecycle>,
     running: Mutex<Option<Arc<RunningHandle>>>,
-    logs: Arc<LogRing>,
+    log: Arc<ServerLog>,
     events: Option<EventSink<DiffusionEvent>>,
     op: tokio::sync::Mutex<()>,
 }
@@ -222,11 +234,16 @@ pub struct DiffusionServer {
 
 impl DiffusionServer {
     pub fn new(events: Option<EventSink<DiffusionEvent>>) -> Self {
+        let log = ServerLog::new(
+            events
+                .clone()
+                .map(|events| EventSink::new(move |line| events.emit(DiffusionEvent::Log(line)))),
+        );
         DiffusionServer {
             shared: Arc::new(Shared {
                 status: Mutex::new(Lifecycle::default()),
                 running: Mutex::new(None),
-                logs: Arc::new(LogRing::default()),
+                log,
                 events,
                 op: tokio::sync::Mutex::new(()),
             }),
@@ -240,13 +257,18 @@ impl DiffusionServer {
             error,
         } = lock(&self.shared.status).clone();
         let running = lock(&self.shared.running).clone();
+        let resident = running
+            .as_ref()
+            .and_then(|r| r.engine.backend().resident().map(|a| a.snapshot()));
         DiffusionInfo {
             status,
             port: running.as_ref().map(|r| r.port),
             host: running.as_ref().map(|r| r.config.host.clone()),
             model_id: running.as_ref().map(|r| r.config.model_id.clone()),
             backend: running.as_ref().map(|r| r.config.backend.kind),
-            pid: running.as_ref().and_then(|r| r.engine.backend_pid()),
+            pid: resident.as_ref().and_then(|s| s.pid),
+            backend_status: resident.as_ref().map(|s| s.status),
+            backend_port: resident.as_ref().and_then(|s| s.port),
             started_at,
             busy: running.as_ref().is_some_and(|r| r.engine.busy()),
             queued: running.as_ref().map_or(0, |r| r.engine.queued()),
@@ -261,35 +283,54 @@ impl DiffusionServer {
     }
 
     pub fn logs(&self, n: usize) -> Vec<String> {
-        self.shared.logs.last(n)
+        self.shared.log.last(n)
     }
 
     pub fn clear_logs(&self) {
-        self.shared.logs.clear();
+        self.shared.log.clear();
+    }
+
+    /// What the resident `sd-server`'s process tree uses now; `None` when none runs.
+    pub async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
+        let engine = self.engine()?;
+        engine.backend().resident()?.memory().await
     }
 
     pub async fn start(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
+        let span = self.shared.log.span("diffusion-server");
+        self.start_logged(config).instrument(span).await
+    }
+
+    async fn start_logged(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
         let _op = self.shared.op.lock().await;
         let status = lock(&self.shared.status).state;
-        if status != State::Stopped {
-            return Err(DiffusionError::AlreadyRunning(match status {
-                State::Starting => "starting",
-                State::Stopping => "stopping",
-                _ => "running",
-            }));
+        if status != ServerState::Stopped {
+            return Err(DiffusionError::AlreadyRunning(status.as_str()));
         }
-        self.shared.set_status(State::Starting, None);
+        self.shared.log.set_file(config.log_file.as_deref());
+        self.shared
+            .set_status(ServerState::Starting, "start()".into(), None);
         self.shared.emit(DiffusionEvent::Starting);
+        tracing::info!(
+            "starting the diffusion server ({:?} backend)",
+            config.backend.kind
+        );
         match self.launch(config).await {
             Ok(()) => {
-                self.shared.set_status(State::Running, None);
+                self.shared
+                    .set_status(ServerState::Running, "listening".into(), None);
                 let info = self.info();
+                tracing::info!("diffusion server listening on port {:?}", info.port);
                 self.shared.emit(DiffusionEvent::Started(info.clone()));
                 Ok(info)
             }
             Err(err) => {
-                self.shared
-                    .set_status(State::Stopped, Some(err.to_string()));
+                tracing::error!("diffusion server failed to start: {err}");
+                self.shared.set_status(
+                    ServerState::Stopped,
+                    err.to_string(),
+                    Some(err.to_string()),
+                );
                 self.shared.emit(DiffusionEvent::Stopped);
                 Err(err)
             }
@@ -305,14 +346,17 @@ impl DiffusionServer {
                 source,
             })?;
         backend::sweep_stale_temp(&config.backend.temp_dir).await;
-        let (logs, events) = (self.shared.logs.clone(), self.shared.events.clone());
-        let log = EventSink::new(move |line: String| {
-            logs.push(line.clone());
-            if let Some(events) = &events {
-                events.emit(DiffusionEvent::Log(line));
-            }
-        });
         let events = self.shared.events.clone();
+        let resident_events = events.clone().map(|events| {
+            EventSink::new(move |event| match event {
+                ServerEvent::State(t) => events.emit(DiffusionEvent::BackendState(t)),
+                ServerEvent::Crashed { exit, tail, .. } => {
+                    events.emit(DiffusionEvent::Crashed { exit, tail })
+                }
+                // The state events say all the rest.
+                _ => {}
+            })
+        });
         let engine_events = EventSink::new(move |event: EngineEvent| {
             if let Some(events) = &events {
                 events.emit(match event {
@@ -324,7 +368,11 @@ impl DiffusionServer {
             }
         });
         let engine = Engine::start(
-            Backend::new(config.backend.clone(), log),
+            Backend::new(
+                config.backend.clone(),
+                self.shared.log.clone(),
+                resident_events,
+            ),
             config.max_queue,
             engine_events,
         );
@@ -347,11 +395,18 @@ impl DiffusionServer {
 
     /// Cancels all work, stops the backend's process and closes the port. Idempotent.
     pub async fn stop(&self) {
+        let span = self.shared.log.span("diffusion-server");
+        self.stop_logged().instrument(span).await
+    }
+
+    async fn stop_logged(&self) {
         let _op = self.shared.op.lock().await;
         let Some(running) = lock(&self.shared.running).clone() else {
             return;
         };
-        self.shared.set_status(State::Stopping, None);
+        self.shared
+            .set_status(ServerState::Stopping, "stop()".into(), None);
+        tracing::info!("stopping the diffusion server");
         let http = lock(&running.http).take();
         running.engine.shutdown().await;
         if let Some(http) = http {
@@ -359,7 +414,9 @@ impl DiffusionServer {
         }
         crate::models::release(&running.config.model_id);
         *lock(&self.shared.running) = None;
-        self.shared.set_status(State::Stopped, None);
+        self.shared
+            .set_status(ServerState::Stopped, "stopped".into(), None);
+        tracing::info!("diffusion server stopped");
         self.shared.emit(DiffusionEvent::Stopped);
     }
 
@@ -426,16 +483,29 @@ impl Submitted {
 }
 
 impl Shared {
-    fn set_status(&self, state: State, error: Option<String>) {
-        let mut status = lock(&self.status);
-        status.state = state;
-        match state {
-            State::Running => status.started_at = Some(crate::models::iso_now()),
-            State::Stopped => status.started_at = None,
-            _ => {}
-        }
-        if error.is_some() || state == State::Starting {
-            status.error = error;
+    /// Sets the state, then announces the transition (one `State` event each).
+    fn set_status(&self, state: ServerState, reason: String, error: Option<String>) {
+        let old = {
+            let mut status = lock(&self.status);
+            let old = status.state;
+            status.state = state;
+            match state {
+                ServerState::Running => status.started_at = Some(crate::models::iso_now()),
+                ServerState::Stopped => status.started_at = None,
+                _ => {}
+            }
+            if error.is_some() || state == ServerState::Starting {
+                status.error = error;
+            }
+            old
+        };
+        if old != state {
+            self.emit(DiffusionEvent::State(Transition {
+                old,
+                new: state,
+                reason,
+                will_restart: false,
+            }));
         }
     }
 

@@ -12,7 +12,7 @@ use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::models::{ModelInfo, ModelType, store};
-use crate::start::{PortRequest, StartError};
+use crate::process::start::{PortRequest, StartError};
 use crate::system::SystemInfo;
 use crate::system::estimate::suggested_threads;
 
@@ -55,8 +55,8 @@ pub async fn resolve(
     data: &DataPaths,
     system: &SystemInfo,
     binaries: &BinaryManager,
-) -> Result<DiffusionConfig, StartError> {
-    let invalid = |m: String| StartError::Diffusion(DiffusionError::Invalid(m));
+) -> Result<DiffusionConfig, StartError<DiffusionError>> {
+    let invalid = |m: String| StartError::Server(DiffusionError::Invalid(m));
     let port = PortRequest::choose(req.port.as_ref(), DEFAULT_PORT).map_err(invalid)?;
     let asked = match req.backend.as_deref() {
         None | Some("auto") => None,
@@ -126,7 +126,6 @@ pub async fn resolve(
                 .unwrap_or_else(|| suggested_threads(caps.cpu.physical_cores)),
             extra_args: req.extra_args,
             temp_dir: data.temp.clone(),
-            log_file: Some(data.logs.join("diffusion-server.log")),
             startup_timeout: Duration::from_millis(
                 req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),
             ),
@@ -138,6 +137,7 @@ pub async fn resolve(
         max_body_bytes: req
             .max_body_bytes
             .map_or(DEFAULT_MAX_BODY_BYTES, |b| b as usize),
+        log_file: Some(data.logs.join("diffusion-server.log")),
     })
 }
 

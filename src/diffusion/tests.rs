@@ -1,4 +1,5 @@
 use super::*;
+use crate::process::ServerState as State;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,6 @@ fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConfig {
             threads: 1,
             extra_args: vec![],
             temp_dir: temp.to_path_buf(),
-            log_file: None,
             startup_timeout: Duration::from_secs(60),
             idle_timeout: None,
         },
@@ -50,6 +50,7 @@ fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConfig {
         allowed_origins: vec![],
         max_queue: 2,
         max_body_bytes: resolve::DEFAULT_MAX_BODY_BYTES,
+        log_file: None,
     }
 }
 
@@ -59,7 +60,10 @@ fn recorder() -> (DiffusionServer, Seen) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let server = DiffusionServer::new(Some(EventSink::new(move |e| {
-        if !matches!(e, DiffusionEvent::Log(_)) {
+        if !matches!(
+            e,
+            DiffusionEvent::Log(_) | DiffusionEvent::State(_) | DiffusionEvent::BackendState(_)
+        ) {
             sink.lock().unwrap().push(e)
         }
     })));
@@ -613,6 +617,109 @@ async fn an_idle_resident_server_is_stopped_and_started_again_on_demand() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_it_again() {
+    let Some(b) = real() else { return };
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let seen: Seen = Arc::default();
+    let server = DiffusionServer::new(Some(EventSink::new({
+        let seen = seen.clone();
+        move |e| {
+            if !matches!(e, DiffusionEvent::Log(_)) {
+                seen.lock().unwrap().push(e)
+            }
+        }
+    })));
+    server
+        .start(config(&b, BackendKind::Resident, temp.path()))
+        .await
+        .unwrap();
+    server.generate(&small(2), None).await.unwrap();
+    let info = server.info();
+    let pid = info.pid.expect("sd-server runs after an image");
+    assert_eq!(info.backend_status, Some(State::Running));
+    assert!(info.backend_port.is_some());
+    let memory = server.memory().await.unwrap();
+    assert_eq!(memory.pids[0], pid);
+    assert!(memory.rss_bytes > 1 << 20, "{memory:?}");
+
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (exit, tail) = loop {
+        let crashed = seen.lock().unwrap().iter().find_map(|e| match e {
+            DiffusionEvent::Crashed { exit, tail } => Some((exit.clone(), tail.clone())),
+            _ => None,
+        });
+        if let Some(crashed) = crashed {
+            break crashed;
+        }
+        assert!(Instant::now() < deadline, "no crashed event");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(exit.signal, Some(libc::SIGKILL));
+    assert!(!tail.is_empty(), "the crash carries sd-server's last lines");
+    let info = server.info();
+    assert_eq!(info.status, State::Running, "the HTTP server goes on");
+    assert_eq!(info.backend_status, Some(State::Crashed));
+    assert!(info.pid.is_none());
+
+    server.generate(&small(2), None).await.unwrap();
+    let info = server.info();
+    assert_eq!(info.backend_status, Some(State::Running));
+    assert!(info.pid.is_some_and(|p| p != pid));
+    server.stop().await;
+    let backend: Vec<(State, State)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            DiffusionEvent::BackendState(t) => Some((t.old, t.new)),
+            _ => None,
+        })
+        .collect();
+    use State::*;
+    assert_eq!(
+        backend,
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Crashed),
+            (Crashed, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Stopped)
+        ]
+    );
+    let own: Vec<(State, State)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            DiffusionEvent::State(t) => Some((t.old, t.new)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        own,
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Stopped)
+        ]
+    );
+    let logs = server.logs(2000).join("\n");
+    assert!(
+        logs.contains("] [WARN] sd-server stopped unexpectedly (signal 9)"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("] [INFO] starting the diffusion server"),
+        "{logs}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_or_stop_while_sd_server_loads_leaves_no_process() {
     let Some(b) = real() else { return };
@@ -679,7 +786,7 @@ mod resolving {
     use crate::binaries::BinaryManager;
     use crate::config::{DataDirSource, DataPaths};
     use crate::models::{ModelInfo, ModelSource, ModelType, StoredFile, store};
-    use crate::start::StartError;
+    use crate::process::start::StartError;
     use crate::system::SystemInfo;
     use resolve::{StartRequest, fits_resident};
     use std::os::unix::fs::PermissionsExt;
@@ -750,7 +857,10 @@ mod resolving {
         serde_json::from_value(v).unwrap()
     }
 
-    async fn resolve(req: StartRequest, data: &DataPaths) -> Result<DiffusionConfig, StartError> {
+    async fn resolve(
+        req: StartRequest,
+        data: &DataPaths,
+    ) -> Result<DiffusionConfig, StartError<DiffusionError>> {
         resolve::resolve(
             req,
             data,

@@ -9,10 +9,13 @@ use super::config::data_paths;
 use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
 use super::events::{EventCallback, sink};
 use crate::binaries::{BinaryKind, BinaryManager, BinaryProgress, EnsureOptions, SourceSpec};
+use crate::events::Subscription;
 
+/// Every JS `BinaryManager` is a view of the process's one manager (`BinaryManager::shared`).
 #[napi(js_name = "NativeBinaryManager")]
 pub struct JsBinaryManager {
-    inner: Arc<BinaryManager>,
+    inner: &'static BinaryManager,
+    _progress: Subscription,
 }
 
 #[derive(Deserialize, Default)]
@@ -30,7 +33,7 @@ fn parse_kind(kind: &str) -> napi::Result<BinaryKind> {
     })
 }
 
-fn progress_to_js(p: BinaryProgress) -> Value {
+pub(super) fn progress_to_js(p: BinaryProgress) -> Value {
     json!({
         "type": "binary-progress",
         "kind": p.kind.as_str(),
@@ -46,9 +49,10 @@ fn progress_to_js(p: BinaryProgress) -> Value {
 impl JsBinaryManager {
     #[napi(constructor)]
     pub fn new(on_event: EventCallback) -> Self {
-        let events = sink(Arc::new(on_event), progress_to_js);
+        let inner = BinaryManager::shared();
         JsBinaryManager {
-            inner: Arc::new(BinaryManager::new(Some(events))),
+            inner,
+            _progress: inner.subscribe(sink(Arc::new(on_event), progress_to_js)),
         }
     }
 

@@ -5,17 +5,20 @@ use napi::bindgen_prelude::{Buffer, PromiseRaw};
 use napi_derive::napi;
 use serde_json::{Value, json};
 
+use super::binaries::progress_to_js;
 use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, sink, tagged};
+use super::events::{EventCallback, crashed, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::diffusion::resolve::{self, StartRequest};
 use crate::diffusion::{DiffusionEvent, DiffusionServer};
+use crate::events::Subscription;
 
 #[napi(js_name = "NativeDiffusionServer")]
 pub struct JsDiffusionServer {
     inner: Arc<DiffusionServer>,
-    binaries: Arc<BinaryManager>,
+    /// Installs that a start triggers report `binary-progress` here too.
+    _binary_progress: Subscription,
 }
 
 /// The images of one request, as Buffers (no base64 in-process).
@@ -31,6 +34,13 @@ pub struct ImageBatch {
 
 fn event_to_js(event: DiffusionEvent) -> Value {
     match event {
+        DiffusionEvent::State(transition) => tagged("state", transition),
+        DiffusionEvent::BackendState(transition) => tagged("backend-state", transition),
+        DiffusionEvent::Crashed { exit, tail } => {
+            let mut event = crashed(&exit, tail);
+            event["backend"] = json!("sd-server");
+            event
+        }
         DiffusionEvent::Starting => json!({ "type": "starting" }),
         DiffusionEvent::Started(info) => tagged("started", info),
         DiffusionEvent::Stopped => json!({ "type": "stopped" }),
@@ -48,10 +58,13 @@ fn event_to_js(event: DiffusionEvent) -> Value {
 impl JsDiffusionServer {
     #[napi(constructor)]
     pub fn new(on_event: EventCallback) -> Self {
-        let events = sink(Arc::new(on_event), event_to_js);
+        let callback = Arc::new(on_event);
         JsDiffusionServer {
-            inner: Arc::new(DiffusionServer::new(Some(events))),
-            binaries: Arc::new(BinaryManager::new(None)),
+            inner: Arc::new(DiffusionServer::new(Some(sink(
+                callback.clone(),
+                event_to_js,
+            )))),
+            _binary_progress: BinaryManager::shared().subscribe(sink(callback, progress_to_js)),
         }
     }
 
@@ -59,7 +72,7 @@ impl JsDiffusionServer {
     pub async fn start(&self, config: Value) -> napi::Result<Value> {
         let req: StartRequest = from_js("config", config)?;
         let data = data_paths().await?;
-        let config = resolve::resolve(req, &data, super::system::shared(), &self.binaries)
+        let config = resolve::resolve(req, &data, super::system::shared(), BinaryManager::shared())
             .await
             .map_err(to_napi)?;
         let info = self.inner.start(config).await.map_err(to_napi)?;
@@ -111,6 +124,12 @@ impl JsDiffusionServer {
     #[napi]
     pub fn get_config(&self) -> Value {
         self.inner.config().map_or(Value::Null, |c| c.to_json())
+    }
+
+    /// What the resident sd-server's process tree uses now; `null` when none runs.
+    #[napi]
+    pub async fn get_memory_usage(&self) -> napi::Result<Value> {
+        to_js(&self.inner.memory().await)
     }
 
     #[napi]

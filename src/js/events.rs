@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use crate::events::EventSink;
+use crate::process::ExitInfo;
 
 /// `(event: { type: string, ... }) => void`
 #[napi]
@@ -31,4 +32,9 @@ pub fn sink<E: 'static>(callback: Arc<EventCallback>, to_js: fn(E) -> Value) -> 
             tracing::warn!("event dropped: {status}");
         }
     })
+}
+
+/// A `crashed` event: how the process ended and its last lines.
+pub fn crashed(exit: &ExitInfo, tail: Vec<String>) -> Value {
+    serde_json::json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail })
 }

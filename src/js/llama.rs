@@ -3,26 +3,32 @@ use std::sync::Arc;
 use napi_derive::napi;
 use serde_json::{Value, json};
 
+use super::binaries::progress_to_js;
 use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, sink, tagged};
+use super::events::{EventCallback, crashed, sink, tagged};
 use crate::binaries::BinaryManager;
+use crate::events::Subscription;
 use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaEvent, LlamaServer};
 
 #[napi(js_name = "NativeLlamaServer")]
 pub struct JsLlamaServer {
     inner: Arc<LlamaServer>,
-    binaries: Arc<BinaryManager>,
+    /// Installs that a start triggers report `binary-progress` here too.
+    _binary_progress: Subscription,
 }
 
 fn event_to_js(event: LlamaEvent) -> Value {
     match event {
+        LlamaEvent::State(transition) => tagged("state", transition),
         LlamaEvent::Starting => json!({ "type": "starting" }),
         LlamaEvent::Started(info) => tagged("started", info),
         LlamaEvent::Stopped => json!({ "type": "stopped" }),
         LlamaEvent::Crashed { exit, tail, hang } => {
-            json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail, "hang": hang })
+            let mut event = crashed(&exit, tail);
+            event["hang"] = json!(hang);
+            event
         }
         LlamaEvent::Restarted(info) => tagged("restarted", info),
         LlamaEvent::RestartFailed { attempts, error } => {
@@ -36,10 +42,10 @@ fn event_to_js(event: LlamaEvent) -> Value {
 impl JsLlamaServer {
     #[napi(constructor)]
     pub fn new(on_event: EventCallback) -> Self {
-        let events = sink(Arc::new(on_event), event_to_js);
+        let callback = Arc::new(on_event);
         JsLlamaServer {
-            inner: Arc::new(LlamaServer::new(Some(events))),
-            binaries: Arc::new(BinaryManager::new(None)),
+            inner: Arc::new(LlamaServer::new(Some(sink(callback.clone(), event_to_js)))),
+            _binary_progress: BinaryManager::shared().subscribe(sink(callback, progress_to_js)),
         }
     }
 
@@ -47,10 +53,16 @@ impl JsLlamaServer {
     pub async fn start(&self, config: Value) -> napi::Result<Value> {
         let req: StartRequest = from_js("config", config)?;
         let data = data_paths().await?;
-        let config = resolve::resolve(req, &data, super::system::shared(), &self.binaries)
+        let config = resolve::resolve(req, &data, super::system::shared(), BinaryManager::shared())
             .await
             .map_err(to_napi)?;
         let info = self.inner.start(config).await.map_err(to_napi)?;
+        to_js(&info)
+    }
+
+    #[napi]
+    pub async fn restart(&self) -> napi::Result<Value> {
+        let info = self.inner.restart().await.map_err(to_napi)?;
         to_js(&info)
     }
 
@@ -68,6 +80,12 @@ impl JsLlamaServer {
     #[napi]
     pub fn get_config(&self) -> napi::Result<Value> {
         to_js(&self.inner.config())
+    }
+
+    /// What the server's process tree uses now; `null` when it is not running.
+    #[napi]
+    pub async fn get_memory_usage(&self) -> napi::Result<Value> {
+        to_js(&self.inner.memory().await)
     }
 
     #[napi]

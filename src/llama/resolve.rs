@@ -10,7 +10,7 @@ use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::models::{ModelType, store};
-use crate::start::{PortRequest, StartError};
+use crate::process::start::{PortRequest, StartError};
 use crate::system::estimate::KvCacheType;
 use crate::system::{ModelSpec, RunOptions, SystemInfo};
 
@@ -56,8 +56,8 @@ pub async fn resolve(
     data: &DataPaths,
     system: &SystemInfo,
     binaries: &BinaryManager,
-) -> Result<LlamaConfig, StartError> {
-    let invalid = |m: String| StartError::Llama(LlamaError::Invalid(m));
+) -> Result<LlamaConfig, StartError<LlamaError>> {
+    let invalid = |m: String| StartError::Server(LlamaError::Invalid(m));
     let port = PortRequest::choose(req.port.as_ref(), DEFAULT_PORT).map_err(invalid)?;
     let flash_attention = match req.flash_attention {
         None => None,

@@ -1,5 +1,8 @@
 use super::*;
+use crate::process::ServerState as State;
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Instant;
 
 /// The real llama-server and tiny model from `npm run backends`, when `npm test` provides them.
 fn real() -> Option<(PathBuf, PathBuf)> {
@@ -36,7 +39,7 @@ fn recorder() -> (LlamaServer, Arc<Mutex<Vec<LlamaEvent>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let server = LlamaServer::new(Some(EventSink::new(move |e| {
-        if !matches!(e, LlamaEvent::Log(_)) {
+        if !matches!(e, LlamaEvent::Log(_) | LlamaEvent::State(_)) {
             sink.lock().unwrap().push(e)
         }
     })));
@@ -81,7 +84,13 @@ async fn an_exit_during_start_fails_fast_with_the_output() {
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(matches!(err, LlamaError::ExitedDuringStart { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LlamaError::Launch(LaunchError::ExitedDuringStart { .. })
+        ),
+        "{err}"
+    );
     assert!(
         err.details()["logs"]
             .to_string()
@@ -111,7 +120,10 @@ async fn a_start_that_never_gets_healthy_times_out_and_leaves_nothing() {
     c.startup_timeout_ms = 300;
     let server = LlamaServer::new(None);
     let err = server.start(c).await.unwrap_err();
-    assert!(matches!(err, LlamaError::Timeout { .. }), "{err}");
+    assert!(
+        matches!(err, LlamaError::Launch(LaunchError::Timeout { .. })),
+        "{err}"
+    );
     assert_eq!(server.info().status, State::Stopped);
 }
 
@@ -130,7 +142,10 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
     assert!(server.is_healthy().await);
     assert!(matches!(
         server.start(config(binary.clone(), model.clone())).await,
-        Err(LlamaError::AlreadyRunning("running"))
+        Err(LlamaError::Launch(LaunchError::AlreadyRunning {
+            state: State::Running,
+            ..
+        }))
     ));
     assert!(
         server.logs(100).iter().any(|l| l.contains("llama")),
@@ -173,7 +188,7 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
             LlamaEvent::Crashed { .. } => "crashed",
             LlamaEvent::Restarted(_) => "restarted",
             LlamaEvent::RestartFailed { .. } => "restart-failed",
-            LlamaEvent::Log(_) => "log",
+            LlamaEvent::Log(_) | LlamaEvent::State(_) => "log",
         })
         .collect();
     assert_eq!(
@@ -204,12 +219,36 @@ async fn wait_for(server: &LlamaServer, state: State, within: Duration) {
     assert_eq!(server.info().status, state);
 }
 
+/// A server whose events are all kept, transitions included.
+fn full_recorder() -> (LlamaServer, Arc<Mutex<Vec<LlamaEvent>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let server = LlamaServer::new(Some(EventSink::new(move |e| {
+        if !matches!(e, LlamaEvent::Log(_)) {
+            sink.lock().unwrap().push(e)
+        }
+    })));
+    (server, seen)
+}
+
+fn transitions(seen: &Arc<Mutex<Vec<LlamaEvent>>>) -> Vec<(State, State)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            LlamaEvent::State(t) => Some((t.old, t.new)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn a_crash_is_followed_by_an_automatic_restart() {
+async fn a_crash_is_followed_by_an_automatic_restart_with_every_transition_announced_once() {
+    use State::*;
     let Some((binary, model)) = real() else {
         return;
     };
-    let (server, events) = recorder();
+    let (server, events) = full_recorder();
     let mut c = config(binary, model);
     c.recovery.auto_restart = true;
     let first = server.start(c).await.unwrap();
@@ -228,8 +267,86 @@ async fn a_crash_is_followed_by_an_automatic_restart() {
     assert_eq!(info.status, State::Running);
     assert_ne!(info.pid, first.pid);
     assert_eq!(info.port, first.port, "the restarted server keeps its port");
+    assert_eq!(info.restarts, 1);
     assert!(server.is_healthy().await);
     server.stop().await;
+    assert_eq!(
+        transitions(&events),
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Crashed),
+            (Crashed, Restarting),
+            (Restarting, Running),
+            (Running, Stopping),
+            (Stopping, Stopped)
+        ]
+    );
+    let logs = server.logs(2000).join("\n");
+    for line in [
+        "] [INFO] starting llama-server on port",
+        "] [WARN] llama-server stopped unexpectedly (signal 9)",
+        "] [INFO] restarting llama-server in 500 ms (attempt 1 of 3)",
+        "] [INFO] stopping llama-server (stop())",
+    ] {
+        assert!(logs.contains(line), "{line:?} not in the logs");
+    }
+}
+
+#[tokio::test]
+async fn restart_keeps_the_port_and_announces_restarted() {
+    let Some((binary, model)) = real() else {
+        return;
+    };
+    let (server, events) = full_recorder();
+    let first = server.start(config(binary, model)).await.unwrap();
+    let memory = server.memory().await.unwrap();
+    assert_eq!(memory.pids, [first.pid.unwrap()]);
+    assert!(memory.rss_bytes > 1 << 20, "{memory:?}");
+    let again = server.restart().await.unwrap();
+    assert_eq!(again.port, first.port);
+    assert_ne!(again.pid, first.pid);
+    assert_eq!(again.model_id.as_deref(), Some("tiny"));
+    assert!(server.is_healthy().await);
+    server.stop().await;
+    assert!(server.memory().await.is_none());
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, LlamaEvent::Restarted(info) if info.pid == again.pid))
+    );
+}
+
+#[tokio::test]
+async fn stop_during_a_start_cancels_it_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Never answers /health: a load that would take until the startup timeout.
+    let binary = fake(tmp.path(), "echo loading; exec sleep 60");
+    let server = Arc::new(LlamaServer::new(None));
+    let starting = tokio::spawn({
+        let server = server.clone();
+        async move { server.start(config(binary, "/m.gguf".into())).await }
+    });
+    wait_for(&server, State::Starting, Duration::from_secs(5)).await;
+    let pid = loop {
+        if let Some(pid) = server.info().pid {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let began = Instant::now();
+    server.stop().await;
+    assert!(began.elapsed() < Duration::from_secs(1));
+    let err = starting.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Cancelled, "{err}");
+    assert_eq!(server.info().status, State::Stopped);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+        "{stat}"
+    );
 }
 
 #[tokio::test]
@@ -290,7 +407,8 @@ async fn the_watchdog_kills_a_hung_server_and_restarts_it() {
     let first = server.start(c).await.unwrap();
     let pid = first.pid.unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    wait_for(&server, State::Crashed, Duration::from_secs(5)).await;
+    // Crashed, then at once Restarting (the backoff).
+    wait_for(&server, State::Restarting, Duration::from_secs(5)).await;
     assert!(
         events
             .lock()
@@ -316,7 +434,7 @@ mod resolving {
     use crate::config::{DataDirSource, DataPaths};
     use crate::llama::resolve::{StartRequest, resolve};
     use crate::models::{ModelInfo, ModelSource, ModelType, store};
-    use crate::start::StartError;
+    use crate::process::start::StartError;
     use crate::system::SystemInfo;
 
     async fn setup(model_type: ModelType) -> (tempfile::TempDir, DataPaths, PathBuf) {
@@ -413,7 +531,7 @@ mod resolving {
             ),
             (json!({ "modelId": "other" }), ErrorCode::ModelNotFound),
         ] {
-            let err: StartError =
+            let err: StartError<LlamaError> =
                 resolve(request(extra.clone(), &binary), &data, &system, &binaries)
                     .await
                     .unwrap_err();

@@ -3,17 +3,23 @@
 //! A child is spawned from an argument vector (never a shell) as the leader of its own process
 //! group, and on Linux with `PR_SET_PDEATHSIG = SIGKILL`, so it dies with us even when we are
 //! killed with SIGKILL. Its stdout and stderr are read as lines split on `\n` and `\r` (progress
-//! bars redraw with `\r`), ANSI escapes stripped, kept in a ring for `logs(n)`, appended to a
-//! size-bounded rotating log file, and handed to a listener. Stopping sends SIGTERM to the group,
+//! bars redraw with `\r`), ANSI escapes stripped, kept in a ring (the tail that errors carry),
+//! and handed to a listener (a server's [`ServerLog`]). Stopping sends SIGTERM to the group,
 //! then SIGKILL after a timeout, and always waits for the exit to be reaped.
 //!
-//! How a tree is set up and ended per platform (process group and parent-death signal on Linux,
-//! job object on Windows) is in `tree`.
+//! - `actor`: the lifecycle of a managed server (start, readiness, stop, restarts, watchdog).
+//! - `log`: a server's ring, rotating file and the `tracing` layer for the library's lines.
+//! - `memory`: what a process tree uses.
+//! - `tree`: how a tree is set up and ended per platform (process group and parent-death signal
+//!   on Linux, job object on Windows).
 
+pub mod actor;
 mod lines;
+pub mod log;
+pub mod memory;
+pub mod start;
 mod tree;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -24,11 +30,12 @@ use tokio::sync::watch;
 
 use crate::events::EventSink;
 use crate::sync::lock;
+pub use actor::{
+    LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerState, Snapshot,
+    Transition,
+};
 pub use lines::LineSplitter;
-
-const RING_LINES: usize = 2000;
-const LOG_FILE_LIMIT: u64 = 5 << 20;
-const LOG_ARCHIVES: usize = 3;
+pub use log::{LogRing, ServerLog};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitInfo {
@@ -49,37 +56,9 @@ impl std::fmt::Display for ExitInfo {
 pub struct ProcessSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
-    /// Rotating log file of the child's output (`<file>.1` … `.3` keep older output).
-    pub log_file: Option<PathBuf>,
-}
-
-/// Lines of output, newest last, shared by the readers and `logs(n)`.
-#[derive(Default)]
-pub struct LogRing {
-    lines: Mutex<VecDeque<String>>,
-}
-
-impl LogRing {
-    pub fn push(&self, line: String) {
-        let mut lines = lock(&self.lines);
-        if lines.len() == RING_LINES {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-
-    pub fn last(&self, n: usize) -> Vec<String> {
-        let lines = lock(&self.lines);
-        lines
-            .iter()
-            .skip(lines.len().saturating_sub(n))
-            .cloned()
-            .collect()
-    }
-
-    pub fn clear(&self) {
-        lock(&self.lines).clear();
-    }
+    /// The tree's members other than the leader need ending too, when we die or give up on it
+    /// (a build: cmake, ninja, compilers). See `tree`.
+    pub guarded: bool,
 }
 
 /// A running (or exited) child.
@@ -167,10 +146,12 @@ impl Supervised {
 
 impl Drop for Supervised {
     /// Whoever drops the last handle of a running child ends its tree: no process outlives the
-    /// code that was responsible for it (a cancelled start, say).
+    /// code that was responsible for it (a cancelled start or build, say).
     fn drop(&mut self) {
         if self.exited().is_none() {
-            self.tree.kill();
+            self.tree.abandon();
+        } else {
+            self.tree.release();
         }
     }
 }
@@ -187,11 +168,8 @@ pub fn spawn(spec: ProcessSpec, on_line: Option<EventSink<String>>) -> std::io::
     let mut child = spawn_retrying(|| command.spawn())?;
     let pid = child.id().unwrap_or(0);
     // On failure the child is dropped, and `kill_on_drop` ends it.
-    let tree = Arc::new(tree::Tree::attach(&child, setup)?);
+    let tree = Arc::new(tree::Tree::attach(&child, setup, spec.guarded)?);
     let logs = Arc::new(LogRing::default());
-    let log_file = spec
-        .log_file
-        .map(|path| Arc::new(Mutex::new(RotatingLog::new(path))));
     let readers: Vec<_> = [
         child
             .stdout
@@ -204,14 +182,7 @@ pub fn spawn(spec: ProcessSpec, on_line: Option<EventSink<String>>) -> std::io::
     ]
     .into_iter()
     .flatten()
-    .map(|stream| {
-        tokio::spawn(read_lines(
-            stream,
-            logs.clone(),
-            log_file.clone(),
-            on_line.clone(),
-        ))
-    })
+    .map(|stream| tokio::spawn(read_lines(stream, logs.clone(), on_line.clone())))
     .collect();
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
@@ -275,7 +246,6 @@ fn is_text_busy(_e: &std::io::Error) -> bool {
 async fn read_lines(
     mut stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
     logs: Arc<LogRing>,
-    file: Option<Arc<Mutex<RotatingLog>>>,
     on_line: Option<EventSink<String>>,
 ) {
     let mut splitter = LineSplitter::default();
@@ -286,72 +256,19 @@ async fn read_lines(
             Ok(n) => n,
         };
         for line in splitter.feed(&buf[..n]) {
-            deliver(line, &logs, &file, &on_line);
+            deliver(line, &logs, &on_line);
         }
     }
     if let Some(line) = splitter.finish() {
-        deliver(line, &logs, &file, &on_line);
+        deliver(line, &logs, &on_line);
     }
 }
 
-fn deliver(
-    line: String,
-    logs: &LogRing,
-    file: &Option<Arc<Mutex<RotatingLog>>>,
-    on_line: &Option<EventSink<String>>,
-) {
-    if let Some(file) = file {
-        lock(file).append(&line);
-    }
+fn deliver(line: String, logs: &LogRing, on_line: &Option<EventSink<String>>) {
     if let Some(sink) = on_line {
         sink.emit(line.clone());
     }
     logs.push(line);
-}
-
-/// Appends lines to a file; past the size limit the file becomes `.1` (older ones shift up to
-/// `.3`, the oldest is dropped). Write failures are ignored: logging never takes a server down.
-struct RotatingLog {
-    path: PathBuf,
-    size: u64,
-}
-
-impl RotatingLog {
-    fn new(path: PathBuf) -> Self {
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        RotatingLog { path, size }
-    }
-
-    fn append(&mut self, line: &str) {
-        use std::io::Write;
-        if self.size + line.len() as u64 + 1 > LOG_FILE_LIMIT {
-            self.rotate();
-        }
-        if let Ok(mut file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            && writeln!(file, "{line}").is_ok()
-        {
-            self.size += line.len() as u64 + 1;
-        }
-    }
-
-    fn rotate(&mut self) {
-        let archive = |i: usize| {
-            let mut name = self.path.as_os_str().to_owned();
-            name.push(format!(".{i}"));
-            PathBuf::from(name)
-        };
-        for i in (1..LOG_ARCHIVES).rev() {
-            let _ = std::fs::rename(archive(i), archive(i + 1));
-        }
-        let _ = std::fs::rename(&self.path, archive(1));
-        self.size = 0;
-    }
 }
 
 #[cfg(unix)]

@@ -1,13 +1,12 @@
-//! What the server managers share when they resolve a start request: the port request and the
-//! one error type that carries a model, binary or server refusal with its code.
+//! What every server's start request shares, knowing no particular server: the port request,
+//! the check that a fixed port is free, and the error that carries a model, binary or server
+//! refusal with its code.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::binaries::BinaryError;
-use crate::diffusion::DiffusionError;
 use crate::error::{Coded, ErrorCode};
-use crate::llama::LlamaError;
 use crate::models::ModelError;
 
 /// `port: 8080` or `port: 'auto'`.
@@ -34,24 +33,57 @@ impl PortRequest {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+#[error("port {port} on {host} is already in use")]
+pub struct PortInUse {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Coded for PortInUse {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::PortInUse
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some("Choose another port, or port: 'auto' for a free one".into())
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let v = json!({ "host": self.host, "port": self.port });
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
+/// A port for a child to listen on: a fixed one must be free now; `None` takes one the OS hands
+/// out.
+pub fn free_port(host: &str, port: Option<u16>) -> Result<u16, PortInUse> {
+    let in_use = || PortInUse {
+        host: host.into(),
+        port: port.unwrap_or(0),
+    };
+    std::net::TcpListener::bind((host, port.unwrap_or(0)))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|_| in_use())
+}
+
+/// A refused start: the model, the executable, or the server's own error `E`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
     Binary(#[from] BinaryError),
     #[error(transparent)]
-    Llama(#[from] LlamaError),
-    #[error(transparent)]
-    Diffusion(#[from] DiffusionError),
+    Server(E),
 }
 
-impl Coded for StartError {
+impl<E: Coded + std::error::Error + 'static> Coded for StartError<E> {
     fn code(&self) -> ErrorCode {
         match self {
             StartError::Model(e) => e.code(),
             StartError::Binary(e) => e.code(),
-            StartError::Llama(e) => e.code(),
-            StartError::Diffusion(e) => e.code(),
+            StartError::Server(e) => e.code(),
         }
     }
 
@@ -59,8 +91,7 @@ impl Coded for StartError {
         match self {
             StartError::Model(e) => e.suggestion(),
             StartError::Binary(e) => e.suggestion(),
-            StartError::Llama(e) => e.suggestion(),
-            StartError::Diffusion(e) => e.suggestion(),
+            StartError::Server(e) => e.suggestion(),
         }
     }
 
@@ -68,8 +99,7 @@ impl Coded for StartError {
         match self {
             StartError::Model(e) => e.details(),
             StartError::Binary(e) => e.details(),
-            StartError::Llama(e) => e.details(),
-            StartError::Diffusion(e) => e.details(),
+            StartError::Server(e) => e.details(),
         }
     }
 }

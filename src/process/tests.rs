@@ -4,7 +4,7 @@ fn sh(script: &str) -> ProcessSpec {
     ProcessSpec {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
-        log_file: None,
+        guarded: false,
     }
 }
 
@@ -16,14 +16,9 @@ fn alive(pid: u32) -> bool {
 }
 
 #[tokio::test]
-async fn output_lines_reach_the_ring_the_file_and_the_listener() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("logs/server.log");
+async fn output_lines_reach_the_ring_and_the_listener() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let spec = ProcessSpec {
-        log_file: Some(log.clone()),
-        ..sh("printf 'one\\ntwo\\r\\033[1mthree\\033[0m\\n'; echo err >&2; exit 3")
-    };
+    let spec = sh("printf 'one\\ntwo\\r\\033[1mthree\\033[0m\\n'; echo err >&2; exit 3");
     let child = spawn(
         spec,
         Some(EventSink::new(move |l| {
@@ -46,8 +41,7 @@ async fn output_lines_reach_the_ring_the_file_and_the_listener() {
     assert_eq!(heard, ["err", "one", "three", "two"]);
     assert_eq!(child.logs.last(10).len(), 4);
     assert_eq!(child.logs.last(1).len(), 1);
-    let file = std::fs::read_to_string(&log).unwrap();
-    assert!(file.contains("three\n") && !file.contains('\x1b'));
+    assert!(heard.iter().all(|l| !l.contains('\x1b')));
     child.logs.clear();
     assert!(child.logs.last(10).is_empty());
 }
@@ -123,6 +117,80 @@ async fn dropping_the_last_handle_ends_the_tree() {
     }
 }
 
+/// The pids `sh` printed, one per line, once it has printed `n`.
+async fn printed_pids(child: &Supervised, n: usize) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = child.logs.last(n);
+        if lines.len() == n {
+            return lines.iter().map(|l| l.trim().parse().unwrap()).collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "no output");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_guarded_tree_is_terminated_through_its_guard() {
+    // Like ninja: the middle process ends its job (in a group of its own) on SIGTERM, and would
+    // leave it behind on SIGKILL.
+    let script = "setsid sleep 30 & job=$!; echo $$; echo $job; \
+                  trap 'kill $job; exit 0' TERM; while true; do sleep 0.05; done";
+    let child = spawn(
+        ProcessSpec {
+            guarded: true,
+            ..sh(script)
+        },
+        None,
+    )
+    .unwrap();
+    let pids = printed_pids(&child, 2).await;
+    drop(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pids:?} outlived the dropped tree"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_guard_stands_down_when_its_tree_ends_normally() {
+    let child = spawn(
+        ProcessSpec {
+            guarded: true,
+            ..sh("echo $$; exit 0")
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(child.wait().await.code, Some(0));
+    let leader = child.pid.to_string();
+    let guards = || {
+        let mut found = 0;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if words.len() >= 5 && words[3] == b"guard" && words[4] == leader.as_bytes() {
+                found += 1;
+            }
+        }
+        found
+    };
+    assert_eq!(guards(), 1, "the guard waits while the tree runs");
+    drop(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while guards() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guard did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn end_all_kills_what_still_runs() {
     let running = spawn(sh("sleep 30"), None).unwrap();
@@ -151,27 +219,7 @@ async fn a_missing_program_is_a_spawn_error() {
     let spec = ProcessSpec {
         program: "/nonexistent/llama-server".into(),
         args: vec![],
-        log_file: None,
+        guarded: false,
     };
     assert!(spawn(spec, None).is_err());
-}
-
-#[test]
-fn log_files_rotate_and_keep_three_archives() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("s.log");
-    let mut log = RotatingLog::new(path.clone());
-    let line = "x".repeat(1024 * 1024 - 1);
-    for _ in 0..(5 * 5 + 3) {
-        log.append(&line);
-    }
-    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    assert!(size(&path) <= LOG_FILE_LIMIT);
-    for i in 1..=3 {
-        assert!(
-            size(&tmp.path().join(format!("s.log.{i}"))) > 0,
-            "archive {i}"
-        );
-    }
-    assert!(!tmp.path().join("s.log.4").exists());
 }

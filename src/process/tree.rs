@@ -5,6 +5,12 @@
 //!   are killed with SIGKILL. Terminate is SIGTERM to the group, kill is SIGKILL to the group.
 //!   macOS has no parent-death signal: there the tree ends on `stop`, or with the leader when the
 //!   `Supervised` is dropped (`kill_on_drop`), but not when we are killed outright.
+//!   A *guarded* tree (a build: cmake starts ninja, which starts compilers, and none of those
+//!   get the parent-death signal) also has a guard: a small `sh` outside the group that waits on
+//!   a pipe from us. If we die, or drop the tree while it runs, the pipe closes and the guard
+//!   sends SIGTERM to the group (ninja passes it on to the process groups of its jobs), then
+//!   SIGKILL two seconds later. When the tree ends normally we tell it `done` and it just exits.
+//!   Its script is a constant and the group id its only argument: nothing of ours reaches a shell.
 //! - **Windows**: the child goes into a job object with `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`. We
 //!   hold the only handle, so the tree ends when we close it, and when we die, however we die.
 //!   Terminate is CTRL_BREAK to the child's process group when it shares our console (Node in a
@@ -19,7 +25,46 @@ pub use windows::{Tree, prepare};
 
 #[cfg(unix)]
 mod unix {
+    use std::io::Write;
+    use std::process::{Child, ChildStdin, Command, Stdio};
+    use std::sync::Mutex;
+
+    use crate::sync::lock;
+
     pub struct Setup;
+
+    /// The guard's script: `$1` is the group id.
+    const GUARD: &str = "trap '' INT TERM HUP; read -r word; [ \"$word\" = done ] && exit 0; \
+        kill -s TERM -- \"-$1\" 2>/dev/null; sleep 2; kill -s KILL -- \"-$1\" 2>/dev/null";
+
+    struct Guard {
+        pipe: ChildStdin,
+        process: Child,
+    }
+
+    impl Guard {
+        fn start(group: u32) -> std::io::Result<Guard> {
+            let mut process = Command::new("/bin/sh")
+                .args(["-c", GUARD, "guard", &group.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let pipe = process.stdin.take().expect("piped");
+            Ok(Guard { pipe, process })
+        }
+
+        /// `done`: exit quietly; otherwise (EOF) end the group.
+        fn finish(mut self, done: bool) {
+            if done {
+                let _ = self.pipe.write_all(b"done\n");
+            }
+            drop(self.pipe);
+            // Reaped off the caller's thread: the guard may take two seconds.
+            let mut process = self.process;
+            std::thread::spawn(move || process.wait());
+        }
+    }
 
     pub fn prepare(command: &mut tokio::process::Command) -> Setup {
         #[cfg(target_os = "linux")]
@@ -52,13 +97,41 @@ mod unix {
     pub struct Tree {
         /// The group id: the leader's pid.
         group: u32,
+        guard: Mutex<Option<Guard>>,
     }
 
     impl Tree {
-        pub fn attach(child: &tokio::process::Child, _setup: Setup) -> std::io::Result<Tree> {
+        pub fn attach(
+            child: &tokio::process::Child,
+            _setup: Setup,
+            guarded: bool,
+        ) -> std::io::Result<Tree> {
+            let group = child.id().unwrap_or(0);
+            let guard = if guarded {
+                Some(Guard::start(group)?)
+            } else {
+                None
+            };
             Ok(Tree {
-                group: child.id().unwrap_or(0),
+                group,
+                guard: Mutex::new(guard),
             })
+        }
+
+        /// The leader was reaped: a guard stands down.
+        pub fn release(&self) {
+            if let Some(guard) = lock(&self.guard).take() {
+                guard.finish(true);
+            }
+        }
+
+        /// Ends a tree nobody will wait for: through its guard (SIGTERM, then SIGKILL) when it
+        /// has one, so that ninja can end its jobs; otherwise SIGKILL now.
+        pub fn abandon(&self) {
+            match lock(&self.guard).take() {
+                Some(guard) => guard.finish(false),
+                None => self.kill(),
+            }
         }
 
         /// SIGTERM to the group. True: the tree was asked, and may take a moment to exit.
@@ -121,7 +194,12 @@ mod windows {
     unsafe impl Sync for Tree {}
 
     impl Tree {
-        pub fn attach(child: &tokio::process::Child, setup: Setup) -> io::Result<Tree> {
+        /// `_guarded` needs nothing more here: the job holds every descendant.
+        pub fn attach(
+            child: &tokio::process::Child,
+            setup: Setup,
+            _guarded: bool,
+        ) -> io::Result<Tree> {
             let process = child
                 .raw_handle()
                 .ok_or_else(|| io::Error::other("the child has already exited"))?;
@@ -164,6 +242,12 @@ mod windows {
             }
             self.kill();
             false
+        }
+
+        pub fn release(&self) {}
+
+        pub fn abandon(&self) {
+            self.kill();
         }
 
         pub fn kill(&self) {

@@ -152,6 +152,31 @@ impl GpuProbe for NvmlProbe {
     }
 }
 
+/// VRAM that the processes `pids` hold on NVIDIA GPUs (compute and graphics contexts, every
+/// device), summed; `None` without NVML, or where the driver does not report per-process use
+/// (Windows under WDDM).
+pub fn vram_of_processes(pids: &[u32]) -> Option<u64> {
+    use nvml_wrapper::enums::device::UsedGpuMemory;
+    let nvml = nvml()?;
+    let mut total = 0;
+    for device in (0..nvml.device_count().ok()?).filter_map(|i| nvml.device_by_index(i).ok()) {
+        let compute = device.running_compute_processes().unwrap_or_default();
+        let graphics = device.running_graphics_processes().unwrap_or_default();
+        // A process with both kinds of context is listed twice with the same figure.
+        let mut seen = std::collections::HashSet::new();
+        for process in compute.into_iter().chain(graphics) {
+            if !pids.contains(&process.pid) || !seen.insert(process.pid) {
+                continue;
+            }
+            match process.used_gpu_memory {
+                UsedGpuMemory::Used(bytes) => total += bytes,
+                UsedGpuMemory::Unavailable => return None,
+            }
+        }
+    }
+    Some(total)
+}
+
 /// AMD and Intel GPUs from `/sys/class/drm/cardN/device` (Linux). NVIDIA cards are left to NVML,
 /// which knows their memory.
 pub struct DrmSysfsProbe {

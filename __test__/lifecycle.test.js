@@ -1,0 +1,240 @@
+'use strict'
+
+// The one server lifecycle under llamaServer and diffusionServer: `state` events, cancelling a
+// start, restarts, the keep-alive, memory, and builds that end with the app.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const crypto = require('node:crypto')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn, spawnSync } = require('node:child_process')
+const { backends, serveFiles, downloadTinyImageSet, ROOT } = require('./helpers')
+const { LlamaServerManager, DiffusionServerManager, ModelManager, configure, CancelledError } = require('..')
+
+const { paths: real, skip } = backends()
+
+function tmp() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-life-'))
+}
+
+async function withTinyModel() {
+  const dataDir = tmp()
+  configure({ dataDir })
+  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
+  await serveFiles({ '/tiny.gguf': real.llmModel }, (base) =>
+    new ModelManager().downloadModel({ source: 'url', url: `${base}/tiny.gguf`, name: 'tiny', type: 'llm' }),
+  )
+  return dataDir
+}
+
+function record(manager, types) {
+  const seen = []
+  for (const type of types) manager.on(type, (e) => seen.push(e.old ? `${e.old}→${e.new}` : type))
+  return seen
+}
+
+/** Waits until `check()` is true, polling every 10 ms, for at most `ms`. */
+async function until(check, ms, what) {
+  const deadline = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+function gone(pid) {
+  const stat = fs.existsSync(`/proc/${pid}/stat`) ? fs.readFileSync(`/proc/${pid}/stat`, 'utf8') : ''
+  return stat === '' || stat.split(' ')[2] === 'Z'
+}
+
+test('a start then a stop emits exactly four state events; restart() goes through restarting', { skip }, async () => {
+  const dataDir = await withTinyModel()
+  const server = new LlamaServerManager()
+  const seen = record(server, ['state', 'restarted'])
+  const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  await server.stop()
+  await until(() => seen.length === 4, 2000, 'four state events')
+  assert.deepEqual(seen, ['stopped→starting', 'starting→running', 'running→stopping', 'stopping→stopped'])
+
+  seen.length = 0
+  const started = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  const again = await server.restart()
+  assert.equal(again.port, started.port)
+  assert.notEqual(again.pid, started.pid)
+  assert.equal(again.modelId, 'tiny')
+  const usage = await server.getMemoryUsage()
+  assert.deepEqual(usage.pids, [again.pid])
+  assert.ok(usage.rssBytes > 1 << 20, JSON.stringify(usage))
+  await server.stop()
+  assert.equal(await server.getMemoryUsage(), null)
+  await until(() => seen.length === 8, 2000, 'the restart cycle')
+  assert.deepEqual(seen, [
+    'stopped→starting', 'starting→running',
+    'running→stopping', 'stopping→restarting', 'restarting→running', 'restarted',
+    'running→stopping', 'stopping→stopped',
+  ])
+  const logs = (await server.getLogs(500)).join('\n')
+  assert.match(logs, /\] \[INFO\] starting llama-server on port \d+/)
+  assert.match(logs, /\] \[INFO\] restarting llama-server on port/)
+  // The library's lines go to the log file too, beside the server's own output.
+  const file = fs.readFileSync(path.join(dataDir, 'logs', 'llama-server.log'), 'utf8')
+  assert.match(file, /\] \[INFO\] stopping llama-server \(stop\(\)\)/)
+  assert.ok(info.port > 0)
+})
+
+test('stop() during a start that never gets ready cancels it within a second', { skip }, async () => {
+  const dir = await withTinyModel()
+  // A llama-server that passes its probe and then never answers /health.
+  const fake = path.join(dir, 'llama-server')
+  fs.writeFileSync(fake, '#!/bin/sh\n[ "$1" = --version ] && { echo "version: 1 (fake)"; exit 0; }\necho loading; exec sleep 60\n', { mode: 0o755 })
+  const server = new LlamaServerManager()
+  const seen = record(server, ['state'])
+  const starting = server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, binaryPath: fake })
+  const outcome = starting.then(() => null, (err) => err)
+  await until(() => server.getInfo().pid, 5000, 'the fake to be spawned')
+  const pid = server.getInfo().pid
+  const began = Date.now()
+  await server.stop()
+  const took = Date.now() - began
+  const err = await outcome
+  assert.ok(err instanceof CancelledError && err.code === 'CANCELLED', String(err))
+  assert.ok(took < 1000, `stop() took ${took} ms`)
+  await until(() => gone(pid), 500, 'the fake to be gone')
+  await until(() => seen.length === 3, 1000, 'three state events')
+  assert.deepEqual(seen, ['stopped→starting', 'starting→stopping', 'stopping→stopped'])
+  assert.equal(server.getInfo().status, 'stopped')
+})
+
+test('the keep-alive follows the state: a crash with restarts pending holds Node, one without lets it go', { skip }, async () => {
+  const dataDir = await withTinyModel()
+  const script = (autoRestart) => `
+    const { llamaServer, configure } = require(${JSON.stringify(ROOT)})
+    configure({ dataDir: ${JSON.stringify(dataDir)} })
+    llamaServer.on('state', (e) => console.log('state', e.old, e.new, e.willRestart))
+    llamaServer.on('restarted', () => { console.log('restarted'); llamaServer.stop() })
+    llamaServer.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, autoRestart: ${autoRestart} })
+      .then((i) => console.log('pid', i.pid))`
+  for (const autoRestart of [true, false]) {
+    const child = spawn(process.execPath, ['-e', script(autoRestart)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, GENAI_ELECTRON_LLAMA_SERVER: real.llamaServer },
+    })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    const exited = new Promise((resolve) => child.on('exit', resolve))
+    await until(() => /pid (\d+)/.test(out), 10000, 'the server to start')
+    process.kill(Number(/pid (\d+)/.exec(out)[1]), 'SIGKILL')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15000)
+    assert.equal(await exited, 0, out)
+    clearTimeout(timer)
+    if (autoRestart) {
+      // Node stayed alive through crashed → restarting → running, then exited after the stop.
+      assert.match(out, /state running crashed true/)
+      assert.match(out, /restarted/)
+      assert.match(out, /state stopping stopped/)
+    } else {
+      // Nothing holds Node after a crash without restarts: it exits by itself.
+      assert.match(out, /state running crashed false/)
+      assert.doesNotMatch(out, /restarted/)
+    }
+  }
+})
+
+test('a killed resident sd-server is reported as crashed, and the next image starts it again', { skip }, async () => {
+  configure({ dataDir: tmp() })
+  process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
+  await downloadTinyImageSet(new ModelManager(), real)
+  const server = new DiffusionServerManager()
+  const backend = record(server, ['backend-state'])
+  const own = record(server, ['state'])
+  await server.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+  try {
+    const image = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 1 }
+    await server.generateImage(image)
+    const { pid, backendStatus, backendPort } = server.getInfo()
+    assert.equal(backendStatus, 'running')
+    assert.ok(backendPort > 0)
+    assert.ok((await server.getMemoryUsage()).rssBytes > 1 << 20)
+    const crashed = new Promise((resolve) => server.once('crashed', resolve))
+    process.kill(pid, 'SIGKILL')
+    const event = await crashed
+    assert.equal(event.signal, 9)
+    assert.equal(event.backend, 'sd-server')
+    assert.ok(event.logs.length > 0)
+    assert.equal(server.getInfo().backendStatus, 'crashed')
+    assert.equal(server.getInfo().status, 'running')
+    const next = await server.generateImage(image)
+    assert.equal(next.image.length > 0, true)
+    assert.notEqual(server.getInfo().pid, pid)
+  } finally {
+    await server.stop()
+  }
+  await until(() => own.length === 4, 2000, 'the HTTP server state events')
+  assert.deepEqual(own, ['stopped→starting', 'starting→running', 'running→stopping', 'stopping→stopped'])
+  assert.deepEqual(backend, [
+    'stopped→starting', 'starting→running', 'running→crashed',
+    'crashed→starting', 'starting→running', 'running→stopping', 'stopping→stopped',
+  ])
+})
+
+/** Processes whose command line contains `marker`. */
+function processesWith(marker) {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker) && !gone(pid)
+    } catch {
+      return false
+    }
+  })
+}
+
+test('SIGKILL of the Node parent while cmake builds leaves no cmake, ninja or job behind', async (t) => {
+  const hasTools = ['cmake', 'ninja'].every((tool) => spawnSync(tool, ['--version']).status === 0)
+  if (!hasTools) {
+    assert.ok(!process.env.GENAI_ELECTRON_REQUIRE_CMAKE, 'cmake and ninja are not on PATH')
+    return t.skip('cmake and ninja are not on PATH (npm test provides them)')
+  }
+  const dir = tmp()
+  // A project whose one target runs a long job, as ninja runs a compiler: in a process group of
+  // its own, so only ninja (told by SIGTERM) can end it.
+  const marker = `${900 + crypto.randomInt(99)}.${crypto.randomInt(1e6)}`
+  fs.mkdirSync(path.join(dir, 'proj-1.0'))
+  fs.writeFileSync(path.join(dir, 'proj-1.0', 'CMakeLists.txt'),
+    `cmake_minimum_required(VERSION 3.14)\nproject(slow NONE)\nadd_custom_target(llama-server ALL COMMAND sleep ${marker})\n`)
+  const archive = path.join(dir, 'proj-1.0.tar.gz')
+  assert.equal(spawnSync('tar', ['-czf', archive, '-C', dir, 'proj-1.0']).status, 0)
+  const sha256 = crypto.createHash('sha256').update(fs.readFileSync(archive)).digest('hex')
+  const workDir = path.join(dir, 'work')
+  const script = `
+    const { binaries, configure } = require(${JSON.stringify(ROOT)})
+    configure({ dataDir: ${JSON.stringify(path.join(dir, 'data'))} })
+    binaries.buildFromSource('llama-server', { archive: ${JSON.stringify(archive)}, sha256: '${sha256}', jobs: 1 }, { workDir: ${JSON.stringify(workDir)} })`
+  const parent = spawn(process.execPath, ['-e', script], { stdio: 'ignore' })
+  await until(() => processesWith(`sleep ${marker}`).length > 0, 60000, 'the build job to run')
+  const tree = [...processesWith(workDir), ...processesWith(`sleep ${marker}`)]
+  assert.ok(tree.length >= 3, `cmake, ninja and the job: ${tree}`)
+  parent.kill('SIGKILL')
+  await until(() => processesWith(workDir).length === 0 && processesWith(`sleep ${marker}`).length === 0, 5000,
+    `the build's processes to end (${tree})`)
+})
+
+test('a failed automatic restart sequence ends crashed + restart-failed, never stopped in between', { skip }, async () => {
+  await withTinyModel()
+  const server = new LlamaServerManager()
+  const seen = record(server, ['state', 'crashed', 'restart-failed', 'stopped', 'restarted'])
+  const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, autoRestart: true, maxRestarts: 2 })
+  const { path: modelPath } = await new ModelManager().getModelInfo('tiny')
+  fs.writeFileSync(modelPath, Buffer.alloc(fs.statSync(modelPath).size))
+  process.kill(info.pid, 'SIGKILL')
+  await until(() => seen.includes('restart-failed'), 15000, 'restart-failed')
+  assert.deepEqual(seen, [
+    'stopped→starting', 'starting→running',
+    'running→crashed', 'crashed',
+    'crashed→restarting', 'restarting→crashed',
+    'crashed→restarting', 'restarting→crashed', 'restart-failed',
+  ])
+  assert.equal(server.getInfo().status, 'crashed')
+  await server.stop()
+})

@@ -1,0 +1,96 @@
+//! What a running server uses: the resident memory of its whole process tree, and, where NVML
+//! answers, the VRAM its processes hold. The orchestrator compares these with its estimates.
+
+use serde::Serialize;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeMemory {
+    /// The tree's processes: the leader first.
+    pub pids: Vec<u32>,
+    /// Resident set size of the tree, summed.
+    pub rss_bytes: u64,
+    /// VRAM held by the tree's processes (NVIDIA, through NVML); `None` where NVML cannot tell.
+    pub vram_bytes: Option<u64>,
+}
+
+/// Reads the tree under `leader` (the leader and every descendant); `None` when the leader is
+/// gone. Scans the process table: call it from the blocking pool.
+pub fn tree(leader: u32) -> Option<TreeMemory> {
+    let mut system = System::new().ok()?;
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::All,
+        true,
+        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+    );
+    let processes = system.processes();
+    let root = processes.get(&Pid::from_u32(leader))?;
+    let mut pids = vec![leader];
+    let mut rss_bytes = root.memory();
+    // Breadth-first over the parent links: children appear after their parent in `pids`.
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = Pid::from_u32(pids[i]);
+        for (pid, process) in processes {
+            // Threads are listed too (Linux), with their process as parent and its memory.
+            let child_process = process.parent() == Some(parent) && process.thread_kind().is_none();
+            if child_process && !pids.contains(&pid.as_u32()) {
+                pids.push(pid.as_u32());
+                rss_bytes += process.memory();
+            }
+        }
+        i += 1;
+    }
+    let vram_bytes = crate::system::gpu::vram_of_processes(&pids);
+    Some(TreeMemory {
+        pids,
+        rss_bytes,
+        vram_bytes,
+    })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_counts_its_children() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let leader = child.id();
+        let mut found = None;
+        for _ in 0..100 {
+            found = tree(leader).filter(|t| t.pids.len() == 3);
+            if found.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let found = found.expect("the shell and its two sleeps");
+        assert_eq!(found.pids[0], leader);
+        let own = |pid: u32| {
+            let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+            statm
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                * 4096
+        };
+        let expected: u64 = found.pids.iter().map(|&p| own(p)).sum();
+        // The same pages, read a moment apart.
+        assert!(
+            found.rss_bytes.abs_diff(expected) < expected / 4,
+            "{found:?} vs {expected}"
+        );
+        for &pid in &found.pids {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = child.wait();
+        assert!(tree(leader).is_none());
+    }
+}
