@@ -74,3 +74,20 @@ function downloadTinyImageSet(modelManager, real, name = 'tiny-image') {
 
 module.exports.serveFiles = serveFiles
 module.exports.downloadTinyImageSet = downloadTinyImageSet
+
+/**
+ * A fresh data folder (configured) with the tiny llm of `npm run backends` registered as `tiny`,
+ * and the real llama-server chosen through its environment variable. Resolves with the folder.
+ */
+async function withTinyModel(real) {
+  const { ModelManager, configure } = require('..')
+  const dataDir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'genai-electron-llama-'))
+  configure({ dataDir })
+  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
+  await serveFiles({ '/tiny.gguf': real.llmModel }, (base) =>
+    new ModelManager().downloadModel({ source: 'url', url: `${base}/tiny.gguf`, name: 'tiny', type: 'llm' }),
+  )
+  return dataDir
+}
+
+module.exports.withTinyModel = withTinyModel

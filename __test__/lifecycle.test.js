@@ -10,7 +10,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
-const { backends, serveFiles, downloadTinyImageSet, ROOT } = require('./helpers')
+const { backends, withTinyModel, downloadTinyImageSet, ROOT } = require('./helpers')
 const { LlamaServerManager, DiffusionServerManager, ModelManager, configure, CancelledError } = require('..')
 
 const { paths: real, skip } = backends()
@@ -19,15 +19,6 @@ function tmp() {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-life-'))
 }
 
-async function withTinyModel() {
-  const dataDir = tmp()
-  configure({ dataDir })
-  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  await serveFiles({ '/tiny.gguf': real.llmModel }, (base) =>
-    new ModelManager().downloadModel({ source: 'url', url: `${base}/tiny.gguf`, name: 'tiny', type: 'llm' }),
-  )
-  return dataDir
-}
 
 function record(manager, types) {
   const seen = []
@@ -50,7 +41,7 @@ function gone(pid) {
 }
 
 test('a start then a stop emits exactly four state events; restart() goes through restarting', { skip }, async () => {
-  const dataDir = await withTinyModel()
+  const dataDir = await withTinyModel(real)
   const server = new LlamaServerManager()
   const seen = record(server, ['state', 'restarted'])
   const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
@@ -85,7 +76,7 @@ test('a start then a stop emits exactly four state events; restart() goes throug
 })
 
 test('stop() during a start that never gets ready cancels it within a second', { skip }, async () => {
-  const dir = await withTinyModel()
+  const dir = await withTinyModel(real)
   // A llama-server that passes its probe and then never answers /health.
   const fake = path.join(dir, 'llama-server')
   fs.writeFileSync(fake, '#!/bin/sh\n[ "$1" = --version ] && { echo "version: 1 (fake)"; exit 0; }\necho loading; exec sleep 60\n', { mode: 0o755 })
@@ -108,7 +99,7 @@ test('stop() during a start that never gets ready cancels it within a second', {
 })
 
 test('the keep-alive follows the state: a crash with restarts pending holds Node, one without lets it go', { skip }, async () => {
-  const dataDir = await withTinyModel()
+  const dataDir = await withTinyModel(real)
   const script = (autoRestart) => `
     const { llamaServer, configure } = require(${JSON.stringify(ROOT)})
     configure({ dataDir: ${JSON.stringify(dataDir)} })
@@ -221,7 +212,7 @@ test('SIGKILL of the Node parent while cmake builds leaves no cmake, ninja or jo
 })
 
 test('a failed automatic restart sequence ends crashed + restart-failed, never stopped in between', { skip }, async () => {
-  await withTinyModel()
+  await withTinyModel(real)
   const server = new LlamaServerManager()
   const seen = record(server, ['state', 'crashed', 'restart-failed', 'stopped', 'restarted'])
   const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, autoRestart: true, maxRestarts: 2 })

@@ -4,28 +4,12 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const net = require('node:net')
-const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { backends, serveFiles, ROOT } = require('./helpers')
-const { LlamaServerManager, ModelManager, configure, PortInUseError, ModelNotFoundError, ServerError, BinaryError, ValidationError } = require('..')
+const { backends, withTinyModel, ROOT } = require('./helpers')
+const { LlamaServerManager, ModelManager, PortInUseError, ModelNotFoundError, ServerError, BinaryError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
-
-function tmp() {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-llama-'))
-}
-
-/** A data folder with the tiny model registered as `tiny`, and the real llama-server chosen. */
-async function withTinyModel() {
-  const dataDir = tmp()
-  configure({ dataDir })
-  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  await serveFiles({ '/tiny.gguf': real.llmModel }, (base) =>
-    new ModelManager().downloadModel({ source: 'url', url: `${base}/tiny.gguf`, name: 'tiny', type: 'llm' }),
-  )
-  return dataDir
-}
 
 async function chat(port, body) {
   return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
@@ -36,7 +20,7 @@ async function chat(port, body) {
 }
 
 test('start → chat (plain and streaming) → stop, with one event per transition', { skip }, async () => {
-  await withTinyModel()
+  await withTinyModel(real)
   const server = new LlamaServerManager()
   const events = []
   for (const type of ['starting', 'started', 'stopped', 'crashed']) server.on(type, () => events.push(type))
@@ -75,7 +59,7 @@ test('start → chat (plain and streaming) → stop, with one event per transiti
 })
 
 test('a model in use cannot be deleted', { skip }, async () => {
-  await withTinyModel()
+  await withTinyModel(real)
   const server = new LlamaServerManager()
   await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
   try {
@@ -87,7 +71,7 @@ test('a model in use cannot be deleted', { skip }, async () => {
 })
 
 test('bad starts are typed errors and leave nothing running', { skip }, async () => {
-  const dataDir = await withTinyModel()
+  const dataDir = await withTinyModel(real)
   const server = new LlamaServerManager()
   await assert.rejects(server.start({ modelId: 'missing' }), ModelNotFoundError)
   await assert.rejects(server.start({ modelId: 'tiny', port: 'eighty' }), ValidationError)
@@ -110,7 +94,7 @@ test('bad starts are typed errors and leave nothing running', { skip }, async ()
 })
 
 test('a killed llama-server is reported as crashed', { skip }, async () => {
-  await withTinyModel()
+  await withTinyModel(real)
   const server = new LlamaServerManager()
   const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
   const crashed = new Promise((resolve) => server.once('crashed', resolve))
@@ -124,7 +108,7 @@ test('a killed llama-server is reported as crashed', { skip }, async () => {
 })
 
 test('killing the Node parent with SIGKILL takes llama-server with it', { skip }, async () => {
-  const dataDir = await withTinyModel()
+  const dataDir = await withTinyModel(real)
   const script = `
     const { llamaServer, configure } = require(${JSON.stringify(ROOT)})
     configure({ dataDir: ${JSON.stringify(dataDir)} })
@@ -145,7 +129,7 @@ test('killing the Node parent with SIGKILL takes llama-server with it', { skip }
 })
 
 test('with autoRestart, a crash is followed by a restart on the same port', { skip }, async () => {
-  await withTinyModel()
+  await withTinyModel(real)
   const server = new LlamaServerManager()
   const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, autoRestart: true })
   const crashed = new Promise((resolve) => server.once('crashed', resolve))

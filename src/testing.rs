@@ -271,3 +271,28 @@ pub fn tiny_gguf(block_count: u32, data: usize) -> Vec<u8> {
     out.extend(bytes(data, block_count as u64));
     out
 }
+
+/// The `(old, new)` pairs of the transitions among `events`; `pick` finds a transition in one.
+pub fn transitions<E>(
+    events: &std::sync::Mutex<Vec<E>>,
+    pick: impl Fn(&E) -> Option<&crate::process::Transition>,
+) -> Vec<(crate::process::ServerState, crate::process::ServerState)> {
+    crate::sync::lock(events)
+        .iter()
+        .filter_map(|e| pick(e).map(|t| (t.old, t.new)))
+        .collect()
+}
+
+/// Every transition of start → crash → automatic restart → stop, in order.
+pub const CRASH_RESTART_STOP: [(crate::process::ServerState, crate::process::ServerState); 7] = {
+    use crate::process::ServerState::*;
+    [
+        (Stopped, Starting),
+        (Starting, Running),
+        (Running, Crashed),
+        (Crashed, Restarting),
+        (Restarting, Running),
+        (Running, Stopping),
+        (Stopping, Stopped),
+    ]
+};

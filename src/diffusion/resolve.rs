@@ -11,8 +11,8 @@ use super::backend::{BackendConfig, BackendKind, ModelFiles};
 use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
-use crate::models::{ModelInfo, ModelType, store};
-use crate::process::start::{PortRequest, StartError};
+use crate::models::{ModelInfo, ModelType};
+use crate::process::start::{PortRequest, StartError, installed_model};
 use crate::system::SystemInfo;
 use crate::system::estimate::suggested_threads;
 
@@ -28,10 +28,10 @@ const RESIDENT_HEADROOM: u64 = 1 << 30;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartRequest {
     pub model_id: String,
-    pub port: Option<PortRequest>,
-    pub host: Option<String>,
     /// `'auto'` (default), `'one-shot'` or `'resident'`.
     pub backend: Option<String>,
+    pub port: Option<PortRequest>,
+    pub host: Option<String>,
     pub threads: Option<u32>,
     /// `sd-cli`, for the one-shot backend.
     pub binary_path: Option<PathBuf>,
@@ -88,14 +88,14 @@ pub async fn resolve(
         return Err(invalid("maxQueue must be 1-64".into()));
     }
 
-    let info = store::read(data, &req.model_id).await?;
-    if info.model_type != ModelType::Diffusion {
-        return Err(invalid(format!(
-            "model {:?} is a {} model; the diffusion server needs a diffusion model",
-            info.id,
-            info.model_type.as_str()
-        )));
-    }
+    let info = installed_model(
+        data,
+        &req.model_id,
+        ModelType::Diffusion,
+        "the diffusion server",
+        DiffusionError::Invalid,
+    )
+    .await?;
     let caps = system.detect(false).await;
     let kind = match asked {
         Some(kind) => kind,

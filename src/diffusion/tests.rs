@@ -669,15 +669,10 @@ async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_
     assert_eq!(info.backend_status, Some(State::Running));
     assert!(info.pid.is_some_and(|p| p != pid));
     server.stop().await;
-    let backend: Vec<(State, State)> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            DiffusionEvent::BackendState(t) => Some((t.old, t.new)),
-            _ => None,
-        })
-        .collect();
+    let backend = crate::testing::transitions(&seen, |e| match e {
+        DiffusionEvent::BackendState(t) => Some(t),
+        _ => None,
+    });
     use State::*;
     assert_eq!(
         backend,
@@ -691,15 +686,10 @@ async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_
             (Stopping, Stopped)
         ]
     );
-    let own: Vec<(State, State)> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            DiffusionEvent::State(t) => Some((t.old, t.new)),
-            _ => None,
-        })
-        .collect();
+    let own = crate::testing::transitions(&seen, |e| match e {
+        DiffusionEvent::State(t) => Some(t),
+        _ => None,
+    });
     assert_eq!(
         own,
         [

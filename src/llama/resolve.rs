@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
-use crate::models::{ModelType, store};
-use crate::process::start::{PortRequest, StartError};
+use crate::models::ModelType;
+use crate::process::start::{PortRequest, StartError, installed_model};
 use crate::system::estimate::KvCacheType;
 use crate::system::{ModelSpec, RunOptions, SystemInfo};
 
@@ -79,14 +79,14 @@ pub async fn resolve(
         ));
     }
 
-    let info = store::read(data, &req.model_id).await?;
-    if info.model_type != ModelType::Llm {
-        return Err(invalid(format!(
-            "model {:?} is a {} model; llama-server needs an llm model",
-            info.id,
-            info.model_type.as_str()
-        )));
-    }
+    let info = installed_model(
+        data,
+        &req.model_id,
+        ModelType::Llm,
+        "llama-server",
+        LlamaError::Invalid,
+    )
+    .await?;
     let caps = system.detect(false).await;
     let opts = EnsureOptions {
         path: req.binary_path.clone(),

@@ -232,19 +232,14 @@ fn full_recorder() -> (LlamaServer, Arc<Mutex<Vec<LlamaEvent>>>) {
 }
 
 fn transitions(seen: &Arc<Mutex<Vec<LlamaEvent>>>) -> Vec<(State, State)> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            LlamaEvent::State(t) => Some((t.old, t.new)),
-            _ => None,
-        })
-        .collect()
+    crate::testing::transitions(seen, |e| match e {
+        LlamaEvent::State(t) => Some(t),
+        _ => None,
+    })
 }
 
 #[tokio::test]
 async fn a_crash_is_followed_by_an_automatic_restart_with_every_transition_announced_once() {
-    use State::*;
     let Some((binary, model)) = real() else {
         return;
     };
@@ -270,18 +265,7 @@ async fn a_crash_is_followed_by_an_automatic_restart_with_every_transition_annou
     assert_eq!(info.restarts, 1);
     assert!(server.is_healthy().await);
     server.stop().await;
-    assert_eq!(
-        transitions(&events),
-        [
-            (Stopped, Starting),
-            (Starting, Running),
-            (Running, Crashed),
-            (Crashed, Restarting),
-            (Restarting, Running),
-            (Running, Stopping),
-            (Stopping, Stopped)
-        ]
-    );
+    assert_eq!(transitions(&events), crate::testing::CRASH_RESTART_STOP);
     let logs = server.logs(2000).join("\n");
     for line in [
         "] [INFO] starting llama-server on port",

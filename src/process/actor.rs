@@ -262,12 +262,9 @@ impl Coded for LaunchError {
 }
 
 enum Command {
-    Start(
-        Box<LaunchSpec>,
-        oneshot::Sender<Result<Snapshot, LaunchError>>,
-    ),
+    Start(Box<LaunchSpec>, Reply),
     Stop(oneshot::Sender<Option<ExitInfo>>),
-    Restart(oneshot::Sender<Result<Snapshot, LaunchError>>),
+    Restart(Reply),
 }
 
 /// The handle of one server's actor. Dropping it ends the actor and kills its child.
@@ -421,14 +418,17 @@ impl StopRequest {
 
 enum Interrupt {
     Stop(StopRequest),
-    Restart(oneshot::Sender<Result<Snapshot, LaunchError>>),
+    Restart(Reply),
 }
 
-enum Launched {
-    Ready(Arc<Supervised>),
+/// Why a launch did not reach readiness.
+enum NotLaunched {
     Failed(LaunchError),
+    /// A stop came first: the tree is gone and the actor is Stopped.
     Cancelled(StopRequest, ExitInfo),
 }
+
+type Reply = oneshot::Sender<Result<Snapshot, LaunchError>>;
 
 impl Actor {
     async fn run(mut self) {
@@ -459,11 +459,7 @@ impl Actor {
         }
     }
 
-    async fn start(
-        &mut self,
-        spec: Box<LaunchSpec>,
-        reply: oneshot::Sender<Result<Snapshot, LaunchError>>,
-    ) -> Held {
+    async fn start(&mut self, spec: Box<LaunchSpec>, reply: Reply) -> Held {
         let port = spec.port;
         self.set(ServerState::Starting, "start()", |s| {
             *s = Snapshot {
@@ -476,7 +472,7 @@ impl Actor {
         tracing::info!("starting {} on port {port}", self.name);
         let began = Instant::now();
         match self.launch(&spec).await {
-            Launched::Ready(child) => {
+            Ok(child) => {
                 let load_time_ms = began.elapsed().as_millis() as u64;
                 self.set(
                     ServerState::Running,
@@ -493,8 +489,16 @@ impl Actor {
                 self.last = Some(spec.clone());
                 Held::Running(child, spec)
             }
-            Launched::Failed(err) => {
-                tracing::error!("{} failed to start: {err}", self.name);
+            Err(not) => self.not_started(not, reply, "start"),
+        }
+    }
+
+    /// A start, or a restart that was asked for, that did not reach Running: it ends Stopped
+    /// (a failure is announced as `Stopped`), and the caller hears why.
+    fn not_started(&self, not: NotLaunched, reply: Reply, what: &str) -> Held {
+        match not {
+            NotLaunched::Failed(err) => {
+                tracing::error!("{} failed to {what}: {err}", self.name);
                 let reason = err.to_string();
                 self.set(ServerState::Stopped, reason.clone(), |s| {
                     s.pid = None;
@@ -502,18 +506,17 @@ impl Actor {
                 });
                 self.emit(ServerEvent::Stopped);
                 let _ = reply.send(Err(err));
-                Held::Nothing
             }
-            Launched::Cancelled(stop, exit) => {
+            NotLaunched::Cancelled(stop, exit) => {
                 let _ = reply.send(Err(LaunchError::Cancelled { server: self.name }));
                 stop.answer(Some(exit));
-                Held::Nothing
             }
         }
+        Held::Nothing
     }
 
     /// Spawns and waits for readiness; a stop meanwhile kills the tree and moves to Stopped.
-    async fn launch(&mut self, spec: &LaunchSpec) -> Launched {
+    async fn launch(&mut self, spec: &LaunchSpec) -> Result<Arc<Supervised>, NotLaunched> {
         let hint = Arc::new(Notify::new());
         let (log, lines_hint, hints) = (self.log.clone(), hint.clone(), spec.ready_hints);
         let hook = spec.on_line.clone();
@@ -534,27 +537,27 @@ impl Actor {
         let child = match super::spawn(process, Some(on_line)) {
             Ok(child) => Arc::new(child),
             Err(source) => {
-                return Launched::Failed(LaunchError::Spawn {
+                return Err(NotLaunched::Failed(LaunchError::Spawn {
                     binary: spec.program.clone(),
                     source,
-                });
+                }));
             }
         };
         *lock(&self.child) = Some(child.clone());
         self.state.send_modify(|s| s.pid = Some(child.pid));
         let ready = wait_ready(&child, spec, &hint, self.name);
         match self.until_stop(ready).await {
-            Ok(Ok(())) => Launched::Ready(child),
+            Ok(Ok(())) => Ok(child),
             Ok(Err(err)) => {
                 child.stop(CANCEL_GRACE).await;
-                Launched::Failed(err)
+                Err(NotLaunched::Failed(err))
             }
             Err(stop) => {
                 tracing::info!("{}: stop() cancels the start", self.name);
                 self.set(ServerState::Stopping, "stop() cancels the start", |_| {});
                 let exit = child.stop(CANCEL_GRACE).await;
                 self.stopped(&format!("start cancelled ({exit})"));
-                Launched::Cancelled(stop, exit)
+                Err(NotLaunched::Cancelled(stop, exit))
             }
         }
     }
@@ -583,10 +586,7 @@ impl Actor {
     }
 
     /// `restart()` while not running: the last spec again, if there is one.
-    async fn restart_on_request(
-        &mut self,
-        reply: oneshot::Sender<Result<Snapshot, LaunchError>>,
-    ) -> Held {
+    async fn restart_on_request(&mut self, reply: Reply) -> Held {
         match self.last.clone() {
             Some(spec) => self.relaunch(spec, reply).await,
             None => {
@@ -598,38 +598,19 @@ impl Actor {
 
     /// A restart that was asked for: `Restarting`, then `Running` with a `Restarted` event, or
     /// `Stopped` when it fails (as a start would).
-    async fn relaunch(
-        &mut self,
-        spec: Box<LaunchSpec>,
-        reply: oneshot::Sender<Result<Snapshot, LaunchError>>,
-    ) -> Held {
+    async fn relaunch(&mut self, spec: Box<LaunchSpec>, reply: Reply) -> Held {
         self.set(ServerState::Restarting, "restart()", |s| {
             s.port = Some(spec.port);
             s.error = None;
         });
         tracing::info!("restarting {} on port {}", self.name, spec.port);
         match self.launch(&spec).await {
-            Launched::Ready(child) => {
+            Ok(child) => {
                 let snapshot = self.running_again("restarted", false);
                 let _ = reply.send(Ok(snapshot));
                 Held::Running(child, spec)
             }
-            Launched::Failed(err) => {
-                tracing::error!("{} failed to restart: {err}", self.name);
-                let reason = err.to_string();
-                self.set(ServerState::Stopped, reason.clone(), |s| {
-                    s.pid = None;
-                    s.error = Some(reason);
-                });
-                self.emit(ServerEvent::Stopped);
-                let _ = reply.send(Err(err));
-                Held::Nothing
-            }
-            Launched::Cancelled(stop, exit) => {
-                let _ = reply.send(Err(LaunchError::Cancelled { server: self.name }));
-                stop.answer(Some(exit));
-                Held::Nothing
-            }
+            Err(not) => self.not_started(not, reply, "restart"),
         }
     }
 
@@ -701,11 +682,11 @@ impl Actor {
                 return Held::Nothing;
             }
             match self.launch(&spec).await {
-                Launched::Ready(child) => {
+                Ok(child) => {
                     self.running_again(&format!("restart {} succeeded", attempt + 1), true);
                     return Held::Running(child, spec);
                 }
-                Launched::Failed(err) => {
+                Err(NotLaunched::Failed(err)) => {
                     tracing::warn!("restart {} of {} failed: {err}", attempt + 1, self.name);
                     last_error = err.to_string();
                     self.set_crashed(
@@ -713,7 +694,7 @@ impl Actor {
                         attempt + 1 < attempts,
                     );
                 }
-                Launched::Cancelled(stop, exit) => {
+                Err(NotLaunched::Cancelled(stop, exit)) => {
                     stop.answer(Some(exit));
                     return Held::Nothing;
                 }

@@ -6,8 +6,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::binaries::BinaryError;
+use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
-use crate::models::ModelError;
+use crate::models::{ModelError, ModelInfo, ModelType};
 
 /// `port: 8080` or `port: 'auto'`.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +66,28 @@ pub fn free_port(host: &str, port: Option<u16>) -> Result<u16, PortInUse> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|_| in_use())
+}
+
+/// The installed model `id`, which must be of `kind`: `server` says who needs it, and `invalid`
+/// makes the server's own error for a model of another kind.
+pub async fn installed_model<E: std::error::Error + 'static>(
+    data: &DataPaths,
+    id: &str,
+    kind: ModelType,
+    server: &str,
+    invalid: impl Fn(String) -> E,
+) -> Result<ModelInfo, StartError<E>> {
+    let info = crate::models::store::read(data, id).await?;
+    if info.model_type != kind {
+        let article = if kind == ModelType::Llm { "an" } else { "a" };
+        return Err(StartError::Server(invalid(format!(
+            "model {:?} is a {} model; {server} needs {article} {} model",
+            info.id,
+            info.model_type.as_str(),
+            kind.as_str()
+        ))));
+    }
+    Ok(info)
 }
 
 /// A refused start: the model, the executable, or the server's own error `E`.

@@ -73,14 +73,30 @@ fn actor() -> (ServerActor, Seen) {
 }
 
 fn transitions(seen: &Seen) -> Vec<(ServerState, ServerState)> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            ServerEvent::State(t) => Some((t.old, t.new)),
-            _ => None,
-        })
-        .collect()
+    crate::testing::transitions(seen, |e| match e {
+        ServerEvent::State(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// A running actor with automatic restarts (at most `max`), whose child was just killed.
+async fn crashed(health: &Health, max: u32) -> (ServerActor, Seen, Snapshot) {
+    let (actor, seen) = actor();
+    let mut spec = spec("exec sleep 30", health);
+    spec.recovery = restarting(max);
+    let first = actor.start(spec).await.unwrap();
+    unsafe { libc::kill(first.pid.unwrap() as i32, libc::SIGKILL) };
+    (actor, seen, first)
+}
+
+/// Automatic restarts, at most `max`, without the watchdog.
+fn restarting(max_restarts: u32) -> RecoveryPolicy {
+    RecoveryPolicy {
+        auto_restart: true,
+        max_restarts,
+        health_check_interval_ms: 0,
+        hang_after_failures: 0,
+    }
 }
 
 fn named(seen: &Seen) -> Vec<&'static str> {
@@ -331,16 +347,7 @@ async fn a_start_that_never_gets_ready_times_out_and_leaves_nothing() {
 async fn a_crash_restarts_with_backoff_and_every_transition_is_announced_once() {
     use ServerState::*;
     let health = Health::start(200).await;
-    let (actor, seen) = actor();
-    let mut spec = spec("exec sleep 30", &health);
-    spec.recovery = RecoveryPolicy {
-        auto_restart: true,
-        max_restarts: 2,
-        health_check_interval_ms: 0,
-        hang_after_failures: 0,
-    };
-    let first = actor.start(spec).await.unwrap();
-    unsafe { libc::kill(first.pid.unwrap() as i32, libc::SIGKILL) };
+    let (actor, seen, first) = crashed(&health, 2).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while actor.snapshot().restarts == 0 {
         assert!(Instant::now() < deadline, "{:?}", actor.snapshot());
@@ -350,18 +357,7 @@ async fn a_crash_restarts_with_backoff_and_every_transition_is_announced_once() 
     assert_ne!(again.pid, first.pid);
     assert_eq!(again.restarts, 1);
     actor.stop().await;
-    assert_eq!(
-        transitions(&seen),
-        [
-            (Stopped, Starting),
-            (Starting, Running),
-            (Running, Crashed),
-            (Crashed, Restarting),
-            (Restarting, Running),
-            (Running, Stopping),
-            (Stopping, Stopped)
-        ]
-    );
+    assert_eq!(transitions(&seen), crate::testing::CRASH_RESTART_STOP);
     assert_chain(&seen);
     assert_eq!(
         named(&seen),
@@ -388,12 +384,7 @@ async fn restarts_that_keep_failing_end_crashed_with_restart_failed_and_no_stop(
         marker.display()
     );
     let mut spec = spec(&script, &health);
-    spec.recovery = RecoveryPolicy {
-        auto_restart: true,
-        max_restarts: 2,
-        health_check_interval_ms: 0,
-        hang_after_failures: 0,
-    };
+    spec.recovery = restarting(2);
     let first = actor.start(spec).await.unwrap();
     std::fs::write(&marker, b"").unwrap();
     // Nothing answers for the damaged server (the port of a real one dies with it).
@@ -451,16 +442,7 @@ async fn restarts_that_keep_failing_end_crashed_with_restart_failed_and_no_stop(
 async fn stop_during_the_restart_backoff_ends_in_stopped() {
     use ServerState::*;
     let health = Health::start(200).await;
-    let (actor, seen) = actor();
-    let mut spec = spec("exec sleep 30", &health);
-    spec.recovery = RecoveryPolicy {
-        auto_restart: true,
-        max_restarts: 3,
-        health_check_interval_ms: 0,
-        hang_after_failures: 0,
-    };
-    let first = actor.start(spec).await.unwrap();
-    unsafe { libc::kill(first.pid.unwrap() as i32, libc::SIGKILL) };
+    let (actor, seen, _) = crashed(&health, 3).await;
     wait_for(&actor, Restarting).await;
     let began = Instant::now();
     assert!(actor.stop().await.is_some());
