@@ -604,8 +604,8 @@ export interface DiffusionServerEvents {
   stopped: [{ type: 'stopped' }]
   /** Progress of any job, in-process or HTTP. */
   progress: [ImageGenerationProgress & { type: 'progress' }]
-  /** A job ended. */
-  job: [{ type: 'job'; id: string; status: 'completed' | 'failed' | 'cancelled' }]
+  /** Every change of a job's status: queued when accepted, running when the backend takes it, then how it ended. */
+  job: [{ type: 'job'; id: string; status: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' }]
   /** An install of an executable, anywhere in the library. */
   'binary-progress': [BinaryProgressEvent]
   /** One line of stable-diffusion.cpp's output, or of the library about it (`[time] [LEVEL] message`). */

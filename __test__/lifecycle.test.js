@@ -181,34 +181,39 @@ function processesWith(marker) {
   })
 }
 
-test('SIGKILL of the Node parent while cmake builds leaves no cmake, ninja or job behind', async (t) => {
+test('a build ends with the app, killed or exiting: no cmake, ninja or job is left behind', async (t) => {
   const hasTools = ['cmake', 'ninja'].every((tool) => spawnSync(tool, ['--version']).status === 0)
   if (!hasTools) {
     assert.ok(!process.env.GENAI_ELECTRON_REQUIRE_CMAKE, 'cmake and ninja are not on PATH')
     return t.skip('cmake and ninja are not on PATH (npm test provides them)')
   }
-  const dir = tmp()
-  // A project whose one target runs a long job, as ninja runs a compiler: in a process group of
-  // its own, so only ninja (told by SIGTERM) can end it.
-  const marker = `${900 + crypto.randomInt(99)}.${crypto.randomInt(1e6)}`
-  fs.mkdirSync(path.join(dir, 'proj-1.0'))
-  fs.writeFileSync(path.join(dir, 'proj-1.0', 'CMakeLists.txt'),
-    `cmake_minimum_required(VERSION 3.14)\nproject(slow NONE)\nadd_custom_target(llama-server ALL COMMAND sleep ${marker})\n`)
-  const archive = path.join(dir, 'proj-1.0.tar.gz')
-  assert.equal(spawnSync('tar', ['-czf', archive, '-C', dir, 'proj-1.0']).status, 0)
-  const sha256 = crypto.createHash('sha256').update(fs.readFileSync(archive)).digest('hex')
-  const workDir = path.join(dir, 'work')
-  const script = `
-    const { binaries, configure } = require(${JSON.stringify(ROOT)})
-    configure({ dataDir: ${JSON.stringify(path.join(dir, 'data'))} })
-    binaries.buildFromSource('llama-server', { archive: ${JSON.stringify(archive)}, sha256: '${sha256}', jobs: 1 }, { workDir: ${JSON.stringify(workDir)} })`
-  const parent = spawn(process.execPath, ['-e', script], { stdio: 'ignore' })
-  await until(() => processesWith(`sleep ${marker}`).length > 0, 60000, 'the build job to run')
-  const tree = [...processesWith(workDir), ...processesWith(`sleep ${marker}`)]
-  assert.ok(tree.length >= 3, `cmake, ninja and the job: ${tree}`)
-  parent.kill('SIGKILL')
-  await until(() => processesWith(workDir).length === 0 && processesWith(`sleep ${marker}`).length === 0, 5000,
-    `the build's processes to end (${tree})`)
+  for (const how of ['SIGKILL', 'process.exit']) {
+    const dir = tmp()
+    // A project whose one target runs a long job, as ninja runs a compiler: in a process group
+    // of its own, so only ninja (told by SIGTERM) can end it.
+    const marker = `${900 + crypto.randomInt(99)}.${crypto.randomInt(1e6)}`
+    fs.mkdirSync(path.join(dir, 'proj-1.0'))
+    fs.writeFileSync(path.join(dir, 'proj-1.0', 'CMakeLists.txt'),
+      `cmake_minimum_required(VERSION 3.14)\nproject(slow NONE)\nadd_custom_target(llama-server ALL COMMAND sleep ${marker})\n`)
+    const archive = path.join(dir, 'proj-1.0.tar.gz')
+    assert.equal(spawnSync('tar', ['-czf', archive, '-C', dir, 'proj-1.0']).status, 0)
+    const sha256 = crypto.createHash('sha256').update(fs.readFileSync(archive)).digest('hex')
+    const workDir = path.join(dir, 'work')
+    // The app quits when told to on stdin (its exit hook ends the library's children).
+    const script = `
+      const { binaries, configure } = require(${JSON.stringify(ROOT)})
+      configure({ dataDir: ${JSON.stringify(path.join(dir, 'data'))} })
+      process.stdin.once('data', () => process.exit(0))
+      binaries.buildFromSource('llama-server', { archive: ${JSON.stringify(archive)}, sha256: '${sha256}', jobs: 1 }, { workDir: ${JSON.stringify(workDir)} })`
+    const app = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'ignore', 'ignore'] })
+    await until(() => processesWith(`sleep ${marker}`).length > 0, 60000, 'the build job to run')
+    const tree = [...processesWith(workDir), ...processesWith(`sleep ${marker}`)]
+    assert.ok(tree.length >= 3, `cmake, ninja and the job: ${tree}`)
+    if (how === 'SIGKILL') app.kill('SIGKILL')
+    else app.stdin.write('quit\n')
+    await until(() => processesWith(workDir).length === 0 && processesWith(`sleep ${marker}`).length === 0, 5000,
+      `the build's processes to end after ${how} (${tree})`)
+  }
 })
 
 test('a failed automatic restart sequence ends crashed + restart-failed, never stopped in between', { skip }, async () => {

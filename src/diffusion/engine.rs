@@ -198,8 +198,15 @@ impl Job {
 
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    Progress { id: String, progress: Progress },
-    Finished { id: String, status: JobStatus },
+    Progress {
+        id: String,
+        progress: Progress,
+    },
+    /// Every change of a job's status: queued, running, then how it ended.
+    Job {
+        id: String,
+        status: JobStatus,
+    },
 }
 
 pub struct Engine {
@@ -287,6 +294,7 @@ impl Engine {
             prune(&mut jobs);
             pending.push_back(job.clone());
         }
+        self.announce(&job, JobStatus::Queued);
         self.wake.notify_one();
         Ok(job)
     }
@@ -374,6 +382,7 @@ impl Engine {
                 *lock(&self.running) = None;
                 continue;
             }
+            self.announce(&job, JobStatus::Running);
             let outcome = self.run(&job).await;
             *lock(&self.running) = None;
             self.finish(&job, outcome);
@@ -415,11 +424,15 @@ impl Engine {
 
     fn finish(&self, job: &Job, outcome: Result<Arc<ImageOutput>, JobError>) {
         if let Some(status) = job.finish(outcome) {
-            self.events.emit(EngineEvent::Finished {
-                id: job.id.clone(),
-                status,
-            });
+            self.announce(job, status);
         }
+    }
+
+    fn announce(&self, job: &Job, status: JobStatus) {
+        self.events.emit(EngineEvent::Job {
+            id: job.id.clone(),
+            status,
+        });
     }
 }
 

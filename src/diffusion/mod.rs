@@ -196,6 +196,7 @@ pub enum DiffusionEvent {
         id: String,
         progress: Progress,
     },
+    /// Every change of a job's status.
     Job {
         id: String,
         status: JobStatus,
@@ -363,7 +364,7 @@ impl DiffusionServer {
                     EngineEvent::Progress { id, progress } => {
                         DiffusionEvent::Progress { id, progress }
                     }
-                    EngineEvent::Finished { id, status } => DiffusionEvent::Job { id, status },
+                    EngineEvent::Job { id, status } => DiffusionEvent::Job { id, status },
                 });
             }
         });

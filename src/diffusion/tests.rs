@@ -193,9 +193,20 @@ async fn one_shot_makes_a_png_over_http_with_progress_and_leaves_nothing() {
             _ => None,
         })
         .collect();
+    // Each job announces every change of its status.
     assert_eq!(
         kinds,
-        ["starting", "started", "completed", "completed", "stopped"]
+        [
+            "starting",
+            "started",
+            "queued",
+            "running",
+            "completed",
+            "queued",
+            "running",
+            "completed",
+            "stopped"
+        ]
     );
 }
 

@@ -13,9 +13,11 @@
 //!                   Starting → Stopped                (the start failed)
 //!                   Starting → Stopping → Stopped     (stop() cancelled the start)
 //!                              Running → Crashed      (exit, or hang)
-//!                                        Crashed → Restarting → Running | Crashed
+//!                                        Crashed → Restarting → Running | Crashed   (automatic)
 //!                                        Crashed → Stopping → Stopped
 //!                                     Restarting → Stopping → Stopped
+//!                   Running → Stopping → Restarting → Running | Stopped            (restart())
+//!                         Stopped|Crashed → Restarting → Running | Stopped          (restart())
 //! ```
 //!
 //! A stop that arrives while a start or restart is under way cancels it at once (the child's

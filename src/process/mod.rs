@@ -78,8 +78,8 @@ struct Live {
 /// Every child spawned and not yet dropped, for [`end_all`].
 static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
 
-/// Kills every child still running. For the app's exit: Linux (parent-death signal) and Windows
-/// (job object) end them anyway, macOS does not. Returns how many trees were killed.
+/// Ends every child still running. For the app's exit: Linux (parent-death signal) and Windows
+/// (job object) end them anyway, macOS does not. Returns how many trees were ended.
 pub fn end_all() -> usize {
     end_where(|_| true)
 }
@@ -91,10 +91,12 @@ fn end_where(chosen: impl Fn(u32) -> bool) -> usize {
             return true;
         }
         // An exited child is not signalled: its group id may belong to someone else by now.
+        // A guarded tree (a build) is ended by its guard, which outlives us: SIGTERM first, so
+        // that ninja can end its jobs.
         if let Some(tree) = live.tree.upgrade()
             && live.exit.borrow().is_none()
         {
-            tree.kill();
+            tree.abandon();
             killed += 1;
         }
         false
