@@ -269,6 +269,8 @@ impl LlamaServer {
     /// Starts llama-server and resolves once `/health` answers 200. A `stop()` meanwhile
     /// cancels it: the start then fails with `LaunchError::Cancelled`.
     pub async fn start(&self, config: LlamaConfig) -> Result<ServerInfo, LlamaError> {
+        // A stop under way still holds the port: the start waits for it, then starts.
+        self.actor.stop_done().await;
         let status = self.actor.status();
         if matches!(
             status,

@@ -304,6 +304,34 @@ async fn restart_keeps_the_port_and_announces_restarted() {
 }
 
 #[tokio::test]
+async fn a_start_on_the_same_port_during_a_stop_waits_for_it() {
+    let Some((binary, model)) = real() else {
+        return;
+    };
+    let server = LlamaServer::new(None);
+    let mut c = config(binary, model);
+    c.port = Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+    );
+    let first = server.start(c.clone()).await.unwrap();
+    let (stopped, again) = tokio::join!(server.stop(), async {
+        while server.info().status != State::Stopping {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        server.start(c).await
+    });
+    assert!(stopped.is_some());
+    let again = again.unwrap();
+    assert_eq!(again.port, first.port);
+    assert_ne!(again.pid, first.pid);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn stop_during_a_start_cancels_it_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
     // Never answers /health: a load that would take until the startup timeout.

@@ -362,6 +362,12 @@ impl ServerActor {
         answer.await.ok().flatten()
     }
 
+    /// Resolves once no stop is under way (at once when none is).
+    pub async fn stop_done(&self) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| s.status != ServerState::Stopping).await;
+    }
+
     /// Resolves once the server is no longer running (it crashed, or is being stopped).
     pub async fn left_running(&self) {
         let mut state = self.state.clone();
