@@ -156,6 +156,9 @@ test('GGUF metadata is bounded: many kept arrays are summarised, and nothing poi
   assert.equal((await manager.getModelInfo('good')).id, 'good')
   assert.equal(damaged.length, 1)
   assert.match(damaged[0].path, /broken$/)
+  // The library's own lines that concern no server go to its log file in the data folder.
+  const libraryLog = fs.readFileSync(path.join(dataDir, 'logs', 'genai-electron.log'), 'utf8')
+  assert.match(libraryLog, /\] \[WARN\] skipping model folder .*broken/)
 })
 
 test('readGGUFMetadata by URL reads only what the header needs and every read has a deadline', async () => {

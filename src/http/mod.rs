@@ -80,48 +80,55 @@ where
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let stream = tokio::select! {
-                _ = token.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+    // The server's lines (a failed accept) go where its owner's lines go.
+    let span = tracing::Span::current();
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let stream = tokio::select! {
+                    _ = token.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of descriptors and the like: back off instead of spinning.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let handler = handler.clone();
+                let token = token.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let response = handler(req);
+                        async move { Ok::<_, Infallible>(response.await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = token.cancelled() => conn.as_mut().graceful_shutdown(),
                     }
-                },
-            };
-            let handler = handler.clone();
-            let token = token.clone();
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let response = handler(req);
-                    async move { Ok::<_, Infallible>(response.await) }
+                    let _ = conn.await;
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = token.cancelled() => conn.as_mut().graceful_shutdown(),
-                }
-                let _ = conn.await;
-            });
-            // Reap finished connections so the set does not grow.
-            while connections.try_join_next().is_some() {}
-        }
-        drop(listener);
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, connections.join_next()).await {}
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
-    });
+                // Reap finished connections so the set does not grow.
+                while connections.try_join_next().is_some() {}
+            }
+            drop(listener);
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while let Ok(Some(_)) = tokio::time::timeout_at(deadline, connections.join_next()).await
+            {
+            }
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        },
+        span,
+    ));
     Ok(HttpServer {
         addr,
         shutdown,

@@ -31,8 +31,12 @@ pub async fn get_data_paths() -> napi::Result<Value> {
 pub async fn data_paths() -> napi::Result<DataPaths> {
     let paths = Settings::global().data_paths().map_err(to_napi)?;
     paths.ensure().await.map_err(to_napi)?;
+    // The library's own lines (downloads, the model store, …) go beside the servers' logs.
+    crate::process::log::library().set_file(Some(&paths.logs.join(LIBRARY_LOG)));
     Ok(paths)
 }
+
+const LIBRARY_LOG: &str = "genai-electron.log";
 
 fn paths_to_js(p: &DataPaths) -> Value {
     json!({

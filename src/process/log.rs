@@ -4,6 +4,8 @@
 //! the library's lines about that server (start, stop, restarts, errors), written with
 //! `tracing` inside the server's span and formatted `[time] [LEVEL] message` by [`ServerLogLayer`].
 //! So `getLogs()` and the log file show what the backend said and what the library did, in order.
+//! The library's lines outside any server (downloads, the model store, GPU detection) go to the
+//! [`library`] log, `logs/genai-electron.log` in the data folder.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -174,6 +176,13 @@ impl Drop for ServerLog {
     }
 }
 
+/// The log of the library's lines that concern no server. The binding points its file into the
+/// data folder (`logs/genai-electron.log`) once it knows where that is.
+pub fn library() -> &'static Arc<ServerLog> {
+    static LIBRARY: OnceLock<Arc<ServerLog>> = OnceLock::new();
+    LIBRARY.get_or_init(|| ServerLog::new(None))
+}
+
 fn registry() -> &'static Mutex<HashMap<u64, Weak<ServerLog>>> {
     static LOGS: OnceLock<Mutex<HashMap<u64, Weak<ServerLog>>>> = OnceLock::new();
     LOGS.get_or_init(Default::default)
@@ -227,18 +236,18 @@ where
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        let Some(scope) = ctx.event_scope(event) else {
-            return;
-        };
-        let Some(target) = scope
-            .from_root()
-            .filter_map(|span| span.extensions().get::<Target>().map(|t| t.0))
-            .last()
-        else {
-            return;
-        };
-        let Some(log) = lock(registry()).get(&target).and_then(Weak::upgrade) else {
-            return;
+        let target = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .from_root()
+                .filter_map(|span| span.extensions().get::<Target>().map(|t| t.0))
+                .last()
+        });
+        let log = match target {
+            Some(target) => match lock(registry()).get(&target).and_then(Weak::upgrade) {
+                Some(log) => log,
+                None => return,
+            },
+            None => library().clone(),
         };
         let mut message = MessageVisitor::default();
         event.record(&mut message);
@@ -308,7 +317,7 @@ mod tests {
             tracing::warn!(port = 8080, "restart {} failed", 2);
             tracing::info_span!("inner").in_scope(|| tracing::info!("nested"));
         });
-        tracing::info!("outside any server span");
+        tracing::info!(marker = 7, "outside any server span");
         let lines = log.last(10);
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0], "backend output");
@@ -320,6 +329,13 @@ mod tests {
         );
         assert!(lines[2].ends_with("] [INFO] nested"), "{}", lines[2]);
         assert!(other.last(10).is_empty());
+        assert!(
+            library()
+                .last(2000)
+                .iter()
+                .any(|l| l.ends_with("] [INFO] outside any server span marker=7")),
+            "lines outside a server reach the library's log"
+        );
         assert_eq!(*lock(&seen), lines);
         let written = std::fs::read_to_string(&file).unwrap();
         assert_eq!(written.lines().collect::<Vec<_>>(), lines);
