@@ -251,7 +251,14 @@ where
         };
         let mut message = MessageVisitor::default();
         event.record(&mut message);
+        // A line's listener may log in turn (an event it could not deliver): that line is
+        // dropped rather than looped back into the same listener.
+        thread_local!(static PUSHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if PUSHING.replace(true) {
+            return;
+        }
         log.push(library_line(event.metadata().level(), &message.0));
+        PUSHING.set(false);
     }
 }
 
@@ -339,6 +346,17 @@ mod tests {
         assert_eq!(*lock(&seen), lines);
         let written = std::fs::read_to_string(&file).unwrap();
         assert_eq!(written.lines().collect::<Vec<_>>(), lines);
+    }
+
+    #[test]
+    fn a_listener_that_logs_does_not_loop() {
+        let log = ServerLog::new(Some(EventSink::new(|line: String| {
+            tracing::warn!("could not deliver {line}");
+        })));
+        log.span("looping").in_scope(|| tracing::info!("once"));
+        let lines = log.last(10);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].ends_with("] [INFO] once"));
     }
 
     #[test]
