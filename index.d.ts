@@ -418,7 +418,10 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
    */
   restart(): Promise<ServerInfo>
   getInfo(): ServerInfo
+  /** The resolved configuration (paths, numbers) of the last start that worked. */
   getConfig(): ResolvedLlamaConfig | null
+  /** The config of the last start that worked, as it was passed: `start(getStartConfig())` repeats it. */
+  getStartConfig(): LlamaServerConfig | null
   isRunning(): boolean
   getPort(): number | null
   /** `GET /health` answers 200 now. */

@@ -50,7 +50,13 @@ test('a start then a stop emits exactly four state events; restart() goes throug
   assert.deepEqual(seen, ['stopped→starting', 'starting→running', 'running→stopping', 'stopping→stopped'])
 
   seen.length = 0
-  const started = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  assert.equal(new LlamaServerManager().getStartConfig(), null)
+  assert.equal(server.getStartConfig().contextSize, 512)
+  server.getStartConfig().contextSize = 1
+  await assert.rejects(server.start({ modelId: 'missing' }))
+  assert.deepEqual(server.getStartConfig(), { modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }, 'a copy, kept by a failed start')
+  // The request as it was accepted: it starts the same server again.
+  const started = await server.start(server.getStartConfig())
   const again = await server.restart()
   assert.equal(again.port, started.port)
   assert.notEqual(again.pid, started.pid)

@@ -101,6 +101,8 @@ async function main(): Promise<void> {
     const server: ServerInfo = await llamaServer.start({ modelId: model.id, port: 'auto', flashAttention: 'auto', extraArgs: ['--jinja'] })
     console.log(server.port, server.restarts, llamaServer.getConfig()?.contextSize, await llamaServer.getLogs(10))
     const usage: MemoryUsage | null = await llamaServer.getMemoryUsage()
+    const request = llamaServer.getStartConfig()
+    if (request) await llamaServer.start({ ...request, port: 'auto' })
     console.log(usage?.rssBytes, usage?.vramBytes, (await llamaServer.restart()).status === 'restarting')
     await llamaServer.stop()
   } catch (err) {

@@ -7,6 +7,8 @@ const { syncElectronUserData } = require('./config')
 let instance = null
 
 class LlamaServerManager extends ServerManager {
+  #startConfig = null
+
   constructor() {
     super((onEvent) => new binding.NativeLlamaServer(onEvent))
   }
@@ -19,7 +21,15 @@ class LlamaServerManager extends ServerManager {
 
   async start(config) {
     syncElectronUserData()
-    return callAsync(() => this[NATIVE].start(config))
+    const info = await callAsync(() => this[NATIVE].start(config))
+    // Cloned before the caller can change it: the request as it was accepted.
+    this.#startConfig = structuredClone(config)
+    return info
+  }
+
+  /** The config of the last start that worked, as it was passed (`start(getStartConfig())` repeats it). */
+  getStartConfig() {
+    return this.#startConfig === null ? null : structuredClone(this.#startConfig)
   }
 
   async stop() {
