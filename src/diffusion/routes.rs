@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ORIGIN};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -17,14 +17,14 @@ use super::engine::{
 };
 use super::{DiffusionConfig, DiffusionError, request};
 use crate::error::{Coded, ErrorCode};
+use crate::http::access::Access;
 use crate::http::{self, Body, BodyError};
 
 const GENERATIONS: &str = "/v1/images/generations";
 
 struct Context {
     engine: Arc<Engine>,
-    api_key: Option<String>,
-    allowed_origins: Vec<String>,
+    access: Access,
     max_body_bytes: usize,
 }
 
@@ -36,8 +36,11 @@ pub fn handler(
 ) -> impl Fn(Request<Incoming>) -> Handler + Clone + Send + Sync + 'static {
     let ctx = Arc::new(Context {
         engine,
-        api_key: config.api_key.clone(),
-        allowed_origins: config.allowed_origins.clone(),
+        access: Access {
+            api_key: config.api_key.clone(),
+            allowed_origins: config.allowed_origins.clone(),
+            methods: "GET, POST, DELETE, OPTIONS",
+        },
         max_body_bytes: config.max_body_bytes,
     });
     move |req| {
@@ -48,53 +51,9 @@ pub fn handler(
 
 impl Context {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let origin = req.headers().get(ORIGIN).cloned();
-        if let Some(origin) = &origin
-            && !self.origin_allowed(origin)
-        {
-            return http::error(
-                StatusCode::FORBIDDEN,
-                "ORIGIN_NOT_ALLOWED",
-                "this origin is not allowed: add it to allowedOrigins in the server config",
-            );
-        }
-        let mut response = if req.method() == Method::OPTIONS {
-            preflight()
-        } else if req.uri().path() != "/health" && !self.authorized(&req) {
-            let mut r = http::error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "missing or wrong API key: send Authorization: Bearer <apiKey>",
-            );
-            r.headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-            r
-        } else {
-            self.route(req).await
-        };
-        if let Some(origin) = origin {
-            let headers = response.headers_mut();
-            headers.insert("access-control-allow-origin", origin);
-            headers.insert("vary", HeaderValue::from_static("Origin"));
-        }
-        response
-    }
-
-    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
-        origin
-            .to_str()
-            .is_ok_and(|o| self.allowed_origins.iter().any(|a| a == o))
-    }
-
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(key) = &self.api_key else {
-            return true;
-        };
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+        self.access
+            .serve(req, |path| path == "/health", |req| self.route(req))
+            .await
     }
 
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
@@ -229,21 +188,6 @@ fn finished_verb(status: JobStatus) -> &'static str {
     }
 }
 
-fn preflight() -> Response<Body> {
-    let mut r = http::empty(StatusCode::NO_CONTENT);
-    let headers = r.headers_mut();
-    headers.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-    );
-    headers.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("Content-Type, Authorization"),
-    );
-    headers.insert("access-control-max-age", HeaderValue::from_static("600"));
-    r
-}
-
 fn not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = http::error(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -363,8 +307,4 @@ fn events_of(job: Arc<Job>) -> Response<Body> {
         },
     );
     http::event_stream(stream)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod access;
 mod parse_errors;
 use parse_errors::JsonParseErrors;
 
