@@ -15,6 +15,7 @@ process.once('exit', () => binding.endAllProcesses())
 // Internal to the library: symbol keys keep them off the managers' public surface.
 const NATIVE = Symbol('native')
 const KEEP_ALIVE = Symbol('keepAlive')
+const RELEASE_PENDING = Symbol('releasePending')
 
 class ServerManager extends EventEmitter {
 
@@ -23,8 +24,8 @@ class ServerManager extends EventEmitter {
     super()
     const dispatch = createDispatcher(this)
     this[NATIVE] = createNative((event) => {
-      if (event.type === 'state') keepAlive(this, event)
       dispatch(event)
+      keepAlive(this, event)
     })
   }
 
@@ -64,14 +65,20 @@ class ServerManager extends EventEmitter {
 
 /**
  * The keep-alive follows the state: everything but `stopped` holds Node, and so does `crashed`
- * with an automatic restart to follow. The native side announces every transition in order, so
- * the last event always says what holds.
+ * with an automatic restart to follow. The native side announces every transition in order.
+ * Letting go waits for the named event that follows such a transition (`stopped`, `crashed`,
+ * `restart-failed`): native events reach JS one per turn of the event loop, so a loop with
+ * nothing left to hold would end before that event reached its listeners.
  */
-function keepAlive(manager, { new: state, willRestart }) {
-  const holds = state !== 'stopped' && (state !== 'crashed' || willRestart)
-  if (holds) {
-    manager[KEEP_ALIVE] ??= setInterval(() => {}, 2 ** 31 - 1)
-  } else {
+const FINAL_EVENTS = new Set(['stopped', 'crashed', 'restart-failed'])
+
+function keepAlive(manager, event) {
+  if (event.type === 'state') {
+    const holds = event.new !== 'stopped' && (event.new !== 'crashed' || event.willRestart)
+    manager[RELEASE_PENDING] = !holds
+    if (holds) manager[KEEP_ALIVE] ??= setInterval(() => {}, 2 ** 31 - 1)
+  } else if (manager[RELEASE_PENDING] && FINAL_EVENTS.has(event.type)) {
+    manager[RELEASE_PENDING] = false
     clearInterval(manager[KEEP_ALIVE])
     manager[KEEP_ALIVE] = null
   }
