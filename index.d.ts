@@ -330,12 +330,27 @@ export interface LlamaServerConfig {
   maxRestarts?: number
   /** Milliseconds between watchdog health checks; three failures in a row while the process lives count as a hang (default 5000, 0 turns it off). */
   healthCheckInterval?: number
+  /**
+   * Serve `port` through the library's gateway (default true): requests wait while the server
+   * starts or restarts, `apiKey` and `allowedOrigins` are checked there, and llama-server's
+   * `Access-Control-Allow-Origin: *` is not passed on. `false`: llama-server listens on `port` itself.
+   */
+  gateway?: boolean
+  /** Browser origins the gateway answers with CORS headers; any other origin gets 403 (needs the gateway). */
+  allowedOrigins?: string[]
+  /** Requests that may wait at the gateway while the server is not running yet (default 64; beyond: 503 QUEUE_FULL). */
+  maxQueuedRequests?: number
+  /** Milliseconds a request may wait at the gateway (default 300000; then 503 QUEUE_TIMEOUT). */
+  queueTimeout?: number
 }
 
 export interface ServerInfo {
   status: ServerStatus
   pid: number | null
+  /** The public port: the gateway's (or llama-server's own with `gateway: false`). */
   port: number | null
+  /** The port llama-server itself listens on, on 127.0.0.1 behind the gateway. */
+  backendPort: number | null
   modelId: string | null
   /** ISO 8601, when it became ready. */
   startedAt: string | null
@@ -345,6 +360,8 @@ export interface ServerInfo {
   error: string | null
   /** Automatic restarts since the last start. */
   restarts: number
+  /** Crashed, with an automatic restart to follow. */
+  restartPending: boolean
 }
 
 /** The resolved configuration of the running (or last) server. */
@@ -365,6 +382,10 @@ export interface ResolvedLlamaConfig {
   startupTimeoutMs: number
   logFile: string | null
   recovery: { autoRestart: boolean; maxRestarts: number; healthCheckIntervalMs: number; hangAfterFailures: number }
+  gateway: boolean
+  allowedOrigins: string[]
+  maxQueuedRequests: number
+  queueTimeoutMs: number
 }
 
 export interface LlamaServerEvents {

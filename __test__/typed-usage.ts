@@ -98,7 +98,8 @@ async function main(): Promise<void> {
   diffusionServer.on('backend-state', (e) => console.log(e.type === 'backend-state', e.new))
   diffusionServer.on('crashed', (e) => console.log(e.backend, e.signal, e.logs.length))
   try {
-    const server: ServerInfo = await llamaServer.start({ modelId: model.id, port: 'auto', flashAttention: 'auto', extraArgs: ['--jinja'] })
+    const server: ServerInfo = await llamaServer.start({ modelId: model.id, port: 'auto', flashAttention: 'auto', extraArgs: ['--jinja'], allowedOrigins: ['http://localhost:5173'], maxQueuedRequests: 8, queueTimeout: 60_000 })
+    console.log(server.backendPort, server.restartPending, llamaServer.getConfig()?.gateway)
     console.log(server.port, server.restarts, llamaServer.getConfig()?.contextSize, await llamaServer.getLogs(10))
     const usage: MemoryUsage | null = await llamaServer.getMemoryUsage()
     const request = llamaServer.getStartConfig()

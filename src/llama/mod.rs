@@ -3,7 +3,9 @@
 //! This module says what to run: the argument vector, `/health` as the readiness and watchdog
 //! probe (503 while the model loads, 200 when ready), and the lines that say the model is loaded.
 //! The actor (`process::actor`) owns the lifecycle: spawn, readiness, stop, crashes, restarts.
-//! Here the actor's events become llama's, and a running server holds its model in use.
+//! Here the actor's events become llama's, and a running server holds its model in use. By
+//! default the public port is the gateway's (`gateway`), and llama-server listens on an internal
+//! loopback port behind it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,17 +16,22 @@ use serde_json::{Map, Value};
 
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
+use crate::http::HttpServer;
+use crate::http::access::Access;
 use crate::process::start::{PortInUse, free_port};
 use crate::process::{
     ExitInfo, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog, ServerState, Snapshot,
     Transition,
 };
 use crate::sync::lock;
+use gateway::GatewayConfig;
 
 pub use crate::process::RecoveryPolicy;
 pub use crate::process::actor::restart_backoff;
 
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The largest request the gateway passes on (a chat with images inlined stays well below).
+const GATEWAY_MAX_BODY: usize = 32 << 20;
 /// Lines that say the model is loaded: a health check follows at once.
 const READY_HINTS: &[&str] = &["model loaded", "listening on"];
 
@@ -93,15 +100,22 @@ pub struct LlamaConfig {
     pub startup_timeout_ms: u64,
     pub log_file: Option<PathBuf>,
     pub recovery: RecoveryPolicy,
+    /// The public port is our gateway's (llama-server listens on an internal loopback port).
+    pub gateway: bool,
+    /// Browser origins the gateway answers (CORS); others are refused.
+    pub allowed_origins: Vec<String>,
+    /// Requests that may wait at the gateway while the server is not running yet.
+    pub max_queued_requests: u32,
+    pub queue_timeout_ms: u64,
 }
 
-/// The argument vector (no shell ever sees it).
-pub fn args(config: &LlamaConfig, port: u16) -> Vec<String> {
+/// The argument vector (no shell ever sees it), to listen on `host:port`.
+pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     let mut args = vec![
         "--model".into(),
         config.model_path.to_string_lossy().into_owned(),
         "--host".into(),
-        config.host.clone(),
+        host.into(),
         "--port".into(),
         port.to_string(),
         "--threads".into(),
@@ -135,25 +149,32 @@ pub fn args(config: &LlamaConfig, port: u16) -> Vec<String> {
 pub struct ServerInfo {
     pub status: ServerState,
     pub pid: Option<u32>,
+    /// The public port: the gateway's, or llama-server's own without the gateway.
     pub port: Option<u16>,
+    /// The port llama-server itself listens on (internal, on 127.0.0.1, behind the gateway).
+    pub backend_port: Option<u16>,
     pub model_id: Option<String>,
     pub started_at: Option<String>,
     pub load_time_ms: Option<u64>,
     pub error: Option<String>,
     pub restarts: u32,
+    /// Crashed, with an automatic restart to follow.
+    pub restart_pending: bool,
 }
 
 impl ServerInfo {
-    fn of(snapshot: Snapshot, model_id: Option<String>) -> Self {
+    fn of(snapshot: Snapshot, model_id: Option<String>, gateway_port: Option<u16>) -> Self {
         ServerInfo {
             status: snapshot.status,
             pid: snapshot.pid,
-            port: snapshot.port,
+            port: gateway_port.or(snapshot.port),
+            backend_port: snapshot.port,
             model_id,
             started_at: snapshot.started_at,
             load_time_ms: snapshot.load_time_ms,
             error: snapshot.error,
             restarts: snapshot.restarts,
+            restart_pending: snapshot.restart_pending,
         }
     }
 }
@@ -185,20 +206,30 @@ pub struct LlamaServer {
     actor: ServerActor,
     /// The config of the last start: its model is in use while the server runs.
     config: Arc<Mutex<Option<LlamaConfig>>>,
+    /// The gateway and the public port it serves, from `start()` to `stop()`.
+    gateway: Arc<Mutex<Option<(HttpServer, u16)>>>,
+}
+
+type Gateway = Arc<Mutex<Option<(HttpServer, u16)>>>;
+
+fn gateway_port(gateway: &Gateway) -> Option<u16> {
+    lock(gateway).as_ref().map(|(_, port)| *port)
 }
 
 impl LlamaServer {
     pub fn new(events: Option<EventSink<LlamaEvent>>) -> Self {
         let config: Arc<Mutex<Option<LlamaConfig>>> = Arc::default();
+        let gateway: Gateway = Arc::default();
         let log = ServerLog::new(
             events
                 .clone()
                 .map(|events| EventSink::new(move |line| events.emit(LlamaEvent::Log(line)))),
         );
         let actor_events = {
-            let config = config.clone();
+            let (config, gateway) = (config.clone(), gateway.clone());
             EventSink::new(move |event| {
                 let model_id = || lock(&config).as_ref().map(|c| c.model_id.clone());
+                let info = |s| ServerInfo::of(s, model_id(), gateway_port(&gateway));
                 if let ServerEvent::State(t) = &event {
                     hold_model(t, model_id().as_deref());
                 }
@@ -206,16 +237,12 @@ impl LlamaServer {
                     events.emit(match event {
                         ServerEvent::State(t) => LlamaEvent::State(t),
                         ServerEvent::Starting => LlamaEvent::Starting,
-                        ServerEvent::Started(s) => {
-                            LlamaEvent::Started(ServerInfo::of(s, model_id()))
-                        }
+                        ServerEvent::Started(s) => LlamaEvent::Started(info(s)),
                         ServerEvent::Stopped => LlamaEvent::Stopped,
                         ServerEvent::Crashed { exit, tail, hang } => {
                             LlamaEvent::Crashed { exit, tail, hang }
                         }
-                        ServerEvent::Restarted(s) => {
-                            LlamaEvent::Restarted(ServerInfo::of(s, model_id()))
-                        }
+                        ServerEvent::Restarted(s) => LlamaEvent::Restarted(info(s)),
                         ServerEvent::RestartFailed { attempts, error } => {
                             LlamaEvent::RestartFailed { attempts, error }
                         }
@@ -226,6 +253,7 @@ impl LlamaServer {
         LlamaServer {
             actor: ServerActor::new("llama-server", log, Some(actor_events)),
             config,
+            gateway,
         }
     }
 
@@ -235,7 +263,7 @@ impl LlamaServer {
 
     fn info_of(&self, snapshot: Snapshot) -> ServerInfo {
         let model_id = lock(&self.config).as_ref().map(|c| c.model_id.clone());
-        ServerInfo::of(snapshot, model_id)
+        ServerInfo::of(snapshot, model_id, gateway_port(&self.gateway))
     }
 
     pub fn config(&self) -> Option<LlamaConfig> {
@@ -282,12 +310,20 @@ impl LlamaServer {
             }
             .into());
         }
-        let port = free_port(&config.host, config.port)?;
+        // A server that crashed for good still holds its public port.
+        self.close_gateway().await;
+        let (host, port) = if config.gateway {
+            let public = self.open_gateway(&config).await?;
+            *lock(&self.gateway) = Some(public);
+            ("127.0.0.1", free_port("127.0.0.1", None)?)
+        } else {
+            (config.host.as_str(), free_port(&config.host, config.port)?)
+        };
         let spec = LaunchSpec {
             program: config.binary.clone(),
-            args: args(&config, port),
+            args: args(&config, host, port),
             port,
-            health_url: health_url(&config.host, port),
+            health_url: health_url(host, port),
             ready_hints: READY_HINTS,
             on_line: None,
             startup_timeout: Duration::from_millis(config.startup_timeout_ms),
@@ -301,8 +337,45 @@ impl LlamaServer {
             Err(err) => {
                 // getConfig() keeps showing the last start that worked.
                 *lock(&self.config) = previous;
+                self.close_gateway().await;
                 Err(err.into())
             }
+        }
+    }
+
+    /// Binds the public port and serves the gateway on it; returns it with the port.
+    async fn open_gateway(&self, config: &LlamaConfig) -> Result<(HttpServer, u16), LlamaError> {
+        let wanted = config.port.unwrap_or(0);
+        let listener = tokio::net::TcpListener::bind((config.host.as_str(), wanted))
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => LlamaError::PortInUse(PortInUse {
+                    host: config.host.clone(),
+                    port: wanted,
+                }),
+                _ => LlamaError::Invalid(format!("cannot listen on {}:{wanted}: {e}", config.host)),
+            })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(wanted);
+        let settings = GatewayConfig {
+            access: Access {
+                api_key: config.api_key.clone(),
+                allowed_origins: config.allowed_origins.clone(),
+                methods: "GET, POST, PUT, DELETE, OPTIONS",
+            },
+            max_queued: config.max_queued_requests as usize,
+            queue_timeout: Duration::from_millis(config.queue_timeout_ms),
+            max_body_bytes: GATEWAY_MAX_BODY,
+        };
+        let server = gateway::serve(listener, self.actor.watch(), settings).map_err(|e| {
+            LlamaError::Invalid(format!("cannot serve on {}:{port}: {e}", config.host))
+        })?;
+        Ok((server, port))
+    }
+
+    async fn close_gateway(&self) {
+        let open = lock(&self.gateway).take();
+        if let Some((server, _)) = open {
+            server.shutdown().await;
         }
     }
 
@@ -316,7 +389,9 @@ impl LlamaServer {
     /// Stops the server (cancelling a start under way) and waits until its process is gone:
     /// port and memory free. Idempotent.
     pub async fn stop(&self) -> Option<ExitInfo> {
-        self.actor.stop().await
+        let exit = self.actor.stop().await;
+        self.close_gateway().await;
+        exit
     }
 }
 
@@ -334,6 +409,7 @@ fn health_url(host: &str, port: u16) -> String {
     format!("{}/health", crate::http::local_base(host, port))
 }
 
+pub mod gateway;
 pub mod resolve;
 
 #[cfg(all(test, unix))]

@@ -16,6 +16,8 @@ use crate::system::{ModelSpec, RunOptions, SystemInfo};
 
 pub const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_MAX_QUEUED_REQUESTS: u32 = 64;
+const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 
 /// `flashAttention: true | false | 'on' | 'off' | 'auto'`.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +51,13 @@ pub struct StartRequest {
     pub max_restarts: Option<u32>,
     /// Milliseconds between watchdog health checks (0: no watchdog).
     pub health_check_interval: Option<u64>,
+    /// Serve the public port through our gateway (default true).
+    pub gateway: Option<bool>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub max_queued_requests: Option<u32>,
+    /// Milliseconds a request may wait at the gateway for the server.
+    pub queue_timeout: Option<u64>,
 }
 
 pub async fn resolve(
@@ -79,6 +88,11 @@ pub async fn resolve(
         ));
     }
 
+    if req.gateway == Some(false) && !req.allowed_origins.is_empty() {
+        return Err(invalid(
+            "allowedOrigins needs the gateway: llama-server itself answers every origin".into(),
+        ));
+    }
     let info = installed_model(
         data,
         &req.model_id,
@@ -135,5 +149,11 @@ pub async fn resolve(
                 .unwrap_or(defaults.health_check_interval_ms),
             hang_after_failures: defaults.hang_after_failures,
         },
+        gateway: req.gateway.unwrap_or(true),
+        allowed_origins: req.allowed_origins,
+        max_queued_requests: req
+            .max_queued_requests
+            .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),
+        queue_timeout_ms: req.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS),
     })
 }

@@ -32,6 +32,10 @@ fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         startup_timeout_ms: 30_000,
         log_file: None,
         recovery: RecoveryPolicy::default(),
+        gateway: false,
+        allowed_origins: vec![],
+        max_queued_requests: 64,
+        queue_timeout_ms: 300_000,
     }
 }
 
@@ -60,7 +64,7 @@ fn the_argument_vector_carries_every_setting() {
     c.api_key = Some("k".into());
     c.cache_type_k = Some("q8_0".into());
     c.extra_args = vec!["--jinja".into()];
-    let a = args(&c, 8080);
+    let a = args(&c, "127.0.0.1", 8080);
     assert_eq!(&a[..2], ["--model", "/m/a b.gguf"]);
     for pair in [
         ["--port", "8080"],

@@ -158,6 +158,8 @@ pub struct Snapshot {
     pub error: Option<String>,
     /// Automatic restarts since the last start.
     pub restarts: u32,
+    /// Crashed, with an automatic restart to follow.
+    pub restart_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,6 +321,11 @@ impl ServerActor {
 
     pub fn status(&self) -> ServerState {
         self.state.borrow().status
+    }
+
+    /// Every published snapshot, for whoever follows the server's state (the LLM gateway).
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+        self.state.clone()
     }
 
     pub fn log(&self) -> &Arc<ServerLog> {
@@ -783,6 +790,7 @@ impl Actor {
         self.state.send_modify(|s| {
             old = s.status;
             s.status = new;
+            s.restart_pending = will_restart;
             f(s);
         });
         if old != new {

@@ -1,0 +1,104 @@
+'use strict'
+
+// The LLM gateway on llamaServer's public port: requests wait while the server (re)starts, the
+// queue is bounded, the API key and browser origins are checked there, and llama-server's own
+// "every origin" CORS answer is not passed on. Against the real llama-server and tiny model.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { backends, withTinyModel } = require('./helpers')
+const { LlamaServerManager } = require('..')
+
+const { paths: real, skip } = backends()
+
+const BASE = { modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }
+
+function chat(port, headers = {}) {
+  return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4 }),
+  })
+}
+
+test('a chat request sent right after a crash waits for the automatic restart and succeeds', { skip }, async () => {
+  await withTinyModel(real)
+  const server = new LlamaServerManager()
+  const info = await server.start({ ...BASE, autoRestart: true })
+  try {
+    assert.notEqual(info.backendPort, info.port, 'llama-server listens behind the gateway')
+    process.kill(info.pid, 'SIGKILL')
+    const answer = await chat(info.port)
+    assert.equal(answer.status, 200, await answer.clone().text())
+    assert.equal((await answer.json()).usage.completion_tokens, 4)
+    assert.notEqual(server.getInfo().pid, info.pid, 'answered by the restarted server')
+    assert.equal(server.getInfo().port, info.port)
+  } finally {
+    await server.stop()
+  }
+})
+
+test('the queue is bounded; /health never waits; a server that crashed for good answers 503 with the reason', { skip }, async () => {
+  await withTinyModel(real)
+  const server = new LlamaServerManager()
+  const info = await server.start({ ...BASE, autoRestart: true, maxQueuedRequests: 1 })
+  try {
+    process.kill(info.pid, 'SIGKILL')
+    await new Promise((resolve) => server.once('crashed', resolve))
+    assert.ok(['crashed', 'restarting'].includes(server.getInfo().status))
+    const health = await fetch(`http://127.0.0.1:${info.port}/health`)
+    assert.equal(health.status, 503)
+    const [first, second] = await Promise.all([chat(info.port), chat(info.port)])
+    const statuses = [first.status, second.status].sort()
+    assert.deepEqual(statuses, [200, 503])
+    const refused = first.status === 503 ? first : second
+    assert.equal(refused.headers.get('retry-after'), '5')
+    assert.equal((await refused.json()).code, 'QUEUE_FULL')
+  } finally {
+    await server.stop()
+  }
+
+  const plain = await server.start(BASE)
+  process.kill(plain.pid, 'SIGKILL')
+  await new Promise((resolve) => server.once('crashed', resolve))
+  const answer = await chat(plain.port)
+  assert.equal(answer.status, 503)
+  const body = await answer.json()
+  assert.equal(body.code, 'SERVER_UNAVAILABLE')
+  assert.match(body.error, /crashed: llama-server stopped unexpectedly \(signal 9\)/)
+  await server.stop()
+})
+
+test('the gateway checks the API key and answers only configured origins', { skip }, async () => {
+  await withTinyModel(real)
+  const server = new LlamaServerManager()
+  const info = await server.start({ ...BASE, apiKey: 'k3y', allowedOrigins: ['http://app.local'] })
+  try {
+    assert.equal((await chat(info.port)).status, 401)
+    assert.equal((await fetch(`http://127.0.0.1:${info.port}/health`)).status, 200, '/health needs no key')
+    const allowed = await chat(info.port, { authorization: 'Bearer k3y', origin: 'http://app.local' })
+    assert.equal(allowed.status, 200)
+    assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://app.local')
+    const other = await chat(info.port, { authorization: 'Bearer k3y', origin: 'http://evil.example' })
+    assert.equal(other.status, 403)
+    // Without an Origin, nothing about CORS: llama-server's "*" is not passed on.
+    const direct = await chat(info.port, { authorization: 'Bearer k3y' })
+    assert.equal(direct.status, 200)
+    assert.equal(direct.headers.get('access-control-allow-origin'), null)
+  } finally {
+    await server.stop()
+  }
+})
+
+test('gateway: false serves llama-server on the public port itself', { skip }, async () => {
+  await withTinyModel(real)
+  const server = new LlamaServerManager()
+  const info = await server.start({ ...BASE, gateway: false })
+  try {
+    assert.equal(info.backendPort, info.port)
+    assert.equal((await chat(info.port)).status, 200)
+    await assert.rejects(server.stop().then(() => server.start({ ...BASE, gateway: false, allowedOrigins: ['http://a'] })), /allowedOrigins needs the gateway/)
+  } finally {
+    await server.stop()
+  }
+})

@@ -1,0 +1,244 @@
+//! The LLM gateway: llamaServer's public port, a reverse proxy (our one hyper stack) in front of
+//! llama-server, which listens on an internal loopback port.
+//!
+//! Every path and method passes through, and response bodies (SSE streams included) go on chunk
+//! by chunk as they come. The API key is enforced here, and only configured browser origins get
+//! CORS answers: llama-server's `Access-Control-Allow-Origin: *` is not passed on. While the
+//! server is starting, restarting or being restarted, requests wait in a bounded queue and are
+//! served once it is running; a full queue, a wait past its timeout, or a server that stopped or
+//! crashed for good is a 503 with `Retry-After` and the JSON error shape.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::watch;
+
+use crate::http::access::Access;
+use crate::http::{self, Body, BodyError, HttpServer};
+use crate::process::{ServerState, Snapshot};
+
+/// How long a client is told to wait before asking again.
+const RETRY_AFTER_SECS: u64 = 5;
+/// How long a refused connection waits for the actor to report the server gone.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
+pub struct GatewayConfig {
+    pub access: Access,
+    pub max_queued: usize,
+    pub queue_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+struct Shared {
+    config: GatewayConfig,
+    /// The actor's state: whether llama-server runs, and on which internal port.
+    backend: watch::Receiver<Snapshot>,
+    waiting: AtomicUsize,
+}
+
+/// Serves the gateway on `listener` until its [`HttpServer`] is shut down.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    backend: watch::Receiver<Snapshot>,
+    config: GatewayConfig,
+) -> std::io::Result<HttpServer> {
+    let shared = Arc::new(Shared {
+        config,
+        backend,
+        waiting: AtomicUsize::new(0),
+    });
+    http::serve(listener, move |req| {
+        let shared = shared.clone();
+        async move {
+            let open = |path: &str| path == "/health";
+            let access = &shared.config.access;
+            access.serve(req, open, |req| shared.forward(req)).await
+        }
+    })
+}
+
+/// One place in the queue, given back however the wait ends (a client that hangs up included:
+/// hyper drops its request's future).
+struct Place<'a>(&'a AtomicUsize);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The server will be running soon: a request may wait for it.
+fn coming(s: &Snapshot) -> bool {
+    match s.status {
+        ServerState::Starting | ServerState::Restarting | ServerState::Stopping => true,
+        ServerState::Crashed => s.restart_pending,
+        ServerState::Running | ServerState::Stopped => false,
+    }
+}
+
+impl Shared {
+    async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        // Read first: the request is whole before it takes a place in the queue.
+        let body = match http::read_body(req, self.config.max_body_bytes).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return http::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BODY_TOO_LARGE",
+                    &format!(
+                        "request bodies are limited to {} bytes",
+                        self.config.max_body_bytes
+                    ),
+                );
+            }
+            Err(BodyError::Unreadable) => {
+                return http::error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "the request body could not be read",
+                );
+            }
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut retried = false;
+        let answer = loop {
+            let (port, pid) = match self.running(uri.path() == "/health").await {
+                Ok(running) => running,
+                Err(response) => return response,
+            };
+            let mut request = http::local_client()
+                .request(method.clone(), format!("http://127.0.0.1:{port}{path}"));
+            for (name, value) in headers.iter().filter(|(name, _)| passes(name.as_str())) {
+                request = request.header(name, value);
+            }
+            match request.body(body.clone()).send().await {
+                Ok(answer) => break answer,
+                // The server died a moment ago and the actor has not said so yet: once it has,
+                // the request waits for the restart like any other.
+                Err(e) if e.is_connect() && !retried && self.leaves(pid).await => retried = true,
+                Err(e) => {
+                    return http::error(
+                        StatusCode::BAD_GATEWAY,
+                        "BACKEND_UNAVAILABLE",
+                        &format!("llama-server did not answer: {e}"),
+                    );
+                }
+            }
+        };
+        let status = answer.status();
+        let answer_headers = answer.headers().clone();
+        // A backend that dies mid-stream ends the body where it stopped.
+        let frames = answer
+            .bytes_stream()
+            .take_while(|chunk| std::future::ready(chunk.is_ok()))
+            .filter_map(|chunk| std::future::ready(chunk.ok()))
+            .map(|chunk| Ok::<_, std::convert::Infallible>(Frame::data(chunk)));
+        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+        *response.status_mut() = status;
+        let out = response.headers_mut();
+        for (name, value) in answer_headers
+            .iter()
+            .filter(|(name, _)| passes(name.as_str()))
+        {
+            out.append(name, value.clone());
+        }
+        response
+    }
+
+    /// Whether the process `pid` is reported gone within a moment.
+    async fn leaves(&self, pid: Option<u32>) -> bool {
+        let mut backend = self.backend.clone();
+        let gone = backend.wait_for(|s| s.status != ServerState::Running || s.pid != pid);
+        matches!(tokio::time::timeout(LEAVE_WAIT, gone).await, Ok(Ok(_)))
+    }
+
+    /// The internal port and pid once llama-server runs: at once, or after a wait in the
+    /// queue. `/health` never waits: it tells how things are now.
+    async fn running(&self, health: bool) -> Result<(u16, Option<u32>), Response<Body>> {
+        let mut backend = self.backend.clone();
+        let now = backend.borrow_and_update().clone();
+        if let (ServerState::Running, Some(port)) = (now.status, now.port) {
+            return Ok((port, now.pid));
+        }
+        if health || !coming(&now) {
+            return Err(unavailable(&now));
+        }
+        let _place = Place(&self.waiting);
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.max_queued {
+            return Err(retry_later(
+                "QUEUE_FULL",
+                &format!(
+                    "llama-server is {} and {} requests are already waiting for it",
+                    now.status, self.config.max_queued
+                ),
+            ));
+        }
+        let settled =
+            tokio::time::timeout(self.config.queue_timeout, backend.wait_for(|s| !coming(s))).await;
+        let after = match settled {
+            Ok(Ok(state)) => state.clone(),
+            Ok(Err(_)) => Snapshot::default(),
+            Err(_) => {
+                return Err(retry_later(
+                    "QUEUE_TIMEOUT",
+                    &format!(
+                        "llama-server was not running within {} s",
+                        self.config.queue_timeout.as_secs()
+                    ),
+                ));
+            }
+        };
+        match (after.status, after.port) {
+            (ServerState::Running, Some(port)) => Ok((port, after.pid)),
+            _ => Err(unavailable(&after)),
+        }
+    }
+}
+
+fn unavailable(s: &Snapshot) -> Response<Body> {
+    let why = s
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    retry_later(
+        "SERVER_UNAVAILABLE",
+        &format!("llama-server is {}{why}", s.status),
+    )
+}
+
+fn retry_later(code: &str, message: &str) -> Response<Body> {
+    let mut response = http::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
+    response
+}
+
+/// Hop-by-hop headers stay on their hop; `host` and the body's length are set anew.
+fn passes(name: &str) -> bool {
+    !matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
