@@ -13,9 +13,10 @@ const { paths: real, skip } = backends()
 
 const BASE = { modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }
 
-function chat(port, headers = {}) {
+function chat(port, headers = {}, signal = undefined) {
   return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
     method: 'POST',
+    signal,
     headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4 }),
   })
@@ -101,4 +102,29 @@ test('gateway: false serves llama-server on the public port itself', { skip }, a
   } finally {
     await server.stop()
   }
+})
+
+test('a waiting client that hangs up leaves the queue; a stop answers the ones still waiting', { skip }, async () => {
+  const dataDir = await withTinyModel(real)
+  // A llama-server that passes its probe and then never gets ready: requests keep waiting.
+  const fake = require('node:path').join(dataDir, 'llama-server')
+  require('node:fs').writeFileSync(fake, '#!/bin/sh\n[ "$1" = --version ] && { echo "version: 1 (fake)"; exit 0; }\nexec sleep 60\n', { mode: 0o755 })
+  const server = new LlamaServerManager()
+  const starting = server.start({ ...BASE, binaryPath: fake, maxQueuedRequests: 1 }).catch((err) => err)
+  while (server.getInfo().status !== 'starting' || !server.getPort()) await new Promise((r) => setTimeout(r, 10))
+  const port = server.getPort()
+  const leaving = new AbortController()
+  const first = chat(port, {}, leaving.signal).catch((err) => err)
+  await new Promise((r) => setTimeout(r, 200))
+  leaving.abort()
+  assert.equal((await first).name, 'AbortError')
+  await new Promise((r) => setTimeout(r, 200))
+  // Its place is free again: this one waits instead of being refused.
+  const second = chat(port)
+  await new Promise((r) => setTimeout(r, 200))
+  await server.stop()
+  const answer = await second
+  assert.equal(answer.status, 503)
+  assert.equal((await answer.json()).code, 'SERVER_UNAVAILABLE')
+  assert.equal((await starting).code, 'CANCELLED')
 })
