@@ -242,3 +242,6 @@ fn passes(name: &str) -> bool {
             | "content-length"
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The gateway against a backend served here (our own HTTP stack standing in for llama-server)
+//! and a state the test sets: the real llama-server is in `__test__/gateway.test.js`.
+
+use super::*;
+use crate::http::access::Access;
+use std::time::Instant;
+
+/// Answers every request with three SSE events, 50 ms apart, naming its method and path, and
+/// says every origin may call it (as llama-server does).
+async fn backend() -> (HttpServer, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = http::serve(listener, |req: Request<Incoming>| async move {
+        let seen = format!("{} {}", req.method(), req.uri());
+        let events = futures_util::stream::iter(0..3).then(move |i| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                format!("data: {i} {seen}\n\n")
+            }
+        });
+        let mut response = http::event_stream(events);
+        response
+            .headers_mut()
+            .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        response
+    })
+    .unwrap();
+    (server, port)
+}
+
+struct Setup {
+    state: watch::Sender<Snapshot>,
+    port: u16,
+    _servers: (HttpServer, HttpServer),
+}
+
+async fn setup(max_queued: usize, queue_timeout: Duration) -> Setup {
+    let (backend, backend_port) = backend().await;
+    let (state, watched) = watch::channel(Snapshot {
+        status: ServerState::Starting,
+        port: Some(backend_port),
+        ..Snapshot::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = GatewayConfig {
+        access: Access {
+            api_key: None,
+            allowed_origins: vec![],
+            methods: "GET, POST",
+        },
+        max_queued,
+        queue_timeout,
+        max_body_bytes: 1024,
+    };
+    let gateway = serve(listener, watched, config).unwrap();
+    Setup {
+        state,
+        port,
+        _servers: (gateway, backend),
+    }
+}
+
+fn set(state: &watch::Sender<Snapshot>, status: ServerState) {
+    state.send_modify(|s| s.status = status);
+}
+
+async fn json_of(answer: reqwest::Response) -> serde_json::Value {
+    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
+}
+
+fn post(port: u16, path: &str, body: &'static str) -> reqwest::RequestBuilder {
+    http::local_client()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .body(body)
+}
+
+#[tokio::test]
+async fn a_request_waits_for_the_server_then_streams_through_unchanged() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    let waiting = tokio::spawn(post(s.port, "/v1/chat/completions?x=1", "{}").send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "it waits while the server starts");
+    set(&s.state, ServerState::Running);
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    assert_eq!(answer.headers()["content-type"], "text/event-stream");
+    // Chunk by chunk: the first event arrives while the backend still writes the others (a
+    // gateway that buffered would hand them over together).
+    let mut stream = answer.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    let first_at = Instant::now();
+    assert_eq!(first, "data: 0 POST /v1/chat/completions?x=1\n\n");
+    let rest: Vec<_> = stream.map(|c| c.unwrap()).collect().await;
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        first_at.elapsed()
+    );
+    assert_eq!(
+        rest.concat(),
+        b"data: 1 POST /v1/chat/completions?x=1\n\ndata: 2 POST /v1/chat/completions?x=1\n\n"
+    );
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded_and_waits_end() {
+    let s = setup(1, Duration::from_millis(300)).await;
+    let first = tokio::spawn(post(s.port, "/a", "").send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = post(s.port, "/b", "").send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body = json_of(refused).await;
+    assert_eq!(body["code"], "QUEUE_FULL");
+    let timed_out = first.await.unwrap().unwrap();
+    assert_eq!(timed_out.status(), 503);
+    let body = json_of(timed_out).await;
+    assert_eq!(body["code"], "QUEUE_TIMEOUT");
+}
+
+#[tokio::test]
+async fn health_never_waits_and_a_server_that_is_not_coming_is_unavailable_at_once() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    let health = http::local_client()
+        .get(format!("http://127.0.0.1:{}/health", s.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    s.state.send_modify(|snapshot| {
+        snapshot.status = ServerState::Crashed;
+        snapshot.error = Some("it broke".into());
+    });
+    let began = Instant::now();
+    let answer = post(s.port, "/v1/x", "").send().await.unwrap();
+    assert!(began.elapsed() < Duration::from_secs(1));
+    assert_eq!(answer.status(), 503);
+    let body = json_of(answer).await;
+    assert_eq!(body["code"], "SERVER_UNAVAILABLE");
+    assert_eq!(body["error"], "llama-server is crashed: it broke");
+    // Crashed with a restart to follow: requests wait for it.
+    s.state
+        .send_modify(|snapshot| snapshot.restart_pending = true);
+    let waiting = tokio::spawn(post(s.port, "/v1/x", "").send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    set(&s.state, ServerState::Running);
+    assert_eq!(waiting.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn bodies_are_bounded() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    set(&s.state, ServerState::Running);
+    let big: &'static str = Box::leak("x".repeat(2048).into_boxed_str());
+    let answer = post(s.port, "/v1/x", big).send().await.unwrap();
+    assert_eq!(answer.status(), 413);
+}
+
+#[tokio::test]
+async fn a_backend_that_is_gone_is_a_bad_gateway() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    // Running, but nothing listens where the state says.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = unused.local_addr().unwrap().port();
+    drop(unused);
+    s.state.send_modify(|snapshot| {
+        snapshot.status = ServerState::Running;
+        snapshot.port = Some(dead);
+    });
+    let answer = post(s.port, "/v1/x", "").send().await.unwrap();
+    assert_eq!(answer.status(), 502);
+    let body = json_of(answer).await;
+    assert_eq!(body["code"], "BACKEND_UNAVAILABLE");
+}
