@@ -35,10 +35,50 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
 }
 
+/// What the server's owner and the gateway share: a hold that makes requests wait even while
+/// the server runs (an offload drains it, then stops it), and the requests being served.
+#[derive(Default)]
+pub struct Traffic {
+    held: watch::Sender<bool>,
+    in_flight: watch::Sender<usize>,
+}
+
+impl Traffic {
+    pub fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+
+    /// Resolves once no request is being served, or after `limit`; true when drained.
+    pub async fn drained(&self, limit: Duration) -> bool {
+        let mut in_flight = self.in_flight.subscribe();
+        matches!(
+            tokio::time::timeout(limit, in_flight.wait_for(|n| *n == 0)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// A request being served, counted until its answer is sent or dropped.
+struct Serving(Arc<Traffic>);
+
+impl Serving {
+    fn new(traffic: &Arc<Traffic>) -> Self {
+        traffic.in_flight.send_modify(|n| *n += 1);
+        Serving(traffic.clone())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.in_flight.send_modify(|n| *n -= 1);
+    }
+}
+
 struct Shared {
     config: GatewayConfig,
     /// The actor's state: whether llama-server runs, and on which internal port.
     backend: watch::Receiver<Snapshot>,
+    traffic: Arc<Traffic>,
     waiting: AtomicUsize,
 }
 
@@ -46,11 +86,13 @@ struct Shared {
 pub fn serve(
     listener: tokio::net::TcpListener,
     backend: watch::Receiver<Snapshot>,
+    traffic: Arc<Traffic>,
     config: GatewayConfig,
 ) -> std::io::Result<HttpServer> {
     let shared = Arc::new(Shared {
         config,
         backend,
+        traffic,
         waiting: AtomicUsize::new(0),
     });
     http::serve(listener, move |req| {
@@ -73,8 +115,11 @@ impl Drop for Place<'_> {
     }
 }
 
-/// The server will be running soon: a request may wait for it.
-fn coming(s: &Snapshot) -> bool {
+/// The server will be running soon (or is held): a request may wait for it.
+fn coming(s: &Snapshot, held: bool) -> bool {
+    if held {
+        return true;
+    }
     match s.status {
         ServerState::Starting | ServerState::Restarting | ServerState::Stopping => true,
         ServerState::Crashed => s.restart_pending,
@@ -112,7 +157,7 @@ impl Shared {
         };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut retried = false;
-        let answer = loop {
+        let (answer, serving) = loop {
             let (port, pid) = match self.running(uri.path() == "/health").await {
                 Ok(running) => running,
                 Err(response) => return response,
@@ -122,8 +167,9 @@ impl Shared {
             for (name, value) in headers.iter().filter(|(name, _)| passes(name.as_str())) {
                 request = request.header(name, value);
             }
+            let serving = Serving::new(&self.traffic);
             match request.body(body.clone()).send().await {
-                Ok(answer) => break answer,
+                Ok(answer) => break (answer, serving),
                 // The server died a moment ago and the actor has not said so yet: once it has,
                 // the request waits for the restart like any other.
                 Err(e) if e.is_connect() && !retried && self.leaves(pid).await => retried = true,
@@ -139,11 +185,15 @@ impl Shared {
         let status = answer.status();
         let answer_headers = answer.headers().clone();
         // A backend that dies mid-stream ends the body where it stopped.
+        // Served until the last chunk is sent (or the client goes): an offload waits for that.
         let frames = answer
             .bytes_stream()
             .take_while(|chunk| std::future::ready(chunk.is_ok()))
             .filter_map(|chunk| std::future::ready(chunk.ok()))
-            .map(|chunk| Ok::<_, std::convert::Infallible>(Frame::data(chunk)));
+            .map(move |chunk| {
+                let _serving = &serving;
+                Ok::<_, std::convert::Infallible>(Frame::data(chunk))
+            });
         let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
         *response.status_mut() = status;
         let out = response.headers_mut();
@@ -167,11 +217,13 @@ impl Shared {
     /// queue. `/health` never waits: it tells how things are now.
     async fn running(&self, health: bool) -> Result<(u16, Option<u32>), Response<Body>> {
         let mut backend = self.backend.clone();
+        let mut held = self.traffic.held.subscribe();
         let now = backend.borrow_and_update().clone();
-        if let (ServerState::Running, Some(port)) = (now.status, now.port) {
+        let now_held = *held.borrow_and_update();
+        if let (ServerState::Running, Some(port), false) = (now.status, now.port, now_held) {
             return Ok((port, now.pid));
         }
-        if health || !coming(&now) {
+        if health || !coming(&now, now_held) {
             return Err(unavailable(&now));
         }
         let _place = Place(&self.waiting);
@@ -184,11 +236,20 @@ impl Shared {
                 ),
             ));
         }
-        let settled =
-            tokio::time::timeout(self.config.queue_timeout, backend.wait_for(|s| !coming(s))).await;
-        let after = match settled {
-            Ok(Ok(state)) => state.clone(),
-            Ok(Err(_)) => Snapshot::default(),
+        let settled = async {
+            loop {
+                let state = backend.borrow_and_update().clone();
+                if !coming(&state, *held.borrow_and_update()) {
+                    return state;
+                }
+                tokio::select! {
+                    changed = backend.changed() => if changed.is_err() { return Snapshot::default() },
+                    _ = held.changed() => {}
+                }
+            }
+        };
+        let after = match tokio::time::timeout(self.config.queue_timeout, settled).await {
+            Ok(state) => state,
             Err(_) => {
                 return Err(retry_later(
                     "QUEUE_TIMEOUT",

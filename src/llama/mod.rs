@@ -24,7 +24,7 @@ use crate::process::{
     Transition,
 };
 use crate::sync::lock;
-use gateway::GatewayConfig;
+use gateway::{GatewayConfig, Traffic};
 
 pub use crate::process::RecoveryPolicy;
 pub use crate::process::actor::restart_backoff;
@@ -208,6 +208,8 @@ pub struct LlamaServer {
     config: Arc<Mutex<Option<LlamaConfig>>>,
     /// The gateway and the public port it serves, from `start()` to `stop()`.
     gateway: Arc<Mutex<Option<(HttpServer, u16)>>>,
+    /// The gateway's hold and its requests in flight: what an offload drains.
+    traffic: Arc<Traffic>,
 }
 
 type Gateway = Arc<Mutex<Option<(HttpServer, u16)>>>;
@@ -254,6 +256,7 @@ impl LlamaServer {
             actor: ServerActor::new("llama-server", log, Some(actor_events)),
             config,
             gateway,
+            traffic: Arc::default(),
         }
     }
 
@@ -366,9 +369,11 @@ impl LlamaServer {
             queue_timeout: Duration::from_millis(config.queue_timeout_ms),
             max_body_bytes: GATEWAY_MAX_BODY,
         };
-        let server = gateway::serve(listener, self.actor.watch(), settings).map_err(|e| {
-            LlamaError::Invalid(format!("cannot serve on {}:{port}: {e}", config.host))
-        })?;
+        let traffic = self.traffic.clone();
+        let server =
+            gateway::serve(listener, self.actor.watch(), traffic, settings).map_err(|e| {
+                LlamaError::Invalid(format!("cannot serve on {}:{port}: {e}", config.host))
+            })?;
         Ok((server, port))
     }
 
@@ -391,7 +396,26 @@ impl LlamaServer {
     pub async fn stop(&self) -> Option<ExitInfo> {
         let exit = self.actor.stop().await;
         self.close_gateway().await;
+        self.traffic.hold(false);
         exit
+    }
+
+    /// Makes room: new requests wait at the gateway, those in flight (streams included) finish
+    /// (at most `drain`), then the process stops; the gateway keeps the public port. False when
+    /// the drain ran out of time (what was still in flight was cut).
+    pub async fn offload(&self, drain: Duration) -> bool {
+        self.traffic.hold(true);
+        let drained = self.traffic.drained(drain).await;
+        self.actor.stop().await;
+        drained
+    }
+
+    /// Brings an offloaded server back as it was (same config, same ports); the requests that
+    /// waited are served then, or answered with the reason when it fails.
+    pub async fn reload(&self) -> Result<ServerInfo, LlamaError> {
+        let reloaded = self.restart().await;
+        self.traffic.hold(false);
+        reloaded
     }
 }
 

@@ -31,6 +31,7 @@ async fn backend() -> (HttpServer, u16) {
 
 struct Setup {
     state: watch::Sender<Snapshot>,
+    traffic: Arc<Traffic>,
     port: u16,
     _servers: (HttpServer, HttpServer),
 }
@@ -54,9 +55,11 @@ async fn setup(max_queued: usize, queue_timeout: Duration) -> Setup {
         queue_timeout,
         max_body_bytes: 1024,
     };
-    let gateway = serve(listener, watched, config).unwrap();
+    let traffic = Arc::new(Traffic::default());
+    let gateway = serve(listener, watched, traffic.clone(), config).unwrap();
     Setup {
         state,
+        traffic,
         port,
         _servers: (gateway, backend),
     }
@@ -180,4 +183,31 @@ async fn a_backend_that_is_gone_is_a_bad_gateway() {
     assert_eq!(answer.status(), 502);
     let body = json_of(answer).await;
     assert_eq!(body["code"], "BACKEND_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn a_hold_drains_the_streams_in_flight_and_makes_new_requests_wait() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    set(&s.state, ServerState::Running);
+    let streaming = post(s.port, "/stream", "").send().await.unwrap();
+    let mut chunks = streaming.bytes_stream();
+    assert!(chunks.next().await.is_some(), "the stream has begun");
+    s.traffic.hold(true);
+    let began = Instant::now();
+    let drain = tokio::spawn({
+        let traffic = s.traffic.clone();
+        async move { traffic.drained(Duration::from_secs(5)).await }
+    });
+    let waiting = tokio::spawn(post(s.port, "/later", "").send());
+    let rest: Vec<_> = chunks.map(|c| c.unwrap()).collect().await;
+    assert_eq!(rest.len(), 2, "the stream in flight is whole");
+    assert!(drain.await.unwrap(), "drained once the stream ended");
+    assert!(began.elapsed() >= Duration::from_millis(80));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "held: new requests wait though the server runs"
+    );
+    s.traffic.hold(false);
+    assert_eq!(waiting.await.unwrap().unwrap().status(), 200);
 }
