@@ -679,6 +679,98 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
 export declare const diffusionServer: DiffusionServerManager
 
 // ---------------------------------------------------------------------------------------------
+// Resource orchestration
+// ---------------------------------------------------------------------------------------------
+
+export interface OrchestratorOptions {
+  /** Bytes the two servers together may use in RAM (default: what is free plus what they hold). */
+  ramBudgetBytes?: number
+  /** The same for VRAM. */
+  vramBudgetBytes?: number
+  /** Bytes kept free beside the two (default 512 MiB). */
+  headroom?: number
+  /** Milliseconds to wait for an offloaded LLM's memory to be reported free (default 10000). */
+  memoryReleaseTimeout?: number
+  /** Milliseconds the chat requests in flight get to finish before an offload stops the LLM (default 30000). */
+  drainTimeout?: number
+}
+
+/** What one side uses or will use, in bytes. */
+export interface ResourceUsage {
+  ram: number
+  vram: number
+  /** `measured`: a running process (never less than what it uses); `estimated`; `none`: nothing runs or is asked. */
+  source: 'measured' | 'estimated' | 'none'
+}
+
+export interface ResourceEstimate {
+  llm: ResourceUsage
+  diffusion: ResourceUsage
+  /** Free now. */
+  available: { ram: number; vram: number }
+  /** What the two servers together may use. */
+  budget: { ram: number; vram: number }
+  bottleneck: 'ram' | 'vram'
+  /** The LLM runs, and the two plus the headroom exceed the budget. */
+  needsOffload: boolean
+}
+
+/** The LLM as it was when it was offloaded. */
+export interface SavedLLMState {
+  /** The request `llamaServer.start()` accepted: `llamaServer.start(config)` brings it back by hand. */
+  config: LlamaServerConfig | null
+  resolved: ResolvedLlamaConfig
+  wasRunning: boolean
+  savedAt: Date
+}
+
+export type OrchestratorPhase = 'idle' | 'draining' | 'offloading' | 'generating' | 'reloading'
+
+export interface ResourceOrchestratorEvents {
+  /** Every change of `getInfo().phase`. */
+  phase: [{ type: 'phase'; phase: OrchestratorPhase }]
+  /** The LLM is about to be drained and stopped. */
+  offload: [{ type: 'offload'; resolved: ResolvedLlamaConfig; wasRunning: boolean; savedAt: number }]
+  /** The LLM is back. */
+  reload: [ServerInfo & { type: 'reload' }]
+  /** The LLM could not be brought back; requests that waited got 503 with the reason. */
+  'reload-failed': [{ type: 'reload-failed'; error: string }]
+  error: [unknown]
+}
+
+/**
+ * Makes images while a chat model is loaded: when both do not fit the budget, the LLM is
+ * offloaded (its gateway holds new chat requests, those in flight finish), the image is made, and
+ * the LLM is reloaded on the same port with the same config; held chat requests are then served.
+ */
+export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestratorEvents> {
+  /**
+   * The seed's argument order; an omitted manager is the shared one.
+   * @throws {ValidationError} unknown or bad options, or managers that are not the library's.
+   */
+  constructor(
+    systemInfo?: SystemInfo,
+    llamaServer?: LlamaServerManager,
+    diffusionServer?: DiffusionServerManager,
+    modelManager?: ModelManager,
+    options?: OrchestratorOptions,
+  )
+  /**
+   * Makes the image, offloading the LLM first when the two do not fit; the LLM is reloaded
+   * whatever happens to the image. One at a time, in the order asked.
+   * @throws as {@link DiffusionServerManager.generateImage}.
+   */
+  orchestrateImageGeneration(config: ImageGenerationConfig): Promise<ImageGenerationResult>
+  /** What the LLM and an image of `config` (default 512×512) need, and whether they fit together. */
+  estimate(config?: Partial<ImageGenerationConfig>): Promise<ResourceEstimate>
+  wouldNeedOffload(config?: Partial<ImageGenerationConfig>): Promise<boolean>
+  /** The LLM as it was offloaded, while it is not back (or after its reload failed). */
+  getSavedState(): SavedLLMState | undefined
+  clearSavedState(): void
+  getInfo(): { phase: OrchestratorPhase }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Models
 // ---------------------------------------------------------------------------------------------
 

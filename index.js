@@ -8,6 +8,7 @@ const { BinaryManager } = require('./lib/binaries')
 const { ModelManager } = require('./lib/models')
 const { LlamaServerManager } = require('./lib/llama-server')
 const { DiffusionServerManager } = require('./lib/diffusion-server')
+const { ResourceOrchestrator } = require('./lib/orchestrator')
 
 module.exports = {
   configure,
@@ -24,6 +25,7 @@ module.exports = {
   get diffusionServer() {
     return DiffusionServerManager.getInstance()
   },
+  ResourceOrchestrator,
   ModelManager,
   get modelManager() {
     return ModelManager.getInstance()

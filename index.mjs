@@ -8,6 +8,7 @@ export const {
   ModelManager,
   LlamaServerManager,
   DiffusionServerManager,
+  ResourceOrchestrator,
   GenaiElectronError,
   ModelNotFoundError,
   DownloadError,

@@ -25,6 +25,9 @@ import {
   CancelledError,
   type DiffusionServerInfo,
   type StateEvent,
+  ResourceOrchestrator,
+  type ResourceEstimate,
+  type SavedLLMState,
   type MemoryUsage,
   type ImageGenerationResult,
   type ImageGenerationProgress,
@@ -128,6 +131,14 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof CancelledError) console.log(err.code)
   }
+  const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, { ramBudgetBytes: 8e9, drainTimeout: 10_000 })
+  orchestrator.on('reload-failed', (e) => console.log(e.error))
+  orchestrator.on('phase', (e) => console.log(e.phase))
+  const estimate: ResourceEstimate = await orchestrator.estimate({ width: 1024, height: 1024 })
+  const saved: SavedLLMState | undefined = orchestrator.getSavedState()
+  console.log(estimate.needsOffload, estimate.llm.source, saved?.savedAt.getTime(), orchestrator.getInfo().phase)
+  const image = await orchestrator.orchestrateImageGeneration({ prompt: 'a boat', signal: controller.signal })
+  console.log(image.seed, await orchestrator.wouldNeedOffload())
   const cancelled: boolean = diffusionServer.cancelImageGeneration()
   await diffusionServer.stop()
   console.log(llmDir, vram, threads, free, ctx, cancelled)

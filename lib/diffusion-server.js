@@ -31,38 +31,7 @@ class DiffusionServerManager extends ServerManager {
   }
 
   async generateImage(config) {
-    if (config === null || typeof config !== 'object') {
-      throw new ValidationError('generateImage needs a config object', { suggestion: 'Pass { prompt, ... }' })
-    }
-    const { onProgress, signal, ...request } = config
-    if (onProgress !== undefined && typeof onProgress !== 'function') {
-      throw new ValidationError('onProgress must be a function', { suggestion: 'Pass (step, total, progress) => {}' })
-    }
-    if (signal?.aborted) throw new CancelledError('image generation was cancelled')
-    const id = `img_${randomUUID()}`
-    const progress = (event) => {
-      if (event.id === id) onProgress(event.currentStep, event.totalSteps, event)
-    }
-    const abort = () => this[NATIVE].cancel(id)
-    if (onProgress) this.on('progress', progress)
-    signal?.addEventListener('abort', abort, { once: true })
-    try {
-      const batch = await callAsync(() => this[NATIVE].generateImage(request, id))
-      return {
-        image: batch.images[0],
-        images: batch.images,
-        format: 'png',
-        timeTaken: Math.round(batch.timeTaken),
-        backendTime: Math.round(batch.backendTime),
-        seed: batch.seeds[0],
-        seeds: batch.seeds,
-        width: batch.width,
-        height: batch.height,
-      }
-    } finally {
-      if (onProgress) this.off('progress', progress)
-      signal?.removeEventListener('abort', abort)
-    }
+    return runImage(this, config, (request, id) => this[NATIVE].generateImage(request, id), (id) => this[NATIVE].cancel(id))
   }
 
   /** Cancels the job `id` (an async HTTP job's id), or the image being made now. */
@@ -71,4 +40,44 @@ class DiffusionServerManager extends ServerManager {
   }
 }
 
-module.exports = { DiffusionServerManager }
+/**
+ * An image request as the public API takes it (`onProgress`, `signal`, the rest for the native
+ * side): `start(request, id)` queues it, `cancel(id)` ends it; progress comes from `progressSource`,
+ * the diffusion manager whose events carry the job's id. Resolves with `ImageGenerationResult`.
+ */
+async function runImage(progressSource, config, start, cancel) {
+  if (config === null || typeof config !== 'object') {
+    throw new ValidationError('generateImage needs a config object', { suggestion: 'Pass { prompt, ... }' })
+  }
+  const { onProgress, signal, ...request } = config
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw new ValidationError('onProgress must be a function', { suggestion: 'Pass (step, total, progress) => {}' })
+  }
+  if (signal?.aborted) throw new CancelledError('image generation was cancelled')
+  const id = `img_${randomUUID()}`
+  const progress = (event) => {
+    if (event.id === id) onProgress(event.currentStep, event.totalSteps, event)
+  }
+  const abort = () => cancel(id)
+  if (onProgress) progressSource.on('progress', progress)
+  signal?.addEventListener('abort', abort, { once: true })
+  try {
+    const batch = await callAsync(() => start(request, id))
+    return {
+      image: batch.images[0],
+      images: batch.images,
+      format: 'png',
+      timeTaken: Math.round(batch.timeTaken),
+      backendTime: Math.round(batch.backendTime),
+      seed: batch.seeds[0],
+      seeds: batch.seeds,
+      width: batch.width,
+      height: batch.height,
+    }
+  } finally {
+    if (onProgress) progressSource.off('progress', progress)
+    signal?.removeEventListener('abort', abort)
+  }
+}
+
+module.exports = { DiffusionServerManager, runImage }

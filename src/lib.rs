@@ -11,6 +11,7 @@ pub mod files;
 pub mod http;
 pub mod llama;
 pub mod models;
+pub mod orchestrator;
 pub mod process;
 pub mod sync;
 pub mod system;

@@ -10,13 +10,14 @@ use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, crashed, sink, tagged};
 use crate::binaries::BinaryManager;
+use crate::diffusion::engine::ImageOutput;
 use crate::diffusion::resolve::{self, StartRequest};
 use crate::diffusion::{DiffusionEvent, DiffusionServer};
 use crate::events::Subscription;
 
 #[napi(js_name = "NativeDiffusionServer")]
 pub struct JsDiffusionServer {
-    inner: Arc<DiffusionServer>,
+    pub(super) inner: Arc<DiffusionServer>,
     /// Installs that a start triggers report `binary-progress` here too.
     _binary_progress: Subscription,
 }
@@ -30,6 +31,23 @@ pub struct ImageBatch {
     pub height: u32,
     pub time_taken: f64,
     pub backend_time: f64,
+}
+
+impl From<&ImageOutput> for ImageBatch {
+    fn from(output: &ImageOutput) -> Self {
+        ImageBatch {
+            images: output
+                .images
+                .iter()
+                .map(|png| Buffer::from(png.clone()))
+                .collect(),
+            seeds: output.seeds.clone(),
+            width: output.width,
+            height: output.height,
+            time_taken: output.time_taken.as_secs_f64() * 1000.0,
+            backend_time: output.backend_time.as_secs_f64() * 1000.0,
+        }
+    }
 }
 
 fn event_to_js(event: DiffusionEvent) -> Value {
@@ -96,18 +114,7 @@ impl JsDiffusionServer {
         let submitted = self.inner.submit(&config, id).map_err(to_napi)?;
         env.spawn_future(async move {
             let output = submitted.outcome().await.map_err(to_napi)?;
-            Ok(ImageBatch {
-                images: output
-                    .images
-                    .iter()
-                    .map(|png| Buffer::from(png.clone()))
-                    .collect(),
-                seeds: output.seeds.clone(),
-                width: output.width,
-                height: output.height,
-                time_taken: output.time_taken.as_secs_f64() * 1000.0,
-                backend_time: output.backend_time.as_secs_f64() * 1000.0,
-            })
+            Ok(ImageBatch::from(&*output))
         })
     }
 

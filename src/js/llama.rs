@@ -14,7 +14,7 @@ use crate::llama::{LlamaEvent, LlamaServer};
 
 #[napi(js_name = "NativeLlamaServer")]
 pub struct JsLlamaServer {
-    inner: Arc<LlamaServer>,
+    pub(super) inner: Arc<LlamaServer>,
     /// Installs that a start triggers report `binary-progress` here too.
     _binary_progress: Subscription,
 }

@@ -11,5 +11,6 @@ mod error;
 mod events;
 mod llama;
 mod models;
+mod orchestrator;
 mod process;
 mod system;

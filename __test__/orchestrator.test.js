@@ -1,0 +1,140 @@
+'use strict'
+
+// The ResourceOrchestrator against the real llama-server, sd-cli and tiny models: offload,
+// image, reload on the same port, and chat requests made meanwhile wait and succeed.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { backends, withTinyModel, downloadTinyImageSet } = require('./helpers')
+const { LlamaServerManager, DiffusionServerManager, ModelManager, ResourceOrchestrator, ServerError, ValidationError } = require('..')
+
+const { paths: real, skip } = backends()
+
+const IMAGE = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 7 }
+const TIGHT = { ramBudgetBytes: 1 << 20, headroom: 0 }
+
+/** The tiny llm running behind its gateway, and the tiny image set on a one-shot diffusion server. */
+async function servers() {
+  await withTinyModel(real)
+  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
+  await downloadTinyImageSet(new ModelManager(), real)
+  const llama = new LlamaServerManager()
+  const diffusion = new DiffusionServerManager()
+  const info = await llama.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  await diffusion.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+  const stop = () => Promise.all([llama.stop(), diffusion.stop()])
+  return { llama, diffusion, info, stop }
+}
+
+function chat(port, stream = false) {
+  return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8, stream }),
+  })
+}
+
+function record(orchestrator) {
+  const seen = []
+  for (const type of ['offload', 'reload', 'reload-failed', 'phase']) {
+    orchestrator.on(type, (e) => seen.push(type === 'phase' ? e.phase : type))
+  }
+  return seen
+}
+
+test('options are checked', () => {
+  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudget: 1 }), ValidationError)
+  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 0 }), ValidationError)
+  assert.throws(() => new ResourceOrchestrator(undefined, {}), ValidationError)
+})
+
+test('too little room: offload, image, reload on the same port, and a chat sent meanwhile waits and succeeds', { skip }, async () => {
+  const { llama, diffusion, info, stop } = await servers()
+  try {
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    const estimate = await orchestrator.estimate(IMAGE)
+    assert.equal(estimate.needsOffload, true)
+    assert.equal(estimate.llm.source, 'measured')
+    assert.ok(estimate.llm.ram > 1 << 20 && estimate.diffusion.ram > 100e6, JSON.stringify(estimate))
+    assert.equal(await orchestrator.wouldNeedOffload(IMAGE), true)
+    const seen = record(orchestrator)
+    let waiting
+    orchestrator.once('offload', () => {
+      assert.equal(orchestrator.getSavedState().config.contextSize, 512)
+      assert.ok(orchestrator.getSavedState().savedAt instanceof Date)
+      waiting = chat(info.port)
+    })
+    const steps = []
+    const result = await orchestrator.orchestrateImageGeneration({ ...IMAGE, onProgress: (step) => steps.push(step) })
+    assert.equal(result.width, 64)
+    assert.ok(steps.length > 0)
+    const answer = await waiting
+    assert.equal(answer.status, 200)
+    assert.equal((await answer.json()).usage.completion_tokens, 8)
+    const after = llama.getInfo()
+    assert.equal(after.status, 'running')
+    assert.equal(after.port, info.port)
+    assert.notEqual(after.pid, info.pid)
+    assert.deepEqual(seen, ['draining', 'offload', 'offloading', 'generating', 'reloading', 'reload', 'idle'])
+    assert.equal(orchestrator.getSavedState(), undefined)
+  } finally {
+    await stop()
+  }
+})
+
+test('enough room: nothing stops; a failed image still brings the LLM back', { skip }, async () => {
+  const { llama, diffusion, info, stop } = await servers()
+  try {
+    const roomy = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ramBudgetBytes: 2 ** 50 })
+    assert.equal(await roomy.wouldNeedOffload(IMAGE), false)
+    await roomy.orchestrateImageGeneration(IMAGE)
+    assert.equal(llama.getInfo().pid, info.pid, 'not restarted')
+
+    const tight = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    await diffusion.stop()
+    await assert.rejects(tight.orchestrateImageGeneration(IMAGE), ServerError)
+    assert.equal(llama.getInfo().status, 'running')
+    assert.notEqual(llama.getInfo().pid, info.pid)
+    assert.equal((await chat(info.port)).status, 200)
+  } finally {
+    await stop()
+  }
+})
+
+test('a streamed reply in progress is finished whole before the offload stops the server', { skip }, async () => {
+  const { llama, diffusion, info, stop } = await servers()
+  try {
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    const streaming = await chat(info.port, true)
+    const image = orchestrator.orchestrateImageGeneration(IMAGE)
+    const text = await streaming.text()
+    assert.match(text, /data: \[DONE\]/)
+    await image
+    assert.equal(llama.getInfo().status, 'running')
+  } finally {
+    await stop()
+  }
+})
+
+test('a reload that fails is reported, the state is kept, and waiting requests get 503 with the reason', { skip }, async () => {
+  const { llama, diffusion, info, stop } = await servers()
+  try {
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    const failed = new Promise((resolve) => orchestrator.once('reload-failed', resolve))
+    const { path: modelPath } = await new ModelManager().getModelInfo('tiny')
+    let waiting
+    orchestrator.once('offload', () => {
+      fs.writeFileSync(modelPath, Buffer.alloc(fs.statSync(modelPath).size))
+      waiting = chat(info.port)
+    })
+    await orchestrator.orchestrateImageGeneration(IMAGE)
+    assert.match((await failed).error, /exited during start/)
+    assert.equal(orchestrator.getSavedState().wasRunning, true)
+    const answer = await waiting
+    assert.equal(answer.status, 503)
+    assert.match((await answer.json()).error, /exited during start/)
+  } finally {
+    await stop()
+  }
+})

@@ -1,0 +1,82 @@
+'use strict'
+
+const { EventEmitter } = require('node:events')
+const { binding, callSync, callAsync } = require('./native')
+const { createDispatcher } = require('./events')
+const { NATIVE } = require('./server-manager')
+const { LlamaServerManager } = require('./llama-server')
+const { DiffusionServerManager, runImage } = require('./diffusion-server')
+const { ValidationError } = require('./errors')
+
+/**
+ * Makes images while a chat model is loaded: when the two do not fit the memory budget, the LLM
+ * is offloaded (its gateway holds chat requests, those in flight finish), the image is made, and
+ * the LLM is reloaded on the same port with the same config; held chat requests are then served.
+ */
+class ResourceOrchestrator extends EventEmitter {
+  #native
+  #llama
+  #diffusion
+  #savedConfig = null
+
+  /** The seed's argument order; an omitted manager is the shared one. */
+  constructor(systemInfo, llamaServer, diffusionServer, modelManager, options) {
+    super()
+    this.#llama = llamaServer ?? LlamaServerManager.getInstance()
+    this.#diffusion = diffusionServer ?? DiffusionServerManager.getInstance()
+    if (!(this.#llama instanceof LlamaServerManager) || !(this.#diffusion instanceof DiffusionServerManager)) {
+      throw new ValidationError('llamaServer and diffusionServer must be the library\'s managers', {
+        suggestion: 'Pass llamaServer and diffusionServer (or leave them out for the shared ones)',
+      })
+    }
+    void systemInfo
+    void modelManager
+    const dispatch = createDispatcher(this)
+    this.#native = callSync(
+      () =>
+        new binding.NativeResourceOrchestrator(this.#llama[NATIVE], this.#diffusion[NATIVE], options ?? {}, (event) => {
+          // The request that started the LLM, as the app passed it: what a reload repeats.
+          if (event.type === 'offload') this.#savedConfig = this.#llama.getStartConfig()
+          if (event.type === 'reload') this.#savedConfig = null
+          dispatch(event)
+        }),
+    )
+  }
+
+  /** Makes the image, offloading the LLM first when both do not fit; the LLM comes back in any case. */
+  async orchestrateImageGeneration(config) {
+    return runImage(this.#diffusion, config, (request, id) => this.#native.orchestrate(request, id), (id) => this.#native.cancel(id))
+  }
+
+  /** What the LLM and an image of `config` need, what is free, and whether an offload is needed. */
+  async estimate(config = {}) {
+    if (config === null || typeof config !== 'object') {
+      throw new ValidationError('estimate takes an image config object', { suggestion: 'Pass { width, height } or nothing' })
+    }
+    const { onProgress: _p, signal: _s, ...request } = config
+    return callAsync(() => this.#native.estimate(request))
+  }
+
+  async wouldNeedOffload(config = {}) {
+    return (await this.estimate(config)).needsOffload
+  }
+
+  /** The LLM as it was offloaded, while it is not back (or when its reload failed). */
+  getSavedState() {
+    const saved = this.#native.getSavedState()
+    if (!saved) return undefined
+    return { config: this.#savedConfig, resolved: saved.resolved, wasRunning: saved.wasRunning, savedAt: new Date(saved.savedAt) }
+  }
+
+  clearSavedState() {
+    this.#native.clearSavedState()
+    this.#savedConfig = null
+  }
+
+  /** `{ phase }`: `idle`, `draining`, `offloading`, `generating` or `reloading`. */
+  getInfo() {
+    return { phase: this.#native.getPhase() }
+  }
+}
+
+module.exports = { ResourceOrchestrator }

@@ -1,0 +1,95 @@
+use std::sync::Arc;
+
+use napi::Env;
+use napi::bindgen_prelude::PromiseRaw;
+use napi_derive::napi;
+use serde_json::{Value, json};
+
+use super::config::data_paths;
+use super::diffusion::{ImageBatch, JsDiffusionServer};
+use super::error::{from_js, to_js, to_napi};
+use super::events::{EventCallback, sink, tagged};
+use super::llama::JsLlamaServer;
+use crate::orchestrator::{Options, OptionsRequest, Orchestrator, OrchestratorEvent};
+
+#[napi(js_name = "NativeResourceOrchestrator")]
+pub struct JsResourceOrchestrator {
+    inner: Arc<Orchestrator>,
+}
+
+fn event_to_js(event: OrchestratorEvent) -> Value {
+    match event {
+        OrchestratorEvent::Phase(phase) => json!({ "type": "phase", "phase": phase }),
+        OrchestratorEvent::Offload(saved) => tagged("offload", saved),
+        OrchestratorEvent::Reload(info) => tagged("reload", info),
+        OrchestratorEvent::ReloadFailed(error) => {
+            json!({ "type": "reload-failed", "error": error })
+        }
+    }
+}
+
+#[napi]
+impl JsResourceOrchestrator {
+    #[napi(constructor)]
+    pub fn new(
+        llama: &JsLlamaServer,
+        diffusion: &JsDiffusionServer,
+        options: Value,
+        on_event: EventCallback,
+    ) -> napi::Result<Self> {
+        let request: OptionsRequest = from_js("options", options)?;
+        let options = Options::resolve(request).map_err(to_napi)?;
+        let events = sink(Arc::new(on_event), event_to_js);
+        Ok(JsResourceOrchestrator {
+            inner: Arc::new(Orchestrator::new(
+                llama.inner.clone(),
+                diffusion.inner.clone(),
+                super::system::shared(),
+                options,
+                Some(events),
+            )),
+        })
+    }
+
+    #[napi]
+    pub async fn estimate(&self, config: Value) -> napi::Result<Value> {
+        let data = data_paths().await?;
+        to_js(&self.inner.estimate(&config, &data).await)
+    }
+
+    /// Starts at once (its id can be cancelled from the moment this returns).
+    #[napi(ts_return_type = "Promise<ImageBatch>")]
+    pub fn orchestrate<'env>(
+        &self,
+        env: &'env Env,
+        config: Value,
+        id: String,
+    ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
+        let inner = self.inner.clone();
+        env.spawn_future(async move {
+            let data = data_paths().await?;
+            let output = inner.generate(&config, id, &data).await.map_err(to_napi)?;
+            Ok(ImageBatch::from(&*output))
+        })
+    }
+
+    #[napi]
+    pub fn cancel(&self, id: String) -> bool {
+        self.inner.cancel(&id)
+    }
+
+    #[napi]
+    pub fn get_phase(&self) -> napi::Result<Value> {
+        to_js(&self.inner.phase())
+    }
+
+    #[napi]
+    pub fn get_saved_state(&self) -> napi::Result<Value> {
+        to_js(&self.inner.saved_state())
+    }
+
+    #[napi]
+    pub fn clear_saved_state(&self) {
+        self.inner.clear_saved_state()
+    }
+}

@@ -1,0 +1,465 @@
+//! The ResourceOrchestrator: an image while chat is loaded.
+//!
+//! When the LLM and the image together do not fit the budget, the LLM is offloaded (the gateway
+//! holds new chat requests, those in flight finish, then llama-server stops), the image is made
+//! once its memory is reported free, and the LLM is reloaded in every case, on the same port with
+//! the same config; the chat requests made meanwhile are then served. One image at a time, in
+//! the order asked.
+//!
+//! Estimates (`estimate`) count a running process by what it uses, never less than its RSS, and
+//! otherwise by arithmetic: for the LLM the GGUF-based estimate behind `canRunModel` with the
+//! running server's context, GPU layers and KV-cache types; for an image its model's files plus
+//! a working set that grows with width × height, calibrated on the real sd-cli.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::DataPaths;
+use crate::diffusion::engine::{ImageOutput, JobError};
+use crate::diffusion::{DiffusionError, DiffusionServer};
+use crate::error::{Coded, ErrorCode};
+use crate::events::EventSink;
+use crate::llama::{LlamaConfig, LlamaServer, ServerInfo};
+use crate::process::ServerState;
+use crate::sync::lock;
+use crate::system::SystemInfo;
+use crate::system::estimate::{KvCache, KvCacheType, ModelSpec};
+
+const MIB: u64 = 1 << 20;
+/// sd-cli's peak RSS beyond its model files, measured on the tiny diffusion set (Ovis-Image
+/// shaped, 10.6 MB of files): 121.5 MB at 64×64, 131 MB at 128×128, 241.7 MB at 256×256,
+/// 391.8 MB at 384×384. A line through the 64 and 256 points: 103 MB, plus 1,956 bytes a pixel.
+const DIFFUSION_BASE: u64 = 103_000_000;
+const DIFFUSION_PER_PIXEL: u64 = 1_956;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("image generation was cancelled")]
+    Cancelled,
+}
+
+impl Coded for OrchestratorError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            OrchestratorError::Invalid(_) => ErrorCode::InvalidArgument,
+            OrchestratorError::Cancelled => ErrorCode::Cancelled,
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        match self {
+            OrchestratorError::Invalid(_) => {
+                Some("Compare with OrchestratorOptions in index.d.ts".into())
+            }
+            OrchestratorError::Cancelled => None,
+        }
+    }
+}
+
+/// The JS `OrchestratorOptions`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OptionsRequest {
+    /// Bytes; JS numbers beyond 2^32 arrive as floating point.
+    pub ram_budget_bytes: Option<f64>,
+    pub vram_budget_bytes: Option<f64>,
+    pub headroom: Option<f64>,
+    /// Milliseconds.
+    pub memory_release_timeout: Option<u64>,
+    pub drain_timeout: Option<u64>,
+}
+
+/// A byte count from JS: a whole number from 0 (or from 1 with `positive`).
+fn bytes(name: &str, value: Option<f64>, positive: bool) -> Result<Option<u64>, OrchestratorError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v.fract() == 0.0 && v >= f64::from(u8::from(positive)) => {
+            Ok(Some(v as u64))
+        }
+        Some(v) => Err(OrchestratorError::Invalid(format!(
+            "{name} must be a whole number of bytes{}, got {v}",
+            if positive {
+                " above 0 (leave it unset for what the machine has)"
+            } else {
+                ""
+            }
+        ))),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What the two servers together may use; `None`: what the machine has.
+    pub ram_budget: Option<u64>,
+    pub vram_budget: Option<u64>,
+    /// Kept free beside the two.
+    pub headroom: u64,
+    pub memory_release_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Options {
+    pub fn resolve(req: OptionsRequest) -> Result<Options, OrchestratorError> {
+        Ok(Options {
+            ram_budget: bytes("ramBudgetBytes", req.ram_budget_bytes, true)?,
+            vram_budget: bytes("vramBudgetBytes", req.vram_budget_bytes, true)?,
+            headroom: bytes("headroom", req.headroom, false)?.unwrap_or(512 * MIB),
+            memory_release_timeout: Duration::from_millis(
+                req.memory_release_timeout.unwrap_or(10_000),
+            ),
+            drain_timeout: Duration::from_millis(req.drain_timeout.unwrap_or(30_000)),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The process runs: what it uses (never less than its RSS).
+    Measured,
+    Estimated,
+    /// Nothing runs and nothing is asked.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub ram: u64,
+    pub vram: u64,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    pub ram: u64,
+    pub vram: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bottleneck {
+    Ram,
+    Vram,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    pub llm: Usage,
+    pub diffusion: Usage,
+    /// Free now, as the system reports it.
+    pub available: Memory,
+    /// What the two servers together may use: the budget, or what is free plus what they hold.
+    pub budget: Memory,
+    pub bottleneck: Bottleneck,
+    pub needs_offload: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Idle,
+    Draining,
+    Offloading,
+    Generating,
+    Reloading,
+}
+
+/// The LLM as it was when it was offloaded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedState {
+    pub resolved: LlamaConfig,
+    pub was_running: bool,
+    /// Milliseconds since the Unix epoch.
+    pub saved_at: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum OrchestratorEvent {
+    Phase(Phase),
+    Offload(Box<SavedState>),
+    Reload(ServerInfo),
+    ReloadFailed(String),
+}
+
+pub struct Orchestrator {
+    llama: Arc<LlamaServer>,
+    diffusion: Arc<DiffusionServer>,
+    system: &'static SystemInfo,
+    options: Options,
+    events: Option<EventSink<OrchestratorEvent>>,
+    saved: Mutex<Option<SavedState>>,
+    phase: Mutex<Phase>,
+    /// One image at a time, in order.
+    turn: tokio::sync::Mutex<()>,
+    /// Images cancelled before their job was queued (during an offload).
+    cancelled: Mutex<HashSet<String>>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        llama: Arc<LlamaServer>,
+        diffusion: Arc<DiffusionServer>,
+        system: &'static SystemInfo,
+        options: Options,
+        events: Option<EventSink<OrchestratorEvent>>,
+    ) -> Self {
+        Orchestrator {
+            llama,
+            diffusion,
+            system,
+            options,
+            events,
+            saved: Mutex::new(None),
+            phase: Mutex::new(Phase::Idle),
+            turn: tokio::sync::Mutex::new(()),
+            cancelled: Mutex::default(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        *lock(&self.phase)
+    }
+
+    pub fn saved_state(&self) -> Option<SavedState> {
+        lock(&self.saved).clone()
+    }
+
+    pub fn clear_saved_state(&self) {
+        *lock(&self.saved) = None;
+    }
+
+    /// What the LLM and an image of `request` (`{ width, height, count }`) need, and whether
+    /// they fit together.
+    pub async fn estimate(&self, request: &Value, data: &DataPaths) -> Estimate {
+        let llm = self.llm_usage(data).await;
+        let diffusion = self.diffusion_usage(request).await;
+        let caps = self.system.detect(false).await;
+        let free = self.system.memory().available;
+        let gpu = self.system.gpu().await;
+        let available = Memory {
+            ram: free,
+            vram: gpu.vram_free.unwrap_or(0),
+        };
+        // What the running servers hold is theirs to use again.
+        let held = |measured: &Usage, what: fn(&Usage) -> u64| {
+            if measured.source == Source::Measured {
+                what(measured)
+            } else {
+                0
+            }
+        };
+        let budget = Memory {
+            ram: self
+                .options
+                .ram_budget
+                .unwrap_or(free + held(&llm, |u| u.ram) + held(&diffusion, |u| u.ram)),
+            vram: self
+                .options
+                .vram_budget
+                .unwrap_or(available.vram + held(&llm, |u| u.vram) + held(&diffusion, |u| u.vram)),
+        };
+        let on_gpu = caps.gpu.available && (llm.vram > 0 || diffusion.vram > 0);
+        let bottleneck = if on_gpu {
+            Bottleneck::Vram
+        } else {
+            Bottleneck::Ram
+        };
+        let (need, room) = match bottleneck {
+            Bottleneck::Ram => (llm.ram + diffusion.ram, budget.ram),
+            Bottleneck::Vram => (llm.vram + diffusion.vram, budget.vram),
+        };
+        let needs_offload =
+            self.llama.info().status == ServerState::Running && need + self.options.headroom > room;
+        Estimate {
+            llm,
+            diffusion,
+            available,
+            budget,
+            bottleneck,
+            needs_offload,
+        }
+    }
+
+    async fn llm_usage(&self, data: &DataPaths) -> Usage {
+        let none = Usage {
+            ram: 0,
+            vram: 0,
+            source: Source::None,
+        };
+        let (ServerState::Running, Some(config)) = (self.llama.info().status, self.llama.config())
+        else {
+            return none;
+        };
+        let estimated = llm_estimate(&config, data).await;
+        let measured = self.llama.memory().await;
+        Usage {
+            ram: estimated
+                .map_or(0, |e| e.0)
+                .max(measured.as_ref().map_or(0, |m| m.rss_bytes)),
+            vram: estimated
+                .map_or(0, |e| e.1)
+                .max(measured.as_ref().and_then(|m| m.vram_bytes).unwrap_or(0)),
+            source: if measured.is_some() {
+                Source::Measured
+            } else {
+                Source::Estimated
+            },
+        }
+    }
+
+    async fn diffusion_usage(&self, request: &Value) -> Usage {
+        let Some(config) = self.diffusion.config() else {
+            return Usage {
+                ram: 0,
+                vram: 0,
+                source: Source::None,
+            };
+        };
+        let (width, height) = crate::diffusion::request::parse(request, false)
+            .map(|r| (r.width, r.height))
+            .unwrap_or((512, 512));
+        let mut files = 0;
+        let model = &config.backend.model;
+        for path in std::iter::once(&model.primary).chain(model.components.iter().map(|(_, p)| p)) {
+            files += tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+        }
+        let estimated = files + diffusion_working_set(width, height);
+        let measured = self.diffusion.memory().await;
+        Usage {
+            ram: estimated.max(measured.as_ref().map_or(0, |m| m.rss_bytes)),
+            vram: measured.as_ref().and_then(|m| m.vram_bytes).unwrap_or(0),
+            source: if measured.is_some() {
+                Source::Measured
+            } else {
+                Source::Estimated
+            },
+        }
+    }
+
+    /// Makes the image, offloading the LLM first when the two do not fit; the LLM is reloaded
+    /// whatever happens to the image.
+    pub async fn generate(
+        &self,
+        request: &Value,
+        id: String,
+        data: &DataPaths,
+    ) -> Result<Arc<ImageOutput>, JobError> {
+        let _turn = self.turn.lock().await;
+        let estimate = self.estimate(request, data).await;
+        if !estimate.needs_offload {
+            let image = self.image(request, id).await;
+            self.set_phase(Phase::Idle);
+            return image;
+        }
+        let saved = SavedState {
+            resolved: self.llama.config().expect("a running server has a config"),
+            was_running: true,
+            saved_at: unix_millis(),
+        };
+        *lock(&self.saved) = Some(saved.clone());
+        self.set_phase(Phase::Draining);
+        self.emit(OrchestratorEvent::Offload(Box::new(saved)));
+        let drained = self.llama.offload(self.options.drain_timeout).await;
+        if !drained {
+            tracing::warn!("offload: requests still in flight after the drain timeout were cut");
+        }
+        self.set_phase(Phase::Offloading);
+        self.wait_for_memory(estimate.diffusion.ram).await;
+        let image = self.image(request, id).await;
+        self.set_phase(Phase::Reloading);
+        match self.llama.reload().await {
+            Ok(info) => {
+                *lock(&self.saved) = None;
+                self.emit(OrchestratorEvent::Reload(info));
+            }
+            Err(err) => self.emit(OrchestratorEvent::ReloadFailed(err.to_string())),
+        }
+        self.set_phase(Phase::Idle);
+        image
+    }
+
+    async fn image(&self, request: &Value, id: String) -> Result<Arc<ImageOutput>, JobError> {
+        self.set_phase(Phase::Generating);
+        if lock(&self.cancelled).remove(&id) {
+            Err(DiffusionError::Cancelled.into())
+        } else {
+            match self.diffusion.submit(request, Some(id)) {
+                Ok(job) => job.outcome().await,
+                Err(err) => Err(err.into()),
+            }
+        }
+    }
+
+    /// Cancels an image that waits for its turn or for an offload; its job, once queued, is
+    /// the diffusion server's to cancel.
+    pub fn cancel(&self, id: &str) -> bool {
+        let queued = self.diffusion.cancel(Some(id));
+        if !queued {
+            lock(&self.cancelled).insert(id.to_string());
+        }
+        true
+    }
+
+    /// Memory is not free the moment a process exits: wait (bounded) until `needed` is.
+    async fn wait_for_memory(&self, needed: u64) {
+        let deadline = Instant::now() + self.options.memory_release_timeout;
+        while self.system.memory().available < needed + self.options.headroom
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        let changed = {
+            let mut current = lock(&self.phase);
+            std::mem::replace(&mut *current, phase) != phase
+        };
+        if changed {
+            self.emit(OrchestratorEvent::Phase(phase));
+        }
+    }
+
+    fn emit(&self, event: OrchestratorEvent) {
+        if let Some(events) = &self.events {
+            events.emit(event);
+        }
+    }
+}
+
+/// An image's working set beyond its model files (see [`DIFFUSION_BASE`]).
+pub fn diffusion_working_set(width: u32, height: u32) -> u64 {
+    DIFFUSION_BASE + DIFFUSION_PER_PIXEL * u64::from(width) * u64::from(height)
+}
+
+/// `(ram, vram)` of the running LLM by the GGUF arithmetic behind `canRunModel`.
+async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64, u64)> {
+    let info = crate::models::store::read(data, &config.model_id)
+        .await
+        .ok()?;
+    let spec: ModelSpec = serde_json::from_value(serde_json::to_value(&info).ok()?).ok()?;
+    let kind = |t: &Option<String>| -> Option<KvCacheType> {
+        serde_json::from_value(json!(t.as_deref()?)).ok()
+    };
+    let k = kind(&config.cache_type_k).unwrap_or_default();
+    let cache = KvCache {
+        k,
+        v: kind(&config.cache_type_v).unwrap_or(k),
+    };
+    let e = crate::system::estimate::estimate(&spec, config.context_size, config.gpu_layers, cache);
+    Some((e.ram, e.vram))
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
