@@ -697,10 +697,15 @@ export interface OrchestratorOptions {
 
 /** What one side uses or will use, in bytes. */
 export interface ResourceUsage {
+  /** What counts: the larger of `estimated` and `measured`. */
   ram: number
   vram: number
   /** `measured`: a running process (never less than what it uses); `estimated`; `none`: nothing runs or is asked. */
   source: 'measured' | 'estimated' | 'none'
+  /** By arithmetic (GGUF for the LLM; files and working set for an image). */
+  estimated: { ram: number; vram: number }
+  /** What the running process tree uses now; `null` when none runs. */
+  measured: { ram: number; vram: number } | null
 }
 
 export interface ResourceEstimate {

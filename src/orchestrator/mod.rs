@@ -31,10 +31,11 @@ use crate::system::estimate::{KvCache, KvCacheType, ModelSpec};
 
 const MIB: u64 = 1 << 20;
 /// sd-cli's peak RSS beyond its model files, measured on the tiny diffusion set (Ovis-Image
-/// shaped, 10.6 MB of files): 121.5 MB at 64×64, 131 MB at 128×128, 241.7 MB at 256×256,
-/// 391.8 MB at 384×384. A line through the 64 and 256 points: 103 MB, plus 1,956 bytes a pixel.
-const DIFFUSION_BASE: u64 = 103_000_000;
-const DIFFUSION_PER_PIXEL: u64 = 1_956;
+/// shaped, 10.6 MB of files): 121.5–127.5 MB at 64×64, 131 MB at 128×128, 241.7–253.4 MB at
+/// 256×256, 391.8 MB at 384×384 (two runs apart). A line through the 64 and 256 points, rounded
+/// up so that an estimate is never below what was measured: 112 MB, plus 2,000 bytes a pixel.
+const DIFFUSION_BASE: u64 = 112_000_000;
+const DIFFUSION_PER_PIXEL: u64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
@@ -130,9 +131,42 @@ pub enum Source {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Usage {
+    /// What counts: the larger of the two below.
     pub ram: u64,
     pub vram: u64,
     pub source: Source,
+    /// By arithmetic.
+    pub estimated: Memory,
+    /// What the running process tree uses now.
+    pub measured: Option<Memory>,
+}
+
+impl Usage {
+    const NONE: Usage = Usage {
+        ram: 0,
+        vram: 0,
+        source: Source::None,
+        estimated: Memory { ram: 0, vram: 0 },
+        measured: None,
+    };
+
+    fn of(estimated: Memory, measured: Option<&crate::process::memory::TreeMemory>) -> Usage {
+        let measured = measured.map(|m| Memory {
+            ram: m.rss_bytes,
+            vram: m.vram_bytes.unwrap_or(0),
+        });
+        Usage {
+            ram: estimated.ram.max(measured.map_or(0, |m| m.ram)),
+            vram: estimated.vram.max(measured.map_or(0, |m| m.vram)),
+            source: if measured.is_some() {
+                Source::Measured
+            } else {
+                Source::Estimated
+            },
+            estimated,
+            measured,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -289,41 +323,24 @@ impl Orchestrator {
     }
 
     async fn llm_usage(&self, data: &DataPaths) -> Usage {
-        let none = Usage {
-            ram: 0,
-            vram: 0,
-            source: Source::None,
-        };
         let (ServerState::Running, Some(config)) = (self.llama.info().status, self.llama.config())
         else {
-            return none;
+            return Usage::NONE;
         };
-        let estimated = llm_estimate(&config, data).await;
-        let measured = self.llama.memory().await;
-        Usage {
-            ram: estimated
-                .map_or(0, |e| e.0)
-                .max(measured.as_ref().map_or(0, |m| m.rss_bytes)),
-            vram: estimated
-                .map_or(0, |e| e.1)
-                .max(measured.as_ref().and_then(|m| m.vram_bytes).unwrap_or(0)),
-            source: if measured.is_some() {
-                Source::Measured
-            } else {
-                Source::Estimated
-            },
-        }
+        let (ram, vram) = llm_estimate(&config, data).await.unwrap_or((0, 0));
+        Usage::of(Memory { ram, vram }, self.llama.memory().await.as_ref())
     }
 
     async fn diffusion_usage(&self, request: &Value) -> Usage {
         let Some(config) = self.diffusion.config() else {
-            return Usage {
-                ram: 0,
-                vram: 0,
-                source: Source::None,
-            };
+            return Usage::NONE;
         };
-        let (width, height) = crate::diffusion::request::parse(request, false)
+        // The size as a request would have it (an estimate needs no prompt).
+        let mut sized = request.clone();
+        if let Some(fields) = sized.as_object_mut() {
+            fields.entry("prompt").or_insert_with(|| json!("size only"));
+        }
+        let (width, height) = crate::diffusion::request::parse(&sized, false)
             .map(|r| (r.width, r.height))
             .unwrap_or((512, 512));
         let mut files = 0;
@@ -331,17 +348,11 @@ impl Orchestrator {
         for path in std::iter::once(&model.primary).chain(model.components.iter().map(|(_, p)| p)) {
             files += tokio::fs::metadata(path).await.map_or(0, |m| m.len());
         }
-        let estimated = files + diffusion_working_set(width, height);
-        let measured = self.diffusion.memory().await;
-        Usage {
-            ram: estimated.max(measured.as_ref().map_or(0, |m| m.rss_bytes)),
-            vram: measured.as_ref().and_then(|m| m.vram_bytes).unwrap_or(0),
-            source: if measured.is_some() {
-                Source::Measured
-            } else {
-                Source::Estimated
-            },
-        }
+        let estimated = Memory {
+            ram: files + diffusion_working_set(width, height),
+            vram: 0,
+        };
+        Usage::of(estimated, self.diffusion.memory().await.as_ref())
     }
 
     /// Makes the image, offloading the LLM first when the two do not fit; the LLM is reloaded
@@ -462,4 +473,54 @@ fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_working_set_grows_with_the_pixels_as_measured() {
+        // Peak RSS of sd-cli on the tiny set, less its 10.6 MB of files (see DIFFUSION_BASE).
+        for (side, measured) in [
+            (64, 127_500_000 - 10_600_000),
+            (256, 253_400_000 - 10_600_000),
+        ] {
+            let estimated = diffusion_working_set(side, side);
+            assert!(estimated >= measured, "{side}: {estimated} < {measured}");
+            assert!(
+                estimated < measured + measured / 10,
+                "{side}: {estimated} ≫ {measured}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_are_whole_byte_counts() {
+        let bad = |req: OptionsRequest| Options::resolve(req).unwrap_err().code();
+        assert_eq!(
+            bad(OptionsRequest {
+                ram_budget_bytes: Some(0.0),
+                ..Default::default()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            bad(OptionsRequest {
+                headroom: Some(1.5),
+                ..Default::default()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        let big = Options::resolve(OptionsRequest {
+            ram_budget_bytes: Some(2f64.powi(50)),
+            headroom: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((big.ram_budget, big.headroom), (Some(1 << 50), 0));
+        let defaults = Options::resolve(OptionsRequest::default()).unwrap();
+        assert_eq!(defaults.headroom, 512 * MIB);
+        assert_eq!(defaults.drain_timeout, Duration::from_secs(30));
+    }
 }
