@@ -402,6 +402,10 @@ export interface LlamaServerEvents {
   'restart-failed': [{ type: 'restart-failed'; attempts: number; error: string }]
   /** An install of an executable, anywhere in the library (this server's own start included). */
   'binary-progress': [BinaryProgressEvent]
+  /** A request began to wait at the gateway; `waiting` counts it. */
+  queued: [{ type: 'queued'; waiting: number }]
+  /** A request stopped waiting at the gateway (served, refused, or its client went). */
+  dequeued: [{ type: 'dequeued'; waiting: number; waitedMs: number }]
   /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed), or of the library about it (`[time] [LEVEL] message`). */
   log: [{ type: 'log'; line: string }]
   error: [unknown]
@@ -740,6 +744,10 @@ export interface ResourceOrchestratorEvents {
   reload: [ServerInfo & { type: 'reload' }]
   /** The LLM could not be brought back; requests that waited got 503 with the reason. */
   'reload-failed': [{ type: 'reload-failed'; error: string }]
+  /** A chat request began to wait at the LLM's gateway. */
+  queued: [{ type: 'queued'; waiting: number }]
+  /** A chat request stopped waiting there. */
+  dequeued: [{ type: 'dequeued'; waiting: number; waitedMs: number }]
   error: [unknown]
 }
 
@@ -772,7 +780,8 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
   /** The LLM as it was offloaded, while it is not back (or after its reload failed). */
   getSavedState(): SavedLLMState | undefined
   clearSavedState(): void
-  getInfo(): { phase: OrchestratorPhase }
+  /** The phase, and the chat requests waiting at the LLM's gateway. */
+  getInfo(): { phase: OrchestratorPhase; queue: { length: number; longestWaitMs: number } }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ function chat(port, stream = false) {
 
 function record(orchestrator) {
   const seen = []
-  for (const type of ['offload', 'reload', 'reload-failed', 'phase']) {
+  for (const type of ['offload', 'reload', 'reload-failed', 'phase', 'queued', 'dequeued']) {
     orchestrator.on(type, (e) => seen.push(type === 'phase' ? e.phase : type))
   }
   return seen
@@ -60,11 +60,13 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
     assert.equal(await orchestrator.wouldNeedOffload(IMAGE), true)
     const seen = record(orchestrator)
     let waiting
+    let queueDuringImage
     orchestrator.once('offload', () => {
       assert.equal(orchestrator.getSavedState().config.contextSize, 512)
       assert.ok(orchestrator.getSavedState().savedAt instanceof Date)
       waiting = chat(info.port)
     })
+    orchestrator.once('queued', () => (queueDuringImage = orchestrator.getInfo().queue))
     const steps = []
     const result = await orchestrator.orchestrateImageGeneration({ ...IMAGE, onProgress: (step) => steps.push(step) })
     assert.equal(result.width, 64)
@@ -76,7 +78,11 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
     assert.equal(after.status, 'running')
     assert.equal(after.port, info.port)
     assert.notEqual(after.pid, info.pid)
-    assert.deepEqual(seen, ['draining', 'offload', 'offloading', 'generating', 'reloading', 'reload', 'idle'])
+    assert.equal(queueDuringImage.length, 1)
+    assert.deepEqual(orchestrator.getInfo(), { phase: 'idle', queue: { length: 0, longestWaitMs: 0 } })
+    // The chat request joins the queue during the offload and leaves it once the LLM is back.
+    assert.deepEqual(seen.filter((e) => !['queued', 'dequeued'].includes(e)), ['draining', 'offload', 'offloading', 'generating', 'reloading', 'reload', 'idle'])
+    assert.ok(seen.indexOf('queued') > seen.indexOf('offload') && seen.indexOf('dequeued') > seen.indexOf('reloading'), seen.join(' '))
     assert.equal(orchestrator.getSavedState(), undefined)
   } finally {
     await stop()
@@ -136,5 +142,50 @@ test('a reload that fails is reported, the state is kept, and waiting requests g
     assert.match((await answer.json()).error, /exited during start/)
   } finally {
     await stop()
+  }
+})
+
+test('SIGKILL of the Node parent during an orchestrated image leaves no llama-server or sd-cli behind', { skip }, async () => {
+  const dataDir = require('node:fs').mkdtempSync(require('node:path').join(require('node:os').tmpdir(), 'genai-electron-orch-kill-'))
+  const { ROOT } = require('./helpers')
+  const script = `
+    const { configure, llamaServer, diffusionServer, modelManager, ResourceOrchestrator } = require(${JSON.stringify(ROOT)})
+    const { serveFiles, downloadTinyImageSet } = require(${JSON.stringify(require('node:path').join(ROOT, '__test__', 'helpers.js'))})
+    const real = ${JSON.stringify(real)}
+    configure({ dataDir: ${JSON.stringify(dataDir)} })
+    ;(async () => {
+      await serveFiles({ '/tiny.gguf': real.llmModel }, (base) => modelManager.downloadModel({ source: 'url', url: base + '/tiny.gguf', name: 'tiny', type: 'llm' }))
+      await downloadTinyImageSet(modelManager, real)
+      await llamaServer.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+      await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+      const orchestrator = new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 1e6, headroom: 0 })
+      orchestrator.on('phase', (e) => console.log('phase', e.phase))
+      await orchestrator.orchestrateImageGeneration({ prompt: 'a red cube', width: 256, height: 256, steps: 8, cfgScale: 1 })
+    })()`
+  const { spawn } = require('node:child_process')
+  const app = spawn(process.execPath, ['-e', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, GENAI_ELECTRON_LLAMA_SERVER: real.llamaServer, GENAI_ELECTRON_SD_CLI: real.sdCli },
+  })
+  let out = ''
+  app.stdout.on('data', (d) => (out += d))
+  const ours = () => fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+      return stat.split(' ')[2] !== 'Z' && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dataDir)
+    } catch {
+      return false
+    }
+  })
+  const deadline = Date.now() + 60000
+  while (!(out.includes('phase generating') && ours().length > 0)) {
+    assert.ok(Date.now() < deadline, `no image under way: ${out}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  app.kill('SIGKILL')
+  const gone = Date.now() + 2000
+  while (ours().length > 0) {
+    assert.ok(Date.now() < gone, `left behind: ${ours()}`)
+    await new Promise((r) => setTimeout(r, 25))
   }
 })

@@ -32,6 +32,8 @@ class ResourceOrchestrator extends EventEmitter {
     void systemInfo
     void modelManager
     const dispatch = createDispatcher(this)
+    // Chat requests held at the LLM's gateway, announced here too.
+    for (const type of ['queued', 'dequeued']) this.#llama.on(type, dispatch)
     this.#native = callSync(
       () =>
         new binding.NativeResourceOrchestrator(this.#llama[NATIVE], this.#diffusion[NATIVE], options ?? {}, (event) => {
@@ -73,9 +75,12 @@ class ResourceOrchestrator extends EventEmitter {
     this.#savedConfig = null
   }
 
-  /** `{ phase }`: `idle`, `draining`, `offloading`, `generating` or `reloading`. */
+  /**
+   * `{ phase, queue: { length, longestWaitMs } }`: the phase (`idle`, `draining`, `offloading`,
+   * `generating` or `reloading`) and the chat requests waiting at the LLM's gateway.
+   */
   getInfo() {
-    return { phase: this.#native.getPhase() }
+    return this.#native.getInfo()
   }
 }
 

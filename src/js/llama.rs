@@ -9,6 +9,7 @@ use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, crashed, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::events::Subscription;
+use crate::llama::gateway::QueueEvent;
 use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaEvent, LlamaServer};
 
@@ -33,6 +34,12 @@ fn event_to_js(event: LlamaEvent) -> Value {
         LlamaEvent::Restarted(info) => tagged("restarted", info),
         LlamaEvent::RestartFailed { attempts, error } => {
             json!({ "type": "restart-failed", "attempts": attempts, "error": error })
+        }
+        LlamaEvent::Queue(QueueEvent::Queued { waiting }) => {
+            json!({ "type": "queued", "waiting": waiting })
+        }
+        LlamaEvent::Queue(QueueEvent::Dequeued { waiting, waited }) => {
+            json!({ "type": "dequeued", "waiting": waiting, "waitedMs": waited.as_millis() as u64 })
         }
         LlamaEvent::Log(line) => json!({ "type": "log", "line": line }),
     }

@@ -79,8 +79,8 @@ impl JsResourceOrchestrator {
     }
 
     #[napi]
-    pub fn get_phase(&self) -> napi::Result<Value> {
-        to_js(&self.inner.phase())
+    pub fn get_info(&self) -> napi::Result<Value> {
+        to_js(&json!({ "phase": self.inner.phase(), "queue": self.inner.queue() }))
     }
 
     #[napi]

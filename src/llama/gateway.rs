@@ -8,9 +8,10 @@
 //! served once it is running; a full queue, a wait past its timeout, or a server that stopped or
 //! crashed for good is a 503 with `Retry-After` and the JSON error shape.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
@@ -19,9 +20,11 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::watch;
 
+use crate::events::EventSink;
 use crate::http::access::Access;
 use crate::http::{self, Body, BodyError, HttpServer};
 use crate::process::{ServerState, Snapshot};
+use crate::sync::lock;
 
 /// How long a client is told to wait before asking again.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -36,14 +39,58 @@ pub struct GatewayConfig {
 }
 
 /// What the server's owner and the gateway share: a hold that makes requests wait even while
-/// the server runs (an offload drains it, then stops it), and the requests being served.
+/// the server runs (an offload drains it, then stops it), the requests being served, and those
+/// waiting, each announced as it joins and leaves the queue.
 #[derive(Default)]
 pub struct Traffic {
     held: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
+    waiting: Mutex<BTreeMap<u64, Instant>>,
+    next: AtomicU64,
+    events: Option<EventSink<QueueEvent>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueEvent {
+    /// A request began to wait; `waiting` counts it.
+    Queued { waiting: usize },
+    /// A request stopped waiting (served, refused, or its client went) after `waited`.
+    Dequeued { waiting: usize, waited: Duration },
+}
+
+/// The queue now: how many wait, and the longest wait so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueInfo {
+    pub length: usize,
+    pub longest_wait_ms: u64,
 }
 
 impl Traffic {
+    pub fn new(events: Option<EventSink<QueueEvent>>) -> Self {
+        Traffic {
+            events,
+            ..Traffic::default()
+        }
+    }
+
+    pub fn queue(&self) -> QueueInfo {
+        let waiting = lock(&self.waiting);
+        QueueInfo {
+            length: waiting.len(),
+            longest_wait_ms: waiting
+                .values()
+                .next()
+                .map_or(0, |since| since.elapsed().as_millis() as u64),
+        }
+    }
+
+    fn emit(&self, event: QueueEvent) {
+        if let Some(events) = &self.events {
+            events.emit(event);
+        }
+    }
+
     pub fn hold(&self, held: bool) {
         self.held.send_replace(held);
     }
@@ -79,7 +126,6 @@ struct Shared {
     /// The actor's state: whether llama-server runs, and on which internal port.
     backend: watch::Receiver<Snapshot>,
     traffic: Arc<Traffic>,
-    waiting: AtomicUsize,
 }
 
 /// Serves the gateway on `listener` until its [`HttpServer`] is shut down.
@@ -93,7 +139,6 @@ pub fn serve(
         config,
         backend,
         traffic,
-        waiting: AtomicUsize::new(0),
     });
     http::serve(listener, move |req| {
         let shared = shared.clone();
@@ -107,11 +152,39 @@ pub fn serve(
 
 /// One place in the queue, given back however the wait ends (a client that hangs up included:
 /// hyper drops its request's future).
-struct Place<'a>(&'a AtomicUsize);
+struct Place<'a> {
+    traffic: &'a Traffic,
+    id: u64,
+}
+
+impl<'a> Place<'a> {
+    /// Takes a place; `None` when `max` already wait.
+    fn take(traffic: &'a Traffic, max: usize) -> Option<Place<'a>> {
+        let waiting = {
+            let mut waiting = lock(&traffic.waiting);
+            if waiting.len() >= max {
+                return None;
+            }
+            let id = traffic.next.fetch_add(1, Ordering::Relaxed);
+            waiting.insert(id, Instant::now());
+            (id, waiting.len())
+        };
+        traffic.emit(QueueEvent::Queued { waiting: waiting.1 });
+        Some(Place {
+            traffic,
+            id: waiting.0,
+        })
+    }
+}
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let (since, waiting) = {
+            let mut waiting = lock(&self.traffic.waiting);
+            (waiting.remove(&self.id), waiting.len())
+        };
+        let waited = since.map_or(Duration::ZERO, |t| t.elapsed());
+        self.traffic.emit(QueueEvent::Dequeued { waiting, waited });
     }
 }
 
@@ -226,8 +299,7 @@ impl Shared {
         if health || !coming(&now, now_held) {
             return Err(unavailable(&now));
         }
-        let _place = Place(&self.waiting);
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.max_queued {
+        let Some(_place) = Place::take(&self.traffic, self.config.max_queued) else {
             return Err(retry_later(
                 "QUEUE_FULL",
                 &format!(
@@ -235,7 +307,7 @@ impl Shared {
                     now.status, self.config.max_queued
                 ),
             ));
-        }
+        };
         let settled = async {
             loop {
                 let state = backend.borrow_and_update().clone();

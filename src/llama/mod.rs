@@ -199,6 +199,8 @@ pub enum LlamaEvent {
         attempts: u32,
         error: String,
     },
+    /// A request began or stopped waiting at the gateway.
+    Queue(gateway::QueueEvent),
     Log(String),
 }
 
@@ -222,6 +224,9 @@ impl LlamaServer {
     pub fn new(events: Option<EventSink<LlamaEvent>>) -> Self {
         let config: Arc<Mutex<Option<LlamaConfig>>> = Arc::default();
         let gateway: Gateway = Arc::default();
+        let events_for_queue = events
+            .clone()
+            .map(|events| EventSink::new(move |e| events.emit(LlamaEvent::Queue(e))));
         let log = ServerLog::new(
             events
                 .clone()
@@ -256,7 +261,7 @@ impl LlamaServer {
             actor: ServerActor::new("llama-server", log, Some(actor_events)),
             config,
             gateway,
-            traffic: Arc::default(),
+            traffic: Arc::new(Traffic::new(events_for_queue)),
         }
     }
 
@@ -279,6 +284,11 @@ impl LlamaServer {
 
     pub fn clear_logs(&self) {
         self.actor.log().clear();
+    }
+
+    /// The requests waiting at the gateway now.
+    pub fn queue(&self) -> gateway::QueueInfo {
+        self.traffic.queue()
     }
 
     /// What the server's process tree uses now (RSS, and VRAM where NVML tells).

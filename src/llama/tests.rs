@@ -192,7 +192,7 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
             LlamaEvent::Crashed { .. } => "crashed",
             LlamaEvent::Restarted(_) => "restarted",
             LlamaEvent::RestartFailed { .. } => "restart-failed",
-            LlamaEvent::Log(_) | LlamaEvent::State(_) => "log",
+            LlamaEvent::Log(_) | LlamaEvent::State(_) | LlamaEvent::Queue(_) => "log",
         })
         .collect();
     assert_eq!(

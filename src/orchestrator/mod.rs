@@ -262,6 +262,11 @@ impl Orchestrator {
         *lock(&self.phase)
     }
 
+    /// The chat requests waiting at the LLM's gateway now.
+    pub fn queue(&self) -> crate::llama::gateway::QueueInfo {
+        self.llama.queue()
+    }
+
     pub fn saved_state(&self) -> Option<SavedState> {
         lock(&self.saved).clone()
     }

@@ -118,6 +118,9 @@ async fn the_queue_is_bounded_and_waits_end() {
     let s = setup(1, Duration::from_millis(300)).await;
     let first = tokio::spawn(post(s.port, "/a", "").send());
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let queue = s.traffic.queue();
+    assert_eq!(queue.length, 1);
+    assert!(queue.longest_wait_ms >= 40, "{queue:?}");
     let refused = post(s.port, "/b", "").send().await.unwrap();
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "5");
@@ -125,6 +128,11 @@ async fn the_queue_is_bounded_and_waits_end() {
     assert_eq!(body["code"], "QUEUE_FULL");
     let timed_out = first.await.unwrap().unwrap();
     assert_eq!(timed_out.status(), 503);
+    assert_eq!(
+        s.traffic.queue().length,
+        0,
+        "a wait that ended gives its place back"
+    );
     let body = json_of(timed_out).await;
     assert_eq!(body["code"], "QUEUE_TIMEOUT");
 }
