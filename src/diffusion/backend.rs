@@ -161,6 +161,15 @@ impl Backend {
         }
     }
 
+    /// Stops the resident server's process if no job is using it (the next request starts it
+    /// again); true when one was stopped.
+    pub async fn release_idle(&self) -> bool {
+        match self {
+            Backend::OneShot(_) => false,
+            Backend::Resident(b) => b.stop_if_idle().await,
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Backend::Resident(b) = self {
             b.stop_server().await;
@@ -548,6 +557,17 @@ impl Resident {
                 this.actor.stop().await;
             }
         });
+    }
+
+    async fn stop_if_idle(&self) -> bool {
+        let Ok(_job) = self.jobs.try_lock() else {
+            return false;
+        };
+        if self.actor.status() != ServerState::Running {
+            return false;
+        }
+        *lock(&self.epoch) += 1;
+        self.actor.stop().await.is_some()
     }
 
     async fn stop_server(&self) {

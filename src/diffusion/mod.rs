@@ -291,6 +291,15 @@ impl DiffusionServer {
         self.shared.log.clear();
     }
 
+    /// Stops the resident `sd-server` if no image is being made with it, to give its memory
+    /// back (the next request starts it again); true when it was stopped.
+    pub async fn release_idle_backend(&self) -> bool {
+        match self.engine() {
+            Some(engine) => engine.backend().release_idle().await,
+            None => false,
+        }
+    }
+
     /// What the resident `sd-server`'s process tree uses now; `None` when none runs.
     pub async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
         let engine = self.engine()?;

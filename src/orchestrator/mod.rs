@@ -391,6 +391,7 @@ impl Orchestrator {
         self.wait_for_memory(estimate.diffusion.ram).await;
         let image = self.image(request, id).await;
         self.set_phase(Phase::Reloading);
+        self.make_room_for_the_llm(&estimate).await;
         match self.llama.reload().await {
             Ok(info) => {
                 *lock(&self.saved) = None;
@@ -422,6 +423,25 @@ impl Orchestrator {
             lock(&self.cancelled).insert(id.to_string());
         }
         true
+    }
+
+    /// A resident sd-server keeps its model loaded after the image: when it and the LLM do not
+    /// fit together, it yields (if idle; the next image starts it again).
+    async fn make_room_for_the_llm(&self, estimate: &Estimate) {
+        let Some(resident) = self.diffusion.memory().await else {
+            return;
+        };
+        let (need, room) = match estimate.bottleneck {
+            Bottleneck::Ram => (estimate.llm.ram + resident.rss_bytes, estimate.budget.ram),
+            Bottleneck::Vram => (
+                estimate.llm.vram + resident.vram_bytes.unwrap_or(0),
+                estimate.budget.vram,
+            ),
+        };
+        if need + self.options.headroom > room && self.diffusion.release_idle_backend().await {
+            tracing::info!("stopped the idle resident sd-server to make room for the LLM");
+            self.wait_for_memory(estimate.llm.ram).await;
+        }
     }
 
     /// Memory is not free the moment a process exits: wait (bounded) until `needed` is.
