@@ -1,7 +1,9 @@
 'use strict'
 
 // The main job, through the public API only: what this machine has, a real chat model answering
-// (streamed as it arrives), then an image from the diffusion server.
+// (streamed as it arrives), then an image made through the ResourceOrchestrator with a memory
+// budget too small for both, so the chat model is offloaded and reloaded around it, while a
+// chat request sent during the image waits at the gateway and is answered after the reload.
 //
 // The models were provisioned by `npm run backends` (this machine may not reach a model hub), so
 // they are registered here from a local HTTP server; with internet access, pass a Hugging Face
@@ -9,10 +11,12 @@
 const fs = require('node:fs')
 const http = require('node:http')
 const path = require('node:path')
-const { systemInfo, modelManager, llamaServer, diffusionServer, getDataPaths } = require('..')
+const cliProgress = require('cli-progress')
+const { systemInfo, modelManager, llamaServer, diffusionServer, getDataPaths, ResourceOrchestrator } = require('..')
 
 const GB = 1024 ** 3
 const gb = (bytes) => (bytes === undefined ? '-' : `${(bytes / GB).toFixed(1)} GB`)
+const mb = (bytes) => `${Math.round(bytes / 1024 ** 2)} MB`
 const CHAT_SHA256 = 'b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53'
 // The tiny diffusion set is generated deterministically, so its files have fixed hashes.
 const IMAGE_SHA256 = {
@@ -61,55 +65,86 @@ async function installed(id, download) {
   }
 }
 
-async function chat(model) {
-  const question = 'What is the capital of France?'
-  const { port } = await llamaServer.start({ modelId: model.id, port: 'auto', contextSize: 2048 })
-  try {
-    console.log(`\nllama-server ready on port ${port} (${model.name}).\n> ${question}`)
-    const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: question }],
-        temperature: 0,
-        max_tokens: 64,
-        stream: true,
-      }),
-    })
-    const decoder = new TextDecoder()
-    let pending = ''
-    for await (const chunk of response.body) {
-      pending += decoder.decode(chunk, { stream: true })
-      const lines = pending.split('\n')
-      pending = lines.pop()
-      for (const line of lines) {
-        if (!line.startsWith('data: ') || line === 'data: [DONE]') continue
-        process.stdout.write(JSON.parse(line.slice(6)).choices[0]?.delta?.content ?? '')
-      }
+const SYSTEM = { role: 'system', content: 'You are a helpful assistant.' }
+
+/** One chat request to the public port, streamed; `write` gets each piece of the answer. */
+async function ask(port, question, write) {
+  const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [SYSTEM, { role: 'user', content: question }], temperature: 0, max_tokens: 64, stream: true }),
+  })
+  if (!response.ok) throw new Error(`chat answered ${response.status}: ${await response.text()}`)
+  const decoder = new TextDecoder()
+  let pending = ''
+  let answer = ''
+  for await (const chunk of response.body) {
+    pending += decoder.decode(chunk, { stream: true })
+    const lines = pending.split('\n')
+    pending = lines.pop()
+    for (const line of lines) {
+      if (!line.startsWith('data: ') || line === 'data: [DONE]') continue
+      const piece = JSON.parse(line.slice(6)).choices[0]?.delta?.content ?? ''
+      answer += piece
+      write?.(piece)
     }
-    process.stdout.write('\n')
-  } finally {
-    await llamaServer.stop()
   }
+  return answer
 }
 
-async function image(model) {
-  const info = await diffusionServer.start({ modelId: model.id, port: 'auto' })
+async function chat(model, timings) {
+  const question = 'What is the capital of France?'
+  const began = performance.now()
+  const { port } = await llamaServer.start({ modelId: model.id, port: 'auto', contextSize: 2048 })
+  timings['chat model ready'] = performance.now() - began
+  console.log(`\nllama-server ready on port ${port} (${model.name}).\n> ${question}`)
+  const asked = performance.now()
+  await ask(port, question, (piece) => process.stdout.write(piece))
+  timings['streamed answer'] = performance.now() - asked
+  process.stdout.write('\n')
+  return port
+}
+
+async function image(model, port, timings) {
+  const info = await diffusionServer.start({ modelId: model.id, port: 'auto', backend: 'one-shot' })
+  const request = { prompt: 'a red cube on a wooden table', width: 128, height: 128, steps: 4, cfgScale: 1 }
+  // A budget that holds either model but not both: the orchestrator must offload the chat model.
+  const needs = await new ResourceOrchestrator().estimate(request)
+  const budget = Math.max(needs.llm.ram, needs.diffusion.ram) + 64 * 1024 ** 2
+  const orchestrator = new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: budget, headroom: 0 })
+  console.log(`\ndiffusion server on port ${info.port}. Chat model ${mb(needs.llm.ram)} (${needs.llm.source}) + image ${mb(needs.diffusion.ram)} (${needs.diffusion.source}) > budget ${mb(budget)}: the chat model makes room.`)
+  let held = null
+  orchestrator.on('phase', ({ phase }) => bar.update({ phase }))
+  orchestrator.on('offload', () => {
+    // Sent while the chat model is away: it waits at the gateway and is answered after the reload.
+    const sent = performance.now()
+    held = ask(port, 'What is the capital of France?').then((answer) => ({ answer, ms: performance.now() - sent }))
+  })
+  const bar = new cliProgress.SingleBar(
+    { format: '  image  [{bar}] {value}/{total} steps | {phase}', hideCursor: true, clearOnComplete: false },
+    cliProgress.Presets.shades_classic,
+  )
+  bar.start(request.steps, 0, { phase: 'idle' })
+  const began = performance.now()
   try {
-    console.log(`\ndiffusion server on port ${info.port} (${info.backend} backend).`)
-    const result = await diffusionServer.generateImage({
-      prompt: 'a red cube on a wooden table',
-      width: 128,
-      height: 128,
-      steps: 4,
-      cfgScale: 1,
-      onProgress: (step, total, p) => p.stage === 'diffusion' && process.stdout.write(`\r  step ${step}/${total}`),
+    const result = await orchestrator.orchestrateImageGeneration({
+      ...request,
+      onProgress: (step, total, p) => p.stage === 'diffusion' && bar.update(step, { phase: 'generating' }),
     })
+    bar.update(request.steps, { phase: 'chat model back' })
+    bar.stop()
+    timings['offload → image → reload'] = performance.now() - began
     const file = path.join((await getDataPaths()).root, 'demo-image.png')
     fs.writeFileSync(file, result.image)
-    console.log(`\n  ${result.width}×${result.height} PNG, seed ${result.seed}, ${result.timeTaken} ms: ${file}`)
+    console.log(`  ${result.width}×${result.height} PNG, seed ${result.seed}: ${file}`)
     console.log('  (the tiny test model has random weights, so the image is noise; see the README for a real one)')
+    if (held) {
+      const { answer, ms } = await held
+      timings['chat request held during the image'] = ms
+      console.log(`  chat request sent during the image, answered after the reload on port ${llamaServer.getPort()}: ${answer.trim()}`)
+    }
   } finally {
+    bar.stop()
     await diffusionServer.stop()
   }
 }
@@ -138,8 +173,16 @@ async function main() {
         ],
       })),
   ])
-  await chat(chatModel)
-  await image(imageModel)
+  const timings = {}
+  try {
+    const port = await chat(chatModel, timings)
+    await image(imageModel, port, timings)
+  } finally {
+    await llamaServer.stop()
+  }
+  console.log('\ntimings')
+  console.table(Object.fromEntries(Object.entries(timings).map(([step, ms]) => [step, { ms: Math.round(ms) }])))
+  console.log('everything stopped.')
 }
 
 main().catch((err) => {
