@@ -544,4 +544,4 @@ async fn bind(host: &str, port: Option<u16>) -> Result<tokio::net::TcpListener, 
 }
 
 #[cfg(all(test, unix))]
-mod tests;
+pub(crate) mod tests;

@@ -8,14 +8,14 @@ use base64::Engine as _;
 
 /// Tests with real backends run one at a time: they count this process's `sd-*` children, and
 /// the machine may have two cores.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The real sd-cli, sd-server and tiny diffusion set from `npm run backends`.
-fn real() -> Option<Value> {
+pub(crate) fn real() -> Option<Value> {
     crate::testing::real_backends("stable-diffusion.cpp")
 }
 
-fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConfig {
+pub(crate) fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConfig {
     let binary = match kind {
         BackendKind::OneShot => &b["sdCli"],
         BackendKind::Resident => &b["sdServer"],

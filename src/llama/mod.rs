@@ -447,4 +447,4 @@ pub mod gateway;
 pub mod resolve;
 
 #[cfg(all(test, unix))]
-mod tests;
+pub(crate) mod tests;

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 /// The real llama-server and tiny model from `npm run backends`, when `npm test` provides them.
-fn real() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn real() -> Option<(PathBuf, PathBuf)> {
     let json = crate::testing::real_backends("llama-server")?;
     Some((
         json["llamaServer"].as_str()?.into(),
@@ -13,7 +13,7 @@ fn real() -> Option<(PathBuf, PathBuf)> {
     ))
 }
 
-fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
+pub(crate) fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
     LlamaConfig {
         model_id: "tiny".into(),
         model_path: model,

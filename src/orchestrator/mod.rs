@@ -520,6 +520,108 @@ mod tests {
         }
     }
 
+    /// The real llama-server (behind its gateway) and sd-cli, with the tiny models.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_waits_for_it() {
+        let (Some((binary, model)), Some(b)) =
+            (crate::llama::tests::real(), crate::diffusion::tests::real())
+        else {
+            return;
+        };
+        let _serial = crate::diffusion::tests::SERIAL.lock().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataPaths::new(tmp.path().into(), crate::config::DataDirSource::Configured);
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
+        let llama = Arc::new(LlamaServer::new(None));
+        let diffusion = Arc::new(DiffusionServer::new(None));
+        let mut llm = crate::llama::tests::config(binary, model);
+        llm.gateway = true;
+        let first = llama.start(llm).await.unwrap();
+        let kind = crate::diffusion::backend::BackendKind::OneShot;
+        diffusion
+            .start(crate::diffusion::tests::config(&b, kind, tmp.path()))
+            .await
+            .unwrap();
+        let system: &'static SystemInfo = Box::leak(Box::new(SystemInfo::new(vec![])));
+        let sink = events.clone();
+        let orchestrator = Orchestrator::new(
+            llama.clone(),
+            diffusion.clone(),
+            system,
+            Options::resolve(OptionsRequest {
+                ram_budget_bytes: Some(1e6),
+                headroom: Some(0.0),
+                ..Default::default()
+            })
+            .unwrap(),
+            Some(EventSink::new(move |e: OrchestratorEvent| {
+                lock(&sink).push(match e {
+                    OrchestratorEvent::Phase(p) => format!("{p:?}"),
+                    OrchestratorEvent::Offload(_) => "offload".into(),
+                    OrchestratorEvent::Reload(_) => "reload".into(),
+                    OrchestratorEvent::ReloadFailed(e) => format!("reload-failed {e}"),
+                })
+            })),
+        );
+        let request =
+            json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 2, "cfgScale": 1 });
+        let estimate = orchestrator.estimate(&request, &data).await;
+        assert!(estimate.needs_offload, "{estimate:?}");
+        assert_eq!(estimate.llm.source, Source::Measured);
+        assert_eq!(estimate.diffusion.source, Source::Estimated);
+        assert_eq!(estimate.bottleneck, Bottleneck::Ram);
+
+        let port = first.port.unwrap();
+        let chat = async {
+            // Sent once the LLM is held: it waits for the reload.
+            while orchestrator.phase() == Phase::Idle {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            crate::http::local_client()
+                .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+                .body(r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        };
+        let (image, status) = tokio::join!(
+            orchestrator.generate(&request, "img_orchestrated".into(), &data),
+            chat
+        );
+        assert_eq!(image.unwrap().width, 64);
+        assert_eq!(status, 200);
+        let after = llama.info();
+        assert_eq!(
+            (after.status, after.port),
+            (ServerState::Running, Some(port))
+        );
+        assert_ne!(after.pid, first.pid);
+        assert!(orchestrator.saved_state().is_none());
+        assert_eq!(
+            *lock(&events),
+            [
+                "Draining",
+                "offload",
+                "Offloading",
+                "Generating",
+                "Reloading",
+                "reload",
+                "Idle"
+            ]
+        );
+        // A cancel that comes before the image's job is queued still counts.
+        assert!(orchestrator.cancel("img_early"));
+        let cancelled = orchestrator
+            .generate(&request, "img_early".into(), &data)
+            .await
+            .unwrap_err();
+        assert!(cancelled.cancelled);
+        assert_eq!(llama.info().status, ServerState::Running);
+        llama.stop().await;
+        diffusion.stop().await;
+    }
+
     #[test]
     fn options_are_whole_byte_counts() {
         let bad = |req: OptionsRequest| Options::resolve(req).unwrap_err().code();
