@@ -25,8 +25,7 @@ use crate::http::HttpServer;
 use crate::process::{ExitInfo, ServerEvent, ServerLog, ServerState, Transition};
 use crate::sync::lock;
 use backend::{Backend, BackendConfig, BackendKind};
-use engine::{Engine, EngineEvent, ImageOutput, JobError, JobStatus};
-use progress::Progress;
+use engine::{Engine, EngineEvent, ImageOutput, JobError};
 
 pub const DEFAULT_PORT: u16 = 8081;
 
@@ -192,15 +191,8 @@ pub enum DiffusionEvent {
     Starting,
     Started(DiffusionInfo),
     Stopped,
-    Progress {
-        id: String,
-        progress: Progress,
-    },
-    /// Every change of a job's status.
-    Job {
-        id: String,
-        status: JobStatus,
-    },
+    /// A job's progress, and every change of its status.
+    Engine(EngineEvent),
     Log(String),
 }
 
@@ -369,12 +361,7 @@ impl DiffusionServer {
         });
         let engine_events = EventSink::new(move |event: EngineEvent| {
             if let Some(events) = &events {
-                events.emit(match event {
-                    EngineEvent::Progress { id, progress } => {
-                        DiffusionEvent::Progress { id, progress }
-                    }
-                    EngineEvent::Job { id, status } => DiffusionEvent::Job { id, status },
-                });
+                events.emit(DiffusionEvent::Engine(event));
             }
         });
         let engine = Engine::start(

@@ -1,5 +1,6 @@
 use super::*;
 use crate::process::ServerState as State;
+use engine::JobStatus;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -130,7 +131,7 @@ fn steps_seen(seen: &Seen) -> Vec<u32> {
         .unwrap()
         .iter()
         .filter_map(|e| match e {
-            DiffusionEvent::Progress { progress, .. }
+            DiffusionEvent::Engine(EngineEvent::Progress { progress, .. })
                 if progress.stage == progress::Stage::Diffusion =>
             {
                 Some(progress.current_step)
@@ -189,7 +190,7 @@ async fn one_shot_makes_a_png_over_http_with_progress_and_leaves_nothing() {
             DiffusionEvent::Starting => Some("starting"),
             DiffusionEvent::Started(_) => Some("started"),
             DiffusionEvent::Stopped => Some("stopped"),
-            DiffusionEvent::Job { status, .. } => Some(status.as_str()),
+            DiffusionEvent::Engine(EngineEvent::Job { status, .. }) => Some(status.as_str()),
             _ => None,
         })
         .collect();
@@ -379,7 +380,7 @@ async fn a_full_queue_is_busy_and_stop_cancels_everything() {
     );
     let first_id = first["id"].as_str().unwrap();
     let cancelled = seen.lock().unwrap().iter().any(
-        |e| matches!(e, DiffusionEvent::Job { id, status: JobStatus::Cancelled } if id == first_id),
+        |e| matches!(e, DiffusionEvent::Engine(EngineEvent::Job { id, status: JobStatus::Cancelled }) if id == first_id),
     );
     assert!(cancelled, "the running job was cancelled by stop()");
     assert!(

@@ -10,7 +10,7 @@ use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, crashed, sink, tagged};
 use crate::binaries::BinaryManager;
-use crate::diffusion::engine::ImageOutput;
+use crate::diffusion::engine::{EngineEvent, ImageOutput};
 use crate::diffusion::resolve::{self, StartRequest};
 use crate::diffusion::{DiffusionEvent, DiffusionServer};
 use crate::events::Subscription;
@@ -62,12 +62,14 @@ fn event_to_js(event: DiffusionEvent) -> Value {
         DiffusionEvent::Starting => json!({ "type": "starting" }),
         DiffusionEvent::Started(info) => tagged("started", info),
         DiffusionEvent::Stopped => json!({ "type": "stopped" }),
-        DiffusionEvent::Progress { id, progress } => {
+        DiffusionEvent::Engine(EngineEvent::Progress { id, progress }) => {
             let mut event = tagged("progress", progress);
             event["id"] = json!(id);
             event
         }
-        DiffusionEvent::Job { id, status } => json!({ "type": "job", "id": id, "status": status }),
+        DiffusionEvent::Engine(EngineEvent::Job { id, status }) => {
+            json!({ "type": "job", "id": id, "status": status })
+        }
         DiffusionEvent::Log(line) => json!({ "type": "log", "line": line }),
     }
 }
