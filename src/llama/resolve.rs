@@ -116,6 +116,9 @@ pub async fn resolve(
     let hints = RunOptions {
         context_size: req.context_size,
         gpu_layers: req.gpu_layers,
+        // A smaller KV cache leaves room for more layers on the GPU.
+        cache_type_k: req.cache_type_k,
+        cache_type_v: req.cache_type_v,
         ..Default::default()
     };
     let optimal = system

@@ -495,6 +495,45 @@ mod resolving {
         serde_json::from_value(v).unwrap()
     }
 
+    /// One NVIDIA GPU with `free` bytes of VRAM free.
+    struct FakeGpu(u64);
+
+    impl crate::system::gpu::GpuProbe for FakeGpu {
+        fn devices(&self) -> Vec<crate::system::gpu::GpuDevice> {
+            vec![crate::system::gpu::GpuDevice {
+                vendor: crate::system::gpu::GpuVendor::Nvidia,
+                name: "Fake GPU".into(),
+                vram_total: Some(8 << 30),
+                vram_free: Some(self.0),
+                unified_memory: false,
+            }]
+        }
+    }
+
+    #[tokio::test]
+    async fn the_kv_cache_types_reach_the_gpu_layer_estimate() {
+        let (_tmp, data, binary) = setup(ModelType::Llm).await;
+        // After the 512 MiB reserve: 64 MiB of compute buffers, the weights, and the KV cache
+        // (2 layers x 128 elements x 2048 tokens): f16 fits one layer's share, q4_0 both.
+        let system = SystemInfo::new(vec![Arc::new(FakeGpu((512 << 20) + 67_700_000))]);
+        let layers = |extra: serde_json::Value| {
+            let (data, binary, system) = (&data, &binary, &system);
+            async move {
+                resolve(
+                    request(extra, binary),
+                    data,
+                    system,
+                    &BinaryManager::new(None),
+                )
+                .await
+                .unwrap()
+                .gpu_layers
+            }
+        };
+        assert_eq!(layers(json!({})).await, 1);
+        assert_eq!(layers(json!({ "cacheTypeK": "q4_0" })).await, 2);
+    }
+
     #[tokio::test]
     async fn unset_values_come_from_the_machine_and_the_model() {
         let (_tmp, data, binary) = setup(ModelType::Llm).await;
