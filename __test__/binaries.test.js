@@ -131,7 +131,13 @@ test('a release archive of the real llama-server installs from a local server, o
 })
 
 test('the real llama-server answers chat completions with the tiny model', { skip }, async () => {
-  const port = 20000 + Math.floor(Math.random() * 20000)
+  // A port the OS says is free (a random one may be taken by another test's server).
+  const port = await new Promise((resolve) => {
+    const probe = http.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+  })
   const child = spawn(real.llamaServer, ['-m', real.llmModel, '--host', '127.0.0.1', '--port', String(port), '-t', '1', '-c', '512'], { stdio: 'ignore' })
   try {
     let healthy = false
