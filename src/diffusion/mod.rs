@@ -450,11 +450,7 @@ impl DiffusionServer {
             "{}/health",
             crate::http::local_base(&running.config.host, running.port)
         );
-        let answer = crate::http::local_client().get(&url).send();
-        matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(2), answer).await,
-            Ok(Ok(r)) if r.status().is_success()
-        )
+        crate::process::actor::answers(&url, std::time::Duration::from_secs(2)).await
     }
 
     fn engine(&self) -> Option<Arc<Engine>> {

@@ -41,25 +41,15 @@ const DIFFUSION_PER_PIXEL: u64 = 2_000;
 pub enum OrchestratorError {
     #[error("{0}")]
     Invalid(String),
-    #[error("image generation was cancelled")]
-    Cancelled,
 }
 
 impl Coded for OrchestratorError {
     fn code(&self) -> ErrorCode {
-        match self {
-            OrchestratorError::Invalid(_) => ErrorCode::InvalidArgument,
-            OrchestratorError::Cancelled => ErrorCode::Cancelled,
-        }
+        ErrorCode::InvalidArgument
     }
 
     fn suggestion(&self) -> Option<String> {
-        match self {
-            OrchestratorError::Invalid(_) => {
-                Some("Compare with OrchestratorOptions in index.d.ts".into())
-            }
-            OrchestratorError::Cancelled => None,
-        }
+        Some("Compare with OrchestratorOptions in index.d.ts".into())
     }
 }
 
@@ -280,7 +270,6 @@ impl Orchestrator {
     pub async fn estimate(&self, request: &Value, data: &DataPaths) -> Estimate {
         let llm = self.llm_usage(data).await;
         let diffusion = self.diffusion_usage(request).await;
-        let caps = self.system.detect(false).await;
         let free = self.system.memory().available;
         let gpu = self.system.gpu().await;
         let available = Memory {
@@ -305,7 +294,7 @@ impl Orchestrator {
                 .vram_budget
                 .unwrap_or(available.vram + held(&llm, |u| u.vram) + held(&diffusion, |u| u.vram)),
         };
-        let on_gpu = caps.gpu.available && (llm.vram > 0 || diffusion.vram > 0);
+        let on_gpu = gpu.available && (llm.vram > 0 || diffusion.vram > 0);
         let bottleneck = if on_gpu {
             Bottleneck::Vram
         } else {
