@@ -697,6 +697,16 @@ export interface OrchestratorOptions {
   memoryReleaseTimeout?: number
   /** Milliseconds the chat requests in flight get to finish before an offload stops the LLM (default 30000). */
   drainTimeout?: number
+  /**
+   * Chat requests that may wait at the LLM's gateway while it is offloaded (0: refuse them at
+   * once with 503 `QUEUE_FULL`); default: the llamaServer's own `maxQueuedRequests`.
+   */
+  maxQueuedRequests?: number
+  /**
+   * Milliseconds a chat request may wait while the LLM is offloaded before a 503 `QUEUE_TIMEOUT`;
+   * default: the llamaServer's own `queueTimeout` (300000).
+   */
+  queueTimeout?: number
 }
 
 /** What one side uses or will use, in bytes. */
@@ -1049,7 +1059,10 @@ export interface BinaryProgressEvent {
   detail: string
   /** Bytes downloaded so far (download stage). */
   bytes: number
+  /** Bytes to download in all, when the server says (download stage). */
   total: number | null
+  /** Build stage, while compiling: steps done and in all, as the build tool counts them (Ninja's `[12/345]`; Make's percentage as `{ done: 45, total: 100 }`). */
+  steps: { done: number; total: number } | null
 }
 
 export interface BinaryManagerEvents {

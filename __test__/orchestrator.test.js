@@ -48,12 +48,15 @@ test('options are checked', () => {
   assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudget: 1 }), ValidationError)
   assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 0 }), ValidationError)
   assert.throws(() => new ResourceOrchestrator(undefined, {}), ValidationError)
+  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { maxQueuedRequests: -1 }), ValidationError)
+  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { queueTimeout: '5m' }), ValidationError)
 })
 
 test('too little room: offload, image, reload on the same port, and a chat sent meanwhile waits and succeeds', { skip }, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {
-    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    // One place in the queue while offloaded (the server's own bound is 64).
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ...TIGHT, maxQueuedRequests: 1 })
     const estimate = await orchestrator.estimate(IMAGE)
     assert.equal(estimate.needsOffload, true)
     assert.equal(estimate.llm.source, 'measured')
@@ -67,7 +70,11 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
       assert.ok(orchestrator.getSavedState().savedAt instanceof Date)
       waiting = chat(info.port)
     })
-    orchestrator.once('queued', () => (queueDuringImage = orchestrator.getInfo().queue))
+    let refused
+    orchestrator.once('queued', () => {
+      queueDuringImage = orchestrator.getInfo().queue
+      refused = chat(info.port)
+    })
     const steps = []
     const result = await orchestrator.orchestrateImageGeneration({ ...IMAGE, onProgress: (step) => steps.push(step) })
     assert.equal(result.width, 64)
@@ -75,6 +82,10 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
     const answer = await waiting
     assert.equal(answer.status, 200)
     assert.equal((await answer.json()).usage.completion_tokens, 8)
+    const full = await refused
+    assert.equal(full.status, 503)
+    assert.equal(full.headers.get('retry-after'), '5')
+    assert.equal((await full.json()).code, 'QUEUE_FULL')
     const after = llama.getInfo()
     assert.equal(after.status, 'running')
     assert.equal(after.port, info.port)

@@ -9,6 +9,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { backends, median } = require('./common')
+const { registerModels, printEstimateTable } = require('./estimates')
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15)
 const MAX_TOKENS = 48
@@ -48,14 +49,11 @@ async function streamed(port) {
 
 async function main() {
   const real = backends()
-  const { configure, llamaServer, modelManager } = require('..')
+  const lib = require('..')
+  const { configure, llamaServer } = lib
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-bench-gateway-'))
   configure({ dataDir })
-  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  const { serveFiles } = require('../__test__/helpers')
-  await serveFiles({ '/chat.gguf': real.chatModel }, (base) =>
-    modelManager.downloadModel({ source: 'url', url: `${base}/chat.gguf`, name: 'chat', type: 'llm' }),
-  )
+  await registerModels(lib, real)
   const info = await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 2048 })
   const runs = { direct: [], gateway: [] }
   try {
@@ -66,7 +64,6 @@ async function main() {
     }
   } finally {
     await llamaServer.stop()
-    fs.rmSync(dataDir, { recursive: true, force: true })
   }
   const summary = (list) => ({ ttft: median(list.map((r) => r.ttft)), rate: median(list.map((r) => r.rate)) })
   const direct = summary(runs.direct)
@@ -79,6 +76,8 @@ async function main() {
   const ratio = gateway.rate / direct.rate
   const added = gateway.ttft - direct.ttft
   console.log(`gateway: ${ratio.toFixed(3)}× direct throughput (goal ≥ 0.98), ${added.toFixed(2)} ms added to the first token (goal ≤ 2)`)
+  await printEstimateTable(lib, real)
+  fs.rmSync(dataDir, { recursive: true, force: true })
 }
 
 main().catch((err) => {

@@ -1,84 +1,29 @@
 'use strict'
 
 // The ResourceOrchestrator, in one run (needs `npm run backends`):
-// 1. Its estimates against measured peak RSS, beside the seed's `size × 1.2`: the chat model
-//    (SmolLM2-135M) at contexts 2048 and 8192 (RSS after one request), and the tiny diffusion set
-//    at 64×64 and 256×256 (sd-cli's peak RSS, read with getrusage of a python3 parent).
+// 1. Its estimates against measured peak RSS (bench/estimates.js).
 // 2. offload → image → reload through orchestrateImageGeneration against the same steps done by
 //    hand (llamaServer.stop, generateImage, llamaServer.start), RUNS times interleaved; the
 //    difference is the orchestration's overhead (goal ≤ 100 ms).
-const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { backends, median } = require('./common')
+const { registerModels, printEstimateTable } = require('./estimates')
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
-const MB = 1e6
-
-function chat(port) {
-  return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 16 }),
-  }).then((r) => r.json())
-}
-
-/** Peak RSS of one sd-cli run, in bytes. */
-function sdCliPeak(real, size) {
-  const args = [
-    '--diffusion-model', real.diffusionModel, '--llm', real.diffusionComponents.llm, '--taesd', real.diffusionComponents.taesd,
-    '-p', 'a red cube', '-W', String(size), '-H', String(size), '--steps', '2', '--seed', '42', '--cfg-scale', '1', '-t', '1',
-    '-o', path.join(os.tmpdir(), `genai-electron-bench-${size}.png`),
-  ]
-  const script = 'import resource, subprocess, sys\nsubprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)'
-  const run = spawnSync('python3', ['-c', script, real.sdCli, ...args], { encoding: 'utf8' })
-  if (run.status !== 0) throw new Error(`sd-cli failed: ${run.stderr}`)
-  return Number(run.stdout.trim()) * 1024
-}
 
 async function main() {
   const real = backends()
   const lib = require('..')
-  const { configure, llamaServer, diffusionServer, modelManager, ResourceOrchestrator } = lib
+  const { configure, llamaServer, diffusionServer, ResourceOrchestrator } = lib
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-bench-orchestrate-'))
   configure({ dataDir })
-  process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
-  const { serveFiles, downloadTinyImageSet } = require('../__test__/helpers')
-  await serveFiles({ '/chat.gguf': real.chatModel }, (base) =>
-    modelManager.downloadModel({ source: 'url', url: `${base}/chat.gguf`, name: 'chat', type: 'llm' }),
-  )
-  await downloadTinyImageSet(modelManager, real)
-  const chatSize = (await modelManager.getModelInfo('chat')).size
-  const imageSize = (await modelManager.getModelInfo('tiny-image')).size
-  const rows = {}
-  const row = (name, estimated, measured, seed) => {
-    rows[name] = {
-      'measured MB': (measured / MB).toFixed(1),
-      'estimate MB': (estimated / MB).toFixed(1),
-      'error': `${(((estimated - measured) / measured) * 100).toFixed(1)}%`,
-      'size × 1.2 MB': (seed / MB).toFixed(1),
-      'its error': `${(((seed - measured) / measured) * 100).toFixed(1)}%`,
-    }
-  }
-  await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
-  const orchestrator = new ResourceOrchestrator()
+  await registerModels(lib, real)
   try {
-    for (const contextSize of [2048, 8192]) {
-      const info = await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize })
-      await chat(info.port)
-      const { llm } = await orchestrator.estimate()
-      row(`chat model, context ${contextSize}`, llm.estimated.ram, llm.measured.ram, chatSize * 1.2)
-      await llamaServer.stop()
-    }
-    for (const size of [64, 256]) {
-      const { diffusion } = await orchestrator.estimate({ width: size, height: size })
-      row(`diffusion set, ${size}×${size}`, diffusion.estimated.ram, sdCliPeak(real, size), imageSize * 1.2)
-    }
-    console.log(`\nestimates against measured peak RSS (node ${process.version})`)
-    console.table(rows)
+    await printEstimateTable(lib, real)
 
+    await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
     await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 2048 })
     const forced = new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 1e6, headroom: 0 })
     const image = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 1 }

@@ -56,12 +56,28 @@ async function serving(files, use) {
   }
 }
 
-async function installed(id, download) {
+/** The model `id` if it is registered; otherwise downloads it with `options`, a bar showing the bytes. */
+async function installed(id, options) {
   try {
     return await modelManager.getModelInfo(id)
   } catch (err) {
     if (err.code !== 'MODEL_NOT_FOUND') throw err
-    return download()
+  }
+  const bar = new cliProgress.SingleBar(
+    { format: `  ${options.name.padEnd(22)} [{bar}] {percentage}% | {got} of {size} MB`, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  )
+  bar.start(1, 0, { got: 0, size: '?' })
+  try {
+    return await modelManager.downloadModel({
+      ...options,
+      onProgress: (downloaded, total) => {
+        bar.setTotal(total || 1)
+        bar.update(downloaded, { got: (downloaded / 1e6).toFixed(1), size: total ? (total / 1e6).toFixed(1) : '?' })
+      },
+    })
+  } finally {
+    bar.stop()
   }
 }
 
@@ -124,7 +140,7 @@ async function image(model, port, timings) {
     { format: '  image  [{bar}] {value}/{total} steps | {phase}', hideCursor: true, clearOnComplete: false },
     cliProgress.Presets.shades_classic,
   )
-  bar.start(request.steps, 0, { phase: 'idle' })
+  bar.start(request.steps, 0, { phase: 'queued' })
   const began = performance.now()
   try {
     const result = await orchestrator.orchestrateImageGeneration({
@@ -162,16 +178,16 @@ async function main() {
     'taesd.gguf': real.diffusionComponents.taesd,
   }
   const [chatModel, imageModel] = await serving(files, async (base) => [
-    await installed('smollm2-135m-instruct', () =>
-      modelManager.downloadModel({ source: 'url', url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`, name: 'SmolLM2 135M Instruct', type: 'llm', checksum: CHAT_SHA256 })),
-    await installed('tiny-image-test', () =>
-      modelManager.downloadModel({
-        source: 'url', url: `${base}/diffusion.gguf`, name: 'tiny image test', type: 'diffusion', checksum: IMAGE_SHA256.diffusion,
-        components: [
-          { role: 'llm', source: 'url', url: `${base}/llm.gguf`, checksum: IMAGE_SHA256.llm },
-          { role: 'taesd', source: 'url', url: `${base}/taesd.gguf`, checksum: IMAGE_SHA256.taesd },
-        ],
-      })),
+    await installed('smollm2-135m-instruct', {
+      source: 'url', url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`, name: 'SmolLM2 135M Instruct', type: 'llm', checksum: CHAT_SHA256,
+    }),
+    await installed('tiny-image-test', {
+      source: 'url', url: `${base}/diffusion.gguf`, name: 'tiny image test', type: 'diffusion', checksum: IMAGE_SHA256.diffusion,
+      components: [
+        { role: 'llm', source: 'url', url: `${base}/llm.gguf`, checksum: IMAGE_SHA256.llm },
+        { role: 'taesd', source: 'url', url: `${base}/taesd.gguf`, checksum: IMAGE_SHA256.taesd },
+      ],
+    }),
   ])
   const timings = {}
   try {

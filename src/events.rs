@@ -58,13 +58,27 @@ impl<E: Clone + 'static> Subscribers<E> {
     }
 
     pub fn emit(&self, event: E) {
-        let sinks: Vec<_> = crate::sync::lock(&self.sinks)
-            .iter()
-            .map(|(_, s)| s.clone())
-            .collect();
-        for sink in sinks {
-            sink.emit(event.clone());
-        }
+        emit_to(&self.sinks, event);
+    }
+
+    /// One sink that reaches every listener of the moment it emits (for code that needs a
+    /// sink it can own, such as a child process's line reader).
+    pub fn sink(&self) -> EventSink<E>
+    where
+        E: Send + Sync,
+    {
+        let sinks = self.sinks.clone();
+        EventSink::new(move |event| emit_to(&sinks, event))
+    }
+}
+
+fn emit_to<E: Clone>(sinks: &std::sync::Mutex<Listeners<E>>, event: E) {
+    let sinks: Vec<_> = crate::sync::lock(sinks)
+        .iter()
+        .map(|(_, s)| s.clone())
+        .collect();
+    for sink in sinks {
+        sink.emit(event.clone());
     }
 }
 

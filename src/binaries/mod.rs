@@ -158,6 +158,8 @@ pub struct BinaryProgress {
     pub detail: String,
     pub bytes: u64,
     pub total: Option<u64>,
+    /// Build stage, while compiling: steps done and in all, as the build tool counts them.
+    pub steps: Option<(u64, u64)>,
 }
 
 /// Where a resolved executable came from.
@@ -258,6 +260,7 @@ impl BinaryManager {
             detail: detail.into(),
             bytes,
             total,
+            steps: None,
         });
     }
 
@@ -369,7 +372,19 @@ impl BinaryManager {
             work_dir,
         };
         let report = |stage: Stage, detail: &str| self.emit(kind, stage, "source", detail, 0, None);
-        let built = source::build(&plan, &report).await?;
+        let events = self.events.sink();
+        let steps = EventSink::new(move |steps| {
+            events.emit(BinaryProgress {
+                kind,
+                stage: Stage::Build,
+                variant: "source".into(),
+                detail: "compile".into(),
+                bytes: 0,
+                total: None,
+                steps: Some(steps),
+            })
+        });
+        let built = source::build(&plan, &report, steps).await?;
         self.emit(kind, Stage::Probe, "source", "", 0, None);
         let mut executables = HashMap::new();
         for exe in &built {

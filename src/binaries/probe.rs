@@ -34,7 +34,7 @@ pub async fn probe(exe: &Path, kind: BinaryKind, accel: Accel) -> Result<String,
 
 async fn run(exe: &Path, args: &[&str]) -> Result<String, String> {
     let command = || format!("`{} {}`", exe.display(), args.join(" "));
-    let (exit, text) = tokio::time::timeout(PROBE_TIMEOUT, run_captured(exe, args, false))
+    let (exit, text) = tokio::time::timeout(PROBE_TIMEOUT, run_captured(exe, args, false, None))
         .await
         .map_err(|_| {
             format!(
@@ -52,12 +52,14 @@ async fn run(exe: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 /// Runs a program under the supervisor (argument vector, own process group, ends with us) and
-/// returns how it exited with its output lines (stdout and stderr, the last 2000). Dropping the
-/// future ends it; `guarded` ends its whole tree too (a build's ninja and compilers).
+/// returns how it exited with its output lines (stdout and stderr, the last 2000), each also
+/// handed to `on_line` as it comes. Dropping the future ends it; `guarded` ends its whole tree
+/// too (a build's ninja and compilers).
 pub async fn run_captured<S: AsRef<std::ffi::OsStr>>(
     program: &Path,
     args: &[S],
     guarded: bool,
+    on_line: Option<crate::events::EventSink<String>>,
 ) -> std::io::Result<(ExitInfo, String)> {
     let spec = ProcessSpec {
         program: program.to_path_buf(),
@@ -67,7 +69,7 @@ pub async fn run_captured<S: AsRef<std::ffi::OsStr>>(
             .collect(),
         guarded,
     };
-    let child = crate::process::spawn(spec, None)?;
+    let child = crate::process::spawn(spec, on_line)?;
     let exit = child.wait().await;
     Ok((exit, child.logs.last(usize::MAX).join("\n")))
 }

@@ -13,6 +13,7 @@ use super::manifest::BinaryKind;
 use super::probe::{run_captured, tail};
 use super::{BinaryError, Stage};
 use crate::download;
+use crate::events::EventSink;
 
 /// Where the sources come from and how to build them.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,9 +43,11 @@ pub struct BuildPlan<'a> {
 
 /// Builds and returns the path of every executable of the backend (llama-server, or sd-cli and
 /// sd-server), found in the build tree.
+/// `steps` hears the compile's progress, `(done, total)`, as the build tool prints it.
 pub async fn build(
     plan: &BuildPlan<'_>,
     report: &(dyn Fn(Stage, &str) + Send + Sync),
+    steps: EventSink<(u64, u64)>,
 ) -> Result<Vec<PathBuf>, BinaryError> {
     let cmake = which("cmake").ok_or(BinaryError::CmakeMissing)?;
     let archive = obtain_archive(plan, report).await?;
@@ -74,7 +77,7 @@ pub async fn build(
         let _ = tokio::fs::remove_dir_all(&build_dir).await;
     }
     report(Stage::Build, "configure");
-    run_step(&cmake, &configure, "configure").await?;
+    run_step(&cmake, &configure, "configure", None).await?;
 
     let jobs = plan
         .spec
@@ -91,7 +94,12 @@ pub async fn build(
     ];
     compile.extend(plan.kind.cmake_targets().iter().map(|t| t.to_string()));
     report(Stage::Build, "compile");
-    run_step(&cmake, &compile, "build").await?;
+    let progress = EventSink::new(move |line: String| {
+        if let Some(done_of) = compile_progress(&line) {
+            steps.emit(done_of);
+        }
+    });
+    run_step(&cmake, &compile, "build", Some(progress)).await?;
 
     let mut found = Vec::new();
     for target in plan.kind.cmake_targets() {
@@ -223,14 +231,31 @@ async fn stale_build_dir(build_dir: &Path, source_root: &Path, ninja: bool) -> b
     cache.contains("CMAKE_GENERATOR:INTERNAL=Ninja") != ninja || !cache.lines().any(|l| l == home)
 }
 
-async fn run_step(cmake: &Path, args: &[String], step: &str) -> Result<(), BinaryError> {
-    let (exit, text) =
-        run_captured(cmake, args, true)
-            .await
-            .map_err(|e| BinaryError::BuildFailed {
-                step: step.into(),
-                reason: format!("cannot run cmake: {e}"),
-            })?;
+/// A build tool's progress line as `(done, total)`: Ninja's `[12/345] Building …`, or Make's
+/// `[ 45%] Building …` as `(45, 100)`.
+fn compile_progress(line: &str) -> Option<(u64, u64)> {
+    let inside = line.trim_start().strip_prefix('[')?;
+    let (count, _) = inside.split_once(']')?;
+    let count = count.trim();
+    if let Some(percent) = count.strip_suffix('%') {
+        return Some((percent.trim().parse().ok()?, 100));
+    }
+    let (done, total) = count.split_once('/')?;
+    Some((done.parse().ok()?, total.parse().ok()?))
+}
+
+async fn run_step(
+    cmake: &Path,
+    args: &[String],
+    step: &str,
+    on_line: Option<EventSink<String>>,
+) -> Result<(), BinaryError> {
+    let (exit, text) = run_captured(cmake, args, true, on_line)
+        .await
+        .map_err(|e| BinaryError::BuildFailed {
+            step: step.into(),
+            reason: format!("cannot run cmake: {e}"),
+        })?;
     if exit.code == Some(0) {
         return Ok(());
     }
@@ -259,4 +284,22 @@ pub fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(&name))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compile_progress_is_read_from_ninja_and_make_lines() {
+        use super::compile_progress;
+        assert_eq!(
+            compile_progress("[12/345] Building CXX object src/llama.cpp.o"),
+            Some((12, 345))
+        );
+        assert_eq!(
+            compile_progress("[ 45%] Building C object ggml.c.o"),
+            Some((45, 100))
+        );
+        assert_eq!(compile_progress("-- Configuring done"), None);
+        assert_eq!(compile_progress("[abc] nope"), None);
+    }
 }

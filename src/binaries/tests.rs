@@ -320,6 +320,15 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
     );
     let stages: Vec<_> = events.lock().unwrap().iter().map(|e| e.stage).collect();
     assert!(stages.contains(&Stage::Build) && stages.contains(&Stage::Extract));
+    // The compile reports its steps as the build tool counts them, up to the last one.
+    let steps: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.steps)
+        .collect();
+    let &(done, total) = steps.last().expect("compile steps were reported");
+    assert!(done == total && total > 0, "{steps:?}");
     // The install is remembered like a downloaded one.
     let again = installed(&data.binaries.join("llama/source"), BinaryKind::LlamaServer)
         .await

@@ -42,6 +42,7 @@ pub(super) fn progress_to_js(p: BinaryProgress) -> Value {
         "detail": p.detail,
         "bytes": p.bytes,
         "total": p.total,
+        "steps": p.steps.map(|(done, total)| json!({ "done": done, "total": total })),
     })
 }
 

@@ -48,6 +48,16 @@ pub struct Traffic {
     waiting: Mutex<BTreeMap<u64, Instant>>,
     next: AtomicU64,
     events: Option<EventSink<QueueEvent>>,
+    /// Set by whoever holds the traffic (the orchestrator during an offload): the queue's bounds
+    /// for that time, instead of the server's own.
+    bounds: Mutex<QueueBounds>,
+}
+
+/// Bounds of the queue that replace the gateway's configured ones while set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueBounds {
+    pub max_queued: Option<usize>,
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +103,19 @@ impl Traffic {
 
     pub fn hold(&self, held: bool) {
         self.held.send_replace(held);
+    }
+
+    /// Bounds the queue by `bounds` (where set) until they are set again.
+    pub fn bound(&self, bounds: QueueBounds) {
+        *lock(&self.bounds) = bounds;
+    }
+
+    fn bounds(&self, config: &GatewayConfig) -> (usize, Duration) {
+        let bounds = *lock(&self.bounds);
+        (
+            bounds.max_queued.unwrap_or(config.max_queued),
+            bounds.timeout.unwrap_or(config.queue_timeout),
+        )
     }
 
     /// Resolves once no request is being served, or after `limit`; true when drained.
@@ -299,12 +322,17 @@ impl Shared {
         if health || !coming(&now, now_held) {
             return Err(unavailable(&now));
         }
-        let Some(_place) = Place::take(&self.traffic, self.config.max_queued) else {
+        let (max_queued, queue_timeout) = self.traffic.bounds(&self.config);
+        let Some(_place) = Place::take(&self.traffic, max_queued) else {
             return Err(retry_later(
                 "QUEUE_FULL",
                 &format!(
-                    "llama-server is {} and {} requests are already waiting for it",
-                    now.status, self.config.max_queued
+                    "llama-server is {} and {max_queued} requests are already waiting for it",
+                    if now_held {
+                        "offloaded".into()
+                    } else {
+                        now.status.to_string()
+                    }
                 ),
             ));
         };
@@ -320,14 +348,14 @@ impl Shared {
                 }
             }
         };
-        let after = match tokio::time::timeout(self.config.queue_timeout, settled).await {
+        let after = match tokio::time::timeout(queue_timeout, settled).await {
             Ok(state) => state,
             Err(_) => {
                 return Err(retry_later(
                     "QUEUE_TIMEOUT",
                     &format!(
-                        "llama-server was not running within {} s",
-                        self.config.queue_timeout.as_secs()
+                        "llama-server was not running within {} ms",
+                        queue_timeout.as_millis()
                     ),
                 ));
             }

@@ -24,7 +24,7 @@ use crate::process::{
     Transition,
 };
 use crate::sync::lock;
-use gateway::{GatewayConfig, Traffic};
+use gateway::{GatewayConfig, QueueBounds, Traffic};
 
 pub use crate::process::RecoveryPolicy;
 pub use crate::process::actor::restart_backoff;
@@ -407,13 +407,16 @@ impl LlamaServer {
         let exit = self.actor.stop().await;
         self.close_gateway().await;
         self.traffic.hold(false);
+        self.traffic.bound(QueueBounds::default());
         exit
     }
 
-    /// Makes room: new requests wait at the gateway, those in flight (streams included) finish
-    /// (at most `drain`), then the process stops; the gateway keeps the public port. False when
-    /// the drain ran out of time (what was still in flight was cut).
-    pub async fn offload(&self, drain: Duration) -> bool {
+    /// Makes room: new requests wait at the gateway (bounded by `bounds` where set, else by the
+    /// server's own queue options), those in flight (streams included) finish (at most `drain`),
+    /// then the process stops; the gateway keeps the public port. False when the drain ran out
+    /// of time (what was still in flight was cut).
+    pub async fn offload(&self, drain: Duration, bounds: QueueBounds) -> bool {
+        self.traffic.bound(bounds);
         self.traffic.hold(true);
         let drained = self.traffic.drained(drain).await;
         self.actor.stop().await;
@@ -425,6 +428,7 @@ impl LlamaServer {
     pub async fn reload(&self) -> Result<ServerInfo, LlamaError> {
         let reloaded = self.restart().await;
         self.traffic.hold(false);
+        self.traffic.bound(QueueBounds::default());
         reloaded
     }
 }

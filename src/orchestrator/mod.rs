@@ -23,6 +23,7 @@ use crate::diffusion::engine::{ImageOutput, JobError};
 use crate::diffusion::{DiffusionError, DiffusionServer};
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
+use crate::llama::gateway::QueueBounds;
 use crate::llama::{LlamaConfig, LlamaServer, ServerInfo};
 use crate::process::ServerState;
 use crate::sync::lock;
@@ -64,6 +65,9 @@ pub struct OptionsRequest {
     /// Milliseconds.
     pub memory_release_timeout: Option<u64>,
     pub drain_timeout: Option<u64>,
+    /// Milliseconds a chat request may wait while the LLM is offloaded.
+    pub queue_timeout: Option<u64>,
+    pub max_queued_requests: Option<u32>,
 }
 
 /// A byte count from JS: a whole number from 0 (or from 1 with `positive`).
@@ -93,6 +97,8 @@ pub struct Options {
     pub headroom: u64,
     pub memory_release_timeout: Duration,
     pub drain_timeout: Duration,
+    /// The gateway's queue while the LLM is offloaded; unset parts are the server's own.
+    pub queue: QueueBounds,
 }
 
 impl Options {
@@ -105,7 +111,54 @@ impl Options {
                 req.memory_release_timeout.unwrap_or(10_000),
             ),
             drain_timeout: Duration::from_millis(req.drain_timeout.unwrap_or(30_000)),
+            queue: QueueBounds {
+                max_queued: req.max_queued_requests.map(|n| n as usize),
+                timeout: req.queue_timeout.map(Duration::from_millis),
+            },
         })
+    }
+
+    /// Whether the two fit: on the GPU when either uses it (VRAM is then what runs out first),
+    /// else in RAM, with the headroom kept free; only a running LLM is offloaded.
+    fn weigh(
+        &self,
+        llm: Usage,
+        diffusion: Usage,
+        available: Memory,
+        gpu: bool,
+        llm_running: bool,
+    ) -> Estimate {
+        // What the running servers hold is theirs to use again.
+        let held = |what: fn(&Usage) -> u64| {
+            [&llm, &diffusion]
+                .into_iter()
+                .filter(|u| u.source == Source::Measured)
+                .map(what)
+                .sum::<u64>()
+        };
+        let budget = Memory {
+            ram: self.ram_budget.unwrap_or(available.ram + held(|u| u.ram)),
+            vram: self
+                .vram_budget
+                .unwrap_or(available.vram + held(|u| u.vram)),
+        };
+        let bottleneck = if gpu && (llm.vram > 0 || diffusion.vram > 0) {
+            Bottleneck::Vram
+        } else {
+            Bottleneck::Ram
+        };
+        let (need, room) = match bottleneck {
+            Bottleneck::Ram => (llm.ram + diffusion.ram, budget.ram),
+            Bottleneck::Vram => (llm.vram + diffusion.vram, budget.vram),
+        };
+        Estimate {
+            llm,
+            diffusion,
+            available,
+            budget,
+            bottleneck,
+            needs_offload: llm_running && need + self.headroom > room,
+        }
     }
 }
 
@@ -276,44 +329,9 @@ impl Orchestrator {
             ram: free,
             vram: gpu.vram_free.unwrap_or(0),
         };
-        // What the running servers hold is theirs to use again.
-        let held = |measured: &Usage, what: fn(&Usage) -> u64| {
-            if measured.source == Source::Measured {
-                what(measured)
-            } else {
-                0
-            }
-        };
-        let budget = Memory {
-            ram: self
-                .options
-                .ram_budget
-                .unwrap_or(free + held(&llm, |u| u.ram) + held(&diffusion, |u| u.ram)),
-            vram: self
-                .options
-                .vram_budget
-                .unwrap_or(available.vram + held(&llm, |u| u.vram) + held(&diffusion, |u| u.vram)),
-        };
-        let on_gpu = gpu.available && (llm.vram > 0 || diffusion.vram > 0);
-        let bottleneck = if on_gpu {
-            Bottleneck::Vram
-        } else {
-            Bottleneck::Ram
-        };
-        let (need, room) = match bottleneck {
-            Bottleneck::Ram => (llm.ram + diffusion.ram, budget.ram),
-            Bottleneck::Vram => (llm.vram + diffusion.vram, budget.vram),
-        };
-        let needs_offload =
-            self.llama.info().status == ServerState::Running && need + self.options.headroom > room;
-        Estimate {
-            llm,
-            diffusion,
-            available,
-            budget,
-            bottleneck,
-            needs_offload,
-        }
+        let llm_running = self.llama.info().status == ServerState::Running;
+        self.options
+            .weigh(llm, diffusion, available, gpu.available, llm_running)
     }
 
     async fn llm_usage(&self, data: &DataPaths) -> Usage {
@@ -372,7 +390,10 @@ impl Orchestrator {
         *lock(&self.saved) = Some(saved.clone());
         self.set_phase(Phase::Draining);
         self.emit(OrchestratorEvent::Offload(Box::new(saved)));
-        let drained = self.llama.offload(self.options.drain_timeout).await;
+        let drained = self
+            .llama
+            .offload(self.options.drain_timeout, self.options.queue)
+            .await;
         if !drained {
             tracing::warn!("offload: requests still in flight after the drain timeout were cut");
         }
@@ -609,6 +630,67 @@ mod tests {
         assert_eq!(llama.info().status, ServerState::Running);
         llama.stop().await;
         diffusion.stop().await;
+    }
+
+    fn usage(ram: u64, vram: u64, source: Source) -> Usage {
+        let memory = Memory { ram, vram };
+        Usage {
+            ram,
+            vram,
+            source,
+            estimated: memory,
+            measured: (source == Source::Measured).then_some(memory),
+        }
+    }
+
+    #[test]
+    fn the_gpu_decides_when_the_servers_use_it_and_ram_otherwise() {
+        const GB: u64 = 1 << 30;
+        let options = Options::resolve(OptionsRequest {
+            headroom: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
+        // 6 GB of VRAM free beside an LLM that holds 5 GB of it: an image needing 4 GB does not
+        // fit (11 GB of VRAM in all), though RAM has plenty.
+        let free = Memory {
+            ram: 64 * GB,
+            vram: 6 * GB,
+        };
+        let llm = usage(GB, 5 * GB, Source::Measured);
+        let image = usage(GB, 4 * GB, Source::Estimated);
+        let e = options.weigh(llm, image, free, true, true);
+        assert_eq!(e.bottleneck, Bottleneck::Vram);
+        assert_eq!(
+            e.budget.vram,
+            11 * GB,
+            "what is free plus what the LLM holds"
+        );
+        assert!(!e.needs_offload, "5 + 4 of 11 GB fits");
+        let big = usage(GB, 7 * GB, Source::Estimated);
+        assert!(options.weigh(llm, big, free, true, true).needs_offload);
+        // The same figures without a usable GPU: both run on the CPU, RAM decides.
+        let e = options.weigh(llm, big, free, false, true);
+        assert_eq!(e.bottleneck, Bottleneck::Ram);
+        assert!(!e.needs_offload);
+        // Nothing on the GPU: RAM decides even where a GPU is present.
+        let cpu = |ram| usage(ram, 0, Source::Measured);
+        let e = options.weigh(cpu(40 * GB), cpu(30 * GB), free, true, true);
+        assert_eq!(e.bottleneck, Bottleneck::Ram);
+        assert_eq!(e.budget.ram, 134 * GB);
+        assert!(!e.needs_offload);
+        // A VRAM budget caps what the machine has, and the headroom counts.
+        let capped = Options::resolve(OptionsRequest {
+            vram_budget_bytes: Some((10 * GB) as f64),
+            headroom: Some((2 * GB) as f64),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = capped.weigh(llm, image, free, true, true);
+        assert_eq!(e.budget.vram, 10 * GB);
+        assert!(e.needs_offload, "5 + 4 and 2 of headroom > 10");
+        // An LLM that does not run is never offloaded.
+        assert!(!capped.weigh(llm, big, free, true, false).needs_offload);
     }
 
     #[test]

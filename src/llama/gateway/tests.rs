@@ -138,6 +138,39 @@ async fn the_queue_is_bounded_and_waits_end() {
 }
 
 #[tokio::test]
+async fn a_holder_bounds_the_queue_until_it_lets_go() {
+    let s = setup(8, Duration::from_secs(60)).await;
+    set(&s.state, ServerState::Running);
+    s.traffic.hold(true);
+    s.traffic.bound(QueueBounds {
+        max_queued: Some(1),
+        timeout: Some(Duration::from_millis(200)),
+    });
+    let first = tokio::spawn(post(s.port, "/a", "").send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = post(s.port, "/b", "").send().await.unwrap();
+    let body = json_of(refused).await;
+    assert_eq!(body["code"], "QUEUE_FULL");
+    assert!(
+        body["error"].as_str().unwrap().contains("offloaded"),
+        "{body}"
+    );
+    let timed_out = json_of(first.await.unwrap().unwrap()).await;
+    assert_eq!(timed_out["code"], "QUEUE_TIMEOUT", "{timed_out}");
+    // Let go: the server's own bounds again (eight places, a minute each).
+    s.traffic.bound(QueueBounds::default());
+    let waiting: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(post(s.port, "/c", "").send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.traffic.queue().length, 3);
+    s.traffic.hold(false);
+    for answer in waiting {
+        assert_eq!(answer.await.unwrap().unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
 async fn health_never_waits_and_a_server_that_is_not_coming_is_unavailable_at_once() {
     let s = setup(4, Duration::from_secs(10)).await;
     let health = http::local_client()
