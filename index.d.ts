@@ -113,7 +113,7 @@ export interface SystemRecommendations {
   /** The same as a model size class at Q4_K_M, e.g. `"7B"`. */
   maxModelSize: string
   recommendedQuantization: string[]
-  /** Threads for llama.cpp: physical cores, leaving room for the app. */
+  /** Threads for llama.cpp: physical cores less one on up to 8 cores, less two on 9–16, 85% beyond (room for the app). */
   threads: number
   /** A GPU with known memory is available for offloading layers. */
   gpuAcceleration: boolean
@@ -277,6 +277,13 @@ export declare const systemInfo: SystemInfo
  */
 export type ServerStatus = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed' | 'restarting'
 
+/**
+ * The seed's `HealthStatus`: `ok` while the server runs and answers (for llama-server, its last
+ * watchdog check passed), `error` while checks fail or after a crash, `unknown` when it does not
+ * run. {@link LlamaServerManager.isHealthy} and {@link DiffusionServerManager.isHealthy} ask now.
+ */
+export type HealthStatus = 'ok' | 'error' | 'unknown'
+
 /** One change of a server's status: every change emits exactly one. */
 export interface StateEvent<T extends string = 'state'> {
   type: T
@@ -318,7 +325,14 @@ export interface LlamaServerConfig {
   cacheTypeV?: KVCacheType
   /** Require `Authorization: Bearer <apiKey>` on every request. */
   apiKey?: string
-  /** More llama-server arguments (not `--model`, `--host` or `--port`). */
+  /**
+   * More llama-server arguments. The flags the library sets from this config are refused with a
+   * `ValidationError`, in every spelling: `-m`/`--model`, `--host`, `--port`, `-t`/`--threads`,
+   * `-c`/`--ctx-size`, `-ngl`/`--gpu-layers`/`--n-gpu-layers`, `-np`/`--parallel`,
+   * `-fa`/`--flash-attn`, `-ctk`/`--cache-type-k`, `-ctv`/`--cache-type-v`, `--api-key`,
+   * `--api-key-file`; so are other model sources (`-mu`/`--model-url`, `-hf`/`-hfr`/`--hf-repo`,
+   * `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak.
+   */
   extraArgs?: string[]
   /** This executable instead of the managed one (see {@link BinaryManager.ensureBinary}). */
   binaryPath?: string
@@ -346,6 +360,7 @@ export interface LlamaServerConfig {
 
 export interface ServerInfo {
   status: ServerStatus
+  health: HealthStatus
   pid: number | null
   /** The public port: the gateway's (or llama-server's own with `gateway: false`). */
   port: number | null
@@ -406,7 +421,7 @@ export interface LlamaServerEvents {
   queued: [{ type: 'queued'; waiting: number }]
   /** A request stopped waiting at the gateway (served, refused, or its client went). */
   dequeued: [{ type: 'dequeued'; waiting: number; waitedMs: number }]
-  /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed), or of the library about it (`[time] [LEVEL] message`). */
+  /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed), or of the library about it, as `[time] [LEVEL] message` ({@link LogManager.parseEntry}). */
   log: [{ type: 'log'; line: string }]
   error: [unknown]
 }
@@ -451,7 +466,7 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
   getPort(): number | null
   /** `GET /health` answers 200 now. */
   isHealthy(): Promise<boolean>
-  /** The last `lines` lines of output and of the library's lines about it (default 100). */
+  /** The last `lines` lines of output and of the library's lines about it (default 100), each `[time] [LEVEL] message` ({@link LogManager.parseEntry} reads them). */
   getLogs(lines?: number): Promise<string[]>
   clearLogs(): Promise<void>
   /** What the server's process tree uses now; `null` when no process runs. */
@@ -521,7 +536,7 @@ export interface ImageGenerationConfig {
   cfgScale?: number
   /** 0 to 2^53-1; unset or -1 draws a random one, which the result reports. */
   seed?: number
-  /** Default: the backend's choice for the model. */
+  /** Default: the backend's choice for the model it loaded (`euler` for DiT models such as FLUX and SD3, else `euler_a`). */
   sampler?: ImageSampler
   /** Images to make, 1–8 (default 1); their seeds count up from `seed`. */
   count?: number
@@ -558,13 +573,20 @@ export interface DiffusionServerConfig {
   host?: string
   /** `'auto'` (default): resident when free RAM holds twice the model plus 1 GiB, else one-shot. */
   backend?: DiffusionBackend | 'auto'
-  /** CPU threads (default: physical cores minus one). */
+  /** CPU threads (default: as {@link SystemRecommendations.threads}: physical cores less one on up to 8 cores, less two on 9–16, 85% beyond). */
   threads?: number
   /** An `sd-cli` to use instead of the managed one (one-shot). */
   binaryPath?: string
   /** An `sd-server` to use instead of the managed one (resident). */
   serverBinaryPath?: string
-  /** More stable-diffusion.cpp arguments, e.g. `['--vae-on-cpu']` (not model, prompt, output or address flags). */
+  /**
+   * More stable-diffusion.cpp arguments, e.g. `['--vae-on-cpu']`. The flags the library sets are
+   * refused with a `ValidationError`, in every spelling: the model and its components (`-m`/`--model`,
+   * `--diffusion-model`, `--clip_l`, `--clip_g`, `--t5xxl`, `--llm`, `--llm_vision`, `--vae`, `--taesd`),
+   * `-t`/`--threads`, the request's fields (`-p`/`--prompt`, `-n`/`--negative-prompt`, `-W`/`--width`,
+   * `-H`/`--height`, `--steps`, `-s`/`--seed`, `-b`/`--batch-count`, `--cfg-scale`, `--sampling-method`),
+   * `-o`/`--output`, `-l`/`--listen-ip`, `--listen-port` and `-M`/`--mode`.
+   */
   extraArgs?: string[]
   /** Require `Authorization: Bearer <apiKey>` on every route but `/health`. */
   apiKey?: string
@@ -581,8 +603,12 @@ export interface DiffusionServerConfig {
 }
 
 export interface DiffusionServerInfo {
-  /** The HTTP server's status. */
-  status: 'stopped' | 'starting' | 'running' | 'stopping'
+  /**
+   * The server's status: `crashed` while its resident `sd-server` is (the HTTP port still
+   * answers, and the next image starts `sd-server` again, back to `running`).
+   */
+  status: 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed'
+  health: HealthStatus
   port: number | null
   host: string | null
   modelId: string | null
@@ -607,7 +633,8 @@ export interface DiffusionServerInfo {
 export interface ResolvedDiffusionConfig {
   modelId: string
   host: string
-  port: number | null
+  /** The port it listens on (`port: 'auto'` resolved). */
+  port: number
   backend: DiffusionBackend
   binary: string
   threads: number
@@ -636,7 +663,7 @@ export interface DiffusionServerEvents {
   job: [{ type: 'job'; id: string; status: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' }]
   /** An install of an executable, anywhere in the library. */
   'binary-progress': [BinaryProgressEvent]
-  /** One line of stable-diffusion.cpp's output, or of the library about it (`[time] [LEVEL] message`). */
+  /** One line of stable-diffusion.cpp's output, or of the library about it, as `[time] [LEVEL] message` ({@link LogManager.parseEntry}). */
   log: [{ type: 'log'; line: string }]
   error: [unknown]
 }
@@ -814,7 +841,11 @@ export interface FileSourceConfig {
   file?: string
   /** With `source: 'huggingface'`: branch, tag or commit (default `main`); resolved to a commit, which is recorded. */
   revision?: string
-  /** Expected sha256, hex: the download fails, and nothing is kept, when it differs. */
+  /**
+   * Expected SHA-256: 64 hex digits in either case, optionally prefixed `sha256:`. The download
+   * fails, and nothing is kept, when it differs; a malformed one is a `ValidationError` before
+   * any byte is fetched.
+   */
   checksum?: string
 }
 
@@ -833,6 +864,8 @@ export interface DownloadConfig extends FileSourceConfig {
   onProgress?: (downloaded: number, total: number, event: DownloadProgressEvent) => void
   /** An id of your choosing for {@link ModelManager.cancelDownload} and `progress` events (default: a random UUID). */
   downloadId?: string
+  /** Aborting it cancels the download as {@link ModelManager.cancelDownload} does: it rejects with {@link CancelledError}. */
+  signal?: AbortSignal
   /**
    * Milliseconds without a byte before the connection is given up and resumed (default 30000).
    * After three resumptions (250 ms, 500 ms, 1 s apart) the download fails with a
@@ -962,7 +995,8 @@ export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
    * shorter than its header says (it then stays as a `.part` that the next call resumes). A
    * failed download leaves nothing in the model's folder but such resumable `.part` files.
    * @throws {ValidationError} a malformed config, an unknown component role, a file that is not GGUF, an existing id.
-   * @throws {DownloadError} HTTP errors (`details.status`), broken or stalled connections, a file cut short, a redirect loop, a cancelled download.
+   * @throws {DownloadError} HTTP errors (`details.status`), broken or stalled connections, a file cut short, a redirect loop.
+   * @throws {CancelledError} cancelled by `cancelDownload` or `signal`; the model's files are removed.
    * @throws {ChecksumError} a sha256 mismatch; the model's files are removed.
    * @throws {FileSystemError} a full disk or unwritable folder; partial files are removed.
    */
@@ -976,7 +1010,7 @@ export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
   verifyModel(id: string): Promise<boolean>
   /** As {@link ModelManager.verifyModel}, with the files that failed. */
   verifyModelFiles(id: string): Promise<ModelVerification>
-  /** Cancels a download by its `downloadId` or its model id; returns whether one was running. Its files are removed. */
+  /** Cancels a download by its `downloadId` or its model id; returns whether one was running. It rejects with {@link CancelledError}; its files are removed. */
   cancelDownload(id: string): boolean
   /** Bytes used by installed models. */
   getStorageUsage(): Promise<StorageUsage>
@@ -1160,4 +1194,29 @@ export declare class ValidationError extends GenaiElectronError {
 /** `CANCELLED`: the work was cancelled (cancelImageGeneration, an AbortSignal, DELETE, or stop()). */
 export declare class CancelledError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log lines
+// ---------------------------------------------------------------------------------------------
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+
+/** One log line, parsed. */
+export interface LogEntry {
+  /** As written: ISO 8601 for the library's lines. */
+  timestamp: string
+  level: LogLevel
+  message: string
+}
+
+/**
+ * The format of every line of `getLogs()` and of every `log` event, `[time] [LEVEL] message`, as
+ * genai-electron's `LogManager` writes it (the backends' output included).
+ */
+export declare class LogManager {
+  /** The line's parts, or `null` for a line in another format (genai-electron 0.26's padded `[INFO ]` is read too). */
+  static parseEntry(line: string): LogEntry | null
+  /** The line {@link LogManager.parseEntry} reads back; `timestamp` defaults to now, `level` to `info`. */
+  static formatEntry(entry: { timestamp?: string; level?: LogLevel; message: string }): string
 }

@@ -9,6 +9,7 @@ const { ModelManager } = require('./lib/models')
 const { LlamaServerManager } = require('./lib/llama-server')
 const { DiffusionServerManager } = require('./lib/diffusion-server')
 const { ResourceOrchestrator } = require('./lib/orchestrator')
+const { LogManager } = require('./lib/logs')
 
 module.exports = {
   configure,
@@ -26,6 +27,7 @@ module.exports = {
     return DiffusionServerManager.getInstance()
   },
   ResourceOrchestrator,
+  LogManager,
   ModelManager,
   get modelManager() {
     return ModelManager.getInstance()

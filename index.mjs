@@ -9,6 +9,7 @@ export const {
   LlamaServerManager,
   DiffusionServerManager,
   ResourceOrchestrator,
+  LogManager,
   GenaiElectronError,
   ModelNotFoundError,
   DownloadError,

@@ -9,7 +9,7 @@ const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { monitorEventLoopDelay } = require('node:perf_hooks')
 const { backends, downloadTinyImageSet, ROOT } = require('./helpers')
-const { DiffusionServerManager, ModelManager, configure, CancelledError, PortInUseError, ServerError, ValidationError } = require('..')
+const { DiffusionServerManager, ModelManager, configure, CancelledError, LogManager, PortInUseError, ServerError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -46,6 +46,7 @@ test('one-shot: generateImage with progress, HTTP and the openai client all get 
     assert.deepEqual([info.status, info.backend, info.modelId], ['running', 'one-shot', 'tiny-image'])
     assert.equal(await server.isHealthy(), true)
     assert.equal(server.getConfig().backend, 'one-shot')
+    assert.equal(server.getConfig().port, info.port, "port: 'auto' resolves to the port it got")
 
     const steps = []
     const delay = monitorEventLoopDelay({ resolution: 10 })
@@ -68,7 +69,10 @@ test('one-shot: generateImage with progress, HTTP and the openai client all get 
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${info.port}/v1`, apiKey: 'unused' })
     const openai = await client.images.generate({ model: 'local', prompt: 'a cube', size: '64x64', n: 1, response_format: 'b64_json' })
     assert.deepEqual(pngSize(Buffer.from(openai.data[0].b64_json, 'base64')), [64, 64])
-    assert.ok((await server.getLogs(500)).some((l) => l.includes('generate_image completed')))
+    const entries = (await server.getLogs(500)).map((line) => LogManager.parseEntry(line))
+    assert.ok(entries.every(Boolean), 'every line has a time and a level')
+    // sd-cli's own level marker became the entry's level.
+    assert.ok(entries.some((e) => e.level === 'info' && /generate_image completed/.test(e.message)))
   } finally {
     await server.stop()
   }
@@ -109,7 +113,10 @@ test('bad requests and bad configs are typed errors', { skip }, async () => {
   await assert.rejects(server.generateImage(SMALL), ServerError)
   await assert.rejects(server.start({ modelId: 'tiny-image', backend: 'sometimes' }), ValidationError)
   await assert.rejects(server.start({ modelId: 'tiny-image', prot: 1 }), ValidationError)
-  await assert.rejects(server.start({ modelId: 'tiny-image', extraArgs: ['--output', 'x.png'] }), ValidationError)
+  // Every flag the library sets itself, in every spelling; flags it leaves alone pass.
+  for (const flag of ['--output', '-p', '--prompt', '-n', '--negative-prompt', '--llm=other.gguf', '--taesd', '-W', '--cfg-scale', '-M']) {
+    await assert.rejects(server.start({ modelId: 'tiny-image', extraArgs: [flag, 'x'] }), (err) => err instanceof ValidationError && err.message.includes(flag), flag)
+  }
   const taken = net.createServer()
   await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve))
   await assert.rejects(server.start({ modelId: 'tiny-image', port: taken.address().port }), PortInUseError)
@@ -122,6 +129,8 @@ test('bad requests and bad configs are typed errors', { skip }, async () => {
     await assert.rejects(server.generateImage({ prompt: '' }), ValidationError)
     await assert.rejects(server.generateImage({ ...SMALL, width: 70 }), /multiple of 8/)
     await assert.rejects(server.generateImage({ ...SMALL, onProgress: 3 }), ValidationError)
+    await assert.rejects(server.generateImage({ ...SMALL, signal: 'stop' }), ValidationError)
+    await assert.rejects(server.generateImage({ ...SMALL, signal: {} }), ValidationError)
     const controller = new AbortController()
     controller.abort()
     await assert.rejects(server.generateImage({ ...SMALL, signal: controller.signal }), CancelledError)

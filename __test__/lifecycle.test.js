@@ -11,7 +11,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
 const { backends, withTinyModel, downloadTinyImageSet, ROOT } = require('./helpers')
-const { LlamaServerManager, DiffusionServerManager, ModelManager, configure, CancelledError } = require('..')
+const { LlamaServerManager, DiffusionServerManager, ModelManager, configure, CancelledError, LogManager } = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -45,7 +45,9 @@ test('a start then a stop emits exactly four state events; restart() goes throug
   const server = new LlamaServerManager()
   const seen = record(server, ['state', 'restarted'])
   const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  assert.equal(info.health, 'ok')
   await server.stop()
+  assert.equal(server.getInfo().health, 'unknown')
   await until(() => seen.length === 4, 2000, 'four state events')
   assert.deepEqual(seen, ['stopped→starting', 'starting→running', 'running→stopping', 'stopping→stopped'])
 
@@ -72,7 +74,10 @@ test('a start then a stop emits exactly four state events; restart() goes throug
     'running→stopping', 'stopping→restarting', 'restarting→running', 'restarted',
     'running→stopping', 'stopping→stopped',
   ])
-  const logs = (await server.getLogs(500)).join('\n')
+  const lines = await server.getLogs(500)
+  // Every line, llama-server's own output included, has a time and a level.
+  assert.deepEqual(lines.filter((l) => !LogManager.parseEntry(l)), [])
+  const logs = lines.join('\n')
   assert.match(logs, /\] \[INFO\] starting llama-server on port \d+/)
   assert.match(logs, /\] \[INFO\] restarting llama-server on port/)
   // The library's lines go to the log file too, beside the server's own output.
@@ -150,8 +155,9 @@ test('a killed resident sd-server is reported as crashed, and the next image sta
   try {
     const image = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 1 }
     await server.generateImage(image)
-    const { pid, backendStatus, backendPort } = server.getInfo()
+    const { pid, backendStatus, backendPort, health } = server.getInfo()
     assert.equal(backendStatus, 'running')
+    assert.equal(health, 'ok')
     assert.ok(backendPort > 0)
     assert.ok((await server.getMemoryUsage()).rssBytes > 1 << 20)
     const crashed = new Promise((resolve) => server.once('crashed', resolve))
@@ -160,16 +166,20 @@ test('a killed resident sd-server is reported as crashed, and the next image sta
     assert.equal(event.signal, 9)
     assert.equal(event.backend, 'sd-server')
     assert.ok(event.logs.length > 0)
-    assert.equal(server.getInfo().backendStatus, 'crashed')
-    assert.equal(server.getInfo().status, 'running')
+    // As the seed's panel shows it: crashed, unhealthy, no process; the port still answers.
+    const after = server.getInfo()
+    assert.deepEqual([after.backendStatus, after.status, after.health, after.pid], ['crashed', 'crashed', 'error', null])
+    assert.match(after.error, /sd-server/)
+    assert.equal(await server.isHealthy(), true)
     const next = await server.generateImage(image)
     assert.equal(next.image.length > 0, true)
     assert.notEqual(server.getInfo().pid, pid)
+    assert.deepEqual([server.getInfo().status, server.getInfo().health], ['running', 'ok'])
   } finally {
     await server.stop()
   }
-  await until(() => own.length === 4, 2000, 'the HTTP server state events')
-  assert.deepEqual(own, ['stopped→starting', 'starting→running', 'running→stopping', 'stopping→stopped'])
+  await until(() => own.length === 6, 2000, 'the server state events')
+  assert.deepEqual(own, ['stopped→starting', 'starting→running', 'running→crashed', 'crashed→running', 'running→stopping', 'stopping→stopped'])
   assert.deepEqual(backend, [
     'stopped→starting', 'starting→running', 'running→crashed',
     'crashed→starting', 'starting→running', 'running→stopping', 'stopping→stopped',

@@ -76,6 +76,9 @@ test('bad starts are typed errors and leave nothing running', { skip }, async ()
   await assert.rejects(server.start({ modelId: 'missing' }), ModelNotFoundError)
   await assert.rejects(server.start({ modelId: 'tiny', port: 'eighty' }), ValidationError)
   await assert.rejects(server.start({ modelId: 'tiny', prot: 1 }), ValidationError)
+  for (const flag of ['-m', '--port=9', '-c', '-ngl', '--ctx-size', '-ctk', '--api-key-file', '-hf', '--ssl-key-file']) {
+    await assert.rejects(server.start({ modelId: 'tiny', extraArgs: [flag, 'x'] }), (err) => err instanceof ValidationError && err.message.includes(flag), flag)
+  }
   await assert.rejects(server.start({ modelId: 'tiny', binaryPath: '/nonexistent/llama-server' }), BinaryError)
   const taken = net.createServer()
   await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve))

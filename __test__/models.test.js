@@ -11,7 +11,7 @@ const { spawnSync } = require('node:child_process')
 const { monitorEventLoopDelay } = require('node:perf_hooks')
 const { backends } = require('./helpers')
 const lib = require('..')
-const { ModelManager, configure, ModelNotFoundError, ValidationError, ChecksumError, DownloadError } = lib
+const { ModelManager, configure, ModelNotFoundError, ValidationError, ChecksumError, DownloadError, CancelledError } = lib
 
 const { paths: real, skip } = backends()
 
@@ -33,7 +33,9 @@ function sha256(file) {
 
 /** Serves the given files (name → path) on 127.0.0.1, optionally slowly. */
 async function serve(files, { slow = false } = {}) {
+  let requests = 0
   const server = http.createServer((req, res) => {
+    requests++
     const file = files[req.url.slice(1)]
     if (!file) return res.writeHead(404).end()
     res.writeHead(200, { 'content-length': fs.statSync(file).size })
@@ -48,7 +50,7 @@ async function serve(files, { slow = false } = {}) {
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   const base = `http://127.0.0.1:${server.address().port}`
-  return { url: (name) => `${base}/${name}`, close: () => server.close() }
+  return { url: (name) => `${base}/${name}`, close: () => server.close(), requests: () => requests }
 }
 
 test('the tiny diffusion set downloads as one multi-component model that sd-cli runs', { skip }, async () => {
@@ -147,8 +149,34 @@ test('a cancelled download leaves nothing behind', async () => {
     const download = manager.downloadModel({ source: 'url', url: server.url('big.gguf'), name: 'Big', type: 'llm', downloadId: 'dl-42' })
     await new Promise((resolve) => manager.once('progress', resolve))
     assert.equal(manager.cancelDownload('dl-42'), true)
-    await assert.rejects(download, (err) => err instanceof DownloadError && /cancelled/.test(err.message))
+    await assert.rejects(download, (err) => err instanceof CancelledError && err.code === 'CANCELLED' && /cancelled/.test(err.message))
     assert.equal(fs.existsSync(path.join(dataDir, 'models', 'llm', 'big')), false)
+    // The same through an AbortSignal, and a signal aborted already fetches nothing.
+    const controller = new AbortController()
+    const aborted = manager.downloadModel({ source: 'url', url: server.url('big.gguf'), name: 'Big', type: 'llm', signal: controller.signal })
+    await new Promise((resolve) => manager.once('progress', resolve))
+    controller.abort()
+    await assert.rejects(aborted, CancelledError)
+    assert.equal(fs.existsSync(path.join(dataDir, 'models', 'llm', 'big')), false)
+    await assert.rejects(
+      manager.downloadModel({ source: 'url', url: server.url('big.gguf'), name: 'Big', type: 'llm', signal: AbortSignal.abort() }),
+      CancelledError,
+    )
+  } finally {
+    server.close()
+  }
+})
+
+test('onProgress and signal of the wrong type are a ValidationError before anything is fetched', async () => {
+  const server = await serve({})
+  try {
+    configure({ dataDir: tmp() })
+    const manager = new ModelManager()
+    const base = { source: 'url', url: server.url('nothing.gguf'), name: 'n', type: 'llm' }
+    for (const bad of [{ onProgress: 'x' }, { signal: 'x' }, { signal: {} }, { signal: null }]) {
+      await assert.rejects(manager.downloadModel({ ...base, ...bad }), (err) => err instanceof ValidationError && /onProgress|signal/.test(err.message), JSON.stringify(bad))
+    }
+    assert.equal(server.requests(), 0)
   } finally {
     server.close()
   }

@@ -26,6 +26,9 @@ import {
   type DiffusionServerInfo,
   type StateEvent,
   ResourceOrchestrator,
+  LogManager,
+  type LogEntry,
+  type HealthStatus,
   type ResourceEstimate,
   type SavedLLMState,
   type MemoryUsage,
@@ -63,7 +66,7 @@ async function main(): Promise<void> {
     if (err instanceof ValidationError) console.log(err.code, err.details.suggestion)
     else if (err instanceof GenaiElectronError) console.log(err.code)
   }
-  binaries.on('binary-progress', (e: BinaryProgressEvent) => console.log(e.stage, e.bytes, e.total ?? 0))
+  binaries.on('binary-progress', (e: BinaryProgressEvent) => console.log(e.stage, e.bytes, e.total ?? 0, e.steps?.done ?? 0))
   try {
     const bin: ResolvedBinary = await binaries.ensureBinary('llama-server', {
       variants: [{ type: 'cpu', url: 'https://example.invalid/x.tar.gz', sha256: '0'.repeat(64) }],
@@ -131,7 +134,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof CancelledError) console.log(err.code)
   }
-  const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, { ramBudgetBytes: 8e9, drainTimeout: 10_000 })
+  const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, { ramBudgetBytes: 8e9, drainTimeout: 10_000, maxQueuedRequests: 8, queueTimeout: 60_000 })
   orchestrator.on('reload-failed', (e) => console.log(e.error))
   orchestrator.on('phase', (e) => console.log(e.phase))
   const estimate: ResourceEstimate = await orchestrator.estimate({ width: 1024, height: 1024 })
@@ -145,3 +148,12 @@ async function main(): Promise<void> {
 }
 
 void main()
+
+// Log lines and health, as the seed's panel reads them.
+async function panel(): Promise<void> {
+  const entries: (LogEntry | null)[] = (await diffusionServer.getLogs(50)).map((line) => LogManager.parseEntry(line))
+  const health: HealthStatus = diffusionServer.getInfo().health
+  const crashed: boolean = diffusionServer.getInfo().status === 'crashed' || llamaServer.getInfo().health === 'error'
+  console.log(entries.filter((e) => e?.level === 'error').length, health, crashed, LogManager.formatEntry({ message: 'x', level: 'warn' }))
+}
+void panel()

@@ -5,6 +5,7 @@ const { binding, callAsync } = require('./native')
 const { ServerManager, NATIVE } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 const { CancelledError, ValidationError } = require('./errors')
+const { checkCallbacks } = require('./callbacks')
 
 let instance = null
 
@@ -50,9 +51,7 @@ async function runImage(progressSource, config, start, cancel) {
     throw new ValidationError('generateImage needs a config object', { suggestion: 'Pass { prompt, ... }' })
   }
   const { onProgress, signal, ...request } = config
-  if (onProgress !== undefined && typeof onProgress !== 'function') {
-    throw new ValidationError('onProgress must be a function', { suggestion: 'Pass (step, total, progress) => {}' })
-  }
+  checkCallbacks(config, '(step, total, progress) => {}')
   if (signal?.aborted) throw new CancelledError('image generation was cancelled')
   const id = `img_${randomUUID()}`
   const progress = (event) => {

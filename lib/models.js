@@ -5,6 +5,8 @@ const crypto = require('node:crypto')
 const { binding, callSync, callAsync } = require('./native')
 const { createDispatcher } = require('./events')
 const { syncElectronUserData } = require('./config')
+const { checkCallbacks } = require('./callbacks')
+const { CancelledError } = require('./errors')
 
 let instance = null
 
@@ -34,15 +36,20 @@ class ModelManager extends EventEmitter {
 
   async downloadModel(config) {
     syncElectronUserData()
-    const { onProgress, downloadId = crypto.randomUUID(), ...rest } = config ?? {}
+    const { onProgress, signal, downloadId = crypto.randomUUID(), ...rest } = config ?? {}
+    checkCallbacks({ onProgress, signal }, '(downloaded, total, event) => {}')
+    if (signal?.aborted) throw new CancelledError('the download was cancelled before it started')
     const listener = (event) => {
       if (event.downloadId === downloadId) onProgress(event.downloaded, event.total ?? 0, event)
     }
-    if (typeof onProgress === 'function') this.on('progress', listener)
+    const abort = () => this.cancelDownload(downloadId)
+    if (onProgress) this.on('progress', listener)
+    signal?.addEventListener('abort', abort, { once: true })
     try {
       return JSON.parse(await callAsync(() => this.#native.downloadModel(downloadId, rest)))
     } finally {
       this.off('progress', listener)
+      signal?.removeEventListener('abort', abort)
     }
   }
 

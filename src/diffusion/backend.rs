@@ -212,7 +212,7 @@ impl OneShot {
         let log = self.log.clone();
         let on_line = EventSink::new(move |line: String| {
             track(&tracker, &line);
-            log.push(line);
+            log.output(&line);
         });
         let began = Instant::now();
         let child =

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::http::HttpServer;
-use crate::process::{ExitInfo, ServerEvent, ServerLog, ServerState, Transition};
+use crate::process::{ExitInfo, HealthStatus, ServerEvent, ServerLog, ServerState, Transition};
 use crate::sync::lock;
 use backend::{Backend, BackendConfig, BackendKind};
 use engine::{Engine, EngineEvent, ImageOutput, JobError};
@@ -124,7 +124,7 @@ impl Coded for DiffusionError {
 pub struct DiffusionConfig {
     pub model_id: String,
     pub host: String,
-    /// `None`: a free port.
+    /// `None`: a free port (once running, the one it got).
     pub port: Option<u16>,
     pub backend: BackendConfig,
     pub api_key: Option<String>,
@@ -160,8 +160,10 @@ impl DiffusionConfig {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiffusionInfo {
-    /// The HTTP server's state (`stopped`, `starting`, `running`, `stopping`).
+    /// The server's state: `stopped`, `starting`, `running`, `stopping`, or `crashed` while its
+    /// resident sd-server is (until the next image starts it again).
     pub status: ServerState,
+    pub health: HealthStatus,
     pub port: Option<u16>,
     pub host: Option<String>,
     pub model_id: Option<String>,
@@ -255,6 +257,7 @@ impl DiffusionServer {
             .and_then(|r| r.engine.backend().resident().map(|a| a.snapshot()));
         DiffusionInfo {
             status,
+            health: HealthStatus::of(status, 0),
             port: running.as_ref().map(|r| r.port),
             host: running.as_ref().map(|r| r.config.host.clone()),
             model_id: running.as_ref().map(|r| r.config.model_id.clone()),
@@ -349,16 +352,22 @@ impl DiffusionServer {
             })?;
         backend::sweep_stale_temp(&config.backend.temp_dir).await;
         let events = self.shared.events.clone();
-        let resident_events = events.clone().map(|events| {
-            EventSink::new(move |event| match event {
-                ServerEvent::State(t) => events.emit(DiffusionEvent::BackendState(t)),
+        // Weak: the resident's actor lives inside `shared` (through the engine).
+        let weak = Arc::downgrade(&self.shared);
+        let resident_events = Some(EventSink::new(move |event| {
+            let Some(shared) = weak.upgrade() else { return };
+            match event {
+                ServerEvent::State(t) => {
+                    shared.emit(DiffusionEvent::BackendState(t.clone()));
+                    shared.follow_backend(&t);
+                }
                 ServerEvent::Crashed { exit, tail, .. } => {
-                    events.emit(DiffusionEvent::Crashed { exit, tail })
+                    shared.emit(DiffusionEvent::Crashed { exit, tail })
                 }
                 // The state events say all the rest.
                 _ => {}
-            })
-        });
+            }
+        }));
         let engine_events = EventSink::new(move |event: EngineEvent| {
             if let Some(events) = &events {
                 events.emit(DiffusionEvent::Engine(event));
@@ -383,7 +392,11 @@ impl DiffusionServer {
         crate::models::acquire(&config.model_id);
         *lock(&self.shared.running) = Some(Arc::new(RunningHandle {
             engine,
-            config,
+            // The port it has, a free one it was given included: what `getConfig()` shows.
+            config: DiffusionConfig {
+                port: Some(port),
+                ..config
+            },
             port,
             http: Mutex::new(Some(http)),
         }));
@@ -476,6 +489,23 @@ impl Submitted {
 }
 
 impl Shared {
+    /// The server is `crashed` while its resident sd-server is (its HTTP port still answers, and
+    /// the next image starts sd-server again), and `running` once that one is back.
+    fn follow_backend(&self, backend: &Transition) {
+        let now = lock(&self.status).state;
+        match (now, backend.new) {
+            (ServerState::Running, ServerState::Crashed) => self.set_status(
+                ServerState::Crashed,
+                backend.reason.clone(),
+                Some(backend.reason.clone()),
+            ),
+            (ServerState::Crashed, ServerState::Running) => {
+                self.set_status(ServerState::Running, "sd-server is back".into(), None)
+            }
+            _ => {}
+        }
+    }
+
     /// Sets the state, then announces the transition (one `State` event each).
     fn set_status(&self, state: ServerState, reason: String, error: Option<String>) {
         let old = {
@@ -483,7 +513,9 @@ impl Shared {
             let old = status.state;
             status.state = state;
             match state {
-                ServerState::Running => status.started_at = Some(crate::models::iso_now()),
+                ServerState::Running if old == ServerState::Starting => {
+                    status.started_at = Some(crate::models::iso_now())
+                }
                 ServerState::Stopped => status.started_at = None,
                 _ => {}
             }

@@ -12,7 +12,7 @@ use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::models::{ModelInfo, ModelType};
-use crate::process::start::{PortRequest, StartError, installed_model};
+use crate::process::start::{PortRequest, StartError, installed_model, refuse_reserved_flags};
 use crate::system::SystemInfo;
 use crate::system::estimate::suggested_threads;
 
@@ -22,6 +22,46 @@ const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 120_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Room left beside a resident model for the app and the rest of the system.
 const RESIDENT_HEADROOM: u64 = 1 << 30;
+
+/// sd-cli's and sd-server's flags that the library sets (every spelling in the pinned build's
+/// `examples/common/common.cpp` and `examples/server/runtime.cpp`): the model and its components,
+/// threads, the request's fields, where the image goes, the address, and the mode.
+pub const RESERVED_FLAGS: &[&str] = &[
+    "-m",
+    "--model",
+    "--diffusion-model",
+    "--clip_l",
+    "--clip_g",
+    "--t5xxl",
+    "--llm",
+    "--llm_vision",
+    "--vae",
+    "--taesd",
+    "-t",
+    "--threads",
+    "-o",
+    "--output",
+    "-p",
+    "--prompt",
+    "-n",
+    "--negative-prompt",
+    "-W",
+    "--width",
+    "-H",
+    "--height",
+    "--steps",
+    "-s",
+    "--seed",
+    "-b",
+    "--batch-count",
+    "--cfg-scale",
+    "--sampling-method",
+    "-l",
+    "--listen-ip",
+    "--listen-port",
+    "-M",
+    "--mode",
+];
 
 /// The JS `DiffusionServerConfig`.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,22 +108,7 @@ pub async fn resolve(
             )));
         }
     };
-    const OURS: [&str; 9] = [
-        "-m",
-        "--model",
-        "--diffusion-model",
-        "-o",
-        "--output",
-        "-l",
-        "--listen-ip",
-        "--listen-port",
-        "-p",
-    ];
-    if let Some(flag) = req.extra_args.iter().find(|a| OURS.contains(&a.as_str())) {
-        return Err(invalid(format!(
-            "extraArgs must not set {flag}: the server sets model, prompt, output and address itself"
-        )));
-    }
+    refuse_reserved_flags(&req.extra_args, RESERVED_FLAGS).map_err(invalid)?;
     if req.max_queue == Some(0) || req.max_queue.is_some_and(|q| q > 64) {
         return Err(invalid("maxQueue must be 1-64".into()));
     }

@@ -672,13 +672,22 @@ async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_
     assert_eq!(exit.signal, Some(libc::SIGKILL));
     assert!(!tail.is_empty(), "the crash carries sd-server's last lines");
     let info = server.info();
-    assert_eq!(info.status, State::Running, "the HTTP server goes on");
+    assert_eq!(
+        (info.status, info.health),
+        (State::Crashed, HealthStatus::Error),
+        "crashed while its sd-server is; the HTTP server goes on"
+    );
+    assert!(server.is_healthy().await);
     assert_eq!(info.backend_status, Some(State::Crashed));
     assert!(info.pid.is_none());
 
     server.generate(&small(2), None).await.unwrap();
     let info = server.info();
     assert_eq!(info.backend_status, Some(State::Running));
+    assert_eq!(
+        (info.status, info.health),
+        (State::Running, HealthStatus::Ok)
+    );
     assert!(info.pid.is_some_and(|p| p != pid));
     server.stop().await;
     let backend = crate::testing::transitions(&seen, |e| match e {
@@ -707,6 +716,8 @@ async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_
         [
             (Stopped, Starting),
             (Starting, Running),
+            (Running, Crashed),
+            (Crashed, Running),
             (Running, Stopping),
             (Stopping, Stopped)
         ]

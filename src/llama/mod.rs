@@ -20,8 +20,8 @@ use crate::http::HttpServer;
 use crate::http::access::Access;
 use crate::process::start::{PortInUse, free_port};
 use crate::process::{
-    ExitInfo, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog, ServerState, Snapshot,
-    Transition,
+    ExitInfo, HealthStatus, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog,
+    ServerState, Snapshot, Transition,
 };
 use crate::sync::lock;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
@@ -148,6 +148,7 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
 #[serde(rename_all = "camelCase")]
 pub struct ServerInfo {
     pub status: ServerState,
+    pub health: HealthStatus,
     pub pid: Option<u32>,
     /// The public port: the gateway's, or llama-server's own without the gateway.
     pub port: Option<u16>,
@@ -163,9 +164,15 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
-    fn of(snapshot: Snapshot, model_id: Option<String>, gateway_port: Option<u16>) -> Self {
+    fn of(
+        snapshot: Snapshot,
+        health: HealthStatus,
+        model_id: Option<String>,
+        gateway_port: Option<u16>,
+    ) -> Self {
         ServerInfo {
             status: snapshot.status,
+            health,
             pid: snapshot.pid,
             port: gateway_port.or(snapshot.port),
             backend_port: snapshot.port,
@@ -236,7 +243,10 @@ impl LlamaServer {
             let (config, gateway) = (config.clone(), gateway.clone());
             EventSink::new(move |event| {
                 let model_id = || lock(&config).as_ref().map(|c| c.model_id.clone());
-                let info = |s| ServerInfo::of(s, model_id(), gateway_port(&gateway));
+                let info = |s: Snapshot| {
+                    let health = HealthStatus::of(s.status, 0);
+                    ServerInfo::of(s, health, model_id(), gateway_port(&gateway))
+                };
                 if let ServerEvent::State(t) = &event {
                     hold_model(t, model_id().as_deref());
                 }
@@ -271,7 +281,8 @@ impl LlamaServer {
 
     fn info_of(&self, snapshot: Snapshot) -> ServerInfo {
         let model_id = lock(&self.config).as_ref().map(|c| c.model_id.clone());
-        ServerInfo::of(snapshot, model_id, gateway_port(&self.gateway))
+        let health = self.actor.health(snapshot.status);
+        ServerInfo::of(snapshot, health, model_id, gateway_port(&self.gateway))
     }
 
     pub fn config(&self) -> Option<LlamaConfig> {

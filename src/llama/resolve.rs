@@ -10,7 +10,7 @@ use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::models::ModelType;
-use crate::process::start::{PortRequest, StartError, installed_model};
+use crate::process::start::{PortRequest, StartError, installed_model, refuse_reserved_flags};
 use crate::system::estimate::KvCacheType;
 use crate::system::{ModelSpec, RunOptions, SystemInfo};
 
@@ -18,6 +18,42 @@ pub const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_MAX_QUEUED_REQUESTS: u32 = 64;
 const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+
+/// llama-server's flags that the library sets (every spelling in the pinned build's
+/// `common/arg.cpp`), and those that would load another model or put TLS or a second key
+/// between the gateway and the server.
+pub const RESERVED_FLAGS: &[&str] = &[
+    "-m",
+    "--model",
+    "--host",
+    "--port",
+    "-t",
+    "--threads",
+    "-c",
+    "--ctx-size",
+    "-ngl",
+    "--gpu-layers",
+    "--n-gpu-layers",
+    "-np",
+    "--parallel",
+    "-fa",
+    "--flash-attn",
+    "-ctk",
+    "--cache-type-k",
+    "-ctv",
+    "--cache-type-v",
+    "--api-key",
+    "--api-key-file",
+    "-mu",
+    "--model-url",
+    "-hf",
+    "-hfr",
+    "--hf-repo",
+    "-dr",
+    "--docker-repo",
+    "--ssl-key-file",
+    "--ssl-cert-file",
+];
 
 /// `flashAttention: true | false | 'on' | 'off' | 'auto'`.
 #[derive(Debug, Clone, Deserialize)]
@@ -78,15 +114,7 @@ pub async fn resolve(
             )));
         }
     };
-    if req
-        .extra_args
-        .iter()
-        .any(|a| ["--port", "--host", "--model", "-m"].contains(&a.as_str()))
-    {
-        return Err(invalid(
-            "extraArgs must not set --model, --host or --port: use the config fields".into(),
-        ));
-    }
+    refuse_reserved_flags(&req.extra_args, RESERVED_FLAGS).map_err(invalid)?;
 
     if req.gateway == Some(false) && !req.allowed_origins.is_empty() {
         return Err(invalid(

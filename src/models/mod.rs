@@ -67,7 +67,8 @@ impl Coded for ModelError {
         match self {
             ModelError::NotFound { .. } => ErrorCode::ModelNotFound,
             ModelError::Invalid(_) | ModelError::Exists { .. } => ErrorCode::InvalidArgument,
-            ModelError::Busy { .. } | ModelError::Cancelled { .. } => ErrorCode::DownloadFailed,
+            ModelError::Busy { .. } => ErrorCode::DownloadFailed,
+            ModelError::Cancelled { .. } => ErrorCode::Cancelled,
             ModelError::InUse { .. } => ErrorCode::ServerError,
             ModelError::Corrupt { .. } | ModelError::Io { .. } => ErrorCode::FileSystemError,
             ModelError::Download(e) => e.code(),
@@ -143,6 +144,30 @@ pub struct DownloadConfig {
     pub components: Vec<ComponentSpec>,
     /// Milliseconds without a byte before the connection is given up and resumed.
     pub stall_timeout: Option<u64>,
+}
+
+/// A SHA-256 checksum as users write it: 64 hex digits in either case, with or without the
+/// `sha256:` prefix that genai-electron 0.26 prints; lower-case hex without the prefix.
+fn sha256_checksum(checksum: Option<&str>, what: &str) -> Result<Option<String>, ModelError> {
+    let Some(checksum) = checksum else {
+        return Ok(None);
+    };
+    let trimmed = checksum.trim();
+    let hex = match trimmed.split_once(':') {
+        Some((algorithm, hex)) if algorithm.eq_ignore_ascii_case("sha256") => hex,
+        Some((algorithm, _)) => {
+            return Err(ModelError::Invalid(format!(
+                "{what} uses {algorithm:?}; only SHA-256 is supported (\"sha256:<64 hex digits>\")"
+            )));
+        }
+        None => trimmed,
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ModelError::Invalid(format!(
+            "{what} must be a SHA-256 hash: 64 hex digits, optionally prefixed \"sha256:\" (got {checksum:?})"
+        )));
+    }
+    Ok(Some(hex.to_ascii_lowercase()))
 }
 
 /// One file to fetch, resolved to a pinned URL.
@@ -349,11 +374,20 @@ impl ModelManager {
                 "components are for diffusion models (type: 'diffusion')".into(),
             ));
         }
+        // Checked before anything is asked of a server.
+        let checksum = sha256_checksum(config.file.checksum.as_deref(), "checksum")?;
+        let mut component_checksums = Vec::new();
+        for component in &config.components {
+            component_checksums.push(sha256_checksum(
+                component.file.checksum.as_deref(),
+                &format!("the {} component's checksum", component.role),
+            )?);
+        }
         let mut plan = Vec::new();
         for source in hub::resolve(&config.file, self.hub_endpoint.as_deref()).await? {
             plan.push(Planned {
                 role: None,
-                checksum: config.file.checksum.clone(),
+                checksum: checksum.clone(),
                 ..source
             });
         }
@@ -364,7 +398,7 @@ impl ModelManager {
             ));
         }
         let mut roles = HashSet::new();
-        for component in &config.components {
+        for (component, checksum) in config.components.iter().zip(component_checksums) {
             if !COMPONENT_ROLES
                 .iter()
                 .any(|(role, _)| *role == component.role)
@@ -392,7 +426,7 @@ impl ModelManager {
             let source = resolved.remove(0);
             plan.push(Planned {
                 role: Some(component.role.clone()),
-                checksum: component.file.checksum.clone(),
+                checksum,
                 ..source
             });
         }

@@ -223,6 +223,40 @@ async fn a_checksum_mismatch_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn checksums_take_the_sha256_prefix_and_either_case_and_a_malformed_one_fetches_nothing() {
+    let server = FileServer::start().await;
+    let file = tiny_gguf(2, 1000);
+    let url = server.add("/m.gguf", file.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let manager = ModelManager::new(None);
+    let prefixed = format!("sha256:{}", sha256_hex(&file).to_ascii_uppercase());
+    let info = manager
+        .download(
+            &data(tmp.path()),
+            "d1",
+            &url_config("m", &url, Some(prefixed)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.checksum, sha256_hex(&file));
+    let fetched = server.requests().len();
+    for bad in ["sha256:abc", "md5:0123", &"g".repeat(64)] {
+        let err = manager
+            .download(
+                &data(tmp.path()),
+                "d2",
+                &url_config("n", &url, Some(bad.to_string())),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{bad}: {err}");
+        assert!(err.to_string().contains("SHA-256"), "{err}");
+    }
+    assert_eq!(server.requests().len(), fetched, "not a byte was asked for");
+    assert!(!tmp.path().join("models/llm/n").exists());
+}
+
+#[tokio::test]
 async fn a_file_that_is_not_gguf_is_refused() {
     let server = FileServer::start().await;
     let url = server.add("/m.gguf", b"<html>login page</html>".to_vec());

@@ -25,6 +25,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,28 @@ impl ServerState {
 impl std::fmt::Display for ServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a server answers, as the seed's `HealthStatus`: `ok` while it runs and its last health
+/// check (if the watchdog makes them) passed, `error` while checks fail or after a crash,
+/// `unknown` when it does not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Error,
+    Unknown,
+}
+
+impl HealthStatus {
+    pub fn of(status: ServerState, failing_checks: u32) -> HealthStatus {
+        match status {
+            ServerState::Running if failing_checks > 0 => HealthStatus::Error,
+            ServerState::Running => HealthStatus::Ok,
+            ServerState::Crashed => HealthStatus::Error,
+            _ => HealthStatus::Unknown,
+        }
     }
 }
 
@@ -281,6 +304,8 @@ pub struct ServerActor {
     state: watch::Receiver<Snapshot>,
     /// The current or last child: its own output for error tails, its pid for memory.
     child: Arc<Mutex<Option<Arc<Supervised>>>>,
+    /// Health checks failed in a row by the running child (the watchdog's count).
+    failing_checks: Arc<AtomicU32>,
 }
 
 impl ServerActor {
@@ -292,6 +317,7 @@ impl ServerActor {
         let (commands, inbox) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(Snapshot::default());
         let child = Arc::new(Mutex::new(None));
+        let failing_checks = Arc::new(AtomicU32::new(0));
         let actor = Actor {
             name,
             log: log.clone(),
@@ -299,6 +325,7 @@ impl ServerActor {
             state: state_tx,
             events,
             child: child.clone(),
+            failing_checks: failing_checks.clone(),
             last: None,
         };
         ServerActor {
@@ -308,6 +335,7 @@ impl ServerActor {
             idle: Mutex::new(Some(actor)),
             state,
             child,
+            failing_checks,
         }
     }
 
@@ -321,6 +349,11 @@ impl ServerActor {
 
     pub fn status(&self) -> ServerState {
         self.state.borrow().status
+    }
+
+    /// The health of a server in `status` (the current one's failed checks counted).
+    pub fn health(&self, status: ServerState) -> HealthStatus {
+        HealthStatus::of(status, self.failing_checks.load(Ordering::Relaxed))
     }
 
     /// Every published snapshot, for whoever follows the server's state (the LLM gateway).
@@ -408,6 +441,7 @@ struct Actor {
     state: watch::Sender<Snapshot>,
     events: Option<EventSink<ServerEvent>>,
     child: Arc<Mutex<Option<Arc<Supervised>>>>,
+    failing_checks: Arc<AtomicU32>,
     /// What the last start that worked ran: `restart()` runs it again.
     last: Option<Box<LaunchSpec>>,
 }
@@ -542,7 +576,7 @@ impl Actor {
             if let Some(hook) = &hook {
                 hook.emit(line.clone());
             }
-            log.push(line);
+            log.output(&line);
         });
         let process = ProcessSpec {
             program: spec.program.clone(),
@@ -559,6 +593,8 @@ impl Actor {
             }
         };
         *lock(&self.child) = Some(child.clone());
+        // A new process has failed no health check yet.
+        self.failing_checks.store(0, Ordering::Relaxed);
         self.state.send_modify(|s| s.pid = Some(child.pid));
         let ready = wait_ready(&child, spec, &hint, self.name);
         match self.until_stop(ready).await {
@@ -578,7 +614,11 @@ impl Actor {
     }
 
     async fn running(&mut self, child: Arc<Supervised>, spec: Box<LaunchSpec>) -> Held {
-        let interrupt = match self.until(watch_health(&child, &spec), true).await {
+        let failing = self.failing_checks.clone();
+        let interrupt = match self
+            .until(watch_health(&child, &spec, &failing), true)
+            .await
+        {
             Ok(hang) => return self.crashed(child, spec, hang).await,
             Err(interrupt) => interrupt,
         };
@@ -847,7 +887,8 @@ async fn wait_ready(
 
 /// Resolves with `false` when the process exits, or `true` when it lives but has failed
 /// `hang_after_failures` health checks in a row (stopped, deadlocked, swapped to death).
-async fn watch_health(child: &Supervised, spec: &LaunchSpec) -> bool {
+/// `failing` counts the checks failed in a row.
+async fn watch_health(child: &Supervised, spec: &LaunchSpec, failing: &AtomicU32) -> bool {
     let policy = &spec.recovery;
     if policy.health_check_interval_ms == 0 || policy.hang_after_failures == 0 {
         child.wait().await;
@@ -868,9 +909,10 @@ async fn watch_health(child: &Supervised, spec: &LaunchSpec) -> bool {
             failures = 0;
         } else {
             failures += 1;
-            if failures >= policy.hang_after_failures {
-                return true;
-            }
+        }
+        failing.store(failures, Ordering::Relaxed);
+        if failures >= policy.hang_after_failures {
+            return true;
         }
     }
 }

@@ -161,6 +161,12 @@ impl ServerLog {
         self.ring.push(line);
     }
 
+    /// One line of the backend's output, stamped like the library's lines (see
+    /// [`backend_line`]).
+    pub fn output(&self, line: &str) {
+        self.push(backend_line(line));
+    }
+
     pub fn last(&self, n: usize) -> Vec<String> {
         self.ring.last(n)
     }
@@ -267,8 +273,38 @@ fn wanted(meta: &tracing::Metadata<'_>) -> bool {
         && (meta.is_span() || *meta.level() <= tracing::Level::INFO)
 }
 
-/// `[2026-12-02T13:00:00.123Z] [INFO] message`: the library's lines, told apart from a backend's.
+/// `[2026-12-02T13:00:00.123Z] [INFO] message`: the library's lines, in the format of
+/// genai-electron's `LogManager` (its `parseEntry` reads them).
 pub fn library_line(level: &tracing::Level, message: &str) -> String {
+    format!("[{}] [{level}] {message}", crate::models::iso_now())
+}
+
+/// A backend's output line in the same format: stable-diffusion.cpp's own level (`[ERROR]`,
+/// `[WARN ]`, `[INFO ]`, `[DEBUG]`) moves into the stamp; llama.cpp's `error:`/`warning:` lines
+/// are ERROR and WARN; everything else is INFO.
+pub fn backend_line(line: &str) -> String {
+    let trimmed = line.trim_start();
+    let marked = [
+        ("[ERROR]", "ERROR"),
+        ("[WARN ]", "WARN"),
+        ("[WARN]", "WARN"),
+        ("[INFO ]", "INFO"),
+        ("[INFO]", "INFO"),
+        ("[DEBUG]", "DEBUG"),
+    ]
+    .into_iter()
+    .find_map(|(marker, level)| Some((level, trimmed.strip_prefix(marker)?.trim_start())));
+    let (level, message) = marked.unwrap_or_else(|| {
+        let lower = trimmed.get(..8).unwrap_or(trimmed).to_ascii_lowercase();
+        let level = if lower.starts_with("error") {
+            "ERROR"
+        } else if lower.starts_with("warn") {
+            "WARN"
+        } else {
+            "INFO"
+        };
+        (level, line)
+    });
     format!("[{}] [{level}] {message}", crate::models::iso_now())
 }
 
@@ -319,7 +355,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("logs").join("s.log");
         log.set_file(Some(&file));
-        log.push("backend output".into());
+        log.output("backend output");
         log.span("test-server").in_scope(|| {
             tracing::warn!(port = 8080, "restart {} failed", 2);
             tracing::info_span!("inner").in_scope(|| tracing::info!("nested"));
@@ -327,7 +363,11 @@ mod tests {
         tracing::info!(marker = 7, "outside any server span");
         let lines = log.last(10);
         assert_eq!(lines.len(), 3, "{lines:?}");
-        assert_eq!(lines[0], "backend output");
+        assert!(
+            lines[0].ends_with("] [INFO] backend output"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].starts_with("[20"), "{}", lines[1]);
         assert!(
             lines[1].ends_with("] [WARN] restart 2 failed port=8080"),
@@ -346,6 +386,38 @@ mod tests {
         assert_eq!(*lock(&seen), lines);
         let written = std::fs::read_to_string(&file).unwrap();
         assert_eq!(written.lines().collect::<Vec<_>>(), lines);
+    }
+
+    #[test]
+    fn backend_lines_are_stamped_with_their_own_level() {
+        let level_and_message = |line: &str| {
+            let stamped = backend_line(line);
+            let (_, rest) = stamped.split_once("] [").unwrap();
+            let (level, message) = rest.split_once("] ").unwrap();
+            (level.to_string(), message.to_string())
+        };
+        let pair = |l: &str, m: &str| (l.to_string(), m.to_string());
+        assert_eq!(
+            level_and_message("[ERROR] stable-diffusion.cpp:123 - load failed"),
+            pair("ERROR", "stable-diffusion.cpp:123 - load failed")
+        );
+        assert_eq!(
+            level_and_message("[WARN ] model.cpp:9 - unknown tensor"),
+            pair("WARN", "model.cpp:9 - unknown tensor")
+        );
+        assert_eq!(
+            level_and_message("[DEBUG] ggml_extend.hpp:1 - x"),
+            pair("DEBUG", "ggml_extend.hpp:1 - x")
+        );
+        assert_eq!(
+            level_and_message("error: failed to load model 'x.gguf'"),
+            pair("ERROR", "error: failed to load model 'x.gguf'")
+        );
+        assert_eq!(
+            level_and_message("srv  update_slots: all slots are idle"),
+            pair("INFO", "srv  update_slots: all slots are idle")
+        );
+        assert!(backend_line("").ends_with("] [INFO] "));
     }
 
     #[test]

@@ -31,8 +31,8 @@ use tokio::sync::watch;
 use crate::events::EventSink;
 use crate::sync::lock;
 pub use actor::{
-    LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerState, Snapshot,
-    Transition,
+    HealthStatus, LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerState,
+    Snapshot, Transition,
 };
 pub use lines::LineSplitter;
 pub use log::{LogRing, ServerLog};

@@ -33,6 +33,23 @@ impl PortRequest {
     }
 }
 
+/// Refuses `extraArgs` that name a flag the library sets itself (`reserved`, every spelling,
+/// `--flag=value` included): a second `--port` or `--model` would take the server from under
+/// its manager.
+pub fn refuse_reserved_flags(extra_args: &[String], reserved: &[&str]) -> Result<(), String> {
+    let taken = extra_args.iter().find(|arg| {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+        reserved.contains(&flag)
+    });
+    match taken {
+        Some(arg) => Err(format!(
+            "extraArgs must not set {arg}: the library sets it from the config (the flags it owns: {})",
+            reserved.join(" ")
+        )),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("port {port} on {host} is already in use")]
 pub struct PortInUse {

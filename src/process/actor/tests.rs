@@ -469,7 +469,14 @@ async fn the_watchdog_kills_a_hung_server_and_restarts_it() {
         hang_after_failures: 2,
     };
     let first = actor.start(spec).await.unwrap();
+    assert_eq!(actor.health(Running), HealthStatus::Ok);
     health.set(0);
+    // One failed check: alive but unhealthy, before the second makes it a hang.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while actor.health(actor.status()) != HealthStatus::Error && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(actor.health(actor.status()), HealthStatus::Error);
     wait_for(&actor, Restarting).await;
     assert!(!alive(first.pid.unwrap()), "the hung process was killed");
     let hang = seen
@@ -480,6 +487,11 @@ async fn the_watchdog_kills_a_hung_server_and_restarts_it() {
     assert!(hang);
     health.set(200);
     wait_for(&actor, Running).await;
+    assert_eq!(
+        actor.health(Running),
+        HealthStatus::Ok,
+        "a new run starts healthy"
+    );
     assert_ne!(actor.snapshot().pid, first.pid);
     actor.stop().await;
     assert_chain(&seen);
