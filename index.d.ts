@@ -356,6 +356,13 @@ export interface LlamaServerConfig {
   maxQueuedRequests?: number
   /** Milliseconds a request may wait at the gateway (default 300000; then 503 QUEUE_TIMEOUT). */
   queueTimeout?: number
+  /**
+   * Start even when the estimate (the same as {@link SystemInfo.canRunModel}'s, with the context,
+   * GPU layers and KV-cache types it will run with) says the model does not fit in the memory
+   * free now; without it such a start fails with {@link InsufficientResourcesError} before
+   * anything is spawned or downloaded.
+   */
+  force?: boolean
 }
 
 export interface ServerInfo {
@@ -441,6 +448,7 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
    * restart to follow.
    * @throws {ModelNotFoundError} @throws {PortInUseError} @throws {BinaryError}
    * @throws {ServerError} already running, exited during start, or not ready within `startupTimeout`.
+   * @throws {InsufficientResourcesError} the model does not fit in the memory free now (see `force`).
    * @throws {ValidationError} a malformed config (unknown keys included).
    * @throws {CancelledError} `stop()` was called during the start.
    */
@@ -600,6 +608,12 @@ export interface DiffusionServerConfig {
   startupTimeout?: number
   /** Largest request body, bytes (default 1 MiB; larger is HTTP 413). */
   maxBodyBytes?: number
+  /**
+   * Start even when the model's files and a 512×512 image do not fit in this machine's whole RAM
+   * (checked against the total, not what is free: the ResourceOrchestrator frees memory for
+   * images); without it such a start fails with {@link InsufficientResourcesError}.
+   */
+  force?: boolean
 }
 
 export interface DiffusionServerInfo {
@@ -681,6 +695,7 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
    * Binds the port and readies the backend; a listening server keeps Node alive until stop().
    * @throws {ModelNotFoundError} @throws {PortInUseError} @throws {BinaryError}
    * @throws {ServerError} already running. @throws {ValidationError} a malformed config.
+   * @throws {InsufficientResourcesError} the model cannot fit in this machine's RAM (see `force`).
    */
   start(config: DiffusionServerConfig): Promise<DiffusionServerInfo>
   /** Cancels queued and running work, stops the backend's process, closes the port. */
@@ -1149,49 +1164,103 @@ export interface ErrorDetails {
   [key: string]: unknown
 }
 
-/** Base class of every error the library throws; branch on `code`. */
+/**
+ * Every error code, one for each distinct failure (see {@link ERROR_CODES}): the same code names
+ * the failure in a rejected promise and in our HTTP servers' error bodies.
+ */
+export type ErrorCode =
+  'INVALID_ARGUMENT' |
+  'MODEL_EXISTS' |
+  'DOWNLOAD_REJECTED' |
+  'UNAUTHORIZED' |
+  'ORIGIN_NOT_ALLOWED' |
+  'NOT_FOUND' |
+  'METHOD_NOT_ALLOWED' |
+  'BODY_TOO_LARGE' |
+  'URI_TOO_LONG' |
+  'HEADERS_TOO_LARGE' |
+  'MODEL_NOT_FOUND' |
+  'DOWNLOAD_FAILED' |
+  'DOWNLOAD_HTTP_ERROR' |
+  'DOWNLOAD_BAD_URL' |
+  'DOWNLOAD_IN_PROGRESS' |
+  'CHECKSUM_ERROR' |
+  'INSUFFICIENT_RESOURCES' |
+  'SERVER_ERROR' |
+  'SERVER_ALREADY_RUNNING' |
+  'SERVER_NOT_RUNNING' |
+  'SERVER_BUSY' |
+  'SERVER_START_FAILED' |
+  'SERVER_EXITED' |
+  'SERVER_START_TIMEOUT' |
+  'BACKEND_FAILED' |
+  'BACKEND_UNAVAILABLE' |
+  'SERVER_UNAVAILABLE' |
+  'QUEUE_FULL' |
+  'QUEUE_TIMEOUT' |
+  'JOB_FINISHED' |
+  'MODEL_IN_USE' |
+  'PORT_IN_USE' |
+  'BINARY_ERROR' |
+  'BINARY_NOT_FOUND' |
+  'BINARY_BROKEN' |
+  'BINARY_NO_RELEASE' |
+  'BINARY_NO_WORKING_VARIANT' |
+  'SOURCE_CHECKSUM_MISMATCH' |
+  'CMAKE_MISSING' |
+  'BUILD_FAILED' |
+  'ARCHIVE_INVALID' |
+  'FILE_SYSTEM_ERROR' |
+  'MODEL_DAMAGED' |
+  'CANCELLED'
+
+/** The table of every code: its class, the status our HTTP servers answer with, and what it means. */
+export declare const ERROR_CODES: Readonly<Record<ErrorCode, { class: string; status: number; meaning: string }>>
+
+/** Base class of every error the library throws; branch on `code` (or on the class for the kind of failure). */
 export declare class GenaiElectronError extends Error {
   constructor(message: string, code?: string, details?: ErrorDetails)
-  readonly code: string
+  /** An {@link ErrorCode} for the library's errors. */
+  readonly code: ErrorCode | (string & {})
   readonly details: ErrorDetails
 }
-/** `MODEL_NOT_FOUND`: no model with that id. */
+/** No model with that id. Codes: `MODEL_NOT_FOUND`. */
 export declare class ModelNotFoundError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `DOWNLOAD_FAILED`: HTTP error, broken connection, bad URL. */
+/** A download failed. Codes: `DOWNLOAD_FAILED` (made by hand, or no finer code), `DOWNLOAD_HTTP_ERROR`, `DOWNLOAD_BAD_URL`, `DOWNLOAD_IN_PROGRESS`. */
 export declare class DownloadError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `CHECKSUM_ERROR`: a file's sha256 differs from the expected one (the file is removed). */
+/** A file's SHA-256 differs from the expected one (the file is removed). Codes: `CHECKSUM_ERROR`. */
 export declare class ChecksumError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `INSUFFICIENT_RESOURCES`: not enough RAM or VRAM. */
+/** Not enough RAM or VRAM. Codes: `INSUFFICIENT_RESOURCES`. */
 export declare class InsufficientResourcesError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `SERVER_ERROR`: a managed server failed to start, crashed or answered badly. */
+/** A managed server failed to start, crashed, was busy or answered badly. Codes: `SERVER_ERROR` (made by hand, or no finer code), `SERVER_ALREADY_RUNNING`, `SERVER_NOT_RUNNING`, `SERVER_BUSY`, `SERVER_START_FAILED`, `SERVER_EXITED`, `SERVER_START_TIMEOUT`, `BACKEND_FAILED`, `BACKEND_UNAVAILABLE`, `SERVER_UNAVAILABLE`, `QUEUE_FULL`, `QUEUE_TIMEOUT`, `JOB_FINISHED`, `MODEL_IN_USE`. */
 export declare class ServerError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `PORT_IN_USE`: the requested port is taken. */
+/** The requested port is taken. Codes: `PORT_IN_USE`. */
 export declare class PortInUseError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `BINARY_ERROR`: a backend executable is missing, broken, or no variant runs here. */
+/** A backend executable is missing, broken, or none can be obtained. Codes: `BINARY_ERROR` (made by hand, or no finer code), `BINARY_NOT_FOUND`, `BINARY_BROKEN`, `BINARY_NO_RELEASE`, `BINARY_NO_WORKING_VARIANT`, `SOURCE_CHECKSUM_MISMATCH`, `CMAKE_MISSING`, `BUILD_FAILED`, `ARCHIVE_INVALID`. */
 export declare class BinaryError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `FILE_SYSTEM_ERROR`: a file or folder could not be read, written or created. */
+/** A file or folder could not be read, written or created. Codes: `FILE_SYSTEM_ERROR` (made by hand, or no finer code), `MODEL_DAMAGED`. */
 export declare class FileSystemError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `INVALID_ARGUMENT`: an argument has the wrong type, shape or range. */
+/** An argument has the wrong type, shape or range. Codes: `INVALID_ARGUMENT` (made by hand, or no finer code), `MODEL_EXISTS`, `DOWNLOAD_REJECTED`, `UNAUTHORIZED`, `ORIGIN_NOT_ALLOWED`, `NOT_FOUND`, `METHOD_NOT_ALLOWED`, `BODY_TOO_LARGE`, `URI_TOO_LONG`, `HEADERS_TOO_LARGE`. */
 export declare class ValidationError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** `CANCELLED`: the work was cancelled (cancelImageGeneration, an AbortSignal, DELETE, or stop()). */
+/** The work was cancelled (a cancel call, an AbortSignal, DELETE, or stop()). Codes: `CANCELLED`. */
 export declare class CancelledError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }

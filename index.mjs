@@ -21,6 +21,7 @@ export const {
   FileSystemError,
   ValidationError,
   CancelledError,
+  ERROR_CODES,
 } = lib
 export const systemInfo = lib.systemInfo
 export const binaries = lib.binaries

@@ -125,7 +125,7 @@ test('bad requests and bad configs are typed errors', { skip }, async () => {
 
   await server.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto' })
   try {
-    await assert.rejects(server.start({ modelId: 'tiny-image' }), ServerError)
+    await assert.rejects(server.start({ modelId: 'tiny-image' }), (err) => err instanceof ServerError && err.code === 'SERVER_ALREADY_RUNNING')
     await assert.rejects(server.generateImage({ prompt: '' }), ValidationError)
     await assert.rejects(server.generateImage({ ...SMALL, width: 70 }), /multiple of 8/)
     await assert.rejects(server.generateImage({ ...SMALL, onProgress: 3 }), ValidationError)

@@ -3,6 +3,8 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const lib = require('..')
+const fs = require('node:fs')
+const path = require('node:path')
 const { fromNative } = require('../lib/errors')
 
 const CLASSES = {
@@ -55,4 +57,36 @@ test('the native prefix format is what the binding really produces', async () =>
     assert.doesNotMatch(err.message, /^\[/)
     return true
   })
+})
+
+// One table of codes (lib/error-codes.json) for Rust (checked by a cargo test), JS, HTTP and
+// the docs: every code has its class, the typings and the docs list each one.
+test('every code of the shared table is rethrown as its class, with its own code', () => {
+  const codes = Object.keys(lib.ERROR_CODES)
+  assert.ok(codes.length > Object.keys(CLASSES).length)
+  for (const [code, { class: name, status }] of Object.entries(lib.ERROR_CODES)) {
+    assert.ok(lib[name]?.prototype instanceof lib.GenaiElectronError, `${code}: ${name}`)
+    assert.ok(status >= 400 && status <= 599, `${code}: ${status}`)
+    const err = fromNative(new Error(`[${code}] ${JSON.stringify({ message: 'm', details: {} })}`))
+    assert.ok(err instanceof lib[name], code)
+    assert.equal(err.code, code)
+  }
+  // Each class's general code is in the table, under that class.
+  for (const [name, code] of Object.entries(CLASSES)) assert.equal(lib.ERROR_CODES[code].class, name)
+})
+
+test('index.d.ts and docs/API.md list exactly the codes of the table', () => {
+  const root = path.join(__dirname, '..')
+  const dts = fs.readFileSync(path.join(root, 'index.d.ts'), 'utf8')
+  const union = /export type ErrorCode =([^;]*?)\n\n/.exec(dts)[1]
+  assert.deepEqual([...union.matchAll(/'([A-Z_]+)'/g)].map((m) => m[1]), Object.keys(lib.ERROR_CODES))
+  const docs = fs.readFileSync(path.join(root, 'docs', 'API.md'), 'utf8')
+  const rows = [...docs.matchAll(/^\| `([A-Z_]+)` \| `(\w+)` \| (\d+) \| .+ \|$/gm)].map((m) => [m[1], m[2], Number(m[3])])
+  assert.deepEqual(rows, Object.entries(lib.ERROR_CODES).map(([code, v]) => [code, v.class, v.status]))
+})
+
+test('real failures carry their own codes', async () => {
+  const { LlamaServerManager } = lib
+  await assert.rejects(new LlamaServerManager().restart(), (err) => err instanceof lib.ServerError && err.code === 'SERVER_NOT_RUNNING')
+  await assert.rejects(new lib.DiffusionServerManager().generateImage({ prompt: 'x' }), (err) => err instanceof lib.ServerError && err.code === 'SERVER_NOT_RUNNING')
 })

@@ -97,7 +97,7 @@ test('model ids cannot leave the models folder, and records on disk are not trus
   assert.equal(damaged.length, 1)
   assert.equal(damaged[0].path, evil)
   assert.match(damaged[0].reason, /another id/)
-  await assert.rejects(manager.getModelInfo('evil'), (err) => err.code === 'FILE_SYSTEM_ERROR' && /another id/.test(err.message))
+  await assert.rejects(manager.getModelInfo('evil'), (err) => err.code === 'MODEL_DAMAGED' && /another id/.test(err.message))
   await manager.deleteModel('evil')
   assert.equal(fs.existsSync(evil), false)
   assert.ok(fs.existsSync(path.join(planted, 'keep.txt')))

@@ -7,7 +7,7 @@ const net = require('node:net')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { backends, withTinyModel, ROOT } = require('./helpers')
-const { LlamaServerManager, ModelManager, PortInUseError, ModelNotFoundError, ServerError, BinaryError, ValidationError } = require('..')
+const { LlamaServerManager, ModelManager, PortInUseError, ModelNotFoundError, ServerError, BinaryError, ValidationError, InsufficientResourcesError } = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -43,7 +43,7 @@ test('start → chat (plain and streaming) → stop, with one event per transiti
     assert.ok(chunks.length >= 6, `${chunks.length} SSE chunks`)
     assert.match(text, /data: \[DONE\]/)
 
-    await assert.rejects(server.start({ modelId: 'tiny', port: 'auto' }), (err) => err instanceof ServerError && /already running/.test(err.message))
+    await assert.rejects(server.start({ modelId: 'tiny', port: 'auto' }), (err) => err instanceof ServerError && err.code === 'SERVER_ALREADY_RUNNING')
     assert.ok(logLines > 0)
     assert.ok((await server.getLogs(5)).length === 5)
   } finally {
@@ -80,6 +80,16 @@ test('bad starts are typed errors and leave nothing running', { skip }, async ()
     await assert.rejects(server.start({ modelId: 'tiny', extraArgs: [flag, 'x'] }), (err) => err instanceof ValidationError && err.message.includes(flag), flag)
   }
   await assert.rejects(server.start({ modelId: 'tiny', binaryPath: '/nonexistent/llama-server' }), BinaryError)
+  // A context whose KV cache (512 bytes a token for this model) is far beyond the machine's RAM:
+  // refused with the figures before anything is spawned or downloaded; force skips the check.
+  await assert.rejects(server.start({ modelId: 'tiny', contextSize: 200_000_000 }), (err) => {
+    assert.ok(err instanceof InsufficientResourcesError, err.message)
+    assert.equal(err.code, 'INSUFFICIENT_RESOURCES')
+    assert.ok(err.details.required.ram > err.details.available.ram, JSON.stringify(err.details))
+    assert.match(err.details.suggestion, /force: true/)
+    return true
+  })
+  await assert.rejects(server.start({ modelId: 'tiny', contextSize: 200_000_000, force: true, binaryPath: '/nonexistent/llama-server' }), BinaryError)
   const taken = net.createServer()
   await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve))
   await assert.rejects(server.start({ modelId: 'tiny', port: taken.address().port }), PortInUseError)

@@ -11,7 +11,7 @@ const { spawnSync } = require('node:child_process')
 const { monitorEventLoopDelay } = require('node:perf_hooks')
 const { backends } = require('./helpers')
 const lib = require('..')
-const { ModelManager, configure, ModelNotFoundError, ValidationError, ChecksumError, DownloadError, CancelledError } = lib
+const { ModelManager, configure, ModelNotFoundError, ValidationError, ChecksumError, DownloadError, CancelledError, FileSystemError } = lib
 
 const { paths: real, skip } = backends()
 
@@ -112,7 +112,7 @@ test('a URL download reports progress, reads GGUF metadata and verifies', { skip
     assert.equal(report.problems[0].expected, info.checksum)
     // A file whose size changed is not taken for the model any more.
     assert.deepEqual(await manager.listModels(), [])
-    await assert.rejects(manager.getModelInfo(info.id), (err) => err.code === 'FILE_SYSTEM_ERROR' && /bytes/.test(err.message))
+    await assert.rejects(manager.getModelInfo(info.id), (err) => err instanceof FileSystemError && err.code === 'MODEL_DAMAGED' && /bytes/.test(err.message))
     await manager.deleteModel(info.id)
     await assert.rejects(manager.getModelInfo(info.id), ModelNotFoundError)
     assert.deepEqual(await manager.listModels(), [])

@@ -27,6 +27,8 @@ import {
   type StateEvent,
   ResourceOrchestrator,
   LogManager,
+  ERROR_CODES,
+  type ErrorCode,
   type LogEntry,
   type HealthStatus,
   type ResourceEstimate,
@@ -157,3 +159,14 @@ async function panel(): Promise<void> {
   console.log(entries.filter((e) => e?.level === 'error').length, health, crashed, LogManager.formatEntry({ message: 'x', level: 'warn' }))
 }
 void panel()
+
+// Branching on the fine codes, typed.
+function describe(err: unknown): string {
+  if (err instanceof GenaiElectronError) {
+    const code = err.code
+    if (code === 'SERVER_ALREADY_RUNNING' || code === 'QUEUE_FULL') return `retry later (${code}, ${ERROR_CODES.QUEUE_FULL.status})`
+  }
+  const known: ErrorCode = 'INSUFFICIENT_RESOURCES'
+  return ERROR_CODES[known].meaning
+}
+void describe

@@ -1,7 +1,8 @@
 'use strict'
 
 /**
- * Base class of every error the library throws. `code` is stable and meant for programs;
+ * Base class of every error the library throws. `code` is stable and meant for programs (one for each
+ * distinct failure, see ERROR_CODES; each subclass's own `code` is the general one of its kind);
  * `details.suggestion`, where present, is one sentence for the user.
  */
 class GenaiElectronError extends Error {
@@ -41,7 +42,13 @@ const SUBCLASSES = Object.fromEntries(
   ].map(([name, code]) => [name, defineError(name, code)]),
 )
 
-const CLASS_BY_CODE = new Map(Object.values(SUBCLASSES).map((cls) => [cls.code, cls]))
+/**
+ * Every code the library uses, with its class and HTTP status: one table for Rust, JS and our
+ * HTTP servers (a Rust test checks the native side against it).
+ */
+const ERROR_CODES = Object.freeze(require('./error-codes.json'))
+
+const CLASS_BY_CODE = new Map(Object.entries(ERROR_CODES).map(([code, { class: name }]) => [code, SUBCLASSES[name]]))
 
 // The native layer rejects with `[CODE] {"message": …, "details": …}` (src/js/error.rs).
 const NATIVE_ERROR = /^\[([A-Z_]+)\] (\{[\s\S]*\})$/
@@ -57,9 +64,10 @@ function fromNative(err) {
     return err
   }
   const cls = CLASS_BY_CODE.get(match[1])
-  return cls
-    ? new cls(payload.message, payload.details)
-    : new GenaiElectronError(payload.message, match[1], payload.details)
+  if (!cls) return new GenaiElectronError(payload.message, match[1], payload.details)
+  const error = new cls(payload.message, payload.details)
+  error.code = match[1]
+  return error
 }
 
-module.exports = { GenaiElectronError, ...SUBCLASSES, fromNative }
+module.exports = { GenaiElectronError, ...SUBCLASSES, ERROR_CODES, fromNative }

@@ -1,56 +1,96 @@
-//! Error codes shared by every domain.
+//! Error codes shared by every domain, by the JS layer and by our HTTP servers.
 //!
 //! Each domain has its own `thiserror` enum; all of them implement [`Coded`], which is the one
-//! thing the binding layer needs to turn a Rust error into the matching JS error class. The code
-//! strings are public API: JS callers branch on them.
+//! thing the binding layer needs to turn a Rust error into the matching JS error class. The codes
+//! are public API (JS callers and HTTP clients branch on them), listed once in
+//! `lib/error-codes.json` with their class and HTTP status; `lib/errors.js` reads that table and
+//! a test here checks that [`ErrorCode`] says the same.
 
 use std::io;
 
 use serde_json::{Map, Value};
 
-/// A stable error code. Each one maps to exactly one JS error class in `index.js`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    ModelNotFound,
-    DownloadFailed,
-    ChecksumError,
-    InsufficientResources,
-    ServerError,
-    PortInUse,
-    BinaryError,
-    FileSystemError,
-    InvalidArgument,
-    Cancelled,
+/// Declares [`ErrorCode`]: each code's string, its JS error class and its HTTP status, as
+/// `lib/error-codes.json` has them (a test keeps the two equal).
+macro_rules! error_codes {
+    ($($variant:ident = ($code:literal, $class:literal, $status:literal),)+) => {
+        /// A stable error code, one for each distinct failure; each belongs to one JS error class.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($variant,)+
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)+
+                }
+            }
+
+            /// The JS error class (`index.d.ts`) that carries this code.
+            pub fn class(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $class,)+
+                }
+            }
+
+            /// The status our HTTP servers answer with.
+            pub fn http_status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
-        ErrorCode::ModelNotFound,
-        ErrorCode::DownloadFailed,
-        ErrorCode::ChecksumError,
-        ErrorCode::InsufficientResources,
-        ErrorCode::ServerError,
-        ErrorCode::PortInUse,
-        ErrorCode::BinaryError,
-        ErrorCode::FileSystemError,
-        ErrorCode::InvalidArgument,
-        ErrorCode::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ModelNotFound => "MODEL_NOT_FOUND",
-            ErrorCode::DownloadFailed => "DOWNLOAD_FAILED",
-            ErrorCode::ChecksumError => "CHECKSUM_ERROR",
-            ErrorCode::InsufficientResources => "INSUFFICIENT_RESOURCES",
-            ErrorCode::ServerError => "SERVER_ERROR",
-            ErrorCode::PortInUse => "PORT_IN_USE",
-            ErrorCode::BinaryError => "BINARY_ERROR",
-            ErrorCode::FileSystemError => "FILE_SYSTEM_ERROR",
-            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
-            ErrorCode::Cancelled => "CANCELLED",
-        }
-    }
+error_codes! {
+    InvalidArgument = ("INVALID_ARGUMENT", "ValidationError", 400),
+    ModelExists = ("MODEL_EXISTS", "ValidationError", 409),
+    DownloadRejected = ("DOWNLOAD_REJECTED", "ValidationError", 422),
+    Unauthorized = ("UNAUTHORIZED", "ValidationError", 401),
+    OriginNotAllowed = ("ORIGIN_NOT_ALLOWED", "ValidationError", 403),
+    NotFound = ("NOT_FOUND", "ValidationError", 404),
+    MethodNotAllowed = ("METHOD_NOT_ALLOWED", "ValidationError", 405),
+    BodyTooLarge = ("BODY_TOO_LARGE", "ValidationError", 413),
+    UriTooLong = ("URI_TOO_LONG", "ValidationError", 414),
+    HeadersTooLarge = ("HEADERS_TOO_LARGE", "ValidationError", 431),
+    ModelNotFound = ("MODEL_NOT_FOUND", "ModelNotFoundError", 404),
+    DownloadFailed = ("DOWNLOAD_FAILED", "DownloadError", 502),
+    DownloadHttpError = ("DOWNLOAD_HTTP_ERROR", "DownloadError", 502),
+    DownloadBadUrl = ("DOWNLOAD_BAD_URL", "DownloadError", 400),
+    DownloadInProgress = ("DOWNLOAD_IN_PROGRESS", "DownloadError", 409),
+    ChecksumError = ("CHECKSUM_ERROR", "ChecksumError", 422),
+    InsufficientResources = ("INSUFFICIENT_RESOURCES", "InsufficientResourcesError", 507),
+    ServerError = ("SERVER_ERROR", "ServerError", 500),
+    ServerAlreadyRunning = ("SERVER_ALREADY_RUNNING", "ServerError", 409),
+    ServerNotRunning = ("SERVER_NOT_RUNNING", "ServerError", 503),
+    ServerBusy = ("SERVER_BUSY", "ServerError", 409),
+    ServerStartFailed = ("SERVER_START_FAILED", "ServerError", 500),
+    ServerExited = ("SERVER_EXITED", "ServerError", 500),
+    ServerStartTimeout = ("SERVER_START_TIMEOUT", "ServerError", 504),
+    BackendFailed = ("BACKEND_FAILED", "ServerError", 500),
+    BackendUnavailable = ("BACKEND_UNAVAILABLE", "ServerError", 502),
+    ServerUnavailable = ("SERVER_UNAVAILABLE", "ServerError", 503),
+    QueueFull = ("QUEUE_FULL", "ServerError", 503),
+    QueueTimeout = ("QUEUE_TIMEOUT", "ServerError", 503),
+    JobFinished = ("JOB_FINISHED", "ServerError", 409),
+    ModelInUse = ("MODEL_IN_USE", "ServerError", 409),
+    PortInUse = ("PORT_IN_USE", "PortInUseError", 409),
+    BinaryError = ("BINARY_ERROR", "BinaryError", 500),
+    BinaryNotFound = ("BINARY_NOT_FOUND", "BinaryError", 500),
+    BinaryBroken = ("BINARY_BROKEN", "BinaryError", 500),
+    BinaryNoRelease = ("BINARY_NO_RELEASE", "BinaryError", 500),
+    BinaryNoWorkingVariant = ("BINARY_NO_WORKING_VARIANT", "BinaryError", 500),
+    SourceChecksumMismatch = ("SOURCE_CHECKSUM_MISMATCH", "BinaryError", 500),
+    CmakeMissing = ("CMAKE_MISSING", "BinaryError", 500),
+    BuildFailed = ("BUILD_FAILED", "BinaryError", 500),
+    ArchiveInvalid = ("ARCHIVE_INVALID", "BinaryError", 500),
+    FileSystemError = ("FILE_SYSTEM_ERROR", "FileSystemError", 500),
+    ModelDamaged = ("MODEL_DAMAGED", "FileSystemError", 500),
+    Cancelled = ("CANCELLED", "CancelledError", 499),
 }
 
 /// What a domain error tells its caller beyond its message.
@@ -96,6 +136,22 @@ mod tests {
             let s = code.as_str();
             assert!(seen.insert(s), "duplicate code {s}");
             assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{s}");
+        }
+    }
+
+    /// The JS layer and the docs read `lib/error-codes.json`: it and this enum must agree.
+    #[test]
+    fn the_shared_table_and_the_enum_agree() {
+        let table: Map<String, Value> =
+            serde_json::from_str(include_str!("../lib/error-codes.json")).unwrap();
+        let ours: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let theirs: Vec<_> = table.keys().map(String::as_str).collect();
+        assert_eq!(ours, theirs, "the same codes, in the same order");
+        for code in ErrorCode::ALL {
+            let row = &table[code.as_str()];
+            assert_eq!(row["class"], code.class(), "{code:?}");
+            assert_eq!(row["status"], code.http_status(), "{code:?}");
+            assert!(row["meaning"].as_str().is_some_and(|m| !m.is_empty()));
         }
     }
 

@@ -80,9 +80,16 @@ pub enum BinaryError {
 impl Coded for BinaryError {
     fn code(&self) -> ErrorCode {
         match self {
+            BinaryError::NotFound { .. } => ErrorCode::BinaryNotFound,
+            BinaryError::ProbeFailed { .. } => ErrorCode::BinaryBroken,
+            BinaryError::NoRelease { .. } => ErrorCode::BinaryNoRelease,
+            BinaryError::NoWorkingVariant { .. } => ErrorCode::BinaryNoWorkingVariant,
+            BinaryError::SourceChecksum { .. } => ErrorCode::SourceChecksumMismatch,
+            BinaryError::CmakeMissing => ErrorCode::CmakeMissing,
+            BinaryError::BuildFailed { .. } => ErrorCode::BuildFailed,
             BinaryError::Download(e) => e.code(),
+            BinaryError::Extract(_) => ErrorCode::ArchiveInvalid,
             BinaryError::Io { .. } => ErrorCode::FileSystemError,
-            _ => ErrorCode::BinaryError,
         }
     }
 

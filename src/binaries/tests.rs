@@ -143,7 +143,7 @@ async fn every_failure_is_listed_when_nothing_works() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::BinaryError);
+    assert_eq!(err.code(), ErrorCode::BinaryNoWorkingVariant);
     let tried = err.details()["tried"].as_array().unwrap().clone();
     assert_eq!(tried.len(), 4);
     let reasons: Vec<&str> = tried

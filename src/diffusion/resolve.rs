@@ -12,7 +12,9 @@ use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::models::{ModelInfo, ModelType};
-use crate::process::start::{PortRequest, StartError, installed_model, refuse_reserved_flags};
+use crate::process::start::{
+    Bytes, Insufficient, PortRequest, StartError, installed_model, refuse_reserved_flags,
+};
 use crate::system::SystemInfo;
 use crate::system::estimate::suggested_threads;
 
@@ -88,6 +90,9 @@ pub struct StartRequest {
     /// Milliseconds the resident `sd-server` may take to load the model.
     pub startup_timeout: Option<u64>,
     pub max_body_bytes: Option<u32>,
+    /// Start even when the model cannot fit in this machine's memory.
+    #[serde(default)]
+    pub force: bool,
 }
 
 pub async fn resolve(
@@ -121,6 +126,9 @@ pub async fn resolve(
         DiffusionError::Invalid,
     )
     .await?;
+    if !req.force {
+        fits_machine(&info.id, info.size, system.memory().total)?;
+    }
     let caps = system.detect(false).await;
     let kind = match asked {
         Some(kind) => kind,
@@ -163,6 +171,34 @@ pub async fn resolve(
             .max_body_bytes
             .map_or(DEFAULT_MAX_BODY_BYTES, |b| b as usize),
         log_file: Some(data.logs.join("diffusion-server.log")),
+    })
+}
+
+/// A model is loaded for each image (or kept, resident), with a working set beside it: one
+/// whose files and a 512×512 image do not fit in this machine's whole RAM never runs. Checked
+/// against the total, not what is free now: the ResourceOrchestrator frees memory for images.
+pub fn fits_machine(model: &str, size: u64, total: u64) -> Result<(), Insufficient> {
+    let need = size.saturating_add(super::working_set(512, 512));
+    if need <= total {
+        return Ok(());
+    }
+    let gb = |b: u64| format!("{:.1} GB", b as f64 / 1e9);
+    Err(Insufficient {
+        model: model.to_string(),
+        reason: format!(
+            "its files and a 512×512 image need {}, and this machine has {} of RAM in all",
+            gb(need),
+            gb(total)
+        ),
+        suggestion: "Choose a smaller or more quantized model".into(),
+        required: Bytes {
+            ram: need,
+            vram: None,
+        },
+        available: Bytes {
+            ram: total,
+            vram: None,
+        },
     })
 }
 

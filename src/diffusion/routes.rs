@@ -80,8 +80,7 @@ impl Context {
                 };
                 let Some(job) = self.engine.get(id) else {
                     return http::error(
-                        StatusCode::NOT_FOUND,
-                        "NOT_FOUND",
+                        ErrorCode::NotFound,
                         &format!(
                             "no image job {id:?} (finished jobs are kept for a while, then forgotten)"
                         ),
@@ -96,8 +95,7 @@ impl Context {
                 }
             }
             _ => http::error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
+                ErrorCode::NotFound,
                 &format!("no route {path}: see GET /health and {GENERATIONS}"),
             ),
         }
@@ -108,15 +106,13 @@ impl Context {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
                 return http::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
+                    ErrorCode::BodyTooLarge,
                     &format!("the request body is over {} bytes", self.max_body_bytes),
                 );
             }
             Err(BodyError::Unreadable) => {
                 return http::error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_ARGUMENT",
+                    ErrorCode::InvalidArgument,
                     "the request body could not be read",
                 );
             }
@@ -127,7 +123,7 @@ impl Context {
         let request = match parsed {
             Ok(r) => r,
             Err(message) => {
-                return http::error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message);
+                return http::error(ErrorCode::InvalidArgument, &message);
             }
         };
         let asynchronous = request.asynchronous;
@@ -157,8 +153,7 @@ impl Context {
         let status = job.snapshot().status;
         if status.is_final() {
             return http::error(
-                StatusCode::CONFLICT,
-                "ALREADY_FINISHED",
+                ErrorCode::JobFinished,
                 &format!("job {} has already {}", job.id, finished_verb(status)),
             );
         }
@@ -189,39 +184,18 @@ fn finished_verb(status: JobStatus) -> &'static str {
 }
 
 fn not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = http::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
-        &format!("use {allow} here"),
-    );
+    let mut r = http::error(ErrorCode::MethodNotAllowed, &format!("use {allow} here"));
     r.headers_mut()
         .insert("allow", HeaderValue::from_static(allow));
     r
 }
 
 fn submit_error(err: &DiffusionError) -> Response<Body> {
-    match err {
-        DiffusionError::Busy { .. } => http::error(StatusCode::CONFLICT, "BUSY", &err.to_string()),
-        DiffusionError::NotRunning => http::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NOT_RUNNING",
-            &err.to_string(),
-        ),
-        _ => http::error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            &err.to_string(),
-        ),
-    }
+    http::error(err.code(), &err.to_string())
 }
 
 fn error_response(err: &JobError) -> Response<Body> {
-    let status = match err.code() {
-        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
-        ErrorCode::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    http::error(status, err.code().as_str(), &err.message)
+    http::error(err.code(), &err.message)
 }
 
 /// The seed's result (`image`, `format`, `timeTaken`, `seed`, `width`, `height`) plus the

@@ -333,7 +333,7 @@ async fn a_full_queue_is_busy_and_stop_cancels_everything() {
     }
     let (s3, busy) = post(&server, &long).await;
     assert_eq!(s3, 409, "{busy}");
-    assert_eq!(busy["code"], "BUSY");
+    assert_eq!(busy["code"], "SERVER_BUSY");
     assert!(busy["error"].as_str().unwrap().contains("busy"));
     assert_eq!(server.info().queued, 1);
 
@@ -402,7 +402,7 @@ async fn a_broken_model_fails_the_job_with_the_backend_log() {
         server.start(c).await.unwrap();
         let (status, body) = post(&server, &small(2)).await;
         assert_eq!(status, 500, "{kind:?}: {body}");
-        assert_eq!(body["code"], "SERVER_ERROR");
+        assert_eq!(body["code"], "BACKEND_FAILED");
         let err = server.generate(&small(2), None).await.unwrap_err();
         assert!(
             !err.details["logs"].as_array().unwrap().is_empty(),
@@ -472,7 +472,7 @@ async fn http_refusals_are_typed() {
     }
     let big = json!({ "prompt": "p".repeat(5000) }).to_string();
     let (s, _, b) = send(authed(client.post(&gen_url).body(big))).await;
-    assert_eq!((s, b["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")));
+    assert_eq!((s, b["code"].as_str()), (413, Some("BODY_TOO_LARGE")));
     let (s, _, b) = send(authed(client.get(url(&server, "/nope")))).await;
     assert_eq!((s, b["code"].as_str()), (404, Some("NOT_FOUND")));
     let (s, _, b) = send(authed(
@@ -949,7 +949,7 @@ mod resolving {
         )
         .await
         .unwrap_err();
-        assert_eq!(no_binary.code(), ErrorCode::BinaryError);
+        assert_eq!(no_binary.code(), ErrorCode::BinaryNotFound);
         assert!(
             serde_json::from_value::<StartRequest>(json!({ "modelId": "d", "prot": 1 })).is_err()
         );
@@ -973,4 +973,34 @@ mod resolving {
         assert!(fits_resident(&info, 5 << 30));
         assert!(!fits_resident(&info, (5 << 30) - 1));
     }
+}
+
+#[test]
+fn the_working_set_grows_with_the_pixels_as_measured() {
+    // Peak RSS of sd-cli on the tiny set, less its 10.6 MB of files (see DIFFUSION_BASE).
+    for (side, measured) in [
+        (64, 127_500_000 - 10_600_000),
+        (256, 253_400_000 - 10_600_000),
+    ] {
+        let estimated = working_set(side, side);
+        assert!(estimated >= measured, "{side}: {estimated} < {measured}");
+        assert!(
+            estimated < measured + measured / 10,
+            "{side}: {estimated} ≫ {measured}"
+        );
+    }
+}
+
+#[test]
+fn a_model_that_cannot_fit_the_machine_is_refused_with_the_figures() {
+    use crate::error::Coded;
+    const GB: u64 = 1_000_000_000;
+    assert!(resolve::fits_machine("m", 6 * GB, 16 * GB).is_ok());
+    let err = resolve::fits_machine("big", 24 * GB, 16 * GB).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InsufficientResources);
+    assert!(err.to_string().contains("24.6 GB"), "{err}");
+    assert!(err.suggestion().unwrap().contains("force: true"));
+    let details = err.details();
+    assert_eq!(details["available"]["ram"], 16 * GB);
+    assert!(details["required"]["ram"].as_u64().unwrap() > 24 * GB);
 }

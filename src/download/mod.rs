@@ -57,10 +57,12 @@ pub enum DownloadError {
 impl Coded for DownloadError {
     fn code(&self) -> ErrorCode {
         match self {
+            DownloadError::BadUrl { .. } => ErrorCode::DownloadBadUrl,
+            DownloadError::Http { .. } => ErrorCode::DownloadHttpError,
+            DownloadError::Network { .. } => ErrorCode::DownloadFailed,
+            DownloadError::Rejected { .. } => ErrorCode::DownloadRejected,
             DownloadError::Checksum { .. } => ErrorCode::ChecksumError,
             DownloadError::Io { .. } => ErrorCode::FileSystemError,
-            DownloadError::Rejected { .. } => ErrorCode::InvalidArgument,
-            _ => ErrorCode::DownloadFailed,
         }
     }
 

@@ -114,7 +114,7 @@ async fn http_errors_and_bad_urls_are_typed() {
     let err = download(&server.url("/missing"), &dest, None, &mut no_progress())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::DownloadFailed);
+    assert_eq!(err.code(), ErrorCode::DownloadHttpError);
     assert_eq!(err.details()["status"], 404);
     server.set(Behaviour {
         status: Some(500),
@@ -129,6 +129,7 @@ async fn http_errors_and_bad_urls_are_typed() {
             .await
             .unwrap_err();
         assert!(matches!(err, DownloadError::BadUrl { .. }), "{bad}: {err}");
+        assert_eq!(err.code(), ErrorCode::DownloadBadUrl);
     }
     assert!(!dest.exists());
 }

@@ -8,6 +8,7 @@ use hyper::header::{HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Body;
+use crate::error::ErrorCode;
 
 pub struct Access {
     pub api_key: Option<String>,
@@ -35,8 +36,7 @@ impl Access {
             && !self.origin_allowed(origin)
         {
             return super::error(
-                StatusCode::FORBIDDEN,
-                "ORIGIN_NOT_ALLOWED",
+                ErrorCode::OriginNotAllowed,
                 "this origin is not allowed: add it to allowedOrigins in the server config",
             );
         }
@@ -44,8 +44,7 @@ impl Access {
             self.preflight()
         } else if !open(req.uri().path()) && !self.authorized(&req) {
             let mut r = super::error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
+                ErrorCode::Unauthorized,
                 "missing or wrong API key: send Authorization: Bearer <apiKey>",
             );
             r.headers_mut()

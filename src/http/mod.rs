@@ -23,6 +23,8 @@ pub mod access;
 mod parse_errors;
 use parse_errors::JsonParseErrors;
 
+use crate::error::ErrorCode;
+
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A slow client gets this long to send its headers, and its body.
@@ -175,11 +177,13 @@ pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
     response
 }
 
-/// The error shape of every port we serve: `{"error": message, "code": CODE}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+/// The error shape of every port we serve: `{"error": message, "code": CODE}`, with the status
+/// the shared table gives the code.
+pub fn error(code: ErrorCode, message: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(code.http_status()).expect("the table's statuses are valid");
     json(
         status,
-        &serde_json::json!({ "error": message, "code": code }),
+        &serde_json::json!({ "error": message, "code": code.as_str() }),
     )
 }
 
@@ -275,10 +279,8 @@ mod tests {
         let server = serve(listener, |req: Request<Incoming>| async move {
             match read_body(req, 8).await {
                 Ok(body) => json(StatusCode::OK, &json!({ "len": body.len() })),
-                Err(BodyError::TooLarge) => {
-                    error(StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE", "big")
-                }
-                Err(BodyError::Unreadable) => error(StatusCode::BAD_REQUEST, "BAD", "bad"),
+                Err(BodyError::TooLarge) => error(ErrorCode::BodyTooLarge, "big"),
+                Err(BodyError::Unreadable) => error(ErrorCode::InvalidArgument, "bad"),
             }
         })
         .unwrap();

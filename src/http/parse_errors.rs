@@ -14,6 +14,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::error::ErrorCode;
+
 pub struct JsonParseErrors<T> {
     inner: T,
     /// A replacement being written: its bytes, how many went out, and the length of the
@@ -41,17 +43,17 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     let status_line = lines.next()?;
     let (code, message, status) = match status_line.strip_prefix("http/1.1 ")?.get(..3)? {
         "400" => (
-            "INVALID_ARGUMENT",
+            ErrorCode::InvalidArgument,
             "malformed HTTP request (request line, header or Content-Length)",
             "400 Bad Request",
         ),
         "414" => (
-            "URI_TOO_LONG",
+            ErrorCode::UriTooLong,
             "the request path is too long",
             "414 URI Too Long",
         ),
         "431" => (
-            "HEADERS_TOO_LARGE",
+            ErrorCode::HeadersTooLarge,
             "the request headers are too large",
             "431 Request Header Fields Too Large",
         ),
@@ -63,7 +65,7 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     {
         return None;
     }
-    let body = serde_json::json!({ "error": message, "code": code }).to_string();
+    let body = serde_json::json!({ "error": message, "code": code.as_str() }).to_string();
     Some(
         format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

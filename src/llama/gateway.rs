@@ -17,9 +17,10 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::HeaderValue;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use tokio::sync::watch;
 
+use crate::error::ErrorCode;
 use crate::events::EventSink;
 use crate::http::access::Access;
 use crate::http::{self, Body, BodyError, HttpServer};
@@ -235,8 +236,7 @@ impl Shared {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
                 return http::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "BODY_TOO_LARGE",
+                    ErrorCode::BodyTooLarge,
                     &format!(
                         "request bodies are limited to {} bytes",
                         self.config.max_body_bytes
@@ -245,8 +245,7 @@ impl Shared {
             }
             Err(BodyError::Unreadable) => {
                 return http::error(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
+                    ErrorCode::InvalidArgument,
                     "the request body could not be read",
                 );
             }
@@ -271,8 +270,7 @@ impl Shared {
                 Err(e) if e.is_connect() && !retried && self.leaves(pid).await => retried = true,
                 Err(e) => {
                     return http::error(
-                        StatusCode::BAD_GATEWAY,
-                        "BACKEND_UNAVAILABLE",
+                        ErrorCode::BackendUnavailable,
                         &format!("llama-server did not answer: {e}"),
                     );
                 }
@@ -325,7 +323,7 @@ impl Shared {
         let (max_queued, queue_timeout) = self.traffic.bounds(&self.config);
         let Some(_place) = Place::take(&self.traffic, max_queued) else {
             return Err(retry_later(
-                "QUEUE_FULL",
+                ErrorCode::QueueFull,
                 &format!(
                     "llama-server is {} and {max_queued} requests are already waiting for it",
                     if now_held {
@@ -352,7 +350,7 @@ impl Shared {
             Ok(state) => state,
             Err(_) => {
                 return Err(retry_later(
-                    "QUEUE_TIMEOUT",
+                    ErrorCode::QueueTimeout,
                     &format!(
                         "llama-server was not running within {} ms",
                         queue_timeout.as_millis()
@@ -374,13 +372,14 @@ fn unavailable(s: &Snapshot) -> Response<Body> {
         .map(|e| format!(": {e}"))
         .unwrap_or_default();
     retry_later(
-        "SERVER_UNAVAILABLE",
+        ErrorCode::ServerUnavailable,
         &format!("llama-server is {}{why}", s.status),
     )
 }
 
-fn retry_later(code: &str, message: &str) -> Response<Body> {
-    let mut response = http::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+/// A 503 (every code it is given has that status) that says when to ask again.
+fn retry_later(code: ErrorCode, message: &str) -> Response<Body> {
+    let mut response = http::error(code, message);
     response
         .headers_mut()
         .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));

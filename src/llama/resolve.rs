@@ -10,7 +10,9 @@ use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::models::ModelType;
-use crate::process::start::{PortRequest, StartError, installed_model, refuse_reserved_flags};
+use crate::process::start::{
+    Bytes, Insufficient, PortRequest, StartError, installed_model, refuse_reserved_flags,
+};
 use crate::system::estimate::KvCacheType;
 use crate::system::{ModelSpec, RunOptions, SystemInfo};
 
@@ -94,6 +96,9 @@ pub struct StartRequest {
     pub max_queued_requests: Option<u32>,
     /// Milliseconds a request may wait at the gateway for the server.
     pub queue_timeout: Option<u64>,
+    /// Start even when the estimate says the model does not fit in the memory free now.
+    #[serde(default)]
+    pub force: bool,
 }
 
 pub async fn resolve(
@@ -130,14 +135,6 @@ pub async fn resolve(
     )
     .await?;
     let caps = system.detect(false).await;
-    let opts = EnsureOptions {
-        path: req.binary_path.clone(),
-        ..Default::default()
-    };
-    let binary = binaries
-        .ensure(BinaryKind::LlamaServer, &opts, data, &caps.gpu)
-        .await?;
-
     let spec: ModelSpec =
         serde_json::from_value(serde_json::to_value(&info).expect("model info serializes"))
             .map_err(|e| invalid(format!("model {:?} has unusable metadata: {e}", info.id)))?;
@@ -153,6 +150,43 @@ pub async fn resolve(
         .optimal_config(&spec, &hints)
         .await
         .map_err(|e| invalid(e.to_string()))?;
+    if !req.force {
+        // The settings it will run with, against the memory free now (it loads at once).
+        let settings = RunOptions {
+            context_size: Some(optimal.context_size),
+            gpu_layers: Some(optimal.gpu_layers),
+            ..hints
+        };
+        let check = system
+            .can_run_model(&spec, &settings)
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+        if !check.possible {
+            let estimate = check.estimate;
+            return Err(StartError::Resources(Insufficient {
+                model: info.id.clone(),
+                reason: check.reason.unwrap_or_default(),
+                suggestion: check.suggestion.unwrap_or_default(),
+                required: Bytes {
+                    ram: estimate.ram,
+                    vram: Some(estimate.vram),
+                },
+                available: Bytes {
+                    ram: system.memory().available,
+                    vram: caps.gpu.vram_free,
+                },
+            }));
+        }
+    }
+
+    // Last: it may download or build; a model that cannot run is refused before that.
+    let opts = EnsureOptions {
+        path: req.binary_path.clone(),
+        ..Default::default()
+    };
+    let binary = binaries
+        .ensure(BinaryKind::LlamaServer, &opts, data, &caps.gpu)
+        .await?;
 
     let defaults = RecoveryPolicy::default();
     Ok(LlamaConfig {

@@ -66,11 +66,13 @@ impl Coded for ModelError {
     fn code(&self) -> ErrorCode {
         match self {
             ModelError::NotFound { .. } => ErrorCode::ModelNotFound,
-            ModelError::Invalid(_) | ModelError::Exists { .. } => ErrorCode::InvalidArgument,
-            ModelError::Busy { .. } => ErrorCode::DownloadFailed,
+            ModelError::Invalid(_) => ErrorCode::InvalidArgument,
+            ModelError::Exists { .. } => ErrorCode::ModelExists,
+            ModelError::Busy { .. } => ErrorCode::DownloadInProgress,
             ModelError::Cancelled { .. } => ErrorCode::Cancelled,
-            ModelError::InUse { .. } => ErrorCode::ServerError,
-            ModelError::Corrupt { .. } | ModelError::Io { .. } => ErrorCode::FileSystemError,
+            ModelError::InUse { .. } => ErrorCode::ModelInUse,
+            ModelError::Corrupt { .. } => ErrorCode::ModelDamaged,
+            ModelError::Io { .. } => ErrorCode::FileSystemError,
             ModelError::Download(e) => e.code(),
         }
     }

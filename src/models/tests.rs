@@ -123,7 +123,7 @@ async fn hugging_face_sources_are_pinned_to_a_commit() {
         .download(&data(tmp.path()), "d", &missing)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::DownloadFailed);
+    assert_eq!(err.code(), ErrorCode::DownloadHttpError);
     assert_eq!(err.details()["status"], 404);
 }
 
@@ -265,7 +265,7 @@ async fn a_file_that_is_not_gguf_is_refused() {
         .download(&data(tmp.path()), "d", &url_config("m", &url, None))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::DownloadRejected);
     assert!(!tmp.path().join("models/llm/m").exists());
 }
 
@@ -564,7 +564,7 @@ async fn a_download_that_is_not_gguf_stops_at_its_first_bytes() {
         .download(&data(tmp.path()), "d", &url_config("big", &url, None))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    assert_eq!(err.code(), ErrorCode::DownloadRejected, "{err}");
     assert!(err.to_string().contains("magic"), "{err}");
     let most = progress.lock().unwrap().iter().map(|p| p.downloaded).max();
     assert!(most.unwrap_or(0) < 1 << 20, "read {most:?} of {len} bytes");

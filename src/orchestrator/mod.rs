@@ -31,12 +31,6 @@ use crate::system::SystemInfo;
 use crate::system::estimate::{KvCache, KvCacheType, ModelSpec};
 
 const MIB: u64 = 1 << 20;
-/// sd-cli's peak RSS beyond its model files, measured on the tiny diffusion set (Ovis-Image
-/// shaped, 10.6 MB of files): 121.5–127.5 MB at 64×64, 131 MB at 128×128, 241.7–253.4 MB at
-/// 256×256, 391.8 MB at 384×384 (two runs apart). A line through the 64 and 256 points, rounded
-/// up so that an estimate is never below what was measured: 112 MB, plus 2,000 bytes a pixel.
-const DIFFUSION_BASE: u64 = 112_000_000;
-const DIFFUSION_PER_PIXEL: u64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
@@ -361,7 +355,7 @@ impl Orchestrator {
             files += tokio::fs::metadata(path).await.map_or(0, |m| m.len());
         }
         let estimated = Memory {
-            ram: files + diffusion_working_set(width, height),
+            ram: files + crate::diffusion::working_set(width, height),
             vram: 0,
         };
         Usage::of(estimated, self.diffusion.memory().await.as_ref())
@@ -481,11 +475,6 @@ impl Orchestrator {
     }
 }
 
-/// An image's working set beyond its model files (see [`DIFFUSION_BASE`]).
-pub fn diffusion_working_set(width: u32, height: u32) -> u64 {
-    DIFFUSION_BASE + DIFFUSION_PER_PIXEL * u64::from(width) * u64::from(height)
-}
-
 /// `(ram, vram)` of the running LLM by the GGUF arithmetic behind `canRunModel`.
 async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64, u64)> {
     let info = crate::models::store::read(data, &config.model_id)
@@ -513,22 +502,6 @@ fn unix_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_working_set_grows_with_the_pixels_as_measured() {
-        // Peak RSS of sd-cli on the tiny set, less its 10.6 MB of files (see DIFFUSION_BASE).
-        for (side, measured) in [
-            (64, 127_500_000 - 10_600_000),
-            (256, 253_400_000 - 10_600_000),
-        ] {
-            let estimated = diffusion_working_set(side, side);
-            assert!(estimated >= measured, "{side}: {estimated} < {measured}");
-            assert!(
-                estimated < measured + measured / 10,
-                "{side}: {estimated} ≫ {measured}"
-            );
-        }
-    }
 
     /// The real llama-server (behind its gateway) and sd-cli, with the tiny models.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

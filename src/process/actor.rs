@@ -251,8 +251,12 @@ impl LaunchError {
 impl Coded for LaunchError {
     fn code(&self) -> ErrorCode {
         match self {
+            LaunchError::AlreadyRunning { .. } => ErrorCode::ServerAlreadyRunning,
+            LaunchError::Spawn { .. } => ErrorCode::ServerStartFailed,
+            LaunchError::ExitedDuringStart { .. } => ErrorCode::ServerExited,
+            LaunchError::Timeout { .. } => ErrorCode::ServerStartTimeout,
             LaunchError::Cancelled { .. } => ErrorCode::Cancelled,
-            _ => ErrorCode::ServerError,
+            LaunchError::NeverStarted { .. } => ErrorCode::ServerNotRunning,
         }
     }
 

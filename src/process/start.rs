@@ -107,13 +107,54 @@ pub async fn installed_model<E: std::error::Error + 'static>(
     Ok(info)
 }
 
-/// A refused start: the model, the executable, or the server's own error `E`.
+/// The machine cannot hold the model: what the start's estimate needs beside what there is.
+/// A start passes `force: true` to go on regardless.
+#[derive(Debug, thiserror::Error)]
+#[error("this machine cannot run model {model:?}: {reason}")]
+pub struct Insufficient {
+    pub model: String,
+    pub reason: String,
+    pub suggestion: String,
+    /// Bytes the estimate needs, and those it was compared with.
+    pub required: Bytes,
+    pub available: Bytes,
+}
+
+/// RAM, and VRAM where it counts.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Bytes {
+    pub ram: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vram: Option<u64>,
+}
+
+impl Coded for Insufficient {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::InsufficientResources
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some(format!(
+            "{}; or pass force: true to start anyway",
+            self.suggestion
+        ))
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let v = json!({ "modelId": self.model, "required": self.required, "available": self.available });
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
+/// A refused start: the model, the executable, the machine, or the server's own error `E`.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
     Binary(#[from] BinaryError),
+    #[error(transparent)]
+    Resources(#[from] Insufficient),
     #[error(transparent)]
     Server(E),
 }
@@ -123,6 +164,7 @@ impl<E: Coded + std::error::Error + 'static> Coded for StartError<E> {
         match self {
             StartError::Model(e) => e.code(),
             StartError::Binary(e) => e.code(),
+            StartError::Resources(e) => e.code(),
             StartError::Server(e) => e.code(),
         }
     }
@@ -131,6 +173,7 @@ impl<E: Coded + std::error::Error + 'static> Coded for StartError<E> {
         match self {
             StartError::Model(e) => e.suggestion(),
             StartError::Binary(e) => e.suggestion(),
+            StartError::Resources(e) => e.suggestion(),
             StartError::Server(e) => e.suggestion(),
         }
     }
@@ -139,6 +182,7 @@ impl<E: Coded + std::error::Error + 'static> Coded for StartError<E> {
         match self {
             StartError::Model(e) => e.details(),
             StartError::Binary(e) => e.details(),
+            StartError::Resources(e) => e.details(),
             StartError::Server(e) => e.details(),
         }
     }
