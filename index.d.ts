@@ -583,6 +583,20 @@ export interface DiffusionServerConfig {
   backend?: DiffusionBackend | 'auto'
   /** CPU threads (default: as {@link SystemRecommendations.threads}: physical cores less one on up to 8 cores, less two on 9–16, 85% beyond). */
   threads?: number
+  /**
+   * The seed's GPU layers. stable-diffusion.cpp has no layer count: `0` keeps everything on the
+   * CPU (the GPUs are hidden from the backend: `CUDA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`
+   * empty, `GGML_DISABLE_VULKAN=1`; a Metal build on macOS cannot be kept off the GPU and is
+   * refused: pass a CPU build's path); any other number leaves the GPU in use.
+   */
+  gpuLayers?: number
+  /**
+   * The seed's VRAM budget, in MB: `--max-vram` caps the compute graph (run in segments that
+   * fit); when the model and a 512×512 image exceed it, `--offload-to-cpu` keeps the weights in
+   * RAM until needed; when the diffusion model alone does, `--clip-on-cpu` and `--vae-on-cpu`
+   * move the text encoders and the VAE to the CPU. `getConfig().placement` shows the flags chosen.
+   */
+  vramBudget?: number
   /** An `sd-cli` to use instead of the managed one (one-shot). */
   binaryPath?: string
   /** An `sd-server` to use instead of the managed one (resident). */
@@ -652,6 +666,8 @@ export interface ResolvedDiffusionConfig {
   backend: DiffusionBackend
   binary: string
   threads: number
+  /** The flags `vramBudget` chose (`--max-vram`, `--offload-to-cpu`, `--clip-on-cpu`, `--vae-on-cpu`). */
+  placement: string[]
   extraArgs: string[]
   idleTimeout: number | null
   startupTimeout: number

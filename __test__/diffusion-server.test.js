@@ -80,6 +80,32 @@ test('one-shot: generateImage with progress, HTTP and the openai client all get 
   assert.equal(server.isRunning(), false)
 })
 
+test('the seed\'s gpuLayers and vramBudget reach the real backend as its own switches', { skip }, async () => {
+  await withTinySet()
+  // A budget far below the model (10.6 MB): every switch, and the real sd-cli still makes the image.
+  const oneShot = new DiffusionServerManager()
+  await oneShot.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1, vramBudget: 1 })
+  try {
+    assert.deepEqual(oneShot.getConfig().placement, ['--max-vram', '0.001', '--offload-to-cpu', '--clip-on-cpu', '--vae-on-cpu'])
+    assert.deepEqual(pngSize((await oneShot.generateImage({ ...SMALL, seed: 1 })).image), [64, 64])
+  } finally {
+    await oneShot.stop()
+  }
+  // CPU only: the resident sd-server runs with the GPUs hidden from it.
+  const resident = new DiffusionServerManager()
+  await resident.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1, gpuLayers: 0 })
+  try {
+    await resident.generateImage({ ...SMALL, seed: 2 })
+    const environ = fs.readFileSync(`/proc/${resident.getInfo().pid}/environ`, 'utf8').split('\0')
+    assert.ok(environ.includes('GGML_DISABLE_VULKAN=1') && environ.includes('CUDA_VISIBLE_DEVICES='), environ.join(' '))
+    assert.deepEqual(resident.getConfig().placement, [])
+  } finally {
+    await resident.stop()
+  }
+  await assert.rejects(resident.start({ modelId: 'tiny-image', gpuLayers: 0, vramBudget: 512 }), ValidationError)
+  await assert.rejects(resident.start({ modelId: 'tiny-image', vramBudget: -1 }), ValidationError)
+})
+
 test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-server', { skip }, async () => {
   const dataDir = await withTinySet()
   const server = new DiffusionServerManager()

@@ -68,6 +68,7 @@ pub async fn run_captured<S: AsRef<std::ffi::OsStr>>(
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect(),
         guarded,
+        env: vec![],
     };
     let child = crate::process::spawn(spec, on_line)?;
     let exit = child.wait().await;

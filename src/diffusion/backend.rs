@@ -95,7 +95,11 @@ pub struct BackendConfig {
     pub binary: PathBuf,
     pub model: ModelFiles,
     pub threads: u32,
+    /// Where the model's parts run: flags from `gpuLayers`/`vramBudget` (see [`Placement`]).
+    pub placement: Vec<String>,
     pub extra_args: Vec<String>,
+    /// Set in the backend's environment (`gpuLayers: 0` hides the GPUs).
+    pub env: Vec<(String, String)>,
     pub temp_dir: PathBuf,
     pub startup_timeout: Duration,
     /// Resident only: stop `sd-server` after this long without a request (`None`: never).
@@ -106,9 +110,80 @@ impl BackendConfig {
     fn common_args(&self) -> Vec<String> {
         let mut args = self.model.args();
         args.extend(["--threads".into(), self.threads.to_string()]);
+        args.extend(self.placement.iter().cloned());
         args.extend(self.extra_args.iter().cloned());
         args
     }
+}
+
+/// The seed's `gpuLayers` and `vramBudget` in stable-diffusion.cpp's terms. The backend has no
+/// layer count: `gpuLayers: 0` hides every GPU from ggml (CUDA, ROCm and Vulkan builds then run
+/// on the CPU), any other count leaves the GPU in use. `vramBudget` (MB) caps the compute graph
+/// (`--max-vram`, which runs it in segments that fit); when the model and a 512×512 image do not
+/// fit the budget, the weights stay in RAM and go to VRAM as needed (`--offload-to-cpu`), and
+/// when the diffusion model alone does not, the text encoders and VAE run on the CPU too
+/// (`--clip-on-cpu`, `--vae-on-cpu`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Placement {
+    pub fn of(
+        gpu_layers: Option<u32>,
+        vram_budget_mb: Option<f64>,
+        model_bytes: u64,
+        diffusion_model_bytes: u64,
+    ) -> Result<Placement, String> {
+        if let Some(mb) = vram_budget_mb
+            && !(mb.is_finite() && mb > 0.0)
+        {
+            return Err(format!(
+                "vramBudget must be a number of MB above 0, got {mb}"
+            ));
+        }
+        if gpu_layers == Some(0) {
+            if vram_budget_mb.is_some() {
+                return Err(
+                    "vramBudget has no effect with gpuLayers: 0 (CPU only): leave one out".into(),
+                );
+            }
+            return cpu_only();
+        }
+        let Some(mb) = vram_budget_mb else {
+            return Ok(Placement::default());
+        };
+        let budget = (mb * 1_048_576.0) as u64;
+        let mut args = vec!["--max-vram".to_string(), format!("{:.3}", mb / 1024.0)];
+        if model_bytes.saturating_add(super::working_set(512, 512)) > budget {
+            args.push("--offload-to-cpu".into());
+        }
+        if diffusion_model_bytes > budget {
+            args.extend(["--clip-on-cpu".into(), "--vae-on-cpu".into()]);
+        }
+        Ok(Placement { args, env: vec![] })
+    }
+}
+
+/// ggml finds no CUDA or ROCm device when none is visible, and skips Vulkan when told to.
+#[cfg(not(target_os = "macos"))]
+fn cpu_only() -> Result<Placement, String> {
+    let env = [
+        ("CUDA_VISIBLE_DEVICES", ""),
+        ("HIP_VISIBLE_DEVICES", ""),
+        ("GGML_DISABLE_VULKAN", "1"),
+    ];
+    Ok(Placement {
+        args: vec![],
+        env: env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec(),
+    })
+}
+
+/// A Metal build cannot be told to leave the GPU; a CPU build of sd-cli/sd-server can be given.
+#[cfg(target_os = "macos")]
+fn cpu_only() -> Result<Placement, String> {
+    Err("gpuLayers: 0 cannot keep a Metal build of stable-diffusion.cpp off the GPU: pass binaryPath/serverBinaryPath of a CPU build instead".into())
 }
 
 /// One request as the backend sees it.
@@ -208,6 +283,7 @@ impl OneShot {
             program: self.config.binary.clone(),
             args,
             guarded: false,
+            env: self.config.env.clone(),
         };
         let log = self.log.clone();
         let on_line = EventSink::new(move |line: String| {
@@ -513,6 +589,7 @@ impl Resident {
         Ok(LaunchSpec {
             program: self.config.binary.clone(),
             args,
+            env: self.config.env.clone(),
             port,
             health_url: format!("http://127.0.0.1:{port}/sdcpp/v1/capabilities"),
             ready_hints: READY_HINTS,

@@ -164,6 +164,7 @@ impl DiffusionConfig {
             "backend": b.kind,
             "binary": b.binary,
             "threads": b.threads,
+            "placement": b.placement,
             "extraArgs": b.extra_args,
             "idleTimeout": b.idle_timeout.map(|d| d.as_millis() as u64),
             "startupTimeout": b.startup_timeout.as_millis() as u64,

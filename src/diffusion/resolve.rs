@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::backend::{BackendConfig, BackendKind, ModelFiles};
+use super::backend::{BackendConfig, BackendKind, ModelFiles, Placement};
 use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
@@ -93,6 +93,10 @@ pub struct StartRequest {
     /// Start even when the model cannot fit in this machine's memory.
     #[serde(default)]
     pub force: bool,
+    /// The seed's: 0 keeps everything on the CPU (see [`Placement`]).
+    pub gpu_layers: Option<u32>,
+    /// The seed's, in MB: what the backend may use of VRAM (see [`Placement`]).
+    pub vram_budget: Option<f64>,
 }
 
 pub async fn resolve(
@@ -129,6 +133,15 @@ pub async fn resolve(
     if !req.force {
         fits_machine(&info.id, info.size, system.memory().total)?;
     }
+    let placement = Placement::of(
+        req.gpu_layers,
+        req.vram_budget,
+        info.size,
+        tokio::fs::metadata(&info.path)
+            .await
+            .map_or(info.size, |m| m.len()),
+    )
+    .map_err(invalid)?;
     let caps = system.detect(false).await;
     let kind = match asked {
         Some(kind) => kind,
@@ -157,7 +170,9 @@ pub async fn resolve(
             threads: req
                 .threads
                 .unwrap_or_else(|| suggested_threads(caps.cpu.physical_cores)),
+            placement: placement.args,
             extra_args: req.extra_args,
+            env: placement.env,
             temp_dir: data.temp.clone(),
             startup_timeout: Duration::from_millis(
                 req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),

@@ -42,7 +42,9 @@ pub(crate) fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConf
                 ],
             },
             threads: 1,
+            placement: vec![],
             extra_args: vec![],
+            env: vec![],
             temp_dir: temp.to_path_buf(),
             startup_timeout: Duration::from_secs(60),
             idle_timeout: None,
@@ -1003,4 +1005,58 @@ fn a_model_that_cannot_fit_the_machine_is_refused_with_the_figures() {
     let details = err.details();
     assert_eq!(details["available"]["ram"], 16 * GB);
     assert!(details["required"]["ram"].as_u64().unwrap() > 24 * GB);
+}
+
+#[test]
+fn gpu_layers_and_vram_budget_map_to_the_backends_own_switches() {
+    use backend::Placement;
+    const MB: u64 = 1 << 20;
+    let flags = |p: Placement| p.args;
+    // Nothing asked: the backend decides.
+    assert_eq!(
+        Placement::of(None, None, 10 * MB, 2 * MB).unwrap(),
+        Placement::default()
+    );
+    assert_eq!(
+        Placement::of(Some(33), None, 10 * MB, 2 * MB).unwrap(),
+        Placement::default()
+    );
+    // A roomy budget only caps the graph.
+    assert_eq!(
+        flags(Placement::of(None, Some(4096.0), 10 * MB, 2 * MB).unwrap()),
+        ["--max-vram", "4.000"]
+    );
+    // The model and an image do not fit: the weights stay in RAM until needed.
+    assert_eq!(
+        flags(Placement::of(None, Some(2048.0), 2000 * MB, 1500 * MB).unwrap()),
+        ["--max-vram", "2.000", "--offload-to-cpu"]
+    );
+    // Not even the diffusion model fits: the encoders and the VAE go to the CPU too.
+    assert_eq!(
+        flags(Placement::of(None, Some(1024.0), 6000 * MB, 4000 * MB).unwrap()),
+        [
+            "--max-vram",
+            "1.000",
+            "--offload-to-cpu",
+            "--clip-on-cpu",
+            "--vae-on-cpu"
+        ]
+    );
+    for bad in [0.0, -5.0, f64::NAN] {
+        assert!(Placement::of(None, Some(bad), MB, MB).is_err(), "{bad}");
+    }
+    assert!(Placement::of(Some(0), Some(1024.0), MB, MB).is_err());
+    #[cfg(not(target_os = "macos"))]
+    {
+        let cpu = Placement::of(Some(0), None, MB, MB).unwrap();
+        assert!(cpu.args.is_empty());
+        assert!(
+            cpu.env
+                .contains(&("CUDA_VISIBLE_DEVICES".into(), "".into()))
+        );
+        assert!(
+            cpu.env
+                .contains(&("GGML_DISABLE_VULKAN".into(), "1".into()))
+        );
+    }
 }

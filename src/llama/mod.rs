@@ -346,6 +346,7 @@ impl LlamaServer {
         let spec = LaunchSpec {
             program: config.binary.clone(),
             args: args(&config, host, port),
+            env: vec![],
             port,
             health_url: health_url(host, port),
             ready_hints: READY_HINTS,

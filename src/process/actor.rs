@@ -156,6 +156,8 @@ pub fn restart_backoff(n: u32) -> Duration {
 pub struct LaunchSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Set in the child's environment, on top of ours.
+    pub env: Vec<(String, String)>,
     pub port: u16,
     /// A 2xx answer here means ready (while starting) and alive (for the watchdog).
     pub health_url: String,
@@ -586,6 +588,7 @@ impl Actor {
             program: spec.program.clone(),
             args: spec.args.clone(),
             guarded: false,
+            env: spec.env.clone(),
         };
         let child = match super::spawn(process, Some(on_line)) {
             Ok(child) => Arc::new(child),

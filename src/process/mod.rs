@@ -59,6 +59,8 @@ pub struct ProcessSpec {
     /// The tree's members other than the leader need ending too, when we die or give up on it
     /// (a build: cmake, ninja, compilers). See `tree`.
     pub guarded: bool,
+    /// Set in the child's environment, on top of ours.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running (or exited) child.
@@ -162,6 +164,7 @@ pub fn spawn(spec: ProcessSpec, on_line: Option<EventSink<String>>) -> std::io::
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

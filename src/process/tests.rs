@@ -5,6 +5,7 @@ fn sh(script: &str) -> ProcessSpec {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
         guarded: false,
+        env: vec![],
     }
 }
 
@@ -143,6 +144,7 @@ async fn a_dropped_guarded_tree_is_terminated_through_its_guard() {
     let child = spawn(
         ProcessSpec {
             guarded: true,
+            env: vec![],
             ..sh(script)
         },
         None,
@@ -166,6 +168,7 @@ async fn a_guard_stands_down_when_its_tree_ends_normally() {
     let child = spawn(
         ProcessSpec {
             guarded: true,
+            env: vec![],
             ..sh("echo $$; exit 0")
         },
         None,
@@ -226,6 +229,7 @@ async fn a_missing_program_is_a_spawn_error() {
         program: "/nonexistent/llama-server".into(),
         args: vec![],
         guarded: false,
+        env: vec![],
     };
     assert!(spawn(spec, None).is_err());
 }

@@ -50,6 +50,7 @@ fn spec(script: &str, health: &Health) -> LaunchSpec {
     LaunchSpec {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
+        env: vec![],
         port: 1,
         health_url: health.url.clone(),
         ready_hints: &["ready now"],
