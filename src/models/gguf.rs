@@ -84,28 +84,45 @@ impl crate::error::Coded for GgufError {
     }
 }
 
-/// The facts sizing and display need, plus every scalar key.
+/// The facts sizing and display need, plus every scalar key; a fact the header lacks is left
+/// out (as `index.d.ts` declares it: optional), not `null`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GgufMetadata {
     pub version: u32,
     pub tensor_count: u64,
     pub kv_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub architecture: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub general_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file_type: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub block_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub feed_forward_length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_head_count: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_head_count_kv: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_key_length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_value_length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expert_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expert_used_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rope_dimension_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vocab_size: Option<u64>,
     /// Bytes from the start of tensor data to the end of the file (when the file size is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tensor_data_size: Option<u64>,
     /// Offset of the tensor data from the start of the file.
     pub tensor_data_offset: u64,

@@ -1,0 +1,111 @@
+'use strict'
+
+// index.d.ts against what the addon really returns. The binding crosses as JSON values (its own
+// typings are `any`), so this test reads index.d.ts with the TypeScript compiler and checks real
+// results, from the real backends, field by field: every key a value has is declared, every
+// declared key that is not optional is there, and each value has its declared kind.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const ts = require('typescript')
+const { ROOT } = require('./helpers')
+const { backends, withTinyModel, downloadTinyImageSet } = require('./helpers')
+const lib = require('..')
+
+const { paths: real, skip } = backends()
+
+const program = ts.createProgram([path.join(ROOT, 'index.d.ts')], { strict: true, types: ['node'] })
+const checker = program.getTypeChecker()
+const source = program.getSourceFile(path.join(ROOT, 'index.d.ts'))
+
+const exported = checker.getExportsOfModule(checker.getSymbolAtLocation(source))
+
+function declared(name) {
+  const symbol = exported.find((s) => s.name === name)
+  assert.ok(symbol, `index.d.ts declares ${name}`)
+  return checker.getDeclaredTypeOfSymbol(symbol)
+}
+
+/** Problems of `value` against `type`, each with its path; empty when it conforms. */
+function check(value, type, where) {
+  if (type.flags & (ts.TypeFlags.Any | ts.TypeFlags.Unknown)) return []
+  if (type.isUnion()) {
+    const results = type.types.map((t) => check(value, t, where))
+    return results.some((r) => r.length === 0) ? [] : results.sort((a, b) => a.length - b.length)[0]
+  }
+  if (value === null) return type.flags & ts.TypeFlags.Null ? [] : [`${where}: null where ${checker.typeToString(type)}`]
+  if (value === undefined) return type.flags & ts.TypeFlags.Undefined ? [] : [`${where}: missing (${checker.typeToString(type)})`]
+  if (type.flags & ts.TypeFlags.StringLiteral) return value === type.value ? [] : [`${where}: ${JSON.stringify(value)} is not '${type.value}'`]
+  if (type.flags & ts.TypeFlags.NumberLiteral) return value === type.value ? [] : [`${where}: ${value} is not ${type.value}`]
+  if (type.flags & ts.TypeFlags.BooleanLiteral) return typeof value === 'boolean' && String(value) === checker.typeToString(type) ? [] : [`${where}: ${value}`]
+  if (type.flags & ts.TypeFlags.String) return typeof value === 'string' ? [] : [`${where}: ${typeof value} where string`]
+  if (type.flags & ts.TypeFlags.Number) return typeof value === 'number' ? [] : [`${where}: ${typeof value} where number`]
+  if (type.flags & ts.TypeFlags.Boolean) return typeof value === 'boolean' ? [] : [`${where}: ${typeof value} where boolean`]
+  if (checker.isArrayType(type)) {
+    if (!Array.isArray(value)) return [`${where}: not an array`]
+    const [item] = checker.getTypeArguments(type)
+    return value.flatMap((v, i) => check(v, item, `${where}[${i}]`))
+  }
+  const name = type.symbol?.name
+  if (name === 'Buffer' || name === 'Date') return value instanceof (name === 'Buffer' ? Buffer : Date) ? [] : [`${where}: not a ${name}`]
+  if (typeof value !== 'object') return [`${where}: ${typeof value} where ${checker.typeToString(type)}`]
+  const problems = []
+  const index = type.getStringIndexType()
+  const props = new Map(checker.getPropertiesOfType(type).map((p) => [p.name, p]))
+  for (const key of Object.keys(value)) {
+    if (!props.has(key)) {
+      if (!index) problems.push(`${where}.${key}: not declared`)
+      else problems.push(...check(value[key], index, `${where}.${key}`))
+    }
+  }
+  for (const [key, prop] of props) {
+    const optional = (prop.flags & ts.SymbolFlags.Optional) !== 0
+    if (!(key in value)) {
+      if (!optional) problems.push(`${where}.${key}: declared, missing`)
+      continue
+    }
+    problems.push(...check(value[key], checker.getTypeOfSymbolAtLocation(prop, source), `${where}.${key}`))
+  }
+  return problems
+}
+
+function conforms(value, typeName) {
+  assert.deepEqual(check(value, declared(typeName), typeName), [])
+}
+
+test('the checker itself finds drift', () => {
+  assert.deepEqual(check({ total: 1, available: 1, used: 1, extra: 2 }, declared('MemoryInfo'), 'MemoryInfo').filter((p) => p.includes('extra')), ['MemoryInfo.extra: not declared'])
+  assert.ok(check({ status: 'nope' }, declared('ServerInfo'), 'ServerInfo').length > 0)
+})
+
+test('what the addon returns is what index.d.ts declares', { skip }, async () => {
+  await withTinyModel(real)
+  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
+  const { systemInfo, modelManager, LlamaServerManager, DiffusionServerManager, ResourceOrchestrator } = lib
+  conforms(await systemInfo.detect(), 'SystemCapabilities')
+  conforms(systemInfo.getMemoryInfo(), 'MemoryInfo')
+  conforms(await modelManager.getModelInfo('tiny'), 'ModelInfo')
+  conforms(await modelManager.getStorageUsage(), 'StorageUsage')
+  const image = await downloadTinyImageSet(modelManager, real)
+  conforms(image, 'ModelInfo')
+  const llama = new LlamaServerManager()
+  const diffusion = new DiffusionServerManager()
+  conforms(llama.getInfo(), 'ServerInfo')
+  conforms(diffusion.getInfo(), 'DiffusionServerInfo')
+  conforms(await llama.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }), 'ServerInfo')
+  try {
+    conforms(llama.getConfig(), 'ResolvedLlamaConfig')
+    conforms(llama.getStartConfig(), 'LlamaServerConfig')
+    conforms(await llama.getMemoryUsage(), 'MemoryUsage')
+    conforms(await diffusion.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 }), 'DiffusionServerInfo')
+    conforms(diffusion.getConfig(), 'ResolvedDiffusionConfig')
+    conforms(await diffusion.generateImage({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 }), 'ImageGenerationResult')
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ramBudgetBytes: 1 << 20, headroom: 0 })
+    conforms(await orchestrator.estimate({ width: 64, height: 64 }), 'ResourceEstimate')
+    orchestrator.once('offload', () => conforms(orchestrator.getSavedState(), 'SavedLLMState'))
+    await orchestrator.orchestrateImageGeneration({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 })
+  } finally {
+    await Promise.all([llama.stop(), diffusion.stop()])
+  }
+})
