@@ -133,15 +133,10 @@ pub async fn resolve(
     if !req.force {
         fits_machine(&info.id, info.size, system.memory().total)?;
     }
-    let placement = Placement::of(
-        req.gpu_layers,
-        req.vram_budget,
-        info.size,
-        tokio::fs::metadata(&info.path)
-            .await
-            .map_or(info.size, |m| m.len()),
-    )
-    .map_err(invalid)?;
+    // The diffusion model alone: the primary file, as recorded at download.
+    let primary = info.files().first().map_or(info.size, |file| file.1);
+    let placement =
+        Placement::of(req.gpu_layers, req.vram_budget, info.size, primary).map_err(invalid)?;
     let caps = system.detect(false).await;
     let kind = match asked {
         Some(kind) => kind,

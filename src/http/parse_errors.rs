@@ -41,24 +41,20 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     let head = std::str::from_utf8(&buf[..end]).ok()?.to_ascii_lowercase();
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;
-    let (code, message, status) = match status_line.strip_prefix("http/1.1 ")?.get(..3)? {
+    let (code, message) = match status_line.strip_prefix("http/1.1 ")?.get(..3)? {
         "400" => (
             ErrorCode::InvalidArgument,
             "malformed HTTP request (request line, header or Content-Length)",
-            "400 Bad Request",
         ),
-        "414" => (
-            ErrorCode::UriTooLong,
-            "the request path is too long",
-            "414 URI Too Long",
-        ),
+        "414" => (ErrorCode::UriTooLong, "the request path is too long"),
         "431" => (
             ErrorCode::HeadersTooLarge,
             "the request headers are too large",
-            "431 Request Header Fields Too Large",
         ),
         _ => return None,
     };
+    // The same status as hyper's, as the shared table gives it for the code.
+    let status = hyper::StatusCode::from_u16(code.http_status()).ok()?;
     let headers: Vec<&str> = lines.collect();
     if !headers.contains(&"content-length: 0")
         || headers.iter().any(|h| h.starts_with("content-type:"))
@@ -68,7 +64,9 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     let body = serde_json::json!({ "error": message, "code": code.as_str() }).to_string();
     Some(
         format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
             body.len()
         )
         .into_bytes(),

@@ -111,6 +111,12 @@ impl Traffic {
         *lock(&self.bounds) = bounds;
     }
 
+    /// Lets go: no hold, and the server's own bounds again.
+    pub fn release(&self) {
+        self.hold(false);
+        self.bound(QueueBounds::default());
+    }
+
     fn bounds(&self, config: &GatewayConfig) -> (usize, Duration) {
         let bounds = *lock(&self.bounds);
         (

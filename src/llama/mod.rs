@@ -418,8 +418,7 @@ impl LlamaServer {
     pub async fn stop(&self) -> Option<ExitInfo> {
         let exit = self.actor.stop().await;
         self.close_gateway().await;
-        self.traffic.hold(false);
-        self.traffic.bound(QueueBounds::default());
+        self.traffic.release();
         exit
     }
 
@@ -439,8 +438,7 @@ impl LlamaServer {
     /// waited are served then, or answered with the reason when it fails.
     pub async fn reload(&self) -> Result<ServerInfo, LlamaError> {
         let reloaded = self.restart().await;
-        self.traffic.hold(false);
-        self.traffic.bound(QueueBounds::default());
+        self.traffic.release();
         reloaded
     }
 }

@@ -903,7 +903,6 @@ async fn watch_health(child: &Supervised, spec: &LaunchSpec, failing: &AtomicU32
     }
     let interval = Duration::from_millis(policy.health_check_interval_ms);
     let check_timeout = (interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
-    let mut failures = 0;
     loop {
         tokio::select! {
             _ = child.wait() => return false,
@@ -912,12 +911,12 @@ async fn watch_health(child: &Supervised, spec: &LaunchSpec, failing: &AtomicU32
         if child.exited().is_some() {
             return false;
         }
-        if answers(&spec.health_url, check_timeout).await {
-            failures = 0;
+        let failures = if answers(&spec.health_url, check_timeout).await {
+            failing.store(0, Ordering::Relaxed);
+            0
         } else {
-            failures += 1;
-        }
-        failing.store(failures, Ordering::Relaxed);
+            failing.fetch_add(1, Ordering::Relaxed) + 1
+        };
         if failures >= policy.hang_after_failures {
             return true;
         }

@@ -276,6 +276,10 @@ fn wanted(meta: &tracing::Metadata<'_>) -> bool {
 /// `[2026-12-02T13:00:00.123Z] [INFO] message`: the library's lines, in the format of
 /// genai-electron's `LogManager` (its `parseEntry` reads them).
 pub fn library_line(level: &tracing::Level, message: &str) -> String {
+    stamped(level.as_str(), message)
+}
+
+fn stamped(level: &str, message: &str) -> String {
     format!("[{}] [{level}] {message}", crate::models::iso_now())
 }
 
@@ -305,7 +309,7 @@ pub fn backend_line(line: &str) -> String {
         };
         (level, line)
     });
-    format!("[{}] [{level}] {message}", crate::models::iso_now())
+    stamped(level, message)
 }
 
 struct TargetVisitor(Option<u64>);
