@@ -1,0 +1,293 @@
+// The main process's IPC handlers: every channel of shared/api.ts, calling genai-electron through
+// its public entry point. The same function serves Electron's ipcMain and the web mode's fake one.
+
+import { randomUUID } from 'node:crypto'
+import type * as Genai from 'genai-electron'
+import type {
+  ChatAnswer,
+  ChatRequest,
+  DownloadRequest,
+  ErrorInfo,
+  ImageRequest,
+  ImageResult,
+  OffloadDemoResult,
+  PanelEventName,
+  PanelEvents,
+  Reply,
+  ResourceSnapshot,
+  SavedStateInfo,
+} from '../shared/api'
+
+type Lib = typeof Genai
+
+/** What Electron's ipcMain offers that the handlers use. */
+export interface IpcMainLike {
+  handle(channel: string, listener: (event: unknown, ...args: any[]) => unknown): void
+  removeHandler?(channel: string): void
+}
+
+export type Emit = <E extends PanelEventName>(name: E, payload: PanelEvents[E]) => void
+
+export interface Handlers {
+  /** Stops both servers and detaches from the library's events (before the app quits). */
+  dispose(): Promise<void>
+}
+
+/** Turns anything thrown into what the renderer shows: code, message and suggestion. */
+export function describeError(error: unknown): ErrorInfo {
+  if (error instanceof Error) {
+    const { code, details } = error as Error & { code?: unknown; details?: { suggestion?: unknown } }
+    const suggestion = typeof details?.suggestion === 'string' ? details.suggestion : undefined
+    return { name: error.name, code: typeof code === 'string' ? code : 'UNEXPECTED', message: error.message, ...(suggestion ? { suggestion } : {}) }
+  }
+  return { name: 'Error', code: 'UNEXPECTED', message: String(error) }
+}
+
+const pngDataUrl = (image: Buffer) => `data:image/png;base64,${image.toString('base64')}`
+
+function imageResult(result: Genai.ImageGenerationResult): ImageResult {
+  return {
+    imageDataUrl: pngDataUrl(result.image),
+    imageDataUrls: result.images.map(pngDataUrl),
+    timeTaken: result.timeTaken,
+    seed: result.seed,
+    seeds: result.seeds,
+    width: result.width,
+    height: result.height,
+  }
+}
+
+export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = require('genai-electron')): Handlers {
+  const { systemInfo, modelManager, llamaServer, diffusionServer, ResourceOrchestrator, LogManager } = lib
+  const detach = forwardEvents(lib, emit)
+  const channels: string[] = []
+
+  /** Registers `fn` on `channel`, answering a Reply so the error's code survives IPC. */
+  function handle(channel: string, fn: (...args: any[]) => unknown) {
+    channels.push(channel)
+    ipcMain.handle(channel, async (_event, ...args): Promise<Reply> => {
+      try {
+        return { ok: true, value: (await fn(...args)) ?? null }
+      } catch (error) {
+        return { ok: false, error: describeError(error) }
+      }
+    })
+  }
+
+  const parseLogs = (lines: string[]): Genai.LogEntry[] =>
+    lines.map((line) => LogManager.parseEntry(line) ?? { timestamp: new Date().toISOString(), level: 'info', message: line })
+
+  // System
+  handle('system:detect', (forceRefresh?: boolean) => systemInfo.detect(Boolean(forceRefresh)))
+  handle('system:memory', () => systemInfo.getMemoryInfo())
+
+  // Models: progress reaches the renderer through the modelManager's `progress` events.
+  handle('models:list', (type?: Genai.ModelType) => modelManager.listModels(type))
+  handle('models:download', (request: DownloadRequest) => modelManager.downloadModel(request))
+  handle('models:cancelDownload', (downloadId: string) => modelManager.cancelDownload(downloadId))
+  handle('models:delete', (id: string) => modelManager.deleteModel(id))
+  handle('models:storage', () => modelManager.getStorageUsage())
+
+  // LLM server
+  handle('server:start', (config: Genai.LlamaServerConfig) => llamaServer.start(config))
+  handle('server:stop', () => llamaServer.stop())
+  handle('server:status', () => llamaServer.getInfo())
+  handle('server:health', () => llamaServer.isHealthy())
+  handle('server:logs', async (limit?: number) => parseLogs(await llamaServer.getLogs(limit)))
+  handle('server:clearLogs', () => llamaServer.clearLogs())
+  handle('server:chat', (request: ChatRequest) => streamChat(llamaServer, request, emit))
+
+  // Diffusion server: one image at a time from this panel, cancellable.
+  let generation: AbortController | null = null
+  async function generate(run: (signal: AbortSignal) => Promise<Genai.ImageGenerationResult>): Promise<ImageResult> {
+    const controller = new AbortController()
+    generation = controller
+    try {
+      return imageResult(await run(controller.signal))
+    } finally {
+      if (generation === controller) generation = null
+    }
+  }
+  handle('diffusion:start', (config: Genai.DiffusionServerConfig) => diffusionServer.start(config))
+  handle('diffusion:stop', () => diffusionServer.stop())
+  handle('diffusion:status', () => diffusionServer.getInfo())
+  handle('diffusion:health', () => diffusionServer.isHealthy())
+  handle('diffusion:logs', async (limit?: number) => parseLogs(await diffusionServer.getLogs(limit)))
+  handle('diffusion:clearLogs', () => diffusionServer.clearLogs())
+  handle('diffusion:generate', (config: ImageRequest) => generate((signal) => diffusionServer.generateImage({ ...config, signal })))
+  handle('diffusion:cancel', () => {
+    if (!generation) return false
+    generation.abort()
+    return true
+  })
+
+  // Resources. The seed's orchestrator (the library's defaults), and for the offload demo one per
+  // budget: a budget set just below what the LLM and the image need together.
+  let orchestrator: Genai.ResourceOrchestrator | null = null
+  const demoOrchestrators = new Map<number, Genai.ResourceOrchestrator>()
+  let lastUsed: Genai.ResourceOrchestrator | null = null
+  const detachOrchestrators: (() => void)[] = []
+  function makeOrchestrator(options?: Genai.OrchestratorOptions) {
+    const made = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, options)
+    // Held chat requests are the LLM server's own `queued`/`dequeued` events, forwarded once.
+    detachOrchestrators.push(forward(made, ['phase', 'offload', 'reload', 'reload-failed'], 'resources:event', emit))
+    return made
+  }
+  const getOrchestrator = () => (orchestrator ??= makeOrchestrator())
+
+  handle('resources:orchestrateGeneration', (config: ImageRequest) => {
+    lastUsed = getOrchestrator()
+    return generate((signal) => getOrchestrator().orchestrateImageGeneration({ ...config, signal }))
+  })
+  handle('resources:wouldNeedOffload', (config?: ImageRequest) => getOrchestrator().wouldNeedOffload(config))
+  handle('resources:getSavedState', (): SavedStateInfo | null => {
+    const state = (lastUsed ?? getOrchestrator()).getSavedState()
+    return state ? { ...state, savedAt: state.savedAt.toISOString() } : null
+  })
+  handle('resources:clearSavedState', () => (lastUsed ?? getOrchestrator()).clearSavedState())
+  handle('resources:getUsage', async (): Promise<ResourceSnapshot> => {
+    const [gpu, llama, diffusion, estimate] = await Promise.all([
+      systemInfo.getGPUInfo(),
+      llamaServer.getMemoryUsage(),
+      diffusionServer.getMemoryUsage(),
+      // Nothing to weigh without a diffusion model.
+      diffusionServer.getInfo().modelId ? getOrchestrator().estimate() : null,
+    ])
+    return {
+      at: Date.now(),
+      memory: systemInfo.getMemoryInfo(),
+      gpu: { available: gpu.available, name: gpu.name ?? null, vram: gpu.vram ?? null, vramAvailable: gpu.vramAvailable ?? null },
+      llamaServer: llamaServer.getInfo(),
+      diffusionServer: diffusionServer.getInfo(),
+      measured: { llama, diffusion },
+      estimate,
+      orchestrator: (lastUsed ?? getOrchestrator()).getInfo(),
+    }
+  })
+  handle('resources:offloadDemo', async (config: ImageRequest): Promise<OffloadDemoResult> => {
+    if (!llamaServer.isRunning() || !diffusionServer.getInfo().modelId) {
+      throw new lib.ServerError('The offload demo needs both servers', {
+        suggestion: 'Start the LLM server and the diffusion server first, then press the button again',
+      })
+    }
+    const estimate = await getOrchestrator().estimate(config)
+    // Room for either, not for both: the orchestrator must offload the LLM to make the image.
+    const budgetMiB = Math.ceil((Math.max(estimate.llm.ram, estimate.diffusion.ram) + Math.min(estimate.llm.ram, estimate.diffusion.ram) / 2) / 2 ** 20)
+    let demo = demoOrchestrators.get(budgetMiB)
+    if (!demo) {
+      demo = makeOrchestrator({ ramBudgetBytes: budgetMiB * 2 ** 20, headroom: 0 })
+      demoOrchestrators.set(budgetMiB, demo)
+    }
+    lastUsed = demo
+    // A chat request sent while the LLM is away: the gateway holds it and answers after the reload.
+    const sent: { chat?: Promise<{ text: string; waitedMs: number }> } = {}
+    const sendChat = () => {
+      const sentAt = Date.now()
+      const chat = streamChat(llamaServer, { requestId: `offload-demo-${randomUUID()}`, prompt: 'Say hello.', maxTokens: 12 }, emit).then((answer) => {
+        const waitedMs = Date.now() - sentAt
+        emit('resources:event', { type: 'chat-answered', waitedMs, text: answer.text, at: Date.now() })
+        return { text: answer.text, waitedMs }
+      })
+      // Awaited below; a rejection before then must not count as unhandled.
+      chat.catch(() => {})
+      sent.chat = chat
+    }
+    demo.once('offload', sendChat)
+    try {
+      const image = await generate((signal) => demo.orchestrateImageGeneration({ ...config, signal }))
+      if (!sent.chat) throw new lib.ServerError('The orchestrator made the image without offloading the LLM', {
+        suggestion: 'The budget was not tight enough; report this with the estimate shown in the Resources tab',
+      })
+      return { ...image, budgetBytes: budgetMiB * 2 ** 20, chat: { ...(await sent.chat), sentDuringOffload: true } }
+    } finally {
+      demo.off('offload', sendChat)
+    }
+  })
+
+  return {
+    async dispose() {
+      generation?.abort()
+      for (const channel of channels) ipcMain.removeHandler?.(channel)
+      detach()
+      for (const off of detachOrchestrators) off()
+      await Promise.allSettled([llamaServer.stop(), diffusionServer.stop()])
+    },
+  }
+}
+
+/** Forwards an emitter's events of `types` as one panel event, stamped; returns the cleanup. */
+function forward<E extends PanelEventName>(
+  source: { on(type: string, fn: (event: any) => void): unknown; off(type: string, fn: (event: any) => void): unknown },
+  types: string[],
+  name: E,
+  emit: Emit,
+  pick: (event: any) => PanelEvents[E] = (event) => ({ ...event, at: Date.now() }),
+): () => void {
+  const listener = (event: any) => emit(name, pick(event))
+  for (const type of types) source.on(type, listener)
+  return () => {
+    for (const type of types) source.off(type, listener)
+  }
+}
+
+/** The library's events the panel shows, forwarded as the panel's events. */
+function forwardEvents(lib: Lib, emit: Emit): () => void {
+  // ServerInfo payloads (`started`, `restarted`) are left out: the tabs poll the status anyway.
+  const summary = (event: any) => ({ type: event.type, old: event.old, new: event.new, reason: event.reason, waiting: event.waiting, waitedMs: event.waitedMs, at: Date.now() })
+  const offs = [
+    forward(lib.llamaServer, ['state', 'crashed', 'queued', 'dequeued'], 'server:event', emit, summary),
+    forward(lib.diffusionServer, ['state', 'crashed', 'job'], 'diffusion:event', emit, (event) => ({ ...summary(event), status: event.status })),
+    forward(lib.diffusionServer, ['progress'], 'diffusion:progress', emit),
+    forward(lib.modelManager, ['progress'], 'models:progress', emit),
+  ]
+  return () => offs.forEach((off) => off())
+}
+
+/**
+ * Sends one chat message through the LLM's port (its gateway, which holds requests while the
+ * orchestrator has the LLM offloaded) and streams the answer as `chat:delta` events.
+ */
+async function streamChat(llamaServer: Genai.LlamaServerManager, request: ChatRequest, emit: Emit): Promise<ChatAnswer> {
+  const port = llamaServer.getPort()
+  if (!port) {
+    throw Object.assign(new Error('The LLM server is not running'), {
+      code: 'SERVER_NOT_RUNNING',
+      details: { suggestion: 'Start the LLM server first' },
+    })
+  }
+  const started = Date.now()
+  const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [{ role: 'user', content: request.prompt }], max_tokens: request.maxTokens ?? 64, stream: true }),
+  })
+  if (!response.ok || !response.body) {
+    // Our gateway answers `{ error, code }`; llama-server itself `{ error: { message } }`.
+    const body = (await response.json().catch(() => ({}))) as { error?: string | { message?: string }; code?: string }
+    const message = typeof body.error === 'string' ? body.error : body.error?.message
+    throw Object.assign(new Error(message ?? `chat failed with HTTP ${response.status}`), {
+      code: body.code ?? `HTTP_${response.status}`,
+      details: { suggestion: 'See the LLM server\'s logs' },
+    })
+  }
+  let text = ''
+  let chunks = 0
+  let firstTokenMs: number | null = null
+  let pending = ''
+  const decoder = new TextDecoder()
+  for await (const bytes of response.body) {
+    pending += decoder.decode(bytes, { stream: true })
+    const lines = pending.split('\n')
+    pending = lines.pop() ?? ''
+    for (const line of lines) {
+      if (!line.startsWith('data: ') || line === 'data: [DONE]') continue
+      const delta: string | undefined = JSON.parse(line.slice(6)).choices?.[0]?.delta?.content
+      if (!delta) continue
+      firstTokenMs ??= Date.now() - started
+      text += delta
+      chunks += 1
+      emit('chat:delta', { requestId: request.requestId, delta, at: Date.now() })
+    }
+  }
+  return { text, chunks, firstTokenMs, totalMs: Date.now() - started }
+}

@@ -1,0 +1,206 @@
+'use strict'
+
+// The control panel in a real browser (Debian's Chromium driven by playwright-core), in web mode,
+// against the real library, backends and tiny models: each tab is used as a person would, and a
+// screenshot of each is saved to test-results/<tab>.png.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { PANEL, backends, panelEnv, serveFiles, modelFiles } = require('./helpers')
+
+const CHROMIUM = process.env.GENAI_ELECTRON_CHROMIUM || '/usr/bin/chromium'
+const RESULTS = path.join(PANEL, 'test-results')
+
+function reasonToSkip() {
+  const { skip } = backends()
+  if (skip) return skip
+  if (!fs.existsSync(CHROMIUM)) {
+    const reason = `no Chromium at ${CHROMIUM}: run \`npm run test:panel\` at the repository root, which installs Debian's chromium (or set GENAI_ELECTRON_CHROMIUM)`
+    if (process.env.GENAI_ELECTRON_REQUIRE_CHROMIUM) throw new Error(reason)
+    return reason
+  }
+  return false
+}
+const skip = reasonToSkip()
+
+/** Starts the web mode in a child process; resolves with its URL and a `stop` that awaits its exit. */
+async function startWebMode(env) {
+  const child = spawn(process.execPath, [path.join(PANEL, 'dist/node/main/web.js'), '--port', '0'], { cwd: PANEL, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the web mode did not start:\n${output}`)), 30_000)
+    const read = (chunk) => {
+      output += chunk
+      const match = /control panel: (\S+)/.exec(output)
+      if (match) {
+        clearTimeout(timer)
+        resolve(match[1])
+      }
+    }
+    child.stdout.on('data', read)
+    child.stderr.on('data', read)
+    child.once('exit', (code) => reject(new Error(`the web mode exited (${code}):\n${output}`)))
+  })
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  return {
+    url,
+    output: () => output,
+    async stop() {
+      child.kill('SIGTERM')
+      return exited
+    },
+  }
+}
+
+test('the control panel, tab by tab, in Chromium against the real backends', { skip, timeout: 300_000 }, async (t) => {
+  const { chromium } = require('playwright-core')
+  const { real } = backends()
+  fs.mkdirSync(RESULTS, { recursive: true })
+  // Slow enough (about 1.5 s for the tiny chat model) for the progress bar to be seen moving.
+  const files = await serveFiles(modelFiles(real), { chunkBytes: 256 << 10, intervalMs: 20 })
+  const web = await startWebMode(panelEnv(real))
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  })
+  const problems = []
+  try {
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } })
+    page.on('console', (message) => message.type() === 'error' && problems.push(`console: ${message.text()}`))
+    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`))
+    page.setDefaultTimeout(30_000)
+    const byTestId = (id) => page.getByTestId(id)
+    const shoot = (tab) => page.screenshot({ path: path.join(RESULTS, `${tab}.png`), fullPage: true })
+    await page.goto(web.url)
+
+    await t.test('System Info shows the CPU, memory and recommendations', async () => {
+      await byTestId('system-cpu').getByText('physical').waitFor()
+      assert.match(await byTestId('system-memory').innerText(), /used of/)
+      assert.match(await byTestId('system-recommendations').innerText(), /Largest model/)
+      await shoot('system')
+    })
+
+    await t.test('Models: downloads with visible progress, a component set, and a delete', async () => {
+      await byTestId('tab-models').click()
+      await byTestId('download-name').fill('Tiny chat')
+      await byTestId('download-url').fill(`${files.base}/tiny.gguf`)
+      await byTestId('download-start').click()
+      await page.waitForFunction(() => {
+        const bar = document.querySelector('[data-testid=download-progress]')
+        return bar && Number(bar.dataset.percent) > 0 && Number(bar.dataset.percent) < 100
+      })
+      await byTestId('models-list').getByText('Tiny chat').waitFor()
+
+      await byTestId('download-type').selectOption('diffusion')
+      await byTestId('download-name').fill('Tiny image')
+      await byTestId('download-url').fill(`${files.base}/diffusion.gguf`)
+      for (const [index, role] of ['llm', 'taesd'].entries()) {
+        await byTestId('add-component').click()
+        await byTestId(`component-role-${index}`).selectOption(role)
+        await byTestId(`component-${index}-url`).fill(`${files.base}/${role}.gguf`)
+      }
+      await byTestId('download-start').click()
+      await byTestId('models-list').getByText('Tiny image').waitFor({ timeout: 60_000 })
+      assert.match(await byTestId('models-list').innerText(), /components: llm, taesd/)
+
+      // A bad URL: the library's error, with its code, where the download was.
+      await byTestId('download-type').selectOption('llm')
+      await byTestId('download-name').fill('Broken')
+      await byTestId('download-url').fill(`${files.base}/missing.gguf`)
+      await byTestId('download-start').click()
+      const error = byTestId('downloads').getByTestId('error')
+      await error.waitFor()
+      assert.match(await error.innerText(), /DOWNLOAD_HTTP_ERROR/)
+      await shoot('models')
+      assert.equal(await byTestId('models-list').getByText('Broken').count(), 0, 'nothing registered')
+
+      await byTestId('download-name').fill('Spare')
+      await byTestId('download-url').fill(`${files.base}/tiny.gguf`)
+      await byTestId('download-start').click()
+      await byTestId('model-spare').waitFor()
+      await byTestId('delete-spare').click()
+      await byTestId('model-spare').waitFor({ state: 'detached' })
+    })
+
+    await t.test('LLM Server: start, a streamed chat answer, stop', async () => {
+      await byTestId('tab-llm').click()
+      await byTestId('llm-threads').fill('1')
+      await byTestId('llm-context').fill('512')
+      await byTestId('llm-start').click()
+      await byTestId('llm-status').getByText('running').waitFor()
+      await byTestId('chat-prompt').fill('Hello there')
+      await byTestId('chat-send').click()
+      await page.locator('[data-testid=chat-answer][data-done=yes]').waitFor()
+      assert.ok(Number(await byTestId('chat-stats').getAttribute('data-chunks')) > 1, 'streamed in chunks')
+      assert.ok((await byTestId('chat-answer').innerText()).length > 0)
+      await byTestId('llm-stop').click()
+      await byTestId('llm-status').getByText('stopped').waitFor()
+      // Running again for the offload demo.
+      await byTestId('llm-start').click()
+      await byTestId('llm-status').getByText('running').waitFor()
+      await byTestId('llm-logs').locator('.log').first().waitFor()
+      await shoot('llm')
+    })
+
+    await t.test('Diffusion Server: start, generate with live steps, the image shown', async () => {
+      await byTestId('tab-diffusion').click()
+      await byTestId('diffusion-backend').selectOption('one-shot')
+      await byTestId('diffusion-threads').fill('1')
+      await byTestId('diffusion-start').click()
+      await byTestId('diffusion-status').getByText('running').waitFor()
+      for (const [id, value] of [['image-width', '64'], ['image-height', '64'], ['image-steps', '6'], ['image-cfg', '1'], ['image-seed', '3']]) await byTestId(id).fill(value)
+      // Records every step the progress element shows.
+      await page.evaluate(() => {
+        window.__steps = []
+        new MutationObserver(() => {
+          const progress = document.querySelector('[data-testid=image-progress][data-stage=diffusion]')
+          if (progress) window.__steps.push(Number(progress.dataset.step))
+        }).observe(document.body, { subtree: true, attributes: true, childList: true })
+      })
+      await byTestId('image-generate').click()
+      const image = byTestId('generated-image')
+      await image.waitFor({ timeout: 60_000 })
+      assert.match(await image.getAttribute('src'), /^data:image\/png;base64,iVBOR/)
+      // Each step as it came (React may batch the last ones into the decoding stage).
+      const steps = [...new Set(await page.evaluate(() => window.__steps))]
+      assert.ok(steps.length >= 3 && steps.every((step, i) => i === 0 || step > steps[i - 1]) && steps.at(-1) <= 6, `steps seen: ${steps}`)
+      assert.match(await byTestId('diffusion-images').innerText(), /seed 3/)
+      await shoot('diffusion')
+    })
+
+    await t.test('Resources: the offload demo offloads, reloads and answers the held chat', async () => {
+      await byTestId('tab-resources').click()
+      await byTestId('resources-servers').getByText('running').first().waitFor()
+      for (const [id, value] of [['demo-width', '64'], ['demo-height', '64'], ['demo-steps', '2']]) await byTestId(id).fill(value)
+      await byTestId('offload-demo-run').click()
+      await byTestId('offload-demo-result').waitFor({ timeout: 90_000 })
+      const log = await byTestId('event-log').innerText()
+      const offload = log.indexOf('LLM offloaded')
+      const reload = log.indexOf('LLM reloaded')
+      const answered = log.indexOf('held chat answered')
+      // Newest first.
+      assert.ok(answered >= 0 && reload > answered && offload > reload, log)
+      const timeline = byTestId('resources-timeline')
+      // A marked line for each, and its label (recharts draws labels in a layer of their own).
+      for (const type of ['offload', 'reload']) {
+        // A vertical line has no width, so Playwright never calls it visible.
+        await timeline.locator(`.marker-${type} line`).waitFor({ state: 'attached' })
+        await timeline.locator('.recharts-label').getByText(type, { exact: true }).waitFor()
+      }
+      await byTestId('saved-state').waitFor()
+      await shoot('resources')
+    })
+
+    await t.test('no console errors in any tab', () => {
+      assert.deepEqual(problems, [])
+    })
+  } finally {
+    await browser.close()
+    await files.close()
+    const exit = await web.stop()
+    assert.deepEqual(exit, { code: 0, signal: null }, web.output())
+  }
+})
