@@ -9,29 +9,13 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stubs="$GENAI_ELECTRON_DEV_CACHE/platform-stubs"
-debs="$GENAI_ELECTRON_DEV_CACHE/apt-archives"
 
-# Each returns 1, with the reason in $why, when the missing piece cannot be installed.
-why=""
-
+# Returns 1, with the reason in $why, when the target cannot be installed (need_command: lib.sh).
 need_target() {
   local target=$1
   rustup target list --installed 2>/dev/null | grep -qx "$target" && return 0
   step "rustup target add $target"
   rustup target add "$target" || { why="cannot install the $target standard library (rustup target add $target)"; return 1; }
-}
-
-need_command() {
-  local command=$1 package=$2
-  command -v "$command" >/dev/null && return 0
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    why="no $command (install the Debian package $package)"
-    return 1
-  fi
-  step "apt-get install $package"
-  mkdir -p "$debs/partial"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      -o Dir::Cache::Archives="$debs" -o APT::Sandbox::User=root "$package"; } || { why="cannot install $package"; return 1; }
 }
 
 skip_or_fail() {

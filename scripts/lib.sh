@@ -41,3 +41,19 @@ provision_backends() {
   bash scripts/backends.sh | tail -n 1 > "$json" || return 1
   echo "$json"
 }
+
+# Installs a Debian package when `command` is missing (its .debs kept in the cache folder).
+# Returns 1, with the reason in $why, where it cannot (no apt, not root, no network).
+why=""
+need_command() {
+  local command=$1 package=$2 debs="$GENAI_ELECTRON_DEV_CACHE/apt-archives"
+  command -v "$command" >/dev/null && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    why="no $command (install the Debian package $package)"
+    return 1
+  fi
+  step "apt-get install $package"
+  mkdir -p "$debs/partial"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o Dir::Cache::Archives="$debs" -o APT::Sandbox::User=root "$package"; } || { why="cannot install $package"; return 1; }
+}

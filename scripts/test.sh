@@ -40,4 +40,6 @@ node --test --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$tap" __test__/
 passed=$(awk '/^# pass/ {print $3}' "$tap")
 [ "${passed:-0}" -gt 0 ] || { echo "node --test ran no tests" >&2; exit 1; }
-echo "all tests passed (cargo: see above; node: $passed)"
+
+bash scripts/test-panel.sh
+echo "all tests passed (cargo: see above; node: $passed; the panel: see above)"

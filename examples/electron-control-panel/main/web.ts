@@ -81,13 +81,18 @@ async function invoke(listeners: Map<string, Listener>, channel: string, req: ht
   const listener = listeners.get(channel)
   if (!listener) return send(res, 404, `no handler for ${channel}`)
   if (!(req.headers['content-type'] ?? '').startsWith('application/json')) return send(res, 415, 'send application/json')
+  // The rest of a refused body is read and dropped, so the client gets the answer, not a reset.
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) {
+    req.resume()
+    return send(res, 413, 'body too large')
+  }
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req) {
     size += chunk.length
-    if (size > MAX_BODY_BYTES) return send(res, 413, 'body too large')
-    chunks.push(chunk)
+    if (size <= MAX_BODY_BYTES) chunks.push(chunk)
   }
+  if (size > MAX_BODY_BYTES) return send(res, 413, 'body too large')
   let args: unknown
   try {
     args = JSON.parse(Buffer.concat(chunks).toString('utf8') || '[]')
