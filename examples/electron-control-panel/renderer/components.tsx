@@ -19,9 +19,9 @@ export function Card({ title, children, actions, testId }: { title: string; chil
   )
 }
 
-export function Field({ label, children }: { label: string; children: ReactNode }) {
+export function Field({ label, children, wide }: { label: string; children: ReactNode; wide?: boolean }) {
   return (
-    <label className="field">
+    <label className={wide ? 'field wide' : 'field'}>
       <span>{label}</span>
       {children}
     </label>

@@ -59,7 +59,7 @@ export default function DiffusionServerTab({ active }: TabProps) {
     <div className="tab-body grid">
       <Card title="Diffusion server (stable-diffusion.cpp)" testId="diffusion-config">
         <div className="form-row">
-          <Field label="Model">
+          <Field label="Model" wide>
             <select data-testid="diffusion-model" value={chosen} onChange={(e) => setModelId(e.target.value)}>
               {models.value?.length === 0 && <option value="">no diffusion model downloaded</option>}
               {models.value?.map((model) => (

@@ -55,7 +55,7 @@ export default function LlamaServerTab({ active }: TabProps) {
     <div className="tab-body grid">
       <Card title="LLM server (llama-server)" testId="llm-config">
         <div className="form-row">
-          <Field label="Model">
+          <Field label="Model" wide>
             <select data-testid="llm-model" value={chosen} onChange={(e) => setModelId(e.target.value)}>
               {models.value?.length === 0 && <option value="">no LLM downloaded</option>}
               {models.value?.map((model) => (
