@@ -33,6 +33,21 @@ build_addon() {
   npm run --silent build
 }
 
+# The control panel (examples/electron-control-panel): its npm packages, installed again only when
+# its lock file changes, and its build (tsc for the main process, vite for preload and renderer).
+build_panel() {
+  (
+    cd examples/electron-control-panel
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+      step "npm ci (control panel)"
+      # The electron package is there for its types; its binary comes from GitHub and is not needed.
+      ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund
+    fi
+    step "build the control panel (tsc, vite)"
+    npm run --silent build
+  )
+}
+
 # Provides the real backends and models (npm run backends, cached) and writes the JSON line it
 # prints to the cache folder; echoes that file's path.
 provision_backends() {

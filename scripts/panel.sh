@@ -8,14 +8,7 @@ step "backends and models (built once, then cached)"
 GENAI_ELECTRON_PANEL_BACKENDS=$(provision_backends)
 export GENAI_ELECTRON_PANEL_BACKENDS
 build_addon
-cd examples/electron-control-panel
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  step "npm ci (control panel)"
-  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund
-fi
-step "build the panel"
-npm run --silent build
-cd "$ROOT"
+build_panel
 export GENAI_ELECTRON_DATA_DIR="${GENAI_ELECTRON_DATA_DIR:-$GENAI_ELECTRON_DEV_CACHE/panel-data}"
 step "control panel (Ctrl-C stops it and its servers)"
 exec node scripts/panel.js

@@ -22,20 +22,12 @@ if ! need_command chromium chromium; then
   echo "SKIPPED later: the browser tests ($why)"
 fi
 # Under CI a missing browser fails the browser test instead of skipping it.
-[ "${CI:-}" = true ] && export GENAI_ELECTRON_REQUIRE_CHROMIUM=1
+if [ "${CI:-}" = true ]; then export GENAI_ELECTRON_REQUIRE_CHROMIUM=1; fi
 
+build_panel
 cd examples/electron-control-panel
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  step "npm ci (control panel)"
-  # The electron package is here for its types; its binary comes from GitHub and is not needed.
-  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund
-fi
-
 step "tsc --noEmit (main, preload, renderer)"
 npm run --silent typecheck
-
-step "build the panel (tsc, vite)"
-npm run --silent build
 
 step "node --test (control panel)"
 tap="$GENAI_ELECTRON_DEV_CACHE/panel-test.tap"

@@ -97,15 +97,16 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
   handle('server:clearLogs', () => llamaServer.clearLogs())
   handle('server:chat', (request: ChatRequest) => streamChat(llamaServer, request, emit))
 
-  // Diffusion server: one image at a time from this panel, cancellable.
-  let generation: AbortController | null = null
+  // Diffusion server. Cancel stops every image the panel has under way (the Diffusion tab's, the
+  // orchestrated ones and the offload demo's).
+  const generations = new Set<AbortController>()
   async function generate(run: (signal: AbortSignal) => Promise<Genai.ImageGenerationResult>): Promise<ImageResult> {
     const controller = new AbortController()
-    generation = controller
+    generations.add(controller)
     try {
       return imageResult(await run(controller.signal))
     } finally {
-      if (generation === controller) generation = null
+      generations.delete(controller)
     }
   }
   handle('diffusion:start', (config: Genai.DiffusionServerConfig) => diffusionServer.start(config))
@@ -116,9 +117,8 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
   handle('diffusion:clearLogs', () => diffusionServer.clearLogs())
   handle('diffusion:generate', (config: ImageRequest) => generate((signal) => diffusionServer.generateImage({ ...config, signal })))
   handle('diffusion:cancel', () => {
-    if (!generation) return false
-    generation.abort()
-    return true
+    for (const controller of generations) controller.abort()
+    return generations.size > 0
   })
 
   // Resources. The seed's orchestrator (the library's defaults), and for the offload demo one per
@@ -206,7 +206,7 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
 
   return {
     async dispose() {
-      generation?.abort()
+      for (const controller of generations) controller.abort()
       for (const channel of channels) ipcMain.removeHandler?.(channel)
       detach()
       for (const off of detachOrchestrators) off()

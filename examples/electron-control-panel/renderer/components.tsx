@@ -4,7 +4,7 @@
 import { useCallback, useEffect, useRef, useState, type ReactNode } from 'react'
 import { api } from './api'
 import type { PanelEventName, PanelEvents } from '../shared/api'
-import type { LogEntry } from 'genai-electron'
+import type { LogEntry, ModelInfo } from 'genai-electron'
 import { formatTime } from './format'
 
 export function Card({ title, children, actions, testId }: { title: string; children: ReactNode; actions?: ReactNode; testId?: string }) {
@@ -38,6 +38,22 @@ export function Facts({ rows }: { rows: [string, ReactNode][] }) {
         </div>
       ))}
     </dl>
+  )
+}
+
+/** The installed models of one type to choose from; `value` is the chosen id. */
+export function ModelSelect({ models, value, onChange, empty, testId }: { models: ModelInfo[] | null; value: string; onChange: (id: string) => void; empty: string; testId: string }) {
+  return (
+    <Field label="Model" wide>
+      <select data-testid={testId} value={value} onChange={(e) => onChange(e.target.value)}>
+        {models?.length === 0 && <option value="">{empty}</option>}
+        {models?.map((model) => (
+          <option key={model.id} value={model.id}>
+            {model.name}
+          </option>
+        ))}
+      </select>
+    </Field>
   )
 }
 

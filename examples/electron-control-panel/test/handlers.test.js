@@ -92,6 +92,17 @@ test('the panel\'s whole flow: download, chat, image, offload demo, delete', { s
       ],
       downloadId: 'dl-image',
     })
+
+    // A download cancelled while it runs: the library's CANCELLED, and nothing registered.
+    const slow = await serveFiles(modelFiles(real), { chunkBytes: 64 << 10, intervalMs: 50 })
+    try {
+      const pending = invoke('models:download', { name: 'cancelled', type: 'llm', source: 'url', url: `${slow.base}/tiny.gguf`, downloadId: 'dl-cancel' })
+      while (!events.some((e) => e.name === 'models:progress' && e.downloadId === 'dl-cancel')) await new Promise((r) => setTimeout(r, 20))
+      assert.equal(await value('models:cancelDownload', 'dl-cancel'), true)
+      assert.equal((await pending).error.code, 'CANCELLED')
+    } finally {
+      await slow.close()
+    }
     assert.deepEqual((await value('models:list')).map((m) => m.id).sort(), [image.id, llm.id].sort())
     assert.equal((await value('models:storage')).models, 2)
 
@@ -130,10 +141,10 @@ test('the panel\'s whole flow: download, chat, image, offload demo, delete', { s
     assert.equal((await value('server:status')).status, 'running')
 
     // Cancelling the image being made.
-    const slow = invoke('diffusion:generate', { prompt: 'x', width: 64, height: 64, steps: 40, cfgScale: 1 })
+    const slowImage = invoke('diffusion:generate', { prompt: 'x', width: 64, height: 64, steps: 40, cfgScale: 1 })
     while (!events.some((e) => e.name === 'diffusion:progress' && e.stage === 'diffusion' && e.totalSteps === 40)) await new Promise((r) => setTimeout(r, 20))
     assert.equal(await value('diffusion:cancel'), true)
-    assert.equal((await slow).error.code, 'CANCELLED')
+    assert.equal((await slowImage).error.code, 'CANCELLED')
     assert.equal(await value('diffusion:cancel'), false)
 
     await value('diffusion:stop')

@@ -1,7 +1,7 @@
 import { useState } from 'react'
 import type { DiffusionBackend, ImageGenerationProgress, ImageSampler } from 'genai-electron'
 import { api } from '../api'
-import { Card, ErrorBox, Facts, Field, LogView, ProgressBar, StatusBadge, numberOr, useAction, useEvent, usePoll } from '../components'
+import { Card, ErrorBox, Facts, Field, ModelSelect, LogView, ProgressBar, StatusBadge, numberOr, useAction, useEvent, usePoll } from '../components'
 import { formatMs, formatTime } from '../format'
 import type { ImageRequest, ImageResult } from '../../shared/api'
 import type { TabProps } from '../App'
@@ -59,16 +59,7 @@ export default function DiffusionServerTab({ active }: TabProps) {
     <div className="tab-body grid">
       <Card title="Diffusion server (stable-diffusion.cpp)" testId="diffusion-config">
         <div className="form-row">
-          <Field label="Model" wide>
-            <select data-testid="diffusion-model" value={chosen} onChange={(e) => setModelId(e.target.value)}>
-              {models.value?.length === 0 && <option value="">no diffusion model downloaded</option>}
-              {models.value?.map((model) => (
-                <option key={model.id} value={model.id}>
-                  {model.name}
-                </option>
-              ))}
-            </select>
-          </Field>
+          <ModelSelect models={models.value} value={chosen} onChange={setModelId} empty="no diffusion model downloaded" testId="diffusion-model" />
           <Field label="Backend">
             <select data-testid="diffusion-backend" value={backend} onChange={(e) => setBackend(e.target.value as DiffusionBackend | 'auto')}>
               <option value="auto">auto</option>

@@ -1,6 +1,6 @@
 import { useRef, useState } from 'react'
 import { api } from '../api'
-import { Card, ErrorBox, Facts, Field, LogView, StatusBadge, numberOr, useAction, useEvent, usePoll } from '../components'
+import { Card, ErrorBox, Facts, Field, ModelSelect, LogView, StatusBadge, numberOr, useAction, useEvent, usePoll } from '../components'
 import { formatMs, formatTime } from '../format'
 import type { ChatAnswer } from '../../shared/api'
 import type { TabProps } from '../App'
@@ -55,16 +55,7 @@ export default function LlamaServerTab({ active }: TabProps) {
     <div className="tab-body grid">
       <Card title="LLM server (llama-server)" testId="llm-config">
         <div className="form-row">
-          <Field label="Model" wide>
-            <select data-testid="llm-model" value={chosen} onChange={(e) => setModelId(e.target.value)}>
-              {models.value?.length === 0 && <option value="">no LLM downloaded</option>}
-              {models.value?.map((model) => (
-                <option key={model.id} value={model.id}>
-                  {model.name}
-                </option>
-              ))}
-            </select>
-          </Field>
+          <ModelSelect models={models.value} value={chosen} onChange={setModelId} empty="no LLM downloaded" testId="llm-model" />
           <Field label="Port">
             <input value={port} onChange={(e) => setPort(e.target.value)} />
           </Field>
