@@ -620,6 +620,13 @@ export interface DiffusionServerConfig {
   idleTimeout?: number
   /** Resident: milliseconds `sd-server` may take to load the model (default 120000). */
   startupTimeout?: number
+  /**
+   * Milliseconds an image may go without a line of output from stable-diffusion.cpp (loading,
+   * a sampling step, decoding) before it fails with `BACKEND_STALLED` and the backend's process
+   * is stopped (default 120000, 0: never). Raise it for very large images on a slow CPU, where
+   * one sampling step can take minutes.
+   */
+  stallTimeout?: number
   /** Largest request body, bytes (default 1 MiB; larger is HTTP 413). */
   maxBodyBytes?: number
   /**
@@ -671,6 +678,8 @@ export interface ResolvedDiffusionConfig {
   extraArgs: string[]
   idleTimeout: number | null
   startupTimeout: number
+  /** Milliseconds; `null`: no stall watchdog. */
+  stallTimeout: number | null
   allowedOrigins: string[]
   apiKey: boolean
   maxQueue: number
@@ -1210,6 +1219,7 @@ export type ErrorCode =
   'SERVER_EXITED' |
   'SERVER_START_TIMEOUT' |
   'BACKEND_FAILED' |
+  'BACKEND_STALLED' |
   'BACKEND_UNAVAILABLE' |
   'SERVER_UNAVAILABLE' |
   'QUEUE_FULL' |
@@ -1256,7 +1266,7 @@ export declare class ChecksumError extends GenaiElectronError {
 export declare class InsufficientResourcesError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** A managed server failed to start, crashed, was busy or answered badly. Codes: `SERVER_ERROR` (made by hand, or no finer code), `SERVER_ALREADY_RUNNING`, `SERVER_NOT_RUNNING`, `SERVER_BUSY`, `SERVER_START_FAILED`, `SERVER_EXITED`, `SERVER_START_TIMEOUT`, `BACKEND_FAILED`, `BACKEND_UNAVAILABLE`, `SERVER_UNAVAILABLE`, `QUEUE_FULL`, `QUEUE_TIMEOUT`, `JOB_FINISHED`, `MODEL_IN_USE`. */
+/** A managed server failed to start, crashed, was busy or answered badly. Codes: `SERVER_ERROR` (made by hand, or no finer code), `SERVER_ALREADY_RUNNING`, `SERVER_NOT_RUNNING`, `SERVER_BUSY`, `SERVER_START_FAILED`, `SERVER_EXITED`, `SERVER_START_TIMEOUT`, `BACKEND_FAILED`, `BACKEND_STALLED`, `BACKEND_UNAVAILABLE`, `SERVER_UNAVAILABLE`, `QUEUE_FULL`, `QUEUE_TIMEOUT`, `JOB_FINISHED`, `MODEL_IN_USE`. */
 export declare class ServerError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }

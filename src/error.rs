@@ -72,6 +72,7 @@ error_codes! {
     ServerExited = ("SERVER_EXITED", "ServerError", 500),
     ServerStartTimeout = ("SERVER_START_TIMEOUT", "ServerError", 504),
     BackendFailed = ("BACKEND_FAILED", "ServerError", 500),
+    BackendStalled = ("BACKEND_STALLED", "ServerError", 504),
     BackendUnavailable = ("BACKEND_UNAVAILABLE", "ServerError", 502),
     ServerUnavailable = ("SERVER_UNAVAILABLE", "ServerError", 503),
     QueueFull = ("QUEUE_FULL", "ServerError", 503),

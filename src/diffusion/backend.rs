@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::DiffusionError;
@@ -192,6 +193,8 @@ pub struct Work<'a> {
     pub request: &'a ImageRequest,
     pub seed: i64,
     pub cancel: &'a CancellationToken,
+    /// Notified at every line of the backend's output: the stall watchdog's heartbeat.
+    pub on_output: Arc<Notify>,
     pub on_progress: ProgressFn,
 }
 
@@ -228,6 +231,14 @@ impl Backend {
         }
     }
 
+    /// The last lines of the backend's output.
+    pub fn tail(&self) -> Vec<String> {
+        match self {
+            Backend::OneShot(b) => b.log.last(LOG_TAIL),
+            Backend::Resident(b) => b.actor.tail(LOG_TAIL),
+        }
+    }
+
     /// The resident server's actor (the one-shot backend runs no server).
     pub fn resident(&self) -> Option<&ServerActor> {
         match self {
@@ -253,14 +264,31 @@ impl Backend {
 }
 
 /// The job whose progress a child's output reports.
-type Tracker = Arc<Mutex<Option<(ProgressParser, ProgressFn)>>>;
+type Tracker = Arc<Mutex<Option<Listener>>>;
+
+struct Listener {
+    parser: ProgressParser,
+    on_output: Arc<Notify>,
+    on_progress: ProgressFn,
+}
+
+impl Listener {
+    fn of(work: &Work<'_>) -> Self {
+        Listener {
+            parser: ProgressParser::new(work.request.count),
+            on_output: work.on_output.clone(),
+            on_progress: work.on_progress.clone(),
+        }
+    }
+}
 
 /// Feeds one output line to the job's progress.
 fn track(tracker: &Tracker, line: &str) {
-    if let Some((parser, on_progress)) = lock(tracker).as_mut()
-        && let Some(p) = parser.feed(line)
-    {
-        on_progress(p);
+    if let Some(listener) = lock(tracker).as_mut() {
+        listener.on_output.notify_one();
+        if let Some(p) = listener.parser.feed(line) {
+            (listener.on_progress)(p);
+        }
     }
 }
 
@@ -275,10 +303,7 @@ impl OneShot {
         let mut args = self.config.common_args();
         args.extend(cli_args(work.request, work.seed));
         args.extend(["--output".into(), path_arg(&dir.0.join("image_%d.png"))]);
-        let tracker: Tracker = Arc::new(Mutex::new(Some((
-            ProgressParser::new(work.request.count),
-            work.on_progress.clone(),
-        ))));
+        let tracker: Tracker = Arc::new(Mutex::new(Some(Listener::of(&work))));
         let spec = ProcessSpec {
             program: self.config.binary.clone(),
             args,
@@ -493,6 +518,8 @@ impl Resident {
     }
 
     async fn run_job(&self, work: &Work<'_>) -> Result<Output, DiffusionError> {
+        // From the start: a model that loads reports progress, and its output is a heartbeat.
+        *lock(&self.tracker) = Some(Listener::of(work));
         if self.actor.status() != ServerState::Running {
             tokio::select! {
                 started = self.actor.start(self.launch_spec()?) => {
@@ -502,10 +529,6 @@ impl Resident {
             }
         }
         let port = self.actor.snapshot().port.unwrap_or_default();
-        *lock(&self.tracker) = Some((
-            ProgressParser::new(work.request.count),
-            work.on_progress.clone(),
-        ));
         let began = Instant::now();
         let base = format!("http://127.0.0.1:{port}/sdcpp/v1");
         let client = crate::http::local_client();

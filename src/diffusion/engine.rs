@@ -212,6 +212,8 @@ pub enum EngineEvent {
 pub struct Engine {
     backend: Arc<Backend>,
     max_queue: usize,
+    /// A job with no output from the backend for this long fails (`None`: never).
+    stall_timeout: Option<Duration>,
     /// Every job still known: waiting, running, or finished and kept for `GET …/{id}`.
     jobs: Mutex<VecDeque<Arc<Job>>>,
     /// The jobs waiting, in order.
@@ -225,10 +227,16 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the worker. `max_queue` jobs may wait while one runs.
-    pub fn start(backend: Backend, max_queue: usize, events: EventSink<EngineEvent>) -> Arc<Self> {
+    pub fn start(
+        backend: Backend,
+        max_queue: usize,
+        stall_timeout: Option<Duration>,
+        events: EventSink<EngineEvent>,
+    ) -> Arc<Self> {
         let engine = Arc::new(Engine {
             backend: Arc::new(backend),
             max_queue: max_queue.max(1),
+            stall_timeout,
             jobs: Mutex::new(VecDeque::new()),
             pending: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
@@ -392,11 +400,15 @@ impl Engine {
     async fn run(&self, job: &Arc<Job>) -> Result<Arc<ImageOutput>, JobError> {
         let began = Instant::now();
         let (progress_job, events) = (Arc::downgrade(job), self.events.clone());
+        // The watchdog's own cancel: a stall stops the backend the way a cancel does.
+        let stop = job.cancel.child_token();
+        let output = Arc::new(Notify::new());
         let work = Work {
             id: &job.id,
             request: &job.request,
             seed: job.seed,
-            cancel: &job.cancel,
+            cancel: &stop,
+            on_output: output.clone(),
             on_progress: Arc::new(move |progress: Progress| {
                 if let Some(job) = progress_job.upgrade() {
                     job.progress(progress.clone());
@@ -407,7 +419,18 @@ impl Engine {
                 }
             }),
         };
-        let output = self.backend.run(work).await?;
+        let run = self.backend.run(work);
+        tokio::pin!(run);
+        let output = tokio::select! {
+            output = &mut run => output?,
+            limit = stalled(self.stall_timeout, &output) => {
+                stop.cancel();
+                // The backend stops its process as for a cancel.
+                let _ = run.await;
+                tracing::warn!("image {}: no output from the backend for {} s, stopped", job.id, limit.as_secs_f64());
+                return Err(DiffusionError::Stalled { limit, logs: self.backend.tail() }.into());
+            }
+        };
         let seeds = (0..job.request.count)
             .map(|i| job.seed + i64::from(i))
             .collect();
@@ -434,6 +457,15 @@ impl Engine {
             status,
         });
     }
+}
+
+/// Resolves once `output` has not been notified for `limit` (never when there is no limit).
+async fn stalled(limit: Option<Duration>, output: &Notify) -> Duration {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    while tokio::time::timeout(limit, output.notified()).await.is_ok() {}
+    limit
 }
 
 fn valid_id(id: &str) -> bool {

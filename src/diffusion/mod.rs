@@ -58,6 +58,11 @@ pub enum DiffusionError {
     },
     #[error("{message}")]
     BackendFailed { message: String, logs: Vec<String> },
+    #[error("stable-diffusion.cpp printed nothing for {} s: the image was stopped", .limit.as_secs_f64())]
+    Stalled {
+        limit: std::time::Duration,
+        logs: Vec<String>,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -79,6 +84,7 @@ impl Coded for DiffusionError {
             DiffusionError::Busy { .. } => ErrorCode::ServerBusy,
             DiffusionError::Cancelled => ErrorCode::Cancelled,
             DiffusionError::BackendFailed { .. } => ErrorCode::BackendFailed,
+            DiffusionError::Stalled { .. } => ErrorCode::BackendStalled,
             DiffusionError::Io { .. } => ErrorCode::FileSystemError,
         }
     }
@@ -106,6 +112,9 @@ impl Coded for DiffusionError {
             DiffusionError::BackendFailed { .. } => {
                 "Read details.logs: a damaged model file, a missing component or too little memory usually shows there".into()
             }
+            DiffusionError::Stalled { .. } => {
+                "Read details.logs; raise stallTimeout in the server config for very large images on a slow CPU".into()
+            }
             DiffusionError::Io { source, .. } => crate::error::io_suggestion(source).into(),
         })
     }
@@ -118,6 +127,9 @@ impl Coded for DiffusionError {
             DiffusionError::Busy { queued } => json!({ "queued": queued }),
             DiffusionError::Spawn { binary, .. } => json!({ "binary": binary }),
             DiffusionError::BackendFailed { logs, .. } => json!({ "logs": logs }),
+            DiffusionError::Stalled { limit, logs } => {
+                json!({ "stallTimeoutMs": limit.as_millis() as u64, "logs": logs })
+            }
             DiffusionError::Io { path, .. } => json!({ "path": path }),
             _ => json!({}),
         };
@@ -148,6 +160,8 @@ pub struct DiffusionConfig {
     pub api_key: Option<String>,
     pub allowed_origins: Vec<String>,
     pub max_queue: usize,
+    /// An image that gets no output from the backend for this long fails (`None`: never).
+    pub stall_timeout: Option<std::time::Duration>,
     pub max_body_bytes: usize,
     /// The rotating log of the backend's output and the library's lines about it.
     pub log_file: Option<PathBuf>,
@@ -171,6 +185,7 @@ impl DiffusionConfig {
             "allowedOrigins": self.allowed_origins,
             "apiKey": self.api_key.is_some(),
             "maxQueue": self.max_queue,
+            "stallTimeout": self.stall_timeout.map(|d| d.as_millis() as u64),
             "maxBodyBytes": self.max_body_bytes,
         })
     }
@@ -399,6 +414,7 @@ impl DiffusionServer {
                 resident_events,
             ),
             config.max_queue,
+            config.stall_timeout,
             engine_events,
         );
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);

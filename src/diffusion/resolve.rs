@@ -21,6 +21,8 @@ use crate::system::estimate::suggested_threads;
 const DEFAULT_MAX_QUEUE: usize = 2;
 const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 120_000;
+/// sd.cpp prints a line per sampling step; two minutes without one is a wedged backend.
+const DEFAULT_STALL_TIMEOUT_MS: u64 = 120_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Room left beside a resident model for the app and the rest of the system.
 const RESIDENT_HEADROOM: u64 = 1 << 30;
@@ -89,6 +91,8 @@ pub struct StartRequest {
     pub idle_timeout: Option<u64>,
     /// Milliseconds the resident `sd-server` may take to load the model.
     pub startup_timeout: Option<u64>,
+    /// Milliseconds an image may go without output from the backend (0: never).
+    pub stall_timeout: Option<u64>,
     pub max_body_bytes: Option<u32>,
     /// Start even when the model cannot fit in this machine's memory.
     #[serde(default)]
@@ -154,6 +158,7 @@ pub async fn resolve(
     let binary = binaries.ensure(binary_kind, &opts, data, &caps.gpu).await?;
 
     let idle = req.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
+    let stall = req.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT_MS);
     Ok(DiffusionConfig {
         model_id: info.id.clone(),
         host: req.host.unwrap_or_else(|| "127.0.0.1".into()),
@@ -177,6 +182,7 @@ pub async fn resolve(
         api_key: req.api_key.filter(|k| !k.is_empty()),
         allowed_origins: req.allowed_origins,
         max_queue: req.max_queue.unwrap_or(DEFAULT_MAX_QUEUE as u32) as usize,
+        stall_timeout: (stall > 0).then(|| Duration::from_millis(stall)),
         max_body_bytes: req
             .max_body_bytes
             .map_or(DEFAULT_MAX_BODY_BYTES, |b| b as usize),

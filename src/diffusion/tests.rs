@@ -52,6 +52,7 @@ pub(crate) fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConf
         api_key: None,
         allowed_origins: vec![],
         max_queue: 2,
+        stall_timeout: Some(Duration::from_secs(120)),
         max_body_bytes: resolve::DEFAULT_MAX_BODY_BYTES,
         log_file: None,
     }
@@ -413,6 +414,61 @@ async fn a_broken_model_fails_the_job_with_the_backend_log() {
         server.stop().await;
         assert!(sd_children().is_empty());
     }
+}
+
+/// A one-shot backend of `script` (run with sh), for what the real one cannot be made to do.
+pub(crate) fn fake_backend(dir: &Path, script: &str) -> DiffusionConfig {
+    use std::os::unix::fs::PermissionsExt;
+    let binary = dir.join("sd-fake");
+    std::fs::write(&binary, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let b = json!({
+        "sdCli": binary,
+        "diffusionModel": dir.join("model.gguf"),
+        "diffusionComponents": { "llm": dir.join("llm.gguf"), "taesd": dir.join("taesd.gguf") },
+    });
+    config(&b, BackendKind::OneShot, &dir.join("temp"))
+}
+
+/// Output is the watchdog's heartbeat: a backend that goes quiet is stopped and the image fails
+/// with its own code; one that keeps printing is left alone however long it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_stops_printing_is_stopped_as_stalled() {
+    let _serial = SERIAL.lock().await;
+    let temp = tempfile::tempdir().unwrap();
+    let step = "echo '  |==>       | 1/20 - 1.00s/it'";
+    let mut quiet = fake_backend(temp.path(), &format!("{step}\nsleep 600"));
+    quiet.stall_timeout = Some(Duration::from_millis(400));
+    let (server, seen) = recorder();
+    server.start(quiet).await.unwrap();
+    let began = Instant::now();
+    let err = server.generate(&small(20), None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BackendStalled, "{err}");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(err.details["stallTimeoutMs"], 400);
+    assert!(err.suggestion.unwrap().contains("stallTimeout"));
+    assert_eq!(
+        steps_seen(&seen),
+        [1],
+        "the step before the stall was reported"
+    );
+    assert!(sd_children().is_empty(), "the stalled process is gone");
+    server.stop().await;
+
+    // Eight lines 0.1 s apart, then a failure: 0.8 s in all, never 0.4 s without output.
+    let mut talkative = fake_backend(
+        temp.path(),
+        &format!("for i in 1 2 3 4 5 6 7 8; do {step}; sleep 0.1; done\nexit 1"),
+    );
+    talkative.stall_timeout = Some(Duration::from_millis(400));
+    server.start(talkative).await.unwrap();
+    let err = server.generate(&small(20), None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BackendFailed, "{err}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
