@@ -774,6 +774,25 @@ export interface OrchestratorOptions {
    * default: the llamaServer's own `queueTimeout` (300000).
    */
   queueTimeout?: number
+  /**
+   * What happens to images queued behind an offload. `'collate'` (default): they run back to
+   * back while the LLM is out, and it returns once none waits (or a chat request has waited
+   * `maxChatWait`), so a burst costs one offload and one reload. `'fifo'`: the LLM returns after
+   * every image, and the next image offloads it again.
+   */
+  policy?: 'collate' | 'fifo'
+  /**
+   * Milliseconds a chat request waits for queued images before the LLM comes back between them
+   * (default 30000): chat waits at most this plus the image being made and the reload.
+   */
+  maxChatWait?: number
+  /**
+   * Milliseconds: when set, the LLM stays offloaded after the images (its memory free for the
+   * next one) until a chat request comes to its gateway or the orchestrator has been idle this
+   * long, then it is reloaded (a warm start). Unset (default): it is reloaded as soon as no
+   * image waits.
+   */
+  reloadAfterIdle?: number
 }
 
 /** What one side uses or will use, in bytes. */
@@ -810,7 +829,8 @@ export interface SavedLLMState {
   savedAt: Date
 }
 
-export type OrchestratorPhase = 'idle' | 'draining' | 'offloading' | 'generating' | 'reloading'
+/** `offloaded`: the LLM stays out between images of a burst, or (with `reloadAfterIdle`) until a chat or the idle time. */
+export type OrchestratorPhase = 'idle' | 'draining' | 'offloading' | 'generating' | 'offloaded' | 'reloading'
 
 export interface ResourceOrchestratorEvents {
   /** Every change of `getInfo().phase`. */
@@ -821,6 +841,11 @@ export interface ResourceOrchestratorEvents {
   reload: [ServerInfo & { type: 'reload' }]
   /** The LLM could not be brought back; requests that waited got 503 with the reason. */
   'reload-failed': [{ type: 'reload-failed'; error: string }]
+  /**
+   * The idle resident sd-server was stopped to make room for the LLM coming back (`reload`) or
+   * started by {@link ResourceOrchestrator.startLlamaServer} (`start`); the next image starts it again.
+   */
+  'diffusion-released': [{ type: 'diffusion-released'; reason: 'reload' | 'start' }]
   /** A chat request began to wait at the LLM's gateway. */
   queued: [{ type: 'queued'; waiting: number }]
   /** A chat request stopped waiting there. */
@@ -846,19 +871,29 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
     options?: OrchestratorOptions,
   )
   /**
-   * Makes the image, offloading the LLM first when the two do not fit; the LLM is reloaded
-   * whatever happens to the image. One at a time, in the order asked.
+   * Makes the image, offloading the LLM first when the two do not fit. One at a time, in the
+   * order asked; the LLM comes back as `policy` says, and in any case once no image waits,
+   * whatever happens to the images (the image after which it comes back resolves once it is
+   * back). An image cancelled (its `signal`) while it waits leaves the queue at once and causes
+   * no offload.
    * @throws as {@link DiffusionServerManager.generateImage}.
    */
   orchestrateImageGeneration(config: ImageGenerationConfig): Promise<ImageGenerationResult>
+  /**
+   * {@link LlamaServerManager.start} in the orchestrator's turn (after the image being made):
+   * when the LLM and an idle resident sd-server do not fit the budget together, the sd-server is
+   * stopped first (`diffusion-released`), instead of the start failing for want of memory.
+   * @throws as {@link LlamaServerManager.start}.
+   */
+  startLlamaServer(config: LlamaServerConfig): Promise<ServerInfo>
   /** What the LLM and an image of `config` (default 512×512) need, and whether they fit together. */
   estimate(config?: Partial<ImageGenerationConfig>): Promise<ResourceEstimate>
   wouldNeedOffload(config?: Partial<ImageGenerationConfig>): Promise<boolean>
   /** The LLM as it was offloaded, while it is not back (or after its reload failed). */
   getSavedState(): SavedLLMState | undefined
   clearSavedState(): void
-  /** The phase, and the chat requests waiting at the LLM's gateway. */
-  getInfo(): { phase: OrchestratorPhase; queue: { length: number; longestWaitMs: number } }
+  /** The phase, the chat requests waiting at the LLM's gateway, and the images waiting for their turn. */
+  getInfo(): { phase: OrchestratorPhase; queue: { length: number; longestWaitMs: number }; imagesWaiting: number }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -91,3 +91,23 @@ async function withTinyModel(real) {
 }
 
 module.exports.withTinyModel = withTinyModel
+
+/**
+ * The tiny llm running behind its gateway and the tiny image set on a diffusion server (one-shot
+ * unless `diffusionConfig` says otherwise), in a fresh data folder; `stop()` stops both.
+ */
+async function startTinyServers(real, diffusionConfig = {}) {
+  const { LlamaServerManager, DiffusionServerManager, ModelManager } = require('..')
+  await withTinyModel(real)
+  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
+  process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
+  await downloadTinyImageSet(new ModelManager(), real)
+  const llama = new LlamaServerManager()
+  const diffusion = new DiffusionServerManager()
+  const info = await llama.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
+  await diffusion.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1, ...diffusionConfig })
+  const stop = () => Promise.all([llama.stop(), diffusion.stop()])
+  return { llama, diffusion, info, stop }
+}
+
+module.exports.startTinyServers = startTinyServers

@@ -6,27 +6,15 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { backends, withTinyModel, downloadTinyImageSet } = require('./helpers')
-const { LlamaServerManager, DiffusionServerManager, ModelManager, ResourceOrchestrator, ServerError, ValidationError } = require('..')
+const { backends, startTinyServers } = require('./helpers')
+const { ModelManager, ResourceOrchestrator, ServerError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
 
 const IMAGE = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 7 }
 const TIGHT = { ramBudgetBytes: 1 << 20, headroom: 0 }
 
-/** The tiny llm running behind its gateway, and the tiny image set on a one-shot diffusion server. */
-async function servers(backend = 'one-shot') {
-  await withTinyModel(real)
-  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
-  process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
-  await downloadTinyImageSet(new ModelManager(), real)
-  const llama = new LlamaServerManager()
-  const diffusion = new DiffusionServerManager()
-  const info = await llama.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 })
-  await diffusion.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
-  const stop = () => Promise.all([llama.stop(), diffusion.stop()])
-  return { llama, diffusion, info, stop }
-}
+const servers = (diffusionConfig) => startTinyServers(real, diffusionConfig)
 
 function chat(port, stream = false) {
   return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
@@ -91,7 +79,7 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
     assert.equal(after.port, info.port)
     assert.notEqual(after.pid, info.pid)
     assert.equal(queueDuringImage.length, 1)
-    assert.deepEqual(orchestrator.getInfo(), { phase: 'idle', queue: { length: 0, longestWaitMs: 0 } })
+    assert.deepEqual(orchestrator.getInfo(), { phase: 'idle', queue: { length: 0, longestWaitMs: 0 }, imagesWaiting: 0 })
     // The chat request joins the queue during the offload and leaves it once the LLM is back.
     assert.deepEqual(seen.filter((e) => !['queued', 'dequeued'].includes(e)), ['draining', 'offload', 'offloading', 'generating', 'reloading', 'reload', 'idle'])
     assert.ok(seen.indexOf('queued') > seen.indexOf('offload') && seen.indexOf('dequeued') > seen.indexOf('reloading'), seen.join(' '))
@@ -121,7 +109,7 @@ test('enough room: nothing stops; a failed image still brings the LLM back', { s
 })
 
 test('a resident sd-server that does not fit beside the LLM yields when the LLM comes back, and starts again for the next image', { skip }, async () => {
-  const { llama, diffusion, info, stop } = await servers('resident')
+  const { llama, diffusion, info, stop } = await servers({ backend: 'resident' })
   try {
     const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
     await orchestrator.orchestrateImageGeneration(IMAGE)

@@ -136,8 +136,11 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof CancelledError) console.log(err.code)
   }
-  const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, { ramBudgetBytes: 8e9, drainTimeout: 10_000, maxQueuedRequests: 8, queueTimeout: 60_000 })
+  const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, { ramBudgetBytes: 8e9, drainTimeout: 10_000, maxQueuedRequests: 8, queueTimeout: 60_000, policy: 'collate', maxChatWait: 10_000, reloadAfterIdle: 60_000 })
   orchestrator.on('reload-failed', (e) => console.log(e.error))
+  orchestrator.on('diffusion-released', (e) => console.log(e.reason === 'start'))
+  const llm: ServerInfo = await orchestrator.startLlamaServer({ modelId: 'tiny', port: 'auto' })
+  console.log(llm.port, orchestrator.getInfo().imagesWaiting, diffusionServer.getConfig()?.stallTimeout)
   orchestrator.on('phase', (e) => console.log(e.phase))
   const estimate: ResourceEstimate = await orchestrator.estimate({ width: 1024, height: 1024 })
   const saved: SavedLLMState | undefined = orchestrator.getSavedState()

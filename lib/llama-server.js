@@ -4,6 +4,9 @@ const { binding, callAsync } = require('./native')
 const { ServerManager, NATIVE } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 
+/** Package-private: a start made by another part of the library (the ResourceOrchestrator). */
+const START_WITH = Symbol('startWith')
+
 let instance = null
 
 class LlamaServerManager extends ServerManager {
@@ -20,8 +23,13 @@ class LlamaServerManager extends ServerManager {
   }
 
   async start(config) {
+    return this[START_WITH](config, (request) => this[NATIVE].start(request))
+  }
+
+  /** Starts through `start(request)`, and remembers `config` as the start that worked. */
+  async [START_WITH](config, start) {
     syncElectronUserData()
-    const info = await callAsync(() => this[NATIVE].start(config))
+    const info = await callAsync(() => start(config))
     // Cloned before the caller can change it: the request as it was accepted.
     this.#startConfig = structuredClone(config)
     return info
@@ -42,4 +50,4 @@ class LlamaServerManager extends ServerManager {
   }
 }
 
-module.exports = { LlamaServerManager }
+module.exports = { LlamaServerManager, START_WITH }

@@ -4,7 +4,7 @@ const { EventEmitter } = require('node:events')
 const { binding, callSync, callAsync } = require('./native')
 const { createDispatcher } = require('./events')
 const { NATIVE } = require('./server-manager')
-const { LlamaServerManager } = require('./llama-server')
+const { LlamaServerManager, START_WITH } = require('./llama-server')
 const { DiffusionServerManager, runImage } = require('./diffusion-server')
 const { ValidationError } = require('./errors')
 
@@ -12,6 +12,8 @@ const { ValidationError } = require('./errors')
  * Makes images while a chat model is loaded: when the two do not fit the memory budget, the LLM
  * is offloaded (its gateway holds chat requests, those in flight finish), the image is made, and
  * the LLM is reloaded on the same port with the same config; held chat requests are then served.
+ * Images queued behind an offload run back to back (`policy: 'collate'`) until none waits or a
+ * chat request has waited `maxChatWait`.
  */
 class ResourceOrchestrator extends EventEmitter {
   #native
@@ -50,6 +52,15 @@ class ResourceOrchestrator extends EventEmitter {
     return runImage(this.#diffusion, config, (request, id) => this.#native.orchestrate(request, id), (id) => this.#native.cancel(id))
   }
 
+  /**
+   * `llamaServer.start(config)` in the orchestrator's turn (after the image being made): when
+   * the LLM and an idle resident sd-server do not fit together, the sd-server is stopped first
+   * (`diffusion-released`; the next image starts it again).
+   */
+  async startLlamaServer(config) {
+    return this.#llama[START_WITH](config, (request) => this.#native.startLlama(request))
+  }
+
   /** What the LLM and an image of `config` need, what is free, and whether an offload is needed. */
   async estimate(config = {}) {
     if (config === null || typeof config !== 'object') {
@@ -76,8 +87,9 @@ class ResourceOrchestrator extends EventEmitter {
   }
 
   /**
-   * `{ phase, queue: { length, longestWaitMs } }`: the phase (`idle`, `draining`, `offloading`,
-   * `generating` or `reloading`) and the chat requests waiting at the LLM's gateway.
+   * `{ phase, queue: { length, longestWaitMs }, imagesWaiting }`: the phase (`idle`, `draining`,
+   * `offloading`, `generating`, `offloaded` or `reloading`), the chat requests waiting at the
+   * LLM's gateway, and the images waiting for their turn.
    */
   getInfo() {
     return this.#native.getInfo()

@@ -10,6 +10,8 @@ use super::diffusion::{ImageBatch, JsDiffusionServer};
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, sink, tagged};
 use super::llama::JsLlamaServer;
+use crate::config::Settings;
+use crate::llama::resolve::StartRequest;
 use crate::orchestrator::{Options, OptionsRequest, Orchestrator, OrchestratorEvent};
 
 #[napi(js_name = "NativeResourceOrchestrator")]
@@ -24,6 +26,9 @@ fn event_to_js(event: OrchestratorEvent) -> Value {
         OrchestratorEvent::Reload(info) => tagged("reload", info),
         OrchestratorEvent::ReloadFailed(error) => {
             json!({ "type": "reload-failed", "error": error })
+        }
+        OrchestratorEvent::DiffusionReleased(reason) => {
+            json!({ "type": "diffusion-released", "reason": reason })
         }
     }
 }
@@ -57,7 +62,8 @@ impl JsResourceOrchestrator {
         to_js(&self.inner.estimate(&config, &data).await)
     }
 
-    /// Starts at once (its id can be cancelled from the moment this returns).
+    /// Takes the image's place in the queue at once (concurrent calls keep their order), and its
+    /// id can be cancelled from the moment this returns.
     #[napi(ts_return_type = "Promise<ImageBatch>")]
     pub fn orchestrate<'env>(
         &self,
@@ -65,12 +71,26 @@ impl JsResourceOrchestrator {
         config: Value,
         id: String,
     ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
-        let inner = self.inner.clone();
+        let data = Settings::global().data_paths().map_err(to_napi)?;
+        let pending = self.inner.queue_image(&config, id, &data);
         env.spawn_future(async move {
-            let data = data_paths().await?;
-            let output = inner.generate(&config, id, &data).await.map_err(to_napi)?;
+            let output = pending.outcome().await.map_err(to_napi)?;
             Ok(ImageBatch::from(&*output))
         })
+    }
+
+    /// `llamaServer.start(config)` in the orchestrator's turn, an idle resident sd-server
+    /// yielding first when the two do not fit.
+    #[napi]
+    pub async fn start_llama(&self, config: Value) -> napi::Result<Value> {
+        let request: StartRequest = from_js("config", config)?;
+        let data = data_paths().await?;
+        let info = self
+            .inner
+            .start_llm(request, &data)
+            .await
+            .map_err(to_napi)?;
+        to_js(&info)
     }
 
     #[napi]
@@ -80,7 +100,11 @@ impl JsResourceOrchestrator {
 
     #[napi]
     pub fn get_info(&self) -> napi::Result<Value> {
-        to_js(&json!({ "phase": self.inner.phase(), "queue": self.inner.queue() }))
+        to_js(&json!({
+            "phase": self.inner.phase(),
+            "queue": self.inner.queue(),
+            "imagesWaiting": self.inner.images_waiting(),
+        }))
     }
 
     #[napi]

@@ -47,6 +47,8 @@ pub struct Traffic {
     held: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
     waiting: Mutex<BTreeMap<u64, Instant>>,
+    /// How many wait, for whoever must act when a request waits (an orchestrator).
+    length: watch::Sender<usize>,
     next: AtomicU64,
     events: Option<EventSink<QueueEvent>>,
     /// Set by whoever holds the traffic (the orchestrator during an offload): the queue's bounds
@@ -100,6 +102,15 @@ impl Traffic {
         if let Some(events) = &self.events {
             events.emit(event);
         }
+    }
+
+    /// The number of requests waiting, from now on.
+    pub fn length(&self) -> watch::Receiver<usize> {
+        self.length.subscribe()
+    }
+
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
     }
 
     pub fn hold(&self, held: bool) {
@@ -197,6 +208,7 @@ impl<'a> Place<'a> {
             }
             let id = traffic.next.fetch_add(1, Ordering::Relaxed);
             waiting.insert(id, Instant::now());
+            traffic.length.send_replace(waiting.len());
             (id, waiting.len())
         };
         traffic.emit(QueueEvent::Queued { waiting: waiting.1 });
@@ -211,7 +223,9 @@ impl Drop for Place<'_> {
     fn drop(&mut self) {
         let (since, waiting) = {
             let mut waiting = lock(&self.traffic.waiting);
-            (waiting.remove(&self.id), waiting.len())
+            let since = waiting.remove(&self.id);
+            self.traffic.length.send_replace(waiting.len());
+            (since, waiting.len())
         };
         let waited = since.map_or(Duration::ZERO, |t| t.elapsed());
         self.traffic.emit(QueueEvent::Dequeued { waiting, waited });

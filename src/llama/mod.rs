@@ -303,6 +303,11 @@ impl LlamaServer {
     }
 
     /// What the server's process tree uses now (RSS, and VRAM where NVML tells).
+    /// How many chat requests wait at the gateway, from now on.
+    pub fn queue_length(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.traffic.length()
+    }
+
     pub async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
         self.actor.memory().await
     }
@@ -432,6 +437,11 @@ impl LlamaServer {
         let drained = self.traffic.drained(drain).await;
         self.actor.stop().await;
         drained
+    }
+
+    /// Offloaded and not stopped or started since: its gateway holds requests for a reload.
+    pub fn is_offloaded(&self) -> bool {
+        self.traffic.is_held() && self.actor.status() == ServerState::Stopped
     }
 
     /// Brings an offloaded server back as it was (same config, same ports); the requests that

@@ -130,7 +130,7 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
   function makeOrchestrator(options?: Genai.OrchestratorOptions) {
     const made = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, options)
     // Held chat requests are the LLM server's own `queued`/`dequeued` events, forwarded once.
-    detachOrchestrators.push(forward(made, ['phase', 'offload', 'reload', 'reload-failed'], 'resources:event', emit))
+    detachOrchestrators.push(forward(made, ['phase', 'offload', 'reload', 'reload-failed', 'diffusion-released'], 'resources:event', emit))
     return made
   }
   const getOrchestrator = () => (orchestrator ??= makeOrchestrator())

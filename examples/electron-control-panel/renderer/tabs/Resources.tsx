@@ -27,6 +27,8 @@ function describe(event: { type: string; old?: string; new?: string; phase?: str
       return 'LLM offloaded to make room for the image'
     case 'reload':
       return 'LLM reloaded on the same port'
+    case 'diffusion-released':
+      return `idle sd-server stopped to make room for the LLM (${event.reason === 'start' ? 'its start' : 'its reload'})`
     case 'queued':
       return `chat request held (${event.waiting} waiting)`
     case 'dequeued':
