@@ -56,7 +56,7 @@ test('a missing explicit path is a BinaryError that says where it came from', as
 test('the real executables are found through their environment variables and probed', { skip }, async () => {
   const { code, stdout, stderr } = await runNode(
     `const { binaries } = require('./')
-     Promise.all(['llama-server', 'sd-cli', 'sd-server'].map((k) => binaries.ensureBinary(k)))
+     Promise.all(['llama-server', 'sd-cli', 'sd-server', 'rpc-server'].map((k) => binaries.ensureBinary(k)))
        .then((r) => console.log(JSON.stringify(r)))`,
     {
       env: {
@@ -64,15 +64,17 @@ test('the real executables are found through their environment variables and pro
         GENAI_ELECTRON_LLAMA_SERVER: real.llamaServer,
         GENAI_ELECTRON_SD_CLI: real.sdCli,
         GENAI_ELECTRON_SD_SERVER: real.sdServer,
+        GENAI_ELECTRON_RPC_SERVER: real.rpcServer,
       },
     },
   )
   assert.equal(code, 0, stderr)
-  const [llama, cli, server] = JSON.parse(stdout)
+  const [llama, cli, server, rpc] = JSON.parse(stdout)
   assert.deepEqual([llama.origin, llama.path], ['env', real.llamaServer])
   assert.match(llama.version, /version/)
   assert.equal(cli.path, real.sdCli)
   assert.equal(server.path, real.sdServer)
+  assert.deepEqual([rpc.kind, rpc.path, rpc.version], ['rpc-server', real.rpcServer, 'rpc-server (llama.cpp)'])
 })
 
 test('a release archive of the real llama-server installs from a local server, once', { skip }, async () => {

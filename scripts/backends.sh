@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provides the real backends and tiny test models, built here from pinned sources:
-#   llama-server            from llama-cpp-python's vendored llama.cpp (PyPI sdist)
+#   llama-server, rpc-server from llama-cpp-python's vendored llama.cpp (PyPI sdist)
 #   sd-cli, sd-server       from stable-diffusion-cpp-python's vendored stable-diffusion.cpp
 #   a tiny random llama     (tokenizer of llama.cpp's models/ggml-vocab-llama-spm.gguf)
 #   a tiny diffusion set    (Ovis-Image-shaped: diffusion model, text encoder, TAESD), sha256-pinned
@@ -104,6 +104,7 @@ build_addon >&2
 llama_archive=$(fetch_sdist "$LLAMA_PKG" "$LLAMA_VERSION" "$LLAMA_SHA256")
 llama_work="$BACKENDS/llama-$LLAMA_VERSION"
 llama_server=$(build_backend llama-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work")
+rpc_server=$(build_backend rpc-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work")
 
 sd_archive=$(fetch_sdist "$SD_PKG" "$SD_VERSION" "$SD_SHA256")
 sd_work="$BACKENDS/sd-$SD_VERSION"
@@ -135,8 +136,8 @@ if [ ! -f "$diffusion_dir/.done" ]; then
 fi
 chat=$(chat_model)
 
-printf '{"llamaServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","vocabDir":"%s"}}\n' \
-  "$llama_server" "$sd_cli" "$sd_server" \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","vocabDir":"%s"}}\n' \
+  "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" \
   "$llm_model" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
   "$BACKENDS/venv/bin/python" "$llama_src/models"

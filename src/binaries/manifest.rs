@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BinaryKind {
     LlamaServer,
+    /// llama.cpp's RPC worker: lends this machine's memory to another machine's llama-server.
+    RpcServer,
     SdCli,
     SdServer,
 }
@@ -20,8 +22,9 @@ pub enum Backend {
 }
 
 impl BinaryKind {
-    pub const ALL: [BinaryKind; 3] = [
+    pub const ALL: [BinaryKind; 4] = [
         BinaryKind::LlamaServer,
+        BinaryKind::RpcServer,
         BinaryKind::SdCli,
         BinaryKind::SdServer,
     ];
@@ -33,6 +36,7 @@ impl BinaryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BinaryKind::LlamaServer => "llama-server",
+            BinaryKind::RpcServer => "rpc-server",
             BinaryKind::SdCli => "sd-cli",
             BinaryKind::SdServer => "sd-server",
         }
@@ -40,15 +44,17 @@ impl BinaryKind {
 
     pub fn backend(self) -> Backend {
         match self {
-            BinaryKind::LlamaServer => Backend::Llama,
+            BinaryKind::LlamaServer | BinaryKind::RpcServer => Backend::Llama,
             BinaryKind::SdCli | BinaryKind::SdServer => Backend::Diffusion,
         }
     }
 
-    /// File names to look for in a release, newest name first (`sd-cli` was `sd` before).
+    /// File names to look for in a release, newest name first (`sd-cli` was `sd` before; the
+    /// RPC worker's CMake target is `ggml-rpc-server`, and releases have called it `rpc-server`).
     pub fn file_names(self) -> Vec<String> {
         let names: &[&str] = match self {
             BinaryKind::LlamaServer => &["llama-server"],
+            BinaryKind::RpcServer => &["ggml-rpc-server", "rpc-server"],
             BinaryKind::SdCli => &["sd-cli", "sd"],
             BinaryKind::SdServer => &["sd-server"],
         };
@@ -61,6 +67,7 @@ impl BinaryKind {
     pub fn env_var(self) -> &'static str {
         match self {
             BinaryKind::LlamaServer => "GENAI_ELECTRON_LLAMA_SERVER",
+            BinaryKind::RpcServer => "GENAI_ELECTRON_RPC_SERVER",
             BinaryKind::SdCli => "GENAI_ELECTRON_SD_CLI",
             BinaryKind::SdServer => "GENAI_ELECTRON_SD_SERVER",
         }
@@ -71,6 +78,15 @@ impl BinaryKind {
         match self.backend() {
             Backend::Llama => &["llama-server"],
             Backend::Diffusion => &["sd-cli", "sd-server"],
+        }
+    }
+
+    /// Targets built when the source has them: llama.cpp's RPC worker is `ggml-rpc-server` in
+    /// some versions, `rpc-server` in others, and absent without `GGML_RPC`.
+    pub fn optional_cmake_targets(self) -> &'static [&'static str] {
+        match self.backend() {
+            Backend::Llama => &["ggml-rpc-server", "rpc-server"],
+            Backend::Diffusion => &[],
         }
     }
 }
@@ -84,7 +100,8 @@ impl Backend {
     }
 
     /// CMake options for a lean CPU-or-GPU server build: no tests, no examples we do not run,
-    /// no network dependencies, static so the executable can be moved.
+    /// no network dependencies, static so the executable can be moved; llama.cpp with its RPC
+    /// backend, so that a model can be split over machines.
     pub fn default_cmake_args(self) -> &'static [&'static str] {
         match self {
             Backend::Llama => &[
@@ -95,6 +112,7 @@ impl Backend {
                 "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_USE_PREBUILT_UI=OFF",
                 "-DBUILD_SHARED_LIBS=OFF",
+                "-DGGML_RPC=ON",
             ],
             Backend::Diffusion => &[
                 "-DSD_BUILD_EXAMPLES=ON",
@@ -329,6 +347,12 @@ mod tests {
     #[test]
     fn names_and_env_vars() {
         assert_eq!(BinaryKind::parse("sd-server"), Some(BinaryKind::SdServer));
+        assert_eq!(BinaryKind::parse("rpc-server"), Some(BinaryKind::RpcServer));
+        assert_eq!(
+            BinaryKind::RpcServer.backend(),
+            BinaryKind::LlamaServer.backend()
+        );
+        assert_eq!(BinaryKind::RpcServer.env_var(), "GENAI_ELECTRON_RPC_SERVER");
         assert_eq!(BinaryKind::parse("sd"), None);
         assert_eq!(BinaryKind::SdCli.env_var(), "GENAI_ELECTRON_SD_CLI");
         assert_eq!(BinaryKind::SdCli.backend(), BinaryKind::SdServer.backend());

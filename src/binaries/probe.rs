@@ -1,6 +1,7 @@
 //! Does an executable run here? `--version` must exit 0 (a missing shared library or driver fails
 //! already at load), and for a GPU build of llama-server, `--list-devices` must list a device of
 //! that backend: a Vulkan build on a machine without a Vulkan driver starts, but on the CPU.
+//! rpc-server has no `--version`: its `--help` must run and name its `--port` option.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +13,17 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Returns the first line the executable printed for `--version`, or why it failed.
 pub async fn probe(exe: &Path, kind: BinaryKind, accel: Accel) -> Result<String, String> {
+    if kind == BinaryKind::RpcServer {
+        let help = run(exe, &["--help"]).await?;
+        return if help.contains("--port") {
+            Ok("rpc-server (llama.cpp)".into())
+        } else {
+            Err(format!(
+                "`--help` does not describe an RPC server: {}",
+                tail(&help)
+            ))
+        };
+    }
     let version = run(exe, &["--version"]).await?;
     if kind == BinaryKind::LlamaServer
         && let Some(marker) = accel.device_marker()

@@ -83,7 +83,7 @@ pub async fn build(
         .spec
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
-    let mut compile = vec![
+    let build_target = vec![
         "--build".to_string(),
         path_arg(&build_dir),
         "--config".into(),
@@ -92,6 +92,7 @@ pub async fn build(
         jobs.to_string(),
         "--target".into(),
     ];
+    let mut compile = build_target.clone();
     compile.extend(plan.kind.cmake_targets().iter().map(|t| t.to_string()));
     report(Stage::Build, "compile");
     let progress = EventSink::new(move |line: String| {
@@ -100,9 +101,18 @@ pub async fn build(
         }
     });
     run_step(&cmake, &compile, "build", Some(progress)).await?;
+    let mut optional = Vec::new();
+    for target in plan.kind.optional_cmake_targets() {
+        let mut args = build_target.clone();
+        args.push(target.to_string());
+        // A target this source does not have fails at once ("unknown target"): it is skipped.
+        if run_step(&cmake, &args, "build", None).await.is_ok() {
+            optional.push(*target);
+        }
+    }
 
     let mut found = Vec::new();
-    for target in plan.kind.cmake_targets() {
+    for target in plan.kind.cmake_targets().iter().chain(&optional) {
         let name = format!("{target}{}", std::env::consts::EXE_SUFFIX);
         let exe = super::find_file(&build_dir, std::slice::from_ref(&name))
             .await

@@ -280,7 +280,11 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
     let files = [
         (
             "proj-1.0/vendor/tool/CMakeLists.txt",
-            "cmake_minimum_required(VERSION 3.14)\nproject(tool CXX)\nadd_executable(llama-server main.cpp)\n",
+            "cmake_minimum_required(VERSION 3.14)\nproject(tool CXX)\nadd_executable(llama-server main.cpp)\nadd_executable(rpc-server rpc.cpp)\n",
+        ),
+        (
+            "proj-1.0/vendor/tool/rpc.cpp",
+            "#include <cstdio>\nint main(){ std::puts(\"  -p, --port PORT\"); return 0; }\n",
         ),
         (
             "proj-1.0/vendor/tool/main.cpp",
@@ -334,4 +338,10 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         .await
         .unwrap();
     assert_eq!(again.path, built.path);
+    // The RPC worker, where the source has it under one of its names, is built and probed too
+    // (this one has `rpc-server`, not `ggml-rpc-server`).
+    let rpc = installed(&data.binaries.join("llama/source"), BinaryKind::RpcServer)
+        .await
+        .unwrap();
+    assert!(rpc.path.ends_with("rpc-server"), "{}", rpc.path.display());
 }
