@@ -330,10 +330,17 @@ export interface LlamaServerConfig {
    * `ValidationError`, in every spelling: `-m`/`--model`, `--host`, `--port`, `-t`/`--threads`,
    * `-c`/`--ctx-size`, `-ngl`/`--gpu-layers`/`--n-gpu-layers`, `-np`/`--parallel`,
    * `-fa`/`--flash-attn`, `-ctk`/`--cache-type-k`, `-ctv`/`--cache-type-v`, `--api-key`,
-   * `--api-key-file`; so are other model sources (`-mu`/`--model-url`, `-hf`/`-hfr`/`--hf-repo`,
+   * `--api-key-file`, `--rpc` (see `rpcWorkers`); so are other model sources (`-mu`/`--model-url`, `-hf`/`-hfr`/`--hf-repo`,
    * `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak.
    */
   extraArgs?: string[]
+  /**
+   * `host:port` of rpc-servers (llama.cpp's RPC workers, see {@link RpcServerManager}) to spread
+   * the model's layers over, this machine keeping a share (`--rpc`). Each must accept a connection
+   * before the start goes on; one that does not is a {@link ServerError} `RPC_WORKER_UNREACHABLE`
+   * naming it (`details.worker`), and nothing is started.
+   */
+  rpcWorkers?: string[]
   /** This executable instead of the managed one (see {@link BinaryManager.ensureBinary}). */
   binaryPath?: string
   /** Milliseconds to wait for `/health` to answer 200 (default 60000). */
@@ -384,6 +391,8 @@ export interface ServerInfo {
   restarts: number
   /** Crashed, with an automatic restart to follow. */
   restartPending: boolean
+  /** The rpc-servers (`host:port`) holding a share of the model; empty when it runs here alone. */
+  rpcWorkers: string[]
 }
 
 /** The resolved configuration of the running (or last) server. */
@@ -408,6 +417,7 @@ export interface ResolvedLlamaConfig {
   allowedOrigins: string[]
   maxQueuedRequests: number
   queueTimeoutMs: number
+  rpcWorkers: string[]
 }
 
 export interface LlamaServerEvents {
@@ -748,6 +758,100 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
 
 /** The shared {@link DiffusionServerManager}. */
 export declare const diffusionServer: DiffusionServerManager
+
+// ---------------------------------------------------------------------------------------------
+// rpcServer: llama.cpp's RPC worker
+
+export interface RpcServerConfig {
+  /**
+   * The address to bind (default `127.0.0.1`). rpc-server has no authentication: whoever reaches
+   * its port can place tensors in this machine's memory and run ggml graphs on it, so a host other
+   * than loopback needs `allowNetwork: true`.
+   */
+  host?: string
+  /** Default 50052; `'auto'` for a free one. */
+  port?: number | 'auto'
+  /** Threads of its CPU device (default: rpc-server's own choice). */
+  threads?: number
+  /** ggml devices to lend, e.g. `['CUDA0']` (default: all of them). */
+  devices?: string[]
+  /** Keep received tensors in a local file cache, so a client that comes back loads faster. */
+  cache?: boolean
+  /** Bind a host other than loopback (see `host`). */
+  allowNetwork?: boolean
+  /** This executable instead of the managed one (see {@link BinaryManager.ensureBinary} `'rpc-server'`). */
+  binaryPath?: string
+  /** Milliseconds to wait for its port to accept connections (default 30000). */
+  startupTimeout?: number
+}
+
+export interface RpcServerInfo {
+  status: ServerStatus
+  pid: number | null
+  host: string | null
+  port: number | null
+  /** `host:port` while it runs: what a llama-server's `rpcWorkers` takes. */
+  endpoint: string | null
+  startedAt: string | null
+  error: string | null
+}
+
+export interface ResolvedRpcConfig {
+  binary: string
+  host: string
+  port: number | null
+  threads: number | null
+  devices: string[]
+  cache: boolean
+  startupTimeoutMs: number
+}
+
+export interface RpcServerEvents {
+  state: [StateEvent]
+  starting: [{ type: 'starting' }]
+  started: [RpcServerInfo & { type: 'started' }]
+  stopped: [{ type: 'stopped' }]
+  /** The process ended without stop(): exit code or signal, and its last output lines. */
+  crashed: [{ type: 'crashed'; exitCode: number | null; signal: number | null; logs: string[] }]
+  /** One line of rpc-server's output, or of the library about it. */
+  log: [{ type: 'log'; line: string }]
+  error: [unknown]
+}
+
+/**
+ * llama.cpp's RPC worker (`rpc-server`) on this machine, under the library's supervisor: it lends
+ * this machine's memory (CPU and GPUs) to a llama-server on another machine, started with
+ * `rpcWorkers: ['host:port']`, which then places a share of the model's layers here. Each
+ * instance runs its own worker process; use the shared {@link rpcServer} for one.
+ */
+export declare class RpcServerManager extends EventEmitter<RpcServerEvents> {
+  constructor()
+  static getInstance(): RpcServerManager
+  /**
+   * Starts rpc-server and resolves once its port accepts connections.
+   * @throws {ValidationError} a non-loopback host without `allowNetwork`, or a malformed config.
+   * @throws {PortInUseError} @throws {BinaryError} @throws {ServerError} already running, or it exited during start.
+   */
+  start(config?: RpcServerConfig): Promise<RpcServerInfo>
+  /** Stops it and waits until its process is gone. */
+  stop(): Promise<void>
+  getInfo(): RpcServerInfo
+  getConfig(): ResolvedRpcConfig | null
+  isRunning(): boolean
+  getPort(): number | null
+  /** `host:port` while it runs; `null` otherwise. */
+  getEndpoint(): string | null
+  /** Its port accepts a connection now. */
+  isHealthy(): Promise<boolean>
+  /** The last `lines` lines of rpc-server's output and of the library's lines (default 100). */
+  getLogs(lines?: number): Promise<string[]>
+  clearLogs(): Promise<void>
+  /** What its process tree uses now; `null` when it is not running. */
+  getMemoryUsage(): Promise<MemoryUsage | null>
+}
+
+/** The shared {@link RpcServerManager}. */
+export declare const rpcServer: RpcServerManager
 
 // ---------------------------------------------------------------------------------------------
 // Resource orchestration
@@ -1107,7 +1211,7 @@ export declare const modelManager: ModelManager
 // ---------------------------------------------------------------------------------------------
 
 /** The backend executables the library runs. */
-export type BinaryKind = 'llama-server' | 'sd-cli' | 'sd-server'
+export type BinaryKind = 'llama-server' | 'rpc-server' | 'sd-cli' | 'sd-server'
 
 /** One release archive of a backend, in the shape of genai-electron's release manifest. */
 export interface BinaryVariant {
@@ -1259,6 +1363,7 @@ export type ErrorCode =
   'SERVER_UNAVAILABLE' |
   'QUEUE_FULL' |
   'QUEUE_TIMEOUT' |
+  'RPC_WORKER_UNREACHABLE' |
   'JOB_FINISHED' |
   'MODEL_IN_USE' |
   'PORT_IN_USE' |
@@ -1301,7 +1406,7 @@ export declare class ChecksumError extends GenaiElectronError {
 export declare class InsufficientResourcesError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** A managed server failed to start, crashed, was busy or answered badly. Codes: `SERVER_ERROR` (made by hand, or no finer code), `SERVER_ALREADY_RUNNING`, `SERVER_NOT_RUNNING`, `SERVER_BUSY`, `SERVER_START_FAILED`, `SERVER_EXITED`, `SERVER_START_TIMEOUT`, `BACKEND_FAILED`, `BACKEND_STALLED`, `BACKEND_UNAVAILABLE`, `SERVER_UNAVAILABLE`, `QUEUE_FULL`, `QUEUE_TIMEOUT`, `JOB_FINISHED`, `MODEL_IN_USE`. */
+/** A managed server failed to start, crashed, was busy or answered badly. Codes: `SERVER_ERROR` (made by hand, or no finer code), `SERVER_ALREADY_RUNNING`, `SERVER_NOT_RUNNING`, `SERVER_BUSY`, `SERVER_START_FAILED`, `SERVER_EXITED`, `SERVER_START_TIMEOUT`, `BACKEND_FAILED`, `BACKEND_STALLED`, `BACKEND_UNAVAILABLE`, `SERVER_UNAVAILABLE`, `QUEUE_FULL`, `QUEUE_TIMEOUT`, `RPC_WORKER_UNREACHABLE`, `JOB_FINISHED`, `MODEL_IN_USE`. */
 export declare class ServerError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }

@@ -8,6 +8,7 @@ const { BinaryManager } = require('./lib/binaries')
 const { ModelManager } = require('./lib/models')
 const { LlamaServerManager } = require('./lib/llama-server')
 const { DiffusionServerManager } = require('./lib/diffusion-server')
+const { RpcServerManager } = require('./lib/rpc-server')
 const { ResourceOrchestrator } = require('./lib/orchestrator')
 const { LogManager } = require('./lib/logs')
 
@@ -25,6 +26,10 @@ module.exports = {
   DiffusionServerManager,
   get diffusionServer() {
     return DiffusionServerManager.getInstance()
+  },
+  RpcServerManager,
+  get rpcServer() {
+    return RpcServerManager.getInstance()
   },
   ResourceOrchestrator,
   LogManager,

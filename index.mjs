@@ -8,6 +8,7 @@ export const {
   ModelManager,
   LlamaServerManager,
   DiffusionServerManager,
+  RpcServerManager,
   ResourceOrchestrator,
   LogManager,
   GenaiElectronError,
@@ -28,4 +29,5 @@ export const binaries = lib.binaries
 export const modelManager = lib.modelManager
 export const llamaServer = lib.llamaServer
 export const diffusionServer = lib.diffusionServer
+export const rpcServer = lib.rpcServer
 export default lib

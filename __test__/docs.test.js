@@ -7,7 +7,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { ROOT, runNode } = require('./helpers')
-const { SystemInfo, BinaryManager, ModelManager, LlamaServerManager, DiffusionServerManager, ResourceOrchestrator } = require('..')
+const { SystemInfo, BinaryManager, ModelManager, LlamaServerManager, DiffusionServerManager, RpcServerManager, ResourceOrchestrator } = require('..')
 
 const API_MD = fs.readFileSync(path.join(ROOT, 'docs', 'API.md'), 'utf8')
 const EXAMPLES = [...API_MD.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1])
@@ -58,7 +58,7 @@ EXAMPLES.forEach((source, i) => {
 })
 
 test('every public manager method has a section in docs/API.md', () => {
-  for (const cls of [SystemInfo, BinaryManager, ModelManager, LlamaServerManager, DiffusionServerManager, ResourceOrchestrator]) {
+  for (const cls of [SystemInfo, BinaryManager, ModelManager, LlamaServerManager, DiffusionServerManager, RpcServerManager, ResourceOrchestrator]) {
     const methods = []
     // The class's own methods and those it inherits from the library's base classes.
     for (let proto = cls.prototype; proto && proto !== EventEmitter.prototype; proto = Object.getPrototypeOf(proto)) {

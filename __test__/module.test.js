@@ -9,7 +9,7 @@ const { ROOT, runNode } = require('./helpers')
 
 test('CommonJS require exposes the API', () => {
   const lib = require('..')
-  for (const name of ['configure', 'getDataPaths', 'SystemInfo', 'systemInfo', 'GenaiElectronError', 'ValidationError', 'DiffusionServerManager', 'diffusionServer', 'CancelledError']) {
+  for (const name of ['configure', 'getDataPaths', 'SystemInfo', 'systemInfo', 'GenaiElectronError', 'ValidationError', 'DiffusionServerManager', 'diffusionServer', 'RpcServerManager', 'rpcServer', 'CancelledError']) {
     assert.ok(lib[name], name)
   }
 })

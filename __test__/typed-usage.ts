@@ -36,6 +36,9 @@ import {
   type MemoryUsage,
   type ImageGenerationResult,
   type ImageGenerationProgress,
+  rpcServer,
+  RpcServerManager,
+  type RpcServerInfo,
 } from 'genai-electron'
 
 async function main(): Promise<void> {
@@ -139,6 +142,10 @@ async function main(): Promise<void> {
   const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, { ramBudgetBytes: 8e9, drainTimeout: 10_000, maxQueuedRequests: 8, queueTimeout: 60_000, policy: 'collate', maxChatWait: 10_000, reloadAfterIdle: 60_000 })
   orchestrator.on('reload-failed', (e) => console.log(e.error))
   orchestrator.on('diffusion-released', (e) => console.log(e.reason === 'start'))
+  const worker: RpcServerInfo = await new RpcServerManager().start({ port: 'auto', threads: 2, devices: ['CPU'], cache: true })
+  rpcServer.on('crashed', (e) => console.log(e.exitCode, e.logs))
+  const split: ServerInfo = await llamaServer.start({ modelId: 'tiny', rpcWorkers: [worker.endpoint ?? '127.0.0.1:50052'] })
+  console.log(split.rpcWorkers, rpcServer.getEndpoint())
   const llm: ServerInfo = await orchestrator.startLlamaServer({ modelId: 'tiny', port: 'auto' })
   console.log(llm.port, orchestrator.getInfo().imagesWaiting, diffusionServer.getConfig()?.stallTimeout)
   orchestrator.on('phase', (e) => console.log(e.phase))

@@ -82,7 +82,7 @@ test('the checker itself finds drift', () => {
 test('what the addon returns is what index.d.ts declares', { skip }, async () => {
   await withTinyModel(real)
   process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
-  const { systemInfo, modelManager, LlamaServerManager, DiffusionServerManager, ResourceOrchestrator } = lib
+  const { systemInfo, modelManager, LlamaServerManager, DiffusionServerManager, RpcServerManager, ResourceOrchestrator } = lib
   conforms(await systemInfo.detect(), 'SystemCapabilities')
   conforms(systemInfo.getMemoryInfo(), 'MemoryInfo')
   conforms(await modelManager.getModelInfo('tiny'), 'ModelInfo')
@@ -105,6 +105,11 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
     conforms(await orchestrator.estimate({ width: 64, height: 64 }), 'ResourceEstimate')
     orchestrator.once('offload', () => conforms(orchestrator.getSavedState(), 'SavedLLMState'))
     await orchestrator.orchestrateImageGeneration({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 })
+    const rpc = new RpcServerManager()
+    conforms(rpc.getInfo(), 'RpcServerInfo')
+    conforms(await rpc.start({ port: 'auto', threads: 1, binaryPath: real.rpcServer }), 'RpcServerInfo')
+    conforms(rpc.getConfig(), 'ResolvedRpcConfig')
+    await rpc.stop()
   } finally {
     await Promise.all([llama.stop(), diffusion.stop()])
   }

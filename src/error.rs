@@ -77,6 +77,7 @@ error_codes! {
     ServerUnavailable = ("SERVER_UNAVAILABLE", "ServerError", 503),
     QueueFull = ("QUEUE_FULL", "ServerError", 503),
     QueueTimeout = ("QUEUE_TIMEOUT", "ServerError", 503),
+    RpcWorkerUnreachable = ("RPC_WORKER_UNREACHABLE", "ServerError", 502),
     JobFinished = ("JOB_FINISHED", "ServerError", 409),
     ModelInUse = ("MODEL_IN_USE", "ServerError", 409),
     PortInUse = ("PORT_IN_USE", "PortInUseError", 409),

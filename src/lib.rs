@@ -13,6 +13,7 @@ pub mod llama;
 pub mod models;
 pub mod orchestrator;
 pub mod process;
+pub mod rpc;
 pub mod sync;
 pub mod system;
 #[cfg(test)]

@@ -13,4 +13,5 @@ mod llama;
 mod models;
 mod orchestrator;
 mod process;
+mod rpc;
 mod system;

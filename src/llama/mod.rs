@@ -34,6 +34,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const GATEWAY_MAX_BODY: usize = 32 << 20;
 /// Lines that say the model is loaded: a health check follows at once.
 const READY_HINTS: &[&str] = &["model loaded", "listening on"];
+/// How long an RPC worker may take to accept a connection before a start is refused.
+const RPC_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
@@ -43,6 +45,8 @@ pub enum LlamaError {
     Launch(#[from] LaunchError),
     #[error("invalid server config: {0}")]
     Invalid(String),
+    #[error("the RPC worker {worker} does not answer")]
+    RpcWorkerUnreachable { worker: String },
 }
 
 impl Coded for LlamaError {
@@ -51,6 +55,7 @@ impl Coded for LlamaError {
             LlamaError::PortInUse(e) => e.code(),
             LlamaError::Launch(e) => e.code(),
             LlamaError::Invalid(_) => ErrorCode::InvalidArgument,
+            LlamaError::RpcWorkerUnreachable { .. } => ErrorCode::RpcWorkerUnreachable,
         }
     }
 
@@ -64,6 +69,9 @@ impl Coded for LlamaError {
             LlamaError::Invalid(_) => {
                 Some("Compare the config with LlamaServerConfig in index.d.ts".into())
             }
+            LlamaError::RpcWorkerUnreachable { .. } => Some(
+                "Start rpc-server on that machine (rpcServer.start) and check that this one can reach its host and port".into(),
+            ),
         }
     }
 
@@ -72,6 +80,11 @@ impl Coded for LlamaError {
             LlamaError::PortInUse(e) => e.details(),
             LlamaError::Launch(e) => e.details(),
             LlamaError::Invalid(_) => Map::new(),
+            LlamaError::RpcWorkerUnreachable { worker } => {
+                let mut details = Map::new();
+                details.insert("worker".into(), Value::String(worker.clone()));
+                details
+            }
         }
     }
 }
@@ -107,6 +120,8 @@ pub struct LlamaConfig {
     /// Requests that may wait at the gateway while the server is not running yet.
     pub max_queued_requests: u32,
     pub queue_timeout_ms: u64,
+    /// `host:port` of each rpc-server that holds a share of the model's layers.
+    pub rpc_workers: Vec<String>,
 }
 
 /// The argument vector (no shell ever sees it), to listen on `host:port`.
@@ -136,6 +151,9 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     if let Some(v) = &config.cache_type_v {
         args.extend(["--cache-type-v".into(), v.clone()]);
     }
+    if !config.rpc_workers.is_empty() {
+        args.extend(["--rpc".into(), config.rpc_workers.join(",")]);
+    }
     if let Some(key) = &config.api_key {
         args.extend(["--api-key".into(), key.clone()]);
     }
@@ -161,13 +179,15 @@ pub struct ServerInfo {
     pub restarts: u32,
     /// Crashed, with an automatic restart to follow.
     pub restart_pending: bool,
+    /// The rpc-servers holding a share of the model (`host:port`).
+    pub rpc_workers: Vec<String>,
 }
 
 impl ServerInfo {
     fn of(
         snapshot: Snapshot,
         health: HealthStatus,
-        model_id: Option<String>,
+        config: Option<&LlamaConfig>,
         gateway_port: Option<u16>,
     ) -> Self {
         ServerInfo {
@@ -176,7 +196,8 @@ impl ServerInfo {
             pid: snapshot.pid,
             port: gateway_port.or(snapshot.port),
             backend_port: snapshot.port,
-            model_id,
+            model_id: config.map(|c| c.model_id.clone()),
+            rpc_workers: config.map(|c| c.rpc_workers.clone()).unwrap_or_default(),
             started_at: snapshot.started_at,
             load_time_ms: snapshot.load_time_ms,
             error: snapshot.error,
@@ -245,7 +266,7 @@ impl LlamaServer {
                 let model_id = || lock(&config).as_ref().map(|c| c.model_id.clone());
                 let info = |s: Snapshot| {
                     let health = HealthStatus::of(s.status, 0);
-                    ServerInfo::of(s, health, model_id(), gateway_port(&gateway))
+                    ServerInfo::of(s, health, lock(&config).as_ref(), gateway_port(&gateway))
                 };
                 if let ServerEvent::State(t) = &event {
                     hold_model(t, model_id().as_deref());
@@ -280,9 +301,14 @@ impl LlamaServer {
     }
 
     fn info_of(&self, snapshot: Snapshot) -> ServerInfo {
-        let model_id = lock(&self.config).as_ref().map(|c| c.model_id.clone());
         let health = self.actor.health(snapshot.status);
-        ServerInfo::of(snapshot, health, model_id, gateway_port(&self.gateway))
+        let config = lock(&self.config);
+        ServerInfo::of(
+            snapshot,
+            health,
+            config.as_ref(),
+            gateway_port(&self.gateway),
+        )
     }
 
     pub fn config(&self) -> Option<LlamaConfig> {
@@ -338,6 +364,13 @@ impl LlamaServer {
                 state: status,
             }
             .into());
+        }
+        for worker in &config.rpc_workers {
+            if !crate::rpc::reachable(worker, RPC_CHECK_TIMEOUT).await {
+                return Err(LlamaError::RpcWorkerUnreachable {
+                    worker: worker.clone(),
+                });
+            }
         }
         // A server that crashed for good still holds its public port.
         self.close_gateway().await;

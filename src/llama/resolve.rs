@@ -46,6 +46,7 @@ pub const RESERVED_FLAGS: &[&str] = &[
     "--cache-type-v",
     "--api-key",
     "--api-key-file",
+    "--rpc",
     "-mu",
     "--model-url",
     "-hf",
@@ -99,6 +100,23 @@ pub struct StartRequest {
     /// Start even when the estimate says the model does not fit in the memory free now.
     #[serde(default)]
     pub force: bool,
+    /// `host:port` of rpc-servers to spread the model's layers over (`--rpc`).
+    #[serde(default)]
+    pub rpc_workers: Vec<String>,
+}
+
+/// `--n-gpu-layers` for "all of them" (llama.cpp caps it at the model's count).
+const ALL_LAYERS: u32 = 999;
+
+/// `host:port` (an IPv6 host in brackets), as llama-server's `--rpc` takes it.
+fn check_rpc_worker(worker: &str) -> Result<(), String> {
+    let bad = || format!("rpcWorkers entries are 'host:port', got {worker:?}");
+    let (host, port) = worker.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty() && !host.contains(',') && !host.contains(char::is_whitespace);
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(()),
+        _ => Err(bad()),
+    }
 }
 
 pub async fn resolve(
@@ -120,6 +138,9 @@ pub async fn resolve(
         }
     };
     refuse_reserved_flags(&req.extra_args, RESERVED_FLAGS).map_err(invalid)?;
+    for worker in &req.rpc_workers {
+        check_rpc_worker(worker).map_err(invalid)?;
+    }
 
     if req.gateway == Some(false) && !req.allowed_origins.is_empty() {
         return Err(invalid(
@@ -138,9 +159,12 @@ pub async fn resolve(
     let spec: ModelSpec =
         serde_json::from_value(serde_json::to_value(&info).expect("model info serializes"))
             .map_err(|e| invalid(format!("model {:?} has unusable metadata: {e}", info.id)))?;
+    // Split over RPC workers, every layer goes to a device (llama.cpp spreads them by the memory
+    // each reports) unless the caller keeps some here.
+    let split = !req.rpc_workers.is_empty();
     let hints = RunOptions {
         context_size: req.context_size,
-        gpu_layers: req.gpu_layers,
+        gpu_layers: req.gpu_layers.or(split.then_some(ALL_LAYERS)),
         // A smaller KV cache leaves room for more layers on the GPU.
         cache_type_k: req.cache_type_k,
         cache_type_v: req.cache_type_v,
@@ -150,7 +174,8 @@ pub async fn resolve(
         .optimal_config(&spec, &hints)
         .await
         .map_err(|e| invalid(e.to_string()))?;
-    if !req.force {
+    // A split model's share here is not estimated yet: only an unsplit one is checked.
+    if !req.force && !split {
         // The settings it will run with, against the memory free now (it loads at once).
         let settings = RunOptions {
             context_size: Some(optimal.context_size),
@@ -220,5 +245,36 @@ pub async fn resolve(
             .max_queued_requests
             .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),
         queue_timeout_ms: req.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS),
+        rpc_workers: req.rpc_workers,
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_workers_are_host_and_port() {
+        for good in ["127.0.0.1:50052", "worker.local:1", "[::1]:50052"] {
+            assert!(check_rpc_worker(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":50052",
+            "host:0",
+            "host:70000",
+            "a,b:1",
+            "a b:1",
+        ] {
+            let err = check_rpc_worker(bad).unwrap_err();
+            assert!(err.contains("'host:port'"), "{bad}: {err}");
+        }
+        let mut config = crate::llama::tests::config("llama-server".into(), "m.gguf".into());
+        config.rpc_workers = vec!["10.0.0.2:50052".into(), "10.0.0.3:50052".into()];
+        let args = crate::llama::args(&config, "127.0.0.1", 8080);
+        let at = args.iter().position(|a| a == "--rpc").unwrap();
+        assert_eq!(args[at + 1], "10.0.0.2:50052,10.0.0.3:50052");
+    }
 }

@@ -36,6 +36,7 @@ pub(crate) fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         allowed_origins: vec![],
         max_queued_requests: 64,
         queue_timeout_ms: 300_000,
+        rpc_workers: vec![],
     }
 }
 

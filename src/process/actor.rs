@@ -924,8 +924,12 @@ async fn watch_health(child: &Supervised, spec: &LaunchSpec, failing: &AtomicU32
 }
 
 /// `GET url` answered 2xx in time (llama-server answers 503 while loading; refused means not
-/// yet listening).
+/// yet listening). A `tcp://host:port` URL (a server that speaks no HTTP) answers when a
+/// connection opens.
 pub async fn answers(url: &str, timeout: Duration) -> bool {
+    if let Some(address) = url.strip_prefix("tcp://") {
+        return crate::rpc::reachable(address, timeout).await;
+    }
     matches!(
         tokio::time::timeout(timeout, crate::http::local_client().get(url).send()).await,
         Ok(Ok(response)) if response.status().is_success()

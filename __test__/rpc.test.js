@@ -1,0 +1,109 @@
+'use strict'
+
+// A model split over machines with llama.cpp's RPC backend, on loopback: two real rpc-server
+// workers and the real llama-server with the real chat model spread over them.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const net = require('node:net')
+const { backends, withTinyModel, serveFiles } = require('./helpers')
+const { LlamaServerManager, ModelManager, RpcServerManager, ServerError, ValidationError } = require('..')
+
+const { paths: real, skip } = backends()
+
+/** Processes of this machine whose command line runs `binary`. */
+function running(binary) {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] === binary
+    } catch {
+      return false
+    }
+  })
+}
+
+/** A loopback port nothing listens on. */
+async function closedPort() {
+  const server = net.createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+async function withChatModel() {
+  await withTinyModel(real)
+  await serveFiles({ '/chat.gguf': real.chatModel }, (base) =>
+    new ModelManager().downloadModel({ source: 'url', url: `${base}/chat.gguf`, name: 'chat', type: 'llm' }),
+  )
+}
+
+test('an rpc-server binds loopback unless allowNetwork says otherwise', async () => {
+  await assert.rejects(new RpcServerManager().start({ host: '0.0.0.0' }), (e) => e instanceof ValidationError && /allowNetwork/.test(e.message))
+  await assert.rejects(new RpcServerManager().start({ port: 0 }), ValidationError)
+  await assert.rejects(new RpcServerManager().start({ memory: 1024 }), ValidationError)
+})
+
+test('the chat model split over two rpc-servers answers "Paris", with its weights in the workers', { skip }, async () => {
+  await withChatModel()
+  const workers = [new RpcServerManager(), new RpcServerManager()]
+  const llama = new LlamaServerManager()
+  try {
+    const infos = await Promise.all(workers.map((w) => w.start({ port: 'auto', threads: 1, binaryPath: real.rpcServer })))
+    for (const info of infos) {
+      assert.equal(info.status, 'running')
+      assert.match(info.endpoint, /^127\.0\.0\.1:\d+$/)
+    }
+    assert.ok(await workers[0].isHealthy())
+    const endpoints = infos.map((i) => i.endpoint)
+    const started = await llama.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 512, rpcWorkers: endpoints })
+    assert.deepEqual(started.rpcWorkers, endpoints)
+    assert.deepEqual(llama.getConfig().rpcWorkers, endpoints)
+    const answer = await fetch(`http://127.0.0.1:${started.port}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        messages: [
+          { role: 'system', content: 'You are a helpful assistant.' },
+          { role: 'user', content: 'What is the capital of France?' },
+        ],
+        max_tokens: 24,
+        temperature: 0,
+      }),
+    }).then((r) => r.json())
+    assert.match(answer.choices[0].message.content, /Paris/)
+    // Each worker was used, and holds a share of the 90 MB of weights (an idle one holds a few MB).
+    for (const worker of workers) {
+      assert.match((await worker.getLogs(50)).join('\n'), /Accepted client connection/)
+      const { rssBytes } = await worker.getMemoryUsage()
+      assert.ok(rssBytes > 30e6, `${worker.getEndpoint()} holds ${rssBytes} bytes`)
+    }
+  } finally {
+    await llama.stop()
+    await Promise.all(workers.map((w) => w.stop()))
+  }
+  assert.deepEqual(running(real.rpcServer), [], 'no rpc-server left')
+})
+
+test('an unreachable worker is RPC_WORKER_UNREACHABLE naming it, and nothing is started', { skip }, async () => {
+  await withChatModel()
+  const worker = new RpcServerManager()
+  const llama = new LlamaServerManager()
+  try {
+    const up = await worker.start({ port: 'auto', threads: 1, binaryPath: real.rpcServer })
+    const down = `127.0.0.1:${await closedPort()}`
+    const error = await llama.start({ modelId: 'chat', port: 'auto', rpcWorkers: [up.endpoint, down] }).then(() => null, (e) => e)
+    assert.ok(error instanceof ServerError, String(error))
+    assert.equal(error.code, 'RPC_WORKER_UNREACHABLE')
+    assert.equal(error.details.worker, down)
+    assert.match(error.message, new RegExp(down))
+    assert.equal(llama.getInfo().status, 'stopped')
+    assert.deepEqual(running(real.llamaServer), [], 'no llama-server started')
+    await assert.rejects(llama.start({ modelId: 'chat', rpcWorkers: ['no-port'] }), (e) => e instanceof ValidationError && /host:port/.test(e.message))
+  } finally {
+    await llama.stop()
+    await worker.stop()
+  }
+  assert.deepEqual(running(real.rpcServer), [])
+})

@@ -1,0 +1,407 @@
+//! `rpcServer`: llama.cpp's RPC worker (`rpc-server`) on this machine, for a llama-server on
+//! another machine (`--rpc host:port`, see `llamaServer.start({ rpcWorkers })`) to place model
+//! layers in this machine's memory.
+//!
+//! It runs under the supervisor's actor like the other servers. It speaks ggml's binary protocol,
+//! not HTTP, so it is ready once its port accepts a connection. It has no authentication: it
+//! binds 127.0.0.1 unless a host is given together with `allowNetwork: true`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
+use crate::config::DataPaths;
+use crate::error::{Coded, ErrorCode};
+use crate::events::EventSink;
+use crate::process::start::{PortInUse, PortRequest, StartError, free_port};
+use crate::process::{
+    LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerLog, ServerState,
+    Snapshot,
+};
+use crate::sync::lock;
+use crate::system::SystemInfo;
+
+/// rpc-server's own default.
+pub const DEFAULT_PORT: u16 = 50052;
+const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 30_000;
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// What rpc-server prints once it listens.
+const READY_HINTS: &[&str] = &["Starting RPC server", "endpoint"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    PortInUse(#[from] PortInUse),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+}
+
+impl Coded for RpcError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            RpcError::Invalid(_) => ErrorCode::InvalidArgument,
+            RpcError::PortInUse(e) => e.code(),
+            RpcError::Launch(e) => e.code(),
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        match self {
+            RpcError::Invalid(_) => Some("Compare with RpcServerConfig in index.d.ts".into()),
+            RpcError::PortInUse(e) => e.suggestion(),
+            RpcError::Launch(e) => e.suggestion(),
+        }
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        match self {
+            RpcError::Invalid(_) => Map::new(),
+            RpcError::PortInUse(e) => e.details(),
+            RpcError::Launch(e) => e.details(),
+        }
+    }
+}
+
+/// The JS `RpcServerConfig`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRequest {
+    pub host: Option<String>,
+    pub port: Option<PortRequest>,
+    pub threads: Option<u32>,
+    /// ggml devices to lend (`--device`), e.g. `['CUDA0']`; default: all of them.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Keep received tensors in a local cache, so a restarted client loads faster.
+    #[serde(default)]
+    pub cache: bool,
+    /// Required for a host other than loopback: rpc-server has no authentication.
+    #[serde(default)]
+    pub allow_network: bool,
+    pub binary_path: Option<PathBuf>,
+    /// Milliseconds.
+    pub startup_timeout: Option<u64>,
+}
+
+/// Everything a start needs, resolved.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcConfig {
+    pub binary: PathBuf,
+    pub host: String,
+    /// `None`: a free port, chosen at start (once running, the one it got).
+    pub port: Option<u16>,
+    pub threads: Option<u32>,
+    pub devices: Vec<String>,
+    pub cache: bool,
+    pub startup_timeout_ms: u64,
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+pub async fn resolve(
+    req: StartRequest,
+    data: &DataPaths,
+    system: &SystemInfo,
+    binaries: &BinaryManager,
+) -> Result<RpcConfig, StartError<RpcError>> {
+    let invalid = |m: String| StartError::Server(RpcError::Invalid(m));
+    let host = req.host.unwrap_or_else(|| "127.0.0.1".into());
+    if !is_loopback(&host) && !req.allow_network {
+        return Err(invalid(format!(
+            "host {host:?} would let any machine that reaches it run code in this one's memory \
+             (rpc-server has no authentication): pass allowNetwork: true to bind it anyway"
+        )));
+    }
+    let port = PortRequest::choose(req.port.as_ref(), DEFAULT_PORT).map_err(invalid)?;
+    if req.threads == Some(0) {
+        return Err(invalid("threads must be 1 or more".into()));
+    }
+    let caps = system.detect(false).await;
+    let opts = EnsureOptions {
+        path: req.binary_path,
+        ..Default::default()
+    };
+    let binary = binaries
+        .ensure(BinaryKind::RpcServer, &opts, data, &caps.gpu)
+        .await?;
+    Ok(RpcConfig {
+        binary: binary.path,
+        host,
+        port,
+        threads: req.threads,
+        devices: req.devices,
+        cache: req.cache,
+        startup_timeout_ms: req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),
+    })
+}
+
+/// rpc-server's argument vector.
+pub fn args(config: &RpcConfig, port: u16) -> Vec<String> {
+    let mut args = vec![
+        "--host".to_string(),
+        config.host.clone(),
+        "--port".into(),
+        port.to_string(),
+    ];
+    if let Some(threads) = config.threads {
+        args.extend(["--threads".into(), threads.to_string()]);
+    }
+    if !config.devices.is_empty() {
+        args.extend(["--device".into(), config.devices.join(",")]);
+    }
+    if config.cache {
+        args.push("--cache".into());
+    }
+    args
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcInfo {
+    pub status: ServerState,
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `host:port`, as a llama-server's `rpcWorkers` names it.
+    pub endpoint: Option<String>,
+    pub started_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl RpcInfo {
+    fn of(s: Snapshot, config: Option<&RpcConfig>) -> Self {
+        let host = config.map(|c| c.host.clone());
+        let endpoint = match (&host, s.port, s.status) {
+            (Some(host), Some(port), ServerState::Running) => Some(endpoint(host, port)),
+            _ => None,
+        };
+        RpcInfo {
+            status: s.status,
+            pid: s.pid,
+            host,
+            port: s.port,
+            endpoint,
+            started_at: s.started_at,
+            error: s.error,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum RpcEvent {
+    /// The lifecycle, as for the other servers (`Started` carries the info instead).
+    Server(ServerEvent),
+    Started(RpcInfo),
+    Log(String),
+}
+
+pub struct RpcServer {
+    actor: ServerActor,
+    config: Arc<Mutex<Option<RpcConfig>>>,
+}
+
+impl RpcServer {
+    pub fn new(events: Option<EventSink<RpcEvent>>) -> Self {
+        let config: Arc<Mutex<Option<RpcConfig>>> = Arc::default();
+        let log = ServerLog::new(
+            events
+                .clone()
+                .map(|events| EventSink::new(move |line| events.emit(RpcEvent::Log(line)))),
+        );
+        let lifecycle = events.map(|events| {
+            let config = config.clone();
+            EventSink::new(move |event| {
+                events.emit(match event {
+                    ServerEvent::Started(s) => {
+                        RpcEvent::Started(RpcInfo::of(s, lock(&config).as_ref()))
+                    }
+                    other => RpcEvent::Server(other),
+                })
+            })
+        });
+        RpcServer {
+            actor: ServerActor::new("rpc-server", log, lifecycle),
+            config,
+        }
+    }
+
+    pub fn info(&self) -> RpcInfo {
+        RpcInfo::of(self.actor.snapshot(), lock(&self.config).as_ref())
+    }
+
+    pub fn config(&self) -> Option<RpcConfig> {
+        lock(&self.config).clone()
+    }
+
+    pub fn logs(&self, n: usize) -> Vec<String> {
+        self.actor.log().last(n)
+    }
+
+    pub fn clear_logs(&self) {
+        self.actor.log().clear();
+    }
+
+    pub async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
+        self.actor.memory().await
+    }
+
+    /// Starts rpc-server and resolves once its port accepts connections.
+    pub async fn start(&self, config: RpcConfig) -> Result<RpcInfo, RpcError> {
+        self.actor.stop_done().await;
+        let port = free_port(&config.host, config.port)?;
+        let spec = LaunchSpec {
+            program: config.binary.clone(),
+            args: args(&config, port),
+            env: vec![],
+            port,
+            health_url: format!("tcp://{}", endpoint(&config.host, port)),
+            ready_hints: READY_HINTS,
+            on_line: None,
+            startup_timeout: Duration::from_millis(config.startup_timeout_ms),
+            stop_grace: STOP_GRACE,
+            recovery: RecoveryPolicy::NONE,
+        };
+        let previous = lock(&self.config).replace(RpcConfig {
+            port: Some(port),
+            ..config
+        });
+        match self.actor.start(spec).await {
+            Ok(_) => Ok(self.info()),
+            Err(err) => {
+                *lock(&self.config) = previous;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Stops the worker and waits until its process is gone. Idempotent.
+    pub async fn stop(&self) {
+        self.actor.stop().await;
+    }
+
+    /// Running and accepting connections now.
+    pub async fn is_healthy(&self) -> bool {
+        let info = self.info();
+        match (info.status, info.host, info.port) {
+            (ServerState::Running, Some(host), Some(port)) => {
+                reachable(&endpoint(&host, port), Duration::from_secs(2)).await
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A TCP connection to `address` (`host:port`) opens within `timeout`.
+pub async fn reachable(address: &str, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await,
+        Ok(Ok(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RpcConfig {
+        RpcConfig {
+            binary: "rpc-server".into(),
+            host: "127.0.0.1".into(),
+            port: None,
+            threads: Some(2),
+            devices: vec!["CPU".into()],
+            cache: true,
+            startup_timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn the_argument_vector_carries_every_setting() {
+        assert_eq!(
+            args(&config(), 50123),
+            [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "50123",
+                "--threads",
+                "2",
+                "--device",
+                "CPU",
+                "--cache"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_network_host_needs_allow_network_and_a_bad_port_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataPaths::new(tmp.path().into(), crate::config::DataDirSource::Configured);
+        let system = SystemInfo::new(vec![]);
+        let binaries = BinaryManager::new(None);
+        let refused = |req: StartRequest| {
+            let (data, system, binaries) = (&data, &system, &binaries);
+            async move {
+                match resolve(req, data, system, binaries).await {
+                    Err(StartError::Server(RpcError::Invalid(m))) => m,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let open = refused(StartRequest {
+            host: Some("0.0.0.0".into()),
+            ..Default::default()
+        })
+        .await;
+        assert!(open.contains("allowNetwork"), "{open}");
+        let zero = refused(StartRequest {
+            port: Some(PortRequest::Fixed(0)),
+            ..Default::default()
+        })
+        .await;
+        assert!(zero.contains("port"), "{zero}");
+        // Allowed, it goes on to find the executable (a missing path is the binaries' error).
+        let allowed = resolve(
+            StartRequest {
+                host: Some("0.0.0.0".into()),
+                allow_network: true,
+                binary_path: Some(tmp.path().join("missing")),
+                ..Default::default()
+            },
+            &data,
+            &system,
+            &binaries,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(allowed.code(), ErrorCode::BinaryNotFound);
+    }
+
+    #[test]
+    fn only_loopback_binds_without_allow_network() {
+        assert!(is_loopback("127.0.0.1") && is_loopback("::1") && is_loopback("localhost"));
+        assert!(!is_loopback("0.0.0.0") && !is_loopback("192.168.1.2"));
+        assert_eq!(endpoint("::1", 5), "[::1]:5");
+    }
+}
