@@ -338,7 +338,10 @@ export interface LlamaServerConfig {
    * `host:port` of rpc-servers (llama.cpp's RPC workers, see {@link RpcServerManager}) to spread
    * the model's layers over, this machine keeping a share (`--rpc`). Each must accept a connection
    * before the start goes on; one that does not is a {@link ServerError} `RPC_WORKER_UNREACHABLE`
-   * naming it (`details.worker`), and nothing is started.
+   * naming it (`details.worker`), and nothing is started. Unless `gpuLayers` is given, every layer
+   * goes to a device (llama.cpp spreads them over the workers). A worker lost while the model runs
+   * crashes llama-server at its next computation; with `autoRestart` it comes back once the worker
+   * does (within `maxRestarts` attempts).
    */
   rpcWorkers?: string[]
   /** This executable instead of the managed one (see {@link BinaryManager.ensureBinary}). */

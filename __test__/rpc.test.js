@@ -107,3 +107,42 @@ test('an unreachable worker is RPC_WORKER_UNREACHABLE naming it, and nothing is 
   }
   assert.deepEqual(running(real.rpcServer), [])
 })
+
+test('a worker that dies while the model runs crashes llama-server; with autoRestart it is back once the worker is', { skip }, async () => {
+  await withChatModel()
+  const workers = [new RpcServerManager(), new RpcServerManager()]
+  const llama = new LlamaServerManager()
+  try {
+    const endpoints = (await Promise.all(workers.map((w) => w.start({ port: 'auto', threads: 1, binaryPath: real.rpcServer })))).map((i) => i.endpoint)
+    const { port } = await llama.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 512, rpcWorkers: endpoints, autoRestart: true, maxRestarts: 5 })
+    const chat = () =>
+      fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 }),
+      })
+    assert.equal((await chat()).status, 200)
+    const crashed = new Promise((resolve) => llama.once('crashed', resolve))
+    const restarted = new Promise((resolve) => llama.once('restarted', resolve))
+    const lost = workers[0].getPort()
+    await workers[0].stop()
+    // The next computation needs the lost worker's layers: llama.cpp aborts.
+    const during = chat().catch(() => null)
+    const crash = await crashed
+    assert.match(crash.logs.join('\n'), /Remote RPC server crashed/, crash.logs.slice(-5).join('\n'))
+    // The library names the worker that was lost.
+    const named = new RegExp(`RPC worker 127\\.0\\.0\\.1:${lost} does not answer`)
+    for (let i = 0; i < 100 && !named.test((await llama.getLogs(50)).join('\n')); i++) await new Promise((r) => setTimeout(r, 20))
+    assert.match((await llama.getLogs(50)).join('\n'), named)
+    // The worker comes back on its port; a restart (backoff 0.5 s, then 1, 2, 4 s) finds it.
+    await workers[0].start({ port: lost, threads: 1, binaryPath: real.rpcServer })
+    await restarted
+    assert.equal(llama.getInfo().status, 'running')
+    assert.equal(llama.getInfo().port, port)
+    await during
+    assert.equal((await chat()).status, 200)
+  } finally {
+    await llama.stop()
+    await Promise.all(workers.map((w) => w.stop()))
+  }
+})

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
@@ -261,7 +262,7 @@ impl LlamaServer {
                 .map(|events| EventSink::new(move |line| events.emit(LlamaEvent::Log(line)))),
         );
         let actor_events = {
-            let (config, gateway) = (config.clone(), gateway.clone());
+            let (config, gateway, log) = (config.clone(), gateway.clone(), log.clone());
             EventSink::new(move |event| {
                 let model_id = || lock(&config).as_ref().map(|c| c.model_id.clone());
                 let info = |s: Snapshot| {
@@ -270,6 +271,10 @@ impl LlamaServer {
                 };
                 if let ServerEvent::State(t) = &event {
                     hold_model(t, model_id().as_deref());
+                }
+                if let ServerEvent::Crashed { .. } = &event {
+                    let workers = lock(&config).as_ref().map(|c| c.rpc_workers.clone());
+                    name_lost_workers(workers.unwrap_or_default(), &log);
                 }
                 if let Some(events) = &events {
                     events.emit(match event {
@@ -384,7 +389,9 @@ impl LlamaServer {
         let spec = LaunchSpec {
             program: config.binary.clone(),
             args: args(&config, host, port),
-            env: vec![],
+            // ggml would attach gdb on an abort (a lost RPC worker, say) and fill the crash's
+            // last lines with a backtrace: the reason, its own line, is what they must show.
+            env: vec![("GGML_NO_BACKTRACE".into(), "1".into())],
             port,
             health_url: health_url(host, port),
             ready_hints: READY_HINTS,
@@ -484,6 +491,27 @@ impl LlamaServer {
         self.traffic.release();
         reloaded
     }
+}
+
+/// After a crash of a split model, says in the server's log which RPC workers no longer answer
+/// (llama.cpp's own line says only that one was lost).
+fn name_lost_workers(workers: Vec<String>, log: &ServerLog) {
+    if workers.is_empty() {
+        return;
+    }
+    let span = log.span("llama-server");
+    tokio::spawn(
+        async move {
+            for worker in workers {
+                if !crate::rpc::reachable(&worker, RPC_CHECK_TIMEOUT).await {
+                    tracing::error!(
+                        "the RPC worker {worker} does not answer: the layers it held are lost"
+                    );
+                }
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// A running server holds its model in use (it cannot be deleted); leaving Running lets go.
