@@ -8,7 +8,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const net = require('node:net')
 const { backends, withTinyModel, serveFiles } = require('./helpers')
-const { LlamaServerManager, ModelManager, RpcServerManager, ServerError, ValidationError } = require('..')
+const { LlamaServerManager, ModelManager, ResourceOrchestrator, RpcServerManager, ServerError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -73,6 +73,11 @@ test('the chat model split over two rpc-servers answers "Paris", with its weight
       }),
     }).then((r) => r.json())
     assert.match(answer.choices[0].message.content, /Paris/)
+    // The orchestrator counts the split model by what its process holds here, not the whole model.
+    const estimate = await new ResourceOrchestrator(undefined, llama).estimate({ width: 64, height: 64 })
+    assert.equal(estimate.llm.source, 'measured')
+    assert.equal(estimate.llm.estimated.ram, 0)
+    assert.equal(estimate.llm.ram, estimate.llm.measured.ram)
     // Each worker was used, and holds a share of the 90 MB of weights (an idle one holds a few MB).
     for (const worker of workers) {
       assert.match((await worker.getLogs(50)).join('\n'), /Accepted client connection/)
