@@ -1046,6 +1046,99 @@ mod tests {
         diffusion.stop().await;
     }
 
+    /// Collated images behind one offload, in the order queued; a cancelled waiting image
+    /// leaves at once; with `reloadAfterIdle` the LLM stays out until the idle time is over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_runs_behind_one_offload_and_the_llm_returns_after_the_idle_time() {
+        let (Some((binary, model)), Some(b)) =
+            (crate::llama::tests::real(), crate::diffusion::tests::real())
+        else {
+            return;
+        };
+        let _serial = crate::diffusion::tests::SERIAL.lock().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataPaths::new(tmp.path().into(), crate::config::DataDirSource::Configured);
+        let llama = Arc::new(LlamaServer::new(None));
+        let diffusion = Arc::new(DiffusionServer::new(None));
+        let mut llm = crate::llama::tests::config(binary, model);
+        llm.gateway = true;
+        llama.start(llm).await.unwrap();
+        let kind = crate::diffusion::backend::BackendKind::OneShot;
+        diffusion
+            .start(crate::diffusion::tests::config(&b, kind, tmp.path()))
+            .await
+            .unwrap();
+        let system: &'static SystemInfo = Box::leak(Box::new(SystemInfo::new(vec![])));
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = events.clone();
+        let orchestrator = Orchestrator::new(
+            llama.clone(),
+            diffusion.clone(),
+            system,
+            Options::resolve(OptionsRequest {
+                ram_budget_bytes: Some(1e6),
+                headroom: Some(0.0),
+                reload_after_idle: Some(400),
+                ..Default::default()
+            })
+            .unwrap(),
+            Some(EventSink::new(move |e: OrchestratorEvent| {
+                let name = match e {
+                    OrchestratorEvent::Phase(p) => format!("{p:?}"),
+                    OrchestratorEvent::Offload(_) => "offload".into(),
+                    OrchestratorEvent::Reload(_) => "reload".into(),
+                    _ => return,
+                };
+                lock(&sink).push(name);
+            })),
+        );
+        let request = |seed: u32| json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 2, "cfgScale": 1, "seed": seed });
+        let images: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| orchestrator.queue_image(&request(i as u32), id.into(), &data))
+            .collect();
+        assert_eq!(orchestrator.images_waiting(), 3);
+        assert!(orchestrator.cancel("c"));
+        assert_eq!(
+            orchestrator.images_waiting(),
+            2,
+            "a cancelled image does not count"
+        );
+        let mut outcomes = Vec::new();
+        for image in images {
+            outcomes.push(image.outcome().await);
+        }
+        assert_eq!(outcomes[0].as_ref().unwrap().seeds, [0]);
+        assert_eq!(outcomes[1].as_ref().unwrap().seeds, [1]);
+        assert!(outcomes[2].as_ref().unwrap_err().cancelled);
+        assert_eq!(orchestrator.phase(), Phase::Offloaded);
+        assert!(llama.is_offloaded());
+        // Nothing comes: the idle time brings it back.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while orchestrator.phase() != Phase::Idle {
+            assert!(Instant::now() < deadline, "{:?}", lock(&events));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(llama.info().status, ServerState::Running);
+        let seen = lock(&events).clone();
+        assert_eq!(
+            seen.iter().filter(|e| *e == "offload").count(),
+            1,
+            "{seen:?}"
+        );
+        assert_eq!(seen.iter().filter(|e| *e == "reload").count(), 1);
+        assert_eq!(
+            seen.iter().filter(|e| *e == "Generating").count(),
+            2,
+            "{seen:?}"
+        );
+        assert!(orchestrator.saved_state().is_none());
+        drop(orchestrator);
+        llama.stop().await;
+        diffusion.stop().await;
+    }
+
     fn usage(ram: u64, vram: u64, source: Source) -> Usage {
         let memory = Memory { ram, vram };
         Usage {

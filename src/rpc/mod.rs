@@ -398,6 +398,63 @@ mod tests {
         assert_eq!(allowed.code(), ErrorCode::BinaryNotFound);
     }
 
+    /// The real rpc-server from `npm run backends`: started on a free port, ready once it
+    /// accepts connections, with events and logs, and gone after stop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_real_worker_starts_accepts_connections_and_stops() {
+        let Some(real) = crate::testing::real_backends("rpc-server") else {
+            return;
+        };
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = events.clone();
+        let server = RpcServer::new(Some(EventSink::new(move |e: RpcEvent| {
+            let name = match e {
+                RpcEvent::Started(info) => format!("started {}", info.endpoint.unwrap()),
+                RpcEvent::Server(ServerEvent::Stopped) => "stopped".into(),
+                RpcEvent::Server(ServerEvent::State(t)) => format!("{:?}", t.new),
+                _ => return,
+            };
+            lock(&sink).push(name);
+        })));
+        let config = RpcConfig {
+            binary: real["rpcServer"].as_str().unwrap().into(),
+            threads: Some(1),
+            devices: vec![],
+            cache: false,
+            ..config()
+        };
+        let info = server.start(config).await.unwrap();
+        let endpoint = info.endpoint.clone().unwrap();
+        assert_eq!(info.status, ServerState::Running);
+        assert_eq!(server.config().unwrap().port, info.port);
+        assert!(server.is_healthy().await);
+        assert!(server.memory().await.unwrap().rss_bytes > 0);
+        // A second start while it runs is refused, and changes nothing.
+        let again = server.start(server.config().unwrap()).await.unwrap_err();
+        assert!(
+            matches!(again, RpcError::Launch(_) | RpcError::PortInUse(_)),
+            "{again}"
+        );
+        assert_eq!(server.info().endpoint.as_deref(), Some(endpoint.as_str()));
+        assert!(
+            server
+                .logs(50)
+                .iter()
+                .any(|l| l.contains("Starting RPC server")),
+            "{:?}",
+            server.logs(50)
+        );
+        server.clear_logs();
+        assert!(server.logs(50).is_empty());
+        server.stop().await;
+        assert_eq!(server.info().status, ServerState::Stopped);
+        assert!(!server.is_healthy().await);
+        assert!(!reachable(&endpoint, Duration::from_millis(500)).await);
+        let seen = lock(&events).clone();
+        assert!(seen.contains(&format!("started {endpoint}")), "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("stopped"), "{seen:?}");
+    }
+
     #[test]
     fn only_loopback_binds_without_allow_network() {
         assert!(is_loopback("127.0.0.1") && is_loopback("::1") && is_loopback("localhost"));
