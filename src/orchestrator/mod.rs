@@ -943,18 +943,29 @@ fn unix_millis() -> u64 {
 mod tests {
     use super::*;
 
-    /// The real llama-server (behind its gateway) and sd-cli, with the tiny models.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_waits_for_it() {
+    /// The real llama-server behind its gateway and a one-shot sd-cli server with the tiny
+    /// models, and an orchestrator over them under `options` whose events are recorded by name;
+    /// `None` (the test skips) without the real backends.
+    struct Real {
+        _serial: tokio::sync::MutexGuard<'static, ()>,
+        _tmp: tempfile::TempDir,
+        data: DataPaths,
+        llama: Arc<LlamaServer>,
+        diffusion: Arc<DiffusionServer>,
+        first: ServerInfo,
+        orchestrator: Orchestrator,
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    async fn real(options: OptionsRequest) -> Option<Real> {
         let (Some((binary, model)), Some(b)) =
             (crate::llama::tests::real(), crate::diffusion::tests::real())
         else {
-            return;
+            return None;
         };
-        let _serial = crate::diffusion::tests::SERIAL.lock().await;
+        let serial = crate::diffusion::tests::SERIAL.lock().await;
         let tmp = tempfile::tempdir().unwrap();
         let data = DataPaths::new(tmp.path().into(), crate::config::DataDirSource::Configured);
-        let events: Arc<Mutex<Vec<String>>> = Arc::default();
         let llama = Arc::new(LlamaServer::new(None));
         let diffusion = Arc::new(DiffusionServer::new(None));
         let mut llm = crate::llama::tests::config(binary, model);
@@ -966,17 +977,13 @@ mod tests {
             .await
             .unwrap();
         let system: &'static SystemInfo = Box::leak(Box::new(SystemInfo::new(vec![])));
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = events.clone();
         let orchestrator = Orchestrator::new(
             llama.clone(),
             diffusion.clone(),
             system,
-            Options::resolve(OptionsRequest {
-                ram_budget_bytes: Some(1e6),
-                headroom: Some(0.0),
-                ..Default::default()
-            })
-            .unwrap(),
+            Options::resolve(options).unwrap(),
             Some(EventSink::new(move |e: OrchestratorEvent| {
                 lock(&sink).push(match e {
                     OrchestratorEvent::Phase(p) => format!("{p:?}"),
@@ -987,6 +994,38 @@ mod tests {
                 })
             })),
         );
+        Some(Real {
+            _serial: serial,
+            _tmp: tmp,
+            data,
+            llama,
+            diffusion,
+            first,
+            orchestrator,
+            events,
+        })
+    }
+
+    /// The real llama-server (behind its gateway) and sd-cli, with the tiny models.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_waits_for_it() {
+        let Some(Real {
+            data,
+            llama,
+            diffusion,
+            first,
+            orchestrator,
+            events,
+            ..
+        }) = real(OptionsRequest {
+            ram_budget_bytes: Some(1e6),
+            headroom: Some(0.0),
+            ..Default::default()
+        })
+        .await
+        else {
+            return;
+        };
         let request =
             json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 2, "cfgScale": 1 });
         let estimate = orchestrator.estimate(&request, &data).await;
@@ -1050,48 +1089,23 @@ mod tests {
     /// leaves at once; with `reloadAfterIdle` the LLM stays out until the idle time is over.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_runs_behind_one_offload_and_the_llm_returns_after_the_idle_time() {
-        let (Some((binary, model)), Some(b)) =
-            (crate::llama::tests::real(), crate::diffusion::tests::real())
+        let Some(Real {
+            data,
+            llama,
+            diffusion,
+            orchestrator,
+            events,
+            ..
+        }) = real(OptionsRequest {
+            ram_budget_bytes: Some(1e6),
+            headroom: Some(0.0),
+            reload_after_idle: Some(400),
+            ..Default::default()
+        })
+        .await
         else {
             return;
         };
-        let _serial = crate::diffusion::tests::SERIAL.lock().await;
-        let tmp = tempfile::tempdir().unwrap();
-        let data = DataPaths::new(tmp.path().into(), crate::config::DataDirSource::Configured);
-        let llama = Arc::new(LlamaServer::new(None));
-        let diffusion = Arc::new(DiffusionServer::new(None));
-        let mut llm = crate::llama::tests::config(binary, model);
-        llm.gateway = true;
-        llama.start(llm).await.unwrap();
-        let kind = crate::diffusion::backend::BackendKind::OneShot;
-        diffusion
-            .start(crate::diffusion::tests::config(&b, kind, tmp.path()))
-            .await
-            .unwrap();
-        let system: &'static SystemInfo = Box::leak(Box::new(SystemInfo::new(vec![])));
-        let events: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = events.clone();
-        let orchestrator = Orchestrator::new(
-            llama.clone(),
-            diffusion.clone(),
-            system,
-            Options::resolve(OptionsRequest {
-                ram_budget_bytes: Some(1e6),
-                headroom: Some(0.0),
-                reload_after_idle: Some(400),
-                ..Default::default()
-            })
-            .unwrap(),
-            Some(EventSink::new(move |e: OrchestratorEvent| {
-                let name = match e {
-                    OrchestratorEvent::Phase(p) => format!("{p:?}"),
-                    OrchestratorEvent::Offload(_) => "offload".into(),
-                    OrchestratorEvent::Reload(_) => "reload".into(),
-                    _ => return,
-                };
-                lock(&sink).push(name);
-            })),
-        );
         let request = |seed: u32| json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 2, "cfgScale": 1, "seed": seed });
         let images: Vec<_> = ["a", "b", "c"]
             .into_iter()
