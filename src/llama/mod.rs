@@ -371,7 +371,7 @@ impl LlamaServer {
             .into());
         }
         for worker in &config.rpc_workers {
-            if !crate::rpc::reachable(worker, RPC_CHECK_TIMEOUT).await {
+            if !crate::process::actor::reachable(worker, RPC_CHECK_TIMEOUT).await {
                 return Err(LlamaError::RpcWorkerUnreachable {
                     worker: worker.clone(),
                 });
@@ -503,7 +503,7 @@ fn name_lost_workers(workers: Vec<String>, log: &ServerLog) {
     tokio::spawn(
         async move {
             for worker in workers {
-                if !crate::rpc::reachable(&worker, RPC_CHECK_TIMEOUT).await {
+                if !crate::process::actor::reachable(&worker, RPC_CHECK_TIMEOUT).await {
                     tracing::error!(
                         "the RPC worker {worker} does not answer: the layers it held are lost"
                     );

@@ -928,11 +928,19 @@ async fn watch_health(child: &Supervised, spec: &LaunchSpec, failing: &AtomicU32
 /// connection opens.
 pub async fn answers(url: &str, timeout: Duration) -> bool {
     if let Some(address) = url.strip_prefix("tcp://") {
-        return crate::rpc::reachable(address, timeout).await;
+        return reachable(address, timeout).await;
     }
     matches!(
         tokio::time::timeout(timeout, crate::http::local_client().get(url).send()).await,
         Ok(Ok(response)) if response.status().is_success()
+    )
+}
+
+/// A TCP connection to `address` (`host:port`) opens within `timeout`.
+pub async fn reachable(address: &str, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await,
+        Ok(Ok(_))
     )
 }
 

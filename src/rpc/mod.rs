@@ -17,6 +17,7 @@ use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
+use crate::process::actor::reachable;
 use crate::process::start::{PortInUse, PortRequest, StartError, free_port};
 use crate::process::{
     LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerLog, ServerState,
@@ -310,14 +311,6 @@ fn endpoint(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-/// A TCP connection to `address` (`host:port`) opens within `timeout`.
-pub async fn reachable(address: &str, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await,
-        Ok(Ok(_))
-    )
 }
 
 #[cfg(test)]
