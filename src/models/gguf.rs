@@ -19,6 +19,8 @@ const MAX_ARRAY: u64 = 1 << 26;
 const MAX_KV: u64 = 1 << 16;
 const MAX_TENSORS: u64 = 1 << 20;
 const MAX_DIMS: u32 = 8;
+/// More repeating blocks than any model has; a larger number is not a block index.
+const MAX_BLOCKS: usize = 1 << 16;
 /// Arrays up to this length are kept as values (per-layer head counts); longer ones are summarised.
 const KEEP_ARRAY: u64 = 1024;
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -132,6 +134,50 @@ pub struct GgufMetadata {
     /// Every key with a scalar or short-array value; long arrays and strings beyond the budget
     /// appear as `{ type, itemType?, length }`.
     pub raw: BTreeMap<String, Value>,
+    /// Tensor bytes by the layer llama.cpp places them with (sizing a split model needs it).
+    #[serde(skip)]
+    pub layers: LayerBytes,
+}
+
+/// Tensor bytes grouped as llama.cpp places them on devices: the input layer (token
+/// embeddings, always kept on the CPU), each repeating block `blk.N`, and the output layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerBytes {
+    pub input: u64,
+    /// Indexed by block number.
+    pub blocks: Vec<u64>,
+    /// `output.*` and `output_norm.*`. A model without `output.weight` ties it to the token
+    /// embeddings, which llama.cpp then loads a second time with the output layer.
+    pub output: u64,
+    /// Tensors of none of these groups (a vision tower, say); llama.cpp keeps them on the CPU.
+    pub other: u64,
+}
+
+impl LayerBytes {
+    /// Every tensor's bytes, the tied output counted once.
+    pub fn total(&self) -> u64 {
+        self.input + self.blocks.iter().sum::<u64>() + self.output + self.other
+    }
+
+    fn add(&mut self, name: &str, bytes: u64) {
+        if let Some(rest) = name.strip_prefix("blk.") {
+            let block = rest.split('.').next().and_then(|n| n.parse::<usize>().ok());
+            if let Some(block) = block.filter(|&b| b < MAX_BLOCKS) {
+                if self.blocks.len() <= block {
+                    self.blocks.resize(block + 1, 0);
+                }
+                self.blocks[block] += bytes;
+                return;
+            }
+        }
+        if name.starts_with("token_embd") {
+            self.input += bytes;
+        } else if name.starts_with("output.") || name.starts_with("output_norm.") {
+            self.output += bytes;
+        } else {
+            self.other += bytes;
+        }
+    }
 }
 
 struct Reader<R> {
@@ -280,12 +326,12 @@ impl<R: Read> Reader<R> {
         Ok(serde_json::json!({ "type": "array", "itemType": item_type, "length": len }))
     }
 
-    /// One entry of the tensor index: returns where its data ends, relative to the data start
-    /// (its offset alone when its type is unknown here).
-    fn tensor_end(&mut self) -> Result<u64, GgufError> {
+    /// One entry of the tensor index: its name, where its data ends relative to the data start
+    /// and its bytes (0, so the end is its offset, when its type is unknown here).
+    fn tensor(&mut self) -> Result<(String, u64, u64), GgufError> {
         let name_len = self.u64()?;
         self.check_len(name_len, 1, 1 << 16, "tensor name length")?;
-        self.skip(name_len)?;
+        let name = self.read_string(name_len)?;
         let dims = self.u32()?;
         if dims > MAX_DIMS {
             return Err(GgufError::Invalid(format!("tensor with {dims} dimensions")));
@@ -304,9 +350,10 @@ impl<R: Read> Reader<R> {
                 .ok_or_else(|| GgufError::Invalid("tensor size overflows".into()))?,
             None => 0,
         };
-        offset
+        let end = offset
             .checked_add(bytes)
-            .ok_or_else(|| GgufError::Invalid("tensor offset overflows".into()))
+            .ok_or_else(|| GgufError::Invalid("tensor offset overflows".into()))?;
+        Ok((name, end, bytes))
     }
 }
 
@@ -426,8 +473,16 @@ pub fn parse_with(
         raw.insert(key, value);
     }
     let mut data_end = 0u64;
+    let mut layers = LayerBytes::default();
+    let mut output_weight = false;
     for _ in 0..tensor_count {
-        data_end = data_end.max(r.tensor_end()?);
+        let (name, end, bytes) = r.tensor()?;
+        data_end = data_end.max(end);
+        output_weight |= name == "output.weight";
+        layers.add(&name, bytes);
+    }
+    if !output_weight {
+        layers.output += layers.input;
     }
     let alignment = raw
         .get("general.alignment")
@@ -447,6 +502,7 @@ pub fn parse_with(
             required_file_size,
         },
         raw,
+        layers,
         file_size,
     ))
 }
@@ -491,7 +547,12 @@ struct Header {
     required_file_size: u64,
 }
 
-fn facts(header: Header, raw: BTreeMap<String, Value>, file_size: Option<u64>) -> GgufMetadata {
+fn facts(
+    header: Header,
+    raw: BTreeMap<String, Value>,
+    layers: LayerBytes,
+    file_size: Option<u64>,
+) -> GgufMetadata {
     let architecture = raw
         .get("general.architecture")
         .and_then(Value::as_str)
@@ -531,6 +592,7 @@ fn facts(header: Header, raw: BTreeMap<String, Value>, file_size: Option<u64>) -
         required_file_size: header.required_file_size,
         architecture,
         raw,
+        layers,
     }
 }
 

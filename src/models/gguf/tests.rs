@@ -676,3 +676,40 @@ fn errors_carry_codes_and_suggestions() {
         assert!(err.suggestion().unwrap().contains(hint), "{err}");
     }
 }
+
+#[test]
+fn groups_tensor_bytes_by_the_layer_llama_cpp_places_them_with() {
+    // F32: 4 bytes an element. No output.weight: the output reuses the token embeddings.
+    let tied = Builder::new()
+        .str("general.architecture", "llama")
+        .typed_tensor("token_embd.weight", &[8, 100], 0, 0)
+        .typed_tensor("blk.0.attn_q.weight", &[8, 8], 0, 3200)
+        .typed_tensor("blk.0.ffn_up.weight", &[8, 16], 0, 3456)
+        .typed_tensor("blk.1.attn_q.weight", &[8, 8], 0, 3968)
+        .typed_tensor("output_norm.weight", &[8], 0, 4224)
+        .typed_tensor("v.patch_embd.weight", &[4], 0, 4256)
+        .build(4272);
+    let meta = parse(&tied[..], Some(tied.len() as u64)).unwrap();
+    let layers = &meta.layers;
+    assert_eq!(layers.input, 3200);
+    assert_eq!(layers.blocks, vec![256 + 512, 256]);
+    assert_eq!(
+        layers.output,
+        32 + 3200,
+        "output_norm plus the tied embeddings"
+    );
+    assert_eq!(layers.other, 16);
+
+    let untied = Builder::new()
+        .typed_tensor("token_embd.weight", &[8, 100], 0, 0)
+        .typed_tensor("output.weight", &[8, 100], 0, 3200)
+        .typed_tensor("blk.x.odd", &[2], 0, 6400)
+        .build(6408);
+    let meta = parse(&untied[..], Some(untied.len() as u64)).unwrap();
+    assert_eq!(meta.layers.output, 3200);
+    assert!(meta.layers.blocks.is_empty());
+    assert_eq!(
+        meta.layers.other, 8,
+        "a block name without a number is not a block"
+    );
+}
