@@ -159,6 +159,11 @@ export interface ModelSizingInfo {
   /** File size in bytes (all shards). */
   size: number
   ggufMetadata?: GGUFMetadata
+  /**
+   * The model file. Sizing a split (`rpcWorkers`) reads its tensor index for what each layer
+   * weighs; without it, or when it cannot be read, the layers are taken to weigh the same.
+   */
+  path?: string
   [key: string]: unknown
 }
 
@@ -173,6 +178,28 @@ export interface CanRunModelOptions {
   cacheTypeV?: KVCacheType
   /** Compare with total RAM instead of free RAM: "could this machine ever run it?". */
   checkTotalMemory?: boolean
+  /**
+   * `host:port` of rpc-servers the model is to be split over, as {@link LlamaServerConfig.rpcWorkers}.
+   * Each is asked what memory it lends (ggml's RPC protocol, a few milliseconds), the layers are
+   * placed as llama.cpp places them (`gpuLayers` default: all), and the verdict weighs this
+   * machine's share against its memory and each worker's share against what it reports free.
+   * A worker that does not answer is a {@link ServerError}: `RPC_WORKER_UNREACHABLE`,
+   * `RPC_WORKER_BUSY` (another llama-server holds it) or `RPC_WORKER_INCOMPATIBLE`.
+   */
+  rpcWorkers?: string[]
+}
+
+/** A split model's share on one RPC worker ({@link CanRunModelResult.workers}). */
+export interface RpcWorkerShare {
+  /** `host:port`. */
+  worker: string
+  /** Layers placed there (the output layer counts as one). */
+  layers: number
+  /** Bytes it must hold: its layers' weights and KV cache, and a compute buffer. */
+  required: number
+  /** Bytes free and in all over its devices, as it reports them (a CPU device reports all its RAM as free). */
+  free: number
+  total: number
 }
 
 /** Bytes a configuration needs. */
@@ -191,8 +218,10 @@ export interface CanRunModelResult {
   /** Why not, when `possible` is false. */
   reason?: string
   suggestion?: string
-  /** The estimate the verdict is based on. */
+  /** The estimate the verdict is based on; for a split model, this machine's share. */
   estimate: MemoryEstimate
+  /** With `rpcWorkers`: each worker's share, in order. */
+  workers?: RpcWorkerShare[]
 }
 
 /** A starting llama-server configuration. */
@@ -242,15 +271,18 @@ export declare class SystemInfo extends EventEmitter<SystemInfoEvents> {
   /** Fresh GPU figures, free VRAM included. */
   getGPUInfo(): Promise<GPUInfo>
   /**
-   * Whether the model fits now, with the estimate behind the verdict.
+   * Whether the model fits now, with the estimate behind the verdict. With `rpcWorkers`, whether
+   * a split over them fits: this machine's share here and each worker's against what it reports.
    * @throws {ValidationError} when `modelInfo.size` is not a positive number or a field has the wrong type.
+   * @throws {ServerError} `RPC_WORKER_UNREACHABLE`, `RPC_WORKER_BUSY` or `RPC_WORKER_INCOMPATIBLE` for a worker that cannot be asked.
    */
   canRunModel(modelInfo: ModelSizingInfo, options?: CanRunModelOptions): Promise<CanRunModelResult>
   /**
    * A starting llama-server configuration: suggested threads, the largest context up to 8192
    * (capped by the model's) that fits in free RAM, and as many GPU layers as fit in free VRAM.
-   * Hints fix values instead of choosing them.
-   * @throws {ValidationError} as {@link SystemInfo.canRunModel}.
+   * Hints fix values instead of choosing them. With `rpcWorkers`: every layer on a device, and the
+   * largest context whose shares fit here and on each worker.
+   * @throws {ValidationError} as {@link SystemInfo.canRunModel}, and {@link ServerError} as it for a worker.
    */
   getOptimalConfig(modelInfo: ModelSizingInfo, hints?: CanRunModelOptions): Promise<OptimalLlamaConfig>
   /**
@@ -336,10 +368,13 @@ export interface LlamaServerConfig {
   extraArgs?: string[]
   /**
    * `host:port` of rpc-servers (llama.cpp's RPC workers, see {@link RpcServerManager}) to spread
-   * the model's layers over, this machine keeping a share (`--rpc`). Each must accept a connection
-   * before the start goes on; one that does not is a {@link ServerError} `RPC_WORKER_UNREACHABLE`
-   * naming it (`details.worker`), and nothing is started. Unless `gpuLayers` is given, every layer
-   * goes to a device (llama.cpp spreads them over the workers). A worker lost while the model runs
+   * the model's layers over, this machine keeping a share (`--rpc`). Before the start each is asked
+   * what it lends; one that does not answer is a {@link ServerError} naming it (`details.worker`):
+   * `RPC_WORKER_UNREACHABLE`, or `RPC_WORKER_BUSY` when another llama-server holds it (rpc-server
+   * serves one at a time), and nothing is started. Unless `gpuLayers` is given, every layer goes to
+   * a device, spread over the workers by the memory each reports. The memory check (see `force`)
+   * and the default context then weigh this machine's share and each worker's, as
+   * {@link SystemInfo.canRunModel} with `rpcWorkers` does. A worker lost while the model runs
    * crashes llama-server at its next computation; with `autoRestart` it comes back once the worker
    * does (within `maxRestarts` attempts).
    */
@@ -1367,6 +1402,8 @@ export type ErrorCode =
   'QUEUE_FULL' |
   'QUEUE_TIMEOUT' |
   'RPC_WORKER_UNREACHABLE' |
+  'RPC_WORKER_BUSY' |
+  'RPC_WORKER_INCOMPATIBLE' |
   'JOB_FINISHED' |
   'MODEL_IN_USE' |
   'PORT_IN_USE' |
@@ -1409,7 +1446,7 @@ export declare class ChecksumError extends GenaiElectronError {
 export declare class InsufficientResourcesError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** A managed server failed to start, crashed, was busy or answered badly. Codes: `SERVER_ERROR` (made by hand, or no finer code), `SERVER_ALREADY_RUNNING`, `SERVER_NOT_RUNNING`, `SERVER_BUSY`, `SERVER_START_FAILED`, `SERVER_EXITED`, `SERVER_START_TIMEOUT`, `BACKEND_FAILED`, `BACKEND_STALLED`, `BACKEND_UNAVAILABLE`, `SERVER_UNAVAILABLE`, `QUEUE_FULL`, `QUEUE_TIMEOUT`, `RPC_WORKER_UNREACHABLE`, `JOB_FINISHED`, `MODEL_IN_USE`. */
+/** A managed server failed to start, crashed, was busy or answered badly. Codes: `SERVER_ERROR` (made by hand, or no finer code), `SERVER_ALREADY_RUNNING`, `SERVER_NOT_RUNNING`, `SERVER_BUSY`, `SERVER_START_FAILED`, `SERVER_EXITED`, `SERVER_START_TIMEOUT`, `BACKEND_FAILED`, `BACKEND_STALLED`, `BACKEND_UNAVAILABLE`, `SERVER_UNAVAILABLE`, `QUEUE_FULL`, `QUEUE_TIMEOUT`, `RPC_WORKER_UNREACHABLE`, `RPC_WORKER_BUSY`, `RPC_WORKER_INCOMPATIBLE`, `JOB_FINISHED`, `MODEL_IN_USE`. */
 export declare class ServerError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }

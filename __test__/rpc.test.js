@@ -8,7 +8,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const net = require('node:net')
 const { backends, withTinyModel, serveFiles } = require('./helpers')
-const { LlamaServerManager, ModelManager, ResourceOrchestrator, RpcServerManager, ServerError, ValidationError } = require('..')
+const { LlamaServerManager, ModelManager, ResourceOrchestrator, RpcServerManager, ServerError, ValidationError, systemInfo } = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -57,6 +57,23 @@ test('the chat model split over two rpc-servers answers "Paris", with its weight
     }
     assert.ok(await workers[0].isHealthy())
     const endpoints = infos.map((i) => i.endpoint)
+    // Sized before the start: each worker's share by the memory it reports, as llama.cpp splits.
+    const model = await new ModelManager().getModelInfo('chat')
+    const whole = await systemInfo.canRunModel(model, { contextSize: 512, gpuLayers: 0 })
+    const split = await systemInfo.canRunModel(model, { contextSize: 512, rpcWorkers: endpoints })
+    assert.equal(split.possible, true, split.reason)
+    assert.deepEqual(split.workers.map((w) => [w.worker, w.layers]), [[endpoints[0], 16], [endpoints[1], 15]])
+    for (const share of split.workers) {
+      assert.equal(share.free, share.total, 'a CPU worker reports all its RAM as free')
+      assert.ok(share.required > 30e6 && share.required < share.free, JSON.stringify(share))
+    }
+    // Here: the token embeddings (30 MB of the 98 MB file) and host buffers, no KV cache.
+    assert.equal(split.estimate.weights, 30_081_024)
+    assert.equal(split.estimate.kvCache, 0)
+    assert.ok(split.estimate.weights < whole.estimate.weights / 3)
+    assert.ok(split.estimate.ram < whole.estimate.ram, `${split.estimate.ram} of ${whole.estimate.ram}`)
+    const optimal = await systemInfo.getOptimalConfig(model, { rpcWorkers: endpoints })
+    assert.deepEqual([optimal.gpuLayers, optimal.contextSize], [31, 8192], 'every layer on a worker, the whole context')
     const started = await llama.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 512, rpcWorkers: endpoints })
     assert.deepEqual(started.rpcWorkers, endpoints)
     assert.deepEqual(llama.getConfig().rpcWorkers, endpoints)
@@ -73,16 +90,26 @@ test('the chat model split over two rpc-servers answers "Paris", with its weight
       }),
     }).then((r) => r.json())
     assert.match(answer.choices[0].message.content, /Paris/)
-    // The orchestrator counts the split model by what its process holds here, not the whole model.
+    // The orchestrator counts only this machine's share of the split model, sized at start.
     const estimate = await new ResourceOrchestrator(undefined, llama).estimate({ width: 64, height: 64 })
-    assert.equal(estimate.llm.source, 'measured')
-    assert.equal(estimate.llm.estimated.ram, 0)
-    assert.equal(estimate.llm.ram, estimate.llm.measured.ram)
+    assert.equal(estimate.llm.estimated.ram, split.estimate.ram)
+    assert.equal(estimate.llm.ram, Math.max(estimate.llm.estimated.ram, estimate.llm.measured.ram))
+    console.log(`# split: this machine's share estimated ${(split.estimate.ram / 1e6).toFixed(1)} MB, measured ${(estimate.llm.measured.ram / 1e6).toFixed(1)} MB (the whole model: ${(whole.estimate.ram / 1e6).toFixed(1)} MB)`)
+    // rpc-server serves one client at a time: another llama-server cannot use a held worker.
+    const second = new LlamaServerManager()
+    const busy = await second.start({ modelId: 'chat', port: 'auto', rpcWorkers: [endpoints[1]] }).then(() => null, (e) => e)
+    assert.ok(busy instanceof ServerError, String(busy))
+    assert.equal(busy.code, 'RPC_WORKER_BUSY')
+    assert.equal(busy.details.worker, endpoints[1])
+    assert.match(busy.details.suggestion, /one llama-server at a time/)
+    assert.equal(second.getInfo().status, 'stopped')
+    assert.equal(running(real.llamaServer).length, 1, 'only the first llama-server runs')
     // Each worker was used, and holds a share of the 90 MB of weights (an idle one holds a few MB).
-    for (const worker of workers) {
+    for (const [i, worker] of workers.entries()) {
       assert.match((await worker.getLogs(50)).join('\n'), /Accepted client connection/)
       const { rssBytes } = await worker.getMemoryUsage()
       assert.ok(rssBytes > 30e6, `${worker.getEndpoint()} holds ${rssBytes} bytes`)
+      console.log(`# worker ${i}: ${split.workers[i].layers} layers, estimated ${(split.workers[i].required / 1e6).toFixed(1)} MB, measured ${(rssBytes / 1e6).toFixed(1)} MB`)
     }
   } finally {
     await llama.stop()
@@ -106,6 +133,10 @@ test('an unreachable worker is RPC_WORKER_UNREACHABLE naming it, and nothing is 
     assert.equal(llama.getInfo().status, 'stopped')
     assert.deepEqual(running(real.llamaServer), [], 'no llama-server started')
     await assert.rejects(llama.start({ modelId: 'chat', rpcWorkers: ['no-port'] }), (e) => e instanceof ValidationError && /host:port/.test(e.message))
+    // Sizing a split asks the same of each worker.
+    const model = await new ModelManager().getModelInfo('chat')
+    await assert.rejects(systemInfo.canRunModel(model, { rpcWorkers: [up.endpoint, down] }), (e) => e instanceof ServerError && e.code === 'RPC_WORKER_UNREACHABLE' && e.details.worker === down)
+    await assert.rejects(systemInfo.getOptimalConfig(model, { rpcWorkers: ['no-port'] }), (e) => e instanceof ValidationError && /host:port/.test(e.message))
   } finally {
     await llama.stop()
     await worker.stop()

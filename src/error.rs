@@ -78,6 +78,8 @@ error_codes! {
     QueueFull = ("QUEUE_FULL", "ServerError", 503),
     QueueTimeout = ("QUEUE_TIMEOUT", "ServerError", 503),
     RpcWorkerUnreachable = ("RPC_WORKER_UNREACHABLE", "ServerError", 502),
+    RpcWorkerBusy = ("RPC_WORKER_BUSY", "ServerError", 409),
+    RpcWorkerIncompatible = ("RPC_WORKER_INCOMPATIBLE", "ServerError", 502),
     JobFinished = ("JOB_FINISHED", "ServerError", 409),
     ModelInUse = ("MODEL_IN_USE", "ServerError", 409),
     PortInUse = ("PORT_IN_USE", "PortInUseError", 409),

@@ -296,3 +296,39 @@ pub const CRASH_RESTART_STOP: [(crate::process::ServerState, crate::process::Ser
         (Stopping, Stopped),
     ]
 };
+
+/// A worker that answers ggml's RPC protocol as rpc-server `version`.0.0 with `devices`
+/// (free, total bytes), one client after another.
+pub async fn fake_rpc_worker(version: u8, devices: Vec<(u64, u64)>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            loop {
+                let mut head = [0u8; 9];
+                if s.read_exact(&mut head).await.is_err() {
+                    break;
+                }
+                let size = u64::from_le_bytes(head[1..].try_into().unwrap()) as usize;
+                let mut data = vec![0u8; size];
+                s.read_exact(&mut data).await.unwrap();
+                let answer: Vec<u8> = match head[0] {
+                    14 => [vec![version, 0, 0, 0], vec![0u8; 24]].concat(),
+                    15 => (devices.len() as u32).to_le_bytes().to_vec(),
+                    11 => {
+                        let device = u32::from_le_bytes(data[..4].try_into().unwrap());
+                        let (free, total) = devices[device as usize];
+                        [free.to_le_bytes(), total.to_le_bytes()].concat()
+                    }
+                    _ => break,
+                };
+                s.write_all(&(answer.len() as u64).to_le_bytes())
+                    .await
+                    .unwrap();
+                s.write_all(&answer).await.unwrap();
+            }
+        }
+    });
+    address
+}

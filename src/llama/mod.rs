@@ -24,7 +24,10 @@ use crate::process::{
     ExitInfo, HealthStatus, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog,
     ServerState, Snapshot, Transition,
 };
+use crate::rpc::probe::ProbeError;
 use crate::sync::lock;
+use crate::system::estimate::MemoryEstimate;
+use crate::system::rpc_suggestion;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
 
 pub use crate::process::RecoveryPolicy;
@@ -46,8 +49,8 @@ pub enum LlamaError {
     Launch(#[from] LaunchError),
     #[error("invalid server config: {0}")]
     Invalid(String),
-    #[error("the RPC worker {worker} does not answer")]
-    RpcWorkerUnreachable { worker: String },
+    #[error("the RPC worker {worker} cannot be used: {problem}")]
+    RpcWorker { worker: String, problem: ProbeError },
 }
 
 impl Coded for LlamaError {
@@ -56,7 +59,7 @@ impl Coded for LlamaError {
             LlamaError::PortInUse(e) => e.code(),
             LlamaError::Launch(e) => e.code(),
             LlamaError::Invalid(_) => ErrorCode::InvalidArgument,
-            LlamaError::RpcWorkerUnreachable { .. } => ErrorCode::RpcWorkerUnreachable,
+            LlamaError::RpcWorker { problem, .. } => problem.code(),
         }
     }
 
@@ -70,9 +73,7 @@ impl Coded for LlamaError {
             LlamaError::Invalid(_) => {
                 Some("Compare the config with LlamaServerConfig in index.d.ts".into())
             }
-            LlamaError::RpcWorkerUnreachable { .. } => Some(
-                "Start rpc-server on that machine (rpcServer.start) and check that this one can reach its host and port".into(),
-            ),
+            LlamaError::RpcWorker { problem, .. } => Some(rpc_suggestion(problem).into()),
         }
     }
 
@@ -81,7 +82,7 @@ impl Coded for LlamaError {
             LlamaError::PortInUse(e) => e.details(),
             LlamaError::Launch(e) => e.details(),
             LlamaError::Invalid(_) => Map::new(),
-            LlamaError::RpcWorkerUnreachable { worker } => {
+            LlamaError::RpcWorker { worker, .. } => {
                 let mut details = Map::new();
                 details.insert("worker".into(), Value::String(worker.clone()));
                 details
@@ -123,6 +124,10 @@ pub struct LlamaConfig {
     pub queue_timeout_ms: u64,
     /// `host:port` of each rpc-server that holds a share of the model's layers.
     pub rpc_workers: Vec<String>,
+    /// A split model's share of this machine, sized from what the workers reported at start
+    /// (they cannot be asked while llama-server holds them).
+    #[serde(skip)]
+    pub local_share: Option<MemoryEstimate>,
 }
 
 /// The argument vector (no shell ever sees it), to listen on `host:port`.
@@ -372,8 +377,9 @@ impl LlamaServer {
         }
         for worker in &config.rpc_workers {
             if !crate::process::actor::reachable(worker, RPC_CHECK_TIMEOUT).await {
-                return Err(LlamaError::RpcWorkerUnreachable {
+                return Err(LlamaError::RpcWorker {
                     worker: worker.clone(),
+                    problem: ProbeError::Unreachable,
                 });
             }
         }

@@ -13,8 +13,9 @@ use crate::models::ModelType;
 use crate::process::start::{
     Bytes, Insufficient, PortRequest, StartError, installed_model, refuse_reserved_flags,
 };
+use crate::rpc::probe::{ProbeError, check_rpc_worker};
 use crate::system::estimate::KvCacheType;
-use crate::system::{ModelSpec, RunOptions, SystemInfo};
+use crate::system::{ModelSpec, RunOptions, SystemError, SystemInfo, estimate, split};
 
 pub const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 60_000;
@@ -108,17 +109,6 @@ pub struct StartRequest {
 /// `--n-gpu-layers` for "all of them" (llama.cpp caps it at the model's count).
 const ALL_LAYERS: u32 = 999;
 
-/// `host:port` (an IPv6 host in brackets), as llama-server's `--rpc` takes it.
-fn check_rpc_worker(worker: &str) -> Result<(), String> {
-    let bad = || format!("rpcWorkers entries are 'host:port', got {worker:?}");
-    let (host, port) = worker.rsplit_once(':').ok_or_else(bad)?;
-    let host_ok = !host.is_empty() && !host.contains(',') && !host.contains(char::is_whitespace);
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 && host_ok => Ok(()),
-        _ => Err(bad()),
-    }
-}
-
 pub async fn resolve(
     req: StartRequest,
     data: &DataPaths,
@@ -159,49 +149,98 @@ pub async fn resolve(
     let spec: ModelSpec =
         serde_json::from_value(serde_json::to_value(&info).expect("model info serializes"))
             .map_err(|e| invalid(format!("model {:?} has unusable metadata: {e}", info.id)))?;
-    // Split over RPC workers, every layer goes to a device (llama.cpp spreads them by the memory
-    // each reports) unless the caller keeps some here.
     let split = !req.rpc_workers.is_empty();
     let hints = RunOptions {
         context_size: req.context_size,
-        gpu_layers: req.gpu_layers.or(split.then_some(ALL_LAYERS)),
+        gpu_layers: req.gpu_layers,
         // A smaller KV cache leaves room for more layers on the GPU.
         cache_type_k: req.cache_type_k,
         cache_type_v: req.cache_type_v,
         ..Default::default()
     };
-    let optimal = system
-        .optimal_config(&spec, &hints)
-        .await
-        .map_err(|e| invalid(e.to_string()))?;
-    // A split model's share here is not estimated yet: only an unsplit one is checked.
-    if !req.force && !split {
-        // The settings it will run with, against the memory free now (it loads at once).
-        let settings = RunOptions {
-            context_size: Some(optimal.context_size),
-            gpu_layers: Some(optimal.gpu_layers),
-            ..hints
-        };
-        let check = system
-            .can_run_model(&spec, &settings)
-            .await
-            .map_err(|e| invalid(e.to_string()))?;
-        if !check.possible {
-            let estimate = check.estimate;
-            return Err(StartError::Resources(Insufficient {
-                model: info.id.clone(),
-                reason: check.reason.unwrap_or_default(),
-                suggestion: check.suggestion.unwrap_or_default(),
-                required: Bytes {
-                    ram: estimate.ram,
-                    vram: Some(estimate.vram),
-                },
-                available: Bytes {
-                    ram: system.memory().available,
-                    vram: caps.gpu.vram_free,
-                },
-            }));
+    // Split over RPC workers, each is asked what it lends before llama-server holds it; one
+    // whose protocol is unknown here leaves the split unsized (llama-server says if it cannot
+    // speak to it either).
+    spec.validate().map_err(invalid)?;
+    let facts = if split {
+        match system.split_facts(&spec, &req.rpc_workers).await {
+            Ok(facts) => Some(facts),
+            Err(SystemError::RpcWorker {
+                worker,
+                problem: ProbeError::Protocol(why),
+            }) => {
+                tracing::warn!(%worker, %why, "the split cannot be sized: the worker's memory is unknown");
+                None
+            }
+            Err(SystemError::RpcWorker { worker, problem }) => {
+                return Err(StartError::Server(LlamaError::RpcWorker {
+                    worker,
+                    problem,
+                }));
+            }
+            Err(e) => return Err(invalid(e.to_string())),
         }
+    } else {
+        None
+    };
+    let memory = system.memory();
+    let threads = caps.recommendations.threads;
+    let (optimal, check) = match (&facts, split) {
+        (Some((model, workers)), _) => {
+            let optimal =
+                split::optimal_split_config(model, &hints, &memory, &caps.gpu, threads, workers);
+            let settings = RunOptions {
+                context_size: Some(optimal.context_size),
+                gpu_layers: Some(optimal.gpu_layers),
+                ..hints
+            };
+            let check = split::can_run_split(model, &settings, &memory, &caps.gpu, workers);
+            (optimal, Some(check))
+        }
+        (None, true) => {
+            // Unsized: every layer goes to a device unless the caller keeps some here.
+            let gpu_layers = req.gpu_layers.unwrap_or(ALL_LAYERS);
+            let hints = RunOptions {
+                gpu_layers: Some(gpu_layers),
+                ..hints
+            };
+            let optimal = estimate::optimal_config(&spec, &hints, &memory, &caps.gpu, threads);
+            (
+                estimate::OptimalConfig {
+                    gpu_layers,
+                    ..optimal
+                },
+                None,
+            )
+        }
+        (None, false) => {
+            let optimal = estimate::optimal_config(&spec, &hints, &memory, &caps.gpu, threads);
+            // The settings it will run with, against the memory free now (it loads at once).
+            let settings = RunOptions {
+                context_size: Some(optimal.context_size),
+                gpu_layers: Some(optimal.gpu_layers),
+                ..hints
+            };
+            let check = estimate::can_run(&spec, &settings, &memory, &caps.gpu);
+            (optimal, Some(check))
+        }
+    };
+    let local_share = facts.is_some().then_some(optimal.estimate);
+    if let Some(check) = check.filter(|c| !req.force && !c.possible) {
+        let estimate = check.estimate;
+        return Err(StartError::Resources(Insufficient {
+            model: info.id.clone(),
+            reason: check.reason.unwrap_or_default(),
+            suggestion: check.suggestion.unwrap_or_default(),
+            required: Bytes {
+                ram: estimate.ram,
+                vram: Some(estimate.vram),
+            },
+            available: Bytes {
+                ram: memory.available,
+                vram: caps.gpu.vram_free,
+            },
+        }));
     }
 
     // Last: it may download or build; a model that cannot run is refused before that.
@@ -246,6 +285,7 @@ pub async fn resolve(
             .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),
         queue_timeout_ms: req.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS),
         rpc_workers: req.rpc_workers,
+        local_share,
     })
 }
 

@@ -37,6 +37,7 @@ pub(crate) fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         max_queued_requests: 64,
         queue_timeout_ms: 300_000,
         rpc_workers: vec![],
+        local_share: None,
     }
 }
 
@@ -566,6 +567,62 @@ mod resolving {
             (fixed.port, fixed.threads, fixed.context_size),
             (Some(resolve::DEFAULT_PORT), 3, 1024)
         );
+    }
+
+    #[tokio::test]
+    async fn a_split_is_sized_from_what_each_worker_lends() {
+        let (_tmp, data, binary) = setup(ModelType::Llm).await;
+        let system = SystemInfo::new(vec![]);
+        let binaries = BinaryManager::new(None);
+        let start = |workers: Vec<String>, force: bool| {
+            let (data, binary, system, binaries) = (&data, &binary, &system, &binaries);
+            async move {
+                let extra = json!({ "rpcWorkers": workers, "force": force });
+                resolve(request(extra, binary), data, system, binaries).await
+            }
+        };
+        let roomy = crate::testing::fake_rpc_worker(7, vec![(1 << 30, 1 << 30)]).await;
+        let also = crate::testing::fake_rpc_worker(7, vec![(1 << 30, 2 << 30)]).await;
+        let config = start(vec![roomy.clone(), also.clone()], false)
+            .await
+            .unwrap();
+        assert_eq!(
+            config.gpu_layers, 3,
+            "every layer goes to a device: 2 blocks and the output"
+        );
+        assert_eq!(config.context_size, 2048);
+        let share = config.local_share.expect("sized");
+        assert_eq!(
+            (share.kv_cache, share.vram),
+            (0, 0),
+            "the KV cache is with the layers"
+        );
+        assert_eq!(config.rpc_workers, [roomy.clone(), also]);
+
+        // A worker with 1 KiB free cannot hold the layers: refused, naming it, unless forced.
+        let small = crate::testing::fake_rpc_worker(7, vec![(1024, 1024)]).await;
+        let refused = start(vec![small.clone()], false).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InsufficientResources);
+        assert!(refused.to_string().contains(&small), "{refused}");
+        assert!(
+            start(vec![small], true)
+                .await
+                .unwrap()
+                .local_share
+                .is_some()
+        );
+
+        // Held by another client: busy. Another protocol: unsized, and the start goes on.
+        let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let held_at = held.local_addr().unwrap().to_string();
+        let busy = start(vec![roomy.clone(), held_at.clone()], false)
+            .await
+            .unwrap_err();
+        assert_eq!(busy.code(), ErrorCode::RpcWorkerBusy);
+        assert_eq!(busy.details()["worker"], json!(held_at));
+        let newer = crate::testing::fake_rpc_worker(8, vec![(1 << 30, 1 << 30)]).await;
+        let unknown = start(vec![newer], false).await.unwrap();
+        assert_eq!((unknown.local_share, unknown.gpu_layers), (None, 999));
     }
 
     #[tokio::test]

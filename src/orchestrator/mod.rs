@@ -15,9 +15,9 @@
 //!
 //! Estimates (`estimate`) count a running process by what it uses, never less than its RSS, and
 //! otherwise by arithmetic: for the LLM the GGUF-based estimate behind `canRunModel` with the
-//! running server's context, GPU layers and KV-cache types (a model split over RPC workers only
-//! by what its process holds here); for an image its model's files plus a working set that grows
-//! with width × height, calibrated on the real sd-cli.
+//! running server's context, GPU layers and KV-cache types (for a model split over RPC workers,
+//! only this machine's share of the layers); for an image its model's files plus a working set
+//! that grows with width × height, calibrated on the real sd-cli.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -822,12 +822,13 @@ impl Core {
         else {
             return Usage::NONE;
         };
-        // Split over RPC workers, most of the model lives elsewhere: what its process holds here
-        // is its share (the arithmetic would count the whole model).
-        let (ram, vram) = if config.rpc_workers.is_empty() {
-            llm_estimate(&config, data).await.unwrap_or((0, 0))
-        } else {
-            (0, 0)
+        // Split over RPC workers, most of the model lives elsewhere: only this machine's share
+        // counts, as sized from what the workers reported at start.
+        let (ram, vram) = match (&config.local_share, config.rpc_workers.is_empty()) {
+            (_, true) => llm_estimate(&config, data).await.unwrap_or((0, 0)),
+            (Some(share), false) => (share.ram, share.vram),
+            // Unsized (a worker's protocol unknown here): what its process holds is all we know.
+            (None, false) => (0, 0),
         };
         Usage::of(Memory { ram, vram }, self.llama.memory().await.as_ref())
     }

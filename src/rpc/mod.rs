@@ -26,6 +26,8 @@ use crate::process::{
 use crate::sync::lock;
 use crate::system::SystemInfo;
 
+pub mod probe;
+
 /// rpc-server's own default.
 pub const DEFAULT_PORT: u16 = 50052;
 const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 30_000;
@@ -329,6 +331,17 @@ mod tests {
         }
     }
 
+    /// The real rpc-server from `npm run backends`, one thread, every device.
+    fn real_config(real: &Value) -> RpcConfig {
+        RpcConfig {
+            binary: real["rpcServer"].as_str().unwrap().into(),
+            threads: Some(1),
+            devices: vec![],
+            cache: false,
+            ..config()
+        }
+    }
+
     #[test]
     fn the_argument_vector_carries_every_setting() {
         assert_eq!(
@@ -409,14 +422,7 @@ mod tests {
             };
             lock(&sink).push(name);
         })));
-        let config = RpcConfig {
-            binary: real["rpcServer"].as_str().unwrap().into(),
-            threads: Some(1),
-            devices: vec![],
-            cache: false,
-            ..config()
-        };
-        let info = server.start(config).await.unwrap();
+        let info = server.start(real_config(&real)).await.unwrap();
         let endpoint = info.endpoint.clone().unwrap();
         assert_eq!(info.status, ServerState::Running);
         assert_eq!(server.config().unwrap().port, info.port);
@@ -446,6 +452,60 @@ mod tests {
         let seen = lock(&events).clone();
         assert!(seen.contains(&format!("started {endpoint}")), "{seen:?}");
         assert_eq!(seen.last().map(String::as_str), Some("stopped"), "{seen:?}");
+    }
+
+    /// The real rpc-server answers the memory questions as llama-server's fit step reads them;
+    /// held by another client it is busy, and the probe's reset leaves it serving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_real_worker_reports_its_memory_and_a_held_one_is_busy() {
+        let Some(real) = crate::testing::real_backends("rpc-server") else {
+            return;
+        };
+        let server = RpcServer::new(None);
+        let endpoint = server
+            .start(real_config(&real))
+            .await
+            .unwrap()
+            .endpoint
+            .unwrap();
+        let step = Duration::from_secs(3);
+        let devices = probe::device_memory(&endpoint, step).await.unwrap();
+        // One CPU device, which reports all of this machine's RAM, free as total.
+        let ram = crate::system::memory::detect_memory().total;
+        assert_eq!(devices.len(), 1, "{devices:?}");
+        assert_eq!(devices[0].free, devices[0].total);
+        assert!(
+            devices[0].total.abs_diff(ram) < ram / 50,
+            "{devices:?} vs {ram}"
+        );
+
+        // A client that holds it (as a running llama-server does).
+        let holder = tokio::net::TcpStream::connect(&endpoint).await.unwrap();
+        let mut holder = holder;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut hello = vec![14u8];
+        hello.extend(24u64.to_le_bytes());
+        hello.extend([0u8; 24]);
+        holder.write_all(&hello).await.unwrap();
+        let mut answer = [0u8; 8 + 28];
+        holder.read_exact(&mut answer).await.unwrap();
+        let wait = Duration::from_millis(400);
+        // Two: rpc-server listens with a backlog of 1, which Linux rounds up to two queued
+        // connections; a third would not be accepted at all.
+        for _ in 0..2 {
+            assert_eq!(
+                probe::device_memory(&endpoint, wait).await,
+                Err(probe::ProbeError::Busy(wait))
+            );
+        }
+        drop(holder);
+        // The busy probes' queued connections end unanswered; the worker lives and answers.
+        assert_eq!(
+            probe::device_memory(&endpoint, step).await.unwrap(),
+            devices
+        );
+        assert_eq!(server.info().status, ServerState::Running);
+        server.stop().await;
     }
 
     #[test]

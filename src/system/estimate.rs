@@ -35,6 +35,12 @@ pub struct ModelSpec {
     pub size: f64,
     #[serde(default)]
     pub gguf_metadata: Option<GgufFacts>,
+    /// The file, whose tensor index says what each layer weighs (a split model needs it).
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
+    /// Read from the file at `path` when a split is sized; uniform layers are assumed without.
+    #[serde(skip)]
+    pub layer_bytes: Option<crate::models::gguf::LayerBytes>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -209,6 +215,11 @@ pub struct MemoryEstimate {
     pub gpu_layers: u32,
 }
 
+/// Compute buffers of a device holding `weights` bytes of the model: a fixed share.
+pub(super) fn compute_bytes(weights: u64) -> u64 {
+    64 * MIB + weights / 20
+}
+
 /// Offloaded layers take their share of weights and KV cache to the GPU, and with them the
 /// compute buffers; the rest stays in RAM.
 pub fn estimate(
@@ -221,7 +232,7 @@ pub fn estimate(
     let gpu_layers = gpu_layers.min(layers);
     let weights = model.size_bytes();
     let kv = model.kv_cache_bytes(context, cache);
-    let compute = 64 * MIB + weights / 20;
+    let compute = compute_bytes(weights);
     let share = |bytes: u64| (bytes as u128 * gpu_layers as u128 / layers as u128) as u64;
     let (gpu_weights, gpu_kv) = (share(weights), share(kv));
     let gpu_compute = if gpu_layers > 0 { compute } else { 0 };
@@ -237,7 +248,7 @@ pub fn estimate(
 }
 
 /// The GPU memory a new model may use now, if the GPU reports it.
-fn vram_budget(gpu: &GpuInfo) -> Option<u64> {
+pub(super) fn vram_budget(gpu: &GpuInfo) -> Option<u64> {
     if !gpu.available {
         return None;
     }
@@ -278,10 +289,18 @@ pub struct RunOptions {
     pub cache_type_v: Option<KvCacheType>,
     /// Compare against total RAM instead of what is free now ("could this machine ever run it").
     pub check_total_memory: bool,
+    /// `host:port` of rpc-servers the model is split over: only this machine's share counts here.
+    pub rpc_workers: Vec<String>,
 }
 
 impl RunOptions {
-    fn kv_cache(&self) -> KvCache {
+    /// The context a check uses: the one asked, else the model's up to 4096.
+    pub(super) fn context(&self, model: &ModelSpec) -> u32 {
+        self.context_size
+            .unwrap_or_else(|| model.context_length().min(PREFERRED_CONTEXT / 2))
+    }
+
+    pub(super) fn kv_cache(&self) -> KvCache {
         let k = self.cache_type_k.unwrap_or_default();
         KvCache {
             k,
@@ -298,30 +317,40 @@ pub struct CanRun {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<String>,
+    /// For a split model, this machine's share; the workers' shares are in `workers`.
     pub estimate: MemoryEstimate,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<super::split::WorkerShare>,
 }
 
 pub fn can_run(model: &ModelSpec, opts: &RunOptions, memory: &MemoryInfo, gpu: &GpuInfo) -> CanRun {
     let cache = opts.kv_cache();
-    let context = opts
-        .context_size
-        .unwrap_or_else(|| model.context_length().min(PREFERRED_CONTEXT / 2));
+    let context = opts.context(model);
     let gpu_layers = opts
         .gpu_layers
         .unwrap_or_else(|| fit_gpu_layers(model, context, cache, gpu));
-    let estimate = estimate(model, context, gpu_layers, cache);
+    verdict(
+        estimate(model, context, gpu_layers, cache),
+        opts,
+        memory,
+        gpu,
+    )
+}
+
+/// Whether `estimate` fits in this machine's free (or total) memory.
+pub(super) fn verdict(
+    estimate: MemoryEstimate,
+    opts: &RunOptions,
+    memory: &MemoryInfo,
+    gpu: &GpuInfo,
+) -> CanRun {
     let ram = ram_budget(memory, opts.check_total_memory);
     let which = if opts.check_total_memory {
         "total"
     } else {
         "available"
     };
-    let refuse = |reason: String, suggestion: &str| CanRun {
-        possible: false,
-        reason: Some(reason),
-        suggestion: Some(suggestion.to_string()),
-        estimate,
-    };
+    let refuse = |reason: String, suggestion: &str| refusal(estimate, reason, suggestion);
     if estimate.vram > 0 {
         match vram_budget(gpu) {
             None => {
@@ -362,6 +391,17 @@ pub fn can_run(model: &ModelSpec, opts: &RunOptions, memory: &MemoryInfo, gpu: &
         reason: None,
         suggestion: None,
         estimate,
+        workers: Vec::new(),
+    }
+}
+
+pub(super) fn refusal(estimate: MemoryEstimate, reason: String, suggestion: &str) -> CanRun {
+    CanRun {
+        possible: false,
+        reason: Some(reason),
+        suggestion: Some(suggestion.to_string()),
+        estimate,
+        workers: Vec::new(),
     }
 }
 
@@ -387,17 +427,7 @@ pub fn optimal_config(
     threads: u32,
 ) -> OptimalConfig {
     let cache = hints.kv_cache();
-    let max_context = model.context_length().min(PREFERRED_CONTEXT);
-    let mut candidates: Vec<u32> = match hints.context_size {
-        Some(ctx) => vec![ctx],
-        None => std::iter::successors(Some(max_context), |&c| {
-            (c / 2 >= MIN_CONTEXT).then_some(c / 2)
-        })
-        .collect(),
-    };
-    if candidates.is_empty() {
-        candidates.push(max_context);
-    }
+    let candidates = context_candidates(model, hints);
     let plan = |context: u32| {
         let layers = hints
             .gpu_layers
@@ -416,6 +446,19 @@ pub fn optimal_config(
         gpu_layers: chosen.gpu_layers,
         parallel_requests: 1,
         estimate: chosen,
+    }
+}
+
+/// The contexts to try, largest first: the one hinted, else the model's (up to 8192) halving
+/// down to 2048.
+pub(super) fn context_candidates(model: &ModelSpec, hints: &RunOptions) -> Vec<u32> {
+    let max_context = model.context_length().min(PREFERRED_CONTEXT);
+    match hints.context_size {
+        Some(ctx) => vec![ctx],
+        None => std::iter::successors(Some(max_context), |&c| {
+            (c / 2 >= MIN_CONTEXT).then_some(c / 2)
+        })
+        .collect(),
     }
 }
 
@@ -478,7 +521,7 @@ pub fn parameter_label(bytes: u64) -> String {
     }
 }
 
-fn gib(bytes: u64) -> String {
+pub(super) fn gib(bytes: u64) -> String {
     format!("{:.1} GB", bytes as f64 / GIB as f64)
 }
 
@@ -573,6 +616,7 @@ mod tests {
         let big = ModelSpec {
             size: 20.0 * GIB as f64,
             gguf_metadata: None,
+            ..Default::default()
         };
         let no_gpu = GpuInfo::default();
         let verdict = can_run(&big, &RunOptions::default(), &mem(16, 8), &no_gpu);
@@ -594,6 +638,7 @@ mod tests {
         let big = ModelSpec {
             size: 20.0 * GIB as f64,
             gguf_metadata: None,
+            ..Default::default()
         };
         let verdict = can_run(&big, &RunOptions::default(), &mem(64, 60), &nvidia(8, 8));
         assert!(verdict.possible);
@@ -662,7 +707,8 @@ mod tests {
         assert!(
             ModelSpec {
                 size: -1.0,
-                gguf_metadata: None
+                gguf_metadata: None,
+                ..Default::default()
             }
             .validate()
             .is_err()
@@ -670,7 +716,8 @@ mod tests {
         assert!(
             ModelSpec {
                 size: f64::NAN,
-                gguf_metadata: None
+                gguf_metadata: None,
+                ..Default::default()
             }
             .validate()
             .is_err()

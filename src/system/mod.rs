@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod estimate;
 pub mod gpu;
 pub mod memory;
+pub mod split;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +19,8 @@ pub use estimate::{CanRun, ModelSpec, OptimalConfig, Recommendations, RunOptions
 pub use gpu::{GpuInfo, GpuProbe};
 pub use memory::MemoryInfo;
 
+use crate::rpc::probe::{self, DeviceMemory, ProbeError};
+
 /// How long `detect()` answers from its cache. GPU probing costs milliseconds (NVML, sysfs);
 /// callers that need fresh memory figures use `memory()`.
 pub const DETECT_TTL: Duration = Duration::from_secs(60);
@@ -27,19 +30,31 @@ pub const MIN_MONITOR_INTERVAL: Duration = Duration::from_millis(50);
 pub enum SystemError {
     #[error("invalid model info: {0}")]
     InvalidModel(String),
+    #[error("{0}")]
+    InvalidOption(String),
     #[error("monitoring interval must be at least {min} ms, got {got} ms")]
     IntervalTooShort { got: u64, min: u64 },
+    /// A split model's share cannot be sized without what each worker lends.
+    #[error("the RPC worker {worker} cannot be asked for its memory: {problem}")]
+    RpcWorker { worker: String, problem: ProbeError },
 }
 
 impl Coded for SystemError {
     fn code(&self) -> ErrorCode {
-        ErrorCode::InvalidArgument
+        match self {
+            SystemError::RpcWorker { problem, .. } => problem.code(),
+            _ => ErrorCode::InvalidArgument,
+        }
     }
 
     fn suggestion(&self) -> Option<String> {
         Some(match self {
+            SystemError::RpcWorker { problem, .. } => rpc_suggestion(problem).into(),
             SystemError::InvalidModel(_) => {
                 "Pass a ModelInfo from modelManager, or at least { size: <bytes> }".into()
+            }
+            SystemError::InvalidOption(_) => {
+                "Compare the options with CanRunModelOptions in index.d.ts".into()
             }
             SystemError::IntervalTooShort { min, .. } => format!("Use intervalMs >= {min}"),
         })
@@ -53,10 +68,32 @@ impl Coded for SystemError {
                     .cloned()
                     .unwrap_or_default()
             }
-            SystemError::InvalidModel(_) => Map::new(),
+            SystemError::InvalidModel(_) | SystemError::InvalidOption(_) => Map::new(),
+            SystemError::RpcWorker { worker, .. } => json!({ "worker": worker })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 }
+
+/// What to do about a worker that cannot be asked (for the errors of both sizing and starts).
+pub fn rpc_suggestion(problem: &ProbeError) -> &'static str {
+    match problem {
+        ProbeError::Unreachable => {
+            "Start rpc-server on that machine (rpcServer.start) and check that this one can reach its host and port"
+        }
+        ProbeError::Busy(_) => {
+            "rpc-server serves one llama-server at a time: stop the one using it, or start another worker"
+        }
+        ProbeError::Protocol(_) => {
+            "Run the same llama.cpp version on the worker as here (binaries.ensureBinary('rpc-server'))"
+        }
+    }
+}
+
+/// How long a worker may take to answer each question about its memory.
+const RPC_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SystemCapabilities {
@@ -145,7 +182,46 @@ impl SystemInfo {
     ) -> Result<CanRun, SystemError> {
         model.validate().map_err(SystemError::InvalidModel)?;
         let caps = self.detect(false).await;
-        Ok(estimate::can_run(model, opts, &self.memory(), &caps.gpu))
+        if opts.rpc_workers.is_empty() {
+            return Ok(estimate::can_run(model, opts, &self.memory(), &caps.gpu));
+        }
+        let (model, workers) = self.split_facts(model, &opts.rpc_workers).await?;
+        Ok(split::can_run_split(
+            &model,
+            opts,
+            &self.memory(),
+            &caps.gpu,
+            &workers,
+        ))
+    }
+
+    /// What sizing a split needs: the model with what each layer weighs (from its file's tensor
+    /// index, when `path` can be read) and what each worker lends, asked in turn (each answers
+    /// one client at a time).
+    pub async fn split_facts(
+        &self,
+        model: &ModelSpec,
+        workers: &[String],
+    ) -> Result<(ModelSpec, Vec<(String, Vec<DeviceMemory>)>), SystemError> {
+        for worker in workers {
+            probe::check_rpc_worker(worker).map_err(SystemError::InvalidOption)?;
+        }
+        let mut lent = Vec::with_capacity(workers.len());
+        for worker in workers {
+            let devices = probe::device_memory(worker, RPC_PROBE_TIMEOUT)
+                .await
+                .map_err(|problem| SystemError::RpcWorker {
+                    worker: worker.clone(),
+                    problem,
+                })?;
+            lent.push((worker.clone(), devices));
+        }
+        let mut model = model.clone();
+        if let Some(path) = &model.path {
+            let header = crate::models::gguf::read_file(path, Default::default()).await;
+            model.layer_bytes = header.ok().map(|h| h.layers);
+        }
+        Ok((model, lent))
     }
 
     pub async fn optimal_config(
@@ -156,6 +232,17 @@ impl SystemInfo {
         model.validate().map_err(SystemError::InvalidModel)?;
         let caps = self.detect(false).await;
         let threads = caps.recommendations.threads;
+        if !hints.rpc_workers.is_empty() {
+            let (model, workers) = self.split_facts(model, &hints.rpc_workers).await?;
+            return Ok(split::optimal_split_config(
+                &model,
+                hints,
+                &self.memory(),
+                &caps.gpu,
+                threads,
+                &workers,
+            ));
+        }
         Ok(estimate::optimal_config(
             model,
             hints,
@@ -317,6 +404,7 @@ mod tests {
         let bad = ModelSpec {
             size: 0.0,
             gguf_metadata: None,
+            ..Default::default()
         };
         let err = info
             .can_run_model(&bad, &RunOptions::default())
@@ -332,6 +420,7 @@ mod tests {
         let ok = ModelSpec {
             size: 1e8,
             gguf_metadata: None,
+            ..Default::default()
         };
         assert!(
             info.can_run_model(&ok, &RunOptions::default())
