@@ -821,6 +821,11 @@ export interface RpcServerConfig {
   binaryPath?: string
   /** Milliseconds to wait for its port to accept connections (default 30000). */
   startupTimeout?: number
+  /**
+   * Not offered: rpc-server (llama.cpp) has no memory limit and lends all of each device it
+   * serves. Passing it is a {@link ValidationError} that says so; choose `devices` instead.
+   */
+  memory?: never
 }
 
 export interface RpcServerInfo {

@@ -90,6 +90,9 @@ pub struct StartRequest {
     pub binary_path: Option<PathBuf>,
     /// Milliseconds.
     pub startup_timeout: Option<u64>,
+    /// Refused with a reason: the pinned rpc-server lends all of each device it serves.
+    #[serde(default)]
+    pub memory: Option<serde_json::Value>,
 }
 
 /// Everything a start needs, resolved.
@@ -120,6 +123,14 @@ pub async fn resolve(
     binaries: &BinaryManager,
 ) -> Result<RpcConfig, StartError<RpcError>> {
     let invalid = |m: String| StartError::Server(RpcError::Invalid(m));
+    if req.memory.is_some() {
+        return Err(invalid(
+            "memory cannot be limited: rpc-server (llama.cpp) has no such setting and lends all \
+             of each device it serves. Choose the devices it lends (devices), or keep layers on \
+             the model's machine (gpuLayers there)"
+                .into(),
+        ));
+    }
     let host = req.host.unwrap_or_else(|| "127.0.0.1".into());
     if !is_loopback(&host) && !req.allow_network {
         return Err(invalid(format!(
