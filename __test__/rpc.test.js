@@ -76,6 +76,8 @@ test('the chat model split over two rpc-servers answers "Paris", with its weight
     assert.deepEqual([optimal.gpuLayers, optimal.contextSize], [31, 8192], 'every layer on a worker, the whole context')
     const started = await llama.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 512, rpcWorkers: endpoints })
     assert.deepEqual(started.rpcWorkers, endpoints)
+    // The server's log says where the layers go.
+    assert.match((await llama.getLogs(200)).join('\n'), new RegExp(`split over RPC workers: ${endpoints[0]}: 16 layers, [\\d.]+ MB; ${endpoints[1]}: 15 layers`))
     assert.deepEqual(llama.getConfig().rpcWorkers, endpoints)
     const answer = await fetch(`http://127.0.0.1:${started.port}/v1/chat/completions`, {
       method: 'POST',

@@ -4,7 +4,8 @@
 // in llama-server alone, then spread over two rpc-server workers on loopback, in the same run.
 // Printed side by side: time to ready and generation speed (tokens/s, median of RUNS). On one
 // machine the figure is the RPC protocol's cost, not a speed-up: the split pays for the memory
-// another machine would lend.
+// another machine would lend. Then each share of the split as sized before the start (this
+// machine's, each worker's) against the RSS of its process.
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -31,13 +32,31 @@ async function tokensPerSecond(port) {
   return median(speeds)
 }
 
-async function run(lib, rpcWorkers) {
+const mb = (bytes) => (bytes / 1e6).toFixed(1)
+const error = (estimated, measured) => `${estimated >= measured ? '+' : ''}${((estimated / measured - 1) * 100).toFixed(0)}%`
+
+/** Speed and time to ready; split over `workers`, also each share's estimate against its RSS. */
+async function run(lib, workers = []) {
+  const rpcWorkers = workers.map((w) => w.getEndpoint())
+  const settings = { contextSize: 1024, rpcWorkers }
+  // Asked before the start: a worker that llama-server holds answers nobody else.
+  const sizing = workers.length ? await lib.systemInfo.canRunModel(await lib.modelManager.getModelInfo('chat'), settings) : null
   const llama = new lib.LlamaServerManager()
   const began = performance.now()
-  const { port } = await llama.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 1024, rpcWorkers })
+  const { port } = await llama.start({ modelId: 'chat', port: 'auto', threads: 1, ...settings })
   const readyMs = performance.now() - began
   try {
-    return { 'ready ms': readyMs.toFixed(0), 'tokens/s': (await tokensPerSecond(port)).toFixed(1) }
+    const speed = { 'ready ms': readyMs.toFixed(0), 'tokens/s': (await tokensPerSecond(port)).toFixed(1) }
+    const shares = {}
+    if (sizing) {
+      const here = (await llama.getMemoryUsage()).rssBytes
+      shares['this machine (llama-server)'] = { 'estimated MB': mb(sizing.estimate.ram), 'RSS MB': mb(here), error: error(sizing.estimate.ram, here) }
+      for (const [i, share] of sizing.workers.entries()) {
+        const rss = (await workers[i].getMemoryUsage()).rssBytes
+        shares[`worker ${i} (${share.layers} layers)`] = { 'estimated MB': mb(share.required), 'RSS MB': mb(rss), error: error(share.required, rss) }
+      }
+    }
+    return { speed, shares }
   } finally {
     await llama.stop()
   }
@@ -56,11 +75,13 @@ async function main() {
   )
   const workers = [new lib.RpcServerManager(), new lib.RpcServerManager()]
   try {
-    const local = await run(lib, [])
-    const endpoints = (await Promise.all(workers.map((w) => w.start({ port: 'auto', threads: 1 })))).map((i) => i.endpoint)
-    const split = await run(lib, endpoints)
+    const { speed: local } = await run(lib)
+    await Promise.all(workers.map((w) => w.start({ port: 'auto', threads: 1 })))
+    const { speed: split, shares } = await run(lib, workers)
     console.log(`\nSmolLM2-135M Q4_1, ${TOKENS} tokens, median of ${RUNS}, one thread each`)
     console.table({ 'llama-server alone': local, 'split over two loopback rpc-servers': split })
+    console.log('\nThe shares of the split, estimated before the start, against RSS after the runs (context 1024)')
+    console.table(shares)
     const speed = Number(split['tokens/s']) / Number(local['tokens/s'])
     console.log(`split: ${speed.toFixed(2)}× the local speed, ${(split['ready ms'] - local['ready ms']).toFixed(0)} ms more to ready`)
   } finally {

@@ -26,8 +26,8 @@ use crate::process::{
 };
 use crate::rpc::probe::ProbeError;
 use crate::sync::lock;
-use crate::system::estimate::MemoryEstimate;
 use crate::system::rpc_suggestion;
+use crate::system::split::Shares;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
 
 pub use crate::process::RecoveryPolicy;
@@ -124,10 +124,10 @@ pub struct LlamaConfig {
     pub queue_timeout_ms: u64,
     /// `host:port` of each rpc-server that holds a share of the model's layers.
     pub rpc_workers: Vec<String>,
-    /// A split model's share of this machine, sized from what the workers reported at start
-    /// (they cannot be asked while llama-server holds them).
+    /// A split model's shares, here and on each worker, sized from what the workers reported
+    /// before the start (they cannot be asked while llama-server holds them).
     #[serde(skip)]
-    pub local_share: Option<MemoryEstimate>,
+    pub shares: Option<Shares>,
 }
 
 /// The argument vector (no shell ever sees it), to listen on `host:port`.
@@ -407,6 +407,10 @@ impl LlamaServer {
             recovery: config.recovery,
         };
         self.actor.log().set_file(config.log_file.as_deref());
+        if let Some(shares) = &config.shares {
+            let _in = self.actor.log().span("llama-server").entered();
+            tracing::info!("the model is split over RPC workers: {shares}");
+        }
         let previous = lock(&self.config).replace(config);
         match self.actor.start(spec).await {
             Ok(snapshot) => Ok(self.info_of(snapshot)),

@@ -225,7 +225,13 @@ pub async fn resolve(
             (optimal, Some(check))
         }
     };
-    let local_share = facts.is_some().then_some(optimal.estimate);
+    let shares = match (&facts, &check) {
+        (Some(_), Some(check)) => Some(split::Shares {
+            local: optimal.estimate,
+            workers: check.workers.clone(),
+        }),
+        _ => None,
+    };
     if let Some(check) = check.filter(|c| !req.force && !c.possible) {
         let estimate = check.estimate;
         return Err(StartError::Resources(Insufficient {
@@ -285,7 +291,7 @@ pub async fn resolve(
             .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),
         queue_timeout_ms: req.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS),
         rpc_workers: req.rpc_workers,
-        local_share,
+        shares,
     })
 }
 

@@ -37,7 +37,7 @@ pub(crate) fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         max_queued_requests: 64,
         queue_timeout_ms: 300_000,
         rpc_workers: vec![],
-        local_share: None,
+        shares: None,
     }
 }
 
@@ -591,11 +591,19 @@ mod resolving {
             "every layer goes to a device: 2 blocks and the output"
         );
         assert_eq!(config.context_size, 2048);
-        let share = config.local_share.expect("sized");
+        let shares = config.shares.expect("sized");
         assert_eq!(
-            (share.kv_cache, share.vram),
+            (shares.local.kv_cache, shares.local.vram),
             (0, 0),
             "the KV cache is with the layers"
+        );
+        let layers: Vec<u32> = shares.workers.iter().map(|w| w.layers).collect();
+        assert_eq!(layers, [2, 1], "by free memory, equal here");
+        assert!(
+            shares
+                .to_string()
+                .starts_with(&format!("{roomy}: 2 layers, ")),
+            "{shares}"
         );
         assert_eq!(config.rpc_workers, [roomy.clone(), also]);
 
@@ -604,13 +612,7 @@ mod resolving {
         let refused = start(vec![small.clone()], false).await.unwrap_err();
         assert_eq!(refused.code(), ErrorCode::InsufficientResources);
         assert!(refused.to_string().contains(&small), "{refused}");
-        assert!(
-            start(vec![small], true)
-                .await
-                .unwrap()
-                .local_share
-                .is_some()
-        );
+        assert!(start(vec![small], true).await.unwrap().shares.is_some());
 
         // Held by another client: busy. Another protocol: unsized, and the start goes on.
         let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -622,7 +624,7 @@ mod resolving {
         assert_eq!(busy.details()["worker"], json!(held_at));
         let newer = crate::testing::fake_rpc_worker(8, vec![(1 << 30, 1 << 30)]).await;
         let unknown = start(vec![newer], false).await.unwrap();
-        assert_eq!((unknown.local_share, unknown.gpu_layers), (None, 999));
+        assert_eq!((unknown.shares, unknown.gpu_layers), (None, 999));
     }
 
     #[tokio::test]

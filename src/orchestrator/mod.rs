@@ -824,9 +824,9 @@ impl Core {
         };
         // Split over RPC workers, most of the model lives elsewhere: only this machine's share
         // counts, as sized from what the workers reported at start.
-        let (ram, vram) = match (&config.local_share, config.rpc_workers.is_empty()) {
+        let (ram, vram) = match (&config.shares, config.rpc_workers.is_empty()) {
             (_, true) => llm_estimate(&config, data).await.unwrap_or((0, 0)),
-            (Some(share), false) => (share.ram, share.vram),
+            (Some(shares), false) => (shares.local.ram, shares.local.vram),
             // Unsized (a worker's protocol unknown here): what its process holds is all we know.
             (None, false) => (0, 0),
         };

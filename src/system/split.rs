@@ -31,6 +31,38 @@ pub struct WorkerShare {
     pub total: u64,
 }
 
+/// A sized split: this machine's share and each worker's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shares {
+    pub local: MemoryEstimate,
+    pub workers: Vec<WorkerShare>,
+}
+
+impl std::fmt::Display for Shares {
+    /// One line for the server's log: where the layers go.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
+        for share in &self.workers {
+            write!(
+                f,
+                "{}: {} layers, {}; ",
+                share.worker,
+                share.layers,
+                mb(share.required)
+            )?;
+        }
+        write!(f, "here: the token embeddings")?;
+        if self.local.gpu_layers > 0 {
+            write!(f, " and {} layers on the GPU", self.local.gpu_layers)?;
+        }
+        write!(f, ", {} of RAM", mb(self.local.ram))?;
+        if self.local.vram > 0 {
+            write!(f, " and {} of VRAM", mb(self.local.vram))?;
+        }
+        Ok(())
+    }
+}
+
 /// The device of each of the `layers + 1` layers (the output layer last): `None` for this
 /// machine's CPU, else an index into `free`.
 pub fn place_layers(layers: u32, gpu_layers: u32, free: &[u64]) -> Vec<Option<usize>> {
