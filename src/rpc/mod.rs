@@ -398,6 +398,12 @@ mod tests {
         })
         .await;
         assert!(zero.contains("port"), "{zero}");
+        let memory = refused(StartRequest {
+            memory: Some(1024.into()),
+            ..Default::default()
+        })
+        .await;
+        assert!(memory.contains("no such setting"), "{memory}");
         // Allowed, it goes on to find the executable (a missing path is the binaries' error).
         let allowed = resolve(
             StartRequest {

@@ -431,6 +431,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_split_is_sized_by_asking_each_worker() {
+        let (info, _) = counted();
+        let model: ModelSpec = serde_json::from_value(json!({
+            "size": 1e9,
+            "ggufMetadata": { "block_count": 8, "context_length": 4096 },
+            "path": "/nonexistent/model.gguf"
+        }))
+        .unwrap();
+        let one = crate::testing::fake_rpc_worker(7, vec![(8 << 30, 8 << 30)]).await;
+        let two =
+            crate::testing::fake_rpc_worker(7, vec![(2 << 30, 4 << 30), (6 << 30, 8 << 30)]).await;
+        let opts = RunOptions {
+            rpc_workers: vec![one.clone(), two.clone()],
+            ..Default::default()
+        };
+        // An unreadable file: layers weigh the same.
+        let verdict = info.can_run_model(&model, &opts).await.unwrap();
+        assert!(verdict.possible, "{verdict:?}");
+        let layers: Vec<u32> = verdict.workers.iter().map(|w| w.layers).collect();
+        // 8, 2 + 6 and this GPU's 6 GiB free: 4, 1 + 2 and 2 of the 9 layers (the output last).
+        assert_eq!(layers, [4, 3]);
+        assert_eq!(verdict.estimate.gpu_layers, 2);
+        assert!(verdict.estimate.vram > 0);
+        assert_eq!(
+            (verdict.workers[1].free, verdict.workers[1].total),
+            (8 << 30, 12 << 30)
+        );
+        assert_eq!(
+            verdict.estimate.weights,
+            1_000_000_000 / 8,
+            "no token embeddings known"
+        );
+        let config = info.optimal_config(&model, &opts).await.unwrap();
+        assert_eq!((config.gpu_layers, config.context_size), (9, 4096));
+
+        let bad = RunOptions {
+            rpc_workers: vec!["no-port".into()],
+            ..Default::default()
+        };
+        let err = info.can_run_model(&model, &bad).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(err.suggestion().unwrap().contains("CanRunModelOptions"));
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let unreachable = RunOptions {
+            rpc_workers: vec![one, gone.clone()],
+            ..Default::default()
+        };
+        let err = info.optimal_config(&model, &unreachable).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RpcWorkerUnreachable);
+        assert_eq!(err.details()["worker"], json!(gone));
+        assert!(err.to_string().contains(&gone));
+        assert!(err.suggestion().unwrap().contains("rpcServer.start"));
+        for problem in [
+            ProbeError::Busy(Duration::ZERO),
+            ProbeError::Protocol("v8".into()),
+        ] {
+            let err = SystemError::RpcWorker {
+                worker: "w:1".into(),
+                problem,
+            };
+            assert_ne!(err.code(), ErrorCode::InvalidArgument);
+            assert!(err.suggestion().is_some());
+        }
+    }
+
+    #[tokio::test]
     async fn monitor_emits_readings_until_stopped() {
         let (info, _) = counted();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

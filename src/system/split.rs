@@ -131,8 +131,8 @@ pub fn estimate_split(
         .flat_map(|(_, devices)| devices.iter().map(|d| d.free))
         .collect();
     let remote = free.len();
-    let local_gpu = vram_budget(gpu);
-    free.extend(local_gpu);
+    // llama.cpp weighs this GPU by what it reports free, without our reserve.
+    free.extend(vram_budget(gpu).and(gpu.vram_free));
     let placement = place_layers(layers, gpu_layers, &free);
 
     let (input, blocks, output, other) = layer_weights(model, layers);
@@ -416,6 +416,41 @@ mod tests {
         assert_eq!(
             config.estimate.kv_cache, 0,
             "the KV cache lives with the layers"
+        );
+    }
+
+    #[test]
+    fn this_gpu_comes_after_the_workers_and_takes_its_share() {
+        use crate::system::gpu::{GpuDevice, GpuVendor, RuntimeHints, summarize};
+        let gpu = summarize(
+            vec![GpuDevice {
+                vendor: GpuVendor::Nvidia,
+                name: "Fake RTX".into(),
+                vram_total: Some(8 * GIB),
+                vram_free: Some(8 * GIB),
+                unified_memory: false,
+            }],
+            RuntimeHints::default(),
+        );
+        let opts = RunOptions {
+            context_size: Some(2048),
+            ..Default::default()
+        };
+        let (local, shares) = estimate_split(&smollm2(), &opts, &gpu, &[cpu_worker("a:1", 8)]);
+        // Equal memory: the worker takes the first 16 layers, this GPU 14 and the output.
+        assert_eq!(shares[0].layers, 16);
+        assert_eq!(local.gpu_layers, 15);
+        assert_eq!(local.kv_cache, 14 * (2048 * 23_040 / 30));
+        assert!(local.vram > 14 * 2_216_448 + 30_083_328, "{local:?}");
+        assert_eq!(local.weights, 30_081_024 + 14 * 2_216_448 + 30_083_328);
+        let line = Shares {
+            local,
+            workers: shares,
+        }
+        .to_string();
+        assert!(
+            line.contains("and 15 layers on the GPU") && line.contains("of VRAM"),
+            "{line}"
         );
     }
 
