@@ -24,9 +24,8 @@ use crate::process::{
     ExitInfo, HealthStatus, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog,
     ServerState, Snapshot, Transition,
 };
-use crate::rpc::probe::ProbeError;
+use crate::rpc::probe::{ProbeError, RpcWorkerError};
 use crate::sync::lock;
-use crate::system::rpc_suggestion;
 use crate::system::split::Shares;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
 
@@ -49,8 +48,8 @@ pub enum LlamaError {
     Launch(#[from] LaunchError),
     #[error("invalid server config: {0}")]
     Invalid(String),
-    #[error("the RPC worker {worker} cannot be used: {problem}")]
-    RpcWorker { worker: String, problem: ProbeError },
+    #[error(transparent)]
+    RpcWorker(#[from] RpcWorkerError),
 }
 
 impl Coded for LlamaError {
@@ -59,7 +58,7 @@ impl Coded for LlamaError {
             LlamaError::PortInUse(e) => e.code(),
             LlamaError::Launch(e) => e.code(),
             LlamaError::Invalid(_) => ErrorCode::InvalidArgument,
-            LlamaError::RpcWorker { problem, .. } => problem.code(),
+            LlamaError::RpcWorker(e) => e.code(),
         }
     }
 
@@ -73,7 +72,7 @@ impl Coded for LlamaError {
             LlamaError::Invalid(_) => {
                 Some("Compare the config with LlamaServerConfig in index.d.ts".into())
             }
-            LlamaError::RpcWorker { problem, .. } => Some(rpc_suggestion(problem).into()),
+            LlamaError::RpcWorker(e) => e.suggestion(),
         }
     }
 
@@ -82,11 +81,7 @@ impl Coded for LlamaError {
             LlamaError::PortInUse(e) => e.details(),
             LlamaError::Launch(e) => e.details(),
             LlamaError::Invalid(_) => Map::new(),
-            LlamaError::RpcWorker { worker, .. } => {
-                let mut details = Map::new();
-                details.insert("worker".into(), Value::String(worker.clone()));
-                details
-            }
+            LlamaError::RpcWorker(e) => e.details(),
         }
     }
 }
@@ -377,10 +372,11 @@ impl LlamaServer {
         }
         for worker in &config.rpc_workers {
             if !crate::process::actor::reachable(worker, RPC_CHECK_TIMEOUT).await {
-                return Err(LlamaError::RpcWorker {
+                return Err(RpcWorkerError {
                     worker: worker.clone(),
                     problem: ProbeError::Unreachable,
-                });
+                }
+                .into());
             }
         }
         // A server that crashed for good still holds its public port.

@@ -13,7 +13,7 @@ use crate::models::ModelType;
 use crate::process::start::{
     Bytes, Insufficient, PortRequest, StartError, installed_model, refuse_reserved_flags,
 };
-use crate::rpc::probe::{ProbeError, check_rpc_worker};
+use crate::rpc::probe::{ProbeError, RpcWorkerError, check_rpc_worker};
 use crate::system::estimate::KvCacheType;
 use crate::system::{ModelSpec, RunOptions, SystemError, SystemInfo, estimate, split};
 
@@ -165,19 +165,14 @@ pub async fn resolve(
     let facts = if split {
         match system.split_facts(&spec, &req.rpc_workers).await {
             Ok(facts) => Some(facts),
-            Err(SystemError::RpcWorker {
+            Err(SystemError::RpcWorker(RpcWorkerError {
                 worker,
                 problem: ProbeError::Protocol(why),
-            }) => {
+            })) => {
                 tracing::warn!(%worker, %why, "the split cannot be sized: the worker's memory is unknown");
                 None
             }
-            Err(SystemError::RpcWorker { worker, problem }) => {
-                return Err(StartError::Server(LlamaError::RpcWorker {
-                    worker,
-                    problem,
-                }));
-            }
+            Err(SystemError::RpcWorker(e)) => return Err(StartError::Server(e.into())),
             Err(e) => return Err(invalid(e.to_string())),
         }
     } else {

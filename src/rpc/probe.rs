@@ -12,7 +12,9 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::ErrorCode;
+use serde_json::{Map, Value};
+
+use crate::error::{Coded, ErrorCode};
 
 /// The protocol version whose messages this module knows (llama.cpp's `RPC_PROTO_MAJOR_VERSION`).
 pub const PROTOCOL_MAJOR: u8 = 7;
@@ -44,13 +46,44 @@ pub enum ProbeError {
     Protocol(String),
 }
 
-impl ProbeError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
+/// A worker that cannot be used, for sizing a split and for starting one alike.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("the RPC worker {worker} cannot be used: {problem}")]
+pub struct RpcWorkerError {
+    pub worker: String,
+    pub problem: ProbeError,
+}
+
+impl Coded for RpcWorkerError {
+    fn code(&self) -> ErrorCode {
+        match self.problem {
             ProbeError::Unreachable => ErrorCode::RpcWorkerUnreachable,
             ProbeError::Busy(_) => ErrorCode::RpcWorkerBusy,
             ProbeError::Protocol(_) => ErrorCode::RpcWorkerIncompatible,
         }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        Some(
+            match self.problem {
+                ProbeError::Unreachable => {
+                    "Start rpc-server on that machine (rpcServer.start) and check that this one can reach its host and port"
+                }
+                ProbeError::Busy(_) => {
+                    "rpc-server serves one llama-server at a time: stop the one using it, or start another worker"
+                }
+                ProbeError::Protocol(_) => {
+                    "Run the same llama.cpp version on the worker as here (binaries.ensureBinary('rpc-server'))"
+                }
+            }
+            .into(),
+        )
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let mut details = Map::new();
+        details.insert("worker".into(), Value::String(self.worker.clone()));
+        details
     }
 }
 

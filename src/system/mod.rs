@@ -19,7 +19,7 @@ pub use estimate::{CanRun, ModelSpec, OptimalConfig, Recommendations, RunOptions
 pub use gpu::{GpuInfo, GpuProbe};
 pub use memory::MemoryInfo;
 
-use crate::rpc::probe::{self, DeviceMemory, ProbeError};
+use crate::rpc::probe::{self, DeviceMemory, RpcWorkerError};
 
 /// How long `detect()` answers from its cache. GPU probing costs milliseconds (NVML, sysfs);
 /// callers that need fresh memory figures use `memory()`.
@@ -35,21 +35,21 @@ pub enum SystemError {
     #[error("monitoring interval must be at least {min} ms, got {got} ms")]
     IntervalTooShort { got: u64, min: u64 },
     /// A split model's share cannot be sized without what each worker lends.
-    #[error("the RPC worker {worker} cannot be asked for its memory: {problem}")]
-    RpcWorker { worker: String, problem: ProbeError },
+    #[error(transparent)]
+    RpcWorker(#[from] RpcWorkerError),
 }
 
 impl Coded for SystemError {
     fn code(&self) -> ErrorCode {
         match self {
-            SystemError::RpcWorker { problem, .. } => problem.code(),
+            SystemError::RpcWorker(e) => e.code(),
             _ => ErrorCode::InvalidArgument,
         }
     }
 
     fn suggestion(&self) -> Option<String> {
         Some(match self {
-            SystemError::RpcWorker { problem, .. } => rpc_suggestion(problem).into(),
+            SystemError::RpcWorker(e) => return e.suggestion(),
             SystemError::InvalidModel(_) => {
                 "Pass a ModelInfo from modelManager, or at least { size: <bytes> }".into()
             }
@@ -69,25 +69,7 @@ impl Coded for SystemError {
                     .unwrap_or_default()
             }
             SystemError::InvalidModel(_) | SystemError::InvalidOption(_) => Map::new(),
-            SystemError::RpcWorker { worker, .. } => json!({ "worker": worker })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// What to do about a worker that cannot be asked (for the errors of both sizing and starts).
-pub fn rpc_suggestion(problem: &ProbeError) -> &'static str {
-    match problem {
-        ProbeError::Unreachable => {
-            "Start rpc-server on that machine (rpcServer.start) and check that this one can reach its host and port"
-        }
-        ProbeError::Busy(_) => {
-            "rpc-server serves one llama-server at a time: stop the one using it, or start another worker"
-        }
-        ProbeError::Protocol(_) => {
-            "Run the same llama.cpp version on the worker as here (binaries.ensureBinary('rpc-server'))"
+            SystemError::RpcWorker(e) => e.details(),
         }
     }
 }
@@ -210,7 +192,7 @@ impl SystemInfo {
         for worker in workers {
             let devices = probe::device_memory(worker, RPC_PROBE_TIMEOUT)
                 .await
-                .map_err(|problem| SystemError::RpcWorker {
+                .map_err(|problem| RpcWorkerError {
                     worker: worker.clone(),
                     problem,
                 })?;
@@ -486,13 +468,13 @@ mod tests {
         assert!(err.to_string().contains(&gone));
         assert!(err.suggestion().unwrap().contains("rpcServer.start"));
         for problem in [
-            ProbeError::Busy(Duration::ZERO),
-            ProbeError::Protocol("v8".into()),
+            probe::ProbeError::Busy(Duration::ZERO),
+            probe::ProbeError::Protocol("v8".into()),
         ] {
-            let err = SystemError::RpcWorker {
+            let err = SystemError::from(RpcWorkerError {
                 worker: "w:1".into(),
                 problem,
-            };
+            });
             assert_ne!(err.code(), ErrorCode::InvalidArgument);
             assert!(err.suggestion().is_some());
         }
