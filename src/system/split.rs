@@ -14,6 +14,7 @@ use super::estimate::{
 };
 use super::gpu::GpuInfo;
 use super::memory::MemoryInfo;
+use crate::models::gguf::LayerBytes;
 use crate::rpc::probe::DeviceMemory;
 
 /// What a worker reports and what the split asks of it.
@@ -103,14 +104,17 @@ struct Held {
 }
 
 impl Held {
+    /// Compute buffers: a device with layers computes; one without is not used.
+    fn compute(&self) -> u64 {
+        if self.layers > 0 {
+            compute_bytes(self.weights)
+        } else {
+            0
+        }
+    }
+
     fn bytes(&self) -> u64 {
-        self.weights
-            + self.kv
-            + if self.layers > 0 {
-                compute_bytes(self.weights)
-            } else {
-                0
-            }
+        self.weights + self.kv + self.compute()
     }
 }
 
@@ -121,7 +125,7 @@ pub fn estimate_split(
     opts: &RunOptions,
     gpu: &GpuInfo,
     workers: &[(String, Vec<DeviceMemory>)],
-) -> (MemoryEstimate, Vec<WorkerShare>) {
+) -> Shares {
     let layers = model.layers();
     let context = opts.context(model);
     let cache: KvCache = opts.kv_cache();
@@ -135,10 +139,10 @@ pub fn estimate_split(
     free.extend(vram_budget(gpu).and(gpu.vram_free));
     let placement = place_layers(layers, gpu_layers, &free);
 
-    let (input, blocks, output, other) = layer_weights(model, layers);
+    let weights = layer_weights(model, layers);
     let kv_per_layer = model.kv_cache_bytes(context, cache) / layers as u64;
     let mut cpu = Held {
-        weights: input + other,
+        weights: weights.input + weights.other,
         ..Default::default()
     };
     let mut devices = vec![Held::default(); free.len()];
@@ -148,34 +152,29 @@ pub fn estimate_split(
             None => &mut cpu,
         };
         held.layers += 1;
-        match blocks.get(layer) {
-            Some(&weights) => {
-                held.weights += weights;
+        match weights.blocks.get(layer) {
+            Some(&block) => {
+                held.weights += block;
                 held.kv += kv_per_layer;
             }
-            None => held.weights += output,
+            None => held.weights += weights.output,
         }
     }
     // Host buffers for the input and the results: this machine always computes a little.
-    let cpu_bytes = cpu.weights + cpu.kv + compute_bytes(cpu.weights);
+    let cpu_compute = compute_bytes(cpu.weights);
     let gpu_held = devices.get(remote).copied().unwrap_or_default();
     let local = MemoryEstimate {
-        ram: cpu_bytes,
+        ram: cpu.weights + cpu.kv + cpu_compute,
         vram: gpu_held.bytes(),
         weights: cpu.weights + gpu_held.weights,
         kv_cache: cpu.kv + gpu_held.kv,
-        compute: compute_bytes(cpu.weights)
-            + if gpu_held.layers > 0 {
-                compute_bytes(gpu_held.weights)
-            } else {
-                0
-            },
+        compute: cpu_compute + gpu_held.compute(),
         context_size: context,
         gpu_layers: gpu_held.layers,
     };
 
     let mut next = 0;
-    let shares = workers
+    let workers = workers
         .iter()
         .map(|(worker, reported)| {
             let held = &devices[next..next + reported.len()];
@@ -189,19 +188,20 @@ pub fn estimate_split(
             }
         })
         .collect();
-    (local, shares)
+    Shares { local, workers }
 }
 
-/// (input, each block, output, other) weights: from the file's tensor index when it was read
-/// and matches the metadata (the first file of a sharded model holds only part), else the whole
-/// size spread evenly over the blocks.
-fn layer_weights(model: &ModelSpec, layers: u32) -> (u64, Vec<u64>, u64, u64) {
+/// What each layer weighs: from the file's tensor index when it was read and matches the
+/// metadata (the first file of a sharded model holds only part), else the whole size spread
+/// evenly over the blocks.
+fn layer_weights(model: &ModelSpec, layers: u32) -> LayerBytes {
     let size = model.size as u64;
     match &model.layer_bytes {
-        Some(l) if l.blocks.len() == layers as usize && l.total() >= size / 10 * 9 => {
-            (l.input, l.blocks.clone(), l.output, l.other)
-        }
-        _ => (0, vec![size / layers as u64; layers as usize], 0, 0),
+        Some(l) if l.blocks.len() == layers as usize && l.total() >= size / 10 * 9 => l.clone(),
+        _ => LayerBytes {
+            blocks: vec![size / layers as u64; layers as usize],
+            ..Default::default()
+        },
     }
 }
 
@@ -213,7 +213,10 @@ pub fn can_run_split(
     gpu: &GpuInfo,
     workers: &[(String, Vec<DeviceMemory>)],
 ) -> CanRun {
-    let (local, shares) = estimate_split(model, opts, gpu, workers);
+    let Shares {
+        local,
+        workers: shares,
+    } = estimate_split(model, opts, gpu, workers);
     let short = shares.iter().find(|s| s.required > s.free);
     let mut verdict = match short {
         Some(share) => refusal(
@@ -270,7 +273,6 @@ pub fn optimal_split_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::gguf::LayerBytes;
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
@@ -364,7 +366,10 @@ mod tests {
             context_size: Some(2048),
             ..Default::default()
         };
-        let (local, shares) = estimate_split(&smollm2(), &opts, &GpuInfo::default(), &workers);
+        let Shares {
+            local,
+            workers: shares,
+        } = estimate_split(&smollm2(), &opts, &GpuInfo::default(), &workers);
         assert_eq!(local.weights, 30_081_024);
         assert_eq!(local.kv_cache, 0);
         assert_eq!((local.vram, local.gpu_layers), (0, 0));
@@ -436,18 +441,15 @@ mod tests {
             context_size: Some(2048),
             ..Default::default()
         };
-        let (local, shares) = estimate_split(&smollm2(), &opts, &gpu, &[cpu_worker("a:1", 8)]);
+        let split = estimate_split(&smollm2(), &opts, &gpu, &[cpu_worker("a:1", 8)]);
+        let (local, shares) = (split.local, &split.workers);
         // Equal memory: the worker takes the first 16 layers, this GPU 14 and the output.
         assert_eq!(shares[0].layers, 16);
         assert_eq!(local.gpu_layers, 15);
         assert_eq!(local.kv_cache, 14 * (2048 * 23_040 / 30));
         assert!(local.vram > 14 * 2_216_448 + 30_083_328, "{local:?}");
         assert_eq!(local.weights, 30_081_024 + 14 * 2_216_448 + 30_083_328);
-        let line = Shares {
-            local,
-            workers: shares,
-        }
-        .to_string();
+        let line = split.to_string();
         assert!(
             line.contains("and 15 layers on the GPU") && line.contains("of VRAM"),
             "{line}"
@@ -459,7 +461,10 @@ mod tests {
         let mut model = smollm2();
         model.layer_bytes = None;
         let workers = [cpu_worker("a:1", 8), cpu_worker("b:1", 8)];
-        let (local, shares) = estimate_split(
+        let Shares {
+            local,
+            workers: shares,
+        } = estimate_split(
             &model,
             &RunOptions::default(),
             &GpuInfo::default(),
