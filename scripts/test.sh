@@ -19,6 +19,9 @@ if grep -rlE '(^|[^a-z_])napi(_derive)?::|#\[napi|use napi' src | grep -v '^src/
   exit 1
 fi
 
+step "imports go down the layers of src/lib.rs"
+node scripts/check-layers.js
+
 step "cargo fmt --check"
 cargo fmt --check
 

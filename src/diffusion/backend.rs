@@ -596,11 +596,10 @@ impl Resident {
     /// sd-server on a free port, ready when `/sdcpp/v1/capabilities` answers; its output
     /// also feeds the job's progress.
     fn launch_spec(&self) -> Result<LaunchSpec, DiffusionError> {
-        let port =
-            process::start::free_port("127.0.0.1", None).map_err(|e| DiffusionError::Io {
-                path: PathBuf::from("127.0.0.1:0"),
-                source: std::io::Error::other(e),
-            })?;
+        let port = crate::launch::free_port("127.0.0.1", None).map_err(|e| DiffusionError::Io {
+            path: PathBuf::from("127.0.0.1:0"),
+            source: std::io::Error::other(e),
+        })?;
         let mut args = self.config.common_args();
         args.extend([
             "--listen-ip".into(),

@@ -549,7 +549,7 @@ impl Shared {
             status.state = state;
             match state {
                 ServerState::Running if old == ServerState::Starting => {
-                    status.started_at = Some(crate::models::iso_now())
+                    status.started_at = Some(crate::clock::iso_now())
                 }
                 ServerState::Stopped => status.started_at = None,
                 _ => {}

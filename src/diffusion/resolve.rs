@@ -11,10 +11,10 @@ use super::backend::{BackendConfig, BackendKind, ModelFiles, Placement};
 use super::{DEFAULT_PORT, DiffusionConfig, DiffusionError};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
-use crate::models::{ModelInfo, ModelType};
-use crate::process::start::{
+use crate::launch::{
     Bytes, Insufficient, PortRequest, StartError, installed_model, refuse_reserved_flags,
 };
+use crate::models::{ModelInfo, ModelType};
 use crate::system::SystemInfo;
 use crate::system::estimate::suggested_threads;
 

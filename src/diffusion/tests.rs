@@ -856,8 +856,8 @@ mod resolving {
     use super::*;
     use crate::binaries::BinaryManager;
     use crate::config::{DataDirSource, DataPaths};
+    use crate::launch::StartError;
     use crate::models::{ModelInfo, ModelSource, ModelType, StoredFile, store};
-    use crate::process::start::StartError;
     use crate::system::SystemInfo;
     use resolve::{StartRequest, fits_resident};
     use std::os::unix::fs::PermissionsExt;
@@ -901,7 +901,7 @@ mod resolving {
                 model_type,
                 size,
                 path: file,
-                downloaded_at: crate::models::iso_now(),
+                downloaded_at: crate::clock::iso_now(),
                 source: source(),
                 checksum: "0".repeat(64),
                 gguf_metadata: None,

@@ -19,13 +19,13 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::http::HttpServer;
 use crate::http::access::Access;
-use crate::process::start::{PortInUse, free_port};
+use crate::launch::{PortInUse, free_port};
 use crate::process::{
     ExitInfo, HealthStatus, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog,
     ServerState, Snapshot, Transition,
 };
-use crate::rpc::probe::{ProbeError, RpcWorkerError};
 use crate::sync::lock;
+use crate::system::rpc_probe::{ProbeError, RpcWorkerError};
 use crate::system::split::Shares;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
 

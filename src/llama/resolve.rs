@@ -9,12 +9,12 @@ use serde::Deserialize;
 use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
-use crate::models::ModelType;
-use crate::process::start::{
+use crate::launch::{
     Bytes, Insufficient, PortRequest, StartError, installed_model, refuse_reserved_flags,
 };
-use crate::rpc::probe::{ProbeError, RpcWorkerError, check_rpc_worker};
+use crate::models::ModelType;
 use crate::system::estimate::KvCacheType;
+use crate::system::rpc_probe::{ProbeError, RpcWorkerError, check_rpc_worker};
 use crate::system::{ModelSpec, RunOptions, SystemError, SystemInfo, estimate, split};
 
 pub const DEFAULT_PORT: u16 = 8080;

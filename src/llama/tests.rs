@@ -450,9 +450,9 @@ mod resolving {
     use super::*;
     use crate::binaries::BinaryManager;
     use crate::config::{DataDirSource, DataPaths};
+    use crate::launch::StartError;
     use crate::llama::resolve::{StartRequest, resolve};
     use crate::models::{ModelInfo, ModelSource, ModelType, store};
-    use crate::process::start::StartError;
     use crate::system::SystemInfo;
 
     async fn setup(model_type: ModelType) -> (tempfile::TempDir, DataPaths, PathBuf) {
@@ -469,7 +469,7 @@ mod resolving {
             model_type,
             size: 1000,
             path: file,
-            downloaded_at: crate::models::iso_now(),
+            downloaded_at: crate::clock::iso_now(),
             source: ModelSource {
                 kind: "url".into(),
                 url: "http://x/m.gguf".into(),

@@ -12,7 +12,7 @@ pub mod store;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -542,7 +542,7 @@ impl ModelManager {
             model_type: config.model_type,
             size,
             path: primary.path.clone(),
-            downloaded_at: iso_now(),
+            downloaded_at: crate::clock::iso_now(),
             source: primary.source.clone(),
             checksum: primary.checksum.clone(),
             gguf_metadata,
@@ -628,9 +628,5 @@ pub fn release(id: &str) {
 }
 
 /// UTC time as ISO 8601 with milliseconds, as JavaScript's `toISOString()`.
-pub fn iso_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests;

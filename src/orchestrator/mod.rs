@@ -34,11 +34,11 @@ use crate::diffusion::engine::{ImageOutput, JobError};
 use crate::diffusion::{DiffusionError, DiffusionServer};
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
+use crate::launch::StartError;
 use crate::llama::gateway::{QueueBounds, QueueInfo};
 use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaConfig, LlamaError, LlamaServer, ServerInfo};
 use crate::process::ServerState;
-use crate::process::start::StartError;
 use crate::sync::lock;
 use crate::system::SystemInfo;
 use crate::system::estimate::{KvCache, KvCacheType, ModelSpec};
@@ -730,7 +730,7 @@ impl Core {
         let saved = SavedState {
             resolved: self.llama.config().expect("a running server has a config"),
             was_running: true,
-            saved_at: unix_millis(),
+            saved_at: crate::clock::unix_millis(),
         };
         *lock(&self.saved) = Some(saved.clone());
         *lock(&self.offloaded) = Some(Offloaded {
@@ -932,12 +932,6 @@ async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64, u6
     };
     let e = crate::system::estimate::estimate(&spec, config.context_size, config.gpu_layers, cache);
     Some((e.ram, e.vram))
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -533,7 +533,7 @@ impl Actor {
                     ServerState::Running,
                     format!("ready in {load_time_ms} ms"),
                     |s| {
-                        s.started_at = Some(crate::models::iso_now());
+                        s.started_at = Some(crate::clock::iso_now());
                         s.load_time_ms = Some(load_time_ms);
                     },
                 );
@@ -679,7 +679,7 @@ impl Actor {
     /// Restarting → Running; announces `Restarted` and returns the snapshot.
     fn running_again(&self, reason: &str, after_crash: bool) -> Snapshot {
         self.set(ServerState::Running, reason, |s| {
-            s.started_at = Some(crate::models::iso_now());
+            s.started_at = Some(crate::clock::iso_now());
             s.error = None;
             if after_crash {
                 s.restarts += 1;

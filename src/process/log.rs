@@ -280,7 +280,7 @@ pub fn library_line(level: &tracing::Level, message: &str) -> String {
 }
 
 fn stamped(level: &str, message: &str) -> String {
-    format!("[{}] [{level}] {message}", crate::models::iso_now())
+    format!("[{}] [{level}] {message}", crate::clock::iso_now())
 }
 
 /// A backend's output line in the same format: stable-diffusion.cpp's own level (`[ERROR]`,

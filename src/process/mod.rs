@@ -17,7 +17,6 @@ pub mod actor;
 mod lines;
 pub mod log;
 pub mod memory;
-pub mod start;
 mod tree;
 
 use std::path::PathBuf;

@@ -17,16 +17,14 @@ use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
+use crate::launch::{PortInUse, PortRequest, StartError, free_port};
 use crate::process::actor::reachable;
-use crate::process::start::{PortInUse, PortRequest, StartError, free_port};
 use crate::process::{
     LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerLog, ServerState,
     Snapshot,
 };
 use crate::sync::lock;
 use crate::system::SystemInfo;
-
-pub mod probe;
 
 /// rpc-server's own default.
 pub const DEFAULT_PORT: u16 = 50052;
@@ -329,6 +327,7 @@ fn endpoint(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::rpc_probe as probe;
 
     fn config() -> RpcConfig {
         RpcConfig {

@@ -320,7 +320,22 @@ pub struct CanRun {
     /// For a split model, this machine's share; the workers' shares are in `workers`.
     pub estimate: MemoryEstimate,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub workers: Vec<super::split::WorkerShare>,
+    pub workers: Vec<WorkerShare>,
+}
+
+/// What a worker reports and what the split asks of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerShare {
+    /// `host:port`.
+    pub worker: String,
+    /// Layers it holds (the output layer counts as one).
+    pub layers: u32,
+    /// Bytes it must hold: its layers' weights and KV cache, and a compute buffer per device.
+    pub required: u64,
+    /// Free and total bytes over its devices, as it reports them.
+    pub free: u64,
+    pub total: u64,
 }
 
 pub fn can_run(model: &ModelSpec, opts: &RunOptions, memory: &MemoryInfo, gpu: &GpuInfo) -> CanRun {

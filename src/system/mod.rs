@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod estimate;
 pub mod gpu;
 pub mod memory;
+pub mod rpc_probe;
 pub mod split;
 
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ pub use estimate::{CanRun, ModelSpec, OptimalConfig, Recommendations, RunOptions
 pub use gpu::{GpuInfo, GpuProbe};
 pub use memory::MemoryInfo;
 
-use crate::rpc::probe::{self, DeviceMemory, RpcWorkerError};
+use rpc_probe::{DeviceMemory, RpcWorkerError};
 
 /// How long `detect()` answers from its cache. GPU probing costs milliseconds (NVML, sysfs);
 /// callers that need fresh memory figures use `memory()`.
@@ -186,11 +187,11 @@ impl SystemInfo {
         workers: &[String],
     ) -> Result<(ModelSpec, Vec<(String, Vec<DeviceMemory>)>), SystemError> {
         for worker in workers {
-            probe::check_rpc_worker(worker).map_err(SystemError::InvalidOption)?;
+            rpc_probe::check_rpc_worker(worker).map_err(SystemError::InvalidOption)?;
         }
         let mut lent = Vec::with_capacity(workers.len());
         for worker in workers {
-            let devices = probe::device_memory(worker, RPC_PROBE_TIMEOUT)
+            let devices = rpc_probe::device_memory(worker, RPC_PROBE_TIMEOUT)
                 .await
                 .map_err(|problem| RpcWorkerError {
                     worker: worker.clone(),
@@ -468,8 +469,8 @@ mod tests {
         assert!(err.to_string().contains(&gone));
         assert!(err.suggestion().unwrap().contains("rpcServer.start"));
         for problem in [
-            probe::ProbeError::Busy(Duration::ZERO),
-            probe::ProbeError::Protocol("v8".into()),
+            rpc_probe::ProbeError::Busy(Duration::ZERO),
+            rpc_probe::ProbeError::Protocol("v8".into()),
         ] {
             let err = SystemError::from(RpcWorkerError {
                 worker: "w:1".into(),

@@ -6,31 +6,14 @@
 //! last) over them in proportion to the free memory each reports; the rest, and always the input
 //! layer (the token embeddings), stay on this machine's CPU. Each layer's KV cache lives with it.
 
-use serde::Serialize;
-
 use super::estimate::{
-    CanRun, KvCache, MemoryEstimate, ModelSpec, OptimalConfig, RunOptions, compute_bytes,
-    context_candidates, gib, refusal, verdict, vram_budget,
+    CanRun, KvCache, MemoryEstimate, ModelSpec, OptimalConfig, RunOptions, WorkerShare,
+    compute_bytes, context_candidates, gib, refusal, verdict, vram_budget,
 };
 use super::gpu::GpuInfo;
 use super::memory::MemoryInfo;
+use super::rpc_probe::DeviceMemory;
 use crate::models::gguf::LayerBytes;
-use crate::rpc::probe::DeviceMemory;
-
-/// What a worker reports and what the split asks of it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerShare {
-    /// `host:port`.
-    pub worker: String,
-    /// Layers it holds (the output layer counts as one).
-    pub layers: u32,
-    /// Bytes it must hold: its layers' weights and KV cache, and a compute buffer per device.
-    pub required: u64,
-    /// Free and total bytes over its devices, as it reports them.
-    pub free: u64,
-    pub total: u64,
-}
 
 /// A sized split: this machine's share and each worker's.
 #[derive(Debug, Clone, PartialEq)]

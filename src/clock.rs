@@ -1,0 +1,15 @@
+//! Wall-clock stamps in the two forms the public shapes use.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, as RFC 3339 with milliseconds in UTC (`2026-12-03T16:15:36.123Z`).
+pub fn iso_now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
