@@ -26,6 +26,7 @@ use crate::process::{ExitInfo, HealthStatus, ServerEvent, ServerLog, ServerState
 use crate::sync::lock;
 use backend::{Backend, BackendConfig, BackendKind};
 use engine::{Engine, EngineEvent, ImageOutput, JobError};
+use request::ImageRequest;
 
 pub const DEFAULT_PORT: u16 = 8081;
 
@@ -479,6 +480,15 @@ impl DiffusionServer {
     /// cancelled from the moment this returns.
     pub fn submit(&self, body: &Value, id: Option<String>) -> Result<Submitted, DiffusionError> {
         let request = request::parse(body, false).map_err(|e| DiffusionError::Invalid(e.0))?;
+        self.submit_request(request, id)
+    }
+
+    /// [`submit`](Self::submit) for a request already checked.
+    pub fn submit_request(
+        &self,
+        request: ImageRequest,
+        id: Option<String>,
+    ) -> Result<Submitted, DiffusionError> {
         let engine = self.engine().ok_or(DiffusionError::NotRunning)?;
         let job = engine.submit(request, id)?;
         Ok(Submitted { engine, job })

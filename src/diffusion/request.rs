@@ -130,23 +130,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
             return Err(invalid(format!("{name} must not contain NUL characters")));
         }
     }
-    let (mut width, mut height) = (512, 512);
-    if let Some(size) = string(obj, "size")? {
-        (width, height) = parse_size(&size)?;
-    }
-    if let Some(w) = integer(obj, "width", i64::from(MIN_SIDE), i64::from(MAX_SIDE))? {
-        width = w as u32;
-    }
-    if let Some(h) = integer(obj, "height", i64::from(MIN_SIDE), i64::from(MAX_SIDE))? {
-        height = h as u32;
-    }
-    for (name, side) in [("width", width), ("height", height)] {
-        if side % 8 != 0 {
-            return Err(invalid(format!(
-                "{name} must be a multiple of 8, got {side}"
-            )));
-        }
-    }
+    let (width, height) = dimensions(obj)?;
     let steps = integer(obj, "steps", 1, i64::from(MAX_STEPS))?.unwrap_or(20) as u32;
     let cfg_scale = number(obj, "cfgScale", 0.0, MAX_CFG_SCALE)?;
     let seed = match obj.get("seed") {
@@ -196,6 +180,36 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         count,
         asynchronous,
     })
+}
+
+/// The width and height a request asks for (512 × 512 unset), checked as [`parse`] checks them;
+/// the other fields are not looked at. What an estimate of the image's memory needs.
+pub fn size(body: &Value) -> Result<(u32, u32), Invalid> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("the image config must be an object"))?;
+    dimensions(obj)
+}
+
+fn dimensions(obj: &Map<String, Value>) -> Result<(u32, u32), Invalid> {
+    let (mut width, mut height) = (512, 512);
+    if let Some(size) = string(obj, "size")? {
+        (width, height) = parse_size(&size)?;
+    }
+    if let Some(w) = integer(obj, "width", i64::from(MIN_SIDE), i64::from(MAX_SIDE))? {
+        width = w as u32;
+    }
+    if let Some(h) = integer(obj, "height", i64::from(MIN_SIDE), i64::from(MAX_SIDE))? {
+        height = h as u32;
+    }
+    for (name, side) in [("width", width), ("height", height)] {
+        if side % 8 != 0 {
+            return Err(invalid(format!(
+                "{name} must be a multiple of 8, got {side}"
+            )));
+        }
+    }
+    Ok((width, height))
 }
 
 fn parse_size(size: &str) -> Result<(u32, u32), Invalid> {

@@ -10,9 +10,10 @@ use super::diffusion::{ImageBatch, JsDiffusionServer};
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, sink, tagged};
 use super::llama::JsLlamaServer;
+use crate::binaries::BinaryManager;
 use crate::config::Settings;
 use crate::llama::resolve::StartRequest;
-use crate::orchestrator::{Options, OptionsRequest, Orchestrator, OrchestratorEvent};
+use crate::orchestrator::{Options, OptionsRequest, Orchestrator, OrchestratorEvent, Servers};
 
 #[napi(js_name = "NativeResourceOrchestrator")]
 pub struct JsResourceOrchestrator {
@@ -45,21 +46,21 @@ impl JsResourceOrchestrator {
         let request: OptionsRequest = from_js("options", options)?;
         let options = Options::resolve(request).map_err(to_napi)?;
         let events = sink(Arc::new(on_event), event_to_js);
+        let servers = Servers {
+            llama: llama.inner.clone(),
+            diffusion: diffusion.inner.clone(),
+            system: super::system::shared(),
+            binaries: BinaryManager::shared(),
+        };
         Ok(JsResourceOrchestrator {
-            inner: Arc::new(Orchestrator::new(
-                llama.inner.clone(),
-                diffusion.inner.clone(),
-                super::system::shared(),
-                options,
-                Some(events),
-            )),
+            inner: Arc::new(Orchestrator::new(servers, options, Some(events))),
         })
     }
 
     #[napi]
     pub async fn estimate(&self, config: Value) -> napi::Result<Value> {
         let data = data_paths().await?;
-        to_js(&self.inner.estimate(&config, &data).await)
+        to_js(&self.inner.estimate(&config, &data).await.map_err(to_napi)?)
     }
 
     /// Takes the image's place in the queue at once (concurrent calls keep their order), and its

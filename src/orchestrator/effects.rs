@@ -1,0 +1,246 @@
+//! What the orchestrator does to the world and reads from it, behind one trait, so that the
+//! worker's ordering can be tested against fakes with paused time. [`Servers`] is the real one:
+//! the llama and diffusion servers, and what the system reports.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::usage::{self, Bottleneck, Memory, Usage};
+use crate::binaries::BinaryManager;
+use crate::config::DataPaths;
+use crate::diffusion::DiffusionServer;
+use crate::diffusion::engine::{ImageOutput, JobError};
+use crate::diffusion::request::ImageRequest;
+use crate::launch::StartError;
+use crate::llama::gateway::{QueueBounds, QueueInfo};
+use crate::llama::resolve::{self, StartRequest};
+use crate::llama::{LlamaConfig, LlamaError, LlamaServer, ServerInfo};
+use crate::process::ServerState;
+use crate::system::SystemInfo;
+
+pub type ImageResult = Result<Arc<ImageOutput>, JobError>;
+pub type StartResult = Result<ServerInfo, StartError<LlamaError>>;
+
+/// Memory free now, as the system reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Free {
+    pub memory: Memory,
+    /// A GPU the servers can use is present.
+    pub gpu: bool,
+    /// The driver reports free VRAM (`memory.vram` is 0 where it does not).
+    pub vram_reported: bool,
+}
+
+/// An LLM start, resolved as it will run whatever is free now, and what it will need.
+#[derive(Debug, Clone)]
+pub struct PlannedStart {
+    pub config: LlamaConfig,
+    /// `None` where the model's size is not known.
+    pub need: Option<(Usage, Bottleneck)>,
+}
+
+/// The worker's view of the servers. Reads are cheap and never change anything; each action
+/// is one step the worker orders.
+pub trait Effects: Send + Sync + 'static {
+    fn free(&self) -> impl Future<Output = Free> + Send;
+    /// The LLM's usage while it runs; [`Usage::NONE`] otherwise.
+    fn llm_usage(&self, data: &DataPaths) -> impl Future<Output = Usage> + Send;
+    fn llm_running(&self) -> bool;
+    /// What an image of `width` × `height` needs; [`Usage::NONE`] while no diffusion server runs.
+    fn image_usage(&self, width: u32, height: u32) -> impl Future<Output = Usage> + Send;
+    /// What the resident sd-server holds, while one runs.
+    fn diffusion_held(&self) -> impl Future<Output = Option<Memory>> + Send;
+
+    /// The chat requests waiting at the LLM's gateway now.
+    fn chat_queue(&self) -> QueueInfo;
+    /// Resolves once a chat request waits at the gateway.
+    fn chat_arrived(&self) -> impl Future<Output = ()> + Send;
+    /// Resolves once no chat request waits (those let through by the last reload are served).
+    fn chat_drained(&self) -> impl Future<Output = ()> + Send;
+
+    /// The running LLM's config: what a reload brings back.
+    fn llm_config(&self) -> Option<LlamaConfig>;
+    /// Holds new chat requests, drains those in flight (at most `drain`) and stops the LLM;
+    /// false when the drain ran out of time.
+    fn offload_llm(
+        &self,
+        drain: Duration,
+        bounds: QueueBounds,
+    ) -> impl Future<Output = bool> + Send;
+    /// Offloaded and not stopped or started by the app since.
+    fn llm_offloaded(&self) -> bool;
+    /// Brings the offloaded LLM back as it was; the held chat requests are then served.
+    fn reload_llm(&self) -> impl Future<Output = Result<ServerInfo, String>> + Send;
+    fn plan_llm(
+        &self,
+        request: &StartRequest,
+        data: &DataPaths,
+    ) -> impl Future<Output = Result<PlannedStart, StartError<LlamaError>>> + Send;
+    fn start_llm(
+        &self,
+        request: StartRequest,
+        planned: LlamaConfig,
+        data: &DataPaths,
+    ) -> impl Future<Output = StartResult> + Send;
+
+    /// Makes the image; `cancel` stops it at any point.
+    fn generate_image(
+        &self,
+        request: ImageRequest,
+        id: &str,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = ImageResult> + Send;
+    /// Stops the resident sd-server if no image is being made with it; true when it stopped.
+    fn release_idle_diffusion(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// The real servers.
+pub struct Servers {
+    pub llama: Arc<LlamaServer>,
+    pub diffusion: Arc<DiffusionServer>,
+    pub system: &'static SystemInfo,
+    pub binaries: &'static BinaryManager,
+}
+
+impl Effects for Servers {
+    async fn free(&self) -> Free {
+        let gpu = self.system.gpu().await;
+        Free {
+            memory: Memory {
+                ram: self.system.memory().available,
+                vram: gpu.vram_free.unwrap_or(0),
+            },
+            gpu: gpu.available,
+            vram_reported: gpu.vram_free.is_some(),
+        }
+    }
+
+    async fn llm_usage(&self, data: &DataPaths) -> Usage {
+        match (self.llama.info().status, self.llama.config()) {
+            (ServerState::Running, Some(config)) => {
+                usage::llm(&config, data, self.llama.memory().await.as_ref()).await
+            }
+            _ => Usage::NONE,
+        }
+    }
+
+    fn llm_running(&self) -> bool {
+        self.llama.info().status == ServerState::Running
+    }
+
+    async fn image_usage(&self, width: u32, height: u32) -> Usage {
+        let Some(config) = self.diffusion.config() else {
+            return Usage::NONE;
+        };
+        let model = &config.backend.model;
+        let mut files = 0;
+        for path in std::iter::once(&model.primary).chain(model.components.iter().map(|(_, p)| p)) {
+            files += tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+        }
+        usage::image(files, width, height, self.diffusion.memory().await.as_ref())
+    }
+
+    async fn diffusion_held(&self) -> Option<Memory> {
+        self.diffusion.memory().await.map(|m| Memory {
+            ram: m.rss_bytes,
+            vram: m.vram_bytes.unwrap_or(0),
+        })
+    }
+
+    fn chat_queue(&self) -> QueueInfo {
+        self.llama.queue()
+    }
+
+    async fn chat_arrived(&self) {
+        let _ = self.llama.queue_length().wait_for(|n| *n > 0).await;
+    }
+
+    async fn chat_drained(&self) {
+        let _ = self.llama.queue_length().wait_for(|n| *n == 0).await;
+    }
+
+    fn llm_config(&self) -> Option<LlamaConfig> {
+        self.llama.config()
+    }
+
+    async fn offload_llm(&self, drain: Duration, bounds: QueueBounds) -> bool {
+        self.llama.offload(drain, bounds).await
+    }
+
+    fn llm_offloaded(&self) -> bool {
+        self.llama.is_offloaded()
+    }
+
+    async fn reload_llm(&self) -> Result<ServerInfo, String> {
+        self.llama.reload().await.map_err(|e| e.to_string())
+    }
+
+    async fn plan_llm(
+        &self,
+        request: &StartRequest,
+        data: &DataPaths,
+    ) -> Result<PlannedStart, StartError<LlamaError>> {
+        // What it will run with, whatever is free now: its estimate says what must yield.
+        let planned = StartRequest {
+            force: true,
+            ..request.clone()
+        };
+        let config = resolve::resolve(planned, data, self.system, self.binaries).await?;
+        let need = match usage::llm_estimate(&config, data).await {
+            Some((ram, vram)) => {
+                let gpu = self.system.gpu().await.available && vram > 0;
+                let bottleneck = if gpu {
+                    Bottleneck::Vram
+                } else {
+                    Bottleneck::Ram
+                };
+                Some((Usage::of(Memory { ram, vram }, None), bottleneck))
+            }
+            None => None,
+        };
+        Ok(PlannedStart { config, need })
+    }
+
+    async fn start_llm(
+        &self,
+        request: StartRequest,
+        planned: LlamaConfig,
+        data: &DataPaths,
+    ) -> StartResult {
+        // Unforced, the start is checked again against what is free now that room was made.
+        let config = if request.force {
+            planned
+        } else {
+            resolve::resolve(request, data, self.system, self.binaries).await?
+        };
+        self.llama.start(config).await.map_err(StartError::Server)
+    }
+
+    async fn generate_image(
+        &self,
+        request: ImageRequest,
+        id: &str,
+        cancel: &CancellationToken,
+    ) -> ImageResult {
+        let outcome = self
+            .diffusion
+            .submit_request(request, Some(id.to_string()))?
+            .outcome();
+        tokio::pin!(outcome);
+        tokio::select! {
+            outcome = &mut outcome => outcome,
+            // Cancelled before its job was queued too: the job is cancelled as soon as it is.
+            _ = cancel.cancelled() => {
+                self.diffusion.cancel(Some(id));
+                outcome.await
+            }
+        }
+    }
+
+    async fn release_idle_diffusion(&self) -> bool {
+        self.diffusion.release_idle_backend().await
+    }
+}

@@ -1,0 +1,130 @@
+//! What each side uses or will use: a running process by what it holds (never less than its
+//! RSS), otherwise by arithmetic. For the LLM that is the GGUF-based estimate behind
+//! `canRunModel` with the server's context, GPU layers and KV-cache types (split over RPC
+//! workers, only this machine's share); for an image its model's files plus a working set that
+//! grows with width × height, calibrated on the real sd-cli.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::DataPaths;
+use crate::llama::LlamaConfig;
+use crate::process::memory::TreeMemory;
+use crate::system::estimate::{KvCache, KvCacheType, ModelSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The process runs: what it uses (never less than its RSS).
+    Measured,
+    Estimated,
+    /// Nothing runs and nothing is asked.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// What counts: the larger of the two below.
+    pub ram: u64,
+    pub vram: u64,
+    pub source: Source,
+    /// By arithmetic.
+    pub estimated: Memory,
+    /// What the running process tree uses now.
+    pub measured: Option<Memory>,
+}
+
+impl Usage {
+    pub const NONE: Usage = Usage {
+        ram: 0,
+        vram: 0,
+        source: Source::None,
+        estimated: Memory { ram: 0, vram: 0 },
+        measured: None,
+    };
+
+    pub fn of(estimated: Memory, measured: Option<&TreeMemory>) -> Usage {
+        let measured = measured.map(|m| Memory {
+            ram: m.rss_bytes,
+            vram: m.vram_bytes.unwrap_or(0),
+        });
+        Usage {
+            ram: estimated.ram.max(measured.map_or(0, |m| m.ram)),
+            vram: estimated.vram.max(measured.map_or(0, |m| m.vram)),
+            source: if measured.is_some() {
+                Source::Measured
+            } else {
+                Source::Estimated
+            },
+            estimated,
+            measured,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    pub ram: u64,
+    pub vram: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bottleneck {
+    Ram,
+    Vram,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    pub llm: Usage,
+    pub diffusion: Usage,
+    /// Free now, as the system reports it.
+    pub available: Memory,
+    /// What the two servers together may use: the budget, or what is free plus what they hold.
+    pub budget: Memory,
+    pub bottleneck: Bottleneck,
+    pub needs_offload: bool,
+}
+
+/// What the running LLM uses: by its estimate (or its share of a split), never less than what
+/// its process holds.
+pub async fn llm(config: &LlamaConfig, data: &DataPaths, measured: Option<&TreeMemory>) -> Usage {
+    // Split over RPC workers, most of the model lives elsewhere: only this machine's share
+    // counts, as sized from what the workers reported at start.
+    let (ram, vram) = match (&config.shares, config.rpc_workers.is_empty()) {
+        (_, true) => llm_estimate(config, data).await.unwrap_or((0, 0)),
+        (Some(shares), false) => (shares.local.ram, shares.local.vram),
+        // Unsized (a worker's protocol unknown here): what its process holds is all we know.
+        (None, false) => (0, 0),
+    };
+    Usage::of(Memory { ram, vram }, measured)
+}
+
+/// What an image of `width` × `height` needs beside a model of `model_bytes` in files.
+pub fn image(model_bytes: u64, width: u32, height: u32, measured: Option<&TreeMemory>) -> Usage {
+    let estimated = Memory {
+        ram: model_bytes + crate::diffusion::working_set(width, height),
+        vram: 0,
+    };
+    Usage::of(estimated, measured)
+}
+
+/// `(ram, vram)` of the running LLM by the GGUF arithmetic behind `canRunModel`.
+pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64, u64)> {
+    let info = crate::models::store::read(data, &config.model_id)
+        .await
+        .ok()?;
+    let spec: ModelSpec = serde_json::from_value(serde_json::to_value(&info).ok()?).ok()?;
+    let kind = |t: &Option<String>| -> Option<KvCacheType> {
+        serde_json::from_value(json!(t.as_deref()?)).ok()
+    };
+    let k = kind(&config.cache_type_k).unwrap_or_default();
+    let cache = KvCache {
+        k,
+        v: kind(&config.cache_type_v).unwrap_or(k),
+    };
+    let e = crate::system::estimate::estimate(&spec, config.context_size, config.gpu_layers, cache);
+    Some((e.ram, e.vram))
+}

@@ -1,0 +1,516 @@
+//! The orchestrator's worker: the one task that owns the queue of work, the cancels, the saved
+//! state and the offloaded LLM. The handle only sends it messages and reads what it publishes.
+//!
+//! It runs one activity at a time (a piece of work, or the LLM's reload) while it keeps taking
+//! messages, so a waiting image can be cancelled, or another queued, while the one before it is
+//! made. Between activities it decides with [`Options::next`] whether an offloaded LLM comes back.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::effects::{Effects, ImageResult, StartResult};
+use super::options::Options;
+use super::policy::{Next, Situation};
+use super::usage::{Bottleneck, Estimate, Usage};
+use super::{OrchestratorEvent, Phase, SavedState, YieldReason};
+use crate::config::DataPaths;
+use crate::diffusion::DiffusionError;
+use crate::diffusion::engine::JobError;
+use crate::diffusion::request::ImageRequest;
+use crate::events::EventSink;
+use crate::llama::resolve::StartRequest;
+
+/// How often a wait for released memory looks again.
+const MEMORY_POLL: Duration = Duration::from_millis(50);
+
+/// What the handle asks of the worker.
+pub(super) enum Msg {
+    Image {
+        id: String,
+        request: ImageRequest,
+        data: DataPaths,
+        reply: oneshot::Sender<ImageResult>,
+    },
+    StartLlm {
+        request: Box<StartRequest>,
+        data: DataPaths,
+        reply: oneshot::Sender<StartResult>,
+    },
+    /// An image waiting, being made, or not asked yet (it is then cancelled when it comes).
+    Cancel(String),
+    ClearSaved,
+    /// Answered once every message sent before it has been taken.
+    #[cfg(test)]
+    Sync(oneshot::Sender<()>),
+}
+
+/// What the worker publishes on every change, for the handle's synchronous getters.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub phase: Phase,
+    pub saved: Option<SavedState>,
+    /// Images waiting for their turn (not the one being made).
+    pub images_waiting: usize,
+}
+
+/// Work waiting for its turn, in order.
+enum Work {
+    Image {
+        id: String,
+        request: ImageRequest,
+        data: DataPaths,
+        cancel: CancellationToken,
+        reply: oneshot::Sender<ImageResult>,
+    },
+    StartLlm {
+        request: Box<StartRequest>,
+        data: DataPaths,
+        reply: oneshot::Sender<StartResult>,
+    },
+}
+
+/// Finished work and where its answer goes.
+enum Done {
+    Image(oneshot::Sender<ImageResult>, ImageResult),
+    Start(oneshot::Sender<StartResult>, StartResult),
+}
+
+impl Done {
+    fn send(self) {
+        // A caller that is gone (its future dropped) needs no answer.
+        let _ = match self {
+            Done::Image(reply, outcome) => reply.send(outcome).map_err(drop),
+            Done::Start(reply, outcome) => reply.send(outcome).map_err(drop),
+        };
+    }
+}
+
+/// The LLM while the orchestrator has it offloaded: what it used, and what ran out.
+#[derive(Debug, Clone, Copy)]
+struct Offloaded {
+    llm: Usage,
+    bottleneck: Bottleneck,
+}
+
+/// How an activity ended.
+enum Finished {
+    Work {
+        done: Box<Done>,
+        /// Set when the work offloaded the LLM.
+        offloaded: Option<Offloaded>,
+    },
+    Reloaded,
+}
+
+type Activity = Pin<Box<dyn Future<Output = Finished> + Send>>;
+
+/// What every activity uses. The status is written only from the worker's task.
+struct Context<E> {
+    effects: Arc<E>,
+    options: Options,
+    events: Option<EventSink<OrchestratorEvent>>,
+    status: watch::Sender<Status>,
+}
+
+pub(super) struct Worker<E> {
+    context: Arc<Context<E>>,
+    inbox: mpsc::UnboundedReceiver<Msg>,
+    queue: VecDeque<Work>,
+    /// Ids cancelled before their image came.
+    cancelled_early: HashSet<String>,
+    /// The image being made, and its cancel.
+    making: Option<(String, CancellationToken)>,
+    offloaded: Option<Offloaded>,
+    /// Answers held until the LLM is back, when their work was the last to keep it out.
+    held: Vec<Done>,
+    idle_since: Instant,
+    /// The handle is gone: finish what is queued, bring the LLM back, end.
+    closed: bool,
+}
+
+impl<E: Effects> Worker<E> {
+    pub(super) fn new(
+        effects: Arc<E>,
+        options: Options,
+        events: Option<EventSink<OrchestratorEvent>>,
+        inbox: mpsc::UnboundedReceiver<Msg>,
+        status: watch::Sender<Status>,
+    ) -> Self {
+        Worker {
+            context: Arc::new(Context {
+                effects,
+                options,
+                events,
+                status,
+            }),
+            inbox,
+            queue: VecDeque::new(),
+            cancelled_early: HashSet::new(),
+            making: None,
+            offloaded: None,
+            held: Vec::new(),
+            idle_since: Instant::now(),
+            closed: false,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut current: Option<Activity> = None;
+        loop {
+            if current.is_none() {
+                current = self.next_activity();
+                if current.is_none() && self.closed {
+                    return;
+                }
+            }
+            let idle = self.idle_wake(current.is_none());
+            tokio::select! {
+                message = self.inbox.recv(), if !self.closed => match message {
+                    Some(message) => self.receive(message),
+                    None => self.closed = true,
+                },
+                finished = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
+                    current = None;
+                    self.finish(finished);
+                }
+                () = idle => {}
+            }
+        }
+    }
+
+    /// Takes a message; nothing here awaits, so messages are taken while an activity runs.
+    fn receive(&mut self, message: Msg) {
+        match message {
+            Msg::Image {
+                id,
+                request,
+                data,
+                reply,
+            } => {
+                if self.cancelled_early.remove(&id) {
+                    let _ = reply.send(Err(cancelled()));
+                    return;
+                }
+                self.queue.push_back(Work::Image {
+                    id,
+                    request,
+                    data,
+                    cancel: CancellationToken::new(),
+                    reply,
+                });
+            }
+            Msg::StartLlm {
+                request,
+                data,
+                reply,
+            } => self.queue.push_back(Work::StartLlm {
+                request,
+                data,
+                reply,
+            }),
+            Msg::Cancel(id) => self.cancel(id),
+            Msg::ClearSaved => self.context.status.send_modify(|s| s.saved = None),
+            #[cfg(test)]
+            Msg::Sync(reply) => drop(reply.send(())),
+        }
+        self.publish_queue();
+    }
+
+    fn cancel(&mut self, id: String) {
+        let waiting = self
+            .queue
+            .iter()
+            .position(|w| matches!(w, Work::Image { id: queued, .. } if *queued == id));
+        if let Some(Work::Image { reply, .. }) = waiting.and_then(|i| self.queue.remove(i)) {
+            // It leaves the queue at once, and causes no offload; the count is published first.
+            self.publish_queue();
+            let _ = reply.send(Err(cancelled()));
+        } else if let Some((_, cancel)) = self.making.as_ref().filter(|(making, _)| *making == id) {
+            cancel.cancel();
+        } else {
+            self.cancelled_early.insert(id);
+        }
+    }
+
+    fn images_waiting(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|w| matches!(w, Work::Image { .. }))
+            .count()
+    }
+
+    fn publish_queue(&self) {
+        let waiting = self.images_waiting();
+        self.context
+            .status
+            .send_if_modified(|s| std::mem::replace(&mut s.images_waiting, waiting) != waiting);
+    }
+
+    fn finish(&mut self, finished: Finished) {
+        match finished {
+            Finished::Work { done, offloaded } => {
+                self.making = None;
+                self.offloaded = offloaded.or(self.offloaded);
+                self.held.push(*done);
+                self.idle_since = Instant::now();
+            }
+            Finished::Reloaded => {}
+        }
+    }
+
+    /// With nothing running: bring the LLM back, or start the next work, or wait.
+    fn next_activity(&mut self) -> Option<Activity> {
+        if let Some(offloaded) = self.offloaded {
+            match self.context.options.next(self.situation()) {
+                Next::Reload => {
+                    self.offloaded = None;
+                    let context = self.context.clone();
+                    return Some(Box::pin(async move {
+                        context.reload(offloaded, YieldReason::Reload).await;
+                        Finished::Reloaded
+                    }));
+                }
+                Next::StayOffloaded => self.context.set_phase(Phase::Offloaded),
+            }
+        }
+        for done in self.held.drain(..) {
+            done.send();
+        }
+        let Some(work) = self.queue.pop_front() else {
+            if self.offloaded.is_none() {
+                self.context.set_phase(Phase::Idle);
+            }
+            return None;
+        };
+        self.publish_queue();
+        let context = self.context.clone();
+        Some(match work {
+            Work::Image {
+                id,
+                request,
+                data,
+                cancel,
+                reply,
+            } => {
+                self.making = Some((id.clone(), cancel.clone()));
+                Box::pin(async move {
+                    let (outcome, offloaded) = context.image(request, &id, &data, &cancel).await;
+                    Finished::Work {
+                        done: Box::new(Done::Image(reply, outcome)),
+                        offloaded,
+                    }
+                })
+            }
+            Work::StartLlm {
+                request,
+                data,
+                reply,
+            } => Box::pin(async move {
+                let outcome = context.start_llm(*request, &data).await;
+                Finished::Work {
+                    done: Box::new(Done::Start(reply, outcome)),
+                    offloaded: None,
+                }
+            }),
+        })
+    }
+
+    fn situation(&self) -> Situation {
+        let reload_after_idle = self.context.options.reload_after_idle;
+        Situation {
+            images_waiting: self.images_waiting(),
+            starts_waiting: self
+                .queue
+                .iter()
+                .any(|w| matches!(w, Work::StartLlm { .. })),
+            chat: self.context.effects.chat_queue(),
+            may_idle_offloaded: !self.closed
+                && reload_after_idle.is_some_and(|after| self.idle_since.elapsed() < after),
+        }
+    }
+
+    /// While the LLM stays out with nothing to do (`reloadAfterIdle`), a chat request or the
+    /// end of the idle time wakes the worker to decide again.
+    fn idle_wake(&self, idle: bool) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        match (
+            idle && self.offloaded.is_some(),
+            self.context.options.reload_after_idle,
+        ) {
+            (true, Some(after)) => {
+                let effects = self.context.effects.clone();
+                let deadline = self.idle_since + after;
+                Box::pin(async move {
+                    tokio::select! {
+                        () = effects.chat_arrived() => {}
+                        () = tokio::time::sleep_until(deadline) => {}
+                    }
+                })
+            }
+            _ => Box::pin(std::future::pending()),
+        }
+    }
+}
+
+fn cancelled() -> JobError {
+    DiffusionError::Cancelled.into()
+}
+
+/// What the LLM and an image of `width` × `height` need, and whether they fit together.
+pub(super) async fn estimate<E: Effects>(
+    effects: &E,
+    options: &Options,
+    (width, height): (u32, u32),
+    data: &DataPaths,
+) -> Estimate {
+    let llm = effects.llm_usage(data).await;
+    let diffusion = effects.image_usage(width, height).await;
+    let free = effects.free().await;
+    options.weigh(llm, diffusion, free.memory, free.gpu, effects.llm_running())
+}
+
+impl<E: Effects> Context<E> {
+    /// Makes the image, offloading the LLM first when the two do not fit; says whether it did.
+    async fn image(
+        &self,
+        request: ImageRequest,
+        id: &str,
+        data: &DataPaths,
+        cancel: &CancellationToken,
+    ) -> (ImageResult, Option<Offloaded>) {
+        if cancel.is_cancelled() {
+            return (Err(cancelled()), None);
+        }
+        let size = (request.width, request.height);
+        let estimate = estimate(&*self.effects, &self.options, size, data).await;
+        let mut offloaded = None;
+        if estimate.needs_offload {
+            offloaded = self.offload(&estimate).await;
+            if cancel.is_cancelled() {
+                return (Err(cancelled()), offloaded);
+            }
+            self.wait_for_memory(estimate.diffusion, estimate.bottleneck)
+                .await;
+        }
+        self.set_phase(Phase::Generating);
+        let outcome = self.effects.generate_image(request, id, cancel).await;
+        (outcome, offloaded)
+    }
+
+    async fn offload(&self, estimate: &Estimate) -> Option<Offloaded> {
+        let options = &self.options;
+        // Chat requests let through by the last reload are served before the next hold.
+        let _ = tokio::time::timeout(options.drain_timeout, self.effects.chat_drained()).await;
+        // Stopped by the app meanwhile: there is nothing to offload.
+        let resolved = self.effects.llm_config()?;
+        let saved = SavedState {
+            resolved,
+            was_running: true,
+            saved_at: crate::clock::unix_millis(),
+        };
+        self.status.send_modify(|s| s.saved = Some(saved.clone()));
+        self.set_phase(Phase::Draining);
+        self.emit(OrchestratorEvent::Offload(Box::new(saved)));
+        let drained = self
+            .effects
+            .offload_llm(options.drain_timeout, options.queue)
+            .await;
+        if !drained {
+            tracing::warn!("offload: requests still in flight after the drain timeout were cut");
+        }
+        self.set_phase(Phase::Offloading);
+        Some(Offloaded {
+            llm: estimate.llm,
+            bottleneck: estimate.bottleneck,
+        })
+    }
+
+    async fn reload(&self, offloaded: Offloaded, reason: YieldReason) {
+        if !self.effects.llm_offloaded() {
+            // The app stopped or started the LLM itself meanwhile: it is not ours to bring back.
+            self.status.send_modify(|s| s.saved = None);
+            self.set_phase(Phase::Idle);
+            return;
+        }
+        self.set_phase(Phase::Reloading);
+        self.make_room_for_the_llm(offloaded.llm, offloaded.bottleneck, reason)
+            .await;
+        match self.effects.reload_llm().await {
+            Ok(info) => {
+                self.status.send_modify(|s| s.saved = None);
+                self.emit(OrchestratorEvent::Reload(info));
+            }
+            Err(err) => self.emit(OrchestratorEvent::ReloadFailed(err)),
+        }
+        self.set_phase(Phase::Idle);
+    }
+
+    /// Starts the LLM; an idle resident sd-server that does not fit beside it yields first.
+    /// (An LLM the orchestrator holds offloaded has come back before: [`Options::next`].)
+    async fn start_llm(&self, request: StartRequest, data: &DataPaths) -> StartResult {
+        let planned = self.effects.plan_llm(&request, data).await?;
+        if let Some((llm, bottleneck)) = planned.need {
+            self.make_room_for_the_llm(llm, bottleneck, YieldReason::Start)
+                .await;
+        }
+        self.effects.start_llm(request, planned.config, data).await
+    }
+
+    /// A resident sd-server keeps its model loaded after the image: when it and the LLM do not
+    /// fit together, it yields if idle (an image being made is never cut; the next image starts
+    /// it again).
+    async fn make_room_for_the_llm(&self, llm: Usage, bottleneck: Bottleneck, reason: YieldReason) {
+        let Some(held) = self.effects.diffusion_held().await else {
+            return;
+        };
+        let free = self.effects.free().await;
+        if self.options.must_yield(llm, held, free.memory, bottleneck)
+            && self.effects.release_idle_diffusion().await
+        {
+            tracing::info!("stopped the idle resident sd-server to make room for the LLM");
+            self.emit(OrchestratorEvent::DiffusionReleased(reason));
+            self.wait_for_memory(llm, bottleneck).await;
+        }
+    }
+
+    /// Memory is not free the moment a process exits: waits (bounded) until what `needed` asks
+    /// of the bottleneck is reported free, with the headroom.
+    async fn wait_for_memory(&self, needed: Usage, bottleneck: Bottleneck) {
+        let deadline = Instant::now() + self.options.memory_release_timeout;
+        loop {
+            let free = self.effects.free().await;
+            let enough = match bottleneck {
+                Bottleneck::Ram => free.memory.ram >= needed.ram + self.options.headroom,
+                // A driver that does not say what is free cannot be waited for.
+                Bottleneck::Vram => {
+                    !free.vram_reported || free.memory.vram >= needed.vram + self.options.headroom
+                }
+            };
+            if enough || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(MEMORY_POLL).await;
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        if self
+            .status
+            .send_if_modified(|s| std::mem::replace(&mut s.phase, phase) != phase)
+        {
+            self.emit(OrchestratorEvent::Phase(phase));
+        }
+    }
+
+    fn emit(&self, event: OrchestratorEvent) {
+        if let Some(events) = &self.events {
+            events.emit(event);
+        }
+    }
+}
