@@ -41,7 +41,13 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::sync::lock;
 
-const HEALTH_POLL: Duration = Duration::from_millis(10);
+/// Readiness comes from the backend's own output: a ready hint prompts one health check. Polling
+/// is only the fallback, sparse because on a small machine a poll slows the load it waits for:
+/// the first check after `FIRST_POLL`, then each interval half again as long, up to `MAX_POLL`.
+const FIRST_POLL: Duration = Duration::from_millis(100);
+const MAX_POLL: Duration = Duration::from_millis(500);
+/// How long one readiness check may take.
+const READY_CHECK: Duration = Duration::from_millis(250);
 /// A cancelled start's child gets this long to exit on SIGTERM before SIGKILL.
 const CANCEL_GRACE: Duration = Duration::from_millis(100);
 /// A hung child gets this long.
@@ -864,7 +870,17 @@ async fn wait_ready(
     server: &'static str,
 ) -> Result<(), LaunchError> {
     let deadline = Instant::now() + spec.startup_timeout;
+    let mut interval = FIRST_POLL;
+    let mut next_poll = Instant::now() + interval;
     loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_poll.min(deadline).into()) => {
+                interval = (interval * 3 / 2).min(MAX_POLL);
+                next_poll = Instant::now() + interval;
+            }
+            _ = hint.notified() => {}
+            _ = child.wait() => {}
+        }
         if let Some(exit) = child.exited() {
             return Err(LaunchError::ExitedDuringStart {
                 server,
@@ -874,7 +890,7 @@ async fn wait_ready(
         }
         // Ready only while it still runs: another process may answer on the port of one
         // that has just died.
-        if answers(&spec.health_url, HEALTH_POLL * 4).await && child.exited().is_none() {
+        if answers(&spec.health_url, READY_CHECK).await && child.exited().is_none() {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -883,11 +899,6 @@ async fn wait_ready(
                 secs: spec.startup_timeout.as_secs(),
                 tail: child.logs.last(LOG_TAIL),
             });
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(HEALTH_POLL) => {}
-            _ = hint.notified() => {}
-            _ = child.wait() => {}
         }
     }
 }
