@@ -1,14 +1,45 @@
-//! What every server's start request shares, knowing no particular server: the port request,
-//! the check that a fixed port is free, and the error that carries a model, binary or server
-//! refusal with its code.
+//! What every server shares, knowing no particular server: the port request, the check that a
+//! fixed port is free, the error that carries a model, binary or server refusal with its code,
+//! and [`ManagedServer`], what every running server answers.
 
-use serde::Deserialize;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::binaries::BinaryError;
 use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
 use crate::models::{ModelError, ModelInfo, ModelType};
+use crate::process::ServerLog;
+use crate::process::memory::TreeMemory;
+
+/// What every managed server answers the same way (llama-server, rpc-server and the diffusion
+/// server): the binding gives each of their classes these methods from this one trait.
+pub trait ManagedServer: Send + Sync + 'static {
+    /// What `getInfo()` shows.
+    type Info: Serialize;
+    /// What `getConfig()` shows: the config of the last start.
+    type Config: Serialize;
+
+    fn info(&self) -> Self::Info;
+    fn config(&self) -> Option<Self::Config>;
+    fn log(&self) -> &ServerLog;
+    /// What the server's process tree uses now; `None` when none runs.
+    fn memory(&self) -> impl Future<Output = Option<TreeMemory>> + Send;
+    /// Running and answering its health check now.
+    fn is_healthy(&self) -> impl Future<Output = bool> + Send;
+    /// Stops the server and waits until its processes are gone. Idempotent.
+    fn shut_down(&self) -> impl Future<Output = ()> + Send;
+
+    fn logs(&self, n: usize) -> Vec<String> {
+        self.log().last(n)
+    }
+
+    fn clear_logs(&self) {
+        self.log().clear();
+    }
+}
 
 /// `port: 8080` or `port: 'auto'`.
 #[derive(Debug, Clone, Deserialize)]

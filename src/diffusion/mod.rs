@@ -22,6 +22,8 @@ use tracing::Instrument;
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::http::HttpServer;
+use crate::launch::ManagedServer;
+use crate::process::memory::TreeMemory;
 use crate::process::{ExitInfo, HealthStatus, ServerEvent, ServerLog, ServerState, Transition};
 use crate::sync::lock;
 use backend::{Backend, BackendConfig, BackendKind};
@@ -168,9 +170,15 @@ pub struct DiffusionConfig {
     pub log_file: Option<PathBuf>,
 }
 
+/// What `getConfig()` shows: everything but the API key.
+impl Serialize for DiffusionConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
 impl DiffusionConfig {
-    /// What `getConfig()` shows: everything but the API key.
-    pub fn to_json(&self) -> Value {
+    fn to_json(&self) -> Value {
         let b = &self.backend;
         json!({
             "modelId": self.model_id,
@@ -216,8 +224,9 @@ pub struct DiffusionInfo {
 
 #[derive(Debug, Clone)]
 pub enum DiffusionEvent {
-    /// A transition of the HTTP server.
-    State(Transition),
+    /// The lifecycle of the HTTP server, as for every managed server (it never crashes itself:
+    /// a crash of the resident `sd-server` under it is [`DiffusionEvent::Crashed`]).
+    Server(ServerEvent<DiffusionInfo>),
     /// A transition of the resident `sd-server` under it.
     BackendState(Transition),
     /// The resident `sd-server` died; the next request starts it again.
@@ -225,9 +234,6 @@ pub enum DiffusionEvent {
         exit: ExitInfo,
         tail: Vec<String>,
     },
-    Starting,
-    Started(DiffusionInfo),
-    Stopped,
     /// A job's progress, and every change of its status.
     Engine(EngineEvent),
     Log(String),
@@ -280,47 +286,6 @@ impl DiffusionServer {
         }
     }
 
-    pub fn info(&self) -> DiffusionInfo {
-        let Lifecycle {
-            state: status,
-            started_at,
-            error,
-        } = lock(&self.shared.status).clone();
-        let running = lock(&self.shared.running).clone();
-        let resident = running
-            .as_ref()
-            .and_then(|r| r.engine.backend().resident().map(|a| a.snapshot()));
-        DiffusionInfo {
-            status,
-            health: HealthStatus::of(status, 0),
-            port: running.as_ref().map(|r| r.port),
-            host: running.as_ref().map(|r| r.config.host.clone()),
-            model_id: running.as_ref().map(|r| r.config.model_id.clone()),
-            backend: running.as_ref().map(|r| r.config.backend.kind),
-            pid: resident.as_ref().and_then(|s| s.pid),
-            backend_status: resident.as_ref().map(|s| s.status),
-            backend_port: resident.as_ref().and_then(|s| s.port),
-            started_at,
-            busy: running.as_ref().is_some_and(|r| r.engine.busy()),
-            queued: running.as_ref().map_or(0, |r| r.engine.queued()),
-            error,
-        }
-    }
-
-    pub fn config(&self) -> Option<DiffusionConfig> {
-        lock(&self.shared.running)
-            .as_ref()
-            .map(|r| r.config.clone())
-    }
-
-    pub fn logs(&self, n: usize) -> Vec<String> {
-        self.shared.log.last(n)
-    }
-
-    pub fn clear_logs(&self) {
-        self.shared.log.clear();
-    }
-
     /// Stops the resident `sd-server` if no image is being made with it, to give its memory
     /// back (the next request starts it again); true when it was stopped.
     pub async fn release_idle_backend(&self) -> bool {
@@ -328,12 +293,6 @@ impl DiffusionServer {
             Some(engine) => engine.backend().release_idle().await,
             None => false,
         }
-    }
-
-    /// What the resident `sd-server`'s process tree uses now; `None` when none runs.
-    pub async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
-        let engine = self.engine()?;
-        engine.backend().resident()?.memory().await
     }
 
     pub async fn start(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
@@ -350,7 +309,8 @@ impl DiffusionServer {
         self.shared.log.set_file(config.log_file.as_deref());
         self.shared
             .set_status(ServerState::Starting, "start()".into(), None);
-        self.shared.emit(DiffusionEvent::Starting);
+        self.shared
+            .emit(DiffusionEvent::Server(ServerEvent::Starting));
         tracing::info!(
             "starting the diffusion server ({:?} backend)",
             config.backend.kind
@@ -361,7 +321,8 @@ impl DiffusionServer {
                     .set_status(ServerState::Running, "listening".into(), None);
                 let info = self.info();
                 tracing::info!("diffusion server listening on port {:?}", info.port);
-                self.shared.emit(DiffusionEvent::Started(info.clone()));
+                self.shared
+                    .emit(DiffusionEvent::Server(ServerEvent::Started(info.clone())));
                 Ok(info)
             }
             Err(err) => {
@@ -371,7 +332,8 @@ impl DiffusionServer {
                     err.to_string(),
                     Some(err.to_string()),
                 );
-                self.shared.emit(DiffusionEvent::Stopped);
+                self.shared
+                    .emit(DiffusionEvent::Server(ServerEvent::Stopped));
                 Err(err)
             }
         }
@@ -463,7 +425,8 @@ impl DiffusionServer {
         self.shared
             .set_status(ServerState::Stopped, "stopped".into(), None);
         tracing::info!("diffusion server stopped");
-        self.shared.emit(DiffusionEvent::Stopped);
+        self.shared
+            .emit(DiffusionEvent::Server(ServerEvent::Stopped));
     }
 
     /// Makes images in-process (the same jobs as HTTP requests). `id` names the job, so the
@@ -499,8 +462,62 @@ impl DiffusionServer {
         self.engine().and_then(|e| e.cancel(id)).is_some()
     }
 
+    fn engine(&self) -> Option<Arc<Engine>> {
+        lock(&self.shared.running)
+            .as_ref()
+            .map(|r| r.engine.clone())
+    }
+}
+
+impl ManagedServer for DiffusionServer {
+    type Info = DiffusionInfo;
+    type Config = DiffusionConfig;
+
+    fn info(&self) -> DiffusionInfo {
+        let Lifecycle {
+            state: status,
+            started_at,
+            error,
+        } = lock(&self.shared.status).clone();
+        let running = lock(&self.shared.running).clone();
+        let resident = running
+            .as_ref()
+            .and_then(|r| r.engine.backend().resident().map(|a| a.snapshot()));
+        DiffusionInfo {
+            status,
+            health: HealthStatus::of(status, 0),
+            port: running.as_ref().map(|r| r.port),
+            host: running.as_ref().map(|r| r.config.host.clone()),
+            model_id: running.as_ref().map(|r| r.config.model_id.clone()),
+            backend: running.as_ref().map(|r| r.config.backend.kind),
+            pid: resident.as_ref().and_then(|s| s.pid),
+            backend_status: resident.as_ref().map(|s| s.status),
+            backend_port: resident.as_ref().and_then(|s| s.port),
+            started_at,
+            busy: running.as_ref().is_some_and(|r| r.engine.busy()),
+            queued: running.as_ref().map_or(0, |r| r.engine.queued()),
+            error,
+        }
+    }
+
+    fn config(&self) -> Option<DiffusionConfig> {
+        lock(&self.shared.running)
+            .as_ref()
+            .map(|r| r.config.clone())
+    }
+
+    fn log(&self) -> &ServerLog {
+        &self.shared.log
+    }
+
+    /// What the resident `sd-server`'s process tree uses now; `None` when none runs.
+    async fn memory(&self) -> Option<TreeMemory> {
+        let engine = self.engine()?;
+        engine.backend().resident()?.memory().await
+    }
+
     /// Running and answering its own `/health`.
-    pub async fn is_healthy(&self) -> bool {
+    async fn is_healthy(&self) -> bool {
         let Some(running) = lock(&self.shared.running).clone() else {
             return false;
         };
@@ -511,10 +528,8 @@ impl DiffusionServer {
         crate::process::actor::answers(&url, std::time::Duration::from_secs(2)).await
     }
 
-    fn engine(&self) -> Option<Arc<Engine>> {
-        lock(&self.shared.running)
-            .as_ref()
-            .map(|r| r.engine.clone())
+    async fn shut_down(&self) {
+        self.stop().await;
     }
 }
 
@@ -570,12 +585,12 @@ impl Shared {
             old
         };
         if old != state {
-            self.emit(DiffusionEvent::State(Transition {
+            self.emit(DiffusionEvent::Server(ServerEvent::State(Transition {
                 old,
                 new: state,
                 reason,
                 will_restart: false,
-            }));
+            })));
         }
     }
 

@@ -66,7 +66,9 @@ fn recorder() -> (DiffusionServer, Seen) {
     let server = DiffusionServer::new(Some(EventSink::new(move |e| {
         if !matches!(
             e,
-            DiffusionEvent::Log(_) | DiffusionEvent::State(_) | DiffusionEvent::BackendState(_)
+            DiffusionEvent::Log(_)
+                | DiffusionEvent::Server(ServerEvent::State(_))
+                | DiffusionEvent::BackendState(_)
         ) {
             sink.lock().unwrap().push(e)
         }
@@ -190,9 +192,9 @@ async fn one_shot_makes_a_png_over_http_with_progress_and_leaves_nothing() {
         .unwrap()
         .iter()
         .filter_map(|e| match e {
-            DiffusionEvent::Starting => Some("starting"),
-            DiffusionEvent::Started(_) => Some("started"),
-            DiffusionEvent::Stopped => Some("stopped"),
+            DiffusionEvent::Server(ServerEvent::Starting) => Some("starting"),
+            DiffusionEvent::Server(ServerEvent::Started(_)) => Some("started"),
+            DiffusionEvent::Server(ServerEvent::Stopped) => Some("stopped"),
             DiffusionEvent::Engine(EngineEvent::Job { status, .. }) => Some(status.as_str()),
             _ => None,
         })
@@ -766,7 +768,7 @@ async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_
         ]
     );
     let own = crate::testing::transitions(&seen, |e| match e {
-        DiffusionEvent::State(t) => Some(t),
+        DiffusionEvent::Server(ServerEvent::State(t)) => Some(t),
         _ => None,
     });
     assert_eq!(

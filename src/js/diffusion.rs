@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::binaries::progress_to_js;
 use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, crashed, sink, tagged};
+use super::events::{EventCallback, crashed, lifecycle, log, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::diffusion::engine::{EngineEvent, ImageOutput};
 use crate::diffusion::resolve::{self, StartRequest};
@@ -52,16 +52,13 @@ impl From<&ImageOutput> for ImageBatch {
 
 fn event_to_js(event: DiffusionEvent) -> Value {
     match event {
-        DiffusionEvent::State(transition) => tagged("state", transition),
+        DiffusionEvent::Server(event) => lifecycle(event),
         DiffusionEvent::BackendState(transition) => tagged("backend-state", transition),
         DiffusionEvent::Crashed { exit, tail } => {
             let mut event = crashed(&exit, tail);
             event["backend"] = json!("sd-server");
             event
         }
-        DiffusionEvent::Starting => json!({ "type": "starting" }),
-        DiffusionEvent::Started(info) => tagged("started", info),
-        DiffusionEvent::Stopped => json!({ "type": "stopped" }),
         DiffusionEvent::Engine(EngineEvent::Progress { id, progress }) => {
             let mut event = tagged("progress", progress);
             event["id"] = json!(id);
@@ -70,7 +67,7 @@ fn event_to_js(event: DiffusionEvent) -> Value {
         DiffusionEvent::Engine(EngineEvent::Job { id, status }) => {
             json!({ "type": "job", "id": id, "status": status })
         }
-        DiffusionEvent::Log(line) => json!({ "type": "log", "line": line }),
+        DiffusionEvent::Log(line) => log(line),
     }
 }
 
@@ -99,12 +96,6 @@ impl JsDiffusionServer {
         to_js(&info)
     }
 
-    #[napi]
-    pub async fn stop(&self) -> napi::Result<()> {
-        self.inner.stop().await;
-        Ok(())
-    }
-
     /// Queues the request before returning, so its id can be cancelled at once.
     #[napi(ts_return_type = "Promise<ImageBatch>")]
     pub fn generate_image<'env>(
@@ -124,35 +115,6 @@ impl JsDiffusionServer {
     pub fn cancel(&self, id: Option<String>) -> bool {
         self.inner.cancel(id.as_deref())
     }
-
-    #[napi]
-    pub fn get_info(&self) -> napi::Result<Value> {
-        to_js(&self.inner.info())
-    }
-
-    #[napi]
-    pub fn get_config(&self) -> Value {
-        self.inner.config().map_or(Value::Null, |c| c.to_json())
-    }
-
-    /// What the resident sd-server's process tree uses now; `null` when none runs.
-    #[napi]
-    pub async fn get_memory_usage(&self) -> napi::Result<Value> {
-        to_js(&self.inner.memory().await)
-    }
-
-    #[napi]
-    pub async fn is_healthy(&self) -> bool {
-        self.inner.is_healthy().await
-    }
-
-    #[napi]
-    pub fn get_logs(&self, lines: u32) -> Vec<String> {
-        self.inner.logs(lines as usize)
-    }
-
-    #[napi]
-    pub fn clear_logs(&self) {
-        self.inner.clear_logs()
-    }
 }
+
+super::server::managed_server_methods!(JsDiffusionServer);

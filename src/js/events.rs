@@ -5,11 +5,11 @@
 use napi::Status;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 use crate::events::EventSink;
-use crate::process::ExitInfo;
+use crate::process::{ExitInfo, ServerEvent};
 
 /// `(event: { type: string, ... }) => void`
 #[napi]
@@ -36,5 +36,30 @@ pub fn sink<E: 'static>(callback: Arc<EventCallback>, to_js: fn(E) -> Value) -> 
 
 /// A `crashed` event: how the process ended and its last lines.
 pub fn crashed(exit: &ExitInfo, tail: Vec<String>) -> Value {
-    serde_json::json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail })
+    json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail })
+}
+
+/// A `log` event: one line of a server's log.
+pub fn log(line: String) -> Value {
+    json!({ "type": "log", "line": line })
+}
+
+/// A managed server's lifecycle event, the same for every server: `state`, `starting`,
+/// `started` and `restarted` (with the server's info), `stopped`, `crashed`, `restart-failed`.
+pub fn lifecycle<I: serde::Serialize>(event: ServerEvent<I>) -> Value {
+    match event {
+        ServerEvent::State(transition) => tagged("state", transition),
+        ServerEvent::Starting => json!({ "type": "starting" }),
+        ServerEvent::Started(info) => tagged("started", info),
+        ServerEvent::Stopped => json!({ "type": "stopped" }),
+        ServerEvent::Crashed { exit, tail, hang } => {
+            let mut event = crashed(&exit, tail);
+            event["hang"] = json!(hang);
+            event
+        }
+        ServerEvent::Restarted(info) => tagged("restarted", info),
+        ServerEvent::RestartFailed { attempts, error } => {
+            json!({ "type": "restart-failed", "attempts": attempts, "error": error })
+        }
+    }
 }

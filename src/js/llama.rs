@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::binaries::progress_to_js;
 use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, crashed, sink, tagged};
+use super::events::{EventCallback, lifecycle, log, sink};
 use crate::binaries::BinaryManager;
 use crate::events::Subscription;
 use crate::llama::gateway::QueueEvent;
@@ -22,26 +22,14 @@ pub struct JsLlamaServer {
 
 fn event_to_js(event: LlamaEvent) -> Value {
     match event {
-        LlamaEvent::State(transition) => tagged("state", transition),
-        LlamaEvent::Starting => json!({ "type": "starting" }),
-        LlamaEvent::Started(info) => tagged("started", info),
-        LlamaEvent::Stopped => json!({ "type": "stopped" }),
-        LlamaEvent::Crashed { exit, tail, hang } => {
-            let mut event = crashed(&exit, tail);
-            event["hang"] = json!(hang);
-            event
-        }
-        LlamaEvent::Restarted(info) => tagged("restarted", info),
-        LlamaEvent::RestartFailed { attempts, error } => {
-            json!({ "type": "restart-failed", "attempts": attempts, "error": error })
-        }
+        LlamaEvent::Server(event) => lifecycle(event),
         LlamaEvent::Queue(QueueEvent::Queued { waiting }) => {
             json!({ "type": "queued", "waiting": waiting })
         }
         LlamaEvent::Queue(QueueEvent::Dequeued { waiting, waited }) => {
             json!({ "type": "dequeued", "waiting": waiting, "waitedMs": waited.as_millis() as u64 })
         }
-        LlamaEvent::Log(line) => json!({ "type": "log", "line": line }),
+        LlamaEvent::Log(line) => log(line),
     }
 }
 
@@ -72,41 +60,6 @@ impl JsLlamaServer {
         let info = self.inner.restart().await.map_err(to_napi)?;
         to_js(&info)
     }
-
-    #[napi]
-    pub async fn stop(&self) -> napi::Result<()> {
-        self.inner.stop().await;
-        Ok(())
-    }
-
-    #[napi]
-    pub fn get_info(&self) -> napi::Result<Value> {
-        to_js(&self.inner.info())
-    }
-
-    #[napi]
-    pub fn get_config(&self) -> napi::Result<Value> {
-        to_js(&self.inner.config())
-    }
-
-    /// What the server's process tree uses now; `null` when it is not running.
-    #[napi]
-    pub async fn get_memory_usage(&self) -> napi::Result<Value> {
-        to_js(&self.inner.memory().await)
-    }
-
-    #[napi]
-    pub async fn is_healthy(&self) -> bool {
-        self.inner.is_healthy().await
-    }
-
-    #[napi]
-    pub fn get_logs(&self, lines: u32) -> Vec<String> {
-        self.inner.logs(lines as usize)
-    }
-
-    #[napi]
-    pub fn clear_logs(&self) {
-        self.inner.clear_logs()
-    }
 }
+
+super::server::managed_server_methods!(JsLlamaServer);

@@ -14,4 +14,5 @@ mod models;
 mod orchestrator;
 mod process;
 mod rpc;
+mod server;
 mod system;

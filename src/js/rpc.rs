@@ -1,13 +1,12 @@
 use std::sync::Arc;
 
 use napi_derive::napi;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::config::data_paths;
 use super::error::{OrEmpty, from_js, to_js, to_napi};
-use super::events::{EventCallback, crashed, sink, tagged};
+use super::events::{EventCallback, lifecycle, log, sink};
 use crate::binaries::BinaryManager;
-use crate::process::ServerEvent;
 use crate::rpc::{self, RpcEvent, RpcServer, StartRequest};
 
 #[napi(js_name = "NativeRpcServer")]
@@ -17,17 +16,8 @@ pub struct JsRpcServer {
 
 fn event_to_js(event: RpcEvent) -> Value {
     match event {
-        RpcEvent::Server(ServerEvent::State(transition)) => tagged("state", transition),
-        RpcEvent::Server(ServerEvent::Starting) => json!({ "type": "starting" }),
-        RpcEvent::Started(info) => tagged("started", info),
-        RpcEvent::Server(ServerEvent::Started(snapshot)) => tagged("started", snapshot),
-        RpcEvent::Server(ServerEvent::Stopped) => json!({ "type": "stopped" }),
-        RpcEvent::Server(ServerEvent::Crashed { exit, tail, .. }) => crashed(&exit, tail),
-        RpcEvent::Server(ServerEvent::Restarted(snapshot)) => tagged("restarted", snapshot),
-        RpcEvent::Server(ServerEvent::RestartFailed { attempts, error }) => {
-            json!({ "type": "restart-failed", "attempts": attempts, "error": error })
-        }
-        RpcEvent::Log(line) => json!({ "type": "log", "line": line }),
+        RpcEvent::Server(event) => lifecycle(event),
+        RpcEvent::Log(line) => log(line),
     }
 }
 
@@ -50,40 +40,6 @@ impl JsRpcServer {
         let info = self.inner.start(config).await.map_err(to_napi)?;
         to_js(&info)
     }
-
-    #[napi]
-    pub async fn stop(&self) -> napi::Result<()> {
-        self.inner.stop().await;
-        Ok(())
-    }
-
-    #[napi]
-    pub fn get_info(&self) -> napi::Result<Value> {
-        to_js(&self.inner.info())
-    }
-
-    #[napi]
-    pub fn get_config(&self) -> napi::Result<Value> {
-        to_js(&self.inner.config())
-    }
-
-    #[napi]
-    pub async fn get_memory_usage(&self) -> napi::Result<Value> {
-        to_js(&self.inner.memory().await)
-    }
-
-    #[napi]
-    pub async fn is_healthy(&self) -> bool {
-        self.inner.is_healthy().await
-    }
-
-    #[napi]
-    pub fn get_logs(&self, lines: u32) -> Vec<String> {
-        self.inner.logs(lines as usize)
-    }
-
-    #[napi]
-    pub fn clear_logs(&self) {
-        self.inner.clear_logs()
-    }
 }
+
+super::server::managed_server_methods!(JsRpcServer);

@@ -19,7 +19,8 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::http::HttpServer;
 use crate::http::access::Access;
-use crate::launch::{PortInUse, free_port};
+use crate::launch::{ManagedServer, PortInUse, free_port};
+use crate::process::memory::TreeMemory;
 use crate::process::{
     ExitInfo, HealthStatus, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog,
     ServerState, Snapshot, Transition,
@@ -210,24 +211,8 @@ impl ServerInfo {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlamaEvent {
-    /// Every transition of the lifecycle, before the named event it may cause.
-    State(Transition),
-    Starting,
-    Started(ServerInfo),
-    Stopped,
-    /// `hang`: the watchdog killed a process that stopped answering `/health`.
-    Crashed {
-        exit: ExitInfo,
-        tail: Vec<String>,
-        hang: bool,
-    },
-    /// An automatic restart after a crash succeeded.
-    Restarted(ServerInfo),
-    /// Every automatic restart after a crash failed; the server stays crashed.
-    RestartFailed {
-        attempts: u32,
-        error: String,
-    },
+    /// The lifecycle, as for every managed server, with the server's info on a start.
+    Server(ServerEvent<ServerInfo>),
     /// A request began or stopped waiting at the gateway.
     Queue(gateway::QueueEvent),
     Log(String),
@@ -277,19 +262,7 @@ impl LlamaServer {
                     name_lost_workers(workers.unwrap_or_default(), &log);
                 }
                 if let Some(events) = &events {
-                    events.emit(match event {
-                        ServerEvent::State(t) => LlamaEvent::State(t),
-                        ServerEvent::Starting => LlamaEvent::Starting,
-                        ServerEvent::Started(s) => LlamaEvent::Started(info(s)),
-                        ServerEvent::Stopped => LlamaEvent::Stopped,
-                        ServerEvent::Crashed { exit, tail, hang } => {
-                            LlamaEvent::Crashed { exit, tail, hang }
-                        }
-                        ServerEvent::Restarted(s) => LlamaEvent::Restarted(info(s)),
-                        ServerEvent::RestartFailed { attempts, error } => {
-                            LlamaEvent::RestartFailed { attempts, error }
-                        }
-                    });
+                    events.emit(LlamaEvent::Server(event.map(info)));
                 }
             })
         };
@@ -299,10 +272,6 @@ impl LlamaServer {
             gateway,
             traffic: Arc::new(Traffic::new(events_for_queue)),
         }
-    }
-
-    pub fn info(&self) -> ServerInfo {
-        self.info_of(self.actor.snapshot())
     }
 
     fn info_of(&self, snapshot: Snapshot) -> ServerInfo {
@@ -316,42 +285,14 @@ impl LlamaServer {
         )
     }
 
-    pub fn config(&self) -> Option<LlamaConfig> {
-        lock(&self.config).clone()
-    }
-
-    pub fn logs(&self, n: usize) -> Vec<String> {
-        self.actor.log().last(n)
-    }
-
-    pub fn clear_logs(&self) {
-        self.actor.log().clear();
-    }
-
     /// The requests waiting at the gateway now.
     pub fn queue(&self) -> gateway::QueueInfo {
         self.traffic.queue()
     }
 
-    /// What the server's process tree uses now (RSS, and VRAM where NVML tells).
     /// How many chat requests wait at the gateway, from now on.
     pub fn queue_length(&self) -> tokio::sync::watch::Receiver<usize> {
         self.traffic.length()
-    }
-
-    pub async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
-        self.actor.memory().await
-    }
-
-    pub async fn is_healthy(&self) -> bool {
-        let info = self.info();
-        let (ServerState::Running, Some(port)) = (info.status, info.port) else {
-            return false;
-        };
-        let Some(host) = lock(&self.config).as_ref().map(|c| c.host.clone()) else {
-            return false;
-        };
-        crate::process::actor::answers(&health_url(&host, port), Duration::from_secs(2)).await
     }
 
     /// Starts llama-server and resolves once `/health` answers 200. A `stop()` meanwhile
@@ -496,6 +437,42 @@ impl LlamaServer {
         let reloaded = self.restart().await;
         self.traffic.release();
         reloaded
+    }
+}
+
+impl ManagedServer for LlamaServer {
+    type Info = ServerInfo;
+    type Config = LlamaConfig;
+
+    fn info(&self) -> ServerInfo {
+        self.info_of(self.actor.snapshot())
+    }
+
+    fn config(&self) -> Option<LlamaConfig> {
+        lock(&self.config).clone()
+    }
+
+    fn log(&self) -> &ServerLog {
+        self.actor.log()
+    }
+
+    async fn memory(&self) -> Option<TreeMemory> {
+        self.actor.memory().await
+    }
+
+    async fn is_healthy(&self) -> bool {
+        let info = self.info();
+        let (ServerState::Running, Some(port)) = (info.status, info.port) else {
+            return false;
+        };
+        let Some(host) = lock(&self.config).as_ref().map(|c| c.host.clone()) else {
+            return false;
+        };
+        crate::process::actor::answers(&health_url(&host, port), Duration::from_secs(2)).await
+    }
+
+    async fn shut_down(&self) {
+        self.stop().await;
     }
 }
 

@@ -45,7 +45,10 @@ fn recorder() -> (LlamaServer, Arc<Mutex<Vec<LlamaEvent>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let server = LlamaServer::new(Some(EventSink::new(move |e| {
-        if !matches!(e, LlamaEvent::Log(_) | LlamaEvent::State(_)) {
+        if !matches!(
+            e,
+            LlamaEvent::Log(_) | LlamaEvent::Server(ServerEvent::State(_))
+        ) {
             sink.lock().unwrap().push(e)
         }
     })));
@@ -105,7 +108,10 @@ async fn an_exit_during_start_fails_fast_with_the_output() {
     assert_eq!(server.info().status, State::Stopped);
     assert_eq!(
         *events.lock().unwrap(),
-        vec![LlamaEvent::Starting, LlamaEvent::Stopped]
+        vec![
+            LlamaEvent::Server(ServerEvent::Starting),
+            LlamaEvent::Server(ServerEvent::Stopped)
+        ]
     );
 }
 
@@ -170,7 +176,7 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
     }
     assert_eq!(server.info().status, State::Crashed);
     assert!(
-        matches!(events.lock().unwrap().last(), Some(LlamaEvent::Crashed { exit, .. }) if exit.signal == Some(libc::SIGKILL))
+        matches!(events.lock().unwrap().last(), Some(LlamaEvent::Server(ServerEvent::Crashed { exit, .. })) if exit.signal == Some(libc::SIGKILL))
     );
 
     // It starts again, and stop frees the port before returning.
@@ -188,13 +194,15 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
         .unwrap()
         .iter()
         .map(|e| match e {
-            LlamaEvent::Starting => "starting",
-            LlamaEvent::Started(_) => "started",
-            LlamaEvent::Stopped => "stopped",
-            LlamaEvent::Crashed { .. } => "crashed",
-            LlamaEvent::Restarted(_) => "restarted",
-            LlamaEvent::RestartFailed { .. } => "restart-failed",
-            LlamaEvent::Log(_) | LlamaEvent::State(_) | LlamaEvent::Queue(_) => "log",
+            LlamaEvent::Server(ServerEvent::Starting) => "starting",
+            LlamaEvent::Server(ServerEvent::Started(_)) => "started",
+            LlamaEvent::Server(ServerEvent::Stopped) => "stopped",
+            LlamaEvent::Server(ServerEvent::Crashed { .. }) => "crashed",
+            LlamaEvent::Server(ServerEvent::Restarted(_)) => "restarted",
+            LlamaEvent::Server(ServerEvent::RestartFailed { .. }) => "restart-failed",
+            LlamaEvent::Log(_)
+            | LlamaEvent::Server(ServerEvent::State(_))
+            | LlamaEvent::Queue(_) => "log",
         })
         .collect();
     assert_eq!(
@@ -239,7 +247,7 @@ fn full_recorder() -> (LlamaServer, Arc<Mutex<Vec<LlamaEvent>>>) {
 
 fn transitions(seen: &Arc<Mutex<Vec<LlamaEvent>>>) -> Vec<(State, State)> {
     crate::testing::transitions(seen, |e| match e {
-        LlamaEvent::State(t) => Some(t),
+        LlamaEvent::Server(ServerEvent::State(t)) => Some(t),
         _ => None,
     })
 }
@@ -259,7 +267,7 @@ async fn a_crash_is_followed_by_an_automatic_restart_with_every_transition_annou
         .lock()
         .unwrap()
         .iter()
-        .any(|e| matches!(e, LlamaEvent::Restarted(_)))
+        .any(|e| matches!(e, LlamaEvent::Server(ServerEvent::Restarted(_))))
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -300,13 +308,9 @@ async fn restart_keeps_the_port_and_announces_restarted() {
     assert!(server.is_healthy().await);
     server.stop().await;
     assert!(server.memory().await.is_none());
-    assert!(
-        events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, LlamaEvent::Restarted(info) if info.pid == again.pid))
-    );
+    assert!(events.lock().unwrap().iter().any(
+        |e| matches!(e, LlamaEvent::Server(ServerEvent::Restarted(info)) if info.pid == again.pid)
+    ));
 }
 
 #[tokio::test]
@@ -386,7 +390,9 @@ async fn restarts_that_keep_failing_end_in_restart_failed() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let failed = loop {
         let found = events.lock().unwrap().iter().find_map(|e| match e {
-            LlamaEvent::RestartFailed { attempts, error } => Some((*attempts, error.clone())),
+            LlamaEvent::Server(ServerEvent::RestartFailed { attempts, error }) => {
+                Some((*attempts, error.clone()))
+            }
             _ => None,
         });
         if let Some(found) = found {
@@ -403,7 +409,7 @@ async fn restarts_that_keep_failing_end_in_restart_failed() {
             .lock()
             .unwrap()
             .iter()
-            .any(|e| matches!(e, LlamaEvent::Restarted(_)))
+            .any(|e| matches!(e, LlamaEvent::Server(ServerEvent::Restarted(_))))
     );
     assert!(server.stop().await.is_some());
     assert_eq!(server.info().status, State::Stopped);
@@ -427,13 +433,10 @@ async fn the_watchdog_kills_a_hung_server_and_restarts_it() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     // Crashed, then at once Restarting (the backoff).
     wait_for(&server, State::Restarting, Duration::from_secs(5)).await;
-    assert!(
-        events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, LlamaEvent::Crashed { hang: true, .. }))
-    );
+    assert!(events.lock().unwrap().iter().any(|e| matches!(
+        e,
+        LlamaEvent::Server(ServerEvent::Crashed { hang: true, .. })
+    )));
     wait_for(&server, State::Running, Duration::from_secs(10)).await;
     assert_ne!(server.info().pid, first.pid);
     assert!(server.is_healthy().await);

@@ -14,6 +14,7 @@ use crate::config::DataPaths;
 use crate::diffusion::DiffusionServer;
 use crate::diffusion::engine::{ImageOutput, JobError};
 use crate::diffusion::request::ImageRequest;
+use crate::launch::ManagedServer;
 use crate::launch::StartError;
 use crate::llama::gateway::{QueueBounds, QueueInfo};
 use crate::llama::resolve::{self, StartRequest};

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::diffusion::DiffusionServer;
+use crate::launch::ManagedServer;
 use crate::llama::LlamaServer;
 use crate::process::ServerState;
 use crate::system::SystemInfo;

@@ -193,12 +193,14 @@ pub struct Snapshot {
     pub restart_pending: bool,
 }
 
+/// The lifecycle of a managed server, one event per transition. `I` is what a start carries:
+/// the actor's [`Snapshot`], or the server's own info once its facade has added what it knows.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ServerEvent {
+pub enum ServerEvent<I = Snapshot> {
     /// Every transition, before the named event it may cause.
     State(Transition),
     Starting,
-    Started(Snapshot),
+    Started(I),
     Stopped,
     /// `hang`: the watchdog killed a process that stopped answering its health URL.
     Crashed {
@@ -207,12 +209,29 @@ pub enum ServerEvent {
         hang: bool,
     },
     /// An automatic restart after a crash succeeded.
-    Restarted(Snapshot),
+    Restarted(I),
     /// Every automatic restart after a crash failed; the server stays crashed.
     RestartFailed {
         attempts: u32,
         error: String,
     },
+}
+
+impl<I> ServerEvent<I> {
+    /// The same event, with what a start carries made into `J`.
+    pub fn map<J>(self, info: impl FnOnce(I) -> J) -> ServerEvent<J> {
+        match self {
+            ServerEvent::State(t) => ServerEvent::State(t),
+            ServerEvent::Starting => ServerEvent::Starting,
+            ServerEvent::Started(i) => ServerEvent::Started(info(i)),
+            ServerEvent::Stopped => ServerEvent::Stopped,
+            ServerEvent::Crashed { exit, tail, hang } => ServerEvent::Crashed { exit, tail, hang },
+            ServerEvent::Restarted(i) => ServerEvent::Restarted(info(i)),
+            ServerEvent::RestartFailed { attempts, error } => {
+                ServerEvent::RestartFailed { attempts, error }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

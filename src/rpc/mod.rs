@@ -17,8 +17,9 @@ use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
-use crate::launch::{PortInUse, PortRequest, StartError, free_port};
+use crate::launch::{ManagedServer, PortInUse, PortRequest, StartError, free_port};
 use crate::process::actor::reachable;
+use crate::process::memory::TreeMemory;
 use crate::process::{
     LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerLog, ServerState,
     Snapshot,
@@ -213,9 +214,8 @@ impl RpcInfo {
 
 #[derive(Debug, Clone)]
 pub enum RpcEvent {
-    /// The lifecycle, as for the other servers (`Started` carries the info instead).
-    Server(ServerEvent),
-    Started(RpcInfo),
+    /// The lifecycle, as for every managed server, with the worker's info on a start.
+    Server(ServerEvent<RpcInfo>),
     Log(String),
 }
 
@@ -234,39 +234,15 @@ impl RpcServer {
         );
         let lifecycle = events.map(|events| {
             let config = config.clone();
-            EventSink::new(move |event| {
-                events.emit(match event {
-                    ServerEvent::Started(s) => {
-                        RpcEvent::Started(RpcInfo::of(s, lock(&config).as_ref()))
-                    }
-                    other => RpcEvent::Server(other),
-                })
+            EventSink::new(move |event: ServerEvent| {
+                let info = |s| RpcInfo::of(s, lock(&config).as_ref());
+                events.emit(RpcEvent::Server(event.map(info)))
             })
         });
         RpcServer {
             actor: ServerActor::new("rpc-server", log, lifecycle),
             config,
         }
-    }
-
-    pub fn info(&self) -> RpcInfo {
-        RpcInfo::of(self.actor.snapshot(), lock(&self.config).as_ref())
-    }
-
-    pub fn config(&self) -> Option<RpcConfig> {
-        lock(&self.config).clone()
-    }
-
-    pub fn logs(&self, n: usize) -> Vec<String> {
-        self.actor.log().last(n)
-    }
-
-    pub fn clear_logs(&self) {
-        self.actor.log().clear();
-    }
-
-    pub async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
-        self.actor.memory().await
     }
 
     /// Starts rpc-server and resolves once its port accepts connections.
@@ -302,9 +278,30 @@ impl RpcServer {
     pub async fn stop(&self) {
         self.actor.stop().await;
     }
+}
+
+impl ManagedServer for RpcServer {
+    type Info = RpcInfo;
+    type Config = RpcConfig;
+
+    fn info(&self) -> RpcInfo {
+        RpcInfo::of(self.actor.snapshot(), lock(&self.config).as_ref())
+    }
+
+    fn config(&self) -> Option<RpcConfig> {
+        lock(&self.config).clone()
+    }
+
+    fn log(&self) -> &ServerLog {
+        self.actor.log()
+    }
+
+    async fn memory(&self) -> Option<TreeMemory> {
+        self.actor.memory().await
+    }
 
     /// Running and accepting connections now.
-    pub async fn is_healthy(&self) -> bool {
+    async fn is_healthy(&self) -> bool {
         let info = self.info();
         match (info.status, info.host, info.port) {
             (ServerState::Running, Some(host), Some(port)) => {
@@ -312,6 +309,10 @@ impl RpcServer {
             }
             _ => false,
         }
+    }
+
+    async fn shut_down(&self) {
+        self.stop().await;
     }
 }
 
@@ -431,7 +432,9 @@ mod tests {
         let sink = events.clone();
         let server = RpcServer::new(Some(EventSink::new(move |e: RpcEvent| {
             let name = match e {
-                RpcEvent::Started(info) => format!("started {}", info.endpoint.unwrap()),
+                RpcEvent::Server(ServerEvent::Started(info)) => {
+                    format!("started {}", info.endpoint.unwrap())
+                }
                 RpcEvent::Server(ServerEvent::Stopped) => "stopped".into(),
                 RpcEvent::Server(ServerEvent::State(t)) => format!("{:?}", t.new),
                 _ => return,
