@@ -34,8 +34,17 @@ impl Coded for BadArgument {
     }
 }
 
+/// Decodes `value` (the argument `what`); a refusal names the field, as `config.contextSize`.
 pub fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> napi::Result<T> {
-    serde_json::from_value(value).map_err(|e| to_napi(BadArgument(format!("{what}: {e}"))))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            what.to_string()
+        } else {
+            format!("{what}.{path}")
+        };
+        to_napi(BadArgument(format!("{field}: {}", e.inner())))
+    })
 }
 
 pub fn to_js<T: serde::Serialize>(value: &T) -> napi::Result<Value> {
