@@ -8,8 +8,7 @@ const http = require('node:http')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
-const { monitorEventLoopDelay } = require('node:perf_hooks')
-const { runNode, backends } = require('./helpers')
+const { runNode, backends, waitFor, assertLoopFree } = require('./helpers')
 const { BinaryManager, LlamaServerManager, configure, ValidationError, BinaryError } = require('..')
 
 const { paths: real, skip } = backends()
@@ -77,7 +76,7 @@ test('the real executables are found through their environment variables and pro
   assert.deepEqual([rpc.kind, rpc.path, rpc.version], ['rpc-server', real.rpcServer, 'rpc-server (llama.cpp)'])
 })
 
-test('a release archive of the real llama-server installs from a local server, once', { skip }, async () => {
+test('a release archive of the real llama-server installs from a local server, once', { skip }, async (t) => {
   const dir = tmp()
   // A release-shaped archive: build/bin/llama-server, as llama.cpp publishes for Linux.
   fs.mkdirSync(path.join(dir, 'pkg', 'build', 'bin'), { recursive: true })
@@ -105,24 +104,24 @@ test('a release archive of the real llama-server installs from a local server, o
     const heard = { other: 0, server: 0 }
     other.on('binary-progress', () => heard.other++)
     server2.on('binary-progress', () => heard.server++)
-    const delay = monitorEventLoopDelay({ resolution: 1 })
-    delay.enable()
-    const results = await Promise.all([
-      manager.ensureBinary('llama-server', options),
-      other.ensureBinary('llama-server', options),
-    ])
-    delay.disable()
+    // Download, hashing and extraction of 15 MB run off the JS thread.
+    const results = await assertLoopFree(
+      () => Promise.all([manager.ensureBinary('llama-server', options), other.ensureBinary('llama-server', options)]),
+      { t, what: 'two ensureBinary calls installing one archive' },
+    )
     assert.deepEqual(results.map((r) => r.origin).sort(), ['download', 'installed'])
     const first = results.find((r) => r.origin === 'download')
     assert.equal(results[0].path, results[1].path)
-    for (let i = 0; i < 100 && !(heard.other > 0 && heard.server > 0); i++) await new Promise((r) => setTimeout(r, 10))
-    assert.ok(heard.other > 0 && heard.server > 0, JSON.stringify(heard))
+    // Events reach JS one per turn of the loop: some may still be on their way.
+    const heardBoth = () => heard.other > 0 && heard.server > 0
+    await waitFor([other, server2], 'binary-progress', heardBoth, {
+      timeout: 5000,
+      what: () => `both other managers to hear the install: ${JSON.stringify(heard)}`,
+    })
     assert.match(first.version, /version: /)
     assert.ok(first.path.startsWith(path.join(dir, 'data', 'binaries', 'llama', 'test')))
     assert.equal(spawnSync(first.path, ['--version']).status, 0)
     assert.deepEqual([...stages].sort(), ['download', 'extract', 'probe'])
-    // Download, hashing and extraction of 15 MB ran off the JS thread.
-    assert.ok(delay.max / 1e6 < 50, `event loop blocked for ${delay.max / 1e6} ms`)
 
     const second = await manager.ensureBinary('llama-server', options)
     assert.deepEqual([second.origin, second.path], ['installed', first.path])
@@ -140,12 +139,21 @@ test('the real llama-server answers chat completions with the tiny model', { ski
       probe.close(() => resolve(port))
     })
   })
-  const child = spawn(real.llamaServer, ['-m', real.llmModel, '--host', '127.0.0.1', '--port', String(port), '-t', '1', '-c', '512'], { stdio: 'ignore' })
+  const child = spawn(
+    real.llamaServer,
+    ['-m', real.llmModel, '--host', '127.0.0.1', '--port', String(port), '-t', '1', '-c', '512'],
+    { stdio: 'ignore' },
+  )
   try {
     let healthy = false
+    // Polled on purpose: this llama-server runs without the library, and /health is the only
+    // readiness signal it gives (it answers 503 while the model loads).
     for (let i = 0; i < 200 && !healthy; i++) {
       await new Promise((r) => setTimeout(r, 50))
-      healthy = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status === 200, () => false)
+      healthy = await fetch(`http://127.0.0.1:${port}/health`).then(
+        (r) => r.status === 200,
+        () => false,
+      )
     }
     assert.ok(healthy, 'llama-server became healthy')
     const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
@@ -166,10 +174,34 @@ test('the real llama-server answers chat completions with the tiny model', { ski
 test('the real sd-cli writes a 64×64 PNG from the tiny diffusion set', { skip }, async () => {
   const out = path.join(tmp(), 'out.png')
   const { llm, taesd } = real.diffusionComponents
-  const result = spawnSync(real.sdCli, [
-    '--diffusion-model', real.diffusionModel, '--llm', llm, '--taesd', taesd,
-    '-p', 'a red cube', '-W', '64', '-H', '64', '--steps', '2', '--cfg-scale', '1', '--seed', '42', '-t', '1', '-o', out,
-  ], { encoding: 'utf8', timeout: 120_000 })
+  const result = spawnSync(
+    real.sdCli,
+    [
+      '--diffusion-model',
+      real.diffusionModel,
+      '--llm',
+      llm,
+      '--taesd',
+      taesd,
+      '-p',
+      'a red cube',
+      '-W',
+      '64',
+      '-H',
+      '64',
+      '--steps',
+      '2',
+      '--cfg-scale',
+      '1',
+      '--seed',
+      '42',
+      '-t',
+      '1',
+      '-o',
+      out,
+    ],
+    { encoding: 'utf8', timeout: 120_000 },
+  )
   assert.equal(result.status, 0, result.stdout + result.stderr)
   const png = fs.readFileSync(out)
   assert.equal(png.subarray(0, 8).toString('hex'), '89504e470d0a1a0a')

@@ -23,7 +23,13 @@ async function chatModel() {
   configure({ dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-chat-')) })
   process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
   model = await serveFiles({ '/SmolLM2-135M-Instruct.Q4_1.gguf': real.chatModel }, (base) =>
-    new ModelManager().downloadModel({ source: 'url', url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`, name: 'SmolLM2 135M Instruct', type: 'llm', checksum: CHAT_SHA256 }),
+    new ModelManager().downloadModel({
+      source: 'url',
+      url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`,
+      name: 'SmolLM2 135M Instruct',
+      type: 'llm',
+      checksum: CHAT_SHA256,
+    }),
   )
   return model
 }
@@ -37,7 +43,10 @@ function chat(port, extra = {}) {
 }
 
 function rssBytes(pid) {
-  const line = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))
+  const line = fs
+    .readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS:'))
   return Number(line.split(/\s+/)[1]) * 1024
 }
 
@@ -68,7 +77,7 @@ test('the real model answers "Paris", plainly and streamed', { skip }, async () 
   }
 })
 
-test('the memory estimate against llama-server\'s measured RSS at context 2048 and 8192', { skip }, async () => {
+test("the memory estimate against llama-server's measured RSS at context 2048 and 8192", { skip }, async () => {
   const info = await chatModel()
   const server = new LlamaServerManager()
   const rows = []
@@ -85,7 +94,9 @@ test('the memory estimate against llama-server\'s measured RSS at context 2048 a
   const mb = (b) => `${(b / 1e6).toFixed(0)} MB`
   for (const r of rows) {
     const error = (r.estimated - r.measured) / r.measured
-    console.log(`context ${r.contextSize}: estimated ${mb(r.estimated)} (KV cache ${mb(r.kvCache)}), measured RSS ${mb(r.measured)}, error ${(100 * error).toFixed(0)}%`)
+    console.log(
+      `context ${r.contextSize}: estimated ${mb(r.estimated)} (KV cache ${mb(r.kvCache)}), measured RSS ${mb(r.measured)}, error ${(100 * error).toFixed(0)}%`,
+    )
   }
   const [small, large] = rows
   const growth = { estimated: large.estimated - small.estimated, measured: large.measured - small.measured }

@@ -65,10 +65,13 @@ test('a file where the data folder should be is a FileSystemError', async () => 
 test('configure() validates its options', () => {
   const { configure, ValidationError } = require('..')
   for (const bad of [null, 'dir', [], { dataDir: '' }, { dataDir: 3 }, { dataDirr: '/x' }]) {
-    assert.throws(() => configure(bad), (err) => {
-      assert.ok(err instanceof ValidationError, String(err))
-      assert.ok(err.details.suggestion)
-      return true
-    })
+    assert.throws(
+      () => configure(bad),
+      (err) => {
+        assert.ok(err instanceof ValidationError, String(err))
+        assert.ok(err.details.suggestion)
+        return true
+      },
+    )
   }
 })

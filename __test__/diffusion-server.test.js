@@ -7,9 +7,17 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { monitorEventLoopDelay } = require('node:perf_hooks')
-const { backends, downloadTinyImageSet, ROOT } = require('./helpers')
-const { DiffusionServerManager, ModelManager, configure, CancelledError, LogManager, PortInUseError, ServerError, ValidationError } = require('..')
+const { backends, downloadTinyImageSet, ROOT, assertLoopFree } = require('./helpers')
+const {
+  DiffusionServerManager,
+  ModelManager,
+  configure,
+  CancelledError,
+  LogManager,
+  PortInUseError,
+  ServerError,
+  ValidationError,
+} = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -36,7 +44,7 @@ function alive(pid) {
   return stat !== '' && stat.split(') ')[1]?.[0] !== 'Z'
 }
 
-test('one-shot: generateImage with progress, HTTP and the openai client all get PNGs', { skip }, async () => {
+test('one-shot: generateImage with progress, HTTP and the openai client all get PNGs', { skip }, async (t) => {
   await withTinySet()
   const server = new DiffusionServerManager()
   const events = []
@@ -49,25 +57,46 @@ test('one-shot: generateImage with progress, HTTP and the openai client all get 
     assert.equal(server.getConfig().port, info.port, "port: 'auto' resolves to the port it got")
 
     const steps = []
-    const delay = monitorEventLoopDelay({ resolution: 10 })
-    delay.enable()
-    const result = await server.generateImage({ ...SMALL, seed: 42, onProgress: (step, total, p) => steps.push([p.stage, step, total]) })
-    delay.disable()
+    // sd-cli runs in its own process and its output is read off the JS thread.
+    const result = await assertLoopFree(
+      () =>
+        server.generateImage({
+          ...SMALL,
+          seed: 42,
+          onProgress: (step, total, p) => steps.push([p.stage, step, total]),
+        }),
+      { t, what: 'a one-shot generateImage' },
+    )
     assert.deepEqual(pngSize(result.image), [64, 64])
     assert.equal(result.seed, 42)
     assert.equal(result.format, 'png')
     assert.ok(result.timeTaken >= result.backendTime && result.backendTime > 0)
-    assert.deepEqual(steps.filter(([stage]) => stage === 'diffusion'), [['diffusion', 1, 3], ['diffusion', 2, 3], ['diffusion', 3, 3]])
-    assert.ok(delay.max / 1e6 < 250, `the event loop stalled ${delay.max / 1e6} ms during generation`)
+    assert.deepEqual(
+      steps.filter(([stage]) => stage === 'diffusion'),
+      [
+        ['diffusion', 1, 3],
+        ['diffusion', 2, 3],
+        ['diffusion', 3, 3],
+      ],
+    )
 
-    const response = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, { method: 'POST', body: JSON.stringify({ ...SMALL, seed: 42 }) })
+    const response = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
+      method: 'POST',
+      body: JSON.stringify({ ...SMALL, seed: 42 }),
+    })
     const body = await response.json()
     assert.equal(response.status, 200)
     assert.ok(Buffer.from(body.image, 'base64').equals(result.image), 'same seed, same image')
 
     const { default: OpenAI } = await import('openai')
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${info.port}/v1`, apiKey: 'unused' })
-    const openai = await client.images.generate({ model: 'local', prompt: 'a cube', size: '64x64', n: 1, response_format: 'b64_json' })
+    const openai = await client.images.generate({
+      model: 'local',
+      prompt: 'a cube',
+      size: '64x64',
+      n: 1,
+      response_format: 'b64_json',
+    })
     assert.deepEqual(pngSize(Buffer.from(openai.data[0].b64_json, 'base64')), [64, 64])
     const entries = (await server.getLogs(500)).map((line) => LogManager.parseEntry(line))
     assert.ok(entries.every(Boolean), 'every line has a time and a level')
@@ -80,13 +109,19 @@ test('one-shot: generateImage with progress, HTTP and the openai client all get 
   assert.equal(server.isRunning(), false)
 })
 
-test('the seed\'s gpuLayers and vramBudget reach the real backend as its own switches', { skip }, async () => {
+test("the seed's gpuLayers and vramBudget reach the real backend as its own switches", { skip }, async () => {
   await withTinySet()
   // A budget far below the model (10.6 MB): every switch, and the real sd-cli still makes the image.
   const oneShot = new DiffusionServerManager()
   await oneShot.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1, vramBudget: 1 })
   try {
-    assert.deepEqual(oneShot.getConfig().placement, ['--max-vram', '0.001', '--offload-to-cpu', '--clip-on-cpu', '--vae-on-cpu'])
+    assert.deepEqual(oneShot.getConfig().placement, [
+      '--max-vram',
+      '0.001',
+      '--offload-to-cpu',
+      '--clip-on-cpu',
+      '--vae-on-cpu',
+    ])
     assert.deepEqual(pngSize((await oneShot.generateImage({ ...SMALL, seed: 1 })).image), [64, 64])
   } finally {
     await oneShot.stop()
@@ -120,7 +155,14 @@ test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-ser
     assert.ok(alive(pid))
 
     const controller = new AbortController()
-    const long = server.generateImage({ ...SMALL, width: 256, height: 256, steps: 150, signal: controller.signal, onProgress: () => controller.abort() })
+    const long = server.generateImage({
+      ...SMALL,
+      width: 256,
+      height: 256,
+      steps: 150,
+      signal: controller.signal,
+      onProgress: () => controller.abort(),
+    })
     await assert.rejects(long, CancelledError)
     assert.equal(alive(pid), false, 'sd-server cannot cancel a running job: it was stopped')
     const after = await server.generateImage(SMALL)
@@ -140,8 +182,23 @@ test('bad requests and bad configs are typed errors', { skip }, async () => {
   await assert.rejects(server.start({ modelId: 'tiny-image', backend: 'sometimes' }), ValidationError)
   await assert.rejects(server.start({ modelId: 'tiny-image', prot: 1 }), ValidationError)
   // Every flag the library sets itself, in every spelling; flags it leaves alone pass.
-  for (const flag of ['--output', '-p', '--prompt', '-n', '--negative-prompt', '--llm=other.gguf', '--taesd', '-W', '--cfg-scale', '-M']) {
-    await assert.rejects(server.start({ modelId: 'tiny-image', extraArgs: [flag, 'x'] }), (err) => err instanceof ValidationError && err.message.includes(flag), flag)
+  for (const flag of [
+    '--output',
+    '-p',
+    '--prompt',
+    '-n',
+    '--negative-prompt',
+    '--llm=other.gguf',
+    '--taesd',
+    '-W',
+    '--cfg-scale',
+    '-M',
+  ]) {
+    await assert.rejects(
+      server.start({ modelId: 'tiny-image', extraArgs: [flag, 'x'] }),
+      (err) => err instanceof ValidationError && err.message.includes(flag),
+      flag,
+    )
   }
   const taken = net.createServer()
   await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve))
@@ -151,7 +208,10 @@ test('bad requests and bad configs are typed errors', { skip }, async () => {
 
   await server.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto' })
   try {
-    await assert.rejects(server.start({ modelId: 'tiny-image' }), (err) => err instanceof ServerError && err.code === 'SERVER_ALREADY_RUNNING')
+    await assert.rejects(
+      server.start({ modelId: 'tiny-image' }),
+      (err) => err instanceof ServerError && err.code === 'SERVER_ALREADY_RUNNING',
+    )
     await assert.rejects(server.generateImage({ prompt: '' }), ValidationError)
     await assert.rejects(server.generateImage({ ...SMALL, width: 70 }), /multiple of 8/)
     await assert.rejects(server.generateImage({ ...SMALL, onProgress: 3 }), ValidationError)
@@ -185,6 +245,8 @@ test('killing the Node parent with SIGKILL takes sd-server with it', { skip }, a
   assert.ok(pid > 0 && alive(pid))
   parent.kill('SIGKILL')
   const deadline = Date.now() + 1000
+  // Polled against the deadline on purpose: the parent that could have told is dead, and
+  // sd-server is not our child, so no event or exit status reaches this process.
   while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25))
   assert.equal(alive(pid), false, `sd-server ${pid} still alive 1 s after its parent was killed`)
 })
@@ -195,12 +257,19 @@ test('a prompt past the parser limit is a 400 before any backend runs; one at th
   const { port } = await server.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
   const limit = { linux: 8192, win32: 1024 }[process.platform] ?? 512
   const text = (n) => 'a red cube on a wooden table '.repeat(2000).slice(0, n)
-  const post = (body) => fetch(`http://127.0.0.1:${port}/v1/images/generations`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
-  })
+  const post = (body) =>
+    fetch(`http://127.0.0.1:${port}/v1/images/generations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
   try {
     // 26,160 bytes crashed the backend with signal 11 before the limit existed.
-    for (const body of [{ prompt: text(26_160) }, { prompt: text(limit + 1) }, { prompt: 'p', negativePrompt: text(limit + 1) }]) {
+    for (const body of [
+      { prompt: text(26_160) },
+      { prompt: text(limit + 1) },
+      { prompt: 'p', negativePrompt: text(limit + 1) },
+    ]) {
       const res = await post({ ...body, width: 64, height: 64, steps: 1, cfgScale: 1 })
       assert.equal(res.status, 400)
       const error = await res.json()
@@ -221,13 +290,14 @@ test('requests the HTTP parser refuses still get JSON errors', { skip }, async (
   await withTinySet()
   const server = new DiffusionServerManager()
   const { port } = await server.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto' })
-  const raw = (request) => new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.end(request))
-    let answer = ''
-    socket.on('data', (d) => (answer += d))
-    socket.on('end', () => resolve(answer))
-    socket.on('error', reject)
-  })
+  const raw = (request) =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.end(request))
+      let answer = ''
+      socket.on('data', (d) => (answer += d))
+      socket.on('end', () => resolve(answer))
+      socket.on('error', reject)
+    })
   try {
     for (const [request, status, code] of [
       ['NONSENSE\r\n\r\n', 400, 'INVALID_ARGUMENT'],

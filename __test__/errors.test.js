@@ -79,14 +79,30 @@ test('index.d.ts and docs/API.md list exactly the codes of the table', () => {
   const root = path.join(__dirname, '..')
   const dts = fs.readFileSync(path.join(root, 'index.d.ts'), 'utf8')
   const union = /export type ErrorCode =([^;]*?)\n\n/.exec(dts)[1]
-  assert.deepEqual([...union.matchAll(/'([A-Z_]+)'/g)].map((m) => m[1]), Object.keys(lib.ERROR_CODES))
+  assert.deepEqual(
+    [...union.matchAll(/'([A-Z_]+)'/g)].map((m) => m[1]),
+    Object.keys(lib.ERROR_CODES),
+  )
   const docs = fs.readFileSync(path.join(root, 'docs', 'API.md'), 'utf8')
-  const rows = [...docs.matchAll(/^\| `([A-Z_]+)` \| `(\w+)` \| (\d+) \| .+ \|$/gm)].map((m) => [m[1], m[2], Number(m[3])])
-  assert.deepEqual(rows, Object.entries(lib.ERROR_CODES).map(([code, v]) => [code, v.class, v.status]))
+  const rows = [...docs.matchAll(/^\| `([A-Z_]+)` \| `(\w+)` \| (\d+) \| .+ \|$/gm)].map((m) => [
+    m[1],
+    m[2],
+    Number(m[3]),
+  ])
+  assert.deepEqual(
+    rows,
+    Object.entries(lib.ERROR_CODES).map(([code, v]) => [code, v.class, v.status]),
+  )
 })
 
 test('real failures carry their own codes', async () => {
   const { LlamaServerManager } = lib
-  await assert.rejects(new LlamaServerManager().restart(), (err) => err instanceof lib.ServerError && err.code === 'SERVER_NOT_RUNNING')
-  await assert.rejects(new lib.DiffusionServerManager().generateImage({ prompt: 'x' }), (err) => err instanceof lib.ServerError && err.code === 'SERVER_NOT_RUNNING')
+  await assert.rejects(
+    new LlamaServerManager().restart(),
+    (err) => err instanceof lib.ServerError && err.code === 'SERVER_NOT_RUNNING',
+  )
+  await assert.rejects(
+    new lib.DiffusionServerManager().generateImage({ prompt: 'x' }),
+    (err) => err instanceof lib.ServerError && err.code === 'SERVER_NOT_RUNNING',
+  )
 })

@@ -6,7 +6,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { backends, withTinyModel } = require('./helpers')
+const { backends, withTinyModel, waitFor, nextEvent } = require('./helpers')
 const { LlamaServerManager } = require('..')
 
 const { paths: real, skip } = backends()
@@ -39,7 +39,9 @@ test('a chat request sent right after a crash waits for the automatic restart an
   }
 })
 
-test('the queue is bounded; /health never waits; a server that crashed for good answers 503 with the reason', { skip }, async () => {
+test('the queue is bounded; /health never waits; a server that crashed for good answers 503 with the reason', {
+  skip,
+}, async () => {
   await withTinyModel(real)
   const server = new LlamaServerManager()
   const info = await server.start({ ...BASE, autoRestart: true, maxQueuedRequests: 1 })
@@ -98,7 +100,10 @@ test('gateway: false serves llama-server on the public port itself', { skip }, a
   try {
     assert.equal(info.backendPort, info.port)
     assert.equal((await chat(info.port)).status, 200)
-    await assert.rejects(server.stop().then(() => server.start({ ...BASE, gateway: false, allowedOrigins: ['http://a'] })), /allowedOrigins needs the gateway/)
+    await assert.rejects(
+      server.stop().then(() => server.start({ ...BASE, gateway: false, allowedOrigins: ['http://a'] })),
+      /allowedOrigins needs the gateway/,
+    )
   } finally {
     await server.stop()
   }
@@ -108,20 +113,30 @@ test('a waiting client that hangs up leaves the queue; a stop answers the ones s
   const dataDir = await withTinyModel(real)
   // A llama-server that passes its probe and then never gets ready: requests keep waiting.
   const fake = require('node:path').join(dataDir, 'llama-server')
-  require('node:fs').writeFileSync(fake, '#!/bin/sh\n[ "$1" = --version ] && { echo "version: 1 (fake)"; exit 0; }\nexec sleep 60\n', { mode: 0o755 })
+  require('node:fs').writeFileSync(
+    fake,
+    '#!/bin/sh\n[ "$1" = --version ] && { echo "version: 1 (fake)"; exit 0; }\nexec sleep 60\n',
+    { mode: 0o755 },
+  )
   const server = new LlamaServerManager()
   const starting = server.start({ ...BASE, binaryPath: fake, maxQueuedRequests: 1 }).catch((err) => err)
-  while (server.getInfo().status !== 'starting' || !server.getPort()) await new Promise((r) => setTimeout(r, 10))
+  await waitFor(server, ['state', 'starting'], () => server.getInfo().status === 'starting' && server.getPort(), {
+    timeout: 10_000,
+    what: () => `the fake to be starting with a port: ${JSON.stringify(server.getInfo())}`,
+  })
   const port = server.getPort()
   const leaving = new AbortController()
+  const queued = nextEvent(server, 'queued', { timeout: 10_000 })
   const first = chat(port, {}, leaving.signal).catch((err) => err)
-  await new Promise((r) => setTimeout(r, 200))
+  assert.equal((await queued).waiting, 1, 'the first request waits')
+  const dequeued = nextEvent(server, 'dequeued', { timeout: 10_000 })
   leaving.abort()
   assert.equal((await first).name, 'AbortError')
-  await new Promise((r) => setTimeout(r, 200))
+  assert.equal((await dequeued).waiting, 0, 'the client that hung up left the queue')
   // Its place is free again: this one waits instead of being refused.
+  const queuedAgain = nextEvent(server, 'queued', { timeout: 10_000 })
   const second = chat(port)
-  await new Promise((r) => setTimeout(r, 200))
+  assert.equal((await queuedAgain).waiting, 1, 'the second request waits')
   await server.stop()
   const answer = await second
   assert.equal(answer.status, 503)

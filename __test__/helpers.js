@@ -38,7 +38,10 @@ module.exports = { ROOT, runNode }
  */
 function backends() {
   const file = process.env.GENAI_ELECTRON_TEST_BACKENDS
-  if (!file) return { skip: 'real backends not provided: run `npm test` (or set GENAI_ELECTRON_TEST_BACKENDS to the JSON file `npm run backends` prints)' }
+  if (!file)
+    return {
+      skip: 'real backends not provided: run `npm test` (or set GENAI_ELECTRON_TEST_BACKENDS to the JSON file `npm run backends` prints)',
+    }
   return { paths: JSON.parse(require('node:fs').readFileSync(file, 'utf8')) }
 }
 
@@ -57,7 +60,11 @@ async function serveFiles(files, use) {
 
 /** Registers the tiny diffusion set of `npm run backends` as one multi-component model. */
 function downloadTinyImageSet(modelManager, real, name = 'tiny-image') {
-  const files = { '/diffusion.gguf': real.diffusionModel, '/llm.gguf': real.diffusionComponents.llm, '/taesd.gguf': real.diffusionComponents.taesd }
+  const files = {
+    '/diffusion.gguf': real.diffusionModel,
+    '/llm.gguf': real.diffusionComponents.llm,
+    '/taesd.gguf': real.diffusionComponents.taesd,
+  }
   return serveFiles(files, (base) =>
     modelManager.downloadModel({
       source: 'url',
@@ -111,3 +118,127 @@ async function startTinyServers(real, diffusionConfig = {}) {
 }
 
 module.exports.startTinyServers = startTinyServers
+
+/**
+ * Resolves with `predicate(...args)` once it is truthy, checking it now and after every one of
+ * `events` on `emitter` (one or an array: a manager's events, a child's stdout 'data'): tests
+ * wait for the signal that the state changed, never for a guessed number of milliseconds. Rejects
+ * after `timeout` ms, naming `what` (a string, or a function called then for the latest state).
+ * Its listeners go last, so state that earlier listeners record is up to date when it checks.
+ */
+function waitFor(emitter, events, predicate, { timeout = 30_000, what = 'the condition' } = {}) {
+  const emitters = [].concat(emitter)
+  const types = [].concat(events)
+  return new Promise((resolve, reject) => {
+    const done = (settle, value) => {
+      clearTimeout(timer)
+      for (const e of emitters) for (const type of types) e.off(type, check)
+      settle(value)
+    }
+    function check(...args) {
+      let value
+      try {
+        value = predicate(...args)
+      } catch (err) {
+        return done(reject, err)
+      }
+      if (value) done(resolve, value)
+    }
+    const timer = setTimeout(() => {
+      const waited = typeof what === 'function' ? what() : what
+      done(reject, new Error(`timed out after ${timeout} ms waiting for ${waited} (on ${types.join(', ')})`))
+    }, timeout)
+    for (const e of emitters) for (const type of types) e.on(type, check)
+    check()
+  })
+}
+
+/**
+ * The payload of the next `type` event on `emitter`. Call it before the action that causes the
+ * event, and await it after: `const queued = nextEvent(server, 'queued'); send(); await queued`.
+ */
+async function nextEvent(emitter, type, { timeout = 30_000, what = `a '${type}' event` } = {}) {
+  const [event] = await waitFor(emitter, type, (...args) => args.length > 0 && args, { timeout, what })
+  return event
+}
+
+module.exports.waitFor = waitFor
+module.exports.nextEvent = nextEvent
+
+/** What a 1 ms-resolution event-loop delay histogram saw, in ms. */
+function delaySummary(histogram) {
+  return { max: histogram.max / 1e6, p99: histogram.percentile(99) / 1e6 }
+}
+
+/**
+ * The event loop's delay while `work()` runs: `{ value, max, p99, ms }`, `value` what `work`
+ * resolved with, `max` and `p99` the loop's delays in ms, `ms` how long `work` took.
+ */
+async function loopDelay(work) {
+  const { monitorEventLoopDelay, performance } = require('node:perf_hooks')
+  const histogram = monitorEventLoopDelay({ resolution: 1 })
+  const began = performance.now()
+  histogram.enable()
+  let value
+  try {
+    value = await work()
+  } finally {
+    histogram.disable()
+  }
+  return { value, ...delaySummary(histogram), ms: performance.now() - began }
+}
+
+/**
+ * The event loop's delay over `ms` (at least 100) of plain JS timer activity and no library
+ * work: a timer every millisecond that builds and serialises an event-sized object, as a
+ * listener would. Measured in the same process and run as the work it is compared with, it
+ * says what this machine's load costs the loop right now.
+ */
+async function baselineDelay(ms) {
+  const period = Math.max(ms, 100)
+  const {
+    max,
+    p99,
+    ms: took,
+  } = await loopDelay(
+    () =>
+      new Promise((resolve) => {
+        let sink = 0
+        const tick = setInterval(() => {
+          const event = { type: 'progress', downloaded: sink, total: period, at: Date.now() }
+          sink += JSON.parse(JSON.stringify(event)).type.length
+        }, 1)
+        setTimeout(() => {
+          clearInterval(tick)
+          resolve(sink)
+        }, period)
+      }),
+  )
+  return { max, p99, ms: took }
+}
+
+/**
+ * Asserts that the library left the JS thread free while `work()` ran: its worst event-loop delay
+ * is at most 3× the worst of an equally long baseline (`baselineDelay`) measured right after,
+ * plus 50 ms. That margin absorbs a loaded machine (the baseline grows with the load), yet a call
+ * that held the thread for 200 ms still fails whenever the baseline's worst is under 50 ms, i.e.
+ * on any machine that does not itself stall the process that long. Both figures go to the test's
+ * diagnostics (`t`) and into the failure message. Resolves with what `work` resolved with.
+ */
+async function assertLoopFree(work, { t, what }) {
+  const assert = require('node:assert/strict')
+  const { value, ...library } = await loopDelay(work)
+  const baseline = await baselineDelay(library.ms)
+  const limit = baseline.max * 3 + 50
+  const ms = (n) => `${n.toFixed(1)} ms`
+  const figures =
+    `${what}: event-loop delay max ${ms(library.max)} (p99 ${ms(library.p99)}) over ${ms(library.ms)}; ` +
+    `baseline max ${ms(baseline.max)} (p99 ${ms(baseline.p99)}) over ${ms(baseline.ms)}; limit ${ms(limit)}`
+  t?.diagnostic(figures)
+  assert.ok(library.max <= limit, `the event loop was blocked: ${figures}`)
+  return value
+}
+
+module.exports.loopDelay = loopDelay
+module.exports.baselineDelay = baselineDelay
+module.exports.assertLoopFree = assertLoopFree

@@ -10,8 +10,15 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
-const { backends, withTinyModel, downloadTinyImageSet, ROOT } = require('./helpers')
-const { LlamaServerManager, DiffusionServerManager, ModelManager, configure, CancelledError, LogManager } = require('..')
+const { backends, withTinyModel, downloadTinyImageSet, ROOT, waitFor } = require('./helpers')
+const {
+  LlamaServerManager,
+  DiffusionServerManager,
+  ModelManager,
+  configure,
+  CancelledError,
+  LogManager,
+} = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -19,14 +26,16 @@ function tmp() {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-life-'))
 }
 
-
 function record(manager, types) {
   const seen = []
   for (const type of types) manager.on(type, (e) => seen.push(e.old ? `${e.old}→${e.new}` : type))
   return seen
 }
 
-/** Waits until `check()` is true, polling every 10 ms, for at most `ms`. */
+/**
+ * Waits until `check()` is true, polling every 10 ms, for at most `ms`. Only for what no event
+ * announces (processes in /proc): what the library signals is awaited with `waitFor`.
+ */
 async function until(check, ms, what) {
   const deadline = Date.now() + ms
   while (!check()) {
@@ -48,7 +57,7 @@ test('a start then a stop emits exactly four state events; restart() goes throug
   assert.equal(info.health, 'ok')
   await server.stop()
   assert.equal(server.getInfo().health, 'unknown')
-  await until(() => seen.length === 4, 2000, 'four state events')
+  await waitFor(server, 'state', () => seen.length === 4, { timeout: 2000, what: 'four state events' })
   assert.deepEqual(seen, ['stopped→starting', 'starting→running', 'running→stopping', 'stopping→stopped'])
 
   seen.length = 0
@@ -56,7 +65,11 @@ test('a start then a stop emits exactly four state events; restart() goes throug
   assert.equal(server.getStartConfig().contextSize, 512)
   server.getStartConfig().contextSize = 1
   await assert.rejects(server.start({ modelId: 'missing' }))
-  assert.deepEqual(server.getStartConfig(), { modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }, 'a copy, kept by a failed start')
+  assert.deepEqual(
+    server.getStartConfig(),
+    { modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 },
+    'a copy, kept by a failed start',
+  )
   // The request as it was accepted: it starts the same server again.
   const started = await server.start(server.getStartConfig())
   const again = await server.restart()
@@ -68,15 +81,23 @@ test('a start then a stop emits exactly four state events; restart() goes throug
   assert.ok(usage.rssBytes > 1 << 20, JSON.stringify(usage))
   await server.stop()
   assert.equal(await server.getMemoryUsage(), null)
-  await until(() => seen.length === 8, 2000, 'the restart cycle')
+  await waitFor(server, ['state', 'restarted'], () => seen.length === 8, { timeout: 2000, what: 'the restart cycle' })
   assert.deepEqual(seen, [
-    'stopped→starting', 'starting→running',
-    'running→stopping', 'stopping→restarting', 'restarting→running', 'restarted',
-    'running→stopping', 'stopping→stopped',
+    'stopped→starting',
+    'starting→running',
+    'running→stopping',
+    'stopping→restarting',
+    'restarting→running',
+    'restarted',
+    'running→stopping',
+    'stopping→stopped',
   ])
   const lines = await server.getLogs(500)
   // Every line, llama-server's own output included, has a time and a level.
-  assert.deepEqual(lines.filter((l) => !LogManager.parseEntry(l)), [])
+  assert.deepEqual(
+    lines.filter((l) => !LogManager.parseEntry(l)),
+    [],
+  )
   const logs = lines.join('\n')
   assert.match(logs, /\] \[INFO\] starting llama-server on port \d+/)
   assert.match(logs, /\] \[INFO\] restarting llama-server on port/)
@@ -88,15 +109,26 @@ test('a start then a stop emits exactly four state events; restart() goes throug
 
 test('stop() during a start that never gets ready cancels it within a second', { skip }, async () => {
   const dir = await withTinyModel(real)
-  // A llama-server that passes its probe and then never answers /health.
+  // A llama-server that passes its probe, says its pid (exec keeps it), and never answers /health.
   const fake = path.join(dir, 'llama-server')
-  fs.writeFileSync(fake, '#!/bin/sh\n[ "$1" = --version ] && { echo "version: 1 (fake)"; exit 0; }\necho loading; exec sleep 60\n', { mode: 0o755 })
+  fs.writeFileSync(
+    fake,
+    '#!/bin/sh\n[ "$1" = --version ] && { echo "version: 1 (fake)"; exit 0; }\necho "loading $$"; exec sleep 60\n',
+    { mode: 0o755 },
+  )
   const server = new LlamaServerManager()
   const seen = record(server, ['state'])
+  // Its line, a 'log' event, says it was spawned.
+  const spawned = waitFor(server, 'log', (e) => Number(/loading (\d+)/.exec(e?.line)?.[1]), {
+    timeout: 5000,
+    what: 'the fake to be spawned',
+  })
   const starting = server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, binaryPath: fake })
-  const outcome = starting.then(() => null, (err) => err)
-  await until(() => server.getInfo().pid, 5000, 'the fake to be spawned')
-  const pid = server.getInfo().pid
+  const outcome = starting.then(
+    () => null,
+    (err) => err,
+  )
+  const pid = await spawned
   const began = Date.now()
   await server.stop()
   const took = Date.now() - began
@@ -104,12 +136,14 @@ test('stop() during a start that never gets ready cancels it within a second', {
   assert.ok(err instanceof CancelledError && err.code === 'CANCELLED', String(err))
   assert.ok(took < 1000, `stop() took ${took} ms`)
   await until(() => gone(pid), 500, 'the fake to be gone')
-  await until(() => seen.length === 3, 1000, 'three state events')
+  await waitFor(server, 'state', () => seen.length === 3, { timeout: 1000, what: 'three state events' })
   assert.deepEqual(seen, ['stopped→starting', 'starting→stopping', 'stopping→stopped'])
   assert.equal(server.getInfo().status, 'stopped')
 })
 
-test('the keep-alive follows the state: a crash with restarts pending holds Node, one without lets it go', { skip }, async () => {
+test('the keep-alive follows the state: a crash with restarts pending holds Node, one without lets it go', {
+  skip,
+}, async () => {
   const dataDir = await withTinyModel(real)
   const script = (autoRestart) => `
     const { llamaServer, configure } = require(${JSON.stringify(ROOT)})
@@ -126,7 +160,7 @@ test('the keep-alive follows the state: a crash with restarts pending holds Node
     let out = ''
     child.stdout.on('data', (d) => (out += d))
     const exited = new Promise((resolve) => child.on('exit', resolve))
-    await until(() => /pid (\d+)/.test(out), 10000, 'the server to start')
+    await waitFor(child.stdout, 'data', () => /pid (\d+)/.test(out), { timeout: 10000, what: 'the server to start' })
     process.kill(Number(/pid (\d+)/.exec(out)[1]), 'SIGKILL')
     const timer = setTimeout(() => child.kill('SIGKILL'), 15000)
     assert.equal(await exited, 0, out)
@@ -168,7 +202,10 @@ test('a killed resident sd-server is reported as crashed, and the next image sta
     assert.ok(event.logs.length > 0)
     // As the seed's panel shows it: crashed, unhealthy, no process; the port still answers.
     const after = server.getInfo()
-    assert.deepEqual([after.backendStatus, after.status, after.health, after.pid], ['crashed', 'crashed', 'error', null])
+    assert.deepEqual(
+      [after.backendStatus, after.status, after.health, after.pid],
+      ['crashed', 'crashed', 'error', null],
+    )
     assert.match(after.error, /sd-server/)
     assert.equal(await server.isHealthy(), true)
     const next = await server.generateImage(image)
@@ -178,23 +215,38 @@ test('a killed resident sd-server is reported as crashed, and the next image sta
   } finally {
     await server.stop()
   }
-  await until(() => own.length === 6, 2000, 'the server state events')
-  assert.deepEqual(own, ['stopped→starting', 'starting→running', 'running→crashed', 'crashed→running', 'running→stopping', 'stopping→stopped'])
+  await waitFor(server, 'state', () => own.length === 6, { timeout: 2000, what: 'the server state events' })
+  assert.deepEqual(own, [
+    'stopped→starting',
+    'starting→running',
+    'running→crashed',
+    'crashed→running',
+    'running→stopping',
+    'stopping→stopped',
+  ])
   assert.deepEqual(backend, [
-    'stopped→starting', 'starting→running', 'running→crashed',
-    'crashed→starting', 'starting→running', 'running→stopping', 'stopping→stopped',
+    'stopped→starting',
+    'starting→running',
+    'running→crashed',
+    'crashed→starting',
+    'starting→running',
+    'running→stopping',
+    'stopping→stopped',
   ])
 })
 
 /** Processes whose command line contains `marker`. */
 function processesWith(marker) {
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker) && !gone(pid)
-    } catch {
-      return false
-    }
-  })
+  return fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker) && !gone(pid)
+      } catch {
+        return false
+      }
+    })
 }
 
 test('a build ends with the app, killed or exiting: no cmake, ninja or job is left behind', async (t) => {
@@ -209,8 +261,10 @@ test('a build ends with the app, killed or exiting: no cmake, ninja or job is le
     // of its own, so only ninja (told by SIGTERM) can end it.
     const marker = `${900 + crypto.randomInt(99)}.${crypto.randomInt(1e6)}`
     fs.mkdirSync(path.join(dir, 'proj-1.0'))
-    fs.writeFileSync(path.join(dir, 'proj-1.0', 'CMakeLists.txt'),
-      `cmake_minimum_required(VERSION 3.14)\nproject(slow NONE)\nadd_custom_target(llama-server ALL COMMAND sleep ${marker})\n`)
+    fs.writeFileSync(
+      path.join(dir, 'proj-1.0', 'CMakeLists.txt'),
+      `cmake_minimum_required(VERSION 3.14)\nproject(slow NONE)\nadd_custom_target(llama-server ALL COMMAND sleep ${marker})\n`,
+    )
     const archive = path.join(dir, 'proj-1.0.tar.gz')
     assert.equal(spawnSync('tar', ['-czf', archive, '-C', dir, 'proj-1.0']).status, 0)
     const sha256 = crypto.createHash('sha256').update(fs.readFileSync(archive)).digest('hex')
@@ -227,25 +281,45 @@ test('a build ends with the app, killed or exiting: no cmake, ninja or job is le
     assert.ok(tree.length >= 3, `cmake, ninja and the job: ${tree}`)
     if (how === 'SIGKILL') app.kill('SIGKILL')
     else app.stdin.write('quit\n')
-    await until(() => processesWith(workDir).length === 0 && processesWith(`sleep ${marker}`).length === 0, 5000,
-      `the build's processes to end after ${how} (${tree})`)
+    await until(
+      () => processesWith(workDir).length === 0 && processesWith(`sleep ${marker}`).length === 0,
+      5000,
+      `the build's processes to end after ${how} (${tree})`,
+    )
   }
 })
 
-test('a failed automatic restart sequence ends crashed + restart-failed, never stopped in between', { skip }, async () => {
+test('a failed automatic restart sequence ends crashed + restart-failed, never stopped in between', {
+  skip,
+}, async () => {
   await withTinyModel(real)
   const server = new LlamaServerManager()
   const seen = record(server, ['state', 'crashed', 'restart-failed', 'stopped', 'restarted'])
-  const info = await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, autoRestart: true, maxRestarts: 2 })
+  const info = await server.start({
+    modelId: 'tiny',
+    port: 'auto',
+    threads: 1,
+    contextSize: 512,
+    autoRestart: true,
+    maxRestarts: 2,
+  })
   const { path: modelPath } = await new ModelManager().getModelInfo('tiny')
   fs.writeFileSync(modelPath, Buffer.alloc(fs.statSync(modelPath).size))
   process.kill(info.pid, 'SIGKILL')
-  await until(() => seen.includes('restart-failed'), 15000, 'restart-failed')
+  await waitFor(server, 'restart-failed', () => seen.includes('restart-failed'), {
+    timeout: 15000,
+    what: 'restart-failed',
+  })
   assert.deepEqual(seen, [
-    'stopped→starting', 'starting→running',
-    'running→crashed', 'crashed',
-    'crashed→restarting', 'restarting→crashed',
-    'crashed→restarting', 'restarting→crashed', 'restart-failed',
+    'stopped→starting',
+    'starting→running',
+    'running→crashed',
+    'crashed',
+    'crashed→restarting',
+    'restarting→crashed',
+    'crashed→restarting',
+    'restarting→crashed',
+    'restart-failed',
   ])
   assert.equal(server.getInfo().status, 'crashed')
   await server.stop()

@@ -7,7 +7,16 @@ const net = require('node:net')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { backends, withTinyModel, ROOT } = require('./helpers')
-const { LlamaServerManager, ModelManager, PortInUseError, ModelNotFoundError, ServerError, BinaryError, ValidationError, InsufficientResourcesError } = require('..')
+const {
+  LlamaServerManager,
+  ModelManager,
+  PortInUseError,
+  ModelNotFoundError,
+  ServerError,
+  BinaryError,
+  ValidationError,
+  InsufficientResourcesError,
+} = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -43,7 +52,10 @@ test('start → chat (plain and streaming) → stop, with one event per transiti
     assert.ok(chunks.length >= 6, `${chunks.length} SSE chunks`)
     assert.match(text, /data: \[DONE\]/)
 
-    await assert.rejects(server.start({ modelId: 'tiny', port: 'auto' }), (err) => err instanceof ServerError && err.code === 'SERVER_ALREADY_RUNNING')
+    await assert.rejects(
+      server.start({ modelId: 'tiny', port: 'auto' }),
+      (err) => err instanceof ServerError && err.code === 'SERVER_ALREADY_RUNNING',
+    )
     assert.ok(logLines > 0)
     assert.ok((await server.getLogs(5)).length === 5)
   } finally {
@@ -54,7 +66,10 @@ test('start → chat (plain and streaming) → stop, with one event per transiti
   assert.equal(await server.isHealthy(), false)
   // The port is free as soon as stop() resolved.
   await new Promise((resolve, reject) => {
-    const probe = net.createServer().once('error', reject).listen(info.port, '127.0.0.1', () => probe.close(resolve))
+    const probe = net
+      .createServer()
+      .once('error', reject)
+      .listen(info.port, '127.0.0.1', () => probe.close(resolve))
   })
 })
 
@@ -76,8 +91,22 @@ test('bad starts are typed errors and leave nothing running', { skip }, async ()
   await assert.rejects(server.start({ modelId: 'missing' }), ModelNotFoundError)
   await assert.rejects(server.start({ modelId: 'tiny', port: 'eighty' }), ValidationError)
   await assert.rejects(server.start({ modelId: 'tiny', prot: 1 }), ValidationError)
-  for (const flag of ['-m', '--port=9', '-c', '-ngl', '--ctx-size', '-ctk', '--api-key-file', '-hf', '--ssl-key-file']) {
-    await assert.rejects(server.start({ modelId: 'tiny', extraArgs: [flag, 'x'] }), (err) => err instanceof ValidationError && err.message.includes(flag), flag)
+  for (const flag of [
+    '-m',
+    '--port=9',
+    '-c',
+    '-ngl',
+    '--ctx-size',
+    '-ctk',
+    '--api-key-file',
+    '-hf',
+    '--ssl-key-file',
+  ]) {
+    await assert.rejects(
+      server.start({ modelId: 'tiny', extraArgs: [flag, 'x'] }),
+      (err) => err instanceof ValidationError && err.message.includes(flag),
+      flag,
+    )
   }
   await assert.rejects(server.start({ modelId: 'tiny', binaryPath: '/nonexistent/llama-server' }), BinaryError)
   // A context whose KV cache (512 bytes a token for this model) is far beyond the machine's RAM:
@@ -89,7 +118,10 @@ test('bad starts are typed errors and leave nothing running', { skip }, async ()
     assert.match(err.details.suggestion, /force: true/)
     return true
   })
-  await assert.rejects(server.start({ modelId: 'tiny', contextSize: 200_000_000, force: true, binaryPath: '/nonexistent/llama-server' }), BinaryError)
+  await assert.rejects(
+    server.start({ modelId: 'tiny', contextSize: 200_000_000, force: true, binaryPath: '/nonexistent/llama-server' }),
+    BinaryError,
+  )
   const taken = net.createServer()
   await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve))
   await assert.rejects(server.start({ modelId: 'tiny', port: taken.address().port }), PortInUseError)
@@ -126,13 +158,18 @@ test('killing the Node parent with SIGKILL takes llama-server with it', { skip }
     const { llamaServer, configure } = require(${JSON.stringify(ROOT)})
     configure({ dataDir: ${JSON.stringify(dataDir)} })
     llamaServer.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }).then((i) => console.log(i.pid))`
-  const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, GENAI_ELECTRON_LLAMA_SERVER: real.llamaServer } })
+  const parent = spawn(process.execPath, ['-e', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, GENAI_ELECTRON_LLAMA_SERVER: real.llamaServer },
+  })
   const pid = Number(await new Promise((resolve) => parent.stdout.once('data', (d) => resolve(String(d).trim()))))
   assert.ok(pid > 0)
   assert.ok(fs.existsSync(`/proc/${pid}`))
   parent.kill('SIGKILL')
   const deadline = Date.now() + 1000
   let gone = false
+  // Polled against the deadline on purpose: the parent that could have told is dead, and
+  // llama-server is not our child, so no event or exit status reaches this process.
   while (!gone && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 25))
     const stat = fs.existsSync(`/proc/${pid}/stat`) ? fs.readFileSync(`/proc/${pid}/stat`, 'utf8') : ''

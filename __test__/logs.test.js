@@ -7,7 +7,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { LogManager } = require('..')
 
-test('parseEntry reads our lines and genai-electron 0.26\'s padded ones, and nothing else', () => {
+test("parseEntry reads our lines and genai-electron 0.26's padded ones, and nothing else", () => {
   assert.deepEqual(LogManager.parseEntry('[2026-12-02T13:00:00.123Z] [WARN] restart 2 failed port=8080'), {
     timestamp: '2026-12-02T13:00:00.123Z',
     level: 'warn',

@@ -6,7 +6,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { backends, startTinyServers } = require('./helpers')
+const { backends, startTinyServers, waitFor } = require('./helpers')
 const { ModelManager, ResourceOrchestrator, ServerError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
@@ -33,18 +33,35 @@ function record(orchestrator) {
 }
 
 test('options are checked', () => {
-  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudget: 1 }), ValidationError)
-  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 0 }), ValidationError)
+  assert.throws(
+    () => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudget: 1 }),
+    ValidationError,
+  )
+  assert.throws(
+    () => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 0 }),
+    ValidationError,
+  )
   assert.throws(() => new ResourceOrchestrator(undefined, {}), ValidationError)
-  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { maxQueuedRequests: -1 }), ValidationError)
-  assert.throws(() => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { queueTimeout: '5m' }), ValidationError)
+  assert.throws(
+    () => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { maxQueuedRequests: -1 }),
+    ValidationError,
+  )
+  assert.throws(
+    () => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { queueTimeout: '5m' }),
+    ValidationError,
+  )
 })
 
-test('too little room: offload, image, reload on the same port, and a chat sent meanwhile waits and succeeds', { skip }, async () => {
+test('too little room: offload, image, reload on the same port, and a chat sent meanwhile waits and succeeds', {
+  skip,
+}, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {
     // One place in the queue while offloaded (the server's own bound is 64).
-    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ...TIGHT, maxQueuedRequests: 1 })
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, {
+      ...TIGHT,
+      maxQueuedRequests: 1,
+    })
     const estimate = await orchestrator.estimate(IMAGE)
     assert.equal(estimate.needsOffload, true)
     assert.equal(estimate.llm.source, 'measured')
@@ -79,10 +96,20 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
     assert.equal(after.port, info.port)
     assert.notEqual(after.pid, info.pid)
     assert.equal(queueDuringImage.length, 1)
-    assert.deepEqual(orchestrator.getInfo(), { phase: 'idle', queue: { length: 0, longestWaitMs: 0 }, imagesWaiting: 0 })
+    assert.deepEqual(orchestrator.getInfo(), {
+      phase: 'idle',
+      queue: { length: 0, longestWaitMs: 0 },
+      imagesWaiting: 0,
+    })
     // The chat request joins the queue during the offload and leaves it once the LLM is back.
-    assert.deepEqual(seen.filter((e) => !['queued', 'dequeued'].includes(e)), ['draining', 'offload', 'offloading', 'generating', 'reloading', 'reload', 'idle'])
-    assert.ok(seen.indexOf('queued') > seen.indexOf('offload') && seen.indexOf('dequeued') > seen.indexOf('reloading'), seen.join(' '))
+    assert.deepEqual(
+      seen.filter((e) => !['queued', 'dequeued'].includes(e)),
+      ['draining', 'offload', 'offloading', 'generating', 'reloading', 'reload', 'idle'],
+    )
+    assert.ok(
+      seen.indexOf('queued') > seen.indexOf('offload') && seen.indexOf('dequeued') > seen.indexOf('reloading'),
+      seen.join(' '),
+    )
     assert.equal(orchestrator.getSavedState(), undefined)
   } finally {
     await stop()
@@ -108,7 +135,9 @@ test('enough room: nothing stops; a failed image still brings the LLM back', { s
   }
 })
 
-test('a resident sd-server that does not fit beside the LLM yields when the LLM comes back, and starts again for the next image', { skip }, async () => {
+test('a resident sd-server that does not fit beside the LLM yields when the LLM comes back, and starts again for the next image', {
+  skip,
+}, async () => {
   const { llama, diffusion, info, stop } = await servers({ backend: 'resident' })
   try {
     const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
@@ -138,7 +167,9 @@ test('a streamed reply in progress is finished whole before the offload stops th
   }
 })
 
-test('a reload that fails is reported, the state is kept, and waiting requests get 503 with the reason', { skip }, async () => {
+test('a reload that fails is reported, the state is kept, and waiting requests get 503 with the reason', {
+  skip,
+}, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {
     const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
@@ -160,8 +191,12 @@ test('a reload that fails is reported, the state is kept, and waiting requests g
   }
 })
 
-test('SIGKILL of the Node parent during an orchestrated image leaves no llama-server or sd-cli behind', { skip }, async () => {
-  const dataDir = require('node:fs').mkdtempSync(require('node:path').join(require('node:os').tmpdir(), 'genai-electron-orch-kill-'))
+test('SIGKILL of the Node parent during an orchestrated image leaves no llama-server or sd-cli behind', {
+  skip,
+}, async () => {
+  const dataDir = require('node:fs').mkdtempSync(
+    require('node:path').join(require('node:os').tmpdir(), 'genai-electron-orch-kill-'),
+  )
   const { ROOT } = require('./helpers')
   const script = `
     const { configure, llamaServer, diffusionServer, modelManager, ResourceOrchestrator } = require(${JSON.stringify(ROOT)})
@@ -175,7 +210,9 @@ test('SIGKILL of the Node parent during an orchestrated image leaves no llama-se
       await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
       const orchestrator = new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 1e6, headroom: 0 })
       orchestrator.on('phase', (e) => console.log('phase', e.phase))
-      await orchestrator.orchestrateImageGeneration({ prompt: 'a red cube', width: 256, height: 256, steps: 8, cfgScale: 1 })
+      let progress = 0
+      await orchestrator.orchestrateImageGeneration({ prompt: 'a red cube', width: 256, height: 256, steps: 8, cfgScale: 1,
+        onProgress: () => progress++ || console.log('sd-cli progress') })
     })()`
   const { spawn } = require('node:child_process')
   const app = spawn(process.execPath, ['-e', script], {
@@ -184,21 +221,28 @@ test('SIGKILL of the Node parent during an orchestrated image leaves no llama-se
   })
   let out = ''
   app.stdout.on('data', (d) => (out += d))
-  const ours = () => fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-      return stat.split(' ')[2] !== 'Z' && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dataDir)
-    } catch {
-      return false
-    }
+  const ours = () =>
+    fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((pid) => {
+        try {
+          const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+          return stat.split(' ')[2] !== 'Z' && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dataDir)
+        } catch {
+          return false
+        }
+      })
+  // The app says when sd-cli reports progress: an image is being made.
+  await waitFor(app.stdout, 'data', () => out.includes('phase generating') && out.includes('sd-cli progress'), {
+    timeout: 60000,
+    what: () => `an image under way: ${out}`,
   })
-  const deadline = Date.now() + 60000
-  while (!(out.includes('phase generating') && ours().length > 0)) {
-    assert.ok(Date.now() < deadline, `no image under way: ${out}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
+  assert.ok(ours().length > 0, `sd-cli runs: ${out}`)
   app.kill('SIGKILL')
   const gone = Date.now() + 2000
+  // Polled against the deadline on purpose: the app that could have told is dead, and its
+  // servers are not our children, so no event or exit status reaches this process.
   while (ours().length > 0) {
     assert.ok(Date.now() < gone, `left behind: ${ours()}`)
     await new Promise((r) => setTimeout(r, 25))

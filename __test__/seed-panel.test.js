@@ -64,7 +64,13 @@ function seedHandlers({ systemInfo, llamaServer, diffusionServer, modelManager, 
         throw new Error(error.error || 'Image generation failed')
       }
       const result = await response.json()
-      return { imageDataUrl: `data:image/png;base64,${result.image}`, timeTaken: result.timeTaken, seed: result.seed, width: result.width, height: result.height }
+      return {
+        imageDataUrl: `data:image/png;base64,${result.image}`,
+        timeTaken: result.timeTaken,
+        seed: result.seed,
+        width: result.width,
+        height: result.height,
+      }
     } catch (error) {
       throw new Error(`Failed to generate image: ${error.message}`)
     }
@@ -77,7 +83,13 @@ function seedHandlers({ systemInfo, llamaServer, diffusionServer, modelManager, 
   }
   ipcMain.handle('resources:orchestrateGeneration', async (_event, config) => {
     const result = await getOrchestrator().orchestrateImageGeneration(config)
-    return { imageDataUrl: `data:image/png;base64,${result.image.toString('base64')}`, timeTaken: result.timeTaken, seed: result.seed, width: result.width, height: result.height }
+    return {
+      imageDataUrl: `data:image/png;base64,${result.image.toString('base64')}`,
+      timeTaken: result.timeTaken,
+      seed: result.seed,
+      width: result.width,
+      height: result.height,
+    }
   })
   ipcMain.handle('resources:wouldNeedOffload', async () => await getOrchestrator().wouldNeedOffload())
   ipcMain.handle('resources:getSavedState', () => {
@@ -99,7 +111,7 @@ function seedHandlers({ systemInfo, llamaServer, diffusionServer, modelManager, 
   return async (channel, ...args) => structuredClone(await handlers.get(channel)({}, ...args))
 }
 
-test('the seed panel\'s diffusion and resources handlers work against the package as written', { skip }, async () => {
+test("the seed panel's diffusion and resources handlers work against the package as written", { skip }, async () => {
   await withTinyModel(real)
   process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
   process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
@@ -117,22 +129,40 @@ test('the seed panel\'s diffusion and resources handlers work against the packag
     assert.equal(status.modelId, 'tiny-image')
     assert.equal(await invoke('diffusion:health'), true)
 
-    const image = await invoke('diffusion:generate', { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 5 }, status.port)
+    const image = await invoke(
+      'diffusion:generate',
+      { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 5 },
+      status.port,
+    )
     assert.match(image.imageDataUrl, /^data:image\/png;base64,iVBOR/)
     assert.deepEqual([image.width, image.height, image.seed], [64, 64, 5])
     // The seed's own defaults: cfgScale 7.5, sampler euler_a, a random seed (-1).
-    const defaults = await invoke('diffusion:generate', { prompt: 'a red cube', width: 64, height: 64, steps: 1 }, status.port)
+    const defaults = await invoke(
+      'diffusion:generate',
+      { prompt: 'a red cube', width: 64, height: 64, steps: 1 },
+      status.port,
+    )
     assert.ok(defaults.seed >= 0)
 
     const logs = await invoke('diffusion:logs', 200)
     assert.ok(logs.length > 0 && logs.every((e) => e.timestamp && ['debug', 'info', 'warn', 'error'].includes(e.level)))
-    assert.ok(logs.some((e) => e.message.includes('generate_image completed')), 'sd-cli\'s lines, parsed')
+    assert.ok(
+      logs.some((e) => e.message.includes('generate_image completed')),
+      "sd-cli's lines, parsed",
+    )
     await invoke('diffusion:clearLogs')
     assert.deepEqual(await invoke('diffusion:logs', 200), [])
 
     assert.equal(await invoke('resources:wouldNeedOffload'), false)
     assert.equal(await invoke('resources:getSavedState'), null)
-    const orchestrated = await invoke('resources:orchestrateGeneration', { prompt: 'a blue sphere', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 9 })
+    const orchestrated = await invoke('resources:orchestrateGeneration', {
+      prompt: 'a blue sphere',
+      width: 64,
+      height: 64,
+      steps: 2,
+      cfgScale: 1,
+      seed: 9,
+    })
     assert.match(orchestrated.imageDataUrl, /^data:image\/png;base64,iVBOR/)
     assert.equal(orchestrated.seed, 9)
     await invoke('resources:clearSavedState')
@@ -143,7 +173,10 @@ test('the seed panel\'s diffusion and resources handlers work against the packag
 
     await invoke('diffusion:stop')
     assert.equal((await invoke('diffusion:status')).status, 'stopped')
-    await assert.rejects(invoke('diffusion:start', { modelId: 'missing' }), /Failed to start diffusion server: .*missing/)
+    await assert.rejects(
+      invoke('diffusion:start', { modelId: 'missing' }),
+      /Failed to start diffusion server: .*missing/,
+    )
   } finally {
     await Promise.all([llamaServer.stop(), diffusionServer.stop()])
   }

@@ -9,7 +9,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { backends, startTinyServers } = require('./helpers')
+const { backends, startTinyServers, waitFor } = require('./helpers')
 const { ResourceOrchestrator, CancelledError, ServerError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
@@ -48,15 +48,11 @@ function record(orchestrator) {
   return seen
 }
 
-/** Resolves when the orchestrator has begun its `n`th image. */
-function nthImage(seen, n) {
-  return new Promise((resolve) => {
-    const check = setInterval(() => {
-      if (seen.phases.filter((p) => p === 'generating').length >= n) {
-        clearInterval(check)
-        resolve()
-      }
-    }, 5)
+/** Resolves when the orchestrator has begun its `n`th image (a 'phase' event to `generating`). */
+function nthImage(orchestrator, seen, n) {
+  return waitFor(orchestrator, 'phase', () => seen.phases.filter((p) => p === 'generating').length >= n, {
+    timeout: 10 * 60_000,
+    what: () => `image ${n} to begin (phases: ${seen.phases})`,
   })
 }
 
@@ -65,26 +61,38 @@ test('swap options are checked', () => {
   assert.throws(make({ policy: 'lifo' }), (e) => e instanceof ValidationError && /collate/.test(e.message))
   assert.throws(make({ maxChatWait: -1 }), ValidationError)
   assert.throws(make({ reloadAfterIdle: 'soon' }), ValidationError)
-  assert.equal(new ResourceOrchestrator(undefined, undefined, undefined, undefined, { policy: 'fifo', maxChatWait: 1000, reloadAfterIdle: 0 }).getInfo().imagesWaiting, 0)
+  assert.equal(
+    new ResourceOrchestrator(undefined, undefined, undefined, undefined, {
+      policy: 'fifo',
+      maxChatWait: 1000,
+      reloadAfterIdle: 0,
+    }).getInfo().imagesWaiting,
+    0,
+  )
 })
 
-test('ten images and five chats under a budget that forces offload: all succeed, at most two reloads, no chat waits past maxChatWait plus one image', { skip }, async () => {
+test('ten images and five chats under a budget that forces offload: all succeed, at most two reloads, no chat waits past maxChatWait plus one image', {
+  skip,
+}, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {
     const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
     const seen = record(orchestrator)
     const images = Array.from({ length: 10 }, (_, i) => orchestrator.orchestrateImageGeneration({ ...IMAGE, seed: i }))
-    await nthImage(seen, 1)
+    await nthImage(orchestrator, seen, 1)
     assert.ok(orchestrator.getInfo().imagesWaiting >= 8, JSON.stringify(orchestrator.getInfo()))
     // A chat while each of images 1, 3, 5, 7 and 9 is made.
     const chats = []
     for (const n of [1, 3, 5, 7, 9]) {
-      await nthImage(seen, n)
+      await nthImage(orchestrator, seen, n)
       chats.push(chat(info.port))
     }
     const results = await Promise.all(images)
     const answers = await Promise.all(chats)
-    assert.deepEqual(answers.map((a) => a.status), [200, 200, 200, 200, 200])
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [200, 200, 200, 200, 200],
+    )
     assert.equal(results.length, 10)
     assert.ok(seen.reload <= 2, `${seen.reload} reloads`)
     assert.equal(seen.offload, seen.reload)
@@ -98,20 +106,25 @@ test('ten images and five chats under a budget that forces offload: all succeed,
   }
 })
 
-test('a chat that has waited maxChatWait brings the LLM back between images; one cancelled before changes nothing', { skip }, async () => {
+test('a chat that has waited maxChatWait brings the LLM back between images; one cancelled before changes nothing', {
+  skip,
+}, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {
-    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ...TIGHT, maxChatWait: 200 })
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, {
+      ...TIGHT,
+      maxChatWait: 200,
+    })
     const seen = record(orchestrator)
     const images = [1, 2, 3].map((seed) => orchestrator.orchestrateImageGeneration({ ...SLOW_IMAGE, seed }))
-    await nthImage(seen, 1)
+    await nthImage(orchestrator, seen, 1)
     // Sent and given up on during the first image: no reload for it.
     const gone = new AbortController()
     const cancelled = chat(info.port, gone.signal).catch((e) => e.name)
     await new Promise((resolve) => orchestrator.once('queued', resolve))
     gone.abort()
     assert.equal(await cancelled, 'AbortError')
-    await nthImage(seen, 2)
+    await nthImage(orchestrator, seen, 2)
     assert.equal(seen.reload, 0, 'the cancelled chat did not bring the LLM back')
     // Sent during the second image: it waits past maxChatWait, so the LLM comes back after it.
     const kept = chat(info.port)
@@ -120,7 +133,10 @@ test('a chat that has waited maxChatWait brings the LLM back between images; one
     assert.equal(answer.status, 200)
     assert.deepEqual([seen.offload, seen.reload], [2, 2], 'once for the chat, once at the end')
     const i = seen.phases.indexOf('reloading')
-    assert.ok(i > 0 && seen.phases.slice(i).includes('generating'), `the third image came after the chat's reload: ${seen.phases}`)
+    assert.ok(
+      i > 0 && seen.phases.slice(i).includes('generating'),
+      `the third image came after the chat's reload: ${seen.phases}`,
+    )
     assert.ok(answer.waitedMs < 200 + 30_000, `${answer.waitedMs} ms`)
   } finally {
     await stop()
@@ -137,18 +153,25 @@ test('an image cancelled while it waits leaves at once and causes no offload', {
     first.finally(() => (firstDone = true)).catch(() => {})
     const abort = new AbortController()
     const second = orchestrator.orchestrateImageGeneration({ ...IMAGE, signal: abort.signal })
-    await nthImage(seen, 1)
+    await nthImage(orchestrator, seen, 1)
     assert.equal(orchestrator.getInfo().imagesWaiting, 1)
     abort.abort()
     await assert.rejects(second, CancelledError)
     assert.equal(firstDone, false, 'it left while the first image was still being made')
     assert.equal(orchestrator.getInfo().imagesWaiting, 0)
     await first
+    await waitFor(orchestrator, ['reload', 'phase'], () => seen.reload > 0 && orchestrator.getInfo().phase === 'idle', {
+      what: () => `the LLM back after the first image (phases: ${seen.phases})`,
+    })
+    // A window on purpose: an offload for the cancelled image would begin now.
     await new Promise((resolve) => setTimeout(resolve, 200))
     assert.deepEqual([seen.offload, seen.reload], [1, 1], 'fifo would have offloaded again for it')
     // Aborted before it was asked: nothing stops at all.
     const pid = llama.getInfo().pid
-    await assert.rejects(orchestrator.orchestrateImageGeneration({ ...IMAGE, signal: AbortSignal.abort() }), CancelledError)
+    await assert.rejects(
+      orchestrator.orchestrateImageGeneration({ ...IMAGE, signal: AbortSignal.abort() }),
+      CancelledError,
+    )
     assert.equal(llama.getInfo().pid, pid)
     assert.equal(seen.offload, 1)
   } finally {
@@ -156,7 +179,9 @@ test('an image cancelled while it waits leaves at once and causes no offload', {
   }
 })
 
-test('starting the LLM through the orchestrator stops an idle resident sd-server that does not fit beside it; the next image starts it again', { skip }, async () => {
+test('starting the LLM through the orchestrator stops an idle resident sd-server that does not fit beside it; the next image starts it again', {
+  skip,
+}, async () => {
   const { llama, diffusion, info, stop } = await servers({ backend: 'resident' })
   try {
     await llama.stop()
@@ -164,7 +189,12 @@ test('starting the LLM through the orchestrator stops an idle resident sd-server
     assert.equal(diffusion.getInfo().backendStatus, 'running', 'resident, with its model loaded')
     const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
     const seen = record(orchestrator)
-    const started = await orchestrator.startLlamaServer({ modelId: 'tiny', port: info.port, threads: 1, contextSize: 512 })
+    const started = await orchestrator.startLlamaServer({
+      modelId: 'tiny',
+      port: info.port,
+      threads: 1,
+      contextSize: 512,
+    })
     assert.equal(started.status, 'running')
     assert.deepEqual(seen.released, ['start'])
     assert.equal(diffusion.getInfo().backendStatus, 'stopped')
@@ -174,23 +204,35 @@ test('starting the LLM through the orchestrator stops an idle resident sd-server
     assert.deepEqual(seen.released, ['start', 'reload'], 'it ran again for the image, and yielded again')
     assert.equal(llama.getInfo().status, 'running')
     // A second start through the orchestrator finds it running, as llamaServer.start would.
-    await assert.rejects(orchestrator.startLlamaServer({ modelId: 'tiny', port: info.port }), (e) => e instanceof ServerError && e.code === 'SERVER_ALREADY_RUNNING')
+    await assert.rejects(
+      orchestrator.startLlamaServer({ modelId: 'tiny', port: info.port }),
+      (e) => e instanceof ServerError && e.code === 'SERVER_ALREADY_RUNNING',
+    )
   } finally {
     await stop()
   }
 })
 
-test('an image whose backend stops printing fails with BACKEND_STALLED, its process is stopped, and the LLM comes back', { skip }, async () => {
+test('an image whose backend stops printing fails with BACKEND_STALLED, its process is stopped, and the LLM comes back', {
+  skip,
+}, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-stall-'))
   const fake = path.join(dir, 'sd-cli')
-  fs.writeFileSync(fake, `#!/bin/sh\ncase "$1" in --version) echo 'stable-diffusion.cpp version fake'; exit 0;; esac\necho '  |==>   | 1/20 - 1.00s/it'\nsleep 600\n`, { mode: 0o755 })
+  fs.writeFileSync(
+    fake,
+    `#!/bin/sh\ncase "$1" in --version) echo 'stable-diffusion.cpp version fake'; exit 0;; esac\necho '  |==>   | 1/20 - 1.00s/it'\nsleep 600\n`,
+    { mode: 0o755 },
+  )
   const { llama, diffusion, info, stop } = await servers({ binaryPath: fake, stallTimeout: 500 })
   try {
     assert.equal(diffusion.getConfig().stallTimeout, 500)
     const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
     const seen = record(orchestrator)
     const began = Date.now()
-    const error = await orchestrator.orchestrateImageGeneration(IMAGE).then(() => null, (e) => e)
+    const error = await orchestrator.orchestrateImageGeneration(IMAGE).then(
+      () => null,
+      (e) => e,
+    )
     assert.ok(error instanceof ServerError, String(error))
     assert.equal(error.code, 'BACKEND_STALLED')
     assert.equal(error.details.stallTimeoutMs, 500)
@@ -199,13 +241,16 @@ test('an image whose backend stops printing fails with BACKEND_STALLED, its proc
     assert.equal(llama.getInfo().status, 'running')
     assert.notEqual(llama.getInfo().pid, info.pid)
     assert.equal((await chat(info.port)).status, 200)
-    const left = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
-      try {
-        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(fake)
-      } catch {
-        return false
-      }
-    })
+    const left = fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((pid) => {
+        try {
+          return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(fake)
+        } catch {
+          return false
+        }
+      })
     assert.deepEqual(left, [], 'the stalled process is gone')
   } finally {
     await stop()
@@ -213,10 +258,15 @@ test('an image whose backend stops printing fails with BACKEND_STALLED, its proc
   }
 })
 
-test('with reloadAfterIdle the LLM stays out after the images until a chat comes, or the idle time has passed', { skip }, async () => {
+test('with reloadAfterIdle the LLM stays out after the images until a chat comes, or the idle time has passed', {
+  skip,
+}, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {
-    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ...TIGHT, reloadAfterIdle: 1500 })
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, {
+      ...TIGHT,
+      reloadAfterIdle: 1500,
+    })
     const seen = record(orchestrator)
     await Promise.all([1, 2].map((seed) => orchestrator.orchestrateImageGeneration({ ...IMAGE, seed })))
     assert.equal(orchestrator.getInfo().phase, 'offloaded')

@@ -1,44 +1,44 @@
 // Compiled (not run) by module.test.js with --strict: the typings must allow real usage.
 import {
-  configure,
-  getDataPaths,
-  systemInfo,
-  SystemInfo,
-  GenaiElectronError,
-  ValidationError,
-  type SystemCapabilities,
-  type CanRunModelResult,
-  type MemoryEvent,
-  type DataPaths,
-  binaries,
-  modelManager,
-  llamaServer,
-  PortInUseError,
-  type ServerInfo,
-  ModelNotFoundError,
-  type ModelInfo,
-  type DownloadProgressEvent,
   BinaryError,
-  type ResolvedBinary,
   type BinaryProgressEvent,
-  diffusionServer,
+  binaries,
   CancelledError,
+  type CanRunModelResult,
+  configure,
+  type DataPaths,
   type DiffusionServerInfo,
-  type StateEvent,
-  ResourceOrchestrator,
-  LogManager,
+  type DownloadProgressEvent,
+  diffusionServer,
   ERROR_CODES,
   type ErrorCode,
-  type LogEntry,
+  GenaiElectronError,
+  getDataPaths,
   type HealthStatus,
-  type ResourceEstimate,
-  type SavedLLMState,
-  type MemoryUsage,
-  type ImageGenerationResult,
   type ImageGenerationProgress,
-  rpcServer,
-  RpcServerManager,
+  type ImageGenerationResult,
+  type LogEntry,
+  LogManager,
+  llamaServer,
+  type MemoryEvent,
+  type MemoryUsage,
+  type ModelInfo,
+  ModelNotFoundError,
+  modelManager,
+  PortInUseError,
+  type ResolvedBinary,
+  type ResourceEstimate,
+  ResourceOrchestrator,
   type RpcServerInfo,
+  RpcServerManager,
+  rpcServer,
+  type SavedLLMState,
+  type ServerInfo,
+  type StateEvent,
+  type SystemCapabilities,
+  SystemInfo,
+  systemInfo,
+  ValidationError,
 } from 'genai-electron'
 
 async function main(): Promise<void> {
@@ -71,11 +71,18 @@ async function main(): Promise<void> {
     if (err instanceof ValidationError) console.log(err.code, err.details.suggestion)
     else if (err instanceof GenaiElectronError) console.log(err.code)
   }
-  binaries.on('binary-progress', (e: BinaryProgressEvent) => console.log(e.stage, e.bytes, e.total ?? 0, e.steps?.done ?? 0))
+  binaries.on('binary-progress', (e: BinaryProgressEvent) =>
+    console.log(e.stage, e.bytes, e.total ?? 0, e.steps?.done ?? 0),
+  )
   try {
     const bin: ResolvedBinary = await binaries.ensureBinary('llama-server', {
       variants: [{ type: 'cpu', url: 'https://example.invalid/x.tar.gz', sha256: '0'.repeat(64) }],
-      source: { archive: '/src/llama.tar.gz', sha256: '0'.repeat(64), subdir: 'vendor/llama.cpp', cmakeArgs: ['-DGGML_CUDA=ON'] },
+      source: {
+        archive: '/src/llama.tar.gz',
+        sha256: '0'.repeat(64),
+        subdir: 'vendor/llama.cpp',
+        cmakeArgs: ['-DGGML_CUDA=ON'],
+      },
     })
     const origin: 'path' | 'env' | 'installed' | 'download' | 'source' = bin.origin
     console.log(bin.path, origin)
@@ -109,7 +116,15 @@ async function main(): Promise<void> {
   diffusionServer.on('backend-state', (e) => console.log(e.type === 'backend-state', e.new))
   diffusionServer.on('crashed', (e) => console.log(e.backend, e.signal, e.logs.length))
   try {
-    const server: ServerInfo = await llamaServer.start({ modelId: model.id, port: 'auto', flashAttention: 'auto', extraArgs: ['--jinja'], allowedOrigins: ['http://localhost:5173'], maxQueuedRequests: 8, queueTimeout: 60_000 })
+    const server: ServerInfo = await llamaServer.start({
+      modelId: model.id,
+      port: 'auto',
+      flashAttention: 'auto',
+      extraArgs: ['--jinja'],
+      allowedOrigins: ['http://localhost:5173'],
+      maxQueuedRequests: 8,
+      queueTimeout: 60_000,
+    })
     console.log(server.backendPort, server.restartPending, llamaServer.getConfig()?.gateway)
     console.log(server.port, server.restarts, llamaServer.getConfig()?.contextSize, await llamaServer.getLogs(10))
     const usage: MemoryUsage | null = await llamaServer.getMemoryUsage()
@@ -122,7 +137,12 @@ async function main(): Promise<void> {
   }
   diffusionServer.on('progress', (e) => console.log(e.id, e.stage, e.percent))
   diffusionServer.on('job', (e) => console.log(e.id, e.status))
-  const sd: DiffusionServerInfo = await diffusionServer.start({ modelId: model.id, port: 'auto', backend: 'resident', idleTimeout: 60_000 })
+  const sd: DiffusionServerInfo = await diffusionServer.start({
+    modelId: model.id,
+    port: 'auto',
+    backend: 'resident',
+    idleTimeout: 60_000,
+  })
   const controller = new AbortController()
   try {
     const result: ImageGenerationResult = await diffusionServer.generateImage({
@@ -134,17 +154,40 @@ async function main(): Promise<void> {
       onProgress: (step: number, total: number, p: ImageGenerationProgress) => console.log(step / total, p.stage),
       signal: controller.signal,
     })
-    console.log(result.image.length, result.seeds, sd.port, sd.backendStatus, sd.backendPort, diffusionServer.getConfig()?.backend)
+    console.log(
+      result.image.length,
+      result.seeds,
+      sd.port,
+      sd.backendStatus,
+      sd.backendPort,
+      diffusionServer.getConfig()?.backend,
+    )
     console.log((await diffusionServer.getMemoryUsage())?.pids)
   } catch (err) {
     if (err instanceof CancelledError) console.log(err.code)
   }
-  const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, { ramBudgetBytes: 8e9, drainTimeout: 10_000, maxQueuedRequests: 8, queueTimeout: 60_000, policy: 'collate', maxChatWait: 10_000, reloadAfterIdle: 60_000 })
+  const orchestrator = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, {
+    ramBudgetBytes: 8e9,
+    drainTimeout: 10_000,
+    maxQueuedRequests: 8,
+    queueTimeout: 60_000,
+    policy: 'collate',
+    maxChatWait: 10_000,
+    reloadAfterIdle: 60_000,
+  })
   orchestrator.on('reload-failed', (e) => console.log(e.error))
   orchestrator.on('diffusion-released', (e) => console.log(e.reason === 'start'))
-  const worker: RpcServerInfo = await new RpcServerManager().start({ port: 'auto', threads: 2, devices: ['CPU'], cache: true })
+  const worker: RpcServerInfo = await new RpcServerManager().start({
+    port: 'auto',
+    threads: 2,
+    devices: ['CPU'],
+    cache: true,
+  })
   rpcServer.on('crashed', (e) => console.log(e.exitCode, e.logs))
-  const split: ServerInfo = await llamaServer.start({ modelId: 'tiny', rpcWorkers: [worker.endpoint ?? '127.0.0.1:50052'] })
+  const split: ServerInfo = await llamaServer.start({
+    modelId: 'tiny',
+    rpcWorkers: [worker.endpoint ?? '127.0.0.1:50052'],
+  })
   console.log(split.rpcWorkers, rpcServer.getEndpoint())
   const llm: ServerInfo = await orchestrator.startLlamaServer({ modelId: 'tiny', port: 'auto' })
   console.log(llm.port, orchestrator.getInfo().imagesWaiting, diffusionServer.getConfig()?.stallTimeout)
@@ -166,7 +209,12 @@ async function panel(): Promise<void> {
   const entries: (LogEntry | null)[] = (await diffusionServer.getLogs(50)).map((line) => LogManager.parseEntry(line))
   const health: HealthStatus = diffusionServer.getInfo().health
   const crashed: boolean = diffusionServer.getInfo().status === 'crashed' || llamaServer.getInfo().health === 'error'
-  console.log(entries.filter((e) => e?.level === 'error').length, health, crashed, LogManager.formatEntry({ message: 'x', level: 'warn' }))
+  console.log(
+    entries.filter((e) => e?.level === 'error').length,
+    health,
+    crashed,
+    LogManager.formatEntry({ message: 'x', level: 'warn' }),
+  )
 }
 void panel()
 
@@ -174,7 +222,8 @@ void panel()
 function describe(err: unknown): string {
   if (err instanceof GenaiElectronError) {
     const code = err.code
-    if (code === 'SERVER_ALREADY_RUNNING' || code === 'QUEUE_FULL') return `retry later (${code}, ${ERROR_CODES.QUEUE_FULL.status})`
+    if (code === 'SERVER_ALREADY_RUNNING' || code === 'QUEUE_FULL')
+      return `retry later (${code}, ${ERROR_CODES.QUEUE_FULL.status})`
   }
   const known: ErrorCode = 'INSUFFICIENT_RESOURCES'
   return ERROR_CODES[known].meaning

@@ -34,21 +34,30 @@ function check(value, type, where) {
     const results = type.types.map((t) => check(value, t, where))
     return results.some((r) => r.length === 0) ? [] : results.sort((a, b) => a.length - b.length)[0]
   }
-  if (value === null) return type.flags & ts.TypeFlags.Null ? [] : [`${where}: null where ${checker.typeToString(type)}`]
-  if (value === undefined) return type.flags & ts.TypeFlags.Undefined ? [] : [`${where}: missing (${checker.typeToString(type)})`]
-  if (type.flags & ts.TypeFlags.StringLiteral) return value === type.value ? [] : [`${where}: ${JSON.stringify(value)} is not '${type.value}'`]
-  if (type.flags & ts.TypeFlags.NumberLiteral) return value === type.value ? [] : [`${where}: ${value} is not ${type.value}`]
-  if (type.flags & ts.TypeFlags.BooleanLiteral) return typeof value === 'boolean' && String(value) === checker.typeToString(type) ? [] : [`${where}: ${value}`]
-  if (type.flags & ts.TypeFlags.String) return typeof value === 'string' ? [] : [`${where}: ${typeof value} where string`]
-  if (type.flags & ts.TypeFlags.Number) return typeof value === 'number' ? [] : [`${where}: ${typeof value} where number`]
-  if (type.flags & ts.TypeFlags.Boolean) return typeof value === 'boolean' ? [] : [`${where}: ${typeof value} where boolean`]
+  if (value === null)
+    return type.flags & ts.TypeFlags.Null ? [] : [`${where}: null where ${checker.typeToString(type)}`]
+  if (value === undefined)
+    return type.flags & ts.TypeFlags.Undefined ? [] : [`${where}: missing (${checker.typeToString(type)})`]
+  if (type.flags & ts.TypeFlags.StringLiteral)
+    return value === type.value ? [] : [`${where}: ${JSON.stringify(value)} is not '${type.value}'`]
+  if (type.flags & ts.TypeFlags.NumberLiteral)
+    return value === type.value ? [] : [`${where}: ${value} is not ${type.value}`]
+  if (type.flags & ts.TypeFlags.BooleanLiteral)
+    return typeof value === 'boolean' && String(value) === checker.typeToString(type) ? [] : [`${where}: ${value}`]
+  if (type.flags & ts.TypeFlags.String)
+    return typeof value === 'string' ? [] : [`${where}: ${typeof value} where string`]
+  if (type.flags & ts.TypeFlags.Number)
+    return typeof value === 'number' ? [] : [`${where}: ${typeof value} where number`]
+  if (type.flags & ts.TypeFlags.Boolean)
+    return typeof value === 'boolean' ? [] : [`${where}: ${typeof value} where boolean`]
   if (checker.isArrayType(type)) {
     if (!Array.isArray(value)) return [`${where}: not an array`]
     const [item] = checker.getTypeArguments(type)
     return value.flatMap((v, i) => check(v, item, `${where}[${i}]`))
   }
   const name = type.symbol?.name
-  if (name === 'Buffer' || name === 'Date') return value instanceof (name === 'Buffer' ? Buffer : Date) ? [] : [`${where}: not a ${name}`]
+  if (name === 'Buffer' || name === 'Date')
+    return value instanceof (name === 'Buffer' ? Buffer : Date) ? [] : [`${where}: not a ${name}`]
   if (typeof value !== 'object') return [`${where}: ${typeof value} where ${checker.typeToString(type)}`]
   const problems = []
   const index = type.getStringIndexType()
@@ -75,14 +84,26 @@ function conforms(value, typeName) {
 }
 
 test('the checker itself finds drift', () => {
-  assert.deepEqual(check({ total: 1, available: 1, used: 1, extra: 2 }, declared('MemoryInfo'), 'MemoryInfo').filter((p) => p.includes('extra')), ['MemoryInfo.extra: not declared'])
+  assert.deepEqual(
+    check({ total: 1, available: 1, used: 1, extra: 2 }, declared('MemoryInfo'), 'MemoryInfo').filter((p) =>
+      p.includes('extra'),
+    ),
+    ['MemoryInfo.extra: not declared'],
+  )
   assert.ok(check({ status: 'nope' }, declared('ServerInfo'), 'ServerInfo').length > 0)
 })
 
 test('what the addon returns is what index.d.ts declares', { skip }, async () => {
   await withTinyModel(real)
   process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
-  const { systemInfo, modelManager, LlamaServerManager, DiffusionServerManager, RpcServerManager, ResourceOrchestrator } = lib
+  const {
+    systemInfo,
+    modelManager,
+    LlamaServerManager,
+    DiffusionServerManager,
+    RpcServerManager,
+    ResourceOrchestrator,
+  } = lib
   conforms(await systemInfo.detect(), 'SystemCapabilities')
   conforms(systemInfo.getMemoryInfo(), 'MemoryInfo')
   conforms(await modelManager.getModelInfo('tiny'), 'ModelInfo')
@@ -98,10 +119,19 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
     conforms(llama.getConfig(), 'ResolvedLlamaConfig')
     conforms(llama.getStartConfig(), 'LlamaServerConfig')
     conforms(await llama.getMemoryUsage(), 'MemoryUsage')
-    conforms(await diffusion.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 }), 'DiffusionServerInfo')
+    conforms(
+      await diffusion.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 }),
+      'DiffusionServerInfo',
+    )
     conforms(diffusion.getConfig(), 'ResolvedDiffusionConfig')
-    conforms(await diffusion.generateImage({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 }), 'ImageGenerationResult')
-    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ramBudgetBytes: 1 << 20, headroom: 0 })
+    conforms(
+      await diffusion.generateImage({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 }),
+      'ImageGenerationResult',
+    )
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, {
+      ramBudgetBytes: 1 << 20,
+      headroom: 0,
+    })
     conforms(await orchestrator.estimate({ width: 64, height: 64 }), 'ResourceEstimate')
     orchestrator.once('offload', () => conforms(orchestrator.getSavedState(), 'SavedLLMState'))
     await orchestrator.orchestrateImageGeneration({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 })

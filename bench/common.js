@@ -10,7 +10,10 @@ const CACHE = process.env.GENAI_ELECTRON_DEV_CACHE ?? path.join(os.homedir(), '.
 
 /** The real backends and test models: `npm run backends` (cached), its JSON line parsed. */
 function backends() {
-  const run = spawnSync('bash', [path.join(__dirname, '..', 'scripts', 'backends.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  const run = spawnSync('bash', [path.join(__dirname, '..', 'scripts', 'backends.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   if (run.status !== 0) throw new Error('npm run backends failed')
   return JSON.parse(run.stdout.trim().split('\n').pop())
 }

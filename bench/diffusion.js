@@ -54,8 +54,12 @@ async function main() {
   console.log(`diffusion, tiny model 64×64, 2 steps, ${RUNS} images after the first, median end-to-end:`)
   console.log(`  one-shot (sd-cli)     ${ms(oneShotMedian)}  (first ${ms(oneShot.first.e2e)})`)
   console.log(`  resident (sd-server)  ${ms(residentMedian)}  (first, loading the model: ${ms(resident.first.e2e)})`)
-  console.log(`  resident / one-shot = ${(residentMedian / oneShotMedian).toFixed(2)}  (saves ${ms(oneShotMedian - residentMedian)} per image)`)
-  console.log(`  our HTTP overhead (end-to-end − backend), median: one-shot ${ms(median(all(oneShot).map((r) => r.overhead)))}, resident ${ms(median(all(resident).map((r) => r.overhead)))}  (goal ≤ 5 ms)`)
+  console.log(
+    `  resident / one-shot = ${(residentMedian / oneShotMedian).toFixed(2)}  (saves ${ms(oneShotMedian - residentMedian)} per image)`,
+  )
+  console.log(
+    `  our HTTP overhead (end-to-end − backend), median: one-shot ${ms(median(all(oneShot).map((r) => r.overhead)))}, resident ${ms(median(all(resident).map((r) => r.overhead)))}  (goal ≤ 5 ms)`,
+  )
 }
 
 main().catch((err) => {

@@ -35,7 +35,9 @@ function makeSource(file) {
 }
 
 async function startServer(file) {
-  const child = spawn(process.execPath, [path.join(__dirname, 'serve-file.js'), file, String(RATE)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [path.join(__dirname, 'serve-file.js'), file, String(RATE)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   const port = await new Promise((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))))
   return { url: `http://127.0.0.1:${port}/model.gguf`, stop: () => child.kill() }
 }
@@ -66,7 +68,13 @@ async function main() {
       fs.rmSync(out)
     },
     'genai-electron (Rust), sha256 while streaming': async () => {
-      const info = await lib.modelManager.downloadModel({ source: 'url', url: server.url, name: 'bench', type: 'llm', checksum: sha256 })
+      const info = await lib.modelManager.downloadModel({
+        source: 'url',
+        url: server.url,
+        name: 'bench',
+        type: 'llm',
+        checksum: sha256,
+      })
       await lib.modelManager.deleteModel(info.id)
     },
     'genai-electron 0.26 download': async () => {
@@ -95,10 +103,19 @@ async function main() {
   const ours = median(seconds['genai-electron (Rust), sha256 while streaming'])
   const curl = median(seconds.curl)
   const link = RATE > 0 ? `paced at ${RATE} MiB/s` : 'unpaced'
-  console.log(`download of ${(SIZE / 2 ** 20).toFixed(0)} MiB from 127.0.0.1 (${link}), median of ${RUNS} (node ${process.version}, ${os.cpus().length} CPUs)`)
+  console.log(
+    `download of ${(SIZE / 2 ** 20).toFixed(0)} MiB from 127.0.0.1 (${link}), median of ${RUNS} (node ${process.version}, ${os.cpus().length} CPUs)`,
+  )
   console.table(
     Object.fromEntries(
-      Object.entries(seconds).map(([name, s]) => [name, { seconds: median(s).toFixed(2), 'MiB/s': mibps(median(s)).toFixed(0), 'time ÷ ours': (median(s) / ours).toFixed(2) }]),
+      Object.entries(seconds).map(([name, s]) => [
+        name,
+        {
+          seconds: median(s).toFixed(2),
+          'MiB/s': mibps(median(s)).toFixed(0),
+          'time ÷ ours': (median(s) / ours).toFixed(2),
+        },
+      ]),
     ),
   )
   console.log(`ours vs curl: ${(curl / ours).toFixed(2)}× curl's throughput (goal ≥ 0.95)`)

@@ -21,11 +21,31 @@ function chat(port) {
 /** Peak RSS of one sd-cli run, in bytes. */
 function sdCliPeak(real, size) {
   const args = [
-    '--diffusion-model', real.diffusionModel, '--llm', real.diffusionComponents.llm, '--taesd', real.diffusionComponents.taesd,
-    '-p', 'a red cube', '-W', String(size), '-H', String(size), '--steps', '2', '--seed', '42', '--cfg-scale', '1', '-t', '1',
-    '-o', path.join(os.tmpdir(), `genai-electron-bench-${size}.png`),
+    '--diffusion-model',
+    real.diffusionModel,
+    '--llm',
+    real.diffusionComponents.llm,
+    '--taesd',
+    real.diffusionComponents.taesd,
+    '-p',
+    'a red cube',
+    '-W',
+    String(size),
+    '-H',
+    String(size),
+    '--steps',
+    '2',
+    '--seed',
+    '42',
+    '--cfg-scale',
+    '1',
+    '-t',
+    '1',
+    '-o',
+    path.join(os.tmpdir(), `genai-electron-bench-${size}.png`),
   ]
-  const script = 'import resource, subprocess, sys\nsubprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)'
+  const script =
+    'import resource, subprocess, sys\nsubprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)'
   const run = spawnSync('python3', ['-c', script, real.sdCli, ...args], { encoding: 'utf8' })
   if (run.status !== 0) throw new Error(`sd-cli failed: ${run.stderr}`)
   return Number(run.stdout.trim()) * 1024
@@ -52,7 +72,7 @@ async function printEstimateTable(lib, real) {
     rows[name] = {
       'measured MB': (measured / MB).toFixed(1),
       'estimate MB': (estimated / MB).toFixed(1),
-      'error': `${(((estimated - measured) / measured) * 100).toFixed(1)}%`,
+      error: `${(((estimated - measured) / measured) * 100).toFixed(1)}%`,
       'size × 1.2 MB': (seed / MB).toFixed(1),
       'its error': `${(((seed - measured) / measured) * 100).toFixed(1)}%`,
     }

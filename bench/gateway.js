@@ -75,7 +75,9 @@ async function main() {
   })
   const ratio = gateway.rate / direct.rate
   const added = gateway.ttft - direct.ttft
-  console.log(`gateway: ${ratio.toFixed(3)}× direct throughput (goal ≥ 0.98), ${added.toFixed(2)} ms added to the first token (goal ≤ 2)`)
+  console.log(
+    `gateway: ${ratio.toFixed(3)}× direct throughput (goal ≥ 0.98), ${added.toFixed(2)} ms added to the first token (goal ≤ 2)`,
+  )
   await printEstimateTable(lib, real)
   fs.rmSync(dataDir, { recursive: true, force: true })
 }

@@ -30,17 +30,38 @@ function freePort() {
 
 function healthy(port) {
   return new Promise((resolve) => {
-    http.get({ host: '127.0.0.1', port, path: '/health', timeout: 200 }, (res) => {
-      res.resume()
-      resolve(res.statusCode === 200)
-    }).on('error', () => resolve(false))
+    http
+      .get({ host: '127.0.0.1', port, path: '/health', timeout: 200 }, (res) => {
+        res.resume()
+        resolve(res.statusCode === 200)
+      })
+      .on('error', () => resolve(false))
   })
 }
 
 async function bare(binary, model) {
   const port = await freePort()
   const start = process.hrtime.bigint()
-  const child = spawn(binary, ['--model', model, '--host', '127.0.0.1', '--port', String(port), '--threads', '1', '--ctx-size', '512', '--n-gpu-layers', '0', '--parallel', '1'], { stdio: 'ignore' })
+  const child = spawn(
+    binary,
+    [
+      '--model',
+      model,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--threads',
+      '1',
+      '--ctx-size',
+      '512',
+      '--n-gpu-layers',
+      '0',
+      '--parallel',
+      '1',
+    ],
+    { stdio: 'ignore' },
+  )
   while (!(await healthy(port))) await new Promise((r) => setTimeout(r, 5))
   const ms = Number(process.hrtime.bigint() - start) / 1e6
   const exited = new Promise((r) => child.once('exit', r))
@@ -54,7 +75,18 @@ function largeModel(real) {
   const file = path.join(CACHE, 'bench', 'llama-24l-1024d.gguf')
   if (!fs.existsSync(file)) {
     fs.mkdirSync(path.dirname(file), { recursive: true })
-    const gen = spawnSync(real.tools.python, [path.join(__dirname, '..', 'scripts', 'make_tiny_models.py'), 'llm', path.join(real.tools.vocabDir, 'ggml-vocab-llama-spm.gguf'), `${file}.tmp`, '24', '1024'], { stdio: 'inherit' })
+    const gen = spawnSync(
+      real.tools.python,
+      [
+        path.join(__dirname, '..', 'scripts', 'make_tiny_models.py'),
+        'llm',
+        path.join(real.tools.vocabDir, 'ggml-vocab-llama-spm.gguf'),
+        `${file}.tmp`,
+        '24',
+        '1024',
+      ],
+      { stdio: 'inherit' },
+    )
     if (gen.status !== 0) throw new Error('could not write the larger model')
     fs.renameSync(`${file}.tmp`, file)
   }
@@ -62,9 +94,14 @@ function largeModel(real) {
 }
 
 async function register(lib, id, file) {
-  const server = http.createServer((req, res) => fs.createReadStream(file).pipe(res)).listen(0, '127.0.0.1')
+  const server = http.createServer((_req, res) => fs.createReadStream(file).pipe(res)).listen(0, '127.0.0.1')
   await new Promise((r) => server.once('listening', r))
-  await lib.modelManager.downloadModel({ source: 'url', url: `http://127.0.0.1:${server.address().port}/m.gguf`, name: id, type: 'llm' })
+  await lib.modelManager.downloadModel({
+    source: 'url',
+    url: `http://127.0.0.1:${server.address().port}/m.gguf`,
+    name: id,
+    type: 'llm',
+  })
   server.close()
   return (await lib.modelManager.getModelInfo(id)).path
 }
@@ -79,7 +116,14 @@ async function ours(lib, modelId) {
 
 async function anchor(startRunner, binary, model) {
   const start = process.hrtime.bigint()
-  const handle = await startRunner({ binaryPath: binary, model: { path: model }, config: { threads: 1, gpuLayers: 0 }, contextSize: 512, parallelRequests: 1, startupTimeoutMs: 60_000 })
+  const handle = await startRunner({
+    binaryPath: binary,
+    model: { path: model },
+    config: { threads: 1, gpuLayers: 0 },
+    contextSize: 512,
+    parallelRequests: 1,
+    startupTimeoutMs: 60_000,
+  })
   const ms = Number(process.hrtime.bigint() - start) / 1e6
   await handle.stop()
   return ms
@@ -91,11 +135,16 @@ async function main() {
   const lib = require('..')
   lib.configure({ dataDir: work })
   process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
-  const models = { tiny: await register(lib, 'tiny', real.llmModel), larger: await register(lib, 'larger', largeModel(real)) }
+  const models = {
+    tiny: await register(lib, 'tiny', real.llmModel),
+    larger: await register(lib, 'larger', largeModel(real)),
+  }
 
   let startRunner = null
   try {
-    ;({ startLlamaServerRunner: startRunner } = await import(pathToFileURL(path.join(anchorDist(), 'llama-server-launch.js'))))
+    ;({ startLlamaServerRunner: startRunner } = await import(
+      pathToFileURL(path.join(anchorDist(), 'llama-server-launch.js'))
+    ))
   } catch (err) {
     console.error(`genai-electron 0.26 not measured: ${err.message}`)
   }
@@ -121,7 +170,9 @@ async function main() {
 function report(modelId, bytes, times) {
   const b = median(times.bare)
   const o = median(times.ours)
-  console.log(`\ntime to a healthy llama-server, ${modelId} model (${(bytes / 2 ** 20).toFixed(0)} MiB), median of ${RUNS}, interleaved (node ${process.version})`)
+  console.log(
+    `\ntime to a healthy llama-server, ${modelId} model (${(bytes / 2 ** 20).toFixed(0)} MiB), median of ${RUNS}, interleaved (node ${process.version})`,
+  )
   const rows = {
     'bare spawn, /health polled every 5 ms': { ms: b.toFixed(1), 'ratio to bare': '1.00' },
     'llamaServer.start()': { ms: o.toFixed(1), 'ratio to bare': (o / b).toFixed(2) },

@@ -25,7 +25,10 @@ async function main() {
 
     await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
     await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize: 2048 })
-    const forced = new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 1e6, headroom: 0 })
+    const forced = new ResourceOrchestrator(undefined, undefined, undefined, undefined, {
+      ramBudgetBytes: 1e6,
+      headroom: 0,
+    })
     const image = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 1 }
     const times = { orchestrated: [], byHand: [] }
     for (let i = 0; i < RUNS; i++) {
@@ -44,7 +47,7 @@ async function main() {
     const byHand = median(times.byHand)
     console.log(`\noffload → 64×64 image → reload, median of ${RUNS}, interleaved`)
     console.table({
-      'orchestrateImageGeneration': { ms: orchestrated.toFixed(0) },
+      orchestrateImageGeneration: { ms: orchestrated.toFixed(0) },
       'stop, generateImage, start by hand': { ms: byHand.toFixed(0) },
     })
     console.log(`orchestration overhead: ${(orchestrated - byHand).toFixed(0)} ms (goal ≤ 100)`)

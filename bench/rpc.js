@@ -33,14 +33,17 @@ async function tokensPerSecond(port) {
 }
 
 const mb = (bytes) => (bytes / 1e6).toFixed(1)
-const error = (estimated, measured) => `${estimated >= measured ? '+' : ''}${((estimated / measured - 1) * 100).toFixed(0)}%`
+const error = (estimated, measured) =>
+  `${estimated >= measured ? '+' : ''}${((estimated / measured - 1) * 100).toFixed(0)}%`
 
 /** Speed and time to ready; split over `workers`, also each share's estimate against its RSS. */
 async function run(lib, workers = []) {
   const rpcWorkers = workers.map((w) => w.getEndpoint())
   const settings = { contextSize: 1024, rpcWorkers }
   // Asked before the start: a worker that llama-server holds answers nobody else.
-  const sizing = workers.length ? await lib.systemInfo.canRunModel(await lib.modelManager.getModelInfo('chat'), settings) : null
+  const sizing = workers.length
+    ? await lib.systemInfo.canRunModel(await lib.modelManager.getModelInfo('chat'), settings)
+    : null
   const llama = new lib.LlamaServerManager()
   const began = performance.now()
   const { port } = await llama.start({ modelId: 'chat', port: 'auto', threads: 1, ...settings })
@@ -50,10 +53,18 @@ async function run(lib, workers = []) {
     const shares = {}
     if (sizing) {
       const here = (await llama.getMemoryUsage()).rssBytes
-      shares['this machine (llama-server)'] = { 'estimated MB': mb(sizing.estimate.ram), 'RSS MB': mb(here), error: error(sizing.estimate.ram, here) }
+      shares['this machine (llama-server)'] = {
+        'estimated MB': mb(sizing.estimate.ram),
+        'RSS MB': mb(here),
+        error: error(sizing.estimate.ram, here),
+      }
       for (const [i, share] of sizing.workers.entries()) {
         const rss = (await workers[i].getMemoryUsage()).rssBytes
-        shares[`worker ${i} (${share.layers} layers)`] = { 'estimated MB': mb(share.required), 'RSS MB': mb(rss), error: error(share.required, rss) }
+        shares[`worker ${i} (${share.layers} layers)`] = {
+          'estimated MB': mb(share.required),
+          'RSS MB': mb(rss),
+          error: error(share.required, rss),
+        }
       }
     }
     return { speed, shares }
@@ -83,7 +94,9 @@ async function main() {
     console.log('\nThe shares of the split, estimated before the start, against RSS after the runs (context 1024)')
     console.table(shares)
     const speed = Number(split['tokens/s']) / Number(local['tokens/s'])
-    console.log(`split: ${speed.toFixed(2)}× the local speed, ${(split['ready ms'] - local['ready ms']).toFixed(0)} ms more to ready`)
+    console.log(
+      `split: ${speed.toFixed(2)}× the local speed, ${(split['ready ms'] - local['ready ms']).toFixed(0)} ms more to ready`,
+    )
   } finally {
     await Promise.all(workers.map((w) => w.stop()))
     fs.rmSync(dataDir, { recursive: true, force: true })

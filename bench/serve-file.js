@@ -25,7 +25,7 @@ function paced(res) {
 }
 
 http
-  .createServer((req, res) => {
+  .createServer((_req, res) => {
     res.writeHead(200, { 'content-length': size })
     if (rate > 0) paced(res)
     else fs.createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)

@@ -37,7 +37,11 @@ async function chat(port) {
 /** One burst under `options`: the images queued at once, a chat while each odd one is made. */
 async function burst(lib, options) {
   const { llamaServer, ResourceOrchestrator } = lib
-  const orchestrator = new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: 1e6, headroom: 0, ...options })
+  const orchestrator = new ResourceOrchestrator(undefined, undefined, undefined, undefined, {
+    ramBudgetBytes: 1e6,
+    headroom: 0,
+    ...options,
+  })
   let reloads = 0
   let begun = 0
   const chats = []
@@ -47,7 +51,16 @@ async function burst(lib, options) {
   })
   const began = performance.now()
   const images = await Promise.allSettled(
-    Array.from({ length: IMAGES }, (_, seed) => orchestrator.orchestrateImageGeneration({ prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed })),
+    Array.from({ length: IMAGES }, (_, seed) =>
+      orchestrator.orchestrateImageGeneration({
+        prompt: 'a red cube',
+        width: 64,
+        height: 64,
+        steps: 2,
+        cfgScale: 1,
+        seed,
+      }),
+    ),
   )
   const answers = await Promise.all(chats)
   const totalMs = performance.now() - began
@@ -79,7 +92,9 @@ async function main() {
     console.log(`\n${IMAGES} images and ${CHAT_DURING.size} chat requests, the LLM forced out for each image`)
     console.table(rows)
     const ratio = Number(rows.fifo['total s']) / Number(rows.collate['total s'])
-    console.log(`collate: ${rows.collate.reloads} reload(s) against fifo's ${rows.fifo.reloads}; fifo takes ${ratio.toFixed(2)}× as long (each reload here is of a 135M model: larger ones cost seconds each)`)
+    console.log(
+      `collate: ${rows.collate.reloads} reload(s) against fifo's ${rows.fifo.reloads}; fifo takes ${ratio.toFixed(2)}× as long (each reload here is of a 135M model: larger ones cost seconds each)`,
+    )
   } finally {
     await Promise.all([llamaServer.stop(), diffusionServer.stop()])
     fs.rmSync(dataDir, { recursive: true, force: true })

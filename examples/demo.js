@@ -30,10 +30,10 @@ async function printSystem() {
   const paths = await getDataPaths()
   const { cpu, memory, gpu, recommendations: rec } = caps
   console.table({
-    'CPU': `${cpu.model} (${cpu.physicalCores} physical / ${cpu.logicalCores} logical, ${cpu.architecture})`,
-    'SIMD': cpu.features.join(' ') || '-',
-    'RAM': `${gb(memory.available)} free of ${gb(memory.total)}`,
-    'GPU': gpu.available ? `${gpu.name} (${gpu.vendor}), ${gb(gpu.vramAvailable)} free of ${gb(gpu.vram)}` : 'none',
+    CPU: `${cpu.model} (${cpu.physicalCores} physical / ${cpu.logicalCores} logical, ${cpu.architecture})`,
+    SIMD: cpu.features.join(' ') || '-',
+    RAM: `${gb(memory.available)} free of ${gb(memory.total)}`,
+    GPU: gpu.available ? `${gpu.name} (${gpu.vendor}), ${gb(gpu.vramAvailable)} free of ${gb(gpu.vram)}` : 'none',
     'GPU runtimes': ['cuda', 'vulkan', 'metal', 'rocm'].filter((k) => gpu[k]).join(' ') || 'none (CPU backends)',
     'Largest model': `${rec.maxModelSize} (${gb(rec.maxModelBytes)} file), ${rec.recommendedQuantization.join('/')}`,
     'Data folder': `${paths.root} (from ${paths.source})`,
@@ -88,7 +88,12 @@ async function ask(port, question, write) {
   const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ messages: [SYSTEM, { role: 'user', content: question }], temperature: 0, max_tokens: 64, stream: true }),
+    body: JSON.stringify({
+      messages: [SYSTEM, { role: 'user', content: question }],
+      temperature: 0,
+      max_tokens: 64,
+      stream: true,
+    }),
   })
   if (!response.ok) throw new Error(`chat answered ${response.status}: ${await response.text()}`)
   const decoder = new TextDecoder()
@@ -127,8 +132,13 @@ async function image(model, port, timings) {
   // A budget that holds either model but not both: the orchestrator must offload the chat model.
   const needs = await new ResourceOrchestrator().estimate(request)
   const budget = Math.max(needs.llm.ram, needs.diffusion.ram) + 64 * 1024 ** 2
-  const orchestrator = new ResourceOrchestrator(undefined, undefined, undefined, undefined, { ramBudgetBytes: budget, headroom: 0 })
-  console.log(`\ndiffusion server on port ${info.port}. Chat model ${mb(needs.llm.ram)} (${needs.llm.source}) + image ${mb(needs.diffusion.ram)} (${needs.diffusion.source}) > budget ${mb(budget)}: the chat model makes room.`)
+  const orchestrator = new ResourceOrchestrator(undefined, undefined, undefined, undefined, {
+    ramBudgetBytes: budget,
+    headroom: 0,
+  })
+  console.log(
+    `\ndiffusion server on port ${info.port}. Chat model ${mb(needs.llm.ram)} (${needs.llm.source}) + image ${mb(needs.diffusion.ram)} (${needs.diffusion.source}) > budget ${mb(budget)}: the chat model makes room.`,
+  )
   let held = null
   orchestrator.on('phase', ({ phase }) => bar.update({ phase }))
   orchestrator.on('offload', () => {
@@ -145,7 +155,7 @@ async function image(model, port, timings) {
   try {
     const result = await orchestrator.orchestrateImageGeneration({
       ...request,
-      onProgress: (step, total, p) => p.stage === 'diffusion' && bar.update(step, { phase: 'generating' }),
+      onProgress: (step, _total, p) => p.stage === 'diffusion' && bar.update(step, { phase: 'generating' }),
     })
     bar.update(request.steps, { phase: 'chat model back' })
     bar.stop()
@@ -157,7 +167,9 @@ async function image(model, port, timings) {
     if (held) {
       const { answer, ms } = await held
       timings['chat request held during the image'] = ms
-      console.log(`  chat request sent during the image, answered after the reload on port ${llamaServer.getPort()}: ${answer.trim()}`)
+      console.log(
+        `  chat request sent during the image, answered after the reload on port ${llamaServer.getPort()}: ${answer.trim()}`,
+      )
     }
   } finally {
     bar.stop()
@@ -179,10 +191,18 @@ async function main() {
   }
   const [chatModel, imageModel] = await serving(files, async (base) => [
     await installed('smollm2-135m-instruct', {
-      source: 'url', url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`, name: 'SmolLM2 135M Instruct', type: 'llm', checksum: CHAT_SHA256,
+      source: 'url',
+      url: `${base}/SmolLM2-135M-Instruct.Q4_1.gguf`,
+      name: 'SmolLM2 135M Instruct',
+      type: 'llm',
+      checksum: CHAT_SHA256,
     }),
     await installed('tiny-image-test', {
-      source: 'url', url: `${base}/diffusion.gguf`, name: 'tiny image test', type: 'diffusion', checksum: IMAGE_SHA256.diffusion,
+      source: 'url',
+      url: `${base}/diffusion.gguf`,
+      name: 'tiny image test',
+      type: 'diffusion',
+      checksum: IMAGE_SHA256.diffusion,
       components: [
         { role: 'llm', source: 'url', url: `${base}/llm.gguf`, checksum: IMAGE_SHA256.llm },
         { role: 'taesd', source: 'url', url: `${base}/taesd.gguf`, checksum: IMAGE_SHA256.taesd },

@@ -1,7 +1,8 @@
 'use strict'
 
 const { EventEmitter } = require('node:events')
-const { binding, callAsync } = require('./native')
+const native = require('./native')
+const { callAsync, plain } = native
 const { createDispatcher } = require('./events')
 const { syncElectronUserData } = require('./config')
 
@@ -12,7 +13,7 @@ class BinaryManager extends EventEmitter {
 
   constructor() {
     super()
-    this.#native = new binding.NativeBinaryManager(createDispatcher(this))
+    this.#native = new native.binding.NativeBinaryManager(createDispatcher(this))
   }
 
   /** The shared instance, also exported as `binaries`. */
@@ -23,12 +24,12 @@ class BinaryManager extends EventEmitter {
 
   async ensureBinary(kind, options) {
     syncElectronUserData()
-    return callAsync(() => this.#native.ensureBinary(kind, options))
+    return callAsync(() => this.#native.ensureBinary(kind, plain('options', options)))
   }
 
   async buildFromSource(kind, source, options) {
     syncElectronUserData()
-    return callAsync(() => this.#native.buildFromSource(kind, source, options))
+    return callAsync(() => this.#native.buildFromSource(kind, plain('source', source), plain('options', options)))
   }
 }
 

@@ -8,7 +8,9 @@ const { ValidationError } = require('./errors')
  */
 function checkCallbacks({ onProgress, signal }, usage) {
   if (onProgress !== undefined && typeof onProgress !== 'function') {
-    throw new ValidationError(`onProgress must be a function, not ${describe(onProgress)}`, { suggestion: `Pass ${usage}` })
+    throw new ValidationError(`onProgress must be a function, not ${describe(onProgress)}`, {
+      suggestion: `Pass ${usage}`,
+    })
   }
   // Duck-typed: an AbortSignal of another realm (an Electron preload, a vm context) is as good.
   if (signal !== undefined && (typeof signal?.aborted !== 'boolean' || typeof signal.addEventListener !== 'function')) {

@@ -1,6 +1,7 @@
 'use strict'
 
-const { binding, callSync, callAsync } = require('./native')
+const native = require('./native')
+const { callSync, callAsync } = native
 const { ValidationError } = require('./errors')
 
 const CONFIG_KEYS = new Set(['dataDir'])
@@ -19,7 +20,7 @@ function electronUserData() {
 }
 
 function syncElectronUserData() {
-  binding.setElectronUserData(electronUserData())
+  native.binding.setElectronUserData(electronUserData())
 }
 
 function configure(options) {
@@ -41,13 +42,13 @@ function configure(options) {
         suggestion: "Pass a folder path, e.g. configure({ dataDir: '/path/to/data' })",
       })
     }
-    callSync(() => binding.setDataDir(options.dataDir))
+    callSync(() => native.binding.setDataDir(options.dataDir))
   }
 }
 
 async function getDataPaths() {
   syncElectronUserData()
-  return callAsync(() => binding.getDataPaths())
+  return callAsync(() => native.binding.getDataPaths())
 }
 
 module.exports = { configure, getDataPaths, syncElectronUserData }

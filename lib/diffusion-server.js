@@ -1,7 +1,7 @@
 'use strict'
 
-const { randomUUID } = require('node:crypto')
-const { binding, callAsync } = require('./native')
+const native = require('./native')
+const { callAsync, plain } = native
 const { ServerManager, NATIVE } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 const { CancelledError, ValidationError } = require('./errors')
@@ -11,7 +11,7 @@ let instance = null
 
 class DiffusionServerManager extends ServerManager {
   constructor() {
-    super((onEvent) => new binding.NativeDiffusionServer(onEvent))
+    super((onEvent) => new native.binding.NativeDiffusionServer(onEvent))
   }
 
   /** The shared instance, also exported as `diffusionServer`. */
@@ -24,7 +24,7 @@ class DiffusionServerManager extends ServerManager {
     syncElectronUserData()
     // Like a Node HTTP server, a listening diffusion server keeps the process alive (its
     // `state` events hold and release Node).
-    return callAsync(() => this[NATIVE].start(config))
+    return callAsync(() => this[NATIVE].start(plain('config', config)))
   }
 
   async stop() {
@@ -32,7 +32,12 @@ class DiffusionServerManager extends ServerManager {
   }
 
   async generateImage(config) {
-    return runImage(this, config, (request, id) => this[NATIVE].generateImage(request, id), (id) => this[NATIVE].cancel(id))
+    return runImage(
+      this,
+      config,
+      (request, id) => this[NATIVE].generateImage(request, id),
+      (id) => this[NATIVE].cancel(id),
+    )
   }
 
   /** Cancels the job `id` (an async HTTP job's id), or the image being made now. */
@@ -53,7 +58,8 @@ async function runImage(progressSource, config, start, cancel) {
   const { onProgress, signal, ...request } = config
   checkCallbacks(config, '(step, total, progress) => {}')
   if (signal?.aborted) throw new CancelledError('image generation was cancelled')
-  const id = `img_${randomUUID()}`
+  // Required here rather than with the module: loading the library does not load node:crypto.
+  const id = `img_${require('node:crypto').randomUUID()}`
   const progress = (event) => {
     if (event.id === id) onProgress(event.currentStep, event.totalSteps, event)
   }
@@ -61,6 +67,7 @@ async function runImage(progressSource, config, start, cancel) {
   if (onProgress) progressSource.on('progress', progress)
   signal?.addEventListener('abort', abort, { once: true })
   try {
+    plain('config', request)
     const batch = await callAsync(() => start(request, id))
     return {
       image: batch.images[0],

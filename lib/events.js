@@ -25,7 +25,7 @@ function reportListenerError(emitter, type, err) {
       err = inner
     }
   }
-  process.emitWarning(`A '${type}' listener threw: ${(err && err.stack) || err}`, {
+  process.emitWarning(`A '${type}' listener threw: ${err?.stack || err}`, {
     code: 'GENAI_ELECTRON_LISTENER_ERROR',
   })
 }

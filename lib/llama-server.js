@@ -1,6 +1,7 @@
 'use strict'
 
-const { binding, callAsync } = require('./native')
+const native = require('./native')
+const { callAsync, plain } = native
 const { ServerManager, NATIVE } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 
@@ -13,7 +14,7 @@ class LlamaServerManager extends ServerManager {
   #startConfig = null
 
   constructor() {
-    super((onEvent) => new binding.NativeLlamaServer(onEvent))
+    super((onEvent) => new native.binding.NativeLlamaServer(onEvent))
   }
 
   /** The shared instance, also exported as `llamaServer`. */
@@ -29,7 +30,7 @@ class LlamaServerManager extends ServerManager {
   /** Starts through `start(request)`, and remembers `config` as the start that worked. */
   async [START_WITH](config, start) {
     syncElectronUserData()
-    const info = await callAsync(() => start(config))
+    const info = await callAsync(() => start(plain('config', config)))
     // Cloned before the caller can change it: the request as it was accepted.
     this.#startConfig = structuredClone(config)
     return info

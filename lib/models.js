@@ -1,8 +1,8 @@
 'use strict'
 
 const { EventEmitter } = require('node:events')
-const crypto = require('node:crypto')
-const { binding, callSync, callAsync } = require('./native')
+const native = require('./native')
+const { callSync, callAsync, plain } = native
 const { createDispatcher } = require('./events')
 const { syncElectronUserData } = require('./config')
 const { checkCallbacks } = require('./callbacks')
@@ -15,7 +15,7 @@ class ModelManager extends EventEmitter {
 
   constructor() {
     super()
-    this.#native = new binding.NativeModelManager(createDispatcher(this))
+    this.#native = new native.binding.NativeModelManager(createDispatcher(this))
   }
 
   /** The shared instance, also exported as `modelManager`. */
@@ -36,7 +36,7 @@ class ModelManager extends EventEmitter {
 
   async downloadModel(config) {
     syncElectronUserData()
-    const { onProgress, signal, downloadId = crypto.randomUUID(), ...rest } = config ?? {}
+    const { onProgress, signal, downloadId = require('node:crypto').randomUUID(), ...rest } = config ?? {}
     checkCallbacks({ onProgress, signal }, '(downloaded, total, event) => {}')
     if (signal?.aborted) throw new CancelledError('the download was cancelled before it started')
     const listener = (event) => {
@@ -46,7 +46,7 @@ class ModelManager extends EventEmitter {
     if (onProgress) this.on('progress', listener)
     signal?.addEventListener('abort', abort, { once: true })
     try {
-      return JSON.parse(await callAsync(() => this.#native.downloadModel(downloadId, rest)))
+      return JSON.parse(await callAsync(() => this.#native.downloadModel(downloadId, plain('config', rest))))
     } finally {
       this.off('progress', listener)
       signal?.removeEventListener('abort', abort)
@@ -79,7 +79,7 @@ class ModelManager extends EventEmitter {
   }
 
   async readGGUFMetadata(pathOrUrl, options) {
-    return JSON.parse(await callAsync(() => this.#native.readGGUFMetadata(pathOrUrl, options)))
+    return JSON.parse(await callAsync(() => this.#native.readGGUFMetadata(pathOrUrl, plain('options', options))))
   }
 }
 

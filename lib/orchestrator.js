@@ -1,7 +1,8 @@
 'use strict'
 
 const { EventEmitter } = require('node:events')
-const { binding, callSync, callAsync } = require('./native')
+const native = require('./native')
+const { callSync, callAsync, plain } = native
 const { createDispatcher } = require('./events')
 const { NATIVE } = require('./server-manager')
 const { LlamaServerManager, START_WITH } = require('./llama-server')
@@ -27,7 +28,7 @@ class ResourceOrchestrator extends EventEmitter {
     this.#llama = llamaServer ?? LlamaServerManager.getInstance()
     this.#diffusion = diffusionServer ?? DiffusionServerManager.getInstance()
     if (!(this.#llama instanceof LlamaServerManager) || !(this.#diffusion instanceof DiffusionServerManager)) {
-      throw new ValidationError('llamaServer and diffusionServer must be the library\'s managers', {
+      throw new ValidationError("llamaServer and diffusionServer must be the library's managers", {
         suggestion: 'Pass llamaServer and diffusionServer (or leave them out for the shared ones)',
       })
     }
@@ -38,18 +39,28 @@ class ResourceOrchestrator extends EventEmitter {
     for (const type of ['queued', 'dequeued']) this.#llama.on(type, dispatch)
     this.#native = callSync(
       () =>
-        new binding.NativeResourceOrchestrator(this.#llama[NATIVE], this.#diffusion[NATIVE], options ?? {}, (event) => {
-          // The request that started the LLM, as the app passed it: what a reload repeats.
-          if (event.type === 'offload') this.#savedConfig = this.#llama.getStartConfig()
-          if (event.type === 'reload') this.#savedConfig = null
-          dispatch(event)
-        }),
+        new native.binding.NativeResourceOrchestrator(
+          this.#llama[NATIVE],
+          this.#diffusion[NATIVE],
+          plain('options', options ?? {}),
+          (event) => {
+            // The request that started the LLM, as the app passed it: what a reload repeats.
+            if (event.type === 'offload') this.#savedConfig = this.#llama.getStartConfig()
+            if (event.type === 'reload') this.#savedConfig = null
+            dispatch(event)
+          },
+        ),
     )
   }
 
   /** Makes the image, offloading the LLM first when both do not fit; the LLM comes back in any case. */
   async orchestrateImageGeneration(config) {
-    return runImage(this.#diffusion, config, (request, id) => this.#native.orchestrate(request, id), (id) => this.#native.cancel(id))
+    return runImage(
+      this.#diffusion,
+      config,
+      (request, id) => this.#native.orchestrate(request, id),
+      (id) => this.#native.cancel(id),
+    )
   }
 
   /**
@@ -64,10 +75,12 @@ class ResourceOrchestrator extends EventEmitter {
   /** What the LLM and an image of `config` need, what is free, and whether an offload is needed. */
   async estimate(config = {}) {
     if (config === null || typeof config !== 'object') {
-      throw new ValidationError('estimate takes an image config object', { suggestion: 'Pass { width, height } or nothing' })
+      throw new ValidationError('estimate takes an image config object', {
+        suggestion: 'Pass { width, height } or nothing',
+      })
     }
     const { onProgress: _p, signal: _s, ...request } = config
-    return callAsync(() => this.#native.estimate(request))
+    return callAsync(() => this.#native.estimate(plain('config', request)))
   }
 
   async wouldNeedOffload(config = {}) {
@@ -78,7 +91,12 @@ class ResourceOrchestrator extends EventEmitter {
   getSavedState() {
     const saved = this.#native.getSavedState()
     if (!saved) return undefined
-    return { config: this.#savedConfig, resolved: saved.resolved, wasRunning: saved.wasRunning, savedAt: new Date(saved.savedAt) }
+    return {
+      config: this.#savedConfig,
+      resolved: saved.resolved,
+      wasRunning: saved.wasRunning,
+      savedAt: new Date(saved.savedAt),
+    }
   }
 
   clearSavedState() {

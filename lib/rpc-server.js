@@ -1,6 +1,7 @@
 'use strict'
 
-const { binding, callAsync } = require('./native')
+const native = require('./native')
+const { callAsync, plain } = native
 const { ServerManager, NATIVE } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 
@@ -13,7 +14,7 @@ let instance = null
  */
 class RpcServerManager extends ServerManager {
   constructor() {
-    super((onEvent) => new binding.NativeRpcServer(onEvent))
+    super((onEvent) => new native.binding.NativeRpcServer(onEvent))
   }
 
   /** The shared instance, also exported as `rpcServer`. */
@@ -24,7 +25,7 @@ class RpcServerManager extends ServerManager {
 
   async start(config = {}) {
     syncElectronUserData()
-    return callAsync(() => this[NATIVE].start(config))
+    return callAsync(() => this[NATIVE].start(plain('config', config)))
   }
 
   async stop() {

@@ -1,12 +1,7 @@
 'use strict'
 
 const { EventEmitter } = require('node:events')
-const { binding } = require('./native')
 const { createDispatcher } = require('./events')
-
-// Servers must not outlive the app. Linux (parent-death signal) and Windows (job object) see to
-// it even when the app is killed; on macOS this is what ends them when Node exits normally.
-process.once('exit', () => binding.endAllProcesses())
 
 /**
  * What the server managers share: the native half, the status getters, logs, memory, and
@@ -18,7 +13,6 @@ const KEEP_ALIVE = Symbol('keepAlive')
 const RELEASE_PENDING = Symbol('releasePending')
 
 class ServerManager extends EventEmitter {
-
   /** `createNative(onEvent)` builds the native half. */
   constructor(createNative) {
     super()

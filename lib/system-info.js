@@ -1,7 +1,8 @@
 'use strict'
 
 const { EventEmitter } = require('node:events')
-const { binding, callSync, callAsync } = require('./native')
+const native = require('./native')
+const { callSync, callAsync, plain } = native
 const { createDispatcher } = require('./events')
 const { ValidationError } = require('./errors')
 
@@ -15,7 +16,7 @@ class SystemInfo extends EventEmitter {
 
   constructor() {
     super()
-    this.#native = new binding.NativeSystemInfo(createDispatcher(this))
+    this.#native = new native.binding.NativeSystemInfo(createDispatcher(this))
   }
 
   /** The shared instance, also exported as `systemInfo`. */
@@ -42,11 +43,11 @@ class SystemInfo extends EventEmitter {
   }
 
   async canRunModel(modelInfo, options) {
-    return callAsync(() => this.#native.canRunModel(modelInfo, options))
+    return callAsync(() => this.#native.canRunModel(plain('modelInfo', modelInfo), plain('options', options)))
   }
 
   async getOptimalConfig(modelInfo, hints) {
-    return callAsync(() => this.#native.getOptimalConfig(modelInfo, hints))
+    return callAsync(() => this.#native.getOptimalConfig(plain('modelInfo', modelInfo), plain('hints', hints)))
   }
 
   startMonitoring(options = {}) {

@@ -13,7 +13,11 @@ async function main() {
   configure({ dataDir: `${workDir}/data` })
   const bar = process.stderr.isTTY
     ? new cliProgress.SingleBar(
-        { format: `   ${kind} compile [{bar}] {value}/{total} steps | {duration_formatted}`, stream: process.stderr, hideCursor: true },
+        {
+          format: `   ${kind} compile [{bar}] {value}/{total} steps | {duration_formatted}`,
+          stream: process.stderr,
+          hideCursor: true,
+        },
         cliProgress.Presets.shades_classic,
       )
     : null
