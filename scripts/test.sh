@@ -13,20 +13,8 @@ cat "$GENAI_ELECTRON_TEST_BACKENDS"
 export PATH="$GENAI_ELECTRON_DEV_CACHE/backends/venv/bin:$PATH"
 export GENAI_ELECTRON_REQUIRE_CMAKE=1
 
-step "only src/js may use napi"
-if grep -rlE '(^|[^a-z_])napi(_derive)?::|#\[napi|use napi' src | grep -v '^src/js/'; then
-  echo "the files above import napi outside src/js" >&2
-  exit 1
-fi
-
-step "imports go down the layers of src/lib.rs"
-node scripts/check-layers.js
-
-step "cargo fmt --check"
-cargo fmt --check
-
-step "cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+# The fast tier's lints (npm run check); its tests run below with the real backends.
+bash scripts/check.sh --lint
 
 bash scripts/check-platforms.sh
 
