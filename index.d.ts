@@ -1,6 +1,20 @@
-// Public typings of genai-electron. Hand-written over the generated `binding.d.ts`.
+// Public typings of genai-electron. Hand-written over the generated `binding.d.ts`; the shapes
+// declared in Rust come generated from them in `shapes.d.ts` (`npm run typings`).
 
 import { EventEmitter } from 'node:events'
+import type { OrchestratorInfo, OrchestratorOptions, OrchestratorPhase, ResourceEstimate } from './shapes'
+
+export type {
+  Bottleneck,
+  OrchestratorInfo,
+  OrchestratorOptions,
+  OrchestratorPhase,
+  QueueInfo,
+  ResourceBytes,
+  ResourceEstimate,
+  ResourceUsage,
+  UsageSource,
+} from './shapes'
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -900,73 +914,6 @@ export declare const rpcServer: RpcServerManager
 // Resource orchestration
 // ---------------------------------------------------------------------------------------------
 
-export interface OrchestratorOptions {
-  /** Bytes the two servers together may use in RAM (default: what is free plus what they hold). */
-  ramBudgetBytes?: number
-  /** The same for VRAM. */
-  vramBudgetBytes?: number
-  /** Bytes kept free beside the two (default 512 MiB). */
-  headroom?: number
-  /** Milliseconds to wait for an offloaded LLM's memory to be reported free (default 10000). */
-  memoryReleaseTimeout?: number
-  /** Milliseconds the chat requests in flight get to finish before an offload stops the LLM (default 30000). */
-  drainTimeout?: number
-  /**
-   * Chat requests that may wait at the LLM's gateway while it is offloaded (0: refuse them at
-   * once with 503 `QUEUE_FULL`); default: the llamaServer's own `maxQueuedRequests`.
-   */
-  maxQueuedRequests?: number
-  /**
-   * Milliseconds a chat request may wait while the LLM is offloaded before a 503 `QUEUE_TIMEOUT`;
-   * default: the llamaServer's own `queueTimeout` (300000).
-   */
-  queueTimeout?: number
-  /**
-   * What happens to images queued behind an offload. `'collate'` (default): they run back to
-   * back while the LLM is out, and it returns once none waits (or a chat request has waited
-   * `maxChatWait`), so a burst costs one offload and one reload. `'fifo'`: the LLM returns after
-   * every image, and the next image offloads it again.
-   */
-  policy?: 'collate' | 'fifo'
-  /**
-   * Milliseconds a chat request waits for queued images before the LLM comes back between them
-   * (default 30000): chat waits at most this plus the image being made and the reload.
-   */
-  maxChatWait?: number
-  /**
-   * Milliseconds: when set, the LLM stays offloaded after the images (its memory free for the
-   * next one) until a chat request comes to its gateway or the orchestrator has been idle this
-   * long, then it is reloaded (a warm start). Unset (default): it is reloaded as soon as no
-   * image waits.
-   */
-  reloadAfterIdle?: number
-}
-
-/** What one side uses or will use, in bytes. */
-export interface ResourceUsage {
-  /** What counts: the larger of `estimated` and `measured`. */
-  ram: number
-  vram: number
-  /** `measured`: a running process (never less than what it uses); `estimated`; `none`: nothing runs or is asked. */
-  source: 'measured' | 'estimated' | 'none'
-  /** By arithmetic (GGUF for the LLM; files and working set for an image). */
-  estimated: { ram: number; vram: number }
-  /** What the running process tree uses now; `null` when none runs. */
-  measured: { ram: number; vram: number } | null
-}
-
-export interface ResourceEstimate {
-  llm: ResourceUsage
-  diffusion: ResourceUsage
-  /** Free now. */
-  available: { ram: number; vram: number }
-  /** What the two servers together may use. */
-  budget: { ram: number; vram: number }
-  bottleneck: 'ram' | 'vram'
-  /** The LLM runs, and the two plus the headroom exceed the budget. */
-  needsOffload: boolean
-}
-
 /** The LLM as it was when it was offloaded. */
 export interface SavedLLMState {
   /** The request `llamaServer.start()` accepted: `llamaServer.start(config)` brings it back by hand. */
@@ -975,9 +922,6 @@ export interface SavedLLMState {
   wasRunning: boolean
   savedAt: Date
 }
-
-/** `offloaded`: the LLM stays out between images of a burst, or (with `reloadAfterIdle`) until a chat or the idle time. */
-export type OrchestratorPhase = 'idle' | 'draining' | 'offloading' | 'generating' | 'offloaded' | 'reloading'
 
 export interface ResourceOrchestratorEvents {
   /** Every change of `getInfo().phase`. */
@@ -1040,7 +984,7 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
   getSavedState(): SavedLLMState | undefined
   clearSavedState(): void
   /** The phase, the chat requests waiting at the LLM's gateway, and the images waiting for their turn. */
-  getInfo(): { phase: OrchestratorPhase; queue: { length: number; longestWaitMs: number }; imagesWaiting: number }
+  getInfo(): OrchestratorInfo
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ test('packed and installed into an empty project, it loads from CJS and ESM, wor
       'index.mjs',
       'lib',
       'package.json',
+      'shapes.d.ts',
     ])
 
     const env = { ...process.env, GENAI_ELECTRON_DATA_DIR: path.join(work, 'data'), NODE_PATH: '' }

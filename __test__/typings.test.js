@@ -24,7 +24,9 @@ const exported = checker.getExportsOfModule(checker.getSymbolAtLocation(source))
 function declared(name) {
   const symbol = exported.find((s) => s.name === name)
   assert.ok(symbol, `index.d.ts declares ${name}`)
-  return checker.getDeclaredTypeOfSymbol(symbol)
+  // The shapes generated from Rust are re-exported from shapes.d.ts.
+  const target = symbol.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(symbol) : symbol
+  return checker.getDeclaredTypeOfSymbol(target)
 }
 
 /** Problems of `value` against `type`, each with its path; empty when it conforms. */
@@ -133,6 +135,7 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
       headroom: 0,
     })
     conforms(await orchestrator.estimate({ width: 64, height: 64 }), 'ResourceEstimate')
+    conforms(orchestrator.getInfo(), 'OrchestratorInfo')
     orchestrator.once('offload', () => conforms(orchestrator.getSavedState(), 'SavedLLMState'))
     await orchestrator.orchestrateImageGeneration({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 })
     const rpc = new RpcServerManager()

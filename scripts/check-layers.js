@@ -12,7 +12,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 
 const SRC = path.resolve(process.argv[2] ?? path.join(__dirname, '..', 'src'))
-const EXEMPT = new Set(['testing'])
+const EXEMPT = new Set(['testing', 'typings'])
 
 /** The top-level modules in the order lib.rs declares them. */
 function layers(libRs) {

@@ -33,6 +33,9 @@ pub mod orchestrator;
 // Test support: may use every layer; only tests use it.
 #[cfg(test)]
 mod testing;
+// The TypeScript generated from the shapes above (shapes.d.ts), checked by a test.
+#[cfg(test)]
+mod typings;
 
 // The binding has no tests of its own (the JS suite tests it through the built addon), and
 // without the napi registration a test build would see its functions as dead code.

@@ -101,11 +101,7 @@ impl JsResourceOrchestrator {
 
     #[napi]
     pub fn get_info(&self) -> napi::Result<Value> {
-        to_js(&json!({
-            "phase": self.inner.phase(),
-            "queue": self.inner.queue(),
-            "imagesWaiting": self.inner.images_waiting(),
-        }))
+        to_js(&self.inner.info())
     }
 
     #[napi]

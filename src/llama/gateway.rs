@@ -71,11 +71,12 @@ pub enum QueueEvent {
     Dequeued { waiting: usize, waited: Duration },
 }
 
-/// The queue now: how many wait, and the longest wait so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The requests waiting at a gateway now: how many, and the longest wait so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueInfo {
     pub length: usize,
+    /// Milliseconds.
     pub longest_wait_ms: u64,
 }
 

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
+use ts_rs::TS;
 
 use crate::config::DataPaths;
 use crate::diffusion::DiffusionError;
@@ -50,8 +51,11 @@ pub use policy::{Next, Situation};
 pub use usage::{Bottleneck, Estimate, Memory, Source, Usage};
 use worker::{Msg, Status, Worker};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// What the orchestrator is doing. `offloaded`: the LLM stays out between images of a burst, or
+/// (with `reloadAfterIdle`) until a chat or the idle time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(rename = "OrchestratorPhase")]
 pub enum Phase {
     #[default]
     Idle,
@@ -90,6 +94,17 @@ pub enum OrchestratorEvent {
     ReloadFailed(String),
     /// The idle resident sd-server was stopped to make room for the LLM.
     DiffusionReleased(YieldReason),
+}
+
+/// What `getInfo()` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct OrchestratorInfo {
+    pub phase: Phase,
+    /// The chat requests waiting at the LLM's gateway.
+    pub queue: QueueInfo,
+    /// The images waiting for their turn (not the one being made).
+    pub images_waiting: usize,
 }
 
 /// The orchestrator: a handle on its worker, which is started on first use (from within the
@@ -140,6 +155,14 @@ impl<E: Effects> Orchestrator<E> {
 
     pub fn phase(&self) -> Phase {
         self.status.borrow().phase
+    }
+
+    pub fn info(&self) -> OrchestratorInfo {
+        OrchestratorInfo {
+            phase: self.phase(),
+            queue: self.queue(),
+            images_waiting: self.images_waiting(),
+        }
     }
 
     /// The chat requests waiting at the LLM's gateway now.

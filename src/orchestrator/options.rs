@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use ts_rs::TS;
 
 use crate::error::{Coded, ErrorCode};
 use crate::llama::gateway::QueueBounds;
@@ -25,25 +26,41 @@ impl Coded for OrchestratorError {
     }
 }
 
-/// The JS `OrchestratorOptions`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The options of a `ResourceOrchestrator` (its last constructor argument).
+// Byte counts are f64: JS numbers beyond 2^32 arrive as floating point; `resolve` checks them.
+#[derive(Debug, Clone, Default, Deserialize, TS)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[ts(rename = "OrchestratorOptions", optional_fields)]
 pub struct OptionsRequest {
-    /// Bytes; JS numbers beyond 2^32 arrive as floating point.
+    /// Bytes the two servers together may use in RAM (default: what is free plus what they hold).
     pub ram_budget_bytes: Option<f64>,
+    /// The same for VRAM.
     pub vram_budget_bytes: Option<f64>,
+    /// Bytes kept free beside the two (default 512 MiB).
     pub headroom: Option<f64>,
-    /// Milliseconds.
+    /// Milliseconds to wait for an offloaded LLM's memory to be reported free (default 10000).
     pub memory_release_timeout: Option<u64>,
+    /// Milliseconds the chat requests in flight get to finish before an offload stops the LLM (default 30000).
     pub drain_timeout: Option<u64>,
-    /// Milliseconds a chat request may wait while the LLM is offloaded.
+    /// Milliseconds a chat request may wait while the LLM is offloaded before a 503 `QUEUE_TIMEOUT`;
+    /// default: the llamaServer's own `queueTimeout` (300000).
     pub queue_timeout: Option<u64>,
+    /// Chat requests that may wait at the LLM's gateway while it is offloaded (0: refuse them at
+    /// once with 503 `QUEUE_FULL`); default: the llamaServer's own `maxQueuedRequests`.
     pub max_queued_requests: Option<u32>,
-    /// `'collate'` (default) or `'fifo'`.
+    /// What happens to images queued behind an offload. `'collate'` (default): they run back to
+    /// back while the LLM is out, and it returns once none waits (or a chat request has waited
+    /// `maxChatWait`), so a burst costs one offload and one reload. `'fifo'`: the LLM returns after
+    /// every image, and the next image offloads it again.
+    #[ts(optional, type = "'collate' | 'fifo'")]
     pub policy: Option<String>,
-    /// Milliseconds a chat request waits for images before the LLM comes back between them.
+    /// Milliseconds a chat request waits for queued images before the LLM comes back between them
+    /// (default 30000): chat waits at most this plus the image being made and the reload.
     pub max_chat_wait: Option<u64>,
-    /// Milliseconds: keep the LLM out after images until a chat request or this much idle time.
+    /// Milliseconds: when set, the LLM stays offloaded after the images (its memory free for the
+    /// next one) until a chat request comes to its gateway or the orchestrator has been idle this
+    /// long, then it is reloaded (a warm start). Unset (default): it is reloaded as soon as no
+    /// image waits.
     pub reload_after_idle: Option<u64>,
 }
 

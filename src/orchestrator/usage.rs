@@ -6,31 +6,35 @@
 
 use serde::Serialize;
 use serde_json::json;
+use ts_rs::TS;
 
 use crate::config::DataPaths;
 use crate::llama::LlamaConfig;
 use crate::process::memory::TreeMemory;
 use crate::system::estimate::{KvCache, KvCacheType, ModelSpec};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a {@link ResourceUsage} comes from: `measured`, a running process (never counted as
+/// less than what it uses); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(rename = "UsageSource")]
 pub enum Source {
-    /// The process runs: what it uses (never less than its RSS).
     Measured,
     Estimated,
-    /// Nothing runs and nothing is asked.
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What one side uses or will use, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[ts(rename = "ResourceUsage")]
 pub struct Usage {
-    /// What counts: the larger of the two below.
+    /// What counts: the larger of `estimated` and `measured`.
     pub ram: u64,
     pub vram: u64,
     pub source: Source,
-    /// By arithmetic.
+    /// By arithmetic (GGUF for the LLM; files and working set for an image).
     pub estimated: Memory,
-    /// What the running process tree uses now.
+    /// What the running process tree uses now; `null` when none runs.
     pub measured: Option<Memory>,
 }
 
@@ -62,21 +66,26 @@ impl Usage {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Bytes of RAM and of VRAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[ts(rename = "ResourceBytes")]
 pub struct Memory {
     pub ram: u64,
     pub vram: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What runs out first: VRAM when either side uses the GPU, else RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum Bottleneck {
     Ram,
     Vram,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What the LLM and an image need, what is free, and whether the LLM must make room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "ResourceEstimate")]
 pub struct Estimate {
     pub llm: Usage,
     pub diffusion: Usage,
@@ -85,6 +94,7 @@ pub struct Estimate {
     /// What the two servers together may use: the budget, or what is free plus what they hold.
     pub budget: Memory,
     pub bottleneck: Bottleneck,
+    /// The LLM runs, and the two plus the headroom exceed the budget.
     pub needs_offload: bool,
 }
 

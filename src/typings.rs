@@ -1,0 +1,135 @@
+//! TypeScript for the shapes declared in Rust, generated into `shapes.d.ts` (which `index.d.ts`
+//! imports and re-exports): each field, its type and its documentation are written once, on the
+//! Rust type that serde reads or writes. The test below fails when the checked-in file differs
+//! from what the Rust shapes say; `npm run typings` writes it anew.
+//!
+//! JS numbers cross for Rust's integers (serde_json), so 64-bit integers are `number` here, not
+//! ts-rs's `bigint`.
+
+use ts_rs::{Config, TS};
+
+use crate::llama::gateway::QueueInfo;
+use crate::orchestrator::{
+    Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorInfo, Phase, Source, Usage,
+};
+
+const HEADER: &str =
+    "// Generated from the Rust shapes by `npm run typings` (src/typings.rs): do not edit.\n";
+
+/// The declarations, in the order a reader meets them.
+pub fn shapes() -> String {
+    let config = Config::default();
+    let declarations = [
+        declaration::<OptionsRequest>(&config),
+        declaration::<Phase>(&config),
+        declaration::<QueueInfo>(&config),
+        declaration::<OrchestratorInfo>(&config),
+        declaration::<Memory>(&config),
+        declaration::<Source>(&config),
+        declaration::<Usage>(&config),
+        declaration::<Bottleneck>(&config),
+        declaration::<Estimate>(&config),
+    ];
+    format!("{HEADER}\n{}", declarations.join("\n"))
+}
+
+fn declaration<T: TS>(config: &Config) -> String {
+    // ts-rs gives the type's docs as a JSDoc block already.
+    let docs = T::docs()
+        .map(|d| format!("{}\n", d.trim_end()))
+        .unwrap_or_default();
+    let decl = T::decl(config).replace("bigint", "number");
+    format!("{docs}export {}\n", one_field_a_line(&decl))
+}
+
+fn doc_block(text: &str, indent: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().map(str::trim).collect();
+    let body: String = lines
+        .iter()
+        .map(|l| format!("{indent} * {l}").trim_end().to_string() + "\n")
+        .collect();
+    format!("{indent}/**\n{body}{indent} */\n")
+}
+
+/// `type X = { a: A, /** doc */ b: B, };` as one field a line, each doc comment above its field.
+fn one_field_a_line(decl: &str) -> String {
+    let (Some(open), Some(close)) = (decl.find('{'), decl.rfind('}')) else {
+        return decl.to_string();
+    };
+    let fields = split_top_level(&decl[open + 1..close]);
+    if fields.is_empty() {
+        return decl.to_string();
+    }
+    let mut out = format!("{}{{\n", &decl[..open]);
+    for field in fields {
+        let (docs, field) = match (field.find("/**"), field.find("*/")) {
+            (Some(start), Some(end)) => {
+                let text = field[start + 3..end]
+                    .lines()
+                    .map(|l| l.trim().trim_start_matches('*').trim())
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                (doc_block(&text, "  "), field[end + 2..].trim())
+            }
+            _ => (String::new(), field.as_str()),
+        };
+        out.push_str(&format!("{docs}  {field}\n"));
+    }
+    out.push_str(&decl[close..]);
+    out
+}
+
+/// The fields of an object type's body: split at commas outside nested types and comments.
+fn split_top_level(body: &str) -> Vec<String> {
+    let (mut fields, mut current, mut depth, mut in_comment) =
+        (Vec::new(), String::new(), 0, false);
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        current.push(c);
+        match c {
+            '/' if !in_comment && chars.peek() == Some(&'*') => in_comment = true,
+            '*' if in_comment && chars.peek() == Some(&'/') => {
+                current.push(chars.next().unwrap_or('/'));
+                in_comment = false;
+            }
+            '{' | '(' | '<' | '[' if !in_comment => depth += 1,
+            '}' | ')' | '>' | ']' if !in_comment => depth -= 1,
+            ',' if !in_comment && depth == 0 => {
+                current.pop();
+                fields.push(std::mem::take(&mut current).trim().to_string());
+            }
+            _ => {}
+        }
+    }
+    let rest = current.trim();
+    if !rest.is_empty() {
+        fields.push(rest.to_string());
+    }
+    fields.into_iter().filter(|f| !f.is_empty()).collect()
+}
+
+#[test]
+fn shapes_d_ts_is_what_the_rust_shapes_say() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shapes.d.ts");
+    let generated = shapes();
+    if std::env::var_os("UPDATE_TYPINGS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+        return;
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "shapes.d.ts differs from the Rust shapes: run `npm run typings` and commit the result"
+    );
+}
+
+#[test]
+fn fields_split_outside_nested_types_and_comments() {
+    let decl =
+        "type X = { /**\n * a, b\n */\na: { b: number, c: string }, d: Array<[number, string]>, };";
+    assert_eq!(
+        one_field_a_line(decl),
+        "type X = {\n  /**\n   * a, b\n   */\n  a: { b: number, c: string }\n  d: Array<[number, string]>\n};"
+    );
+}
