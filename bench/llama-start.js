@@ -59,6 +59,8 @@ async function bare(binary, model) {
       '0',
       '--parallel',
       '1',
+      '--fit',
+      'off',
     ],
     { stdio: 'ignore' },
   )

@@ -143,6 +143,11 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
         config.gpu_layers.to_string(),
         "--parallel".into(),
         config.parallel_requests.to_string(),
+        // The context and GPU layers are set above, from the library's estimate: llama.cpp's
+        // own fitting (a dry-run allocation before the load, on by default) would only cost
+        // time. `extraArgs` can turn it on again (the last `--fit` wins).
+        "--fit".into(),
+        "off".into(),
     ];
     if let Some(fa) = &config.flash_attention {
         args.extend(["--flash-attn".into(), fa.clone()]);

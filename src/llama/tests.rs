@@ -76,6 +76,8 @@ fn the_argument_vector_carries_every_setting() {
         ["--ctx-size", "512"],
         ["--flash-attn", "on"],
         ["--api-key", "k"],
+        // The library sets what llama.cpp's fitting would: it is off.
+        ["--fit", "off"],
     ] {
         assert!(a.windows(2).any(|w| w == pair), "{pair:?} in {a:?}");
     }

@@ -41,11 +41,15 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::sync::lock;
 
-/// Readiness comes from the backend's own output: a ready hint prompts one health check. Polling
-/// is only the fallback, sparse because on a small machine a poll slows the load it waits for:
-/// the first check after `FIRST_POLL`, then each interval half again as long, up to `MAX_POLL`.
+/// Readiness comes from the backend's own output: a ready hint prompts a health check, repeated
+/// every `HINTED_POLL` for `HINT_WINDOW` (llama-server logs "model loaded" a few milliseconds
+/// before `/health` says 200). Polling is otherwise only the fallback, sparse because on a small
+/// machine a poll slows the load it waits for: the first check after `FIRST_POLL`, then each
+/// interval half again as long, up to `MAX_POLL`.
 const FIRST_POLL: Duration = Duration::from_millis(100);
 const MAX_POLL: Duration = Duration::from_millis(500);
+const HINTED_POLL: Duration = Duration::from_millis(5);
+const HINT_WINDOW: Duration = Duration::from_secs(1);
 /// How long one readiness check may take.
 const READY_CHECK: Duration = Duration::from_millis(250);
 /// A cancelled start's child gets this long to exit on SIGTERM before SIGKILL.
@@ -891,13 +895,22 @@ async fn wait_ready(
     let deadline = Instant::now() + spec.startup_timeout;
     let mut interval = FIRST_POLL;
     let mut next_poll = Instant::now() + interval;
+    let mut hinted_until = None;
     loop {
+        let hinted = hinted_until.is_some_and(|until| Instant::now() < until);
+        let wake = if hinted {
+            Instant::now() + HINTED_POLL
+        } else {
+            next_poll
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until(next_poll.min(deadline).into()) => {
-                interval = (interval * 3 / 2).min(MAX_POLL);
-                next_poll = Instant::now() + interval;
+            _ = tokio::time::sleep_until(wake.min(deadline).into()) => {
+                if !hinted {
+                    interval = (interval * 3 / 2).min(MAX_POLL);
+                    next_poll = Instant::now() + interval;
+                }
             }
-            _ = hint.notified() => {}
+            _ = hint.notified() => hinted_until = Some(Instant::now() + HINT_WINDOW),
             _ = child.wait() => {}
         }
         if let Some(exit) = child.exited() {
