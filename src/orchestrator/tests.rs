@@ -1,7 +1,7 @@
 //! The orchestrator against the real llama-server and sd-cli with the tiny models.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -110,9 +110,8 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
     let port = first.port.unwrap();
     let chat = async {
         // Sent once the LLM is held: it waits for the reload.
-        while orchestrator.phase() == Phase::Idle {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let mut status = orchestrator.status.clone();
+        status.wait_for(|s| s.phase != Phase::Idle).await.unwrap();
         crate::http::local_client()
             .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
             .body(r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
@@ -205,11 +204,10 @@ async fn a_burst_runs_behind_one_offload_and_the_llm_returns_after_the_idle_time
     assert_eq!(orchestrator.phase(), Phase::Offloaded);
     assert!(llama.is_offloaded());
     // Nothing comes: the idle time brings it back.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while orchestrator.phase() != Phase::Idle {
-        assert!(Instant::now() < deadline, "{:?}", lock(&events));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut status = orchestrator.status.clone();
+    let idle = status.wait_for(|s| s.phase == Phase::Idle);
+    let waited = tokio::time::timeout(Duration::from_secs(30), idle).await;
+    assert!(matches!(waited, Ok(Ok(_))), "{:?}", lock(&events));
     assert_eq!(llama.info().status, ServerState::Running);
     let seen = lock(&events).clone();
     assert_eq!(
