@@ -23,12 +23,16 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::http::HttpServer;
 use crate::launch::ManagedServer;
+use crate::process::actor::transition;
 use crate::process::memory::TreeMemory;
-use crate::process::{ExitInfo, HealthStatus, ServerEvent, ServerLog, ServerState, Transition};
+use crate::process::{
+    ExitInfo, HealthStatus, ServerEvent, ServerLog, ServerState, Snapshot, Transition,
+};
 use crate::sync::lock;
 use backend::{Backend, BackendConfig, BackendKind};
 use engine::{Engine, EngineEvent, ImageOutput, JobError};
 use request::ImageRequest;
+use tokio::sync::watch;
 
 pub const DEFAULT_PORT: u16 = 8081;
 
@@ -239,17 +243,10 @@ pub enum DiffusionEvent {
     Log(String),
 }
 
-/// The lifecycle part of [`DiffusionInfo`].
-#[derive(Clone, Default)]
-struct Lifecycle {
-    state: ServerState,
-    started_at: Option<String>,
-    /// Why the last start failed.
-    error: Option<String>,
-}
-
 struct Shared {
-    status: Mutex<Lifecycle>,
+    /// The server's own state (`status`, `startedAt`, `error`), changed as the actor changes
+    /// its child's.
+    status: watch::Sender<Snapshot>,
     running: Mutex<Option<Arc<RunningHandle>>>,
     log: Arc<ServerLog>,
     events: Option<EventSink<DiffusionEvent>>,
@@ -277,7 +274,7 @@ impl DiffusionServer {
         );
         DiffusionServer {
             shared: Arc::new(Shared {
-                status: Mutex::new(Lifecycle::default()),
+                status: watch::channel(Snapshot::default()).0,
                 running: Mutex::new(None),
                 log,
                 events,
@@ -302,7 +299,7 @@ impl DiffusionServer {
 
     async fn start_logged(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
         let _op = self.shared.op.lock().await;
-        let status = lock(&self.shared.status).state;
+        let status = self.shared.status.borrow().status;
         if status != ServerState::Stopped {
             return Err(DiffusionError::AlreadyRunning(status.as_str()));
         }
@@ -474,11 +471,12 @@ impl ManagedServer for DiffusionServer {
     type Config = DiffusionConfig;
 
     fn info(&self) -> DiffusionInfo {
-        let Lifecycle {
-            state: status,
+        let Snapshot {
+            status,
             started_at,
             error,
-        } = lock(&self.shared.status).clone();
+            ..
+        } = self.shared.status.borrow().clone();
         let running = lock(&self.shared.running).clone();
         let resident = running
             .as_ref()
@@ -552,7 +550,7 @@ impl Shared {
     /// The server is `crashed` while its resident sd-server is (its HTTP port still answers, and
     /// the next image starts sd-server again), and `running` once that one is back.
     fn follow_backend(&self, backend: &Transition) {
-        let now = lock(&self.status).state;
+        let now = self.status.borrow().status;
         match (now, backend.new) {
             (ServerState::Running, ServerState::Crashed) => self.set_status(
                 ServerState::Crashed,
@@ -568,29 +566,20 @@ impl Shared {
 
     /// Sets the state, then announces the transition (one `State` event each).
     fn set_status(&self, state: ServerState, reason: String, error: Option<String>) {
-        let old = {
-            let mut status = lock(&self.status);
-            let old = status.state;
-            status.state = state;
+        let changed = transition(&self.status, state, reason, false, |s| {
             match state {
-                ServerState::Running if old == ServerState::Starting => {
-                    status.started_at = Some(crate::clock::iso_now())
+                ServerState::Running if s.started_at.is_none() => {
+                    s.started_at = Some(crate::clock::iso_now())
                 }
-                ServerState::Stopped => status.started_at = None,
+                ServerState::Stopped => s.started_at = None,
                 _ => {}
             }
             if error.is_some() || state == ServerState::Starting {
-                status.error = error;
+                s.error = error;
             }
-            old
-        };
-        if old != state {
-            self.emit(DiffusionEvent::Server(ServerEvent::State(Transition {
-                old,
-                new: state,
-                reason,
-                will_restart: false,
-            })));
+        });
+        if let Some(t) = changed {
+            self.emit(DiffusionEvent::Server(ServerEvent::State(t)));
         }
     }
 

@@ -862,20 +862,8 @@ impl Actor {
         will_restart: bool,
         f: impl FnOnce(&mut Snapshot),
     ) {
-        let mut old = new;
-        self.state.send_modify(|s| {
-            old = s.status;
-            s.status = new;
-            s.restart_pending = will_restart;
-            f(s);
-        });
-        if old != new {
-            self.emit(ServerEvent::State(Transition {
-                old,
-                new,
-                reason,
-                will_restart,
-            }));
+        if let Some(t) = transition(&self.state, new, reason, will_restart, f) {
+            self.emit(ServerEvent::State(t));
         }
     }
 
@@ -884,6 +872,31 @@ impl Actor {
             events.emit(event);
         }
     }
+}
+
+/// Moves the published state to `new` (and lets `f` record what goes with it), the one way every
+/// server's state changes: the actor's for its child, the diffusion server's for itself. The
+/// [`Transition`] to announce once the new state is visible; `None` when it did not change.
+pub fn transition(
+    state: &watch::Sender<Snapshot>,
+    new: ServerState,
+    reason: String,
+    will_restart: bool,
+    f: impl FnOnce(&mut Snapshot),
+) -> Option<Transition> {
+    let mut old = new;
+    state.send_modify(|s| {
+        old = s.status;
+        s.status = new;
+        s.restart_pending = will_restart;
+        f(s);
+    });
+    (old != new).then_some(Transition {
+        old,
+        new,
+        reason,
+        will_restart,
+    })
 }
 
 async fn wait_ready(
