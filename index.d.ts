@@ -2,17 +2,32 @@
 // declared in Rust come generated from them in `shapes.d.ts` (`npm run typings`).
 
 import { EventEmitter } from 'node:events'
-import type { OrchestratorInfo, OrchestratorOptions, OrchestratorPhase, ResourceEstimate } from './shapes'
+import type {
+  HealthStatus,
+  MemoryUsage,
+  OrchestratorInfo,
+  OrchestratorOptions,
+  OrchestratorPhase,
+  ResolvedRpcConfig,
+  ResourceEstimate,
+  RpcServerInfo,
+  ServerStatus,
+} from './shapes'
 
 export type {
   Bottleneck,
+  HealthStatus,
+  MemoryUsage,
   OrchestratorInfo,
   OrchestratorOptions,
   OrchestratorPhase,
   QueueInfo,
+  ResolvedRpcConfig,
   ResourceBytes,
   ResourceEstimate,
   ResourceUsage,
+  RpcServerInfo,
+  ServerStatus,
   UsageSource,
 } from './shapes'
 
@@ -317,19 +332,6 @@ export declare const systemInfo: SystemInfo
 // llama-server
 // ---------------------------------------------------------------------------------------------
 
-/**
- * Where a managed server is in its lifecycle. `restarting`: an automatic restart after a crash
- * (backoff, then the new process loading), or {@link LlamaServerManager.restart}.
- */
-export type ServerStatus = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed' | 'restarting'
-
-/**
- * The seed's `HealthStatus`: `ok` while the server runs and answers (for llama-server, its last
- * watchdog check passed), `error` while checks fail or after a crash, `unknown` when it does not
- * run. {@link LlamaServerManager.isHealthy} and {@link DiffusionServerManager.isHealthy} ask now.
- */
-export type HealthStatus = 'ok' | 'error' | 'unknown'
-
 /** One change of a server's status: every change emits exactly one. */
 export interface StateEvent<T extends string = 'state'> {
   type: T
@@ -339,16 +341,6 @@ export interface StateEvent<T extends string = 'state'> {
   reason: string
   /** `new` is `crashed` and an automatic restart follows (Node stays alive for it). */
   willRestart: boolean
-}
-
-/** What a running server's process tree uses now. */
-export interface MemoryUsage {
-  /** The tree's processes, the leader first. */
-  pids: number[]
-  /** Resident memory of the whole tree, bytes. */
-  rssBytes: number
-  /** VRAM its processes hold on NVIDIA GPUs (NVML); `null` where that cannot be told. */
-  vramBytes: number | null
 }
 
 /** What {@link LlamaServerManager.start} runs. Unset values come from {@link SystemInfo.getOptimalConfig} for the model. */
@@ -840,27 +832,6 @@ export interface RpcServerConfig {
    * serves. Passing it is a {@link ValidationError} that says so; choose `devices` instead.
    */
   memory?: never
-}
-
-export interface RpcServerInfo {
-  status: ServerStatus
-  pid: number | null
-  host: string | null
-  port: number | null
-  /** `host:port` while it runs: what a llama-server's `rpcWorkers` takes. */
-  endpoint: string | null
-  startedAt: string | null
-  error: string | null
-}
-
-export interface ResolvedRpcConfig {
-  binary: string
-  host: string
-  port: number | null
-  threads: number | null
-  devices: string[]
-  cache: boolean
-  startupTimeoutMs: number
 }
 
 export interface RpcServerEvents {

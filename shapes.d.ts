@@ -1,6 +1,69 @@
 // Generated from the Rust shapes by `npm run typings` (src/typings.rs): do not edit.
 
 /**
+ * Where a managed server is in its lifecycle. `restarting`: an automatic restart after a crash
+ * (backoff, then the new process loading), or {@link LlamaServerManager.restart}.
+ */
+export type ServerStatus = "stopped" | "starting" | "running" | "stopping" | "crashed" | "restarting";
+
+/**
+ * The seed's `HealthStatus`: `ok` while the server runs and answers (for llama-server, its last
+ * watchdog check passed), `error` while checks fail or after a crash, `unknown` when it does not
+ * run. {@link LlamaServerManager.isHealthy} and {@link DiffusionServerManager.isHealthy} ask now.
+ */
+export type HealthStatus = "ok" | "error" | "unknown";
+
+/**
+ * What a running server's process tree uses now.
+ */
+export type MemoryUsage = {
+  /**
+   * The tree's processes, the leader first.
+   */
+  pids: Array<number>
+  /**
+   * Resident memory of the whole tree, bytes.
+   */
+  rssBytes: number
+  /**
+   * VRAM its processes hold on NVIDIA GPUs (NVML); `null` where that cannot be told.
+   */
+  vramBytes: number | null
+};
+
+/**
+ * What `rpcServer.getInfo()` shows.
+ */
+export type RpcServerInfo = {
+  status: ServerStatus
+  pid: number | null
+  host: string | null
+  port: number | null
+  /**
+   * `host:port` while it runs: what a llama-server's `rpcWorkers` takes.
+   */
+  endpoint: string | null
+  startedAt: string | null
+  error: string | null
+};
+
+/**
+ * Everything a start needs, resolved: what `getConfig()` shows.
+ */
+export type ResolvedRpcConfig = {
+  binary: string
+  host: string
+  /**
+   * `null`: a free port, chosen at start (once running, the one it got).
+   */
+  port: number | null
+  threads: number | null
+  devices: Array<string>
+  cache: boolean
+  startupTimeoutMs: number
+};
+
+/**
  * The options of a `ResourceOrchestrator` (its last constructor argument).
  */
 export type OrchestratorOptions = {

@@ -12,6 +12,9 @@ use crate::llama::gateway::QueueInfo;
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorInfo, Phase, Source, Usage,
 };
+use crate::process::memory::TreeMemory;
+use crate::process::{HealthStatus, ServerState};
+use crate::rpc::{RpcConfig, RpcInfo};
 
 const HEADER: &str =
     "// Generated from the Rust shapes by `npm run typings` (src/typings.rs): do not edit.\n";
@@ -20,6 +23,11 @@ const HEADER: &str =
 pub fn shapes() -> String {
     let config = Config::default();
     let declarations = [
+        declaration::<ServerState>(&config),
+        declaration::<HealthStatus>(&config),
+        declaration::<TreeMemory>(&config),
+        declaration::<RpcInfo>(&config),
+        declaration::<RpcConfig>(&config),
         declaration::<OptionsRequest>(&config),
         declaration::<Phase>(&config),
         declaration::<QueueInfo>(&config),

@@ -59,8 +59,11 @@ const HANG_GRACE: Duration = Duration::from_millis(200);
 /// Output lines kept with a crash or a failed start.
 pub const LOG_TAIL: usize = 20;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a managed server is in its lifecycle. `restarting`: an automatic restart after a crash
+/// (backoff, then the new process loading), or {@link LlamaServerManager.restart}.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(rename = "ServerStatus")]
 pub enum ServerState {
     #[default]
     Stopped,
@@ -90,10 +93,10 @@ impl std::fmt::Display for ServerState {
     }
 }
 
-/// How a server answers, as the seed's `HealthStatus`: `ok` while it runs and its last health
-/// check (if the watchdog makes them) passed, `error` while checks fail or after a crash,
-/// `unknown` when it does not run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The seed's `HealthStatus`: `ok` while the server runs and answers (for llama-server, its last
+/// watchdog check passed), `error` while checks fail or after a crash, `unknown` when it does not
+/// run. {@link LlamaServerManager.isHealthy} and {@link DiffusionServerManager.isHealthy} ask now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Ok,

@@ -4,14 +4,16 @@
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a running server's process tree uses now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "MemoryUsage")]
 pub struct TreeMemory {
-    /// The tree's processes: the leader first.
+    /// The tree's processes, the leader first.
     pub pids: Vec<u32>,
-    /// Resident set size of the tree, summed.
+    /// Resident memory of the whole tree, bytes.
     pub rss_bytes: u64,
-    /// VRAM held by the tree's processes (NVIDIA, through NVML); `None` where NVML cannot tell.
+    /// VRAM its processes hold on NVIDIA GPUs (NVML); `null` where that cannot be told.
     pub vram_bytes: Option<u64>,
 }
 

@@ -94,13 +94,14 @@ pub struct StartRequest {
     pub memory: Option<serde_json::Value>,
 }
 
-/// Everything a start needs, resolved.
-#[derive(Debug, Clone, Serialize)]
+/// Everything a start needs, resolved: what `getConfig()` shows.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "ResolvedRpcConfig")]
 pub struct RpcConfig {
     pub binary: PathBuf,
     pub host: String,
-    /// `None`: a free port, chosen at start (once running, the one it got).
+    /// `null`: a free port, chosen at start (once running, the one it got).
     pub port: Option<u16>,
     pub threads: Option<u32>,
     pub devices: Vec<String>,
@@ -180,14 +181,16 @@ pub fn args(config: &RpcConfig, port: u16) -> Vec<String> {
     args
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What `rpcServer.getInfo()` shows.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "RpcServerInfo")]
 pub struct RpcInfo {
     pub status: ServerState,
     pub pid: Option<u32>,
     pub host: Option<String>,
     pub port: Option<u16>,
-    /// `host:port`, as a llama-server's `rpcWorkers` names it.
+    /// `host:port` while it runs: what a llama-server's `rpcWorkers` takes.
     pub endpoint: Option<String>,
     pub started_at: Option<String>,
     pub error: Option<String>,
