@@ -3,7 +3,8 @@
 
 import { EventEmitter } from 'node:events'
 import type {
-  HealthStatus,
+  DiffusionBackend,
+  DiffusionServerInfo,
   MemoryUsage,
   OrchestratorInfo,
   OrchestratorOptions,
@@ -11,11 +12,14 @@ import type {
   ResolvedRpcConfig,
   ResourceEstimate,
   RpcServerInfo,
+  ServerInfo,
   ServerStatus,
 } from './shapes'
 
 export type {
   Bottleneck,
+  DiffusionBackend,
+  DiffusionServerInfo,
   HealthStatus,
   MemoryUsage,
   OrchestratorInfo,
@@ -27,6 +31,7 @@ export type {
   ResourceEstimate,
   ResourceUsage,
   RpcServerInfo,
+  ServerInfo,
   ServerStatus,
   UsageSource,
 } from './shapes'
@@ -416,29 +421,6 @@ export interface LlamaServerConfig {
   force?: boolean
 }
 
-export interface ServerInfo {
-  status: ServerStatus
-  health: HealthStatus
-  pid: number | null
-  /** The public port: the gateway's (or llama-server's own with `gateway: false`). */
-  port: number | null
-  /** The port llama-server itself listens on, on 127.0.0.1 behind the gateway. */
-  backendPort: number | null
-  modelId: string | null
-  /** ISO 8601, when it became ready. */
-  startedAt: string | null
-  /** Milliseconds from spawn to the first healthy answer. */
-  loadTimeMs: number | null
-  /** Why the last start failed or the server crashed. */
-  error: string | null
-  /** Automatic restarts since the last start. */
-  restarts: number
-  /** Crashed, with an automatic restart to follow. */
-  restartPending: boolean
-  /** The rpc-servers (`host:port`) holding a share of the model; empty when it runs here alone. */
-  rpcWorkers: string[]
-}
-
 /** The resolved configuration of the running (or last) server. */
 export interface ResolvedLlamaConfig {
   modelId: string
@@ -559,9 +541,6 @@ export type ImageSampler =
   | 'res_multistep'
   | 'res_2s'
   | 'er_sde'
-
-/** How stable-diffusion.cpp runs: `sd-cli` per image, or `sd-server` with the model kept loaded. */
-export type DiffusionBackend = 'one-shot' | 'resident'
 
 /** Where a generation is: loading the model, sampling (one step per iteration), decoding latents. */
 export type ImageGenerationStage = 'loading' | 'diffusion' | 'decoding'
@@ -689,33 +668,6 @@ export interface DiffusionServerConfig {
    * images); without it such a start fails with {@link InsufficientResourcesError}.
    */
   force?: boolean
-}
-
-export interface DiffusionServerInfo {
-  /**
-   * The server's status: `crashed` while its resident `sd-server` is (the HTTP port still
-   * answers, and the next image starts `sd-server` again, back to `running`).
-   */
-  status: 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed'
-  health: HealthStatus
-  port: number | null
-  host: string | null
-  modelId: string | null
-  backend: DiffusionBackend | null
-  /** The resident `sd-server`'s process id while it runs (it starts with the first image). */
-  pid: number | null
-  /** The resident `sd-server`'s own status (`crashed` after it died; the next image starts it); `null` for one-shot. */
-  backendStatus: ServerStatus | null
-  /** The port the resident `sd-server` listens on (127.0.0.1), while it runs. */
-  backendPort: number | null
-  /** ISO 8601. */
-  startedAt: string | null
-  /** An image is being made. */
-  busy: boolean
-  /** Requests waiting. */
-  queued: number
-  /** Why the last start failed. */
-  error: string | null
 }
 
 /** The resolved configuration of the running server (the API key only as present or not). */

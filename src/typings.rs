@@ -8,6 +8,9 @@
 
 use ts_rs::{Config, TS};
 
+use crate::diffusion::DiffusionInfo;
+use crate::diffusion::backend::BackendKind;
+use crate::llama::ServerInfo;
 use crate::llama::gateway::QueueInfo;
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorInfo, Phase, Source, Usage,
@@ -26,6 +29,9 @@ pub fn shapes() -> String {
         declaration::<ServerState>(&config),
         declaration::<HealthStatus>(&config),
         declaration::<TreeMemory>(&config),
+        declaration::<ServerInfo>(&config),
+        declaration::<BackendKind>(&config),
+        declaration::<DiffusionInfo>(&config),
         declaration::<RpcInfo>(&config),
         declaration::<RpcConfig>(&config),
         declaration::<OptionsRequest>(&config),

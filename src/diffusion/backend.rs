@@ -43,8 +43,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// How stable-diffusion.cpp runs: `sd-cli` per image, or `sd-server` with the model kept loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
 #[serde(rename_all = "kebab-case")]
+#[ts(rename = "DiffusionBackend")]
 pub enum BackendKind {
     OneShot,
     Resident,

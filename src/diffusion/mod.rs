@@ -204,25 +204,33 @@ impl DiffusionConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What `diffusionServer.getInfo()` shows.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "DiffusionServerInfo")]
 pub struct DiffusionInfo {
-    /// The server's state: `stopped`, `starting`, `running`, `stopping`, or `crashed` while its
-    /// resident sd-server is (until the next image starts it again).
+    /// The server's status: `crashed` while its resident `sd-server` is (the HTTP port still
+    /// answers, and the next image starts `sd-server` again, back to `running`).
+    #[ts(type = "'stopped' | 'starting' | 'running' | 'stopping' | 'crashed'")]
     pub status: ServerState,
     pub health: HealthStatus,
     pub port: Option<u16>,
     pub host: Option<String>,
     pub model_id: Option<String>,
     pub backend: Option<BackendKind>,
-    /// The resident `sd-server`'s process while it runs.
+    /// The resident `sd-server`'s process id while it runs (it starts with the first image).
     pub pid: Option<u32>,
-    /// The resident `sd-server`'s own state, and the port it listens on (on 127.0.0.1).
+    /// The resident `sd-server`'s own status (`crashed` after it died; the next image starts it); `null` for one-shot.
     pub backend_status: Option<ServerState>,
+    /// The port the resident `sd-server` listens on (127.0.0.1), while it runs.
     pub backend_port: Option<u16>,
+    /// ISO 8601.
     pub started_at: Option<String>,
+    /// An image is being made.
     pub busy: bool,
+    /// Requests waiting.
     pub queued: usize,
+    /// Why the last start failed.
     pub error: Option<String>,
 }
 

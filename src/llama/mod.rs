@@ -168,25 +168,29 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     args
 }
 
-/// What `getInfo()` shows: the actor's snapshot and the model it serves.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What `llamaServer.getInfo()` shows: the server's state and the model it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerInfo {
     pub status: ServerState,
     pub health: HealthStatus,
     pub pid: Option<u32>,
-    /// The public port: the gateway's, or llama-server's own without the gateway.
+    /// The public port: the gateway's (or llama-server's own with `gateway: false`).
     pub port: Option<u16>,
-    /// The port llama-server itself listens on (internal, on 127.0.0.1, behind the gateway).
+    /// The port llama-server itself listens on, on 127.0.0.1 behind the gateway.
     pub backend_port: Option<u16>,
     pub model_id: Option<String>,
+    /// ISO 8601, when it became ready.
     pub started_at: Option<String>,
+    /// Milliseconds from spawn to the first healthy answer.
     pub load_time_ms: Option<u64>,
+    /// Why the last start failed or the server crashed.
     pub error: Option<String>,
+    /// Automatic restarts since the last start.
     pub restarts: u32,
     /// Crashed, with an automatic restart to follow.
     pub restart_pending: bool,
-    /// The rpc-servers holding a share of the model (`host:port`).
+    /// The rpc-servers (`host:port`) holding a share of the model; empty when it runs here alone.
     pub rpc_workers: Vec<String>,
 }
 
