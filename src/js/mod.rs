@@ -2,7 +2,8 @@
 //! the domain modules, and maps errors; no logic worth testing lives here.
 //!
 //! Results cross as JSON values serialized from the domain types, so each shape is written once
-//! (in Rust with serde) and typed once (in the hand-written `index.d.ts`).
+//! (in Rust with serde) and typed once: generated into `shapes.d.ts` (`src/typings.rs`) for the
+//! shapes moved there so far, by hand in `index.d.ts` for the rest.
 
 mod binaries;
 mod config;
