@@ -5,6 +5,8 @@ import { EventEmitter } from 'node:events'
 import type {
   DiffusionBackend,
   DiffusionServerInfo,
+  KVCacheType,
+  LlamaServerConfig,
   MemoryUsage,
   OrchestratorInfo,
   OrchestratorOptions,
@@ -21,6 +23,8 @@ export type {
   DiffusionBackend,
   DiffusionServerInfo,
   HealthStatus,
+  KVCacheType,
+  LlamaServerConfig,
   MemoryUsage,
   OrchestratorInfo,
   OrchestratorOptions,
@@ -162,8 +166,6 @@ export interface SystemCapabilities {
   /** ISO 8601 time of the detection (results are cached for 60 s). */
   detectedAt: string
 }
-
-export type KVCacheType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q5_1' | 'q5_0' | 'q4_1' | 'q4_0' | 'iq4_nl'
 
 /** GGUF header facts used for sizing; keys as in GGUF (`llama.block_count` → `block_count`). */
 export interface GGUFMetadata {
@@ -346,79 +348,6 @@ export interface StateEvent<T extends string = 'state'> {
   reason: string
   /** `new` is `crashed` and an automatic restart follows (Node stays alive for it). */
   willRestart: boolean
-}
-
-/** What {@link LlamaServerManager.start} runs. Unset values come from {@link SystemInfo.getOptimalConfig} for the model. */
-export interface LlamaServerConfig {
-  /** An installed `llm` model ({@link ModelManager.listModels}). */
-  modelId: string
-  /** A port, or `'auto'` for a free one (default 8080). A taken port is a {@link PortInUseError}. */
-  port?: number | 'auto'
-  /** Address to bind (default `127.0.0.1`). */
-  host?: string
-  threads?: number
-  contextSize?: number
-  /** Layers offloaded to the GPU (`--n-gpu-layers`). */
-  gpuLayers?: number
-  /** Parallel slots (`--parallel`, default 1). */
-  parallelRequests?: number
-  flashAttention?: boolean | 'on' | 'off' | 'auto'
-  /** KV-cache element types (`--cache-type-k/-v`); the memory estimate uses them too. */
-  cacheTypeK?: KVCacheType
-  cacheTypeV?: KVCacheType
-  /** Require `Authorization: Bearer <apiKey>` on every request. */
-  apiKey?: string
-  /**
-   * More llama-server arguments. The flags the library sets from this config are refused with a
-   * `ValidationError`, in every spelling: `-m`/`--model`, `--host`, `--port`, `-t`/`--threads`,
-   * `-c`/`--ctx-size`, `-ngl`/`--gpu-layers`/`--n-gpu-layers`, `-np`/`--parallel`,
-   * `-fa`/`--flash-attn`, `-ctk`/`--cache-type-k`, `-ctv`/`--cache-type-v`, `--api-key`,
-   * `--api-key-file`, `--rpc` (see `rpcWorkers`); so are other model sources (`-mu`/`--model-url`, `-hf`/`-hfr`/`--hf-repo`,
-   * `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak.
-   */
-  extraArgs?: string[]
-  /**
-   * `host:port` of rpc-servers (llama.cpp's RPC workers, see {@link RpcServerManager}) to spread
-   * the model's layers over, this machine keeping a share (`--rpc`). Before the start each is asked
-   * what it lends; one that does not answer is a {@link ServerError} naming it (`details.worker`):
-   * `RPC_WORKER_UNREACHABLE`, or `RPC_WORKER_BUSY` when another llama-server holds it (rpc-server
-   * serves one at a time), and nothing is started. Unless `gpuLayers` is given, every layer goes to
-   * a device, spread over the workers by the memory each reports. The memory check (see `force`)
-   * and the default context then weigh this machine's share and each worker's, as
-   * {@link SystemInfo.canRunModel} with `rpcWorkers` does. A worker lost while the model runs
-   * crashes llama-server at its next computation; with `autoRestart` it comes back once the worker
-   * does (within `maxRestarts` attempts).
-   */
-  rpcWorkers?: string[]
-  /** This executable instead of the managed one (see {@link BinaryManager.ensureBinary}). */
-  binaryPath?: string
-  /** Milliseconds to wait for `/health` to answer 200 (default 60000). */
-  startupTimeout?: number
-  /** Restart after a crash or a hang, with backoff from 500 ms doubling to 10 s (default false). */
-  autoRestart?: boolean
-  /** Restart attempts after one crash (default 3). */
-  maxRestarts?: number
-  /** Milliseconds between watchdog health checks; three failures in a row while the process lives count as a hang (default 5000, 0 turns it off). */
-  healthCheckInterval?: number
-  /**
-   * Serve `port` through the library's gateway (default true): requests wait while the server
-   * starts or restarts, `apiKey` and `allowedOrigins` are checked there, and llama-server's
-   * `Access-Control-Allow-Origin: *` is not passed on. `false`: llama-server listens on `port` itself.
-   */
-  gateway?: boolean
-  /** Browser origins the gateway answers with CORS headers; any other origin gets 403 (needs the gateway). */
-  allowedOrigins?: string[]
-  /** Requests that may wait at the gateway while the server is not running yet (default 64; beyond: 503 QUEUE_FULL). */
-  maxQueuedRequests?: number
-  /** Milliseconds a request may wait at the gateway (default 300000; then 503 QUEUE_TIMEOUT). */
-  queueTimeout?: number
-  /**
-   * Start even when the estimate (the same as {@link SystemInfo.canRunModel}'s, with the context,
-   * GPU layers and KV-cache types it will run with) says the model does not fit in the memory
-   * free now; without it such a start fails with {@link InsufficientResourcesError} before
-   * anything is spawned or downloaded.
-   */
-  force?: boolean
 }
 
 /** The resolved configuration of the running (or last) server. */

@@ -12,12 +12,14 @@ use crate::diffusion::DiffusionInfo;
 use crate::diffusion::backend::BackendKind;
 use crate::llama::ServerInfo;
 use crate::llama::gateway::QueueInfo;
+use crate::llama::resolve::StartRequest as LlamaStartRequest;
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorInfo, Phase, Source, Usage,
 };
 use crate::process::memory::TreeMemory;
 use crate::process::{HealthStatus, ServerState};
 use crate::rpc::{RpcConfig, RpcInfo};
+use crate::system::estimate::KvCacheType;
 
 const HEADER: &str =
     "// Generated from the Rust shapes by `npm run typings` (src/typings.rs): do not edit.\n";
@@ -29,6 +31,8 @@ pub fn shapes() -> String {
         declaration::<ServerState>(&config),
         declaration::<HealthStatus>(&config),
         declaration::<TreeMemory>(&config),
+        declaration::<KvCacheType>(&config),
+        declaration::<LlamaStartRequest>(&config),
         declaration::<ServerInfo>(&config),
         declaration::<BackendKind>(&config),
         declaration::<DiffusionInfo>(&config),

@@ -67,42 +67,81 @@ pub enum FlashAttention {
     Mode(String),
 }
 
-/// The JS `LlamaServerConfig`.
-#[derive(Debug, Clone, Deserialize)]
+/// What {@link LlamaServerManager.start} runs. Unset values come from {@link SystemInfo.getOptimalConfig} for the model.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[ts(rename = "LlamaServerConfig", optional_fields)]
 pub struct StartRequest {
+    /// An installed `llm` model ({@link ModelManager.listModels}).
     pub model_id: String,
+    /// A port, or `'auto'` for a free one (default 8080). A taken port is a {@link PortInUseError}.
+    #[ts(optional, type = "number | 'auto'")]
     pub port: Option<PortRequest>,
+    /// Address to bind (default `127.0.0.1`).
     pub host: Option<String>,
     pub threads: Option<u32>,
     pub context_size: Option<u32>,
+    /// Layers offloaded to the GPU (`--n-gpu-layers`).
     pub gpu_layers: Option<u32>,
+    /// Parallel slots (`--parallel`, default 1).
     pub parallel_requests: Option<u32>,
+    #[ts(optional, type = "boolean | 'on' | 'off' | 'auto'")]
     pub flash_attention: Option<FlashAttention>,
+    /// KV-cache element types (`--cache-type-k/-v`); the memory estimate uses them too.
     pub cache_type_k: Option<KvCacheType>,
     pub cache_type_v: Option<KvCacheType>,
+    /// Require `Authorization: Bearer <apiKey>` on every request.
     pub api_key: Option<String>,
+    /// More llama-server arguments. The flags the library sets from this config are refused with a
+    /// `ValidationError`, in every spelling: `-m`/`--model`, `--host`, `--port`, `-t`/`--threads`,
+    /// `-c`/`--ctx-size`, `-ngl`/`--gpu-layers`/`--n-gpu-layers`, `-np`/`--parallel`,
+    /// `-fa`/`--flash-attn`, `-ctk`/`--cache-type-k`, `-ctv`/`--cache-type-v`, `--api-key`,
+    /// `--api-key-file`, `--rpc` (see `rpcWorkers`); so are other model sources (`-mu`/`--model-url`, `-hf`/`-hfr`/`--hf-repo`,
+    /// `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak.
     #[serde(default)]
+    #[ts(as = "Option<Vec<String>>", optional)]
     pub extra_args: Vec<String>,
+    /// This executable instead of the managed one (see {@link BinaryManager.ensureBinary}).
     pub binary_path: Option<PathBuf>,
-    /// Milliseconds.
+    /// Milliseconds to wait for `/health` to answer 200 (default 60000).
     pub startup_timeout: Option<u64>,
+    /// Restart after a crash or a hang, with backoff from 500 ms doubling to 10 s (default false).
     pub auto_restart: Option<bool>,
+    /// Restart attempts after one crash (default 3).
     pub max_restarts: Option<u32>,
-    /// Milliseconds between watchdog health checks (0: no watchdog).
+    /// Milliseconds between watchdog health checks; three failures in a row while the process lives count as a hang (default 5000, 0 turns it off).
     pub health_check_interval: Option<u64>,
-    /// Serve the public port through our gateway (default true).
+    /// Serve `port` through the library's gateway (default true): requests wait while the server
+    /// starts or restarts, `apiKey` and `allowedOrigins` are checked there, and llama-server's
+    /// `Access-Control-Allow-Origin: *` is not passed on. `false`: llama-server listens on `port` itself.
     pub gateway: Option<bool>,
+    /// Browser origins the gateway answers with CORS headers; any other origin gets 403 (needs the gateway).
     #[serde(default)]
+    #[ts(as = "Option<Vec<String>>", optional)]
     pub allowed_origins: Vec<String>,
+    /// Requests that may wait at the gateway while the server is not running yet (default 64; beyond: 503 QUEUE_FULL).
     pub max_queued_requests: Option<u32>,
-    /// Milliseconds a request may wait at the gateway for the server.
+    /// Milliseconds a request may wait at the gateway (default 300000; then 503 QUEUE_TIMEOUT).
     pub queue_timeout: Option<u64>,
-    /// Start even when the estimate says the model does not fit in the memory free now.
+    /// Start even when the estimate (the same as {@link SystemInfo.canRunModel}'s, with the context,
+    /// GPU layers and KV-cache types it will run with) says the model does not fit in the memory
+    /// free now; without it such a start fails with {@link InsufficientResourcesError} before
+    /// anything is spawned or downloaded.
     #[serde(default)]
+    #[ts(as = "Option<bool>", optional)]
     pub force: bool,
-    /// `host:port` of rpc-servers to spread the model's layers over (`--rpc`).
+    /// `host:port` of rpc-servers (llama.cpp's RPC workers, see {@link RpcServerManager}) to spread
+    /// the model's layers over, this machine keeping a share (`--rpc`). Before the start each is asked
+    /// what it lends; one that does not answer is a {@link ServerError} naming it (`details.worker`):
+    /// `RPC_WORKER_UNREACHABLE`, or `RPC_WORKER_BUSY` when another llama-server holds it (rpc-server
+    /// serves one at a time), and nothing is started. Unless `gpuLayers` is given, every layer goes to
+    /// a device, spread over the workers by the memory each reports. The memory check (see `force`)
+    /// and the default context then weigh this machine's share and each worker's, as
+    /// {@link SystemInfo.canRunModel} with `rpcWorkers` does. A worker lost while the model runs
+    /// crashes llama-server at its next computation; with `autoRestart` it comes back once the worker
+    /// does (within `maxRestarts` attempts).
     #[serde(default)]
+    #[ts(as = "Option<Vec<String>>", optional)]
     pub rpc_workers: Vec<String>,
 }
 

@@ -139,8 +139,9 @@ impl ModelSpec {
 }
 
 /// llama.cpp's KV cache element types (`--cache-type-k/-v`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
+#[ts(rename = "KVCacheType")]
 pub enum KvCacheType {
     F32,
     #[default]
