@@ -233,6 +233,52 @@ export type DiffusionServerInfo = {
 };
 
 /**
+ * The JS `RpcServerConfig`.
+ * What {@link RpcServerManager.start} runs.
+ */
+export type RpcServerConfig = {
+  /**
+   * The address to bind (default `127.0.0.1`). rpc-server has no authentication: whoever reaches
+   * its port can place tensors in this machine's memory and run ggml graphs on it, so a host other
+   * than loopback needs `allowNetwork: true`.
+   */
+  host?: string
+  /**
+   * Default 50052; `'auto'` for a free one.
+   */
+  port?: number | 'auto'
+  /**
+   * Threads of its CPU device (default: rpc-server's own choice).
+   */
+  threads?: number
+  /**
+   * ggml devices to lend, e.g. `['CUDA0']` (default: all of them).
+   */
+  devices?: Array<string>
+  /**
+   * Keep received tensors in a local file cache, so a client that comes back loads faster.
+   */
+  cache?: boolean
+  /**
+   * Bind a host other than loopback (see `host`).
+   */
+  allowNetwork?: boolean
+  /**
+   * This executable instead of the managed one (see {@link BinaryManager.ensureBinary} `'rpc-server'`).
+   */
+  binaryPath?: string
+  /**
+   * Milliseconds to wait for its port to accept connections (default 30000).
+   */
+  startupTimeout?: number
+  /**
+   * Not offered: rpc-server (llama.cpp) has no memory limit and lends all of each device it
+   * serves. Passing it is a {@link ValidationError} that says so; choose `devices` instead.
+   */
+  memory?: never
+};
+
+/**
  * What `rpcServer.getInfo()` shows.
  */
 export type RpcServerInfo = {

@@ -18,7 +18,7 @@ use crate::orchestrator::{
 };
 use crate::process::memory::TreeMemory;
 use crate::process::{HealthStatus, ServerState};
-use crate::rpc::{RpcConfig, RpcInfo};
+use crate::rpc::{RpcConfig, RpcInfo, StartRequest as RpcStartRequest};
 use crate::system::estimate::KvCacheType;
 
 const HEADER: &str =
@@ -36,6 +36,7 @@ pub fn shapes() -> String {
         declaration::<ServerInfo>(&config),
         declaration::<BackendKind>(&config),
         declaration::<DiffusionInfo>(&config),
+        declaration::<RpcStartRequest>(&config),
         declaration::<RpcInfo>(&config),
         declaration::<RpcConfig>(&config),
         declaration::<OptionsRequest>(&config),

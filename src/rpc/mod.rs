@@ -71,26 +71,40 @@ impl Coded for RpcError {
 }
 
 /// The JS `RpcServerConfig`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// What {@link RpcServerManager.start} runs.
+#[derive(Debug, Clone, Default, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[ts(rename = "RpcServerConfig", optional_fields)]
 pub struct StartRequest {
+    /// The address to bind (default `127.0.0.1`). rpc-server has no authentication: whoever reaches
+    /// its port can place tensors in this machine's memory and run ggml graphs on it, so a host other
+    /// than loopback needs `allowNetwork: true`.
     pub host: Option<String>,
+    /// Default 50052; `'auto'` for a free one.
+    #[ts(optional, type = "number | 'auto'")]
     pub port: Option<PortRequest>,
+    /// Threads of its CPU device (default: rpc-server's own choice).
     pub threads: Option<u32>,
-    /// ggml devices to lend (`--device`), e.g. `['CUDA0']`; default: all of them.
+    /// ggml devices to lend, e.g. `['CUDA0']` (default: all of them).
     #[serde(default)]
+    #[ts(as = "Option<Vec<String>>", optional)]
     pub devices: Vec<String>,
-    /// Keep received tensors in a local cache, so a restarted client loads faster.
+    /// Keep received tensors in a local file cache, so a client that comes back loads faster.
     #[serde(default)]
+    #[ts(as = "Option<bool>", optional)]
     pub cache: bool,
-    /// Required for a host other than loopback: rpc-server has no authentication.
+    /// Bind a host other than loopback (see `host`).
     #[serde(default)]
+    #[ts(as = "Option<bool>", optional)]
     pub allow_network: bool,
+    /// This executable instead of the managed one (see {@link BinaryManager.ensureBinary} `'rpc-server'`).
     pub binary_path: Option<PathBuf>,
-    /// Milliseconds.
+    /// Milliseconds to wait for its port to accept connections (default 30000).
     pub startup_timeout: Option<u64>,
-    /// Refused with a reason: the pinned rpc-server lends all of each device it serves.
+    /// Not offered: rpc-server (llama.cpp) has no memory limit and lends all of each device it
+    /// serves. Passing it is a {@link ValidationError} that says so; choose `devices` instead.
     #[serde(default)]
+    #[ts(optional, type = "never")]
     pub memory: Option<serde_json::Value>,
 }
 
