@@ -46,7 +46,10 @@ pub struct PlannedStart {
 /// The worker's view of the servers. Reads are cheap and never change anything; each action
 /// is one step the worker orders.
 pub trait Effects: Send + Sync + 'static {
+    /// RAM and VRAM free now (VRAM means asking the GPU's driver).
     fn free(&self) -> impl Future<Output = Free> + Send;
+    /// RAM free now: all a wait for RAM needs to read.
+    fn free_ram(&self) -> u64;
     /// The LLM's usage while it runs; [`Usage::NONE`] otherwise.
     fn llm_usage(&self, data: &DataPaths) -> impl Future<Output = Usage> + Send;
     fn llm_running(&self) -> bool;
@@ -111,12 +114,16 @@ impl Effects for Servers {
         let gpu = self.system.gpu().await;
         Free {
             memory: Memory {
-                ram: self.system.memory().available,
+                ram: self.free_ram(),
                 vram: gpu.vram_free.unwrap_or(0),
             },
             gpu: gpu.available,
             vram_reported: gpu.vram_free.is_some(),
         }
+    }
+
+    fn free_ram(&self) -> u64 {
+        self.system.memory().available
     }
 
     async fn llm_usage(&self, data: &DataPaths) -> Usage {
@@ -145,10 +152,7 @@ impl Effects for Servers {
     }
 
     async fn diffusion_held(&self) -> Option<Memory> {
-        self.diffusion.memory().await.map(|m| Memory {
-            ram: m.rss_bytes,
-            vram: m.vram_bytes.unwrap_or(0),
-        })
+        self.diffusion.memory().await.as_ref().map(Memory::held_by)
     }
 
     fn chat_queue(&self) -> QueueInfo {

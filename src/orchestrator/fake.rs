@@ -124,16 +124,20 @@ struct Shared(Arc<Fake>);
 
 impl Effects for Shared {
     async fn free(&self) -> Free {
-        let world = self.0.world();
-        let released = world.released_at.is_some_and(|at| Instant::now() >= at);
         Free {
             memory: Memory {
-                ram: if released { 2 * NEED } else { NEED / 2 },
+                ram: self.free_ram(),
                 vram: 0,
             },
             gpu: false,
             vram_reported: false,
         }
+    }
+
+    fn free_ram(&self) -> u64 {
+        let world = self.0.world();
+        let released = world.released_at.is_some_and(|at| Instant::now() >= at);
+        if released { 2 * NEED } else { NEED / 2 }
     }
 
     async fn llm_usage(&self, _: &DataPaths) -> Usage {

@@ -48,10 +48,7 @@ impl Usage {
     };
 
     pub fn of(estimated: Memory, measured: Option<&TreeMemory>) -> Usage {
-        let measured = measured.map(|m| Memory {
-            ram: m.rss_bytes,
-            vram: m.vram_bytes.unwrap_or(0),
-        });
+        let measured = measured.map(Memory::held_by);
         Usage {
             ram: estimated.ram.max(measured.map_or(0, |m| m.ram)),
             vram: estimated.vram.max(measured.map_or(0, |m| m.vram)),
@@ -72,6 +69,16 @@ impl Usage {
 pub struct Memory {
     pub ram: u64,
     pub vram: u64,
+}
+
+impl Memory {
+    /// What a process tree holds (VRAM 0 where NVML cannot tell).
+    pub fn held_by(tree: &TreeMemory) -> Memory {
+        Memory {
+            ram: tree.rss_bytes,
+            vram: tree.vram_bytes.unwrap_or(0),
+        }
+    }
 }
 
 /// What runs out first: VRAM when either side uses the GPU, else RAM.

@@ -480,15 +480,16 @@ impl<E: Effects> Context<E> {
     }
 
     /// Memory is not free the moment a process exits: waits (bounded) until what `needed` asks
-    /// of the bottleneck is reported free, with the headroom.
+    /// of the bottleneck is reported free, with the headroom. A wait for RAM reads only RAM: each
+    /// look at VRAM asks the GPU's driver.
     async fn wait_for_memory(&self, needed: Usage, bottleneck: Bottleneck) {
         let deadline = Instant::now() + self.options.memory_release_timeout;
         loop {
-            let free = self.effects.free().await;
             let enough = match bottleneck {
-                Bottleneck::Ram => free.memory.ram >= needed.ram + self.options.headroom,
-                // A driver that does not say what is free cannot be waited for.
+                Bottleneck::Ram => self.effects.free_ram() >= needed.ram + self.options.headroom,
                 Bottleneck::Vram => {
+                    let free = self.effects.free().await;
+                    // A driver that does not say what is free cannot be waited for.
                     !free.vram_reported || free.memory.vram >= needed.vram + self.options.headroom
                 }
             };
