@@ -19,28 +19,8 @@ import type {
   ServerStatus,
 } from './shapes'
 
-export type {
-  Bottleneck,
-  DiffusionBackend,
-  DiffusionServerInfo,
-  HealthStatus,
-  KVCacheType,
-  LlamaServerConfig,
-  MemoryUsage,
-  OrchestratorInfo,
-  OrchestratorOptions,
-  OrchestratorPhase,
-  QueueInfo,
-  ResolvedRpcConfig,
-  ResourceBytes,
-  ResourceEstimate,
-  ResourceUsage,
-  RpcServerConfig,
-  RpcServerInfo,
-  ServerInfo,
-  ServerStatus,
-  UsageSource,
-} from './shapes'
+// Every generated shape is public.
+export * from './shapes'
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

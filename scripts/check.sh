@@ -30,8 +30,7 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test --lib, without the real backends"
 log="$GENAI_ELECTRON_DEV_CACHE/cargo-check.log"
 env -u GENAI_ELECTRON_TEST_BACKENDS -u GENAI_ELECTRON_REQUIRE_CMAKE cargo test --lib 2>&1 | tee "$log"
-passed=$(grep -o 'test result: ok\. [0-9]* passed' "$log" | awk '{s += $4} END {print s + 0}')
-[ "$passed" -gt 0 ] || { echo "cargo test ran no tests" >&2; exit 1; }
+passed=$(require_cargo_tests "$log")
 
 step "node --test of the scripts"
 node --test __test__/layers.test.js

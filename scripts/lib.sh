@@ -57,6 +57,14 @@ provision_backends() {
   echo "$json"
 }
 
+# Fails unless the cargo test output in file $1 counts at least one passed test.
+require_cargo_tests() {
+  local passed
+  passed=$(grep -o 'test result: ok\. [0-9]* passed' "$1" | awk '{s += $4} END {print s + 0}')
+  [ "$passed" -gt 0 ] || { echo "cargo test ran no tests" >&2; exit 1; }
+  echo "$passed"
+}
+
 # Installs a Debian package when `command` is missing (its .debs kept in the cache folder).
 # Returns 1, with the reason in $why, where it cannot (no apt, not root, no network).
 why=""
