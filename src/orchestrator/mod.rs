@@ -47,7 +47,6 @@ mod worker;
 
 pub use effects::{Effects, Free, ImageResult, PlannedStart, Servers, StartResult};
 pub use options::{Options, OptionsRequest, OrchestratorError, Policy};
-pub use policy::{Next, Situation};
 pub use usage::{Bottleneck, Estimate, Memory, Source, Usage};
 use worker::{Msg, Status, Worker};
 
