@@ -189,6 +189,56 @@ export type ServerInfo = {
 export type DiffusionBackend = "one-shot" | "resident";
 
 /**
+ * stable-diffusion.cpp's sampling methods (`--sampling-method`).
+ */
+export type ImageSampler = "euler" | "euler_a" | "heun" | "dpm2" | "dpm++2s_a" | "dpm++2m" | "dpm++2mv2" | "ipndm" | "ipndm_v" | "lcm" | "ddim_trailing" | "tcd" | "res_multistep" | "res_2s" | "er_sde";
+
+/**
+ * One image request. Unknown keys are a {@link ValidationError}.
+ */
+export type ImageRequest = {
+  /**
+   * What to draw (required, not empty). At most 8 KiB on Linux, 1 KiB on Windows and 512 bytes
+   * on macOS: longer text overflows the stack of stable-diffusion.cpp's prompt parser, so it is
+   * refused first.
+   */
+  prompt: string
+  /**
+   * What to avoid (the same limit as `prompt`).
+   */
+  negativePrompt?: string
+  /**
+   * Pixels, a multiple of 8 from 64 to 4096 (default 512).
+   */
+  width?: number
+  /**
+   * Pixels, a multiple of 8 from 64 to 4096 (default 512).
+   */
+  height?: number
+  /**
+   * Sampling steps, 1–150 (default 20).
+   */
+  steps?: number
+  /**
+   * Guidance scale, 0–30 (default: the backend's, 7; distilled models such as FLUX want 1).
+   */
+  cfgScale?: number
+  /**
+   * 0 to 2^53-1; unset or -1 draws a random one, which the result reports.
+   */
+  seed?: number
+  /**
+   * Default: the backend's choice for the model it loaded (`euler` for DiT models such as FLUX
+   * and SD3, else `euler_a`).
+   */
+  sampler?: ImageSampler
+  /**
+   * Images to make, 1–8 (default 1); their seeds count up from `seed`.
+   */
+  count?: number
+};
+
+/**
  * What `diffusionServer.getInfo()` shows.
  */
 export type DiffusionServerInfo = {

@@ -332,3 +332,8 @@ pub async fn fake_rpc_worker(version: u8, devices: Vec<(u64, u64)>) -> String {
     });
     address
 }
+
+/// An in-process image request, checked as the binding checks one.
+pub fn image(body: &serde_json::Value) -> crate::diffusion::request::ImageRequest {
+    crate::diffusion::request::parse(body, false).expect("a valid image request")
+}

@@ -10,6 +10,7 @@ use ts_rs::{Config, TS};
 
 use crate::diffusion::DiffusionInfo;
 use crate::diffusion::backend::BackendKind;
+use crate::diffusion::request::{ImageRequest, Sampler};
 use crate::llama::ServerInfo;
 use crate::llama::gateway::QueueInfo;
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
@@ -35,6 +36,8 @@ pub fn shapes() -> String {
         declaration::<LlamaStartRequest>(&config),
         declaration::<ServerInfo>(&config),
         declaration::<BackendKind>(&config),
+        declaration::<Sampler>(&config),
+        declaration::<ImageRequest>(&config),
         declaration::<DiffusionInfo>(&config),
         declaration::<RpcStartRequest>(&config),
         declaration::<RpcInfo>(&config),

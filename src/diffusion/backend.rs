@@ -372,8 +372,8 @@ pub fn cli_args(req: &ImageRequest, seed: i64) -> Vec<String> {
     if let Some(cfg) = req.cfg_scale {
         args.extend(["--cfg-scale".into(), cfg.to_string()]);
     }
-    if let Some(sampler) = &req.sampler {
-        args.extend(["--sampling-method".into(), sampler.clone()]);
+    if let Some(sampler) = req.sampler {
+        args.extend(["--sampling-method".into(), sampler.as_str().into()]);
     }
     args
 }
@@ -384,8 +384,8 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
     if let Some(cfg) = req.cfg_scale {
         sample["guidance"] = json!({ "txt_cfg": cfg });
     }
-    if let Some(sampler) = &req.sampler {
-        sample["sample_method"] = json!(sampler);
+    if let Some(sampler) = req.sampler {
+        sample["sample_method"] = json!(sampler.as_str());
     }
     json!({
         "prompt": req.prompt,

@@ -438,21 +438,15 @@ impl DiffusionServer {
     /// caller can cancel it and match its progress events.
     pub async fn generate(
         &self,
-        body: &Value,
+        request: ImageRequest,
         id: Option<String>,
     ) -> Result<Arc<ImageOutput>, JobError> {
-        self.submit(body, id)?.outcome().await
+        self.submit(request, id)?.outcome().await
     }
 
     /// Queues an in-process request at once (without awaiting anything), so its id can be
     /// cancelled from the moment this returns.
-    pub fn submit(&self, body: &Value, id: Option<String>) -> Result<Submitted, DiffusionError> {
-        let request = request::parse(body, false).map_err(|e| DiffusionError::Invalid(e.0))?;
-        self.submit_request(request, id)
-    }
-
-    /// [`submit`](Self::submit) for a request already checked.
-    pub fn submit_request(
+    pub fn submit(
         &self,
         request: ImageRequest,
         id: Option<String>,

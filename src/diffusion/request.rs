@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use ts_rs::TS;
 
 pub const MIN_SIDE: u32 = 64;
 pub const MAX_SIDE: u32 = 4096;
@@ -26,44 +27,126 @@ pub const MAX_PROMPT_BYTES: usize = 512;
 /// Seeds stay exact in a JS number.
 pub const MAX_SEED: i64 = (1 << 53) - 1;
 
-/// stable-diffusion.cpp's `--sampling-method` values.
-pub const SAMPLERS: [&str; 15] = [
-    "euler",
-    "euler_a",
-    "heun",
-    "dpm2",
-    "dpm++2s_a",
-    "dpm++2m",
-    "dpm++2mv2",
-    "ipndm",
-    "ipndm_v",
-    "lcm",
-    "ddim_trailing",
-    "tcd",
-    "res_multistep",
-    "res_2s",
-    "er_sde",
-];
+/// stable-diffusion.cpp's sampling methods (`--sampling-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[ts(rename = "ImageSampler")]
+pub enum Sampler {
+    #[serde(rename = "euler")]
+    Euler,
+    #[serde(rename = "euler_a")]
+    EulerA,
+    #[serde(rename = "heun")]
+    Heun,
+    #[serde(rename = "dpm2")]
+    Dpm2,
+    #[serde(rename = "dpm++2s_a")]
+    Dpmpp2sA,
+    #[serde(rename = "dpm++2m")]
+    Dpmpp2m,
+    #[serde(rename = "dpm++2mv2")]
+    Dpmpp2mv2,
+    #[serde(rename = "ipndm")]
+    Ipndm,
+    #[serde(rename = "ipndm_v")]
+    IpndmV,
+    #[serde(rename = "lcm")]
+    Lcm,
+    #[serde(rename = "ddim_trailing")]
+    DdimTrailing,
+    #[serde(rename = "tcd")]
+    Tcd,
+    #[serde(rename = "res_multistep")]
+    ResMultistep,
+    #[serde(rename = "res_2s")]
+    Res2s,
+    #[serde(rename = "er_sde")]
+    ErSde,
+}
+
+impl Sampler {
+    pub const ALL: [Sampler; 15] = [
+        Sampler::Euler,
+        Sampler::EulerA,
+        Sampler::Heun,
+        Sampler::Dpm2,
+        Sampler::Dpmpp2sA,
+        Sampler::Dpmpp2m,
+        Sampler::Dpmpp2mv2,
+        Sampler::Ipndm,
+        Sampler::IpndmV,
+        Sampler::Lcm,
+        Sampler::DdimTrailing,
+        Sampler::Tcd,
+        Sampler::ResMultistep,
+        Sampler::Res2s,
+        Sampler::ErSde,
+    ];
+
+    /// The name the backend takes, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sampler::Euler => "euler",
+            Sampler::EulerA => "euler_a",
+            Sampler::Heun => "heun",
+            Sampler::Dpm2 => "dpm2",
+            Sampler::Dpmpp2sA => "dpm++2s_a",
+            Sampler::Dpmpp2m => "dpm++2m",
+            Sampler::Dpmpp2mv2 => "dpm++2mv2",
+            Sampler::Ipndm => "ipndm",
+            Sampler::IpndmV => "ipndm_v",
+            Sampler::Lcm => "lcm",
+            Sampler::DdimTrailing => "ddim_trailing",
+            Sampler::Tcd => "tcd",
+            Sampler::ResMultistep => "res_multistep",
+            Sampler::Res2s => "res_2s",
+            Sampler::ErSde => "er_sde",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Sampler> {
+        Sampler::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
 
 /// Fields an OpenAI client may send that change nothing here.
 const IGNORED_OPENAI_FIELDS: [&str; 4] = ["model", "user", "quality", "style"];
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One image request. Unknown keys are a {@link ValidationError}.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRequest {
+    /// What to draw (required, not empty). At most 8 KiB on Linux, 1 KiB on Windows and 512 bytes
+    /// on macOS: longer text overflows the stack of stable-diffusion.cpp's prompt parser, so it is
+    /// refused first.
     pub prompt: String,
+    /// What to avoid (the same limit as `prompt`).
+    #[ts(optional)]
     pub negative_prompt: Option<String>,
+    /// Pixels, a multiple of 8 from 64 to 4096 (default 512).
+    #[ts(as = "Option<u32>", optional)]
     pub width: u32,
+    /// Pixels, a multiple of 8 from 64 to 4096 (default 512).
+    #[ts(as = "Option<u32>", optional)]
     pub height: u32,
+    /// Sampling steps, 1–150 (default 20).
+    #[ts(as = "Option<u32>", optional)]
     pub steps: u32,
-    /// `None`: the backend's default for the model.
+    /// Guidance scale, 0–30 (default: the backend's, 7; distilled models such as FLUX want 1).
+    #[ts(optional)]
     pub cfg_scale: Option<f64>,
-    /// `None`: a random seed, drawn before the backend runs so the result can report it.
+    /// 0 to 2^53-1; unset or -1 draws a random one, which the result reports.
+    #[ts(optional)]
     pub seed: Option<i64>,
-    pub sampler: Option<String>,
+    /// Default: the backend's choice for the model it loaded (`euler` for DiT models such as FLUX
+    /// and SD3, else `euler_a`).
+    #[ts(optional)]
+    pub sampler: Option<Sampler>,
+    /// Images to make, 1–8 (default 1); their seeds count up from `seed`.
+    #[ts(as = "Option<u32>", optional)]
     pub count: u32,
     /// HTTP only: answer 202 with a job id instead of waiting.
     #[serde(skip)]
+    #[ts(skip)]
     pub asynchronous: bool,
 }
 
@@ -138,15 +221,16 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         Some(v) if v.as_i64() == Some(-1) => None,
         Some(_) => integer(obj, "seed", 0, MAX_SEED)?,
     };
-    let sampler = string(obj, "sampler")?;
-    if let Some(s) = &sampler
-        && !SAMPLERS.contains(&s.as_str())
-    {
-        return Err(invalid(format!(
-            "unknown sampler {s:?}; use one of {}",
-            SAMPLERS.join(", ")
-        )));
-    }
+    let sampler = match string(obj, "sampler")? {
+        None => None,
+        Some(name) => Some(Sampler::parse(&name).ok_or_else(|| {
+            let names: Vec<&str> = Sampler::ALL.iter().map(|s| s.as_str()).collect();
+            invalid(format!(
+                "unknown sampler {name:?}; use one of {}",
+                names.join(", ")
+            ))
+        })?),
+    };
     let count = match (
         integer(obj, "count", 1, i64::from(MAX_COUNT))?,
         integer(obj, "n", 1, i64::from(MAX_COUNT))?,
@@ -313,10 +397,7 @@ mod tests {
     fn defaults_fill_what_is_unset() {
         let r = parse(&json!({ "prompt": "a cat" }), false).unwrap();
         assert_eq!((r.width, r.height, r.steps, r.count), (512, 512, 20, 1));
-        assert_eq!(
-            (r.cfg_scale, r.seed, r.sampler.as_deref()),
-            (None, None, None)
-        );
+        assert_eq!((r.cfg_scale, r.seed, r.sampler), (None, None, None));
         assert!(!r.asynchronous);
     }
 
@@ -341,6 +422,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!((o.width, o.height, o.count), (256, 64, 3));
+    }
+
+    #[test]
+    fn the_declared_shape_is_what_parse_reads() {
+        let request = ImageRequest {
+            prompt: "p".into(),
+            negative_prompt: Some("n".into()),
+            width: 64,
+            height: 128,
+            steps: 3,
+            cfg_scale: Some(1.5),
+            seed: Some(9),
+            sampler: Some(Sampler::DdimTrailing),
+            count: 2,
+            asynchronous: false,
+        };
+        let written = serde_json::to_value(&request).unwrap();
+        assert_eq!(parse(&written, false).unwrap(), request);
+        for sampler in Sampler::ALL {
+            assert_eq!(serde_json::to_value(sampler).unwrap(), sampler.as_str());
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::process::ServerState as State;
+use crate::testing::image;
 use engine::JobStatus;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -175,7 +176,7 @@ async fn one_shot_makes_a_png_over_http_with_progress_and_leaves_nothing() {
     );
 
     // The same seed gives the same image; two images count up from it.
-    let again = server.generate(&json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 3, "cfgScale": 1, "seed": 42, "count": 2 }), Some("mine".into())).await.unwrap();
+    let again = server.generate(image(&json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 3, "cfgScale": 1, "seed": 42, "count": 2 })), Some("mine".into())).await.unwrap();
     assert_eq!(again.images[0], png);
     assert_eq!(again.seeds, vec![42, 43]);
     assert_ne!(again.images[1], png);
@@ -270,7 +271,7 @@ async fn resident_serves_async_jobs_with_events_and_stops_its_process() {
 
     // The model stays loaded: a second image comes from the same process.
     let pid = server.info().pid.expect("sd-server runs");
-    let second = server.generate(&small(2), None).await.unwrap();
+    let second = server.generate(image(&small(2)), None).await.unwrap();
     assert_eq!(png_size(&second.images[0]), (64, 64));
     assert_eq!(server.info().pid, Some(pid));
     assert!(steps_seen(&seen).len() >= 5);
@@ -293,7 +294,7 @@ async fn cancel_stops_the_work_quickly_for_both_backends() {
             json!({ "prompt": "x", "width": 256, "height": 256, "steps": 150, "cfgScale": 1 });
         let running = tokio::spawn({
             let server = server.clone();
-            async move { server.generate(&long, Some("long".into())).await }
+            async move { server.generate(image(&long), Some("long".into())).await }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         while steps_seen(&seen).is_empty() {
@@ -313,7 +314,7 @@ async fn cancel_stops_the_work_quickly_for_both_backends() {
             assert!(!alive(pid));
         }
         // The server goes on: the next image works (resident starts sd-server again).
-        let next = server.generate(&small(2), None).await.unwrap();
+        let next = server.generate(image(&small(2)), None).await.unwrap();
         assert_eq!(next.images.len(), 1);
         server.stop().await;
         assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
@@ -389,7 +390,7 @@ async fn a_full_queue_is_busy_and_stop_cancels_everything() {
     );
     assert!(cancelled, "the running job was cancelled by stop()");
     assert!(
-        matches!(server.generate(&small(2), None).await, Err(e) if e.message.contains("not running"))
+        matches!(server.generate(image(&small(2)), None).await, Err(e) if e.message.contains("not running"))
     );
 }
 
@@ -408,7 +409,7 @@ async fn a_broken_model_fails_the_job_with_the_backend_log() {
         let (status, body) = post(&server, &small(2)).await;
         assert_eq!(status, 500, "{kind:?}: {body}");
         assert_eq!(body["code"], "BACKEND_FAILED");
-        let err = server.generate(&small(2), None).await.unwrap_err();
+        let err = server.generate(image(&small(2)), None).await.unwrap_err();
         assert!(
             !err.details["logs"].as_array().unwrap().is_empty(),
             "{kind:?}"
@@ -444,7 +445,7 @@ async fn a_backend_that_stops_printing_is_stopped_as_stalled() {
     let (server, seen) = recorder();
     server.start(quiet).await.unwrap();
     let began = Instant::now();
-    let err = server.generate(&small(20), None).await.unwrap_err();
+    let err = server.generate(image(&small(20)), None).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::BackendStalled, "{err}");
     assert!(
         began.elapsed() < Duration::from_secs(5),
@@ -468,7 +469,7 @@ async fn a_backend_that_stops_printing_is_stopped_as_stalled() {
     );
     talkative.stall_timeout = Some(Duration::from_millis(400));
     server.start(talkative).await.unwrap();
-    let err = server.generate(&small(20), None).await.unwrap_err();
+    let err = server.generate(image(&small(20)), None).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::BackendFailed, "{err}");
     server.stop().await;
 }
@@ -673,7 +674,7 @@ async fn an_idle_resident_server_is_stopped_and_started_again_on_demand() {
     let mut c = config(&b, BackendKind::Resident, temp.path());
     c.backend.idle_timeout = Some(Duration::from_millis(300));
     server.start(c).await.unwrap();
-    server.generate(&small(2), None).await.unwrap();
+    server.generate(image(&small(2)), None).await.unwrap();
     let pid = server.info().pid.expect("sd-server runs after an image");
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.info().pid.is_some() {
@@ -684,7 +685,7 @@ async fn an_idle_resident_server_is_stopped_and_started_again_on_demand() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!alive(pid), "its memory is given back");
-    server.generate(&small(2), None).await.unwrap();
+    server.generate(image(&small(2)), None).await.unwrap();
     assert!(server.info().pid.is_some_and(|p| p != pid));
     server.stop().await;
 }
@@ -707,7 +708,7 @@ async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_
         .start(config(&b, BackendKind::Resident, temp.path()))
         .await
         .unwrap();
-    server.generate(&small(2), None).await.unwrap();
+    server.generate(image(&small(2)), None).await.unwrap();
     let info = server.info();
     let pid = info.pid.expect("sd-server runs after an image");
     assert_eq!(info.backend_status, Some(State::Running));
@@ -741,7 +742,7 @@ async fn a_killed_resident_server_is_reported_crashed_and_the_next_image_starts_
     assert_eq!(info.backend_status, Some(State::Crashed));
     assert!(info.pid.is_none());
 
-    server.generate(&small(2), None).await.unwrap();
+    server.generate(image(&small(2)), None).await.unwrap();
     let info = server.info();
     assert_eq!(info.backend_status, Some(State::Running));
     assert_eq!(
@@ -806,7 +807,11 @@ async fn cancel_or_stop_while_sd_server_loads_leaves_no_process() {
             .unwrap();
         let generating = tokio::spawn({
             let server = server.clone();
-            async move { server.generate(&small(2), Some("early".into())).await }
+            async move {
+                server
+                    .generate(image(&small(2)), Some("early".into()))
+                    .await
+            }
         });
         // sd-server takes about a second to load the tiny model: act while it loads.
         while server.info().pid.is_none() {

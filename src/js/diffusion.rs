@@ -11,9 +11,15 @@ use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, crashed, lifecycle, log, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::diffusion::engine::{EngineEvent, ImageOutput};
+use crate::diffusion::request::{self, ImageRequest};
 use crate::diffusion::resolve::{self, StartRequest};
-use crate::diffusion::{DiffusionEvent, DiffusionServer};
+use crate::diffusion::{DiffusionError, DiffusionEvent, DiffusionServer};
 use crate::events::Subscription;
+
+/// An image config from JS, checked by the same parser as an HTTP body.
+pub(super) fn image_request(config: &Value) -> napi::Result<ImageRequest> {
+    request::parse(config, false).map_err(|e| to_napi(DiffusionError::Invalid(e.0)))
+}
 
 #[napi(js_name = "NativeDiffusionServer")]
 pub struct JsDiffusionServer {
@@ -104,7 +110,10 @@ impl JsDiffusionServer {
         config: Value,
         id: Option<String>,
     ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
-        let submitted = self.inner.submit(&config, id).map_err(to_napi)?;
+        let submitted = self
+            .inner
+            .submit(image_request(&config)?, id)
+            .map_err(to_napi)?;
         env.spawn_future(async move {
             let output = submitted.outcome().await.map_err(to_napi)?;
             Ok(ImageBatch::from(&*output))

@@ -6,12 +6,14 @@ use napi_derive::napi;
 use serde_json::{Value, json};
 
 use super::config::data_paths;
-use super::diffusion::{ImageBatch, JsDiffusionServer};
+use super::diffusion::{ImageBatch, JsDiffusionServer, image_request};
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, sink, tagged};
 use super::llama::JsLlamaServer;
 use crate::binaries::BinaryManager;
 use crate::config::Settings;
+use crate::diffusion::DiffusionError;
+use crate::diffusion::request;
 use crate::llama::resolve::StartRequest;
 use crate::orchestrator::{Options, OptionsRequest, Orchestrator, OrchestratorEvent, Servers};
 
@@ -60,7 +62,8 @@ impl JsResourceOrchestrator {
     #[napi]
     pub async fn estimate(&self, config: Value) -> napi::Result<Value> {
         let data = data_paths().await?;
-        to_js(&self.inner.estimate(&config, &data).await.map_err(to_napi)?)
+        let size = request::size(&config).map_err(|e| to_napi(DiffusionError::Invalid(e.0)))?;
+        to_js(&self.inner.estimate(size, &data).await)
     }
 
     /// Takes the image's place in the queue at once (concurrent calls keep their order), and its
@@ -73,7 +76,7 @@ impl JsResourceOrchestrator {
         id: String,
     ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
         let data = Settings::global().data_paths().map_err(to_napi)?;
-        let pending = self.inner.queue_image(&config, id, &data);
+        let pending = self.inner.queue_image(image_request(&config)?, id, &data);
         env.spawn_future(async move {
             let output = pending.outcome().await.map_err(to_napi)?;
             Ok(ImageBatch::from(&*output))

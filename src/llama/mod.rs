@@ -26,6 +26,7 @@ use crate::process::{
     ServerState, Snapshot, Transition,
 };
 use crate::sync::lock;
+use crate::system::estimate::KvCacheType;
 use crate::system::rpc_probe::{ProbeError, RpcWorkerError};
 use crate::system::split::Shares;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
@@ -103,8 +104,8 @@ pub struct LlamaConfig {
     pub parallel_requests: u32,
     pub flash_attention: Option<String>,
     /// KV-cache element types (`f16`, `q8_0`, …).
-    pub cache_type_k: Option<String>,
-    pub cache_type_v: Option<String>,
+    pub cache_type_k: Option<KvCacheType>,
+    pub cache_type_v: Option<KvCacheType>,
     #[serde(skip)]
     pub api_key: Option<String>,
     pub extra_args: Vec<String>,
@@ -152,11 +153,11 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     if let Some(fa) = &config.flash_attention {
         args.extend(["--flash-attn".into(), fa.clone()]);
     }
-    if let Some(k) = &config.cache_type_k {
-        args.extend(["--cache-type-k".into(), k.clone()]);
+    if let Some(k) = config.cache_type_k {
+        args.extend(["--cache-type-k".into(), k.as_str().into()]);
     }
-    if let Some(v) = &config.cache_type_v {
-        args.extend(["--cache-type-v".into(), v.clone()]);
+    if let Some(v) = config.cache_type_v {
+        args.extend(["--cache-type-v".into(), v.as_str().into()]);
     }
     if !config.rpc_workers.is_empty() {
         args.extend(["--rpc".into(), config.rpc_workers.join(",")]);

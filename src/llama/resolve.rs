@@ -185,9 +185,7 @@ pub async fn resolve(
     )
     .await?;
     let caps = system.detect(false).await;
-    let spec: ModelSpec =
-        serde_json::from_value(serde_json::to_value(&info).expect("model info serializes"))
-            .map_err(|e| invalid(format!("model {:?} has unusable metadata: {e}", info.id)))?;
+    let spec = ModelSpec::of(&info).map_err(invalid)?;
     let split = !req.rpc_workers.is_empty();
     let hints = RunOptions {
         context_size: req.context_size,
@@ -304,8 +302,8 @@ pub async fn resolve(
         gpu_layers: optimal.gpu_layers,
         parallel_requests: req.parallel_requests.unwrap_or(optimal.parallel_requests),
         flash_attention,
-        cache_type_k: req.cache_type_k.map(|t| t.as_str().to_string()),
-        cache_type_v: req.cache_type_v.map(|t| t.as_str().to_string()),
+        cache_type_k: req.cache_type_k,
+        cache_type_v: req.cache_type_v,
         api_key: req.api_key,
         extra_args: req.extra_args,
         startup_timeout_ms: req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),

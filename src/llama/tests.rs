@@ -67,7 +67,7 @@ fn the_argument_vector_carries_every_setting() {
     let mut c = config("/bin/llama-server".into(), "/m/a b.gguf".into());
     c.flash_attention = Some("on".into());
     c.api_key = Some("k".into());
-    c.cache_type_k = Some("q8_0".into());
+    c.cache_type_k = Some(KvCacheType::Q8_0);
     c.extra_args = vec!["--jinja".into()];
     let a = args(&c, "127.0.0.1", 8080);
     assert_eq!(&a[..2], ["--model", "/m/a b.gguf"]);
@@ -557,7 +557,7 @@ mod resolving {
             system.detect(false).await.recommendations.threads
         );
         assert_eq!(c.flash_attention.as_deref(), Some("on"));
-        assert_eq!(c.cache_type_k.as_deref(), Some("q8_0"));
+        assert_eq!(c.cache_type_k, Some(KvCacheType::Q8_0));
         assert!(c.recovery.auto_restart);
         assert_eq!(c.log_file, Some(data.logs.join("llama-server.log")));
         let fixed = resolve(

@@ -232,7 +232,7 @@ impl Effects for Servers {
     ) -> ImageResult {
         let outcome = self
             .diffusion
-            .submit_request(request, Some(id.to_string()))?
+            .submit(request, Some(id.to_string()))?
             .outcome();
         tokio::pin!(outcome);
         tokio::select! {

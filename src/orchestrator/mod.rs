@@ -25,13 +25,13 @@
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use serde_json::Value;
+
 use tokio::sync::{mpsc, oneshot, watch};
 use ts_rs::TS;
 
 use crate::config::DataPaths;
 use crate::diffusion::DiffusionError;
-use crate::diffusion::request;
+use crate::diffusion::request::ImageRequest;
 use crate::events::EventSink;
 use crate::launch::StartError;
 use crate::llama::gateway::QueueInfo;
@@ -182,37 +182,32 @@ impl<E: Effects> Orchestrator<E> {
         self.send(Msg::ClearSaved);
     }
 
-    /// What the LLM and an image of `request`'s size (`{ width, height }` or `size`) need, and
-    /// whether they fit together.
-    pub async fn estimate(
-        &self,
-        request: &Value,
-        data: &DataPaths,
-    ) -> Result<Estimate, DiffusionError> {
-        let size = request::size(request).map_err(|e| DiffusionError::Invalid(e.0))?;
-        Ok(worker::estimate(&*self.effects, &self.options, size, data).await)
+    /// What the LLM and an image of `(width, height)` need, and whether they fit together.
+    pub async fn estimate(&self, size: (u32, u32), data: &DataPaths) -> Estimate {
+        worker::estimate(&*self.effects, &self.options, size, data).await
     }
 
     /// Makes the image in its turn, offloading the LLM first when the two do not fit; the LLM
     /// comes back as the policy says, and in any case once no image waits.
-    pub async fn generate(&self, request: &Value, id: String, data: &DataPaths) -> ImageResult {
+    pub async fn generate(
+        &self,
+        request: ImageRequest,
+        id: String,
+        data: &DataPaths,
+    ) -> ImageResult {
         self.queue_image(request, id, data).outcome().await
     }
 
     /// Takes the image's place in the queue now, without awaiting anything: images are made in
-    /// the order of these calls. Its id can be cancelled from the moment this returns. A
-    /// request that is not valid fails at once, without waiting for its turn.
-    pub fn queue_image(&self, request: &Value, id: String, data: &DataPaths) -> PendingImage {
+    /// the order of these calls. Its id can be cancelled from the moment this returns.
+    pub fn queue_image(&self, request: ImageRequest, id: String, data: &DataPaths) -> PendingImage {
         let (reply, answer) = oneshot::channel();
-        match request::parse(request, false) {
-            Ok(request) => self.send(Msg::Image {
-                id,
-                request,
-                data: data.clone(),
-                reply,
-            }),
-            Err(invalid) => drop(reply.send(Err(DiffusionError::Invalid(invalid.0).into()))),
-        }
+        self.send(Msg::Image {
+            id,
+            request,
+            data: data.clone(),
+            reply,
+        });
         PendingImage {
             worker: self.worker.clone(),
             answer,

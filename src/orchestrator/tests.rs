@@ -11,6 +11,7 @@ use crate::launch::ManagedServer;
 use crate::llama::LlamaServer;
 use crate::process::ServerState;
 use crate::system::SystemInfo;
+use crate::testing::image as image_request;
 
 /// The real llama-server behind its gateway and a one-shot sd-cli server with the tiny
 /// models, and an orchestrator over them under `options` whose events are recorded by name;
@@ -101,7 +102,7 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
     };
     let request =
         json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 2, "cfgScale": 1 });
-    let estimate = orchestrator.estimate(&request, &data).await.unwrap();
+    let estimate = orchestrator.estimate((64, 64), &data).await;
     assert!(estimate.needs_offload, "{estimate:?}");
     assert_eq!(estimate.llm.source, Source::Measured);
     assert_eq!(estimate.diffusion.source, Source::Estimated);
@@ -121,7 +122,7 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
             .status()
     };
     let (image, status) = tokio::join!(
-        orchestrator.generate(&request, "img_orchestrated".into(), &data),
+        orchestrator.generate(image_request(&request), "img_orchestrated".into(), &data),
         chat
     );
     assert_eq!(image.unwrap().width, 64);
@@ -148,7 +149,7 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
     // A cancel that comes before the image's job is queued still counts.
     assert!(orchestrator.cancel("img_early"));
     let cancelled = orchestrator
-        .generate(&request, "img_early".into(), &data)
+        .generate(image_request(&request), "img_early".into(), &data)
         .await
         .unwrap_err();
     assert!(cancelled.cancelled);
@@ -182,7 +183,9 @@ async fn a_burst_runs_behind_one_offload_and_the_llm_returns_after_the_idle_time
     let images: Vec<_> = ["a", "b", "c"]
         .into_iter()
         .enumerate()
-        .map(|(i, id)| orchestrator.queue_image(&request(i as u32), id.into(), &data))
+        .map(|(i, id)| {
+            orchestrator.queue_image(image_request(&request(i as u32)), id.into(), &data)
+        })
         .collect();
     // The first is being made, the others wait.
     orchestrator.sync().await;

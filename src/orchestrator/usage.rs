@@ -5,13 +5,12 @@
 //! grows with width × height, calibrated on the real sd-cli.
 
 use serde::Serialize;
-use serde_json::json;
 use ts_rs::TS;
 
 use crate::config::DataPaths;
 use crate::llama::LlamaConfig;
 use crate::process::memory::TreeMemory;
-use crate::system::estimate::{KvCache, KvCacheType, ModelSpec};
+use crate::system::estimate::{KvCache, ModelSpec};
 
 /// Where a {@link ResourceUsage} comes from: `measured`, a running process (never counted as
 /// less than what it uses); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
@@ -133,14 +132,11 @@ pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64
     let info = crate::models::store::read(data, &config.model_id)
         .await
         .ok()?;
-    let spec: ModelSpec = serde_json::from_value(serde_json::to_value(&info).ok()?).ok()?;
-    let kind = |t: &Option<String>| -> Option<KvCacheType> {
-        serde_json::from_value(json!(t.as_deref()?)).ok()
-    };
-    let k = kind(&config.cache_type_k).unwrap_or_default();
+    let spec = ModelSpec::of(&info).ok()?;
+    let k = config.cache_type_k.unwrap_or_default();
     let cache = KvCache {
         k,
-        v: kind(&config.cache_type_v).unwrap_or(k),
+        v: config.cache_type_v.unwrap_or(k),
     };
     let e = crate::system::estimate::estimate(&spec, config.context_size, config.gpu_layers, cache);
     Some((e.ram, e.vram))

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gpu::GpuInfo;
 use super::memory::MemoryInfo;
+use crate::models::store::ModelInfo;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -72,6 +73,23 @@ impl PerLayer {
 }
 
 impl ModelSpec {
+    /// The facts of an installed model. Metadata that does not have the expected shape (a
+    /// hand-edited record) is an error: the figures would be wrong without it.
+    pub fn of(info: &ModelInfo) -> Result<ModelSpec, String> {
+        let gguf_metadata = info
+            .gguf_metadata
+            .as_ref()
+            .map(GgufFacts::deserialize)
+            .transpose()
+            .map_err(|e| format!("model {:?} has unusable metadata: {e}", info.id))?;
+        Ok(ModelSpec {
+            size: info.size as f64,
+            gguf_metadata,
+            path: Some(info.path.clone()),
+            layer_bytes: None,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !self.size.is_finite() || self.size <= 0.0 {
             return Err(format!(
