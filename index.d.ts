@@ -3,21 +3,38 @@
 
 import { EventEmitter } from 'node:events'
 import type {
+  CanRunModelOptions,
+  CanRunModelResult,
+  DataPaths,
   DiffusionBackend,
   DiffusionServerInfo,
+  DownloadRequest,
+  GGUFMetadata,
+  GPUInfo,
   ImageRequest,
-  KVCacheType,
   LlamaServerConfig,
+  MemoryInfo,
   MemoryUsage,
+  ModelInfo,
+  ModelManagerEvent,
+  ModelSizingInfo,
+  ModelType,
+  ModelVerification,
+  OptimalLlamaConfig,
   OrchestratorInfo,
   OrchestratorOptions,
   OrchestratorPhase,
+  ReadGGUFOptions,
   ResolvedRpcConfig,
   ResourceEstimate,
   RpcServerConfig,
   RpcServerInfo,
   ServerInfo,
   ServerStatus,
+  StorageUsage,
+  SystemCapabilities,
+  SystemInfoEvent,
+  SystemRecommendations,
 } from './shapes'
 
 // Every generated shape is public.
@@ -48,20 +65,6 @@ export interface ConfigureOptions {
  */
 export declare function configure(options: ConfigureOptions): void
 
-/** Where the data directory came from. */
-export type DataDirSource = 'configure' | 'env' | 'electron' | 'os'
-
-/** The folders the library uses, all absolute. */
-export interface DataPaths {
-  root: string
-  /** Which rule chose `root`: `configure()`, `GENAI_ELECTRON_DATA_DIR`, Electron, or the OS default. */
-  source: DataDirSource
-  models: { llm: string; diffusion: string }
-  binaries: string
-  logs: string
-  temp: string
-}
-
 /**
  * Resolves the data directory and creates its sub-folders (`models/llm`, `models/diffusion`,
  * `binaries`, `logs`, `temp`) if they are missing.
@@ -74,183 +77,6 @@ export declare function getDataPaths(): Promise<DataPaths>
 // System information
 // ---------------------------------------------------------------------------------------------
 
-export interface CPUInfo {
-  /** Marketing name, e.g. `"AMD Ryzen 7 7840U"`. */
-  model: string
-  /** Logical processors (the seed's `cores`); same as `logicalCores`. */
-  cores: number
-  physicalCores: number
-  logicalCores: number
-  /** Node's naming, as `process.arch`: `x64`, `arm64`, … */
-  architecture: string
-  /** SIMD features of this CPU, lower case: `avx2`, `avx512f`, `neon`, … */
-  features: string[]
-}
-
-/** System RAM in bytes. */
-export interface MemoryInfo {
-  total: number
-  /** What the OS can hand out without swapping (Linux `MemAvailable`). */
-  available: number
-  used: number
-}
-
-export type GPUVendor = 'nvidia' | 'amd' | 'apple' | 'intel'
-
-export interface GPUDevice {
-  vendor: GPUVendor
-  name: string
-  /** Dedicated memory in bytes, when the driver reports it. */
-  vram?: number
-  /** Free dedicated memory in bytes, when the driver reports it. */
-  vramAvailable?: number
-  /** True where the GPU shares system RAM (Apple Silicon, most Intel GPUs). */
-  unifiedMemory: boolean
-}
-
-export interface GPUInfo {
-  available: boolean
-  /** Vendor of the primary GPU (the one with most memory). */
-  vendor?: GPUVendor
-  name?: string
-  /** Total memory of the primary GPU in bytes. */
-  vram?: number
-  /** Free memory of the primary GPU in bytes. */
-  vramAvailable?: number
-  /** An NVIDIA GPU with its driver is present, so CUDA builds can run. */
-  cuda: boolean
-  /** A Vulkan loader and a GPU are present, so Vulkan builds can run. */
-  vulkan: boolean
-  /** macOS with a GPU: Metal builds run. */
-  metal: boolean
-  /** An AMD GPU and the ROCm kernel driver (`/dev/kfd`) are present. */
-  rocm: boolean
-  devices: GPUDevice[]
-}
-
-export interface SystemRecommendations {
-  /** Largest GGUF file in bytes that fits where it would run (free VRAM with a GPU, else free RAM). */
-  maxModelBytes: number
-  /** The same as a model size class at Q4_K_M, e.g. `"7B"`. */
-  maxModelSize: string
-  recommendedQuantization: string[]
-  /** Threads for llama.cpp: physical cores less one on up to 8 cores, less two on 9–16, 85% beyond (room for the app). */
-  threads: number
-  /** A GPU with known memory is available for offloading layers. */
-  gpuAcceleration: boolean
-}
-
-export interface SystemCapabilities {
-  cpu: CPUInfo
-  memory: MemoryInfo
-  gpu: GPUInfo
-  platform: NodeJS.Platform
-  recommendations: SystemRecommendations
-  /** ISO 8601 time of the detection (results are cached for 60 s). */
-  detectedAt: string
-}
-
-/** GGUF header facts used for sizing; keys as in GGUF (`llama.block_count` → `block_count`). */
-export interface GGUFMetadata {
-  architecture?: string
-  general_name?: string
-  block_count?: number
-  context_length?: number
-  embedding_length?: number
-  attention_head_count?: number | number[]
-  attention_head_count_kv?: number | number[]
-  attention_key_length?: number | number[]
-  attention_value_length?: number | number[]
-  /** Bytes the file must have to hold every tensor its header lists (a download shorter than this is refused). */
-  required_file_size?: number
-  /**
-   * Every key of the header. Arrays of up to 1,024 items are kept while 65,536 items in all
-   * last, strings while 4 MiB in all last; beyond that a value is summarised as
-   * `{ type: 'array', itemType, length }` or `{ type: 'string', length }`. Keys are plain own
-   * properties (a key named `__proto__` cannot change the object).
-   */
-  raw?: Record<string, unknown>
-  [key: string]: unknown
-}
-
-/** The part of a model's info that sizing reads. A full `ModelInfo` from the model manager fits. */
-export interface ModelSizingInfo {
-  /** File size in bytes (all shards). */
-  size: number
-  ggufMetadata?: GGUFMetadata
-  /**
-   * The model file. Sizing a split (`rpcWorkers`) reads its tensor index for what each layer
-   * weighs; without it, or when it cannot be read, the layers are taken to weigh the same.
-   */
-  path?: string
-  [key: string]: unknown
-}
-
-/** Options of {@link SystemInfo.canRunModel}; also the hints of {@link SystemInfo.getOptimalConfig}. */
-export interface CanRunModelOptions {
-  /** Context window in tokens (default: the model's, at most 4096; for hints, the largest up to 8192 that fits). */
-  contextSize?: number
-  /** Layers to offload to the GPU (default: as many as fit in free VRAM). */
-  gpuLayers?: number
-  cacheTypeK?: KVCacheType
-  /** Defaults to `cacheTypeK`. */
-  cacheTypeV?: KVCacheType
-  /** Compare with total RAM instead of free RAM: "could this machine ever run it?". */
-  checkTotalMemory?: boolean
-  /**
-   * `host:port` of rpc-servers the model is to be split over, as {@link LlamaServerConfig.rpcWorkers}.
-   * Each is asked what memory it lends (ggml's RPC protocol, a few milliseconds), the layers are
-   * placed as llama.cpp places them (`gpuLayers` default: all), and the verdict weighs this
-   * machine's share against its memory and each worker's share against what it reports free.
-   * A worker that does not answer is a {@link ServerError}: `RPC_WORKER_UNREACHABLE`,
-   * `RPC_WORKER_BUSY` (another llama-server holds it) or `RPC_WORKER_INCOMPATIBLE`.
-   */
-  rpcWorkers?: string[]
-}
-
-/** A split model's share on one RPC worker ({@link CanRunModelResult.workers}). */
-export interface RpcWorkerShare {
-  /** `host:port`. */
-  worker: string
-  /** Layers placed there (the output layer counts as one). */
-  layers: number
-  /** Bytes it must hold: its layers' weights and KV cache, and a compute buffer. */
-  required: number
-  /** Bytes free and in all over its devices, as it reports them (a CPU device reports all its RAM as free). */
-  free: number
-  total: number
-}
-
-/** Bytes a configuration needs. */
-export interface MemoryEstimate {
-  ram: number
-  vram: number
-  weights: number
-  kvCache: number
-  compute: number
-  contextSize: number
-  gpuLayers: number
-}
-
-export interface CanRunModelResult {
-  possible: boolean
-  /** Why not, when `possible` is false. */
-  reason?: string
-  suggestion?: string
-  /** The estimate the verdict is based on; for a split model, this machine's share. */
-  estimate: MemoryEstimate
-  /** With `rpcWorkers`: each worker's share, in order. */
-  workers?: RpcWorkerShare[]
-}
-
-/** A starting llama-server configuration. */
-export interface OptimalLlamaConfig {
-  threads: number
-  contextSize: number
-  gpuLayers: number
-  parallelRequests: number
-}
-
 /** Options of {@link SystemInfo.startMonitoring}. */
 export interface MonitoringOptions {
   /** Milliseconds between readings (default 1000, minimum 50). */
@@ -258,9 +84,7 @@ export interface MonitoringOptions {
 }
 
 /** A `memory` event: one RAM reading of the monitor. */
-export interface MemoryEvent extends MemoryInfo {
-  type: 'memory'
-}
+export type MemoryEvent = Extract<SystemInfoEvent, { type: 'memory' }>
 
 export interface SystemInfoEvents {
   memory: [MemoryEvent]
@@ -759,142 +583,21 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
 // Models
 // ---------------------------------------------------------------------------------------------
 
-export type ModelType = 'llm' | 'diffusion'
-
-/** Roles of the files of a multi-component diffusion model, each passed to its stable-diffusion.cpp flag. */
-export type DiffusionComponentRole = 'clip_l' | 'clip_g' | 't5xxl' | 'llm' | 'llm_vision' | 'vae' | 'taesd'
-
-/** Where a file comes from: a plain URL, or a file of a Hugging Face repository. */
-export interface FileSourceConfig {
-  source: 'url' | 'huggingface'
-  /** With `source: 'url'`: an http(s) URL. */
-  url?: string
-  /** With `source: 'huggingface'`: `owner/name`. */
-  repo?: string
-  /** With `source: 'huggingface'`: the path of the file in the repository. */
-  file?: string
-  /** With `source: 'huggingface'`: branch, tag or commit (default `main`); resolved to a commit, which is recorded. */
-  revision?: string
-  /**
-   * Expected SHA-256: 64 hex digits in either case, optionally prefixed `sha256:`. The download
-   * fails, and nothing is kept, when it differs; a malformed one is a `ValidationError` before
-   * any byte is fetched.
-   */
-  checksum?: string
-}
-
-export interface DiffusionComponentDownload extends FileSourceConfig {
-  role: DiffusionComponentRole
-}
-
-/** What {@link ModelManager.downloadModel} fetches. A name ending in `-00001-of-0000N.gguf` brings all N shards. */
-export interface DownloadConfig extends FileSourceConfig {
-  /** Display name; the model's id is derived from it (lower case, filesystem-safe). */
-  name: string
-  type: ModelType
-  /** Extra files of a diffusion model; the top-level source is the diffusion model itself. */
-  components?: DiffusionComponentDownload[]
+/** What {@link ModelManager.downloadModel} fetches, with its in-process callbacks. */
+export interface DownloadConfig extends DownloadRequest {
   /** Called with bytes so far and in all, at most ten times a second. */
   onProgress?: (downloaded: number, total: number, event: DownloadProgressEvent) => void
   /** An id of your choosing for {@link ModelManager.cancelDownload} and `progress` events (default: a random UUID). */
   downloadId?: string
   /** Aborting it cancels the download as {@link ModelManager.cancelDownload} does: it rejects with {@link CancelledError}. */
   signal?: AbortSignal
-  /**
-   * Milliseconds without a byte before the connection is given up and resumed (default 30000).
-   * After three resumptions (250 ms, 500 ms, 1 s apart) the download fails with a
-   * {@link DownloadError} and its `.part` stays, so calling `downloadModel` again resumes it.
-   */
-  stallTimeout?: number
-}
-
-/** Options of {@link ModelManager.readGGUFMetadata}. */
-export interface ReadGGUFOptions {
-  /** Keep arrays of any length (a tokenizer's tokens) instead of summarising long ones; up to 2 Mi items and 64 MiB of strings. */
-  fullArrays?: boolean
-  /** URL only: milliseconds any one network read may wait (default 30000); the whole read gets ten times that. */
-  timeout?: number
-}
-
-/** A model folder that listing skipped (`damaged` event of {@link ModelManager}). */
-export interface DamagedModelEvent {
-  type: 'damaged'
-  /** The folder; its name is the id to give {@link ModelManager.deleteModel} to remove it. */
-  path: string
-  /** Why: an unreadable record, one that names another id or type, a file outside the folder, a missing or resized file. */
-  reason: string
-}
-
-export interface ModelSource {
-  type: 'url' | 'huggingface'
-  /** The exact URL the bytes came from (for Hugging Face, pinned to the commit). */
-  url: string
-  repo?: string
-  file?: string
-  /** The commit the revision resolved to. */
-  revision?: string
-}
-
-export interface StoredFile {
-  path: string
-  size: number
-  /** sha256, hex, computed while downloading. */
-  checksum: string
-  source: ModelSource
-}
-
-export interface ModelInfo {
-  id: string
-  name: string
-  type: ModelType
-  /** Bytes of all the model's files. */
-  size: number
-  /** The primary file: the model, its first shard, or the diffusion model. */
-  path: string
-  /** ISO 8601. */
-  downloadedAt: string
-  source: ModelSource
-  /** sha256 of the primary file, hex. */
-  checksum: string
-  /** The GGUF header's facts (for GGUF files). */
-  ggufMetadata?: GGUFMetadata
-  /** Diffusion components by role. */
-  components?: Partial<Record<DiffusionComponentRole, StoredFile>>
-  /** Every shard of a split GGUF, in order. */
-  shards?: StoredFile[]
 }
 
 /** A `progress` event of a download. */
-export interface DownloadProgressEvent {
-  type: 'progress'
-  downloadId: string
-  modelId: string
-  /** The file being fetched. */
-  file: string
-  /** Bytes of all the model's files so far. */
-  downloaded: number
-  /** Bytes in all, as far as known (the current file and those before it). */
-  total: number | null
-  percentage: number | null
-  /** Bytes per second since the download started. */
-  speed: number
-  /** Seconds left at the current speed, when the total is known. */
-  estimatedTimeRemaining: number | null
-}
+export type DownloadProgressEvent = Extract<ModelManagerEvent, { type: 'progress' }>
 
-export interface ModelVerification {
-  valid: boolean
-  /** Files that are missing or whose sha256 differs. */
-  problems: { path: string; expected?: string; actual?: string; error?: string }[]
-}
-
-export interface StorageUsage {
-  llm: number
-  diffusion: number
-  total: number
-  /** Number of installed models. */
-  models: number
-}
+/** A model folder that listing skipped (`damaged` event of {@link ModelManager}). */
+export type DamagedModelEvent = Extract<ModelManagerEvent, { type: 'damaged' }>
 
 export interface ModelManagerEvents {
   progress: [DownloadProgressEvent]

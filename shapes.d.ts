@@ -1,6 +1,295 @@
 // Generated from the Rust shapes by `npm run typings` (src/typings.rs): do not edit.
 
 /**
+ * Where the data directory came from; reported so users can tell why files landed where they did.
+ */
+export type DataDirSource = "configure" | "env" | "electron" | "os";
+
+/**
+ * A model folder for each model type.
+ */
+export type ModelFolders = {
+  llm: string
+  diffusion: string
+};
+
+/**
+ * The folders the library uses, all absolute, as {@link getDataPaths} reports them.
+ */
+export type DataPaths = {
+  root: string
+  /**
+   * Which rule chose `root`: `configure()`, `GENAI_ELECTRON_DATA_DIR`, Electron, or the OS
+   * default.
+   */
+  source: DataDirSource
+  models: ModelFolders
+  binaries: string
+  logs: string
+  temp: string
+};
+
+export type CPUInfo = {
+  /**
+   * Marketing name, e.g. `"AMD Ryzen 7 7840U"`.
+   */
+  model: string
+  /**
+   * Logical processors (the seed's `cores`); same as `logicalCores`.
+   */
+  cores: number
+  physicalCores: number
+  logicalCores: number
+  /**
+   * Node's naming, as `process.arch`: `x64`, `arm64`, …
+   */
+  architecture: string
+  /**
+   * SIMD features of this CPU, lower case: `avx2`, `avx512f`, `neon`, …
+   */
+  features: Array<string>
+};
+
+/**
+ * System RAM in bytes.
+ */
+export type MemoryInfo = {
+  total: number
+  /**
+   * What the OS can hand out without swapping (Linux `MemAvailable`).
+   */
+  available: number
+  used: number
+};
+
+export type GPUVendor = "nvidia" | "amd" | "apple" | "intel";
+
+/**
+ * One GPU.
+ */
+export type GPUDevice = {
+  vendor: GPUVendor
+  name: string
+  /**
+   * Dedicated memory in bytes, when the driver reports it (not for integrated GPUs).
+   */
+  vram?: number
+  /**
+   * Free dedicated memory in bytes, when the driver reports it.
+   */
+  vramAvailable?: number
+  /**
+   * True where the GPU shares system RAM (Apple Silicon, most Intel GPUs).
+   */
+  unifiedMemory: boolean
+};
+
+/**
+ * What the machine's GPUs add up to, with the primary one (most memory) spelled out.
+ */
+export type GPUInfo = {
+  available: boolean
+  /**
+   * Vendor of the primary GPU (the one with most memory).
+   */
+  vendor?: GPUVendor
+  name?: string
+  /**
+   * Total memory of the primary GPU in bytes.
+   */
+  vram?: number
+  /**
+   * Free memory of the primary GPU in bytes.
+   */
+  vramAvailable?: number
+  /**
+   * An NVIDIA GPU with its driver is present, so CUDA builds can run.
+   */
+  cuda: boolean
+  /**
+   * A Vulkan loader and a GPU are present, so Vulkan builds can run.
+   */
+  vulkan: boolean
+  /**
+   * macOS with a GPU: Metal builds run.
+   */
+  metal: boolean
+  /**
+   * An AMD GPU and the ROCm kernel driver (`/dev/kfd`) are present.
+   */
+  rocm: boolean
+  devices: Array<GPUDevice>
+};
+
+export type SystemRecommendations = {
+  /**
+   * Largest GGUF file in bytes that fits where it would run (free VRAM with a GPU, else free
+   * RAM).
+   */
+  maxModelBytes: number
+  /**
+   * The same as a model size class at Q4_K_M (~4.85 bits per weight), e.g. `"7B"`.
+   */
+  maxModelSize: string
+  recommendedQuantization: Array<string>
+  /**
+   * Threads for llama.cpp: physical cores less one on up to 8 cores, less two on 9–16, 85%
+   * beyond (room for the app).
+   */
+  threads: number
+  /**
+   * A GPU with known memory is available for offloading layers.
+   */
+  gpuAcceleration: boolean
+};
+
+/**
+ * What {@link SystemInfo.detect} found.
+ */
+export type SystemCapabilities = {
+  cpu: CPUInfo
+  memory: MemoryInfo
+  gpu: GPUInfo
+  /**
+   * Node's `process.platform` naming.
+   */
+  platform: NodeJS.Platform
+  recommendations: SystemRecommendations
+  /**
+   * ISO 8601 time of the detection (results are cached for 60 s).
+   */
+  detectedAt: string
+};
+
+/**
+ * Events of the system manager.
+ */
+export type SystemInfoEvent = { "type": "memory" } & MemoryInfo;
+
+/**
+ * The part of a model's info that sizing reads. A full `ModelInfo` from the model manager fits
+ * (other keys are ignored).
+ */
+export type ModelSizingInfo = {
+  /**
+   * File size in bytes (all shards).
+   */
+  size: number
+  ggufMetadata?: Partial<GGUFMetadata>
+  /**
+   * The model file. Sizing a split (`rpcWorkers`) reads its tensor index for what each layer
+   * weighs; without it, or when it cannot be read, the layers are taken to weigh the same.
+   */
+  path?: string
+};
+
+/**
+ * Options of {@link SystemInfo.canRunModel}; also the hints of
+ * {@link SystemInfo.getOptimalConfig}. Other keys are ignored, so a whole
+ * {@link LlamaServerConfig} can be passed.
+ */
+export type CanRunModelOptions = {
+  /**
+   * Context window in tokens (default: the model's, at most 4096; for hints, the largest up to
+   * 8192 that fits).
+   */
+  contextSize?: number
+  /**
+   * Layers to offload to the GPU (default: as many as fit in free VRAM).
+   */
+  gpuLayers?: number
+  cacheTypeK?: KVCacheType
+  /**
+   * Defaults to `cacheTypeK`.
+   */
+  cacheTypeV?: KVCacheType
+  /**
+   * Compare with total RAM instead of free RAM: "could this machine ever run it?".
+   */
+  checkTotalMemory?: boolean
+  /**
+   * `host:port` of rpc-servers the model is to be split over, as
+   * {@link LlamaServerConfig.rpcWorkers}. Each is asked what memory it lends (ggml's RPC
+   * protocol, a few milliseconds), the layers are placed as llama.cpp places them
+   * (`gpuLayers` default: all), and the verdict weighs this machine's share against its
+   * memory and each worker's share against what it reports free. A worker that does not
+   * answer is a {@link ServerError}: `RPC_WORKER_UNREACHABLE`, `RPC_WORKER_BUSY` (another
+   * llama-server holds it) or `RPC_WORKER_INCOMPATIBLE`.
+   */
+  rpcWorkers?: Array<string>
+};
+
+/**
+ * A split model's share on one RPC worker ({@link CanRunModelResult.workers}).
+ */
+export type RpcWorkerShare = {
+  /**
+   * `host:port`.
+   */
+  worker: string
+  /**
+   * Layers placed there (the output layer counts as one).
+   */
+  layers: number
+  /**
+   * Bytes it must hold: its layers' weights and KV cache, and a compute buffer.
+   */
+  required: number
+  /**
+   * Bytes free over its devices, as it reports them (a CPU device reports all its RAM as
+   * free).
+   */
+  free: number
+  total: number
+};
+
+/**
+ * Bytes a configuration needs.
+ */
+export type MemoryEstimate = {
+  ram: number
+  vram: number
+  weights: number
+  kvCache: number
+  compute: number
+  contextSize: number
+  gpuLayers: number
+};
+
+/**
+ * The verdict of {@link SystemInfo.canRunModel}.
+ */
+export type CanRunModelResult = {
+  possible: boolean
+  /**
+   * Why not, when `possible` is false.
+   */
+  reason?: string
+  suggestion?: string
+  /**
+   * The estimate the verdict is based on; for a split model, this machine's share.
+   */
+  estimate: MemoryEstimate
+  /**
+   * With `rpcWorkers`: each worker's share, in order.
+   */
+  workers?: Array<RpcWorkerShare>
+};
+
+/**
+ * A starting configuration: the largest context up to 8192 that fits, with as many GPU layers
+ * as fit at that context.
+ * A starting llama-server configuration: the largest context up to 8192 that fits, with as
+ * many GPU layers as fit at that context.
+ */
+export type OptimalLlamaConfig = {
+  threads: number
+  contextSize: number
+  gpuLayers: number
+  parallelRequests: number
+};
+
+/**
  * Where a managed server is in its lifecycle. `restarting`: an automatic restart after a crash
  * (backoff, then the new process loading), or {@link LlamaServerManager.restart}.
  */
@@ -505,4 +794,345 @@ export type ResourceEstimate = {
    * The LLM runs, and the two plus the headroom exceed the budget.
    */
   needsOffload: boolean
+};
+
+export type ModelType = "llm" | "diffusion";
+
+/**
+ * Roles of the files of a multi-component diffusion model, each passed to its
+ * stable-diffusion.cpp flag.
+ */
+export type DiffusionComponentRole = "clip_l" | "clip_g" | "t5xxl" | "llm" | "llm_vision" | "vae" | "taesd";
+
+/**
+ * Where a file comes from: a plain URL, or a file of a Hugging Face repository.
+ */
+export type FileSourceConfig = {
+  source: 'url' | 'huggingface'
+  /**
+   * With `source: 'url'`: an http(s) URL.
+   */
+  url?: string
+  /**
+   * With `source: 'huggingface'`: `owner/name`.
+   */
+  repo?: string
+  /**
+   * With `source: 'huggingface'`: the path of the file in the repository.
+   */
+  file?: string
+  /**
+   * With `source: 'huggingface'`: branch, tag or commit (default `main`); resolved to a
+   * commit, which is recorded.
+   */
+  revision?: string
+  /**
+   * Expected SHA-256: 64 hex digits in either case, optionally prefixed `sha256:`. The
+   * download fails, and nothing is kept, when it differs; a malformed one is a
+   * `ValidationError` before any byte is fetched.
+   */
+  checksum?: string
+};
+
+/**
+ * One extra file of a diffusion model.
+ */
+export type DiffusionComponentDownload = {
+  role: DiffusionComponentRole
+  source: 'url' | 'huggingface'
+  /**
+   * With `source: 'url'`: an http(s) URL.
+   */
+  url?: string
+  /**
+   * With `source: 'huggingface'`: `owner/name`.
+   */
+  repo?: string
+  /**
+   * With `source: 'huggingface'`: the path of the file in the repository.
+   */
+  file?: string
+  /**
+   * With `source: 'huggingface'`: branch, tag or commit (default `main`); resolved to a
+   * commit, which is recorded.
+   */
+  revision?: string
+  /**
+   * Expected SHA-256: 64 hex digits in either case, optionally prefixed `sha256:`. The
+   * download fails, and nothing is kept, when it differs; a malformed one is a
+   * `ValidationError` before any byte is fetched.
+   */
+  checksum?: string
+};
+
+/**
+ * What {@link ModelManager.downloadModel} fetches. A name ending in `-00001-of-0000N.gguf`
+ * brings all N shards.
+ */
+export type DownloadRequest = {
+  /**
+   * Display name; the model's id is derived from it (lower case, filesystem-safe).
+   */
+  name: string
+  type: ModelType
+  /**
+   * Extra files of a diffusion model; the top-level source is the diffusion model itself.
+   */
+  components?: Array<DiffusionComponentDownload>
+  /**
+   * Milliseconds without a byte before the connection is given up and resumed (default
+   * 30000). After three resumptions (250 ms, 500 ms, 1 s apart) the download fails with a
+   * {@link DownloadError} and its `.part` stays, so calling `downloadModel` again resumes it.
+   */
+  stallTimeout?: number
+  source: 'url' | 'huggingface'
+  /**
+   * With `source: 'url'`: an http(s) URL.
+   */
+  url?: string
+  /**
+   * With `source: 'huggingface'`: `owner/name`.
+   */
+  repo?: string
+  /**
+   * With `source: 'huggingface'`: the path of the file in the repository.
+   */
+  file?: string
+  /**
+   * With `source: 'huggingface'`: branch, tag or commit (default `main`); resolved to a
+   * commit, which is recorded.
+   */
+  revision?: string
+  /**
+   * Expected SHA-256: 64 hex digits in either case, optionally prefixed `sha256:`. The
+   * download fails, and nothing is kept, when it differs; a malformed one is a
+   * `ValidationError` before any byte is fetched.
+   */
+  checksum?: string
+};
+
+/**
+ * Options of {@link ModelManager.readGGUFMetadata}.
+ */
+export type ReadGGUFOptions = {
+  /**
+   * Keep arrays of any length (a tokenizer's tokens) instead of summarising long ones; up to
+   * 2 Mi items and 64 MiB of strings.
+   */
+  fullArrays?: boolean
+  /**
+   * URL only: milliseconds any one network read may wait (default 30000); the whole read
+   * gets ten times that.
+   */
+  timeout?: number
+};
+
+/**
+ * The facts of a GGUF header that sizing and display need, keys as in GGUF
+ * (`llama.block_count` → `block_count`), plus every key in `raw`. A fact the header lacks is
+ * left out, not `null`.
+ */
+export type GGUFMetadata = {
+  version: number
+  tensor_count: number
+  kv_count: number
+  architecture?: string
+  general_name?: string
+  file_type?: number
+  block_count?: number
+  context_length?: number
+  embedding_length?: number
+  feed_forward_length?: number
+  /**
+   * One count, or one a layer.
+   */
+  attention_head_count?: number | number[]
+  attention_head_count_kv?: number | number[]
+  attention_key_length?: number
+  attention_value_length?: number
+  expert_count?: number
+  expert_used_count?: number
+  rope_dimension_count?: number
+  vocab_size?: number
+  /**
+   * Bytes from the start of tensor data to the end of the file (when the file size is known).
+   */
+  tensor_data_size?: number
+  /**
+   * Offset of the tensor data from the start of the file.
+   */
+  tensor_data_offset: number
+  /**
+   * The smallest file that holds every tensor the header lists: data offset plus the end of
+   * the last tensor (a lower bound when a tensor has a type this reader does not know).
+   */
+  required_file_size: number
+  /**
+   * Every key of the header. Arrays of up to 1,024 items are kept while 65,536 items in all
+   * last, strings while 4 MiB in all last; beyond that a value is summarised as
+   * `{ type: 'array', itemType, length }` or `{ type: 'string', length }`. Keys are plain own
+   * properties (a key named `__proto__` cannot change the object).
+   */
+  raw: Record<string, unknown>
+};
+
+/**
+ * Where a file came from: enough to fetch the same bytes again.
+ */
+export type ModelSource = {
+  type: 'url' | 'huggingface'
+  /**
+   * The exact URL the bytes came from (for Hugging Face, pinned to the commit).
+   */
+  url: string
+  repo?: string
+  file?: string
+  /**
+   * The commit the revision resolved to.
+   */
+  revision?: string
+};
+
+/**
+ * One file of a model: a shard of a split GGUF, or a component of a diffusion model.
+ */
+export type StoredFile = {
+  path: string
+  size: number
+  /**
+   * sha256, hex, computed while downloading.
+   */
+  checksum: string
+  source: ModelSource
+};
+
+/**
+ * An installed model, as genai-electron's API shapes it (camelCase, `ggufMetadata`'s keys
+ * snake_case as in GGUF).
+ */
+export type ModelInfo = {
+  id: string
+  name: string
+  type: ModelType
+  /**
+   * Bytes of all the model's files.
+   */
+  size: number
+  /**
+   * The primary file: the model, its first shard, or the diffusion model.
+   */
+  path: string
+  /**
+   * ISO 8601.
+   */
+  downloadedAt: string
+  source: ModelSource
+  /**
+   * sha256 of the primary file, hex.
+   */
+  checksum: string
+  /**
+   * The GGUF header's facts (for GGUF files).
+   */
+  ggufMetadata?: GGUFMetadata
+  /**
+   * Diffusion components by role.
+   */
+  components?: Partial<Record<DiffusionComponentRole, StoredFile>>
+  /**
+   * Every shard of a split GGUF, in order, the first being `path`.
+   */
+  shards?: Array<StoredFile>
+};
+
+/**
+ * How far a download is.
+ */
+export type DownloadProgress = {
+  downloadId: string
+  modelId: string
+  /**
+   * The file being fetched.
+   */
+  file: string
+  /**
+   * Bytes of all the model's files so far.
+   */
+  downloaded: number
+  /**
+   * Bytes in all, as far as known (the current file and those before it).
+   */
+  total: number | null
+  percentage: number | null
+  /**
+   * Bytes per second since the download started.
+   */
+  speed: number
+  /**
+   * Seconds left at the current speed, when the total is known.
+   */
+  estimatedTimeRemaining: number | null
+};
+
+/**
+ * A model folder that listing skipped.
+ */
+export type DamagedModel = {
+  /**
+   * The folder; its name is the id to give {@link ModelManager.deleteModel} to remove it.
+   */
+  path: string
+  /**
+   * Why: an unreadable record, one that names another id or type, a file outside the
+   * folder, a missing or resized file.
+   */
+  reason: string
+};
+
+/**
+ * What a model manager reports while it works.
+ */
+export type ModelManagerEvent = { "type": "progress" } & DownloadProgress | { "type": "damaged" } & DamagedModel;
+
+/**
+ * A file that failed verification: its sha256 differs, or it cannot be read.
+ */
+export type FileProblem = {
+  path: string
+  /**
+   * The sha256 recorded at download.
+   */
+  expected?: string
+  /**
+   * The sha256 it has now.
+   */
+  actual?: string
+  /**
+   * Why it could not be read.
+   */
+  error?: string
+};
+
+/**
+ * What {@link ModelManager.verifyModel} found.
+ */
+export type ModelVerification = {
+  valid: boolean
+  /**
+   * Files that are missing or whose sha256 differs.
+   */
+  problems: Array<FileProblem>
+};
+
+/**
+ * Bytes the installed models take, by type.
+ */
+export type StorageUsage = {
+  llm: number
+  diffusion: number
+  total: number
+  /**
+   * Number of installed models.
+   */
+  models: number
 };

@@ -26,8 +26,7 @@ class SystemInfo extends EventEmitter {
   }
 
   async detect(forceRefresh = false) {
-    const { detectedAtMs, ...capabilities } = await callAsync(() => this.#native.detect(forceRefresh))
-    return { ...capabilities, detectedAt: new Date(detectedAtMs).toISOString() }
+    return callAsync(() => this.#native.detect(forceRefresh))
   }
 
   clearCache() {

@@ -7,6 +7,14 @@ pub fn iso_now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// `time` as RFC 3339 with milliseconds in UTC, for serde's `serialize_with`.
+pub fn serialize_rfc3339<S: serde::Serializer>(
+    time: &SystemTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
 /// Now, in milliseconds since the Unix epoch.
 pub fn unix_millis() -> u64 {
     SystemTime::now()

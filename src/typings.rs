@@ -8,19 +8,32 @@
 
 use ts_rs::{Config, TS};
 
+use crate::config::{DataDirSource, DataPathsView, ModelFolders};
 use crate::diffusion::DiffusionInfo;
 use crate::diffusion::backend::BackendKind;
 use crate::diffusion::request::{ImageRequest, Sampler};
 use crate::llama::ServerInfo;
 use crate::llama::gateway::QueueInfo;
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
+use crate::models::gguf::{GgufMetadata, ReadOptions};
+use crate::models::{
+    ComponentRole, ComponentSpec, Damaged, DownloadConfig, FileProblem, FileSpec, ModelEvent,
+    ModelInfo, ModelProgress, ModelSource, ModelType, StorageUsage, StoredFile, Verification,
+};
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorInfo, Phase, Source, Usage,
 };
 use crate::process::memory::TreeMemory;
 use crate::process::{HealthStatus, ServerState};
 use crate::rpc::{RpcConfig, RpcInfo, StartRequest as RpcStartRequest};
-use crate::system::estimate::KvCacheType;
+use crate::system::cpu::CpuInfo;
+use crate::system::estimate::{
+    CanRun, KvCacheType, MemoryEstimate, ModelSpec, OptimalConfig, Recommendations, RunOptions,
+    WorkerShare,
+};
+use crate::system::gpu::{GpuDevice, GpuInfo, GpuVendor};
+use crate::system::memory::MemoryInfo;
+use crate::system::{SystemCapabilities, SystemEvent};
 
 const HEADER: &str =
     "// Generated from the Rust shapes by `npm run typings` (src/typings.rs): do not edit.\n";
@@ -29,6 +42,23 @@ const HEADER: &str =
 pub fn shapes() -> String {
     let config = Config::default();
     let declarations = [
+        declaration::<DataDirSource>(&config),
+        declaration::<ModelFolders>(&config),
+        declaration::<DataPathsView>(&config),
+        declaration::<CpuInfo>(&config),
+        declaration::<MemoryInfo>(&config),
+        declaration::<GpuVendor>(&config),
+        declaration::<GpuDevice>(&config),
+        declaration::<GpuInfo>(&config),
+        declaration::<Recommendations>(&config),
+        declaration::<SystemCapabilities>(&config),
+        declaration::<SystemEvent>(&config),
+        declaration::<ModelSpec>(&config),
+        declaration::<RunOptions>(&config),
+        declaration::<WorkerShare>(&config),
+        declaration::<MemoryEstimate>(&config),
+        declaration::<CanRun>(&config),
+        declaration::<OptimalConfig>(&config),
         declaration::<ServerState>(&config),
         declaration::<HealthStatus>(&config),
         declaration::<TreeMemory>(&config),
@@ -51,6 +81,22 @@ pub fn shapes() -> String {
         declaration::<Usage>(&config),
         declaration::<Bottleneck>(&config),
         declaration::<Estimate>(&config),
+        declaration::<ModelType>(&config),
+        declaration::<ComponentRole>(&config),
+        declaration::<FileSpec>(&config),
+        declaration::<ComponentSpec>(&config),
+        declaration::<DownloadConfig>(&config),
+        declaration::<ReadOptions>(&config),
+        declaration::<GgufMetadata>(&config),
+        declaration::<ModelSource>(&config),
+        declaration::<StoredFile>(&config),
+        declaration::<ModelInfo>(&config),
+        declaration::<ModelProgress>(&config),
+        declaration::<Damaged>(&config),
+        declaration::<ModelEvent>(&config),
+        declaration::<FileProblem>(&config),
+        declaration::<Verification>(&config),
+        declaration::<StorageUsage>(&config),
     ];
     format!("{HEADER}\n{}", declarations.join("\n"))
 }
@@ -78,6 +124,10 @@ fn one_field_a_line(decl: &str) -> String {
     let (Some(open), Some(close)) = (decl.find('{'), decl.rfind('}')) else {
         return decl.to_string();
     };
+    // Only an object type; a union or intersection stays on its line.
+    if !decl[..open].trim_end().ends_with('=') || decl[close + 1..].trim() != ";" {
+        return decl.to_string();
+    }
     let fields = split_top_level(&decl[open + 1..close]);
     if fields.is_empty() {
         return decl.to_string();

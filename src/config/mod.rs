@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use ts_rs::TS;
 
 use crate::error::{Coded, ErrorCode, io_suggestion};
 
@@ -59,23 +61,16 @@ impl Coded for ConfigError {
 }
 
 /// Where the data directory came from; reported so users can tell why files landed where they did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 pub enum DataDirSource {
+    #[serde(rename = "configure")]
     Configured,
+    #[serde(rename = "env")]
     Environment,
+    #[serde(rename = "electron")]
     Electron,
+    #[serde(rename = "os")]
     OsDefault,
-}
-
-impl DataDirSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataDirSource::Configured => "configure",
-            DataDirSource::Environment => "env",
-            DataDirSource::Electron => "electron",
-            DataDirSource::OsDefault => "os",
-        }
-    }
 }
 
 /// The inputs of the choice, gathered so the rule itself is a pure function.
@@ -109,6 +104,43 @@ pub struct DataPaths {
     pub binaries: PathBuf,
     pub logs: PathBuf,
     pub temp: PathBuf,
+}
+
+/// The folders the library uses, all absolute, as {@link getDataPaths} reports them.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(rename = "DataPaths")]
+pub struct DataPathsView {
+    pub root: PathBuf,
+    /// Which rule chose `root`: `configure()`, `GENAI_ELECTRON_DATA_DIR`, Electron, or the OS
+    /// default.
+    pub source: DataDirSource,
+    pub models: ModelFolders,
+    pub binaries: PathBuf,
+    pub logs: PathBuf,
+    pub temp: PathBuf,
+}
+
+/// A model folder for each model type.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ModelFolders {
+    pub llm: PathBuf,
+    pub diffusion: PathBuf,
+}
+
+impl From<&DataPaths> for DataPathsView {
+    fn from(p: &DataPaths) -> Self {
+        DataPathsView {
+            root: p.root.clone(),
+            source: p.source,
+            models: ModelFolders {
+                llm: p.models_llm.clone(),
+                diffusion: p.models_diffusion.clone(),
+            },
+            binaries: p.binaries.clone(),
+            logs: p.logs.clone(),
+            temp: p.temp.clone(),
+        }
+    }
 }
 
 impl DataPaths {

@@ -62,9 +62,12 @@ pub struct ModelFiles {
 
 impl ModelFiles {
     pub fn from_info(info: &crate::models::ModelInfo) -> Self {
-        let components = crate::models::COMPONENT_ROLES
-            .iter()
-            .filter_map(|(role, flag)| info.components.get(*role).map(|c| (*flag, c.path.clone())))
+        let components = crate::models::ComponentRole::ALL
+            .into_iter()
+            .filter_map(|role| {
+                let file = info.components.get(role.as_str())?;
+                Some((role.flag(), file.path.clone()))
+            })
             .collect();
         ModelFiles {
             primary: info.path.clone(),

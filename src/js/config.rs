@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
 use napi_derive::napi;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::error::to_napi;
-use crate::config::{DataPaths, Settings};
+use super::error::{to_js, to_napi};
+use crate::config::{DataPaths, DataPathsView, Settings};
 
 /// Sets the data directory; returns it, absolute.
 #[napi(js_name = "setDataDir")]
@@ -24,7 +24,7 @@ pub fn set_electron_user_data(dir: Option<String>) {
 /// The data folders, created if missing.
 #[napi(js_name = "getDataPaths")]
 pub async fn get_data_paths() -> napi::Result<Value> {
-    Ok(paths_to_js(&data_paths().await?))
+    to_js(&DataPathsView::from(&data_paths().await?))
 }
 
 /// The data folders as configured now, created if missing: what every manager works in.
@@ -37,14 +37,3 @@ pub async fn data_paths() -> napi::Result<DataPaths> {
 }
 
 const LIBRARY_LOG: &str = "genai-electron.log";
-
-fn paths_to_js(p: &DataPaths) -> Value {
-    json!({
-        "root": p.root,
-        "source": p.source.as_str(),
-        "models": { "llm": p.models_llm, "diffusion": p.models_diffusion },
-        "binaries": p.binaries,
-        "logs": p.logs,
-        "temp": p.temp,
-    })
-}

@@ -3,10 +3,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use napi_derive::napi;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::config::data_paths;
-use super::error::{BadArgument, from_js, to_napi};
+use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
 use super::events::{EventCallback, sink};
 use crate::models::{DownloadConfig, ModelEvent, ModelManager, ModelType, gguf};
 
@@ -16,27 +16,7 @@ pub struct JsModelManager {
 }
 
 fn event_to_js(event: ModelEvent) -> Value {
-    let p = match event {
-        ModelEvent::Progress(p) => p,
-        ModelEvent::Damaged(d) => {
-            return json!({ "type": "damaged", "path": d.path, "reason": d.reason });
-        }
-    };
-    let percentage = p
-        .total
-        .filter(|&t| t > 0)
-        .map(|t| p.downloaded as f64 * 100.0 / t as f64);
-    json!({
-        "type": "progress",
-        "downloadId": p.download_id,
-        "modelId": p.model_id,
-        "file": p.file,
-        "downloaded": p.downloaded,
-        "total": p.total,
-        "percentage": percentage,
-        "speed": p.speed,
-        "estimatedTimeRemaining": p.eta_seconds,
-    })
+    serde_json::to_value(event).expect("model events serialize")
 }
 
 fn parse_type(model_type: Option<String>) -> napi::Result<Option<ModelType>> {
@@ -107,12 +87,12 @@ impl JsModelManager {
 
     #[napi]
     pub async fn verify_model(&self, id: String) -> napi::Result<Value> {
-        let problems = self
+        let verification = self
             .inner
             .verify(&data_paths().await?, &id)
             .await
             .map_err(to_napi)?;
-        Ok(json!({ "valid": problems.is_empty(), "problems": problems }))
+        to_js(&verification)
     }
 
     #[napi]
@@ -127,9 +107,7 @@ impl JsModelManager {
             .storage_usage(&data_paths().await?)
             .await
             .map_err(to_napi)?;
-        Ok(
-            json!({ "llm": usage.llm, "diffusion": usage.diffusion, "total": usage.llm + usage.diffusion, "models": usage.models }),
-        )
+        to_js(&usage)
     }
 
     /// JSON text of the GGUF header facts of a local file or an http(s) URL (Range requests
@@ -138,9 +116,10 @@ impl JsModelManager {
     pub async fn read_gguf_metadata(
         &self,
         location: String,
-        options: Option<ReadGgufOptions>,
+        options: Option<Value>,
     ) -> napi::Result<String> {
-        let options = options.unwrap_or_default();
+        let options: gguf::ReadOptions =
+            from_js("options", options.unwrap_or(Value::Null).or_empty())?;
         let parse = gguf::ParseOptions {
             full_arrays: options.full_arrays.unwrap_or(false),
         };
@@ -164,13 +143,6 @@ impl JsModelManager {
 
 /// Every network read of `readGGUFMetadata` waits at most this long (the whole read ten times it).
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[napi(object)]
-#[derive(Default)]
-pub struct ReadGgufOptions {
-    pub full_arrays: Option<bool>,
-    pub timeout: Option<f64>,
-}
 
 /// Results that hold GGUF metadata cross as JSON text that `index.js` parses: `JSON.parse`
 /// makes every key an own property, so a key such as `__proto__` from a hostile file cannot

@@ -1,12 +1,12 @@
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use napi_derive::napi;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::{OrEmpty, from_js, to_js, to_napi};
 use super::events::{EventCallback, sink};
-use crate::system::{ModelSpec, RunOptions, SystemCapabilities, SystemEvent, SystemInfo};
+use crate::system::{ModelSpec, RunOptions, SystemEvent, SystemInfo};
 
 /// The detection other managers consult (GPU hints for binaries); JS's `SystemInfo` instances
 /// have their own caches.
@@ -33,8 +33,7 @@ impl JsSystemInfo {
 
     #[napi]
     pub async fn detect(&self, force_refresh: Option<bool>) -> napi::Result<Value> {
-        let caps = self.inner.detect(force_refresh.unwrap_or(false)).await;
-        capabilities_to_js(&caps)
+        to_js(&*self.inner.detect(force_refresh.unwrap_or(false)).await)
     }
 
     #[napi]
@@ -87,10 +86,8 @@ impl JsSystemInfo {
     /// Must be called from JS (the napi runtime is entered for the spawn).
     #[napi]
     pub fn start_monitoring(&self, interval_ms: u32) -> napi::Result<()> {
-        let events = sink(self.events.clone(), |event: SystemEvent| match event {
-            SystemEvent::Memory(m) => {
-                json!({ "type": "memory", "total": m.total, "available": m.available, "used": m.used })
-            }
+        let events = sink(self.events.clone(), |event: SystemEvent| {
+            serde_json::to_value(event).expect("system events serialize")
         });
         let inner = self.inner.clone();
         napi::bindgen_prelude::within_runtime_if_available(move || {
@@ -103,23 +100,4 @@ impl JsSystemInfo {
     pub fn stop_monitoring(&self) -> bool {
         self.inner.stop_monitoring()
     }
-}
-
-fn capabilities_to_js(caps: &SystemCapabilities) -> napi::Result<Value> {
-    let mut cpu = to_js(&caps.cpu)?;
-    // `cores` is the seed's name for the logical core count.
-    cpu["cores"] = json!(caps.cpu.logical_cores);
-    let detected_at_ms = caps
-        .detected_at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Ok(json!({
-        "cpu": cpu,
-        "memory": to_js(&caps.memory)?,
-        "gpu": to_js(&caps.gpu)?,
-        "platform": caps.platform,
-        "recommendations": to_js(&caps.recommendations)?,
-        "detectedAtMs": detected_at_ms,
-    }))
 }

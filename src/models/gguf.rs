@@ -10,6 +10,7 @@ use std::io::{self, Read};
 
 use serde::Serialize;
 use serde_json::{Number, Value};
+use ts_rs::TS;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_STRING: u64 = 16 << 20;
@@ -86,56 +87,94 @@ impl crate::error::Coded for GgufError {
     }
 }
 
-/// The facts sizing and display need, plus every scalar key; a fact the header lacks is left
-/// out (as `index.d.ts` declares it: optional), not `null`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Options of {@link ModelManager.readGGUFMetadata}.
+#[derive(Debug, Clone, Default, serde::Deserialize, TS)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[ts(rename = "ReadGGUFOptions")]
+pub struct ReadOptions {
+    /// Keep arrays of any length (a tokenizer's tokens) instead of summarising long ones; up to
+    /// 2 Mi items and 64 MiB of strings.
+    #[ts(optional)]
+    pub full_arrays: Option<bool>,
+    /// URL only: milliseconds any one network read may wait (default 30000); the whole read
+    /// gets ten times that.
+    #[ts(optional)]
+    pub timeout: Option<f64>,
+}
+
+/// The facts of a GGUF header that sizing and display need, keys as in GGUF
+/// (`llama.block_count` → `block_count`), plus every key in `raw`. A fact the header lacks is
+/// left out, not `null`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, TS)]
+#[ts(rename = "GGUFMetadata")]
 pub struct GgufMetadata {
     pub version: u32,
     pub tensor_count: u64,
     pub kv_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub architecture: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub general_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub file_type: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub block_count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub context_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub embedding_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub feed_forward_length: Option<u64>,
+    /// One count, or one a layer.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(type = "number | number[]", optional)]
     pub attention_head_count: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(type = "number | number[]", optional)]
     pub attention_head_count_kv: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub attention_key_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub attention_value_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub expert_count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub expert_used_count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub rope_dimension_count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub vocab_size: Option<u64>,
     /// Bytes from the start of tensor data to the end of the file (when the file size is known).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub tensor_data_size: Option<u64>,
     /// Offset of the tensor data from the start of the file.
     pub tensor_data_offset: u64,
     /// The smallest file that holds every tensor the header lists: data offset plus the end of
     /// the last tensor (a lower bound when a tensor has a type this reader does not know).
     pub required_file_size: u64,
-    /// Every key with a scalar or short-array value; long arrays and strings beyond the budget
-    /// appear as `{ type, itemType?, length }`.
+    /// Every key of the header. Arrays of up to 1,024 items are kept while 65,536 items in all
+    /// last, strings while 4 MiB in all last; beyond that a value is summarised as
+    /// `{ type: 'array', itemType, length }` or `{ type: 'string', length }`. Keys are plain own
+    /// properties (a key named `__proto__` cannot change the object).
+    #[ts(type = "Record<string, unknown>")]
     pub raw: BTreeMap<String, Value>,
     /// Tensor bytes by the layer llama.cpp places them with (sizing a split model needs it).
     #[serde(skip)]
+    #[ts(skip)]
     pub layers: LayerBytes,
 }
 

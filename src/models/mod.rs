@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
+use ts_rs::TS;
 
 use crate::config::DataPaths;
 use crate::download::{self, DownloadError};
@@ -25,16 +26,58 @@ use crate::events::EventSink;
 use crate::sync::lock;
 pub use store::{Damaged, ModelInfo, ModelSource, ModelType, StoredFile};
 
-/// Component roles of a diffusion model and the stable-diffusion.cpp flag of each.
-pub const COMPONENT_ROLES: [(&str, &str); 7] = [
-    ("clip_l", "--clip_l"),
-    ("clip_g", "--clip_g"),
-    ("t5xxl", "--t5xxl"),
-    ("llm", "--llm"),
-    ("llm_vision", "--llm_vision"),
-    ("vae", "--vae"),
-    ("taesd", "--taesd"),
-];
+/// Roles of the files of a multi-component diffusion model, each passed to its
+/// stable-diffusion.cpp flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(rename = "DiffusionComponentRole")]
+pub enum ComponentRole {
+    ClipL,
+    ClipG,
+    T5xxl,
+    Llm,
+    LlmVision,
+    Vae,
+    Taesd,
+}
+
+impl ComponentRole {
+    pub const ALL: [ComponentRole; 7] = [
+        ComponentRole::ClipL,
+        ComponentRole::ClipG,
+        ComponentRole::T5xxl,
+        ComponentRole::Llm,
+        ComponentRole::LlmVision,
+        ComponentRole::Vae,
+        ComponentRole::Taesd,
+    ];
+
+    /// The name serde writes, which is also the key in [`ModelInfo::components`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentRole::ClipL => "clip_l",
+            ComponentRole::ClipG => "clip_g",
+            ComponentRole::T5xxl => "t5xxl",
+            ComponentRole::Llm => "llm",
+            ComponentRole::LlmVision => "llm_vision",
+            ComponentRole::Vae => "vae",
+            ComponentRole::Taesd => "taesd",
+        }
+    }
+
+    /// stable-diffusion.cpp's flag for the file.
+    pub fn flag(self) -> &'static str {
+        match self {
+            ComponentRole::ClipL => "--clip_l",
+            ComponentRole::ClipG => "--clip_g",
+            ComponentRole::T5xxl => "--t5xxl",
+            ComponentRole::Llm => "--llm",
+            ComponentRole::LlmVision => "--llm_vision",
+            ComponentRole::Vae => "--vae",
+            ComponentRole::Taesd => "--taesd",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -113,38 +156,63 @@ impl Coded for ModelError {
     }
 }
 
-/// Where one file comes from, as the caller wrote it.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Where a file comes from: a plain URL, or a file of a Hugging Face repository.
+#[derive(Debug, Clone, Default, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "FileSourceConfig")]
 pub struct FileSpec {
+    #[ts(type = "'url' | 'huggingface'")]
     pub source: String,
+    /// With `source: 'url'`: an http(s) URL.
+    #[ts(optional)]
     pub url: Option<String>,
+    /// With `source: 'huggingface'`: `owner/name`.
+    #[ts(optional)]
     pub repo: Option<String>,
+    /// With `source: 'huggingface'`: the path of the file in the repository.
+    #[ts(optional)]
     pub file: Option<String>,
+    /// With `source: 'huggingface'`: branch, tag or commit (default `main`); resolved to a
+    /// commit, which is recorded.
+    #[ts(optional)]
     pub revision: Option<String>,
+    /// Expected SHA-256: 64 hex digits in either case, optionally prefixed `sha256:`. The
+    /// download fails, and nothing is kept, when it differs; a malformed one is a
+    /// `ValidationError` before any byte is fetched.
+    #[ts(optional)]
     pub checksum: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One extra file of a diffusion model.
+#[derive(Debug, Clone, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "DiffusionComponentDownload")]
 pub struct ComponentSpec {
-    pub role: String,
+    pub role: ComponentRole,
     #[serde(flatten)]
     pub file: FileSpec,
 }
 
-/// `modelManager.downloadModel(config)`, in genai-electron's shape.
-#[derive(Debug, Clone, Deserialize)]
+/// What {@link ModelManager.downloadModel} fetches. A name ending in `-00001-of-0000N.gguf`
+/// brings all N shards.
+#[derive(Debug, Clone, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "DownloadRequest")]
 pub struct DownloadConfig {
     #[serde(flatten)]
     pub file: FileSpec,
+    /// Display name; the model's id is derived from it (lower case, filesystem-safe).
     pub name: String,
     #[serde(rename = "type")]
     pub model_type: ModelType,
+    /// Extra files of a diffusion model; the top-level source is the diffusion model itself.
     #[serde(default)]
+    #[ts(as = "Option<Vec<ComponentSpec>>", optional)]
     pub components: Vec<ComponentSpec>,
-    /// Milliseconds without a byte before the connection is given up and resumed.
+    /// Milliseconds without a byte before the connection is given up and resumed (default
+    /// 30000). After three resumptions (250 ms, 500 ms, 1 s apart) the download fails with a
+    /// {@link DownloadError} and its `.part` stays, so calling `downloadModel` again resumes it.
+    #[ts(optional)]
     pub stall_timeout: Option<u64>,
 }
 
@@ -181,21 +249,31 @@ struct Planned {
     checksum: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// How far a download is.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename = "DownloadProgress")]
 pub struct ModelProgress {
     pub download_id: String,
     pub model_id: String,
+    /// The file being fetched.
     pub file: String,
-    /// Bytes of all files so far, and in all when every size is known.
+    /// Bytes of all the model's files so far.
     pub downloaded: u64,
+    /// Bytes in all, as far as known (the current file and those before it).
     pub total: Option<u64>,
-    /// Bytes per second since this download started.
+    pub percentage: Option<f64>,
+    /// Bytes per second since the download started.
     pub speed: f64,
+    /// Seconds left at the current speed, when the total is known.
+    #[serde(rename = "estimatedTimeRemaining")]
     pub eta_seconds: Option<f64>,
 }
 
 /// What a model manager reports while it works.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[ts(rename = "ModelManagerEvent")]
 pub enum ModelEvent {
     Progress(ModelProgress),
     /// A model folder that listing skipped: its record cannot be trusted or its files are
@@ -203,11 +281,41 @@ pub enum ModelEvent {
     Damaged(Damaged),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Bytes the installed models take, by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 pub struct StorageUsage {
     pub llm: u64,
     pub diffusion: u64,
+    pub total: u64,
+    /// Number of installed models.
     pub models: usize,
+}
+
+/// What {@link ModelManager.verifyModel} found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[ts(rename = "ModelVerification")]
+pub struct Verification {
+    pub valid: bool,
+    /// Files that are missing or whose sha256 differs.
+    pub problems: Vec<FileProblem>,
+}
+
+/// A file that failed verification: its sha256 differs, or it cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct FileProblem {
+    pub path: PathBuf,
+    /// The sha256 recorded at download.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub expected: Option<String>,
+    /// The sha256 it has now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub actual: Option<String>,
+    /// Why it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub error: Option<String>,
 }
 
 pub struct ModelManager {
@@ -277,20 +385,27 @@ impl ModelManager {
             .map_err(|source| ModelError::Io { path: dir, source })
     }
 
-    /// Recomputes every file's sha256; returns the files that are missing or differ.
-    pub async fn verify(&self, data: &DataPaths, id: &str) -> Result<Vec<Value>, ModelError> {
+    /// Recomputes every file's sha256; says which files are missing or differ.
+    pub async fn verify(&self, data: &DataPaths, id: &str) -> Result<Verification, ModelError> {
         let info = store::read_record(data, id).await?;
         let mut problems = Vec::new();
         for (path, _, expected) in info.files() {
+            let problem = |actual: Option<String>, error: Option<String>| FileProblem {
+                path: path.to_path_buf(),
+                expected: error.is_none().then(|| expected.to_string()),
+                actual,
+                error,
+            };
             match download::sha256_file(path).await {
                 Ok(actual) if expected.eq_ignore_ascii_case(&actual) => {}
-                Ok(actual) => {
-                    problems.push(json!({ "path": path, "expected": expected, "actual": actual }))
-                }
-                Err(e) => problems.push(json!({ "path": path, "error": e.to_string() })),
+                Ok(actual) => problems.push(problem(Some(actual), None)),
+                Err(e) => problems.push(problem(None, Some(e.to_string()))),
             }
         }
-        Ok(problems)
+        Ok(Verification {
+            valid: problems.is_empty(),
+            problems,
+        })
     }
 
     pub async fn storage_usage(&self, data: &DataPaths) -> Result<StorageUsage, ModelError> {
@@ -302,9 +417,11 @@ impl ModelManager {
                 .map(|m| m.size)
                 .sum()
         };
+        let (llm, diffusion) = (sum(ModelType::Llm), sum(ModelType::Diffusion));
         Ok(StorageUsage {
-            llm: sum(ModelType::Llm),
-            diffusion: sum(ModelType::Diffusion),
+            llm,
+            diffusion,
+            total: llm + diffusion,
             models: models.len(),
         })
     }
@@ -382,7 +499,7 @@ impl ModelManager {
         for component in &config.components {
             component_checksums.push(sha256_checksum(
                 component.file.checksum.as_deref(),
-                &format!("the {} component's checksum", component.role),
+                &format!("the {} component's checksum", component.role.as_str()),
             )?);
         }
         let mut plan = Vec::new();
@@ -401,21 +518,10 @@ impl ModelManager {
         }
         let mut roles = HashSet::new();
         for (component, checksum) in config.components.iter().zip(component_checksums) {
-            if !COMPONENT_ROLES
-                .iter()
-                .any(|(role, _)| *role == component.role)
-            {
-                let known: Vec<_> = COMPONENT_ROLES.iter().map(|(r, _)| *r).collect();
-                return Err(ModelError::Invalid(format!(
-                    "unknown component role {:?}; known: {}",
-                    component.role,
-                    known.join(", ")
-                )));
-            }
-            if !roles.insert(component.role.clone()) {
+            if !roles.insert(component.role) {
                 return Err(ModelError::Invalid(format!(
                     "component role {:?} given twice",
-                    component.role
+                    component.role.as_str()
                 )));
             }
             let mut resolved = hub::resolve(&component.file, self.hub_endpoint.as_deref()).await?;
@@ -427,7 +533,7 @@ impl ModelManager {
             }
             let source = resolved.remove(0);
             plan.push(Planned {
-                role: Some(component.role.clone()),
+                role: Some(component.role.as_str().to_string()),
                 checksum,
                 ..source
             });
@@ -482,6 +588,9 @@ impl ModelManager {
                         file: file.file_name.clone(),
                         downloaded,
                         total,
+                        percentage: total
+                            .filter(|&t| t > 0)
+                            .map(|t| downloaded as f64 * 100.0 / t as f64),
                         speed,
                         eta_seconds,
                     }));

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use ts_rs::TS;
 
 use super::ModelError;
 use crate::config::DataPaths;
 
 pub const METADATA_FILE: &str = "model.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelType {
     Llm,
@@ -38,22 +39,28 @@ impl ModelType {
 }
 
 /// Where a file came from: enough to fetch the same bytes again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSource {
     #[serde(rename = "type")]
+    #[ts(type = "'url' | 'huggingface'")]
     pub kind: String,
+    /// The exact URL the bytes came from (for Hugging Face, pinned to the commit).
     pub url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub repo: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub file: Option<String>,
+    /// The commit the revision resolved to.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub revision: Option<String>,
 }
 
 /// One file of a model: a shard of a split GGUF, or a component of a diffusion model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredFile {
     pub path: PathBuf,
@@ -63,28 +70,35 @@ pub struct StoredFile {
     pub source: ModelSource,
 }
 
-/// The shape of `ModelInfo` in genai-electron's API (camelCase, `ggufMetadata` snake_case).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An installed model, as genai-electron's API shapes it (camelCase, `ggufMetadata`'s keys
+/// snake_case as in GGUF).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelInfo {
     pub id: String,
     pub name: String,
     #[serde(rename = "type")]
     pub model_type: ModelType,
-    /// Bytes of all files together.
+    /// Bytes of all the model's files.
     pub size: u64,
-    /// The primary file (first shard, or the diffusion model).
+    /// The primary file: the model, its first shard, or the diffusion model.
     pub path: PathBuf,
+    /// ISO 8601.
     pub downloaded_at: String,
     pub source: ModelSource,
+    /// sha256 of the primary file, hex.
     pub checksum: String,
+    /// The GGUF header's facts (for GGUF files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(type = "GGUFMetadata", optional)]
     pub gguf_metadata: Option<Value>,
-    /// Diffusion components by role (`llm`, `vae`, `taesd`, …).
+    /// Diffusion components by role.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[ts(type = "Partial<Record<DiffusionComponentRole, StoredFile>>", optional)]
     pub components: std::collections::BTreeMap<String, StoredFile>,
-    /// All shards of a split GGUF, in order, the first being `path`.
+    /// Every shard of a split GGUF, in order, the first being `path`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(as = "Option<Vec<StoredFile>>", optional)]
     pub shards: Vec<StoredFile>,
 }
 
@@ -169,10 +183,14 @@ pub fn model_dir(data: &DataPaths, model_type: ModelType, id: &str) -> PathBuf {
     model_type.folder(data).join(id)
 }
 
-/// A model folder whose record was skipped, and why.
-#[derive(Debug, Clone, PartialEq)]
+/// A model folder that listing skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[ts(rename = "DamagedModel")]
 pub struct Damaged {
+    /// The folder; its name is the id to give {@link ModelManager.deleteModel} to remove it.
     pub path: PathBuf,
+    /// Why: an unreadable record, one that names another id or type, a file outside the
+    /// folder, a missing or resized file.
     pub reason: String,
 }
 

@@ -78,6 +78,7 @@ async fn a_url_download_becomes_a_listed_model_with_gguf_metadata() {
         StorageUsage {
             llm: file.len() as u64,
             diffusion: 0,
+            total: file.len() as u64,
             models: 1
         }
     );
@@ -196,13 +197,15 @@ async fn components_are_stored_with_the_model_and_a_failed_one_removes_it() {
             + std::fs::metadata(&info.path).unwrap().len()
     );
 
-    let bad_role: DownloadConfig = serde_json::from_value(json!({
+    let bad_role = serde_json::from_value::<DownloadConfig>(json!({
         "source": "url", "url": server.url("/d/diffusion.gguf"), "name": "x", "type": "diffusion",
         "components": [{ "role": "unet", "source": "url", "url": server.url("/d/llm.gguf") }]
     }))
-    .unwrap();
-    let err = manager.download(&data, "d", &bad_role).await.unwrap_err();
-    assert!(err.to_string().contains("unknown component role"), "{err}");
+    .unwrap_err();
+    assert!(
+        bad_role.to_string().contains("unknown variant `unet`"),
+        "{bad_role}"
+    );
 }
 
 #[tokio::test]
@@ -344,14 +347,18 @@ async fn delete_and_verify() {
         .download(&data, "d", &url_config("m", &url, None))
         .await
         .unwrap();
-    assert!(manager.verify(&data, "m").await.unwrap().is_empty());
+    assert!(manager.verify(&data, "m").await.unwrap().valid);
     let mut bytes = std::fs::read(&info.path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&info.path, bytes).unwrap();
-    let problems = manager.verify(&data, "m").await.unwrap();
-    assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0]["expected"], info.checksum);
+    let verification = manager.verify(&data, "m").await.unwrap();
+    assert!(!verification.valid);
+    assert_eq!(verification.problems.len(), 1);
+    assert_eq!(
+        verification.problems[0].expected,
+        Some(info.checksum.clone())
+    );
 
     manager.acquire("m");
     let err = manager.delete(&data, "m").await.unwrap_err();
@@ -420,7 +427,7 @@ async fn a_file_cut_short_after_download_is_not_taken_for_a_model() {
     let err = manager.get(&data, "m").await.unwrap_err();
     assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("100 bytes"), "{err}");
-    assert_eq!(manager.verify(&data, "m").await.unwrap().len(), 1);
+    assert_eq!(manager.verify(&data, "m").await.unwrap().problems.len(), 1);
     manager.delete(&data, "m").await.unwrap();
     assert!(!tmp.path().join("models/llm/m").exists());
 }

@@ -2,16 +2,21 @@
 
 use serde::Serialize;
 use sysinfo::{CpuRefreshKind, RefreshKind, System};
+use ts_rs::TS;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "CPUInfo")]
 pub struct CpuInfo {
+    /// Marketing name, e.g. `"AMD Ryzen 7 7840U"`.
     pub model: String,
+    /// Logical processors (the seed's `cores`); same as `logicalCores`.
+    pub cores: u32,
     pub physical_cores: u32,
     pub logical_cores: u32,
-    /// Node's naming (`x64`, `arm64`, `ia32`), so it compares with `process.arch`.
+    /// Node's naming, as `process.arch`: `x64`, `arm64`, …
     pub architecture: String,
-    /// SIMD features the running CPU supports, lower case (`avx2`, `avx512f`, `neon`, ...).
+    /// SIMD features of this CPU, lower case: `avx2`, `avx512f`, `neon`, …
     pub features: Vec<String>,
 }
 
@@ -42,6 +47,7 @@ pub fn detect_cpu() -> CpuInfo {
         .unwrap_or(logical);
     CpuInfo {
         model,
+        cores: logical,
         physical_cores: physical.min(logical),
         logical_cores: logical,
         architecture: node_arch(std::env::consts::ARCH).to_string(),

@@ -6,6 +6,7 @@
 //! we assume a Llama-3-8B-like 128 KiB of KV cache per token, which overestimates small models.
 
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use super::gpu::GpuInfo;
 use super::memory::MemoryInfo;
@@ -28,19 +29,25 @@ const RAM_RESERVE: u64 = 512 * MIB;
 /// Kept free on the GPU for the driver and fragmentation.
 const VRAM_RESERVE: u64 = 512 * MIB;
 
-/// The facts about a model that sizing needs. Deserialized from the JS `ModelInfo` shape, whose
-/// `ggufMetadata` keys are snake_case as in GGUF itself.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The part of a model's info that sizing reads. A full `ModelInfo` from the model manager fits
+/// (other keys are ignored).
+#[derive(Debug, Clone, Default, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "ModelSizingInfo")]
 pub struct ModelSpec {
+    /// File size in bytes (all shards).
     pub size: f64,
     #[serde(default)]
+    #[ts(type = "Partial<GGUFMetadata>", optional)]
     pub gguf_metadata: Option<GgufFacts>,
-    /// The file, whose tensor index says what each layer weighs (a split model needs it).
+    /// The model file. Sizing a split (`rpcWorkers`) reads its tensor index for what each layer
+    /// weighs; without it, or when it cannot be read, the layers are taken to weigh the same.
     #[serde(default)]
+    #[ts(optional)]
     pub path: Option<std::path::PathBuf>,
     /// Read from the file at `path` when a split is sized; uniform layers are assumed without.
     #[serde(skip)]
+    #[ts(skip)]
     pub layer_bytes: Option<crate::models::gguf::LayerBytes>,
 }
 
@@ -221,8 +228,8 @@ impl KvCache {
     }
 }
 
-/// Bytes a configuration needs on each side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Bytes a configuration needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryEstimate {
     pub ram: u64,
@@ -297,18 +304,36 @@ pub fn fit_gpu_layers(model: &ModelSpec, context: u32, cache: KvCache, gpu: &Gpu
         .unwrap_or(0)
 }
 
-/// Options of `canRunModel` and hints of `getOptimalConfig`; unknown keys are ignored so a
-/// whole `LlamaServerConfig` can be passed.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Options of {@link SystemInfo.canRunModel}; also the hints of
+/// {@link SystemInfo.getOptimalConfig}. Other keys are ignored, so a whole
+/// {@link LlamaServerConfig} can be passed.
+#[derive(Debug, Clone, Default, Deserialize, TS)]
 #[serde(rename_all = "camelCase", default)]
+#[ts(rename = "CanRunModelOptions")]
 pub struct RunOptions {
+    /// Context window in tokens (default: the model's, at most 4096; for hints, the largest up to
+    /// 8192 that fits).
+    #[ts(optional)]
     pub context_size: Option<u32>,
+    /// Layers to offload to the GPU (default: as many as fit in free VRAM).
+    #[ts(optional)]
     pub gpu_layers: Option<u32>,
+    #[ts(optional)]
     pub cache_type_k: Option<KvCacheType>,
+    /// Defaults to `cacheTypeK`.
+    #[ts(optional)]
     pub cache_type_v: Option<KvCacheType>,
-    /// Compare against total RAM instead of what is free now ("could this machine ever run it").
+    /// Compare with total RAM instead of free RAM: "could this machine ever run it?".
+    #[ts(as = "Option<bool>", optional)]
     pub check_total_memory: bool,
-    /// `host:port` of rpc-servers the model is split over: only this machine's share counts here.
+    /// `host:port` of rpc-servers the model is to be split over, as
+    /// {@link LlamaServerConfig.rpcWorkers}. Each is asked what memory it lends (ggml's RPC
+    /// protocol, a few milliseconds), the layers are placed as llama.cpp places them
+    /// (`gpuLayers` default: all), and the verdict weighs this machine's share against its
+    /// memory and each worker's share against what it reports free. A worker that does not
+    /// answer is a {@link ServerError}: `RPC_WORKER_UNREACHABLE`, `RPC_WORKER_BUSY` (another
+    /// llama-server holds it) or `RPC_WORKER_INCOMPATIBLE`.
+    #[ts(as = "Option<Vec<String>>", optional)]
     pub rpc_workers: Vec<String>,
 }
 
@@ -328,31 +353,40 @@ impl RunOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The verdict of {@link SystemInfo.canRunModel}.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "CanRunModelResult")]
 pub struct CanRun {
     pub possible: bool,
+    /// Why not, when `possible` is false.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub suggestion: Option<String>,
-    /// For a split model, this machine's share; the workers' shares are in `workers`.
+    /// The estimate the verdict is based on; for a split model, this machine's share.
     pub estimate: MemoryEstimate,
+    /// With `rpcWorkers`: each worker's share, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[ts(as = "Option<Vec<WorkerShare>>", optional)]
     pub workers: Vec<WorkerShare>,
 }
 
-/// What a worker reports and what the split asks of it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A split model's share on one RPC worker ({@link CanRunModelResult.workers}).
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "RpcWorkerShare")]
 pub struct WorkerShare {
     /// `host:port`.
     pub worker: String,
-    /// Layers it holds (the output layer counts as one).
+    /// Layers placed there (the output layer counts as one).
     pub layers: u32,
-    /// Bytes it must hold: its layers' weights and KV cache, and a compute buffer per device.
+    /// Bytes it must hold: its layers' weights and KV cache, and a compute buffer.
     pub required: u64,
-    /// Free and total bytes over its devices, as it reports them.
+    /// Bytes free over its devices, as it reports them (a CPU device reports all its RAM as
+    /// free).
     pub free: u64,
     pub total: u64,
 }
@@ -441,8 +475,11 @@ pub(super) fn refusal(estimate: MemoryEstimate, reason: String, suggestion: &str
 
 /// A starting configuration: the largest context up to 8192 that fits, with as many GPU layers
 /// as fit at that context.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A starting llama-server configuration: the largest context up to 8192 that fits, with as
+/// many GPU layers as fit at that context.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "OptimalLlamaConfig")]
 pub struct OptimalConfig {
     pub threads: u32,
     pub context_size: u32,
@@ -450,6 +487,7 @@ pub struct OptimalConfig {
     pub parallel_requests: u32,
     /// Kept out of the JS result, which must be a valid server config; `canRunModel` reports it.
     #[serde(skip)]
+    #[ts(skip)]
     pub estimate: MemoryEstimate,
 }
 
@@ -508,16 +546,20 @@ pub fn suggested_threads(physical_cores: u32) -> u32 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "SystemRecommendations")]
 pub struct Recommendations {
-    /// The largest GGUF file (bytes) that fits where it would run: VRAM if there is a GPU with
-    /// known memory, else RAM.
+    /// Largest GGUF file in bytes that fits where it would run (free VRAM with a GPU, else free
+    /// RAM).
     pub max_model_bytes: u64,
-    /// The same as a parameter count at ~4.85 bits per weight (Q4_K_M), e.g. `"7B"`.
+    /// The same as a model size class at Q4_K_M (~4.85 bits per weight), e.g. `"7B"`.
     pub max_model_size: String,
     pub recommended_quantization: Vec<String>,
+    /// Threads for llama.cpp: physical cores less one on up to 8 cores, less two on 9–16, 85%
+    /// beyond (room for the app).
     pub threads: u32,
+    /// A GPU with known memory is available for offloading layers.
     pub gpu_acceleration: bool,
 }
 

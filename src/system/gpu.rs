@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::Serialize;
+use ts_rs::TS;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(rename = "GPUVendor")]
 pub enum GpuVendor {
     Nvidia,
     Amd,
@@ -27,37 +29,53 @@ impl GpuVendor {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "GPUDevice")]
 pub struct GpuDevice {
     pub vendor: GpuVendor,
     pub name: String,
-    /// Dedicated memory in bytes; `None` where the driver does not say (integrated GPUs).
+    /// Dedicated memory in bytes, when the driver reports it (not for integrated GPUs).
     #[serde(rename = "vram", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub vram_total: Option<u64>,
+    /// Free dedicated memory in bytes, when the driver reports it.
     #[serde(rename = "vramAvailable", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub vram_free: Option<u64>,
     /// True where the GPU shares system RAM (Apple Silicon, most Intel GPUs).
     pub unified_memory: bool,
 }
 
 /// What the machine's GPUs add up to, with the primary one (most memory) spelled out.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "GPUInfo")]
 pub struct GpuInfo {
     pub available: bool,
+    /// Vendor of the primary GPU (the one with most memory).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub vendor: Option<GpuVendor>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub name: Option<String>,
-    /// Total memory of the primary GPU (`vram` in the seed's shape).
+    /// Total memory of the primary GPU in bytes.
     #[serde(rename = "vram", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub vram_total: Option<u64>,
+    /// Free memory of the primary GPU in bytes.
     #[serde(rename = "vramAvailable", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub vram_free: Option<u64>,
+    /// An NVIDIA GPU with its driver is present, so CUDA builds can run.
     pub cuda: bool,
+    /// A Vulkan loader and a GPU are present, so Vulkan builds can run.
     pub vulkan: bool,
+    /// macOS with a GPU: Metal builds run.
     pub metal: bool,
+    /// An AMD GPU and the ROCm kernel driver (`/dev/kfd`) are present.
     pub rocm: bool,
     pub devices: Vec<GpuDevice>,
 }

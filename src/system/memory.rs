@@ -2,9 +2,10 @@
 
 use serde::Serialize;
 use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+use ts_rs::TS;
 
-/// Bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// System RAM in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 pub struct MemoryInfo {
     pub total: u64,
     /// What the OS can hand out without swapping (Linux `MemAvailable`).

@@ -10,7 +10,9 @@ pub mod split;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use ts_rs::TS;
 
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
@@ -78,19 +80,27 @@ impl Coded for SystemError {
 /// How long a worker may take to answer each question about its memory.
 const RPC_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Clone, PartialEq)]
+/// What {@link SystemInfo.detect} found.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
 pub struct SystemCapabilities {
     pub cpu: CpuInfo,
     pub memory: MemoryInfo,
     pub gpu: GpuInfo,
     /// Node's `process.platform` naming.
+    #[ts(type = "NodeJS.Platform")]
     pub platform: &'static str,
     pub recommendations: Recommendations,
+    /// ISO 8601 time of the detection (results are cached for 60 s).
+    #[serde(serialize_with = "crate::clock::serialize_rfc3339")]
+    #[ts(type = "string")]
     pub detected_at: SystemTime,
 }
 
 /// Events of the system manager.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[ts(rename = "SystemInfoEvent")]
 pub enum SystemEvent {
     /// A memory reading taken by the monitor.
     Memory(MemoryInfo),
