@@ -6,11 +6,12 @@ import type {
   CanRunModelOptions,
   CanRunModelResult,
   DataPaths,
-  DiffusionBackend,
+  DiffusionServerConfig,
   DiffusionServerInfo,
   DownloadRequest,
   GGUFMetadata,
   GPUInfo,
+  ImageProgress,
   ImageRequest,
   LlamaServerConfig,
   MemoryInfo,
@@ -25,6 +26,8 @@ import type {
   OrchestratorOptions,
   OrchestratorPhase,
   ReadGGUFOptions,
+  ResolvedDiffusionConfig,
+  ResolvedLlamaConfig,
   ResolvedRpcConfig,
   ResourceEstimate,
   RpcServerConfig,
@@ -34,7 +37,6 @@ import type {
   StorageUsage,
   SystemCapabilities,
   SystemInfoEvent,
-  SystemRecommendations,
 } from './shapes'
 
 // Every generated shape is public.
@@ -157,31 +159,6 @@ export interface StateEvent<T extends string = 'state'> {
   willRestart: boolean
 }
 
-/** The resolved configuration of the running (or last) server. */
-export interface ResolvedLlamaConfig {
-  modelId: string
-  modelPath: string
-  binary: string
-  port: number | null
-  host: string
-  threads: number
-  contextSize: number
-  gpuLayers: number
-  parallelRequests: number
-  flashAttention: string | null
-  cacheTypeK: string | null
-  cacheTypeV: string | null
-  extraArgs: string[]
-  startupTimeoutMs: number
-  logFile: string | null
-  recovery: { autoRestart: boolean; maxRestarts: number; healthCheckIntervalMs: number; hangAfterFailures: number }
-  gateway: boolean
-  allowedOrigins: string[]
-  maxQueuedRequests: number
-  queueTimeoutMs: number
-  rpcWorkers: string[]
-}
-
 export interface LlamaServerEvents {
   /** Every change of `status`, before the named event it may cause (`started`, `crashed`, …). */
   state: [StateEvent]
@@ -260,20 +237,10 @@ export declare const llamaServer: LlamaServerManager
 // Diffusion server
 // ---------------------------------------------------------------------------------------------
 
-/** Where a generation is: loading the model, sampling (one step per iteration), decoding latents. */
-export type ImageGenerationStage = 'loading' | 'diffusion' | 'decoding'
-
-export interface ImageGenerationProgress {
+/** A `progress` event of an image request. */
+export interface ImageGenerationProgress extends ImageProgress {
   /** The job's id (the `id` of an async HTTP job). */
   id: string
-  stage: ImageGenerationStage
-  currentStep: number
-  totalSteps: number
-  /** Which image of the request (1-based) is being made. */
-  image: number
-  count: number
-  /** The whole request, 0–100. */
-  percent: number
 }
 
 /** One image request with its in-process callbacks. Unknown keys are a {@link ValidationError}. */
@@ -299,94 +266,6 @@ export interface ImageGenerationResult {
   seeds: number[]
   width: number
   height: number
-}
-
-/** What {@link DiffusionServerManager.start} runs. Unknown keys are a {@link ValidationError}. */
-export interface DiffusionServerConfig {
-  /** An installed `diffusion` model; its components (`llm`, `vae`, `taesd`, …) are passed as their flags. */
-  modelId: string
-  /** A port, or `'auto'` for a free one (default 8081). */
-  port?: number | 'auto'
-  /** Address to bind (default `127.0.0.1`). */
-  host?: string
-  /** `'auto'` (default): resident when free RAM holds twice the model plus 1 GiB, else one-shot. */
-  backend?: DiffusionBackend | 'auto'
-  /** CPU threads (default: as {@link SystemRecommendations.threads}: physical cores less one on up to 8 cores, less two on 9–16, 85% beyond). */
-  threads?: number
-  /**
-   * The seed's GPU layers. stable-diffusion.cpp has no layer count: `0` keeps everything on the
-   * CPU (the GPUs are hidden from the backend: `CUDA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`
-   * empty, `GGML_DISABLE_VULKAN=1`; a Metal build on macOS cannot be kept off the GPU and is
-   * refused: pass a CPU build's path); any other number leaves the GPU in use.
-   */
-  gpuLayers?: number
-  /**
-   * The seed's VRAM budget, in MB: `--max-vram` caps the compute graph (run in segments that
-   * fit); when the model and a 512×512 image exceed it, `--offload-to-cpu` keeps the weights in
-   * RAM until needed; when the diffusion model alone does, `--clip-on-cpu` and `--vae-on-cpu`
-   * move the text encoders and the VAE to the CPU. `getConfig().placement` shows the flags chosen.
-   */
-  vramBudget?: number
-  /** An `sd-cli` to use instead of the managed one (one-shot). */
-  binaryPath?: string
-  /** An `sd-server` to use instead of the managed one (resident). */
-  serverBinaryPath?: string
-  /**
-   * More stable-diffusion.cpp arguments, e.g. `['--vae-on-cpu']`. The flags the library sets are
-   * refused with a `ValidationError`, in every spelling: the model and its components (`-m`/`--model`,
-   * `--diffusion-model`, `--clip_l`, `--clip_g`, `--t5xxl`, `--llm`, `--llm_vision`, `--vae`, `--taesd`),
-   * `-t`/`--threads`, the request's fields (`-p`/`--prompt`, `-n`/`--negative-prompt`, `-W`/`--width`,
-   * `-H`/`--height`, `--steps`, `-s`/`--seed`, `-b`/`--batch-count`, `--cfg-scale`, `--sampling-method`),
-   * `-o`/`--output`, `-l`/`--listen-ip`, `--listen-port` and `-M`/`--mode`.
-   */
-  extraArgs?: string[]
-  /** Require `Authorization: Bearer <apiKey>` on every route but `/health`. */
-  apiKey?: string
-  /** Browser origins allowed to call the server (CORS); requests from other origins get 403. */
-  allowedOrigins?: string[]
-  /** Requests that may wait while one runs (1–64, default 2); beyond that, busy (HTTP 409). */
-  maxQueue?: number
-  /** Resident: milliseconds without a request before `sd-server` is stopped to free its memory (default 300000, 0: never). */
-  idleTimeout?: number
-  /** Resident: milliseconds `sd-server` may take to load the model (default 120000). */
-  startupTimeout?: number
-  /**
-   * Milliseconds an image may go without a line of output from stable-diffusion.cpp (loading,
-   * a sampling step, decoding) before it fails with `BACKEND_STALLED` and the backend's process
-   * is stopped (default 120000, 0: never). Raise it for very large images on a slow CPU, where
-   * one sampling step can take minutes.
-   */
-  stallTimeout?: number
-  /** Largest request body, bytes (default 1 MiB; larger is HTTP 413). */
-  maxBodyBytes?: number
-  /**
-   * Start even when the model's files and a 512×512 image do not fit in this machine's whole RAM
-   * (checked against the total, not what is free: the ResourceOrchestrator frees memory for
-   * images); without it such a start fails with {@link InsufficientResourcesError}.
-   */
-  force?: boolean
-}
-
-/** The resolved configuration of the running server (the API key only as present or not). */
-export interface ResolvedDiffusionConfig {
-  modelId: string
-  host: string
-  /** The port it listens on (`port: 'auto'` resolved). */
-  port: number
-  backend: DiffusionBackend
-  binary: string
-  threads: number
-  /** The flags `vramBudget` chose (`--max-vram`, `--offload-to-cpu`, `--clip-on-cpu`, `--vae-on-cpu`). */
-  placement: string[]
-  extraArgs: string[]
-  idleTimeout: number | null
-  startupTimeout: number
-  /** Milliseconds; `null`: no stall watchdog. */
-  stallTimeout: number | null
-  allowedOrigins: string[]
-  apiKey: boolean
-  maxQueue: number
-  maxBodyBytes: number
 }
 
 export interface DiffusionServerEvents {

@@ -431,6 +431,68 @@ export type LlamaServerConfig = {
 };
 
 /**
+ * What keeps a running server alive: restarts after crashes, and the hang watchdog.
+ */
+export type RecoveryPolicy = {
+  autoRestart: boolean
+  maxRestarts: number
+  /**
+   * Milliseconds between watchdog health checks; 0 turns the watchdog off.
+   */
+  healthCheckIntervalMs: number
+  /**
+   * Failed health checks in a row (with the process alive) that count as a hang.
+   */
+  hangAfterFailures: number
+};
+
+/**
+ * Everything a start needs, resolved (paths, numbers): what
+ * {@link LlamaServerManager.getConfig} shows, the API key left out.
+ */
+export type ResolvedLlamaConfig = {
+  modelId: string
+  modelPath: string
+  binary: string
+  /**
+   * `None`: a free port.
+   */
+  port: number | null
+  host: string
+  threads: number
+  contextSize: number
+  gpuLayers: number
+  parallelRequests: number
+  flashAttention: string | null
+  /**
+   * KV-cache element types (`f16`, `q8_0`, …).
+   */
+  cacheTypeK: KVCacheType | null
+  cacheTypeV: KVCacheType | null
+  extraArgs: Array<string>
+  startupTimeoutMs: number
+  logFile: string | null
+  recovery: RecoveryPolicy
+  /**
+   * The public port is our gateway's (llama-server listens on an internal loopback port).
+   */
+  gateway: boolean
+  /**
+   * Browser origins the gateway answers (CORS); others are refused.
+   */
+  allowedOrigins: Array<string>
+  /**
+   * Requests that may wait at the gateway while the server is not running yet.
+   */
+  maxQueuedRequests: number
+  queueTimeoutMs: number
+  /**
+   * `host:port` of each rpc-server that holds a share of the model's layers.
+   */
+  rpcWorkers: Array<string>
+};
+
+/**
  * What `llamaServer.getInfo()` shows: the server's state and the model it serves.
  */
 export type ServerInfo = {
@@ -476,6 +538,164 @@ export type ServerInfo = {
  * How stable-diffusion.cpp runs: `sd-cli` per image, or `sd-server` with the model kept loaded.
  */
 export type DiffusionBackend = "one-shot" | "resident";
+
+/**
+ * What {@link DiffusionServerManager.start} runs. Unknown keys are a {@link ValidationError}.
+ */
+export type DiffusionServerConfig = {
+  /**
+   * An installed `diffusion` model; its components (`llm`, `vae`, `taesd`, …) are passed as
+   * their flags.
+   */
+  modelId: string
+  /**
+   * `'auto'` (default): resident when free RAM holds twice the model plus 1 GiB, else
+   * one-shot.
+   */
+  backend?: DiffusionBackend | 'auto'
+  /**
+   * A port, or `'auto'` for a free one (default 8081).
+   */
+  port?: number | 'auto'
+  /**
+   * Address to bind (default `127.0.0.1`).
+   */
+  host?: string
+  /**
+   * CPU threads (default: as {@link SystemRecommendations.threads}: physical cores less one
+   * on up to 8 cores, less two on 9–16, 85% beyond).
+   */
+  threads?: number
+  /**
+   * An `sd-cli` to use instead of the managed one (one-shot).
+   */
+  binaryPath?: string
+  /**
+   * An `sd-server` to use instead of the managed one (resident).
+   */
+  serverBinaryPath?: string
+  /**
+   * More stable-diffusion.cpp arguments, e.g. `['--vae-on-cpu']`. The flags the library sets
+   * are refused with a `ValidationError`, in every spelling: the model and its components
+   * (`-m`/`--model`, `--diffusion-model`, `--clip_l`, `--clip_g`, `--t5xxl`, `--llm`,
+   * `--llm_vision`, `--vae`, `--taesd`), `-t`/`--threads`, the request's fields
+   * (`-p`/`--prompt`, `-n`/`--negative-prompt`, `-W`/`--width`, `-H`/`--height`, `--steps`,
+   * `-s`/`--seed`, `-b`/`--batch-count`, `--cfg-scale`, `--sampling-method`),
+   * `-o`/`--output`, `-l`/`--listen-ip`, `--listen-port` and `-M`/`--mode`.
+   */
+  extraArgs?: Array<string>
+  /**
+   * Require `Authorization: Bearer <apiKey>` on every route but `/health`.
+   */
+  apiKey?: string
+  /**
+   * Browser origins allowed to call the server (CORS); requests from other origins get 403.
+   */
+  allowedOrigins?: Array<string>
+  /**
+   * Requests that may wait while one runs (1–64, default 2); beyond that, busy (HTTP 409).
+   */
+  maxQueue?: number
+  /**
+   * Resident: milliseconds without a request before `sd-server` is stopped to free its memory
+   * (default 300000, 0: never).
+   */
+  idleTimeout?: number
+  /**
+   * Resident: milliseconds `sd-server` may take to load the model (default 120000).
+   */
+  startupTimeout?: number
+  /**
+   * Milliseconds an image may go without a line of output from stable-diffusion.cpp (loading,
+   * a sampling step, decoding) before it fails with `BACKEND_STALLED` and the backend's
+   * process is stopped (default 120000, 0: never). Raise it for very large images on a slow
+   * CPU, where one sampling step can take minutes.
+   */
+  stallTimeout?: number
+  /**
+   * Largest request body, bytes (default 1 MiB; larger is HTTP 413).
+   */
+  maxBodyBytes?: number
+  /**
+   * Start even when the model's files and a 512×512 image do not fit in this machine's whole
+   * RAM (checked against the total, not what is free: the ResourceOrchestrator frees memory
+   * for images); without it such a start fails with {@link InsufficientResourcesError}.
+   */
+  force?: boolean
+  /**
+   * The seed's GPU layers. stable-diffusion.cpp has no layer count: `0` keeps everything on
+   * the CPU (the GPUs are hidden from the backend: `CUDA_VISIBLE_DEVICES`,
+   * `HIP_VISIBLE_DEVICES` empty, `GGML_DISABLE_VULKAN=1`; a Metal build on macOS cannot be
+   * kept off the GPU and is refused: pass a CPU build's path); any other number leaves the
+   * GPU in use.
+   */
+  gpuLayers?: number
+  /**
+   * The seed's VRAM budget, in MB: `--max-vram` caps the compute graph (run in segments that
+   * fit); when the model and a 512×512 image exceed it, `--offload-to-cpu` keeps the weights
+   * in RAM until needed; when the diffusion model alone does, `--clip-on-cpu` and
+   * `--vae-on-cpu` move the text encoders and the VAE to the CPU. `getConfig().placement`
+   * shows the flags chosen.
+   */
+  vramBudget?: number
+};
+
+/**
+ * The resolved configuration of the running server (the API key only as present or not).
+ */
+export type ResolvedDiffusionConfig = {
+  modelId: string
+  host: string
+  /**
+   * The port it listens on (`port: 'auto'` resolved).
+   */
+  port: number | null
+  backend: DiffusionBackend
+  binary: string
+  threads: number
+  /**
+   * The flags `vramBudget` chose (`--max-vram`, `--offload-to-cpu`, `--clip-on-cpu`,
+   * `--vae-on-cpu`).
+   */
+  placement: Array<string>
+  extraArgs: Array<string>
+  /**
+   * Milliseconds; `null`: never stopped for idleness.
+   */
+  idleTimeout: number | null
+  startupTimeout: number
+  /**
+   * Milliseconds; `null`: no stall watchdog.
+   */
+  stallTimeout: number | null
+  allowedOrigins: Array<string>
+  apiKey: boolean
+  maxQueue: number
+  maxBodyBytes: number
+};
+
+/**
+ * Where a generation is: loading the model, sampling (one step per iteration), decoding latents.
+ */
+export type ImageGenerationStage = "loading" | "diffusion" | "decoding";
+
+/**
+ * How far an image request is.
+ */
+export type ImageProgress = {
+  stage: ImageGenerationStage
+  currentStep: number
+  totalSteps: number
+  /**
+   * Which image of the request (1-based) is being made.
+   */
+  image: number
+  count: number
+  /**
+   * The whole request, 0–100: loading counts 10%, each image's sampling and decoding the rest.
+   */
+  percent: number
+};
 
 /**
  * stable-diffusion.cpp's sampling methods (`--sampling-method`).

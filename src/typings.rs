@@ -9,12 +9,15 @@
 use ts_rs::{Config, TS};
 
 use crate::config::{DataDirSource, DataPathsView, ModelFolders};
+use crate::diffusion::ConfigView as DiffusionConfigView;
 use crate::diffusion::DiffusionInfo;
 use crate::diffusion::backend::BackendKind;
+use crate::diffusion::progress::{Progress, Stage};
 use crate::diffusion::request::{ImageRequest, Sampler};
-use crate::llama::ServerInfo;
+use crate::diffusion::resolve::StartRequest as DiffusionStartRequest;
 use crate::llama::gateway::QueueInfo;
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
+use crate::llama::{LlamaConfig, ServerInfo};
 use crate::models::gguf::{GgufMetadata, ReadOptions};
 use crate::models::{
     ComponentRole, ComponentSpec, Damaged, DownloadConfig, FileProblem, FileSpec, ModelEvent,
@@ -23,6 +26,7 @@ use crate::models::{
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorInfo, Phase, Source, Usage,
 };
+use crate::process::actor::RecoveryPolicy;
 use crate::process::memory::TreeMemory;
 use crate::process::{HealthStatus, ServerState};
 use crate::rpc::{RpcConfig, RpcInfo, StartRequest as RpcStartRequest};
@@ -64,8 +68,14 @@ pub fn shapes() -> String {
         declaration::<TreeMemory>(&config),
         declaration::<KvCacheType>(&config),
         declaration::<LlamaStartRequest>(&config),
+        declaration::<RecoveryPolicy>(&config),
+        declaration::<LlamaConfig>(&config),
         declaration::<ServerInfo>(&config),
         declaration::<BackendKind>(&config),
+        declaration::<DiffusionStartRequest>(&config),
+        declaration::<DiffusionConfigView>(&config),
+        declaration::<Stage>(&config),
+        declaration::<Progress>(&config),
         declaration::<Sampler>(&config),
         declaration::<ImageRequest>(&config),
         declaration::<DiffusionInfo>(&config),

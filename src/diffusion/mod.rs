@@ -177,30 +177,58 @@ pub struct DiffusionConfig {
 /// What `getConfig()` shows: everything but the API key.
 impl Serialize for DiffusionConfig {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(serializer)
+        ConfigView::from(self).serialize(serializer)
     }
 }
 
-impl DiffusionConfig {
-    fn to_json(&self) -> Value {
-        let b = &self.backend;
-        json!({
-            "modelId": self.model_id,
-            "host": self.host,
-            "port": self.port,
-            "backend": b.kind,
-            "binary": b.binary,
-            "threads": b.threads,
-            "placement": b.placement,
-            "extraArgs": b.extra_args,
-            "idleTimeout": b.idle_timeout.map(|d| d.as_millis() as u64),
-            "startupTimeout": b.startup_timeout.as_millis() as u64,
-            "allowedOrigins": self.allowed_origins,
-            "apiKey": self.api_key.is_some(),
-            "maxQueue": self.max_queue,
-            "stallTimeout": self.stall_timeout.map(|d| d.as_millis() as u64),
-            "maxBodyBytes": self.max_body_bytes,
-        })
+/// The resolved configuration of the running server (the API key only as present or not).
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename = "ResolvedDiffusionConfig")]
+pub struct ConfigView {
+    pub model_id: String,
+    pub host: String,
+    /// The port it listens on (`port: 'auto'` resolved).
+    pub port: Option<u16>,
+    pub backend: BackendKind,
+    pub binary: PathBuf,
+    pub threads: u32,
+    /// The flags `vramBudget` chose (`--max-vram`, `--offload-to-cpu`, `--clip-on-cpu`,
+    /// `--vae-on-cpu`).
+    pub placement: Vec<String>,
+    pub extra_args: Vec<String>,
+    /// Milliseconds; `null`: never stopped for idleness.
+    pub idle_timeout: Option<u64>,
+    pub startup_timeout: u64,
+    /// Milliseconds; `null`: no stall watchdog.
+    pub stall_timeout: Option<u64>,
+    pub allowed_origins: Vec<String>,
+    pub api_key: bool,
+    pub max_queue: usize,
+    pub max_body_bytes: usize,
+}
+
+impl From<&DiffusionConfig> for ConfigView {
+    fn from(c: &DiffusionConfig) -> Self {
+        let b = &c.backend;
+        let millis = |d: std::time::Duration| d.as_millis() as u64;
+        ConfigView {
+            model_id: c.model_id.clone(),
+            host: c.host.clone(),
+            port: c.port,
+            backend: b.kind,
+            binary: b.binary.clone(),
+            threads: b.threads,
+            placement: b.placement.clone(),
+            extra_args: b.extra_args.clone(),
+            idle_timeout: b.idle_timeout.map(millis),
+            startup_timeout: millis(b.startup_timeout),
+            stall_timeout: c.stall_timeout.map(millis),
+            allowed_origins: c.allowed_origins.clone(),
+            api_key: c.api_key.is_some(),
+            max_queue: c.max_queue,
+            max_body_bytes: c.max_body_bytes,
+        }
     }
 }
 

@@ -6,16 +6,20 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a generation is: loading the model, sampling (one step per iteration), decoding latents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(rename = "ImageGenerationStage")]
 pub enum Stage {
     Loading,
     Diffusion,
     Decoding,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// How far an image request is.
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "ImageProgress")]
 pub struct Progress {
     pub stage: Stage,
     pub current_step: u32,

@@ -67,39 +67,77 @@ pub const RESERVED_FLAGS: &[&str] = &[
     "--mode",
 ];
 
-/// The JS `DiffusionServerConfig`.
-#[derive(Debug, Clone, Deserialize)]
+/// What {@link DiffusionServerManager.start} runs. Unknown keys are a {@link ValidationError}.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[ts(rename = "DiffusionServerConfig", optional_fields)]
 pub struct StartRequest {
+    /// An installed `diffusion` model; its components (`llm`, `vae`, `taesd`, …) are passed as
+    /// their flags.
     pub model_id: String,
-    /// `'auto'` (default), `'one-shot'` or `'resident'`.
+    /// `'auto'` (default): resident when free RAM holds twice the model plus 1 GiB, else
+    /// one-shot.
+    #[ts(optional, type = "DiffusionBackend | 'auto'")]
     pub backend: Option<String>,
+    /// A port, or `'auto'` for a free one (default 8081).
+    #[ts(optional, type = "number | 'auto'")]
     pub port: Option<PortRequest>,
+    /// Address to bind (default `127.0.0.1`).
     pub host: Option<String>,
+    /// CPU threads (default: as {@link SystemRecommendations.threads}: physical cores less one
+    /// on up to 8 cores, less two on 9–16, 85% beyond).
     pub threads: Option<u32>,
-    /// `sd-cli`, for the one-shot backend.
+    /// An `sd-cli` to use instead of the managed one (one-shot).
     pub binary_path: Option<PathBuf>,
-    /// `sd-server`, for the resident backend.
+    /// An `sd-server` to use instead of the managed one (resident).
     pub server_binary_path: Option<PathBuf>,
+    /// More stable-diffusion.cpp arguments, e.g. `['--vae-on-cpu']`. The flags the library sets
+    /// are refused with a `ValidationError`, in every spelling: the model and its components
+    /// (`-m`/`--model`, `--diffusion-model`, `--clip_l`, `--clip_g`, `--t5xxl`, `--llm`,
+    /// `--llm_vision`, `--vae`, `--taesd`), `-t`/`--threads`, the request's fields
+    /// (`-p`/`--prompt`, `-n`/`--negative-prompt`, `-W`/`--width`, `-H`/`--height`, `--steps`,
+    /// `-s`/`--seed`, `-b`/`--batch-count`, `--cfg-scale`, `--sampling-method`),
+    /// `-o`/`--output`, `-l`/`--listen-ip`, `--listen-port` and `-M`/`--mode`.
     #[serde(default)]
+    #[ts(as = "Option<Vec<String>>")]
     pub extra_args: Vec<String>,
+    /// Require `Authorization: Bearer <apiKey>` on every route but `/health`.
     pub api_key: Option<String>,
+    /// Browser origins allowed to call the server (CORS); requests from other origins get 403.
     #[serde(default)]
+    #[ts(as = "Option<Vec<String>>")]
     pub allowed_origins: Vec<String>,
+    /// Requests that may wait while one runs (1–64, default 2); beyond that, busy (HTTP 409).
     pub max_queue: Option<u32>,
-    /// Milliseconds without a request before the resident `sd-server` is stopped (0: never).
+    /// Resident: milliseconds without a request before `sd-server` is stopped to free its memory
+    /// (default 300000, 0: never).
     pub idle_timeout: Option<u64>,
-    /// Milliseconds the resident `sd-server` may take to load the model.
+    /// Resident: milliseconds `sd-server` may take to load the model (default 120000).
     pub startup_timeout: Option<u64>,
-    /// Milliseconds an image may go without output from the backend (0: never).
+    /// Milliseconds an image may go without a line of output from stable-diffusion.cpp (loading,
+    /// a sampling step, decoding) before it fails with `BACKEND_STALLED` and the backend's
+    /// process is stopped (default 120000, 0: never). Raise it for very large images on a slow
+    /// CPU, where one sampling step can take minutes.
     pub stall_timeout: Option<u64>,
+    /// Largest request body, bytes (default 1 MiB; larger is HTTP 413).
     pub max_body_bytes: Option<u32>,
-    /// Start even when the model cannot fit in this machine's memory.
+    /// Start even when the model's files and a 512×512 image do not fit in this machine's whole
+    /// RAM (checked against the total, not what is free: the ResourceOrchestrator frees memory
+    /// for images); without it such a start fails with {@link InsufficientResourcesError}.
     #[serde(default)]
+    #[ts(as = "Option<bool>")]
     pub force: bool,
-    /// The seed's: 0 keeps everything on the CPU (see [`Placement`]).
+    /// The seed's GPU layers. stable-diffusion.cpp has no layer count: `0` keeps everything on
+    /// the CPU (the GPUs are hidden from the backend: `CUDA_VISIBLE_DEVICES`,
+    /// `HIP_VISIBLE_DEVICES` empty, `GGML_DISABLE_VULKAN=1`; a Metal build on macOS cannot be
+    /// kept off the GPU and is refused: pass a CPU build's path); any other number leaves the
+    /// GPU in use.
     pub gpu_layers: Option<u32>,
-    /// The seed's, in MB: what the backend may use of VRAM (see [`Placement`]).
+    /// The seed's VRAM budget, in MB: `--max-vram` caps the compute graph (run in segments that
+    /// fit); when the model and a 512×512 image exceed it, `--offload-to-cpu` keeps the weights
+    /// in RAM until needed; when the diffusion model alone does, `--clip-on-cpu` and
+    /// `--vae-on-cpu` move the text encoders and the VAE to the CPU. `getConfig().placement`
+    /// shows the flags chosen.
     pub vram_budget: Option<f64>,
 }
 

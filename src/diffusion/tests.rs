@@ -968,7 +968,7 @@ mod resolving {
         );
         assert_eq!(c.backend.temp_dir, data.temp);
         assert_eq!(c.backend.binary, binary);
-        let shown = c.to_json();
+        let shown = serde_json::to_value(&c).unwrap();
         assert_eq!(shown["apiKey"], true, "the key itself is never shown");
         assert_eq!(shown["backend"], "one-shot");
 

@@ -88,9 +88,11 @@ impl Coded for LlamaError {
     }
 }
 
-/// Everything a start needs, resolved (paths, numbers).
-#[derive(Debug, Clone, Serialize)]
+/// Everything a start needs, resolved (paths, numbers): what
+/// {@link LlamaServerManager.getConfig} shows, the API key left out.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "ResolvedLlamaConfig")]
 pub struct LlamaConfig {
     pub model_id: String,
     pub model_path: PathBuf,
@@ -107,6 +109,7 @@ pub struct LlamaConfig {
     pub cache_type_k: Option<KvCacheType>,
     pub cache_type_v: Option<KvCacheType>,
     #[serde(skip)]
+    #[ts(skip)]
     pub api_key: Option<String>,
     pub extra_args: Vec<String>,
     pub startup_timeout_ms: u64,
@@ -124,6 +127,7 @@ pub struct LlamaConfig {
     /// A split model's shares, here and on each worker, sized from what the workers reported
     /// before the start (they cannot be asked while llama-server holds them).
     #[serde(skip)]
+    #[ts(skip)]
     pub shares: Option<Shares>,
 }
 

@@ -127,7 +127,7 @@ pub struct Transition {
 }
 
 /// What keeps a running server alive: restarts after crashes, and the hang watchdog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoveryPolicy {
     pub auto_restart: bool,
