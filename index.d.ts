@@ -3,12 +3,15 @@
 
 import { EventEmitter } from 'node:events'
 import type {
+  BinaryKind,
+  BinaryProgress,
   CanRunModelOptions,
   CanRunModelResult,
   DataPaths,
   DiffusionServerConfig,
   DiffusionServerInfo,
   DownloadRequest,
+  EnsureBinaryOptions,
   GGUFMetadata,
   GPUInfo,
   ImageProgress,
@@ -26,6 +29,7 @@ import type {
   OrchestratorOptions,
   OrchestratorPhase,
   ReadGGUFOptions,
+  ResolvedBinary,
   ResolvedDiffusionConfig,
   ResolvedLlamaConfig,
   ResolvedRpcConfig,
@@ -34,6 +38,7 @@ import type {
   RpcServerInfo,
   ServerInfo,
   ServerStatus,
+  SourceBuildSpec,
   StorageUsage,
   SystemCapabilities,
   SystemInfoEvent,
@@ -547,72 +552,9 @@ export declare const modelManager: ModelManager
 // Binaries
 // ---------------------------------------------------------------------------------------------
 
-/** The backend executables the library runs. */
-export type BinaryKind = 'llama-server' | 'rpc-server' | 'sd-cli' | 'sd-server'
-
-/** One release archive of a backend, in the shape of genai-electron's release manifest. */
-export interface BinaryVariant {
-  /** What the build needs from the machine; variants whose needs are not met are skipped. */
-  type: 'cuda' | 'vulkan' | 'metal' | 'cpu'
-  /** `.zip` or `.tar.gz` URL. */
-  url: string
-  /** sha256 of the archive, hex. */
-  sha256: string
-  /** Runtime archives extracted next to the executable (the CUDA runtime on Windows). */
-  dependencies?: { url: string; sha256: string }[]
-}
-
-/** A pinned source archive and how to build it with CMake. */
-export interface SourceBuildSpec {
-  /** Path of a `.tar.gz`/`.zip` file, or an http(s) URL. */
-  archive: string
-  /** sha256 of the archive, hex; checked before anything is unpacked. */
-  sha256: string
-  /** Folder of the top CMakeLists.txt inside the archive's top folder, e.g. `vendor/llama.cpp`. */
-  subdir?: string
-  /** Extra CMake options after the lean defaults, e.g. `['-DGGML_CUDA=ON']`. */
-  cmakeArgs?: string[]
-  /** Parallel compile jobs (default: all CPUs). */
-  jobs?: number
-}
-
-export interface EnsureBinaryOptions {
-  /** Use this executable (probed; an error if missing or broken, never replaced silently). */
-  path?: string
-  /** Release variants to try instead of the pinned ones (a mirror, a newer release). */
-  variants?: BinaryVariant[]
-  /** Label of the release `variants` belong to; installs are kept per version. */
-  version?: string
-  /** Build from source when no release variant works (or exists) here. */
-  source?: SourceBuildSpec
-}
-
-export interface ResolvedBinary {
-  kind: BinaryKind
-  /** Absolute path of the executable. */
-  path: string
-  /** `cpu`, `vulkan`, `cuda`, `metal`, `source`, or `given` for a path you supplied. */
-  variant: string
-  /** `path` option, environment variable, earlier install, fresh download, or source build. */
-  origin: 'path' | 'env' | 'installed' | 'download' | 'source'
-  /** First line of `--version`, when it was probed during this call. */
-  version?: string
-}
-
 /** A `binary-progress` event. */
-export interface BinaryProgressEvent {
+export interface BinaryProgressEvent extends BinaryProgress {
   type: 'binary-progress'
-  kind: BinaryKind
-  stage: 'download' | 'verify' | 'extract' | 'probe' | 'build'
-  variant: string
-  /** URL, path or build step the stage works on. */
-  detail: string
-  /** Bytes downloaded so far (download stage). */
-  bytes: number
-  /** Bytes to download in all, when the server says (download stage). */
-  total: number | null
-  /** Build stage, while compiling: steps done and in all, as the build tool counts them (Ninja's `[12/345]`; Make's percentage as `{ done: 45, total: 100 }`). */
-  steps: { done: number; total: number } | null
 }
 
 export interface BinaryManagerEvents {

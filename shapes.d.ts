@@ -290,6 +290,163 @@ export type OptimalLlamaConfig = {
 };
 
 /**
+ * The backend executables the library runs.
+ */
+export type BinaryKind = "llama-server" | "rpc-server" | "sd-cli" | "sd-server";
+
+/**
+ * An archive and its sha256.
+ */
+export type BinaryArchive = {
+  url: string
+  /**
+   * sha256 of the archive, hex.
+   */
+  sha256: string
+};
+
+/**
+ * One release archive of a backend, in the shape of genai-electron's release manifest.
+ */
+export type BinaryVariant = {
+  /**
+   * What the build needs from the machine; variants whose needs are not met are skipped.
+   */
+  type: 'cuda' | 'vulkan' | 'metal' | 'cpu'
+  /**
+   * `.zip` or `.tar.gz` URL.
+   */
+  url: string
+  /**
+   * sha256 of the archive, hex.
+   */
+  sha256: string
+  /**
+   * Runtime archives extracted next to the executable (the CUDA runtime on Windows).
+   */
+  dependencies?: Array<BinaryArchive>
+};
+
+/**
+ * A pinned source archive and how to build it with CMake.
+ */
+export type SourceBuildSpec = {
+  /**
+   * Path of a `.tar.gz`/`.zip` file, or an http(s) URL.
+   */
+  archive: string
+  /**
+   * sha256 of the archive, hex; checked before anything is unpacked.
+   */
+  sha256: string
+  /**
+   * Folder of the top CMakeLists.txt inside the archive's top folder, e.g. `vendor/llama.cpp`
+   * (llama-cpp-python's sdist).
+   */
+  subdir?: string
+  /**
+   * Extra CMake options after the lean defaults, e.g. `['-DGGML_CUDA=ON']`.
+   */
+  cmakeArgs?: Array<string>
+  /**
+   * Parallel compile jobs (default: all CPUs).
+   */
+  jobs?: number
+};
+
+/**
+ * Options of {@link BinaryManager.ensureBinary}.
+ */
+export type EnsureBinaryOptions = {
+  /**
+   * Use this executable (probed; an error if missing or broken, never replaced silently).
+   */
+  path?: string
+  /**
+   * Release variants to try instead of the pinned ones (a mirror, a newer release).
+   */
+  variants?: Array<BinaryVariant>
+  /**
+   * Label of the release `variants` belong to; installs are kept per version.
+   */
+  version?: string
+  /**
+   * Build from source when no release variant works (or exists) here.
+   */
+  source?: SourceBuildSpec
+};
+
+/**
+ * Where a resolved executable came from.
+ */
+export type BinaryOrigin = "path" | "env" | "installed" | "download" | "source";
+
+/**
+ * An executable ready to run, and where it came from.
+ */
+export type ResolvedBinary = {
+  kind: BinaryKind
+  /**
+   * Absolute path of the executable.
+   */
+  path: string
+  /**
+   * `cpu`, `vulkan`, `cuda`, `metal`, `source`, or `given` for a path you supplied.
+   */
+  variant: string
+  /**
+   * `path` option, environment variable, earlier install, fresh download, or source build.
+   */
+  origin: BinaryOrigin
+  /**
+   * First line of `--version`, when it was probed during this call.
+   */
+  version?: string
+};
+
+/**
+ * What an install is doing.
+ */
+export type BinaryStage = "download" | "verify" | "extract" | "probe" | "build";
+
+/**
+ * Compile steps done and in all.
+ */
+export type BuildSteps = {
+  done: number
+  total: number
+};
+
+/**
+ * How far an install of an executable is.
+ */
+export type BinaryProgress = {
+  kind: BinaryKind
+  stage: BinaryStage
+  /**
+   * The variant (`cpu`, `vulkan`, …), or `source`.
+   */
+  variant: string
+  /**
+   * URL, path or build step the stage works on.
+   */
+  detail: string
+  /**
+   * Bytes downloaded so far (download stage).
+   */
+  bytes: number
+  /**
+   * Bytes to download in all, when the server says (download stage).
+   */
+  total: number | null
+  /**
+   * Build stage, while compiling: steps done and in all, as the build tool counts them
+   * (Ninja's `[12/345]`; Make's percentage as `{ done: 45, total: 100 }`).
+   */
+  steps: BuildSteps | null
+};
+
+/**
  * Where a managed server is in its lifecycle. `restarting`: an automatic restart after a crash
  * (backoff, then the new process loading), or {@link LlamaServerManager.restart}.
  */

@@ -8,6 +8,11 @@
 
 use ts_rs::{Config, TS};
 
+use crate::binaries::manifest::{Archive, Variant};
+use crate::binaries::{
+    BinaryKind, BinaryProgress, BuildSteps, EnsureOptions, Origin, ResolvedBinary, SourceSpec,
+    Stage as BinaryStage,
+};
 use crate::config::{DataDirSource, DataPathsView, ModelFolders};
 use crate::diffusion::ConfigView as DiffusionConfigView;
 use crate::diffusion::DiffusionInfo;
@@ -63,6 +68,16 @@ pub fn shapes() -> String {
         declaration::<MemoryEstimate>(&config),
         declaration::<CanRun>(&config),
         declaration::<OptimalConfig>(&config),
+        declaration::<BinaryKind>(&config),
+        declaration::<Archive>(&config),
+        declaration::<Variant>(&config),
+        declaration::<SourceSpec>(&config),
+        declaration::<EnsureOptions>(&config),
+        declaration::<Origin>(&config),
+        declaration::<ResolvedBinary>(&config),
+        declaration::<BinaryStage>(&config),
+        declaration::<BuildSteps>(&config),
+        declaration::<BinaryProgress>(&config),
         declaration::<ServerState>(&config),
         declaration::<HealthStatus>(&config),
         declaration::<TreeMemory>(&config),

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The backend executables the library runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ts_rs::TS)]
+#[serde(rename_all = "kebab-case")]
 pub enum BinaryKind {
     LlamaServer,
     /// llama.cpp's RPC worker: lends this machine's memory to another machine's llama-server.
@@ -155,21 +157,31 @@ impl Accel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An archive and its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(rename = "BinaryArchive")]
 pub struct Archive {
     pub url: String,
+    /// sha256 of the archive, hex.
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One release archive of a backend, in the shape of genai-electron's release manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "BinaryVariant")]
 pub struct Variant {
+    /// What the build needs from the machine; variants whose needs are not met are skipped.
     #[serde(rename = "type")]
+    #[ts(type = "'cuda' | 'vulkan' | 'metal' | 'cpu'")]
     pub accel: Accel,
+    /// `.zip` or `.tar.gz` URL.
     pub url: String,
+    /// sha256 of the archive, hex.
     pub sha256: String,
-    /// Runtime archives extracted next to the executable (CUDA runtime DLLs).
+    /// Runtime archives extracted next to the executable (the CUDA runtime on Windows).
     #[serde(default)]
+    #[ts(as = "Option<Vec<Archive>>", optional)]
     pub dependencies: Vec<Archive>,
 }
 

@@ -135,7 +135,10 @@ impl Coded for BinaryError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an install is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[serde(rename_all = "lowercase")]
+#[ts(rename = "BinaryStage")]
 pub enum Stage {
     Download,
     Verify,
@@ -156,22 +159,35 @@ impl Stage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// How far an install of an executable is.
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct BinaryProgress {
     pub kind: BinaryKind,
     pub stage: Stage,
     /// The variant (`cpu`, `vulkan`, …), or `source`.
     pub variant: String,
+    /// URL, path or build step the stage works on.
     pub detail: String,
+    /// Bytes downloaded so far (download stage).
     pub bytes: u64,
+    /// Bytes to download in all, when the server says (download stage).
     pub total: Option<u64>,
-    /// Build stage, while compiling: steps done and in all, as the build tool counts them.
-    pub steps: Option<(u64, u64)>,
+    /// Build stage, while compiling: steps done and in all, as the build tool counts them
+    /// (Ninja's `[12/345]`; Make's percentage as `{ done: 45, total: 100 }`).
+    pub steps: Option<BuildSteps>,
+}
+
+/// Compile steps done and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
+pub struct BuildSteps {
+    pub done: u64,
+    pub total: u64,
 }
 
 /// Where a resolved executable came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(rename = "BinaryOrigin")]
 pub enum Origin {
     Path,
     Env,
@@ -180,26 +196,35 @@ pub enum Origin {
     Source,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An executable ready to run, and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedBinary {
-    pub kind: &'static str,
+    pub kind: BinaryKind,
+    /// Absolute path of the executable.
     pub path: PathBuf,
+    /// `cpu`, `vulkan`, `cuda`, `metal`, `source`, or `given` for a path you supplied.
     pub variant: String,
+    /// `path` option, environment variable, earlier install, fresh download, or source build.
     pub origin: Origin,
-    /// What `--version` printed, when it was probed now.
+    /// First line of `--version`, when it was probed during this call.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Options of {@link BinaryManager.ensureBinary}.
+#[derive(Debug, Clone, Default, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase", default)]
+#[ts(rename = "EnsureBinaryOptions", optional_fields)]
 pub struct EnsureOptions {
+    /// Use this executable (probed; an error if missing or broken, never replaced silently).
     pub path: Option<PathBuf>,
-    /// Replaces the pinned variants (a mirror, or a newer release).
+    /// Release variants to try instead of the pinned ones (a mirror, a newer release).
     pub variants: Option<Vec<Variant>>,
-    /// Label of the release the variants belong to; installs are kept per version.
+    /// Label of the release `variants` belong to; installs are kept per version.
     pub version: Option<String>,
+    /// Build from source when no release variant works (or exists) here.
     pub source: Option<SourceSpec>,
 }
 
@@ -380,7 +405,7 @@ impl BinaryManager {
         };
         let report = |stage: Stage, detail: &str| self.emit(kind, stage, "source", detail, 0, None);
         let events = self.events.sink();
-        let steps = EventSink::new(move |steps| {
+        let steps = EventSink::new(move |steps: (u64, u64)| {
             events.emit(BinaryProgress {
                 kind,
                 stage: Stage::Build,
@@ -388,7 +413,10 @@ impl BinaryManager {
                 detail: "compile".into(),
                 bytes: 0,
                 total: None,
-                steps: Some(steps),
+                steps: Some(BuildSteps {
+                    done: steps.0,
+                    total: steps.1,
+                }),
             })
         });
         let built = source::build(&plan, &report, steps).await?;
@@ -423,7 +451,7 @@ impl BinaryManager {
                 reason: format!("{} was not built", kind.as_str()),
             })?;
         Ok(ResolvedBinary {
-            kind: kind.as_str(),
+            kind,
             path,
             variant: "source".into(),
             origin: Origin::Source,
@@ -452,7 +480,7 @@ impl BinaryManager {
             && probed_stamp == stamp
         {
             return Ok(ResolvedBinary {
-                kind: kind.as_str(),
+                kind,
                 path: path.into(),
                 variant: "given".into(),
                 origin,
@@ -477,7 +505,7 @@ impl BinaryManager {
             })?;
         lock(&self.probed).insert(path.to_path_buf(), (stamp, version.clone()));
         Ok(ResolvedBinary {
-            kind: kind.as_str(),
+            kind,
             path: path.into(),
             variant: "given".into(),
             origin,
@@ -616,7 +644,7 @@ impl BinaryManager {
         )
         .await?;
         Ok(ResolvedBinary {
-            kind: kind.as_str(),
+            kind,
             path: exe,
             variant: accel.into(),
             origin: Origin::Download,
@@ -645,7 +673,7 @@ async fn installed(install_root: &Path, kind: BinaryKind) -> Option<ResolvedBina
         .await
         .ok()?
         .then_some(ResolvedBinary {
-            kind: kind.as_str(),
+            kind,
             path,
             variant: record.variant,
             origin: Origin::Installed,

@@ -15,22 +15,27 @@ use super::{BinaryError, Stage};
 use crate::download;
 use crate::events::EventSink;
 
-/// Where the sources come from and how to build them.
-#[derive(Debug, Clone, Deserialize)]
+/// A pinned source archive and how to build it with CMake.
+#[derive(Debug, Clone, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "SourceBuildSpec")]
 pub struct SourceSpec {
-    /// A `.tar.gz`/`.zip` file path, or an http(s) URL.
+    /// Path of a `.tar.gz`/`.zip` file, or an http(s) URL.
     pub archive: String,
+    /// sha256 of the archive, hex; checked before anything is unpacked.
     pub sha256: String,
-    /// The folder inside the archive that holds the top-level CMakeLists.txt, relative to the
-    /// archive's single top folder (e.g. `vendor/llama.cpp` in llama-cpp-python's sdist).
+    /// Folder of the top CMakeLists.txt inside the archive's top folder, e.g. `vendor/llama.cpp`
+    /// (llama-cpp-python's sdist).
     #[serde(default)]
+    #[ts(optional)]
     pub subdir: Option<String>,
-    /// Extra CMake options, after the defaults (`-DGGML_CUDA=ON`, `-DGGML_NATIVE=OFF`, …).
+    /// Extra CMake options after the lean defaults, e.g. `['-DGGML_CUDA=ON']`.
     #[serde(default)]
+    #[ts(as = "Option<Vec<String>>", optional)]
     pub cmake_args: Vec<String>,
-    /// Parallel compile jobs (default: the number of CPUs).
+    /// Parallel compile jobs (default: all CPUs).
     #[serde(default)]
+    #[ts(optional)]
     pub jobs: Option<u32>,
 }
 

@@ -331,7 +331,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         .iter()
         .filter_map(|e| e.steps)
         .collect();
-    let &(done, total) = steps.last().expect("compile steps were reported");
+    let &BuildSteps { done, total } = steps.last().expect("compile steps were reported");
     assert!(done == total && total > 0, "{steps:?}");
     // The install is remembered like a downloaded one.
     let again = installed(&data.binaries.join("llama/source"), BinaryKind::LlamaServer)
@@ -344,4 +344,11 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         .await
         .unwrap();
     assert!(rpc.path.ends_with("rpc-server"), "{}", rpc.path.display());
+}
+
+#[test]
+fn kinds_are_written_as_they_are_named() {
+    for kind in BinaryKind::ALL {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+    }
 }

@@ -3,11 +3,11 @@ use std::sync::Arc;
 
 use napi_derive::napi;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::config::data_paths;
 use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
-use super::events::{EventCallback, sink};
+use super::events::{EventCallback, sink, tagged};
 use crate::binaries::{BinaryKind, BinaryManager, BinaryProgress, EnsureOptions, SourceSpec};
 use crate::events::Subscription;
 
@@ -34,16 +34,7 @@ fn parse_kind(kind: &str) -> napi::Result<BinaryKind> {
 }
 
 pub(super) fn progress_to_js(p: BinaryProgress) -> Value {
-    json!({
-        "type": "binary-progress",
-        "kind": p.kind.as_str(),
-        "stage": p.stage.as_str(),
-        "variant": p.variant,
-        "detail": p.detail,
-        "bytes": p.bytes,
-        "total": p.total,
-        "steps": p.steps.map(|(done, total)| json!({ "done": done, "total": total })),
-    })
+    tagged("binary-progress", p)
 }
 
 #[napi]
