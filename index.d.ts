@@ -12,9 +12,10 @@ import type {
   DiffusionServerInfo,
   DownloadRequest,
   EnsureBinaryOptions,
+  ExitInfo,
   GGUFMetadata,
   GPUInfo,
-  ImageProgress,
+  ImageJobEvent,
   ImageRequest,
   LlamaServerConfig,
   MemoryInfo,
@@ -25,9 +26,10 @@ import type {
   ModelType,
   ModelVerification,
   OptimalLlamaConfig,
+  OrchestratorEvent,
   OrchestratorInfo,
   OrchestratorOptions,
-  OrchestratorPhase,
+  QueueEvent,
   ReadGGUFOptions,
   ResolvedBinary,
   ResolvedDiffusionConfig,
@@ -36,9 +38,10 @@ import type {
   ResourceEstimate,
   RpcServerConfig,
   RpcServerInfo,
+  ServerEvent,
   ServerInfo,
-  ServerStatus,
   SourceBuildSpec,
+  StateChange,
   StorageUsage,
   SystemCapabilities,
   SystemInfoEvent,
@@ -153,37 +156,38 @@ export declare const systemInfo: SystemInfo
 // llama-server
 // ---------------------------------------------------------------------------------------------
 
+/** The member of the event union `U` whose `type` is `T`. */
+export type EventOf<U, T extends string> = Extract<U, { type: T }>
+
 /** One change of a server's status: every change emits exactly one. */
-export interface StateEvent<T extends string = 'state'> {
-  type: T
-  old: ServerStatus
-  new: ServerStatus
-  /** Why: `start()`, `ready in 245 ms`, `llama-server stopped unexpectedly (signal 9)`, … */
-  reason: string
-  /** `new` is `crashed` and an automatic restart follows (Node stays alive for it). */
-  willRestart: boolean
+export type StateEvent<T extends string = 'state'> = StateChange & { type: T }
+
+/** A `log` event: one line of a server's output, or of the library about it. */
+export interface LogEvent {
+  type: 'log'
+  line: string
 }
 
 export interface LlamaServerEvents {
   /** Every change of `status`, before the named event it may cause (`started`, `crashed`, …). */
   state: [StateEvent]
-  starting: [{ type: 'starting' }]
-  started: [ServerInfo & { type: 'started' }]
-  stopped: [{ type: 'stopped' }]
+  starting: [EventOf<ServerEvent<ServerInfo>, 'starting'>]
+  started: [EventOf<ServerEvent<ServerInfo>, 'started'>]
+  stopped: [EventOf<ServerEvent<ServerInfo>, 'stopped'>]
   /** The process ended without stop(), or hung (`hang: true`, then killed): exit code or signal, and its last output lines. */
-  crashed: [{ type: 'crashed'; exitCode: number | null; signal: number | null; logs: string[]; hang: boolean }]
+  crashed: [EventOf<ServerEvent<ServerInfo>, 'crashed'>]
   /** Running again after an automatic restart or {@link LlamaServerManager.restart}. */
-  restarted: [ServerInfo & { type: 'restarted' }]
+  restarted: [EventOf<ServerEvent<ServerInfo>, 'restarted'>]
   /** Every automatic restart after a crash failed; the server stays crashed. */
-  'restart-failed': [{ type: 'restart-failed'; attempts: number; error: string }]
+  'restart-failed': [EventOf<ServerEvent<ServerInfo>, 'restart-failed'>]
   /** An install of an executable, anywhere in the library (this server's own start included). */
   'binary-progress': [BinaryProgressEvent]
   /** A request began to wait at the gateway; `waiting` counts it. */
-  queued: [{ type: 'queued'; waiting: number }]
+  queued: [EventOf<QueueEvent, 'queued'>]
   /** A request stopped waiting at the gateway (served, refused, or its client went). */
-  dequeued: [{ type: 'dequeued'; waiting: number; waitedMs: number }]
+  dequeued: [EventOf<QueueEvent, 'dequeued'>]
   /** One line of llama-server's output (split on `\n` and `\r`, ANSI escapes removed), or of the library about it, as `[time] [LEVEL] message` ({@link LogManager.parseEntry}). */
-  log: [{ type: 'log'; line: string }]
+  log: [LogEvent]
   error: [unknown]
 }
 
@@ -243,10 +247,7 @@ export declare const llamaServer: LlamaServerManager
 // ---------------------------------------------------------------------------------------------
 
 /** A `progress` event of an image request. */
-export interface ImageGenerationProgress extends ImageProgress {
-  /** The job's id (the `id` of an async HTTP job). */
-  id: string
-}
+export type ImageGenerationProgress = Omit<EventOf<ImageJobEvent, 'progress'>, 'type'>
 
 /** One image request with its in-process callbacks. Unknown keys are a {@link ValidationError}. */
 export interface ImageGenerationConfig extends ImageRequest {
@@ -279,18 +280,18 @@ export interface DiffusionServerEvents {
   /** Every change of the resident `sd-server`'s status (`getInfo().backendStatus`). */
   'backend-state': [StateEvent<'backend-state'>]
   /** The resident `sd-server` died: how, and its last output lines. The HTTP server goes on. */
-  crashed: [{ type: 'crashed'; backend: 'sd-server'; exitCode: number | null; signal: number | null; logs: string[] }]
-  starting: [{ type: 'starting' }]
-  started: [DiffusionServerInfo & { type: 'started' }]
-  stopped: [{ type: 'stopped' }]
+  crashed: [ExitInfo & { type: 'crashed'; backend: 'sd-server'; logs: string[] }]
+  starting: [EventOf<ServerEvent<DiffusionServerInfo>, 'starting'>]
+  started: [EventOf<ServerEvent<DiffusionServerInfo>, 'started'>]
+  stopped: [EventOf<ServerEvent<DiffusionServerInfo>, 'stopped'>]
   /** Progress of any job, in-process or HTTP. */
-  progress: [ImageGenerationProgress & { type: 'progress' }]
+  progress: [EventOf<ImageJobEvent, 'progress'>]
   /** Every change of a job's status: queued when accepted, running when the backend takes it, then how it ended. */
-  job: [{ type: 'job'; id: string; status: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' }]
+  job: [EventOf<ImageJobEvent, 'job'>]
   /** An install of an executable, anywhere in the library. */
   'binary-progress': [BinaryProgressEvent]
   /** One line of stable-diffusion.cpp's output, or of the library about it, as `[time] [LEVEL] message` ({@link LogManager.parseEntry}). */
-  log: [{ type: 'log'; line: string }]
+  log: [LogEvent]
   error: [unknown]
 }
 
@@ -341,13 +342,13 @@ export declare const diffusionServer: DiffusionServerManager
 
 export interface RpcServerEvents {
   state: [StateEvent]
-  starting: [{ type: 'starting' }]
-  started: [RpcServerInfo & { type: 'started' }]
-  stopped: [{ type: 'stopped' }]
+  starting: [EventOf<ServerEvent<RpcServerInfo>, 'starting'>]
+  started: [EventOf<ServerEvent<RpcServerInfo>, 'started'>]
+  stopped: [EventOf<ServerEvent<RpcServerInfo>, 'stopped'>]
   /** The process ended without stop(): exit code or signal, and its last output lines. */
-  crashed: [{ type: 'crashed'; exitCode: number | null; signal: number | null; logs: string[] }]
+  crashed: [EventOf<ServerEvent<RpcServerInfo>, 'crashed'>]
   /** One line of rpc-server's output, or of the library about it. */
-  log: [{ type: 'log'; line: string }]
+  log: [LogEvent]
   error: [unknown]
 }
 
@@ -401,22 +402,22 @@ export interface SavedLLMState {
 
 export interface ResourceOrchestratorEvents {
   /** Every change of `getInfo().phase`. */
-  phase: [{ type: 'phase'; phase: OrchestratorPhase }]
+  phase: [EventOf<OrchestratorEvent, 'phase'>]
   /** The LLM is about to be drained and stopped. */
-  offload: [{ type: 'offload'; resolved: ResolvedLlamaConfig; wasRunning: boolean; savedAt: number }]
+  offload: [EventOf<OrchestratorEvent, 'offload'>]
   /** The LLM is back. */
-  reload: [ServerInfo & { type: 'reload' }]
+  reload: [EventOf<OrchestratorEvent, 'reload'>]
   /** The LLM could not be brought back; requests that waited got 503 with the reason. */
-  'reload-failed': [{ type: 'reload-failed'; error: string }]
+  'reload-failed': [EventOf<OrchestratorEvent, 'reload-failed'>]
   /**
    * The idle resident sd-server was stopped to make room for the LLM coming back (`reload`) or
    * started by {@link ResourceOrchestrator.startLlamaServer} (`start`); the next image starts it again.
    */
-  'diffusion-released': [{ type: 'diffusion-released'; reason: 'reload' | 'start' }]
+  'diffusion-released': [EventOf<OrchestratorEvent, 'diffusion-released'>]
   /** A chat request began to wait at the LLM's gateway. */
-  queued: [{ type: 'queued'; waiting: number }]
+  queued: [EventOf<QueueEvent, 'queued'>]
   /** A chat request stopped waiting there. */
-  dequeued: [{ type: 'dequeued'; waiting: number; waitedMs: number }]
+  dequeued: [EventOf<QueueEvent, 'dequeued'>]
   error: [unknown]
 }
 

@@ -164,7 +164,9 @@ export type SystemCapabilities = {
 /**
  * Events of the system manager.
  */
-export type SystemInfoEvent = { "type": "memory" } & MemoryInfo;
+export type SystemInfoEvent = {
+  "type": "memory"
+} & MemoryInfo;
 
 /**
  * The part of a model's info that sizing reads. A full `ModelInfo` from the model manager fits
@@ -458,6 +460,43 @@ export type ServerStatus = "stopped" | "starting" | "running" | "stopping" | "cr
  * run. {@link LlamaServerManager.isHealthy} and {@link DiffusionServerManager.isHealthy} ask now.
  */
 export type HealthStatus = "ok" | "error" | "unknown";
+
+/**
+ * One change of a server's status: every change emits exactly one.
+ */
+export type StateChange = {
+  old: ServerStatus
+  new: ServerStatus
+  /**
+   * Why: `start()`, `ready in 245 ms`, `llama-server stopped unexpectedly (signal 9)`, …
+   */
+  reason: string
+  /**
+   * `new` is `crashed` and an automatic restart follows (Node stays alive for it).
+   */
+  willRestart: boolean
+};
+
+/**
+ * How a process ended.
+ */
+export type ExitInfo = {
+  exitCode: number | null
+  signal: number | null
+};
+
+/**
+ * The lifecycle of a managed server, one event per transition. `I` is what a start carries:
+ * the actor's [`Snapshot`], or the server's own info once its facade has added what it knows.
+ */
+export type ServerEvent<I> =
+  | { "type": "state" } & StateChange
+  | { "type": "starting" }
+  | { "type": "started" } & I
+  | { "type": "stopped" }
+  | { "type": "crashed", logs: Array<string>, hang: boolean, exitCode: number | null, signal: number | null }
+  | { "type": "restarted" } & I
+  | { "type": "restart-failed", attempts: number, error: string };
 
 /**
  * What a running server's process tree uses now.
@@ -855,6 +894,18 @@ export type ImageProgress = {
 };
 
 /**
+ * Where a job is: queued when accepted, running when the backend takes it, then how it ended.
+ */
+export type JobStatus = "queued" | "running" | "completed" | "failed" | "cancelled";
+
+/**
+ * What the image jobs report.
+ */
+export type ImageJobEvent =
+  | { "type": "progress", id: string, stage: ImageGenerationStage, currentStep: number, totalSteps: number, image: number, count: number, percent: number }
+  | { "type": "job", id: string, status: JobStatus };
+
+/**
  * stable-diffusion.cpp's sampling methods (`--sampling-method`).
  */
 export type ImageSampler = "euler" | "euler_a" | "heun" | "dpm2" | "dpm++2s_a" | "dpm++2m" | "dpm++2mv2" | "ipndm" | "ipndm_v" | "lcm" | "ddim_trailing" | "tcd" | "res_multistep" | "res_2s" | "er_sde";
@@ -1099,6 +1150,13 @@ export type QueueInfo = {
 };
 
 /**
+ * A request began or stopped waiting at a gateway.
+ */
+export type QueueEvent =
+  | { "type": "queued", waiting: number }
+  | { "type": "dequeued", waiting: number, waitedMs: number };
+
+/**
  * What `getInfo()` shows.
  */
 export type OrchestratorInfo = {
@@ -1112,6 +1170,33 @@ export type OrchestratorInfo = {
    */
   imagesWaiting: number
 };
+
+/**
+ * The LLM as it was when it was offloaded.
+ */
+export type SavedState = {
+  resolved: ResolvedLlamaConfig
+  wasRunning: boolean
+  /**
+   * Milliseconds since the Unix epoch.
+   */
+  savedAt: number
+};
+
+/**
+ * Why the diffusion side gave its memory back.
+ */
+export type YieldReason = "reload" | "start";
+
+/**
+ * What the orchestrator reports, one event per step.
+ */
+export type OrchestratorEvent =
+  | { "type": "phase", phase: OrchestratorPhase }
+  | { "type": "offload" } & SavedState
+  | { "type": "reload" } & ServerInfo
+  | { "type": "reload-failed", error: string }
+  | { "type": "diffusion-released", reason: YieldReason };
 
 /**
  * Bytes of RAM and of VRAM.
@@ -1469,7 +1554,9 @@ export type DamagedModel = {
 /**
  * What a model manager reports while it works.
  */
-export type ModelManagerEvent = { "type": "progress" } & DownloadProgress | { "type": "damaged" } & DamagedModel;
+export type ModelManagerEvent =
+  | { "type": "progress" } & DownloadProgress
+  | { "type": "damaged" } & DamagedModel;
 
 /**
  * A file that failed verification: its sha256 differs, or it cannot be read.

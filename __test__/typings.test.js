@@ -1,9 +1,10 @@
 'use strict'
 
-// index.d.ts against what the addon really returns. The binding crosses as JSON values (its own
-// typings are `any`), so this test reads index.d.ts with the TypeScript compiler and checks real
-// results, from the real backends, field by field: every key a value has is declared, every
-// declared key that is not optional is there, and each value has its declared kind.
+// index.d.ts against what the addon really returns and emits. The binding crosses as JSON values
+// (its typings name the shapes generated from Rust, which nothing checks at run time), so this
+// test reads index.d.ts with the TypeScript compiler and checks real results and events, from the
+// real backends, field by field: every key a value has is declared, every declared key that is
+// not optional is there, and each value has its declared kind.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
@@ -85,6 +86,31 @@ function conforms(value, typeName) {
   assert.deepEqual(check(value, declared(typeName), typeName), [])
 }
 
+/** Every event `emitter` emits under a name its `*Events` interface declares, with that type. */
+function recordEvents(emitter, eventsName) {
+  const seen = []
+  for (const prop of checker.getPropertiesOfType(declared(eventsName))) {
+    if (prop.name === 'error') continue
+    const [payload] = checker.getTypeArguments(checker.getTypeOfSymbolAtLocation(prop, source))
+    emitter.on(prop.name, (event) => seen.push({ where: `${eventsName}.${prop.name}`, event, payload }))
+  }
+  return seen
+}
+
+function eventsConform(seen, atLeast) {
+  const names = new Set(seen.map((s) => s.where.split('.')[1]))
+  for (const name of atLeast) assert.ok(names.has(name), `a ${name} event was seen`)
+  for (const { where, event, payload } of seen) assert.deepEqual(check(event, payload, where), [])
+}
+
+test("the binding's typings compile against the generated shapes", () => {
+  const binding = ts.createProgram([path.join(ROOT, 'binding.d.ts')], { strict: true, types: ['node'] })
+  const problems = ts.getPreEmitDiagnostics(binding).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
+  assert.deepEqual(problems, [])
+  const text = require('node:fs').readFileSync(path.join(ROOT, 'binding.d.ts'), 'utf8')
+  assert.match(text, /start\(config: Shapes\.LlamaServerConfig\): Promise<Shapes\.ServerInfo>/)
+})
+
 test('the checker itself finds drift', () => {
   assert.deepEqual(
     check({ total: 1, available: 1, used: 1, extra: 2 }, declared('MemoryInfo'), 'MemoryInfo').filter((p) =>
@@ -114,6 +140,8 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
   conforms(image, 'ModelInfo')
   const llama = new LlamaServerManager()
   const diffusion = new DiffusionServerManager()
+  const llamaEvents = recordEvents(llama, 'LlamaServerEvents')
+  const diffusionEvents = recordEvents(diffusion, 'DiffusionServerEvents')
   conforms(llama.getInfo(), 'ServerInfo')
   conforms(diffusion.getInfo(), 'DiffusionServerInfo')
   conforms(await llama.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }), 'ServerInfo')
@@ -134,16 +162,22 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
       ramBudgetBytes: 1 << 20,
       headroom: 0,
     })
+    const orchestratorEvents = recordEvents(orchestrator, 'ResourceOrchestratorEvents')
     conforms(await orchestrator.estimate({ width: 64, height: 64 }), 'ResourceEstimate')
     conforms(orchestrator.getInfo(), 'OrchestratorInfo')
     orchestrator.once('offload', () => conforms(orchestrator.getSavedState(), 'SavedLLMState'))
     await orchestrator.orchestrateImageGeneration({ prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 })
+    eventsConform(orchestratorEvents, ['phase', 'offload', 'reload'])
     const rpc = new RpcServerManager()
+    const rpcEvents = recordEvents(rpc, 'RpcServerEvents')
     conforms(rpc.getInfo(), 'RpcServerInfo')
     conforms(await rpc.start({ port: 'auto', threads: 1, binaryPath: real.rpcServer }), 'RpcServerInfo')
     conforms(rpc.getConfig(), 'ResolvedRpcConfig')
     await rpc.stop()
+    eventsConform(rpcEvents, ['state', 'starting', 'started', 'stopped', 'log'])
   } finally {
     await Promise.all([llama.stop(), diffusion.stop()])
   }
+  eventsConform(llamaEvents, ['state', 'starting', 'started', 'stopped', 'log'])
+  eventsConform(diffusionEvents, ['state', 'started', 'progress', 'job', 'stopped'])
 })

@@ -15,6 +15,14 @@ pub fn serialize_rfc3339<S: serde::Serializer>(
     serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
+/// A duration as whole milliseconds, for serde's `serialize_with`.
+pub fn serialize_millis<S: serde::Serializer>(
+    duration: &std::time::Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_millis() as u64)
+}
+
 /// Now, in milliseconds since the Unix epoch.
 pub fn unix_millis() -> u64 {
     SystemTime::now()

@@ -17,10 +17,11 @@ use crate::config::{DataDirSource, DataPathsView, ModelFolders};
 use crate::diffusion::ConfigView as DiffusionConfigView;
 use crate::diffusion::DiffusionInfo;
 use crate::diffusion::backend::BackendKind;
+use crate::diffusion::engine::{EngineEvent, JobStatus};
 use crate::diffusion::progress::{Progress, Stage};
 use crate::diffusion::request::{ImageRequest, Sampler};
 use crate::diffusion::resolve::StartRequest as DiffusionStartRequest;
-use crate::llama::gateway::QueueInfo;
+use crate::llama::gateway::{QueueEvent, QueueInfo};
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
 use crate::llama::{LlamaConfig, ServerInfo};
 use crate::models::gguf::{GgufMetadata, ReadOptions};
@@ -29,11 +30,13 @@ use crate::models::{
     ModelInfo, ModelProgress, ModelSource, ModelType, StorageUsage, StoredFile, Verification,
 };
 use crate::orchestrator::{
-    Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorInfo, Phase, Source, Usage,
+    Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorEvent, OrchestratorInfo, Phase,
+    SavedState, Source, Usage, YieldReason,
 };
 use crate::process::actor::RecoveryPolicy;
+use crate::process::actor::{Snapshot, Transition};
 use crate::process::memory::TreeMemory;
-use crate::process::{HealthStatus, ServerState};
+use crate::process::{ExitInfo, HealthStatus, ServerEvent, ServerState};
 use crate::rpc::{RpcConfig, RpcInfo, StartRequest as RpcStartRequest};
 use crate::system::cpu::CpuInfo;
 use crate::system::estimate::{
@@ -80,6 +83,9 @@ pub fn shapes() -> String {
         declaration::<BinaryProgress>(&config),
         declaration::<ServerState>(&config),
         declaration::<HealthStatus>(&config),
+        declaration::<Transition>(&config),
+        declaration::<ExitInfo>(&config),
+        declaration::<ServerEvent<Snapshot>>(&config),
         declaration::<TreeMemory>(&config),
         declaration::<KvCacheType>(&config),
         declaration::<LlamaStartRequest>(&config),
@@ -91,6 +97,8 @@ pub fn shapes() -> String {
         declaration::<DiffusionConfigView>(&config),
         declaration::<Stage>(&config),
         declaration::<Progress>(&config),
+        declaration::<JobStatus>(&config),
+        declaration::<EngineEvent>(&config),
         declaration::<Sampler>(&config),
         declaration::<ImageRequest>(&config),
         declaration::<DiffusionInfo>(&config),
@@ -100,7 +108,11 @@ pub fn shapes() -> String {
         declaration::<OptionsRequest>(&config),
         declaration::<Phase>(&config),
         declaration::<QueueInfo>(&config),
+        declaration::<QueueEvent>(&config),
         declaration::<OrchestratorInfo>(&config),
+        declaration::<SavedState>(&config),
+        declaration::<YieldReason>(&config),
+        declaration::<OrchestratorEvent>(&config),
         declaration::<Memory>(&config),
         declaration::<Source>(&config),
         declaration::<Usage>(&config),
@@ -132,7 +144,23 @@ fn declaration<T: TS>(config: &Config) -> String {
         .map(|d| format!("{}\n", d.trim_end()))
         .unwrap_or_default();
     let decl = T::decl(config).replace("bigint", "number");
-    format!("{docs}export {}\n", one_field_a_line(&decl))
+    format!("{docs}export {}\n", layout(&decl))
+}
+
+/// An object type one field a line, a union one member a line, anything else as it is.
+fn layout(decl: &str) -> String {
+    let Some((head, body)) = decl.split_once(" = ") else {
+        return decl.to_string();
+    };
+    let members = split_top_level(body.trim_end_matches(';'), '|');
+    if members.len() > 1 && members.iter().any(|m| m.contains('{')) {
+        let lines: String = members
+            .iter()
+            .map(|m| format!("\n  | {}", one_line(m)))
+            .collect();
+        return format!("{head} ={lines};");
+    }
+    one_field_a_line(decl)
 }
 
 fn doc_block(text: &str, indent: &str) -> String {
@@ -144,16 +172,27 @@ fn doc_block(text: &str, indent: &str) -> String {
     format!("{indent}/**\n{body}{indent} */\n")
 }
 
+/// A union member on one line: its field docs (which the member's own types carry) dropped.
+fn one_line(member: &str) -> String {
+    let mut text = String::new();
+    let mut rest = member;
+    while let Some(start) = rest.find("/**") {
+        text.push_str(&rest[..start]);
+        rest = rest[start..]
+            .find("*/")
+            .map_or("", |end| &rest[start + end + 2..]);
+    }
+    text.push_str(rest);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.join(" ").replace(", }", " }")
+}
+
 /// `type X = { a: A, /** doc */ b: B, };` as one field a line, each doc comment above its field.
 fn one_field_a_line(decl: &str) -> String {
     let (Some(open), Some(close)) = (decl.find('{'), decl.rfind('}')) else {
         return decl.to_string();
     };
-    // Only an object type; a union or intersection stays on its line.
-    if !decl[..open].trim_end().ends_with('=') || decl[close + 1..].trim() != ";" {
-        return decl.to_string();
-    }
-    let fields = split_top_level(&decl[open + 1..close]);
+    let fields = split_top_level(&decl[open + 1..close], ',');
     if fields.is_empty() {
         return decl.to_string();
     }
@@ -177,8 +216,9 @@ fn one_field_a_line(decl: &str) -> String {
     out
 }
 
-/// The fields of an object type's body: split at commas outside nested types and comments.
-fn split_top_level(body: &str) -> Vec<String> {
+/// `body` split at `separator` outside nested types and comments (the fields of an object
+/// type's body at `,`, the members of a union at `|`).
+fn split_top_level(body: &str, separator: char) -> Vec<String> {
     let (mut fields, mut current, mut depth, mut in_comment) =
         (Vec::new(), String::new(), 0, false);
     let mut chars = body.chars().peekable();
@@ -192,7 +232,7 @@ fn split_top_level(body: &str) -> Vec<String> {
             }
             '{' | '(' | '<' | '[' if !in_comment => depth += 1,
             '}' | ')' | '>' | ']' if !in_comment => depth -= 1,
-            ',' if !in_comment && depth == 0 => {
+            c if c == separator && !in_comment && depth == 0 => {
                 current.pop();
                 fields.push(std::mem::take(&mut current).trim().to_string());
             }
@@ -219,6 +259,17 @@ fn shapes_d_ts_is_what_the_rust_shapes_say() {
         checked_in == generated,
         "shapes.d.ts differs from the Rust shapes: run `npm run typings` and commit the result"
     );
+}
+
+#[test]
+fn a_union_is_one_member_a_line_without_field_docs() {
+    let decl =
+        "type E = { \"type\": \"a\", /** the id */\nid: string, } | { \"type\": \"b\" } & B;";
+    assert_eq!(
+        layout(decl),
+        "type E =\n  | { \"type\": \"a\", id: string }\n  | { \"type\": \"b\" } & B;"
+    );
+    assert_eq!(layout("type S = \"x\" | \"y\";"), "type S = \"x\" | \"y\";");
 }
 
 #[test]

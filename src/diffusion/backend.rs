@@ -27,7 +27,7 @@ use crate::events::EventSink;
 use crate::process::actor::LOG_TAIL;
 use crate::process::{
     self, LaunchError, LaunchSpec, ProcessSpec, RecoveryPolicy, ServerActor, ServerEvent,
-    ServerLog, ServerState,
+    ServerLog, ServerState, Snapshot,
 };
 use crate::sync::lock;
 
@@ -219,7 +219,7 @@ impl Backend {
     pub fn new(
         config: BackendConfig,
         log: Arc<ServerLog>,
-        events: Option<EventSink<ServerEvent>>,
+        events: Option<EventSink<ServerEvent<Snapshot>>>,
     ) -> Self {
         match config.kind {
             BackendKind::OneShot => Backend::OneShot(Box::new(OneShot { config, log })),
@@ -496,7 +496,7 @@ impl Resident {
     fn new(
         config: BackendConfig,
         log: Arc<ServerLog>,
-        events: Option<EventSink<ServerEvent>>,
+        events: Option<EventSink<ServerEvent<Snapshot>>>,
     ) -> Self {
         Resident {
             config,

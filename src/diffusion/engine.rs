@@ -23,7 +23,8 @@ use crate::sync::lock;
 /// Finished jobs kept for `GET …/{id}`; older ones are forgotten.
 const KEEP_FINISHED: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a job is: queued when accepted, running when the backend takes it, then how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -196,17 +197,20 @@ impl Job {
     }
 }
 
-#[derive(Debug, Clone)]
+/// What the image jobs report.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[ts(rename = "ImageJobEvent")]
 pub enum EngineEvent {
+    /// Progress of any job, in-process or HTTP.
     Progress {
+        /// The job's id (the `id` of an async HTTP job).
         id: String,
+        #[serde(flatten)]
         progress: Progress,
     },
     /// Every change of a job's status: queued, running, then how it ended.
-    Job {
-        id: String,
-        status: JobStatus,
-    },
+    Job { id: String, status: JobStatus },
 }
 
 pub struct Engine {

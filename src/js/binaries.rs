@@ -48,7 +48,10 @@ impl JsBinaryManager {
         }
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "kind: Shapes.BinaryKind, options?: Shapes.EnsureBinaryOptions",
+        ts_return_type = "Promise<Shapes.ResolvedBinary>"
+    )]
     pub async fn ensure_binary(&self, kind: String, options: Option<Value>) -> napi::Result<Value> {
         let kind = parse_kind(&kind)?;
         let opts: EnsureOptions = from_js("options", options.unwrap_or(Value::Null).or_empty())?;
@@ -62,7 +65,10 @@ impl JsBinaryManager {
         to_js(&resolved)
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "kind: Shapes.BinaryKind, spec: Shapes.SourceBuildSpec, options?: { workDir?: string }",
+        ts_return_type = "Promise<Shapes.ResolvedBinary>"
+    )]
     pub async fn build_from_source(
         &self,
         kind: String,

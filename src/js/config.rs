@@ -22,7 +22,7 @@ pub fn set_electron_user_data(dir: Option<String>) {
 }
 
 /// The data folders, created if missing.
-#[napi(js_name = "getDataPaths")]
+#[napi(js_name = "getDataPaths", ts_return_type = "Promise<Shapes.DataPaths>")]
 pub async fn get_data_paths() -> napi::Result<Value> {
     to_js(&DataPathsView::from(&data_paths().await?))
 }

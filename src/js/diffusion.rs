@@ -10,7 +10,7 @@ use super::config::data_paths;
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, crashed, lifecycle, log, sink, tagged};
 use crate::binaries::BinaryManager;
-use crate::diffusion::engine::{EngineEvent, ImageOutput};
+use crate::diffusion::engine::ImageOutput;
 use crate::diffusion::request::{self, ImageRequest};
 use crate::diffusion::resolve::{self, StartRequest};
 use crate::diffusion::{DiffusionError, DiffusionEvent, DiffusionServer};
@@ -65,13 +65,8 @@ fn event_to_js(event: DiffusionEvent) -> Value {
             event["backend"] = json!("sd-server");
             event
         }
-        DiffusionEvent::Engine(EngineEvent::Progress { id, progress }) => {
-            let mut event = tagged("progress", progress);
-            event["id"] = json!(id);
-            event
-        }
-        DiffusionEvent::Engine(EngineEvent::Job { id, status }) => {
-            json!({ "type": "job", "id": id, "status": status })
+        DiffusionEvent::Engine(event) => {
+            serde_json::to_value(event).expect("image job events serialize")
         }
         DiffusionEvent::Log(line) => log(line),
     }
@@ -91,7 +86,10 @@ impl JsDiffusionServer {
         }
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "config: Shapes.DiffusionServerConfig",
+        ts_return_type = "Promise<Shapes.DiffusionServerInfo>"
+    )]
     pub async fn start(&self, config: Value) -> napi::Result<Value> {
         let req: StartRequest = from_js("config", config)?;
         let data = data_paths().await?;
@@ -103,7 +101,10 @@ impl JsDiffusionServer {
     }
 
     /// Queues the request before returning, so its id can be cancelled at once.
-    #[napi(ts_return_type = "Promise<ImageBatch>")]
+    #[napi(
+        ts_args_type = "config: Shapes.ImageRequest, id?: string",
+        ts_return_type = "Promise<ImageBatch>"
+    )]
     pub fn generate_image<'env>(
         &self,
         env: &'env Env,
@@ -126,4 +127,8 @@ impl JsDiffusionServer {
     }
 }
 
-super::server::managed_server_methods!(JsDiffusionServer);
+super::server::managed_server_methods!(
+    JsDiffusionServer,
+    info: "Shapes.DiffusionServerInfo",
+    config: "Shapes.ResolvedDiffusionConfig | null"
+);

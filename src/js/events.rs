@@ -36,7 +36,9 @@ pub fn sink<E: 'static>(callback: Arc<EventCallback>, to_js: fn(E) -> Value) -> 
 
 /// A `crashed` event: how the process ended and its last lines.
 pub fn crashed(exit: &ExitInfo, tail: Vec<String>) -> Value {
-    json!({ "type": "crashed", "exitCode": exit.code, "signal": exit.signal, "logs": tail })
+    let mut event = tagged("crashed", exit);
+    event["logs"] = json!(tail);
+    event
 }
 
 /// A `log` event: one line of a server's log.
@@ -44,22 +46,8 @@ pub fn log(line: String) -> Value {
     json!({ "type": "log", "line": line })
 }
 
-/// A managed server's lifecycle event, the same for every server: `state`, `starting`,
-/// `started` and `restarted` (with the server's info), `stopped`, `crashed`, `restart-failed`.
+/// A managed server's lifecycle event, the same for every server (its shape is
+/// [`ServerEvent`]'s, generated into the typings).
 pub fn lifecycle<I: serde::Serialize>(event: ServerEvent<I>) -> Value {
-    match event {
-        ServerEvent::State(transition) => tagged("state", transition),
-        ServerEvent::Starting => json!({ "type": "starting" }),
-        ServerEvent::Started(info) => tagged("started", info),
-        ServerEvent::Stopped => json!({ "type": "stopped" }),
-        ServerEvent::Crashed { exit, tail, hang } => {
-            let mut event = crashed(&exit, tail);
-            event["hang"] = json!(hang);
-            event
-        }
-        ServerEvent::Restarted(info) => tagged("restarted", info),
-        ServerEvent::RestartFailed { attempts, error } => {
-            json!({ "type": "restart-failed", "attempts": attempts, "error": error })
-        }
-    }
+    serde_json::to_value(event).expect("server events serialize")
 }

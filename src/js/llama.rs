@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use napi_derive::napi;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::binaries::progress_to_js;
 use super::config::data_paths;
@@ -9,7 +9,6 @@ use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, lifecycle, log, sink};
 use crate::binaries::BinaryManager;
 use crate::events::Subscription;
-use crate::llama::gateway::QueueEvent;
 use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaEvent, LlamaServer};
 
@@ -23,12 +22,7 @@ pub struct JsLlamaServer {
 fn event_to_js(event: LlamaEvent) -> Value {
     match event {
         LlamaEvent::Server(event) => lifecycle(event),
-        LlamaEvent::Queue(QueueEvent::Queued { waiting }) => {
-            json!({ "type": "queued", "waiting": waiting })
-        }
-        LlamaEvent::Queue(QueueEvent::Dequeued { waiting, waited }) => {
-            json!({ "type": "dequeued", "waiting": waiting, "waitedMs": waited.as_millis() as u64 })
-        }
+        LlamaEvent::Queue(event) => serde_json::to_value(event).expect("queue events serialize"),
         LlamaEvent::Log(line) => log(line),
     }
 }
@@ -44,7 +38,10 @@ impl JsLlamaServer {
         }
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "config: Shapes.LlamaServerConfig",
+        ts_return_type = "Promise<Shapes.ServerInfo>"
+    )]
     pub async fn start(&self, config: Value) -> napi::Result<Value> {
         let req: StartRequest = from_js("config", config)?;
         let data = data_paths().await?;
@@ -55,11 +52,15 @@ impl JsLlamaServer {
         to_js(&info)
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Promise<Shapes.ServerInfo>")]
     pub async fn restart(&self) -> napi::Result<Value> {
         let info = self.inner.restart().await.map_err(to_napi)?;
         to_js(&info)
     }
 }
 
-super::server::managed_server_methods!(JsLlamaServer);
+super::server::managed_server_methods!(
+    JsLlamaServer,
+    info: "Shapes.ServerInfo",
+    config: "Shapes.ResolvedLlamaConfig | null"
+);

@@ -66,7 +66,7 @@ impl JsModelManager {
         Ok(json_text(&info))
     }
 
-    #[napi]
+    #[napi(ts_args_type = "downloadId: string, config: Shapes.DownloadRequest")]
     pub async fn download_model(&self, download_id: String, config: Value) -> napi::Result<String> {
         let config: DownloadConfig = from_js("config", config)?;
         let info = self
@@ -85,7 +85,7 @@ impl JsModelManager {
             .map_err(to_napi)
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Promise<Shapes.ModelVerification>")]
     pub async fn verify_model(&self, id: String) -> napi::Result<Value> {
         let verification = self
             .inner
@@ -100,7 +100,7 @@ impl JsModelManager {
         self.inner.cancel(&id)
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Promise<Shapes.StorageUsage>")]
     pub async fn get_storage_usage(&self) -> napi::Result<Value> {
         let usage = self
             .inner
@@ -112,7 +112,10 @@ impl JsModelManager {
 
     /// JSON text of the GGUF header facts of a local file or an http(s) URL (Range requests
     /// only). `options`: `{ fullArrays?: boolean, timeout?: number }` (ms, per network read).
-    #[napi(js_name = "readGGUFMetadata")]
+    #[napi(
+        js_name = "readGGUFMetadata",
+        ts_args_type = "location: string, options?: Shapes.ReadGGUFOptions"
+    )]
     pub async fn read_gguf_metadata(
         &self,
         location: String,

@@ -3,12 +3,12 @@ use std::sync::Arc;
 use napi::Env;
 use napi::bindgen_prelude::PromiseRaw;
 use napi_derive::napi;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::config::data_paths;
 use super::diffusion::{ImageBatch, JsDiffusionServer, image_request};
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, sink, tagged};
+use super::events::{EventCallback, sink};
 use super::llama::JsLlamaServer;
 use crate::binaries::BinaryManager;
 use crate::config::Settings;
@@ -23,22 +23,15 @@ pub struct JsResourceOrchestrator {
 }
 
 fn event_to_js(event: OrchestratorEvent) -> Value {
-    match event {
-        OrchestratorEvent::Phase(phase) => json!({ "type": "phase", "phase": phase }),
-        OrchestratorEvent::Offload(saved) => tagged("offload", saved),
-        OrchestratorEvent::Reload(info) => tagged("reload", info),
-        OrchestratorEvent::ReloadFailed(error) => {
-            json!({ "type": "reload-failed", "error": error })
-        }
-        OrchestratorEvent::DiffusionReleased(reason) => {
-            json!({ "type": "diffusion-released", "reason": reason })
-        }
-    }
+    serde_json::to_value(event).expect("orchestrator events serialize")
 }
 
 #[napi]
 impl JsResourceOrchestrator {
-    #[napi(constructor)]
+    #[napi(
+        constructor,
+        ts_args_type = "llama: NativeLlamaServer, diffusion: NativeDiffusionServer, options: Shapes.OrchestratorOptions, onEvent: EventCallback"
+    )]
     pub fn new(
         llama: &JsLlamaServer,
         diffusion: &JsDiffusionServer,
@@ -59,7 +52,10 @@ impl JsResourceOrchestrator {
         })
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "config: Pick<Shapes.ImageRequest, 'width' | 'height'> & { size?: string }",
+        ts_return_type = "Promise<Shapes.ResourceEstimate>"
+    )]
     pub async fn estimate(&self, config: Value) -> napi::Result<Value> {
         let data = data_paths().await?;
         let size = request::size(&config).map_err(|e| to_napi(DiffusionError::Invalid(e.0)))?;
@@ -68,7 +64,10 @@ impl JsResourceOrchestrator {
 
     /// Takes the image's place in the queue at once (concurrent calls keep their order), and its
     /// id can be cancelled from the moment this returns.
-    #[napi(ts_return_type = "Promise<ImageBatch>")]
+    #[napi(
+        ts_args_type = "config: Shapes.ImageRequest, id: string",
+        ts_return_type = "Promise<ImageBatch>"
+    )]
     pub fn orchestrate<'env>(
         &self,
         env: &'env Env,
@@ -85,7 +84,10 @@ impl JsResourceOrchestrator {
 
     /// `llamaServer.start(config)` in the orchestrator's turn, an idle resident sd-server
     /// yielding first when the two do not fit.
-    #[napi]
+    #[napi(
+        ts_args_type = "config: Shapes.LlamaServerConfig",
+        ts_return_type = "Promise<Shapes.ServerInfo>"
+    )]
     pub async fn start_llama(&self, config: Value) -> napi::Result<Value> {
         let request: StartRequest = from_js("config", config)?;
         let data = data_paths().await?;
@@ -102,12 +104,12 @@ impl JsResourceOrchestrator {
         self.inner.cancel(&id)
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Shapes.OrchestratorInfo")]
     pub fn get_info(&self) -> napi::Result<Value> {
         to_js(&self.inner.info())
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Shapes.SavedState | null")]
     pub fn get_saved_state(&self) -> napi::Result<Value> {
         to_js(&self.inner.saved_state())
     }

@@ -30,7 +30,10 @@ impl JsRpcServer {
         }
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "config: Shapes.RpcServerConfig",
+        ts_return_type = "Promise<Shapes.RpcServerInfo>"
+    )]
     pub async fn start(&self, config: Value) -> napi::Result<Value> {
         let req: StartRequest = from_js("config", config.or_empty())?;
         let data = data_paths().await?;
@@ -42,4 +45,8 @@ impl JsRpcServer {
     }
 }
 
-super::server::managed_server_methods!(JsRpcServer);
+super::server::managed_server_methods!(
+    JsRpcServer,
+    info: "Shapes.RpcServerInfo",
+    config: "Shapes.ResolvedRpcConfig | null"
+);

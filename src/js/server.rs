@@ -4,9 +4,10 @@
 //! [`ManagedServer`]: crate::launch::ManagedServer
 
 /// Adds `stop`, `getInfo`, `getConfig`, `getMemoryUsage`, `isHealthy`, `getLogs` and
-/// `clearLogs` to a class whose `inner` is an `Arc` of a [`crate::launch::ManagedServer`].
+/// `clearLogs` to a class whose `inner` is an `Arc` of a [`crate::launch::ManagedServer`];
+/// `info` and `config` name the generated shapes of its info and resolved config.
 macro_rules! managed_server_methods {
-    ($class:ty) => {
+    ($class:ty, info: $info:literal, config: $config:literal) => {
         #[napi_derive::napi]
         impl $class {
             /// Stops the server and waits until its processes are gone. Idempotent.
@@ -16,19 +17,19 @@ macro_rules! managed_server_methods {
                 Ok(())
             }
 
-            #[napi]
+            #[napi(ts_return_type = $info)]
             pub fn get_info(&self) -> napi::Result<serde_json::Value> {
                 super::error::to_js(&crate::launch::ManagedServer::info(&*self.inner))
             }
 
             /// The config of the last start; `null` before the first.
-            #[napi]
+            #[napi(ts_return_type = $config)]
             pub fn get_config(&self) -> napi::Result<serde_json::Value> {
                 super::error::to_js(&crate::launch::ManagedServer::config(&*self.inner))
             }
 
             /// What the server's process tree uses now; `null` when none runs.
-            #[napi]
+            #[napi(ts_return_type = "Promise<Shapes.MemoryUsage | null>")]
             pub async fn get_memory_usage(&self) -> napi::Result<serde_json::Value> {
                 super::error::to_js(&crate::launch::ManagedServer::memory(&*self.inner).await)
             }

@@ -31,7 +31,7 @@ impl JsSystemInfo {
         }
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Promise<Shapes.SystemCapabilities>")]
     pub async fn detect(&self, force_refresh: Option<bool>) -> napi::Result<Value> {
         to_js(&*self.inner.detect(force_refresh.unwrap_or(false)).await)
     }
@@ -41,17 +41,20 @@ impl JsSystemInfo {
         self.inner.clear_cache();
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Shapes.MemoryInfo")]
     pub fn get_memory_info(&self) -> napi::Result<Value> {
         to_js(&self.inner.memory())
     }
 
-    #[napi(js_name = "getGPUInfo")]
+    #[napi(js_name = "getGPUInfo", ts_return_type = "Promise<Shapes.GPUInfo>")]
     pub async fn get_gpu_info(&self) -> napi::Result<Value> {
         to_js(&self.inner.gpu().await)
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "modelInfo: Shapes.ModelSizingInfo, options?: Shapes.CanRunModelOptions",
+        ts_return_type = "Promise<Shapes.CanRunModelResult>"
+    )]
     pub async fn can_run_model(
         &self,
         model_info: Value,
@@ -67,7 +70,10 @@ impl JsSystemInfo {
         to_js(&verdict)
     }
 
-    #[napi]
+    #[napi(
+        ts_args_type = "modelInfo: Shapes.ModelSizingInfo, hints?: Shapes.CanRunModelOptions",
+        ts_return_type = "Promise<Shapes.OptimalLlamaConfig>"
+    )]
     pub async fn get_optimal_config(
         &self,
         model_info: Value,

@@ -63,12 +63,19 @@ pub struct QueueBounds {
     pub timeout: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A request began or stopped waiting at a gateway.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum QueueEvent {
     /// A request began to wait; `waiting` counts it.
     Queued { waiting: usize },
-    /// A request stopped waiting (served, refused, or its client went) after `waited`.
-    Dequeued { waiting: usize, waited: Duration },
+    /// A request stopped waiting (served, refused, or its client went) after `waitedMs`.
+    Dequeued {
+        waiting: usize,
+        #[serde(rename = "waitedMs", serialize_with = "crate::clock::serialize_millis")]
+        #[ts(type = "number")]
+        waited: Duration,
+    },
 }
 
 /// The requests waiting at a gateway now: how many, and the longest wait so far.

@@ -290,11 +290,11 @@ fn setup(options: OptionsRequest) -> Setup {
         options,
         Some(EventSink::new(move |e: OrchestratorEvent| {
             lock(&sink).push(match e {
-                OrchestratorEvent::Phase(p) => format!("{p:?}"),
+                OrchestratorEvent::Phase { phase: p } => format!("{p:?}"),
                 OrchestratorEvent::Offload(_) => "offload".into(),
                 OrchestratorEvent::Reload(_) => "reload".into(),
-                OrchestratorEvent::ReloadFailed(e) => format!("reload-failed: {e}"),
-                OrchestratorEvent::DiffusionReleased(r) => format!("released for {r:?}"),
+                OrchestratorEvent::ReloadFailed { error: e } => format!("reload-failed: {e}"),
+                OrchestratorEvent::DiffusionReleased { reason: r } => format!("released for {r:?}"),
             })
         })),
     );

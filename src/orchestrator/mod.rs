@@ -68,7 +68,7 @@ pub enum Phase {
 }
 
 /// The LLM as it was when it was offloaded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct SavedState {
     pub resolved: LlamaConfig,
@@ -78,21 +78,29 @@ pub struct SavedState {
 }
 
 /// Why the diffusion side gave its memory back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "kebab-case")]
 pub enum YieldReason {
     Reload,
     Start,
 }
 
-#[derive(Debug, Clone)]
+/// What the orchestrator reports, one event per step.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum OrchestratorEvent {
-    Phase(Phase),
+    /// Every change of `getInfo().phase`.
+    Phase { phase: Phase },
+    /// The LLM is about to be drained and stopped.
     Offload(Box<SavedState>),
+    /// The LLM is back.
     Reload(ServerInfo),
-    ReloadFailed(String),
-    /// The idle resident sd-server was stopped to make room for the LLM.
-    DiffusionReleased(YieldReason),
+    /// The LLM could not be brought back; requests that waited got 503 with the reason.
+    ReloadFailed { error: String },
+    /// The idle resident sd-server was stopped to make room for the LLM coming back (`reload`)
+    /// or started by {@link ResourceOrchestrator.startLlamaServer} (`start`); the next image
+    /// starts it again.
+    DiffusionReleased { reason: YieldReason },
 }
 
 /// What `getInfo()` shows.

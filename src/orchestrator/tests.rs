@@ -60,11 +60,11 @@ async fn real(options: OptionsRequest) -> Option<Real> {
         Options::resolve(options).unwrap(),
         Some(EventSink::new(move |e: OrchestratorEvent| {
             lock(&sink).push(match e {
-                OrchestratorEvent::Phase(p) => format!("{p:?}"),
+                OrchestratorEvent::Phase { phase: p } => format!("{p:?}"),
                 OrchestratorEvent::Offload(_) => "offload".into(),
                 OrchestratorEvent::Reload(_) => "reload".into(),
-                OrchestratorEvent::ReloadFailed(e) => format!("reload-failed {e}"),
-                OrchestratorEvent::DiffusionReleased(r) => format!("released {r:?}"),
+                OrchestratorEvent::ReloadFailed { error: e } => format!("reload-failed {e}"),
+                OrchestratorEvent::DiffusionReleased { reason: r } => format!("released {r:?}"),
             })
         })),
     );

@@ -446,7 +446,7 @@ impl<E: Effects> Context<E> {
                 self.status.send_modify(|s| s.saved = None);
                 self.emit(OrchestratorEvent::Reload(info));
             }
-            Err(err) => self.emit(OrchestratorEvent::ReloadFailed(err)),
+            Err(err) => self.emit(OrchestratorEvent::ReloadFailed { error: err }),
         }
         self.set_phase(Phase::Idle);
     }
@@ -474,7 +474,7 @@ impl<E: Effects> Context<E> {
             && self.effects.release_idle_diffusion().await
         {
             tracing::info!("stopped the idle resident sd-server to make room for the LLM");
-            self.emit(OrchestratorEvent::DiffusionReleased(reason));
+            self.emit(OrchestratorEvent::DiffusionReleased { reason });
             self.wait_for_memory(llm, bottleneck).await;
         }
     }
@@ -505,7 +505,7 @@ impl<E: Effects> Context<E> {
             .status
             .send_if_modified(|s| std::mem::replace(&mut s.phase, phase) != phase)
         {
-            self.emit(OrchestratorEvent::Phase(phase));
+            self.emit(OrchestratorEvent::Phase { phase });
         }
     }
 

@@ -115,14 +115,16 @@ impl HealthStatus {
     }
 }
 
-/// One state change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One change of a server's status: every change emits exactly one.
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
+#[ts(rename = "StateChange")]
 pub struct Transition {
     pub old: ServerState,
     pub new: ServerState,
+    /// Why: `start()`, `ready in 245 ms`, `llama-server stopped unexpectedly (signal 9)`, …
     pub reason: String,
-    /// Crashed with an automatic restart to follow (the app should stay alive for it).
+    /// `new` is `crashed` and an automatic restart follows (Node stays alive for it).
     pub will_restart: bool,
 }
 
@@ -185,7 +187,7 @@ pub struct LaunchSpec {
 }
 
 /// The state and the facts of the current (or last) run, published on every change.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub status: ServerState,
@@ -202,16 +204,20 @@ pub struct Snapshot {
 
 /// The lifecycle of a managed server, one event per transition. `I` is what a start carries:
 /// the actor's [`Snapshot`], or the server's own info once its facade has added what it knows.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ServerEvent<I = Snapshot> {
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerEvent<I> {
     /// Every transition, before the named event it may cause.
     State(Transition),
     Starting,
     Started(I),
     Stopped,
-    /// `hang`: the watchdog killed a process that stopped answering its health URL.
+    /// The process ended without stop(), or hung (`hang: true`, then killed): exit code or
+    /// signal, and its last output lines.
     Crashed {
+        #[serde(flatten)]
         exit: ExitInfo,
+        #[serde(rename = "logs")]
         tail: Vec<String>,
         hang: bool,
     },
@@ -350,7 +356,7 @@ impl ServerActor {
     pub fn new(
         name: &'static str,
         log: Arc<ServerLog>,
-        events: Option<EventSink<ServerEvent>>,
+        events: Option<EventSink<ServerEvent<Snapshot>>>,
     ) -> Self {
         let (commands, inbox) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(Snapshot::default());
@@ -477,7 +483,7 @@ struct Actor {
     log: Arc<ServerLog>,
     inbox: mpsc::UnboundedReceiver<Command>,
     state: watch::Sender<Snapshot>,
-    events: Option<EventSink<ServerEvent>>,
+    events: Option<EventSink<ServerEvent<Snapshot>>>,
     child: Arc<Mutex<Option<Arc<Supervised>>>>,
     failing_checks: Arc<AtomicU32>,
     /// What the last start that worked ran: `restart()` runs it again.
@@ -870,7 +876,7 @@ impl Actor {
         }
     }
 
-    fn emit(&self, event: ServerEvent) {
+    fn emit(&self, event: ServerEvent<Snapshot>) {
         if let Some(events) = &self.events {
             events.emit(event);
         }

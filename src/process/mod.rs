@@ -36,8 +36,10 @@ pub use actor::{
 pub use lines::LineSplitter;
 pub use log::{LogRing, ServerLog};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
 pub struct ExitInfo {
+    #[serde(rename = "exitCode")]
     pub code: Option<i32>,
     pub signal: Option<i32>,
 }

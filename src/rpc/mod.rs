@@ -251,7 +251,7 @@ impl RpcServer {
         );
         let lifecycle = events.map(|events| {
             let config = config.clone();
-            EventSink::new(move |event: ServerEvent| {
+            EventSink::new(move |event: ServerEvent<Snapshot>| {
                 let info = |s| RpcInfo::of(s, lock(&config).as_ref());
                 events.emit(RpcEvent::Server(event.map(info)))
             })

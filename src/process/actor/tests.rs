@@ -61,7 +61,7 @@ fn spec(script: &str, health: &Health) -> LaunchSpec {
     }
 }
 
-type Seen = Arc<Mutex<Vec<ServerEvent>>>;
+type Seen = Arc<Mutex<Vec<ServerEvent<Snapshot>>>>;
 
 fn actor() -> (ServerActor, Seen) {
     let seen: Seen = Arc::default();
