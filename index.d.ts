@@ -12,6 +12,7 @@ import type {
   DiffusionServerInfo,
   DownloadRequest,
   EnsureBinaryOptions,
+  ErrorCode,
   ExitInfo,
   GGUFMetadata,
   GPUInfo,
@@ -607,60 +608,6 @@ export interface ErrorDetails {
   suggestion?: string
   [key: string]: unknown
 }
-
-/**
- * Every error code, one for each distinct failure (see {@link ERROR_CODES}): the same code names
- * the failure in a rejected promise and in our HTTP servers' error bodies.
- */
-export type ErrorCode =
-  | 'INVALID_ARGUMENT'
-  | 'MODEL_EXISTS'
-  | 'DOWNLOAD_REJECTED'
-  | 'UNAUTHORIZED'
-  | 'ORIGIN_NOT_ALLOWED'
-  | 'NOT_FOUND'
-  | 'METHOD_NOT_ALLOWED'
-  | 'BODY_TOO_LARGE'
-  | 'URI_TOO_LONG'
-  | 'HEADERS_TOO_LARGE'
-  | 'MODEL_NOT_FOUND'
-  | 'DOWNLOAD_FAILED'
-  | 'DOWNLOAD_HTTP_ERROR'
-  | 'DOWNLOAD_BAD_URL'
-  | 'DOWNLOAD_IN_PROGRESS'
-  | 'CHECKSUM_ERROR'
-  | 'INSUFFICIENT_RESOURCES'
-  | 'SERVER_ERROR'
-  | 'SERVER_ALREADY_RUNNING'
-  | 'SERVER_NOT_RUNNING'
-  | 'SERVER_BUSY'
-  | 'SERVER_START_FAILED'
-  | 'SERVER_EXITED'
-  | 'SERVER_START_TIMEOUT'
-  | 'BACKEND_FAILED'
-  | 'BACKEND_STALLED'
-  | 'BACKEND_UNAVAILABLE'
-  | 'SERVER_UNAVAILABLE'
-  | 'QUEUE_FULL'
-  | 'QUEUE_TIMEOUT'
-  | 'RPC_WORKER_UNREACHABLE'
-  | 'RPC_WORKER_BUSY'
-  | 'RPC_WORKER_INCOMPATIBLE'
-  | 'JOB_FINISHED'
-  | 'MODEL_IN_USE'
-  | 'PORT_IN_USE'
-  | 'BINARY_ERROR'
-  | 'BINARY_NOT_FOUND'
-  | 'BINARY_BROKEN'
-  | 'BINARY_NO_RELEASE'
-  | 'BINARY_NO_WORKING_VARIANT'
-  | 'SOURCE_CHECKSUM_MISMATCH'
-  | 'CMAKE_MISSING'
-  | 'BUILD_FAILED'
-  | 'ARCHIVE_INVALID'
-  | 'FILE_SYSTEM_ERROR'
-  | 'MODEL_DAMAGED'
-  | 'CANCELLED'
 
 /** The table of every code: its class, the status our HTTP servers answer with, and what it means. */
 export declare const ERROR_CODES: Readonly<Record<ErrorCode, { class: string; status: number; meaning: string }>>

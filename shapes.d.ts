@@ -1,6 +1,60 @@
 // Generated from the Rust shapes by `npm run typings` (src/typings.rs): do not edit.
 
 /**
+ * Every error code, one for each distinct failure (see {@link ERROR_CODES}): the same code
+ * names the failure in a rejected promise and in our HTTP servers' error bodies.
+ */
+export type ErrorCode =
+  | "INVALID_ARGUMENT"
+  | "MODEL_EXISTS"
+  | "DOWNLOAD_REJECTED"
+  | "UNAUTHORIZED"
+  | "ORIGIN_NOT_ALLOWED"
+  | "NOT_FOUND"
+  | "METHOD_NOT_ALLOWED"
+  | "BODY_TOO_LARGE"
+  | "URI_TOO_LONG"
+  | "HEADERS_TOO_LARGE"
+  | "MODEL_NOT_FOUND"
+  | "DOWNLOAD_FAILED"
+  | "DOWNLOAD_HTTP_ERROR"
+  | "DOWNLOAD_BAD_URL"
+  | "DOWNLOAD_IN_PROGRESS"
+  | "CHECKSUM_ERROR"
+  | "INSUFFICIENT_RESOURCES"
+  | "SERVER_ERROR"
+  | "SERVER_ALREADY_RUNNING"
+  | "SERVER_NOT_RUNNING"
+  | "SERVER_BUSY"
+  | "SERVER_START_FAILED"
+  | "SERVER_EXITED"
+  | "SERVER_START_TIMEOUT"
+  | "BACKEND_FAILED"
+  | "BACKEND_STALLED"
+  | "BACKEND_UNAVAILABLE"
+  | "SERVER_UNAVAILABLE"
+  | "QUEUE_FULL"
+  | "QUEUE_TIMEOUT"
+  | "RPC_WORKER_UNREACHABLE"
+  | "RPC_WORKER_BUSY"
+  | "RPC_WORKER_INCOMPATIBLE"
+  | "JOB_FINISHED"
+  | "MODEL_IN_USE"
+  | "PORT_IN_USE"
+  | "BINARY_ERROR"
+  | "BINARY_NOT_FOUND"
+  | "BINARY_BROKEN"
+  | "BINARY_NO_RELEASE"
+  | "BINARY_NO_WORKING_VARIANT"
+  | "SOURCE_CHECKSUM_MISMATCH"
+  | "CMAKE_MISSING"
+  | "BUILD_FAILED"
+  | "ARCHIVE_INVALID"
+  | "FILE_SYSTEM_ERROR"
+  | "MODEL_DAMAGED"
+  | "CANCELLED";
+
+/**
  * Where the data directory came from; reported so users can tell why files landed where they did.
  */
 export type DataDirSource = "configure" | "env" | "electron" | "os";
@@ -908,7 +962,22 @@ export type ImageJobEvent =
 /**
  * stable-diffusion.cpp's sampling methods (`--sampling-method`).
  */
-export type ImageSampler = "euler" | "euler_a" | "heun" | "dpm2" | "dpm++2s_a" | "dpm++2m" | "dpm++2mv2" | "ipndm" | "ipndm_v" | "lcm" | "ddim_trailing" | "tcd" | "res_multistep" | "res_2s" | "er_sde";
+export type ImageSampler =
+  | "euler"
+  | "euler_a"
+  | "heun"
+  | "dpm2"
+  | "dpm++2s_a"
+  | "dpm++2m"
+  | "dpm++2mv2"
+  | "ipndm"
+  | "ipndm_v"
+  | "lcm"
+  | "ddim_trailing"
+  | "tcd"
+  | "res_multistep"
+  | "res_2s"
+  | "er_sde";
 
 /**
  * One image request. Unknown keys are a {@link ValidationError}.
@@ -1136,7 +1205,13 @@ export type OrchestratorOptions = {
  * What the orchestrator is doing. `offloaded`: the LLM stays out between images of a burst, or
  * (with `reloadAfterIdle`) until a chat or the idle time.
  */
-export type OrchestratorPhase = "idle" | "draining" | "offloading" | "generating" | "offloaded" | "reloading";
+export type OrchestratorPhase =
+  | "idle"
+  | "draining"
+  | "offloading"
+  | "generating"
+  | "offloaded"
+  | "reloading";
 
 /**
  * The requests waiting at a gateway now: how many, and the longest wait so far.
@@ -1264,7 +1339,14 @@ export type ModelType = "llm" | "diffusion";
  * Roles of the files of a multi-component diffusion model, each passed to its
  * stable-diffusion.cpp flag.
  */
-export type DiffusionComponentRole = "clip_l" | "clip_g" | "t5xxl" | "llm" | "llm_vision" | "vae" | "taesd";
+export type DiffusionComponentRole =
+  | "clip_l"
+  | "clip_g"
+  | "t5xxl"
+  | "llm"
+  | "llm_vision"
+  | "vae"
+  | "taesd";
 
 /**
  * Where a file comes from: a plain URL, or a file of a Hugging Face repository.

@@ -14,10 +14,11 @@ use serde_json::{Map, Value};
 /// `lib/error-codes.json` has them (a test keeps the two equal).
 macro_rules! error_codes {
     ($($variant:ident = ($code:literal, $class:literal, $status:literal),)+) => {
-        /// A stable error code, one for each distinct failure; each belongs to one JS error class.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        /// Every error code, one for each distinct failure (see {@link ERROR_CODES}): the same code
+        /// names the failure in a rejected promise and in our HTTP servers' error bodies.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
         pub enum ErrorCode {
-            $($variant,)+
+            $(#[serde(rename = $code)] $variant,)+
         }
 
         impl ErrorCode {

@@ -21,6 +21,7 @@ use crate::diffusion::engine::{EngineEvent, JobStatus};
 use crate::diffusion::progress::{Progress, Stage};
 use crate::diffusion::request::{ImageRequest, Sampler};
 use crate::diffusion::resolve::StartRequest as DiffusionStartRequest;
+use crate::error::ErrorCode;
 use crate::llama::gateway::{QueueEvent, QueueInfo};
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
 use crate::llama::{LlamaConfig, ServerInfo};
@@ -54,6 +55,7 @@ const HEADER: &str =
 pub fn shapes() -> String {
     let config = Config::default();
     let declarations = [
+        declaration::<ErrorCode>(&config),
         declaration::<DataDirSource>(&config),
         declaration::<ModelFolders>(&config),
         declaration::<DataPathsView>(&config),
@@ -147,13 +149,15 @@ fn declaration<T: TS>(config: &Config) -> String {
     format!("{docs}export {}\n", layout(&decl))
 }
 
-/// An object type one field a line, a union one member a line, anything else as it is.
+/// An object type one field a line, a union of objects (or a long one) one member a line,
+/// anything else as it is.
 fn layout(decl: &str) -> String {
     let Some((head, body)) = decl.split_once(" = ") else {
         return decl.to_string();
     };
     let members = split_top_level(body.trim_end_matches(';'), '|');
-    if members.len() > 1 && members.iter().any(|m| m.contains('{')) {
+    let long = decl.len() > 100 || members.iter().any(|m| m.contains('{'));
+    if members.len() > 1 && long {
         let lines: String = members
             .iter()
             .map(|m| format!("\n  | {}", one_line(m)))
