@@ -6,15 +6,24 @@ use napi_derive::napi;
 use serde_json::{Value, json};
 
 use super::binaries::progress_to_js;
-use super::config::data_paths;
-use super::error::{from_js, to_js, to_napi};
+use super::error::to_napi;
 use super::events::{EventCallback, crashed, lifecycle, log, sink, tagged};
 use crate::binaries::BinaryManager;
-use crate::diffusion::engine::ImageOutput;
+use crate::diffusion::engine::{ImageOutput, JobError};
 use crate::diffusion::request::{self, ImageRequest};
-use crate::diffusion::resolve::{self, StartRequest};
 use crate::diffusion::{DiffusionError, DiffusionEvent, DiffusionServer};
 use crate::events::Subscription;
+
+/// A promise of the images `outcome` makes.
+pub(super) fn images<'env>(
+    env: &'env Env,
+    outcome: impl Future<Output = Result<Arc<ImageOutput>, JobError>> + Send + 'static,
+) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
+    env.spawn_future(async move {
+        let output = outcome.await.map_err(to_napi)?;
+        Ok(ImageBatch::from(&*output))
+    })
+}
 
 /// An image config from JS, checked by the same parser as an HTTP body.
 pub(super) fn image_request(config: &Value) -> napi::Result<ImageRequest> {
@@ -86,20 +95,6 @@ impl JsDiffusionServer {
         }
     }
 
-    #[napi(
-        ts_args_type = "config: Shapes.DiffusionServerConfig",
-        ts_return_type = "Promise<Shapes.DiffusionServerInfo>"
-    )]
-    pub async fn start(&self, config: Value) -> napi::Result<Value> {
-        let req: StartRequest = from_js("config", config)?;
-        let data = data_paths().await?;
-        let config = resolve::resolve(req, &data, super::system::shared(), BinaryManager::shared())
-            .await
-            .map_err(to_napi)?;
-        let info = self.inner.start(config).await.map_err(to_napi)?;
-        to_js(&info)
-    }
-
     /// Queues the request before returning, so its id can be cancelled at once.
     #[napi(
         ts_args_type = "config: Shapes.ImageRequest, id?: string",
@@ -115,10 +110,7 @@ impl JsDiffusionServer {
             .inner
             .submit(image_request(&config)?, id)
             .map_err(to_napi)?;
-        env.spawn_future(async move {
-            let output = submitted.outcome().await.map_err(to_napi)?;
-            Ok(ImageBatch::from(&*output))
-        })
+        images(env, submitted.outcome())
     }
 
     #[napi]
@@ -129,6 +121,9 @@ impl JsDiffusionServer {
 
 super::server::managed_server_methods!(
     JsDiffusionServer,
+    request: crate::diffusion::resolve::StartRequest,
+    resolve: crate::diffusion::resolve::resolve,
+    start: "config: Shapes.DiffusionServerConfig" => "Promise<Shapes.DiffusionServerInfo>",
     info: "Shapes.DiffusionServerInfo",
     config: "Shapes.ResolvedDiffusionConfig | null"
 );

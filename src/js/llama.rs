@@ -4,12 +4,10 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::binaries::progress_to_js;
-use super::config::data_paths;
-use super::error::{from_js, to_js, to_napi};
+use super::error::{to_js, to_napi};
 use super::events::{EventCallback, lifecycle, log, sink};
 use crate::binaries::BinaryManager;
 use crate::events::Subscription;
-use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaEvent, LlamaServer};
 
 #[napi(js_name = "NativeLlamaServer")]
@@ -38,20 +36,6 @@ impl JsLlamaServer {
         }
     }
 
-    #[napi(
-        ts_args_type = "config: Shapes.LlamaServerConfig",
-        ts_return_type = "Promise<Shapes.ServerInfo>"
-    )]
-    pub async fn start(&self, config: Value) -> napi::Result<Value> {
-        let req: StartRequest = from_js("config", config)?;
-        let data = data_paths().await?;
-        let config = resolve::resolve(req, &data, super::system::shared(), BinaryManager::shared())
-            .await
-            .map_err(to_napi)?;
-        let info = self.inner.start(config).await.map_err(to_napi)?;
-        to_js(&info)
-    }
-
     #[napi(ts_return_type = "Promise<Shapes.ServerInfo>")]
     pub async fn restart(&self) -> napi::Result<Value> {
         let info = self.inner.restart().await.map_err(to_napi)?;
@@ -61,6 +45,9 @@ impl JsLlamaServer {
 
 super::server::managed_server_methods!(
     JsLlamaServer,
+    request: crate::llama::resolve::StartRequest,
+    resolve: crate::llama::resolve::resolve,
+    start: "config: Shapes.LlamaServerConfig" => "Promise<Shapes.ServerInfo>",
     info: "Shapes.ServerInfo",
     config: "Shapes.ResolvedLlamaConfig | null"
 );

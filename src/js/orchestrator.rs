@@ -6,7 +6,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::config::data_paths;
-use super::diffusion::{ImageBatch, JsDiffusionServer, image_request};
+use super::diffusion::{ImageBatch, JsDiffusionServer, image_request, images};
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, sink};
 use super::llama::JsLlamaServer;
@@ -76,10 +76,7 @@ impl JsResourceOrchestrator {
     ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
         let data = Settings::global().data_paths().map_err(to_napi)?;
         let pending = self.inner.queue_image(image_request(&config)?, id, &data);
-        env.spawn_future(async move {
-            let output = pending.outcome().await.map_err(to_napi)?;
-            Ok(ImageBatch::from(&*output))
-        })
+        images(env, pending.outcome())
     }
 
     /// `llamaServer.start(config)` in the orchestrator's turn, an idle resident sd-server

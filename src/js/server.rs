@@ -3,13 +3,42 @@
 //!
 //! [`ManagedServer`]: crate::launch::ManagedServer
 
-/// Adds `stop`, `getInfo`, `getConfig`, `getMemoryUsage`, `isHealthy`, `getLogs` and
-/// `clearLogs` to a class whose `inner` is an `Arc` of a [`crate::launch::ManagedServer`];
-/// `info` and `config` name the generated shapes of its info and resolved config.
+/// Adds `start`, `stop`, `getInfo`, `getConfig`, `getMemoryUsage`, `isHealthy`, `getLogs` and
+/// `clearLogs` to a class whose `inner` is an `Arc` of a [`crate::launch::ManagedServer`].
+/// `start` decodes the config as `$request`, resolves it with `$resolve` (model, binary, ports)
+/// and starts the server; the literals name the generated shapes for the binding's typings.
 macro_rules! managed_server_methods {
-    ($class:ty, info: $info:literal, config: $config:literal) => {
+    (
+        $class:ty,
+        request: $request:ty,
+        resolve: $resolve:path,
+        start: $start_args:literal => $started:literal,
+        info: $info:literal,
+        config: $config:literal $(,)?
+    ) => {
         #[napi_derive::napi]
         impl $class {
+            #[napi(ts_args_type = $start_args, ts_return_type = $started)]
+            pub async fn start(
+                &self,
+                config: serde_json::Value,
+            ) -> napi::Result<serde_json::Value> {
+                use super::error::OrEmpty;
+                let request: $request = super::error::from_js("config", config.or_empty())?;
+                let data = super::config::data_paths().await?;
+                let system = super::system::shared();
+                let binaries = crate::binaries::BinaryManager::shared();
+                let config = $resolve(request, &data, system, binaries)
+                    .await
+                    .map_err(super::error::to_napi)?;
+                let info = self
+                    .inner
+                    .start(config)
+                    .await
+                    .map_err(super::error::to_napi)?;
+                super::error::to_js(&info)
+            }
+
             /// Stops the server and waits until its processes are gone. Idempotent.
             #[napi]
             pub async fn stop(&self) -> napi::Result<()> {
