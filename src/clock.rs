@@ -29,3 +29,28 @@ pub fn unix_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[derive(serde::Serialize)]
+    struct Stamps {
+        #[serde(serialize_with = "super::serialize_rfc3339")]
+        at: std::time::SystemTime,
+        #[serde(serialize_with = "super::serialize_millis")]
+        took: Duration,
+    }
+
+    #[test]
+    fn times_and_durations_serialize_as_the_shapes_say() {
+        let stamps = Stamps {
+            at: super::UNIX_EPOCH + Duration::from_millis(1_500),
+            took: Duration::from_micros(2_500_900),
+        };
+        assert_eq!(
+            serde_json::to_value(stamps).unwrap(),
+            serde_json::json!({ "at": "1970-01-01T00:00:01.500Z", "took": 2500 })
+        );
+    }
+}

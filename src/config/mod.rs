@@ -319,4 +319,14 @@ mod tests {
             DataDirSource::Configured
         );
     }
+
+    #[test]
+    fn data_paths_show_their_models_folders_nested_and_their_source_by_rule() {
+        let paths = DataPaths::new(PathBuf::from("/data"), DataDirSource::Environment);
+        let shown = serde_json::to_value(DataPathsView::from(&paths)).unwrap();
+        assert_eq!(shown["source"], "env");
+        assert_eq!(shown["models"]["llm"], "/data/models/llm");
+        assert_eq!(shown["models"]["diffusion"], "/data/models/diffusion");
+        assert_eq!(shown["temp"], "/data/temp");
+    }
 }

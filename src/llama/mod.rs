@@ -20,7 +20,6 @@ use crate::events::EventSink;
 use crate::http::HttpServer;
 use crate::http::access::Access;
 use crate::launch::{ManagedServer, PortInUse, free_port};
-use crate::process::memory::TreeMemory;
 use crate::process::{
     ExitInfo, HealthStatus, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog,
     ServerState, Snapshot, Transition,
@@ -462,17 +461,7 @@ impl ManagedServer for LlamaServer {
         self.info_of(self.actor.snapshot())
     }
 
-    fn config(&self) -> Option<LlamaConfig> {
-        lock(&self.config).clone()
-    }
-
-    fn log(&self) -> &ServerLog {
-        self.actor.log()
-    }
-
-    async fn memory(&self) -> Option<TreeMemory> {
-        self.actor.memory().await
-    }
+    crate::launch::actor_server_parts!();
 
     async fn is_healthy(&self) -> bool {
         let info = self.info();

@@ -19,7 +19,6 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::launch::{ManagedServer, PortInUse, PortRequest, StartError, free_port};
 use crate::process::actor::reachable;
-use crate::process::memory::TreeMemory;
 use crate::process::{
     LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerLog, ServerState,
     Snapshot,
@@ -305,17 +304,7 @@ impl ManagedServer for RpcServer {
         RpcInfo::of(self.actor.snapshot(), lock(&self.config).as_ref())
     }
 
-    fn config(&self) -> Option<RpcConfig> {
-        lock(&self.config).clone()
-    }
-
-    fn log(&self) -> &ServerLog {
-        self.actor.log()
-    }
-
-    async fn memory(&self) -> Option<TreeMemory> {
-        self.actor.memory().await
-    }
+    crate::launch::actor_server_parts!();
 
     /// Running and accepting connections now.
     async fn is_healthy(&self) -> bool {
