@@ -10,6 +10,7 @@ export type ErrorCode =
   | "DOWNLOAD_REJECTED"
   | "UNAUTHORIZED"
   | "ORIGIN_NOT_ALLOWED"
+  | "INVALID_HOST"
   | "NOT_FOUND"
   | "METHOD_NOT_ALLOWED"
   | "BODY_TOO_LARGE"
@@ -651,6 +652,14 @@ export type LlamaServerConfig = {
    */
   allowedOrigins?: Array<string>
   /**
+   * Names besides loopback's (`localhost`, `127.0.0.1`, `[::1]`) by which clients may call the
+   * gateway, as `Host` carries them (`my-app.test`, any port). Other names get 403
+   * `INVALID_HOST`: that is what keeps a web page that points its own domain at 127.0.0.1 (DNS
+   * rebinding) away from the port. A server bound to a non-loopback `host` also answers IP
+   * addresses. Needs the gateway.
+   */
+  allowedHosts?: Array<string>
+  /**
    * Requests that may wait at the gateway while the server is not running yet (default 64; beyond: 503 QUEUE_FULL).
    */
   maxQueuedRequests?: number
@@ -731,6 +740,10 @@ export type ResolvedLlamaConfig = {
    * Browser origins the gateway answers (CORS); others are refused.
    */
   allowedOrigins: Array<string>
+  /**
+   * Names the gateway answers besides loopback's (`Host`); others are refused.
+   */
+  allowedHosts: Array<string>
   /**
    * Requests that may wait at the gateway while the server is not running yet.
    */
@@ -843,6 +856,14 @@ export type DiffusionServerConfig = {
    */
   allowedOrigins?: Array<string>
   /**
+   * Names besides loopback's (`localhost`, `127.0.0.1`, `[::1]`) by which clients may call the
+   * server, as `Host` carries them (`my-app.test`, any port). Other names get 403
+   * `INVALID_HOST`: that is what keeps a web page that points its own domain at 127.0.0.1 (DNS
+   * rebinding) away from the port. A server bound to a non-loopback `host` also answers IP
+   * addresses.
+   */
+  allowedHosts?: Array<string>
+  /**
    * Requests that may wait while one runs (1–64, default 2); beyond that, busy (HTTP 409).
    */
   maxQueue?: number
@@ -919,6 +940,7 @@ export type ResolvedDiffusionConfig = {
    */
   stallTimeout: number | null
   allowedOrigins: Array<string>
+  allowedHosts: Array<string>
   apiKey: boolean
   maxQueue: number
   maxBodyBytes: number

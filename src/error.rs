@@ -53,6 +53,7 @@ error_codes! {
     DownloadRejected = ("DOWNLOAD_REJECTED", "ValidationError", 422),
     Unauthorized = ("UNAUTHORIZED", "ValidationError", 401),
     OriginNotAllowed = ("ORIGIN_NOT_ALLOWED", "ValidationError", 403),
+    InvalidHost = ("INVALID_HOST", "ValidationError", 403),
     NotFound = ("NOT_FOUND", "ValidationError", 404),
     MethodNotAllowed = ("METHOD_NOT_ALLOWED", "ValidationError", 405),
     BodyTooLarge = ("BODY_TOO_LARGE", "ValidationError", 413),

@@ -166,6 +166,8 @@ pub struct DiffusionConfig {
     pub backend: BackendConfig,
     pub api_key: Option<String>,
     pub allowed_origins: Vec<String>,
+    /// Names the server answers besides loopback's (`Host`); others are refused.
+    pub allowed_hosts: Vec<String>,
     pub max_queue: usize,
     /// An image that gets no output from the backend for this long fails (`None`: never).
     pub stall_timeout: Option<std::time::Duration>,
@@ -203,6 +205,7 @@ pub struct ConfigView {
     /// Milliseconds; `null`: no stall watchdog.
     pub stall_timeout: Option<u64>,
     pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
     pub api_key: bool,
     pub max_queue: usize,
     pub max_body_bytes: usize,
@@ -225,6 +228,7 @@ impl From<&DiffusionConfig> for ConfigView {
             startup_timeout: millis(b.startup_timeout),
             stall_timeout: c.stall_timeout.map(millis),
             allowed_origins: c.allowed_origins.clone(),
+            allowed_hosts: c.allowed_hosts.clone(),
             api_key: c.api_key.is_some(),
             max_queue: c.max_queue,
             max_body_bytes: c.max_body_bytes,

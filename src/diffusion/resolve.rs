@@ -107,6 +107,14 @@ pub struct StartRequest {
     #[serde(default)]
     #[ts(as = "Option<Vec<String>>")]
     pub allowed_origins: Vec<String>,
+    /// Names besides loopback's (`localhost`, `127.0.0.1`, `[::1]`) by which clients may call the
+    /// server, as `Host` carries them (`my-app.test`, any port). Other names get 403
+    /// `INVALID_HOST`: that is what keeps a web page that points its own domain at 127.0.0.1 (DNS
+    /// rebinding) away from the port. A server bound to a non-loopback `host` also answers IP
+    /// addresses.
+    #[serde(default)]
+    #[ts(as = "Option<Vec<String>>")]
+    pub allowed_hosts: Vec<String>,
     /// Requests that may wait while one runs (1–64, default 2); beyond that, busy (HTTP 409).
     pub max_queue: Option<u32>,
     /// Resident: milliseconds without a request before `sd-server` is stopped to free its memory
@@ -219,6 +227,7 @@ pub async fn resolve(
         },
         api_key: req.api_key.filter(|k| !k.is_empty()),
         allowed_origins: req.allowed_origins,
+        allowed_hosts: req.allowed_hosts,
         max_queue: req.max_queue.unwrap_or(DEFAULT_MAX_QUEUE as u32) as usize,
         stall_timeout: (stall > 0).then(|| Duration::from_millis(stall)),
         max_body_bytes: req

@@ -17,7 +17,7 @@ use super::engine::{
 };
 use super::{DiffusionConfig, DiffusionError, request};
 use crate::error::{Coded, ErrorCode};
-use crate::http::access::Access;
+use crate::http::access::{Access, HostCheck};
 use crate::http::{self, Body, BodyError};
 
 const GENERATIONS: &str = "/v1/images/generations";
@@ -37,6 +37,7 @@ pub fn handler(
     let ctx = Arc::new(Context {
         engine,
         access: Access {
+            hosts: HostCheck::new(&config.host, &config.allowed_hosts),
             api_key: config.api_key.clone(),
             allowed_origins: config.allowed_origins.clone(),
             methods: "GET, POST, DELETE, OPTIONS",

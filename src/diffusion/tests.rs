@@ -52,6 +52,7 @@ pub(crate) fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConf
         },
         api_key: None,
         allowed_origins: vec![],
+        allowed_hosts: vec![],
         max_queue: 2,
         stall_timeout: Some(Duration::from_secs(120)),
         max_body_bytes: resolve::DEFAULT_MAX_BODY_BYTES,

@@ -1,20 +1,75 @@
-//! Who may call a port we serve: browser origins (CORS answers only configured ones; any other
-//! origin is refused) and the API key (`Authorization: Bearer <key>`, compared in constant time).
+//! Who may call a port we serve: the names it is called by (`Host`: a page that rebinds its own
+//! domain to 127.0.0.1 must not reach a loopback server), browser origins (CORS answers only
+//! configured ones; any other origin is refused) and the API key (`Authorization: Bearer <key>`,
+//! compared in constant time).
 
 use std::future::Future;
+use std::net::IpAddr;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ORIGIN};
+use hyper::header::{HOST, HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Body;
 use crate::error::ErrorCode;
 
 pub struct Access {
+    pub hosts: HostCheck,
     pub api_key: Option<String>,
     pub allowed_origins: Vec<String>,
     /// What a preflight allows (`Access-Control-Allow-Methods`).
     pub methods: &'static str,
+}
+
+/// The `Host` values a port answers. DNS rebinding points a name the attacker owns at 127.0.0.1,
+/// so the page's requests are same-origin and carry no `Origin`; only the name in `Host` gives
+/// them away. A server bound to loopback answers the names of loopback (`localhost`,
+/// `*.localhost`, `127.0.0.0/8`, `[::1]`, any port); one bound elsewhere also answers IP
+/// literals, which no DNS answer can rebind. Other names must be in `allowedHosts`. A request
+/// without `Host` (HTTP/1.0; no browser sends one) passes.
+#[derive(Debug, Clone, Default)]
+pub struct HostCheck {
+    loopback_bind: bool,
+    /// Lower case, without a port.
+    allowed: Vec<String>,
+}
+
+impl HostCheck {
+    /// The check for a server bound to `bind`, answering `allowed_hosts` besides.
+    pub fn new(bind: &str, allowed_hosts: &[String]) -> Self {
+        HostCheck {
+            loopback_bind: is_loopback(&host_name(bind)),
+            allowed: allowed_hosts.iter().map(|h| host_name(h)).collect(),
+        }
+    }
+
+    pub fn allows(&self, host: &str) -> bool {
+        let name = host_name(host);
+        is_loopback(&name)
+            || self.allowed.contains(&name)
+            || (!self.loopback_bind && name.parse::<IpAddr>().is_ok())
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` → the name or address alone, lower case, without a
+/// trailing dot.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        // A bare IPv6 address has colons but no port.
+        None if host.matches(':').count() > 1 => host,
+        None => host.split(':').next().unwrap_or(host),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_loopback(name: &str) -> bool {
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 impl Access {
@@ -31,6 +86,16 @@ impl Access {
         R: FnOnce(Request<Incoming>) -> F,
         F: Future<Output = Response<Body>>,
     {
+        if let Some(host) = self.refused_host(&req) {
+            let shown: String = host.chars().take(100).collect();
+            return super::error(
+                ErrorCode::InvalidHost,
+                &format!(
+                    "Host {shown:?} is not a name of this server: call it by localhost or its \
+                     address, or add the name to allowedHosts in the server config"
+                ),
+            );
+        }
         let origin = req.headers().get(ORIGIN).cloned();
         if let Some(origin) = &origin
             && !self.origin_allowed(origin)
@@ -72,6 +137,21 @@ impl Access {
         response
     }
 
+    /// The `Host` (or the authority of an absolute-form target) that this port does not answer.
+    fn refused_host(&self, req: &Request<Incoming>) -> Option<String> {
+        let header = req.headers().get(HOST).map(|h| {
+            h.to_str().map_or_else(
+                |_| String::from_utf8_lossy(h.as_bytes()).into_owned(),
+                str::to_string,
+            )
+        });
+        let authority = req.uri().authority().map(|a| a.to_string());
+        [header, authority]
+            .into_iter()
+            .flatten()
+            .find(|host| !self.hosts.allows(host))
+    }
+
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
         origin
             .to_str()
@@ -107,4 +187,63 @@ impl Access {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(bind: &str, extra: &[&str], host: &str) -> bool {
+        let extra: Vec<String> = extra.iter().map(|h| h.to_string()).collect();
+        HostCheck::new(bind, &extra).allows(host)
+    }
+
+    #[test]
+    fn a_loopback_server_answers_only_the_names_of_loopback() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.:8080",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8081",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:8080",
+        ] {
+            assert!(allowed("127.0.0.1", &[], host), "{host}");
+            assert!(allowed("::1", &[], host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8080",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io:8080",
+            "192.168.1.20:8080",
+            "[fe80::1]:8080",
+            "0.0.0.0:8080",
+            "",
+        ] {
+            assert!(!allowed("127.0.0.1", &[], host), "{host}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_add_names_and_a_server_bound_elsewhere_answers_addresses() {
+        assert!(allowed("127.0.0.1", &["my-app.test"], "My-App.test:8080"));
+        assert!(!allowed("127.0.0.1", &["my-app.test"], "other.test"));
+        assert!(allowed("0.0.0.0", &[], "192.168.1.20:8080"));
+        assert!(allowed("0.0.0.0", &[], "[fe80::1]:8080"));
+        assert!(allowed("0.0.0.0", &[], "localhost:8080"));
+        assert!(!allowed("0.0.0.0", &[], "attacker.example:8080"));
+        assert!(allowed("0.0.0.0", &["box.lan"], "box.lan:8080"));
+    }
+
+    #[test]
+    fn host_names_lose_their_port_brackets_and_case() {
+        assert_eq!(host_name("[::1]:8080"), "::1");
+        assert_eq!(host_name("::1"), "::1");
+        assert_eq!(host_name("Example.COM.:80"), "example.com");
+    }
 }

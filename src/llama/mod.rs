@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::http::HttpServer;
-use crate::http::access::Access;
+use crate::http::access::{Access, HostCheck};
 use crate::launch::{ManagedServer, PortInUse, free_port};
 use crate::process::{
     ExitInfo, HealthStatus, LaunchError, LaunchSpec, ServerActor, ServerEvent, ServerLog,
@@ -118,6 +118,8 @@ pub struct LlamaConfig {
     pub gateway: bool,
     /// Browser origins the gateway answers (CORS); others are refused.
     pub allowed_origins: Vec<String>,
+    /// Names the gateway answers besides loopback's (`Host`); others are refused.
+    pub allowed_hosts: Vec<String>,
     /// Requests that may wait at the gateway while the server is not running yet.
     pub max_queued_requests: u32,
     pub queue_timeout_ms: u64,
@@ -388,6 +390,7 @@ impl LlamaServer {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(wanted);
         let settings = GatewayConfig {
             access: Access {
+                hosts: HostCheck::new(&config.host, &config.allowed_hosts),
                 api_key: config.api_key.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 methods: "GET, POST, PUT, DELETE, OPTIONS",

@@ -119,6 +119,14 @@ pub struct StartRequest {
     #[serde(default)]
     #[ts(as = "Option<Vec<String>>", optional)]
     pub allowed_origins: Vec<String>,
+    /// Names besides loopback's (`localhost`, `127.0.0.1`, `[::1]`) by which clients may call the
+    /// gateway, as `Host` carries them (`my-app.test`, any port). Other names get 403
+    /// `INVALID_HOST`: that is what keeps a web page that points its own domain at 127.0.0.1 (DNS
+    /// rebinding) away from the port. A server bound to a non-loopback `host` also answers IP
+    /// addresses. Needs the gateway.
+    #[serde(default)]
+    #[ts(as = "Option<Vec<String>>", optional)]
+    pub allowed_hosts: Vec<String>,
     /// Requests that may wait at the gateway while the server is not running yet (default 64; beyond: 503 QUEUE_FULL).
     pub max_queued_requests: Option<u32>,
     /// Milliseconds a request may wait at the gateway (default 300000; then 503 QUEUE_TIMEOUT).
@@ -174,6 +182,11 @@ pub async fn resolve(
     if req.gateway == Some(false) && !req.allowed_origins.is_empty() {
         return Err(invalid(
             "allowedOrigins needs the gateway: llama-server itself answers every origin".into(),
+        ));
+    }
+    if req.gateway == Some(false) && !req.allowed_hosts.is_empty() {
+        return Err(invalid(
+            "allowedHosts needs the gateway: llama-server itself answers every Host".into(),
         ));
     }
     let info = installed_model(
@@ -318,6 +331,7 @@ pub async fn resolve(
         },
         gateway: req.gateway.unwrap_or(true),
         allowed_origins: req.allowed_origins,
+        allowed_hosts: req.allowed_hosts,
         max_queued_requests: req
             .max_queued_requests
             .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),

@@ -34,6 +34,7 @@ pub(crate) fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         recovery: RecoveryPolicy::default(),
         gateway: false,
         allowed_origins: vec![],
+        allowed_hosts: vec![],
         max_queued_requests: 64,
         queue_timeout_ms: 300_000,
         rpc_workers: vec![],

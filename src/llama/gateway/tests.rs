@@ -2,7 +2,7 @@
 //! and a state the test sets: the real llama-server is in `__test__/gateway.test.js`.
 
 use super::*;
-use crate::http::access::Access;
+use crate::http::access::{Access, HostCheck};
 use std::time::Instant;
 
 /// Answers every request with three SSE events, 50 ms apart, naming its method and path, and
@@ -47,6 +47,7 @@ async fn setup(max_queued: usize, queue_timeout: Duration) -> Setup {
     let port = listener.local_addr().unwrap().port();
     let config = GatewayConfig {
         access: Access {
+            hosts: HostCheck::new("127.0.0.1", &[]),
             api_key: None,
             allowed_origins: vec![],
             methods: "GET, POST",
@@ -251,4 +252,31 @@ async fn a_hold_drains_the_streams_in_flight_and_makes_new_requests_wait() {
     );
     s.traffic.hold(false);
     assert_eq!(waiting.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_loopback_is_refused_before_anything_else() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    set(&s.state, ServerState::Running);
+    // What a page that rebound its own domain to 127.0.0.1 sends: same-origin, no Origin.
+    let rebound = post(s.port, "/v1/chat/completions", "{}")
+        .header("host", format!("attacker.example:{}", s.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let body = json_of(rebound).await;
+    assert_eq!(body["code"], "INVALID_HOST", "{body}");
+    assert_eq!(s.traffic.queue().length, 0, "nothing was queued");
+    for host in [
+        format!("localhost:{}", s.port),
+        format!("127.0.0.1:{}", s.port),
+    ] {
+        let answer = post(s.port, "/v1/chat/completions", "{}")
+            .header("host", host.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{host}");
+    }
 }
