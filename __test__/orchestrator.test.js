@@ -116,6 +116,44 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
   }
 })
 
+test('while the LLM is offloaded, /props, the model list and health answer at once as before; a chat waits', {
+  skip,
+}, async () => {
+  const { llama, diffusion, info, stop } = await servers()
+  const DESCRIBING = ['/props', '/v1/models', '/health', '/v1/health']
+  const ask = (path) => fetch(`http://127.0.0.1:${info.port}${path}`, { signal: AbortSignal.timeout(5000) })
+  try {
+    // What a client such as genai-lite asks before a chat (with a 5 s timeout).
+    const before = await Promise.all(DESCRIBING.map(async (path) => (await ask(path)).text()))
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    let during
+    orchestrator.on('phase', ({ phase }) => {
+      if (phase !== 'generating' || during) return
+      during = (async () => {
+        assert.equal(llama.getInfo().status, 'stopped', 'the LLM is out')
+        const started = Date.now()
+        const answers = await Promise.all(DESCRIBING.map(ask))
+        const elapsed = Date.now() - started
+        return {
+          statuses: answers.map((a) => a.status),
+          bodies: await Promise.all(answers.map((a) => a.text())),
+          elapsed,
+          held: chat(info.port),
+        }
+      })()
+    })
+    await orchestrator.orchestrateImageGeneration(IMAGE)
+    const { statuses, bodies, elapsed, held } = await during
+    assert.deepEqual(statuses, [200, 200, 200, 200])
+    assert.deepEqual(bodies, before)
+    assert.ok(elapsed < 1000, `answered in ${elapsed} ms`)
+    const answer = await held
+    assert.equal(answer.status, 200, 'the chat waited for the reload')
+  } finally {
+    await stop()
+  }
+})
+
 test('enough room: nothing stops; a failed image still brings the LLM back', { skip }, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {

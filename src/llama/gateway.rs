@@ -7,8 +7,12 @@
 //! server is starting, restarting or being restarted, requests wait in a bounded queue and are
 //! served once it is running; a full queue, a wait past its timeout, or a server that stopped or
 //! crashed for good is a 503 with `Retry-After` and the JSON error shape.
+//!
+//! While the server is offloaded, what clients ask before every chat (`/props`, the model list,
+//! health) is answered from the last answers llama-server gave: a client with a short timeout
+//! on those calls (genai-lite: 5 s) then sends its chat, which waits for the reload.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -175,6 +179,32 @@ struct Shared {
     /// The actor's state: whether llama-server runs, and on which internal port.
     backend: watch::Receiver<Snapshot>,
     traffic: Arc<Traffic>,
+    /// The last successful answer to each of [`REMEMBERED`], for the time it is offloaded.
+    remembered: Mutex<HashMap<&'static str, Remembered>>,
+}
+
+/// What clients ask before every request, describing the model rather than using it: answered
+/// from memory while the server is offloaded.
+const REMEMBERED: [&str; 5] = ["/health", "/v1/health", "/props", "/models", "/v1/models"];
+
+/// Health answers never wait: they say how things are now.
+const HEALTH: [&str; 2] = ["/health", "/v1/health"];
+
+/// One answer llama-server gave (status 200), kept whole.
+#[derive(Clone)]
+struct Remembered {
+    headers: hyper::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Remembered {
+    fn response(&self) -> Response<Body> {
+        let mut response = Response::new(BodyExt::boxed_unsync(http_body_util::Full::new(
+            self.body.clone(),
+        )));
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
 }
 
 /// Serves the gateway on `listener` until its [`HttpServer`] is shut down.
@@ -188,11 +218,13 @@ pub fn serve(
         config,
         backend,
         traffic,
+        remembered: Mutex::default(),
     });
     http::serve(listener, move |req| {
         let shared = shared.clone();
         async move {
-            let open = |path: &str| path == "/health";
+            // What llama-server leaves open, so do we.
+            let open = |path: &str| HEALTH.contains(&path);
             let access = &shared.config.access;
             access.serve(req, open, |req| shared.forward(req)).await
         }
@@ -278,10 +310,17 @@ impl Shared {
                 );
             }
         };
+        let remembered = REMEMBERED
+            .into_iter()
+            .find(|p| method == hyper::Method::GET && *p == uri.path());
+        if let Some(answer) = remembered.and_then(|p| self.offloaded_answer(p)) {
+            return answer;
+        }
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut retried = false;
         let (answer, serving) = loop {
-            let (port, pid) = match self.running(uri.path() == "/health").await {
+            let health = HEALTH.contains(&uri.path());
+            let (port, pid) = match self.running(health).await {
                 Ok(running) => running,
                 Err(response) => return response,
             };
@@ -305,7 +344,27 @@ impl Shared {
             }
         };
         let status = answer.status();
-        let answer_headers = answer.headers().clone();
+        let answer_headers: hyper::HeaderMap = answer
+            .headers()
+            .iter()
+            .filter(|(name, _)| passes(name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        if let (Some(key), hyper::StatusCode::OK) = (remembered, status) {
+            let Ok(body) = answer.bytes().await else {
+                return http::error(
+                    ErrorCode::BackendUnavailable,
+                    "llama-server's answer broke off",
+                );
+            };
+            let kept = Remembered {
+                headers: answer_headers,
+                body,
+            };
+            lock(&self.remembered).insert(key, kept.clone());
+            drop(serving);
+            return kept.response();
+        }
         // A backend that dies mid-stream ends the body where it stopped.
         // Served until the last chunk is sent (or the client goes): an offload waits for that.
         let frames = answer
@@ -318,14 +377,17 @@ impl Shared {
             });
         let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
         *response.status_mut() = status;
-        let out = response.headers_mut();
-        for (name, value) in answer_headers
-            .iter()
-            .filter(|(name, _)| passes(name.as_str()))
-        {
-            out.append(name, value.clone());
-        }
+        *response.headers_mut() = answer_headers;
         response
+    }
+
+    /// The last answer to `path`, while the server is offloaded (held and not running).
+    fn offloaded_answer(&self, path: &str) -> Option<Response<Body>> {
+        let running = self.backend.borrow().status == ServerState::Running;
+        if !self.traffic.is_held() || running {
+            return None;
+        }
+        lock(&self.remembered).get(path).map(Remembered::response)
     }
 
     /// Whether the process `pid` is reported gone within a moment.

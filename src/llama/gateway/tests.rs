@@ -280,3 +280,54 @@ async fn a_host_that_is_not_loopback_is_refused_before_anything_else() {
         assert_eq!(answer.status(), 200, "{host}");
     }
 }
+
+fn get(port: u16, path: &str) -> reqwest::RequestBuilder {
+    http::local_client().get(format!("http://127.0.0.1:{port}{path}"))
+}
+
+#[tokio::test]
+async fn while_offloaded_what_describes_the_model_is_answered_from_memory_and_chats_wait() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    set(&s.state, ServerState::Running);
+    let mut seen = Vec::new();
+    for path in ["/props", "/v1/models", "/health", "/v1/health"] {
+        let answer = get(s.port, path).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        seen.push(answer.text().await.unwrap());
+    }
+    // An offload: requests are held, then the process stops.
+    s.traffic.hold(true);
+    set(&s.state, ServerState::Stopped);
+    for (path, before) in ["/props", "/v1/models", "/health", "/v1/health"]
+        .into_iter()
+        .zip(&seen)
+    {
+        let started = Instant::now();
+        let answer = get(s.port, path).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        assert_eq!(&answer.text().await.unwrap(), before, "{path}: the last answer");
+        assert!(started.elapsed() < Duration::from_secs(1), "{path} did not wait");
+    }
+    // Never asked before the offload: it waits with the chats.
+    let slots = tokio::spawn(get(s.port, "/slots").send());
+    let chat = tokio::spawn(post(s.port, "/v1/chat/completions", "{}").send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!chat.is_finished() && !slots.is_finished(), "they wait for the reload");
+    assert_eq!(s.traffic.queue().length, 2);
+    s.traffic.release();
+    set(&s.state, ServerState::Running);
+    assert_eq!(chat.await.unwrap().unwrap().status(), 200);
+    assert_eq!(slots.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_stopped_server_that_is_not_offloaded_answers_health_as_it_is() {
+    let s = setup(4, Duration::from_secs(10)).await;
+    set(&s.state, ServerState::Running);
+    assert_eq!(get(s.port, "/health").send().await.unwrap().status(), 200);
+    set(&s.state, ServerState::Stopped);
+    for path in ["/health", "/v1/health"] {
+        let answer = get(s.port, path).send().await.unwrap();
+        assert_eq!(answer.status(), 503, "{path}");
+    }
+}
