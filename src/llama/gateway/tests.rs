@@ -305,14 +305,24 @@ async fn while_offloaded_what_describes_the_model_is_answered_from_memory_and_ch
         let started = Instant::now();
         let answer = get(s.port, path).send().await.unwrap();
         assert_eq!(answer.status(), 200, "{path}");
-        assert_eq!(&answer.text().await.unwrap(), before, "{path}: the last answer");
-        assert!(started.elapsed() < Duration::from_secs(1), "{path} did not wait");
+        assert_eq!(
+            &answer.text().await.unwrap(),
+            before,
+            "{path}: the last answer"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} did not wait"
+        );
     }
     // Never asked before the offload: it waits with the chats.
     let slots = tokio::spawn(get(s.port, "/slots").send());
     let chat = tokio::spawn(post(s.port, "/v1/chat/completions", "{}").send());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!chat.is_finished() && !slots.is_finished(), "they wait for the reload");
+    assert!(
+        !chat.is_finished() && !slots.is_finished(),
+        "they wait for the reload"
+    );
     assert_eq!(s.traffic.queue().length, 2);
     s.traffic.release();
     set(&s.state, ServerState::Running);
