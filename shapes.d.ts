@@ -252,6 +252,19 @@ export type CanRunModelOptions = {
    */
   contextSize?: number
   /**
+   * Without `contextSize`: the smallest context to consider (default 2048).
+   */
+  minimumContextSize?: number
+  /**
+   * Without `contextSize`: the context to start from, halving while it does not fit
+   * (default 8192, or the model's own if smaller).
+   */
+  preferredContextSize?: number
+  /**
+   * Without `contextSize`: the largest context to consider.
+   */
+  maximumContextSize?: number
+  /**
    * Layers to offload to the GPU (default: as many as fit in free VRAM).
    */
   gpuLayers?: number
@@ -577,6 +590,16 @@ export type MemoryUsage = {
 export type KVCacheType = "f32" | "f16" | "bf16" | "q8_0" | "q5_1" | "q5_0" | "q4_1" | "q4_0" | "iq4_nl";
 
 /**
+ * How llama-server returns a model's reasoning (`--reasoning-format`).
+ */
+export type ReasoningFormat = "auto" | "deepseek" | "deepseek-legacy" | "none";
+
+/**
+ * llama.cpp's own fitting of unset arguments to free memory (`--fit`).
+ */
+export type FitMode = "on" | "off";
+
+/**
  * What {@link LlamaServerManager.start} runs. Unset values come from {@link SystemInfo.getOptimalConfig} for the model.
  */
 export type LlamaServerConfig = {
@@ -608,6 +631,74 @@ export type LlamaServerConfig = {
    */
   cacheTypeK?: KVCacheType
   cacheTypeV?: KVCacheType
+  /**
+   * genai-electron 0.26's `modelAlias`: the model's name in `/v1/models` and in answers
+   * (`--alias`).
+   */
+  modelAlias?: string
+  /**
+   * Jinja chat templates (`--jinja`; `false`: `--no-jinja`). Unset: llama-server's default.
+   */
+  jinja?: boolean
+  /**
+   * How a model's reasoning is returned (`--reasoning-format`).
+   */
+  reasoningFormat?: ReasoningFormat
+  /**
+   * Logical batch size (`--batch-size`).
+   */
+  batchSize?: number
+  /**
+   * `false`: `--no-cont-batching`.
+   */
+  continuousBatching?: boolean
+  /**
+   * `false`: read the model without mapping it. The pinned llama-server takes this, with
+   * `useMlock`, as `--load-mode` (`none`, `mmap`, `mlock` or `mmap+mlock`).
+   */
+  useMmap?: boolean
+  /**
+   * Keep the model in RAM, never swapped (`--load-mode mlock` or `mmap+mlock`).
+   */
+  useMlock?: boolean
+  /**
+   * Full-size sliding-window-attention cache (`--swa-full`).
+   */
+  swaFull?: boolean
+  /**
+   * MiB of prompt cache kept in RAM (`--cache-ram`; -1: no limit, 0: none).
+   */
+  cacheRam?: number
+  /**
+   * Keep every mixture-of-experts weight on the CPU (`--cpu-moe`).
+   */
+  cpuMoe?: boolean
+  /**
+   * Keep the expert weights of the first N layers on the CPU (`--n-cpu-moe`).
+   */
+  nCpuMoe?: number
+  /**
+   * Where tensors go, as `<name pattern>=<buffer type>,…` (`--override-tensor`).
+   */
+  overrideTensors?: string
+  /**
+   * llama.cpp's own fitting of unset arguments to free memory (`--fit`; default `off`: the
+   * library sizes the context and GPU layers itself).
+   */
+  fit?: FitMode
+  /**
+   * Without `contextSize`: the smallest context the chosen one may be (default 2048).
+   */
+  minimumContextSize?: number
+  /**
+   * Without `contextSize`: the context to start from, halving while it does not fit (default
+   * 8192, or the model's own if smaller).
+   */
+  preferredContextSize?: number
+  /**
+   * Without `contextSize`: the largest context it may be.
+   */
+  maximumContextSize?: number
   /**
    * Require `Authorization: Bearer <apiKey>` on every request.
    */
@@ -753,6 +844,23 @@ export type ResolvedLlamaConfig = {
    * `host:port` of each rpc-server that holds a share of the model's layers.
    */
   rpcWorkers: Array<string>
+  modelAlias: string | null
+  jinja: boolean | null
+  reasoningFormat: ReasoningFormat | null
+  batchSize: number | null
+  continuousBatching: boolean | null
+  useMmap: boolean | null
+  useMlock: boolean | null
+  swaFull: boolean | null
+  cacheRam: number | null
+  cpuMoe: boolean | null
+  nCpuMoe: number | null
+  overrideTensors: string | null
+  /**
+   * `off` unless asked: the context and GPU layers come from the library's estimate, and
+   * llama.cpp's dry-run allocation before the load would only cost time.
+   */
+  fit: FitMode
 };
 
 /**

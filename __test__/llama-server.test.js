@@ -73,6 +73,65 @@ test('start → chat (plain and streaming) → stop, with one event per transiti
   })
 })
 
+test('a config written for genai-electron 0.26 starts, each tuning key passed as its flag', { skip }, async () => {
+  await withTinyModel(real)
+  const server = new LlamaServerManager()
+  const info = await server.start({
+    modelId: 'tiny',
+    port: 'auto',
+    threads: 1,
+    minimumContextSize: 256,
+    preferredContextSize: 1024,
+    maximumContextSize: 512,
+    modelAlias: 'tiny-chat',
+    jinja: true,
+    reasoningFormat: 'none',
+    batchSize: 256,
+    continuousBatching: false,
+    useMmap: false,
+    useMlock: false,
+    swaFull: true,
+    cacheRam: 0,
+    cpuMoe: true,
+    nCpuMoe: 1,
+    overrideTensors: 'token_embd=CPU',
+    fit: 'off',
+  })
+  try {
+    const argv = fs.readFileSync(`/proc/${info.pid}/cmdline`, 'utf8').split('\0').join(' ')
+    for (const flags of [
+      '--ctx-size 512',
+      '--fit off',
+      '--jinja',
+      '--no-cont-batching',
+      '--swa-full',
+      '--cpu-moe',
+      '--alias tiny-chat',
+      '--reasoning-format none',
+      '--batch-size 256',
+      '--load-mode none',
+      '--cache-ram 0',
+      '--n-cpu-moe 1',
+      '--override-tensor token_embd=CPU',
+    ]) {
+      assert.ok(argv.includes(flags), `${flags} in ${argv}`)
+    }
+    const config = server.getConfig()
+    assert.equal(config.contextSize, 512, 'the largest context within the bounds')
+    assert.equal(config.modelAlias, 'tiny-chat')
+    assert.equal(config.fit, 'off')
+    const models = await (await fetch(`http://127.0.0.1:${info.port}/v1/models`)).json()
+    assert.equal(models.data[0].id, 'tiny-chat')
+    assert.equal((await chat(info.port)).status, 200)
+  } finally {
+    await server.stop()
+  }
+  await assert.rejects(
+    server.start({ modelId: 'tiny', port: 'auto', reasoningFormat: 'verbose' }),
+    (err) => err instanceof ValidationError && /config\.reasoningFormat/.test(err.message),
+  )
+})
+
 test('a model in use cannot be deleted', { skip }, async () => {
   await withTinyModel(real)
   const server = new LlamaServerManager()

@@ -24,6 +24,7 @@ use crate::diffusion::resolve::StartRequest as DiffusionStartRequest;
 use crate::error::ErrorCode;
 use crate::llama::gateway::{QueueEvent, QueueInfo};
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
+use crate::llama::tuning::{FitMode, ReasoningFormat};
 use crate::llama::{LlamaConfig, ServerInfo};
 use crate::models::gguf::{GgufMetadata, ReadOptions};
 use crate::models::{
@@ -90,6 +91,8 @@ pub fn shapes() -> String {
         declaration::<ServerEvent<Snapshot>>(&config),
         declaration::<TreeMemory>(&config),
         declaration::<KvCacheType>(&config),
+        declaration::<ReasoningFormat>(&config),
+        declaration::<FitMode>(&config),
         declaration::<LlamaStartRequest>(&config),
         declaration::<RecoveryPolicy>(&config),
         declaration::<LlamaConfig>(&config),

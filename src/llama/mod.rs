@@ -130,6 +130,9 @@ pub struct LlamaConfig {
     #[serde(skip)]
     #[ts(skip)]
     pub shares: Option<Shares>,
+    /// genai-electron 0.26's tuning settings (`modelAlias`, `batchSize`, `fit`, …).
+    #[serde(flatten)]
+    pub tuning: tuning::Tuning,
 }
 
 /// The argument vector (no shell ever sees it), to listen on `host:port`.
@@ -149,12 +152,11 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
         config.gpu_layers.to_string(),
         "--parallel".into(),
         config.parallel_requests.to_string(),
-        // The context and GPU layers are set above, from the library's estimate: llama.cpp's
-        // own fitting (a dry-run allocation before the load, on by default) would only cost
-        // time. `extraArgs` can turn it on again (the last `--fit` wins).
-        "--fit".into(),
-        "off".into(),
     ];
+    // `--fit off` unless asked: the context and GPU layers are set above from the library's
+    // estimate, and llama.cpp's own fitting (a dry-run allocation before the load) would only
+    // cost time. `extraArgs` come last, so a flag there wins.
+    args.extend(config.tuning.args());
     if let Some(fa) = &config.flash_attention {
         args.extend(["--flash-attn".into(), fa.clone()]);
     }
@@ -519,6 +521,7 @@ fn health_url(host: &str, port: u16) -> String {
 
 pub mod gateway;
 pub mod resolve;
+pub mod tuning;
 
 #[cfg(all(test, unix))]
 pub(crate) mod tests;

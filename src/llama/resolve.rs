@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::tuning::{FitMode, ReasoningFormat, Tuning};
 use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
@@ -90,6 +91,42 @@ pub struct StartRequest {
     /// KV-cache element types (`--cache-type-k/-v`); the memory estimate uses them too.
     pub cache_type_k: Option<KvCacheType>,
     pub cache_type_v: Option<KvCacheType>,
+    /// genai-electron 0.26's `modelAlias`: the model's name in `/v1/models` and in answers
+    /// (`--alias`).
+    pub model_alias: Option<String>,
+    /// Jinja chat templates (`--jinja`; `false`: `--no-jinja`). Unset: llama-server's default.
+    pub jinja: Option<bool>,
+    /// How a model's reasoning is returned (`--reasoning-format`).
+    pub reasoning_format: Option<ReasoningFormat>,
+    /// Logical batch size (`--batch-size`).
+    pub batch_size: Option<u32>,
+    /// `false`: `--no-cont-batching`.
+    pub continuous_batching: Option<bool>,
+    /// `false`: read the model without mapping it. The pinned llama-server takes this, with
+    /// `useMlock`, as `--load-mode` (`none`, `mmap`, `mlock` or `mmap+mlock`).
+    pub use_mmap: Option<bool>,
+    /// Keep the model in RAM, never swapped (`--load-mode mlock` or `mmap+mlock`).
+    pub use_mlock: Option<bool>,
+    /// Full-size sliding-window-attention cache (`--swa-full`).
+    pub swa_full: Option<bool>,
+    /// MiB of prompt cache kept in RAM (`--cache-ram`; -1: no limit, 0: none).
+    pub cache_ram: Option<i64>,
+    /// Keep every mixture-of-experts weight on the CPU (`--cpu-moe`).
+    pub cpu_moe: Option<bool>,
+    /// Keep the expert weights of the first N layers on the CPU (`--n-cpu-moe`).
+    pub n_cpu_moe: Option<u32>,
+    /// Where tensors go, as `<name pattern>=<buffer type>,…` (`--override-tensor`).
+    pub override_tensors: Option<String>,
+    /// llama.cpp's own fitting of unset arguments to free memory (`--fit`; default `off`: the
+    /// library sizes the context and GPU layers itself).
+    pub fit: Option<FitMode>,
+    /// Without `contextSize`: the smallest context the chosen one may be (default 2048).
+    pub minimum_context_size: Option<u32>,
+    /// Without `contextSize`: the context to start from, halving while it does not fit (default
+    /// 8192, or the model's own if smaller).
+    pub preferred_context_size: Option<u32>,
+    /// Without `contextSize`: the largest context it may be.
+    pub maximum_context_size: Option<u32>,
     /// Require `Authorization: Bearer <apiKey>` on every request.
     pub api_key: Option<String>,
     /// More llama-server arguments. The flags the library sets from this config are refused with a
@@ -202,6 +239,9 @@ pub async fn resolve(
     let split = !req.rpc_workers.is_empty();
     let hints = RunOptions {
         context_size: req.context_size,
+        minimum_context_size: req.minimum_context_size,
+        preferred_context_size: req.preferred_context_size,
+        maximum_context_size: req.maximum_context_size,
         gpu_layers: req.gpu_layers,
         // A smaller KV cache leaves room for more layers on the GPU.
         cache_type_k: req.cache_type_k,
@@ -338,6 +378,21 @@ pub async fn resolve(
         queue_timeout_ms: req.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS),
         rpc_workers: req.rpc_workers,
         shares,
+        tuning: Tuning {
+            model_alias: req.model_alias,
+            jinja: req.jinja,
+            reasoning_format: req.reasoning_format,
+            batch_size: req.batch_size,
+            continuous_batching: req.continuous_batching,
+            use_mmap: req.use_mmap,
+            use_mlock: req.use_mlock,
+            swa_full: req.swa_full,
+            cache_ram: req.cache_ram,
+            cpu_moe: req.cpu_moe,
+            n_cpu_moe: req.n_cpu_moe,
+            override_tensors: req.override_tensors,
+            fit: req.fit.unwrap_or(FitMode::Off),
+        },
     })
 }
 

@@ -35,6 +35,7 @@ pub(crate) fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         gateway: false,
         allowed_origins: vec![],
         allowed_hosts: vec![],
+        tuning: Default::default(),
         max_queued_requests: 64,
         queue_timeout_ms: 300_000,
         rpc_workers: vec![],

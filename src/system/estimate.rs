@@ -315,6 +315,16 @@ pub struct RunOptions {
     /// 8192 that fits).
     #[ts(optional)]
     pub context_size: Option<u32>,
+    /// Without `contextSize`: the smallest context to consider (default 2048).
+    #[ts(optional)]
+    pub minimum_context_size: Option<u32>,
+    /// Without `contextSize`: the context to start from, halving while it does not fit
+    /// (default 8192, or the model's own if smaller).
+    #[ts(optional)]
+    pub preferred_context_size: Option<u32>,
+    /// Without `contextSize`: the largest context to consider.
+    #[ts(optional)]
+    pub maximum_context_size: Option<u32>,
     /// Layers to offload to the GPU (default: as many as fit in free VRAM).
     #[ts(optional)]
     pub gpu_layers: Option<u32>,
@@ -521,17 +531,24 @@ pub fn optimal_config(
     }
 }
 
-/// The contexts to try, largest first: the one hinted, else the model's (up to 8192) halving
-/// down to 2048.
+/// The contexts to try, largest first: the one hinted, else the preferred one (the model's, up
+/// to 8192, within the maximum) halving down to the minimum (2048), which is tried last.
 pub(super) fn context_candidates(model: &ModelSpec, hints: &RunOptions) -> Vec<u32> {
-    let max_context = model.context_length().min(PREFERRED_CONTEXT);
-    match hints.context_size {
-        Some(ctx) => vec![ctx],
-        None => std::iter::successors(Some(max_context), |&c| {
-            (c / 2 >= MIN_CONTEXT).then_some(c / 2)
-        })
-        .collect(),
+    if let Some(ctx) = hints.context_size {
+        return vec![ctx];
     }
+    let top = model
+        .context_length()
+        .min(hints.preferred_context_size.unwrap_or(PREFERRED_CONTEXT))
+        .min(hints.maximum_context_size.unwrap_or(u32::MAX))
+        .max(1);
+    let floor = hints.minimum_context_size.unwrap_or(MIN_CONTEXT).min(top);
+    let mut candidates: Vec<u32> =
+        std::iter::successors(Some(top), |&c| (c / 2 >= floor).then_some(c / 2)).collect();
+    if candidates.last() != Some(&floor) {
+        candidates.push(floor);
+    }
+    candidates
 }
 
 /// Threads for llama.cpp: physical cores, leaving one (two on bigger machines) for the app,
@@ -616,6 +633,38 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn context_hints_bound_the_contexts_tried() {
+        let model = smollm2();
+        let tried = |hints: RunOptions| context_candidates(&model, &hints);
+        assert_eq!(tried(RunOptions::default()), [8192, 4096, 2048]);
+        let within = RunOptions {
+            minimum_context_size: Some(3000),
+            maximum_context_size: Some(6000),
+            ..RunOptions::default()
+        };
+        assert_eq!(tried(within), [6000, 3000]);
+        let preferred = RunOptions {
+            preferred_context_size: Some(4096),
+            minimum_context_size: Some(1024),
+            ..RunOptions::default()
+        };
+        assert_eq!(tried(preferred), [4096, 2048, 1024]);
+        // The model's own context caps them all; a minimum above it is the model's.
+        let above = RunOptions {
+            preferred_context_size: Some(32768),
+            minimum_context_size: Some(16384),
+            ..RunOptions::default()
+        };
+        assert_eq!(tried(above), [8192]);
+        let exact = RunOptions {
+            context_size: Some(777),
+            minimum_context_size: Some(4096),
+            ..RunOptions::default()
+        };
+        assert_eq!(tried(exact), [777]);
     }
 
     fn mem(total_gib: u64, available_gib: u64) -> MemoryInfo {
