@@ -1017,6 +1017,43 @@ export type DiffusionServerConfig = {
    * shows the flags chosen.
    */
   vramBudget?: number
+  /**
+   * genai-electron 0.26's name for the backend: `burst` keeps `sd-server` loaded between
+   * images (`backend: 'resident'`), `single` loads the model for each one
+   * (`backend: 'one-shot'`), `auto` chooses as `backend: 'auto'` does.
+   */
+  usageMode?: 'burst' | 'single' | 'auto'
+  /**
+   * genai-electron 0.26's name for `idleTimeout`.
+   */
+  idleTimeoutMs?: number
+  /**
+   * genai-electron 0.26's name for `stallTimeout`.
+   */
+  jobActivityTimeoutMs?: number
+  /**
+   * Run the text encoders on the CPU (`--clip-on-cpu`); `false` keeps them off it even when
+   * `vramBudget` would move them.
+   */
+  clipOnCpu?: boolean
+  /**
+   * Run the VAE on the CPU (`--vae-on-cpu`); `false` as for `clipOnCpu`.
+   */
+  vaeOnCpu?: boolean
+  /**
+   * Keep the weights in RAM until they are needed (`--offload-to-cpu`); `false` as for
+   * `clipOnCpu`.
+   */
+  offloadToCpu?: boolean
+  /**
+   * Flash attention in the diffusion model (`--diffusion-fa`).
+   */
+  diffusionFlashAttention?: boolean
+  /**
+   * genai-electron 0.26's images per sd-server request. Refused here: set `count` on each
+   * image request instead.
+   */
+  batchSize?: never
 };
 
 /**

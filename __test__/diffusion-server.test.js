@@ -141,6 +141,38 @@ test("the seed's gpuLayers and vramBudget reach the real backend as its own swit
   await assert.rejects(resident.start({ modelId: 'tiny-image', vramBudget: -1 }), ValidationError)
 })
 
+test("genai-electron 0.26's diffusion keys start the real backend with their switches", { skip }, async () => {
+  await withTinySet()
+  const server = new DiffusionServerManager()
+  await server.start({
+    modelId: 'tiny-image',
+    port: 'auto',
+    threads: 1,
+    usageMode: 'burst',
+    idleTimeoutMs: 60000,
+    jobActivityTimeoutMs: 30000,
+    clipOnCpu: true,
+    vaeOnCpu: true,
+    offloadToCpu: false,
+    diffusionFlashAttention: true,
+  })
+  try {
+    const config = server.getConfig()
+    assert.equal(config.backend, 'resident')
+    assert.deepEqual([config.idleTimeout, config.stallTimeout], [60000, 30000])
+    assert.deepEqual(config.placement, ['--clip-on-cpu', '--vae-on-cpu', '--diffusion-fa'])
+    assert.deepEqual(pngSize((await server.generateImage({ ...SMALL, seed: 3 })).image), [64, 64])
+    const argv = fs.readFileSync(`/proc/${server.getInfo().pid}/cmdline`, 'utf8').split('\0')
+    for (const flag of config.placement) assert.ok(argv.includes(flag), `${flag} in ${argv.join(' ')}`)
+  } finally {
+    await server.stop()
+  }
+  await assert.rejects(
+    server.start({ modelId: 'tiny-image', batchSize: 2 }),
+    (err) => err instanceof ValidationError && /count on each image request/.test(err.message),
+  )
+})
+
 test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-server', { skip }, async () => {
   const dataDir = await withTinySet()
   const server = new DiffusionServerManager()

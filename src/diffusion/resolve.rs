@@ -147,6 +147,63 @@ pub struct StartRequest {
     /// `--vae-on-cpu` move the text encoders and the VAE to the CPU. `getConfig().placement`
     /// shows the flags chosen.
     pub vram_budget: Option<f64>,
+    /// genai-electron 0.26's name for the backend: `burst` keeps `sd-server` loaded between
+    /// images (`backend: 'resident'`), `single` loads the model for each one
+    /// (`backend: 'one-shot'`), `auto` chooses as `backend: 'auto'` does.
+    #[ts(optional, type = "'burst' | 'single' | 'auto'")]
+    pub usage_mode: Option<String>,
+    /// genai-electron 0.26's name for `idleTimeout`.
+    pub idle_timeout_ms: Option<u64>,
+    /// genai-electron 0.26's name for `stallTimeout`.
+    pub job_activity_timeout_ms: Option<u64>,
+    /// Run the text encoders on the CPU (`--clip-on-cpu`); `false` keeps them off it even when
+    /// `vramBudget` would move them.
+    pub clip_on_cpu: Option<bool>,
+    /// Run the VAE on the CPU (`--vae-on-cpu`); `false` as for `clipOnCpu`.
+    pub vae_on_cpu: Option<bool>,
+    /// Keep the weights in RAM until they are needed (`--offload-to-cpu`); `false` as for
+    /// `clipOnCpu`.
+    pub offload_to_cpu: Option<bool>,
+    /// Flash attention in the diffusion model (`--diffusion-fa`).
+    pub diffusion_flash_attention: Option<bool>,
+    /// genai-electron 0.26's images per sd-server request. Refused here: set `count` on each
+    /// image request instead.
+    #[ts(optional, type = "never")]
+    pub batch_size: Option<u32>,
+}
+
+/// One setting given under two names (ours and genai-electron 0.26's): they must agree.
+fn either<T: PartialEq + std::fmt::Debug>(
+    ours: Option<T>,
+    theirs: Option<T>,
+    names: (&str, &str),
+) -> Result<Option<T>, String> {
+    match (ours, theirs) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "{} ({a:?}) and {} ({b:?}) name the same setting: give one",
+            names.0, names.1
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// `vramBudget`'s placement flags with the explicit choices applied: `true` adds a flag, `false`
+/// takes it away.
+fn with_explicit_flags(mut args: Vec<String>, req: &StartRequest) -> Vec<String> {
+    let choices = [
+        ("--clip-on-cpu", req.clip_on_cpu),
+        ("--vae-on-cpu", req.vae_on_cpu),
+        ("--offload-to-cpu", req.offload_to_cpu),
+        ("--diffusion-fa", req.diffusion_flash_attention),
+    ];
+    for (flag, choice) in choices {
+        match choice {
+            Some(true) if !args.iter().any(|a| a == flag) => args.push(flag.into()),
+            Some(false) => args.retain(|a| a != flag),
+            _ => {}
+        }
+    }
+    args
 }
 
 pub async fn resolve(
@@ -157,7 +214,25 @@ pub async fn resolve(
 ) -> Result<DiffusionConfig, StartError<DiffusionError>> {
     let invalid = |m: String| StartError::Server(DiffusionError::Invalid(m));
     let port = PortRequest::choose(req.port.as_ref(), DEFAULT_PORT).map_err(invalid)?;
-    let asked = match req.backend.as_deref() {
+    if req.batch_size.is_some() {
+        return Err(invalid(
+            "batchSize (genai-electron 0.26's images per request) is not a server setting here: set count on each image request".into(),
+        ));
+    }
+    let usage_mode = match req.usage_mode.as_deref() {
+        None => None,
+        Some("burst") => Some("resident"),
+        Some("single") => Some("one-shot"),
+        Some("auto") => Some("auto"),
+        Some(other) => {
+            return Err(invalid(format!(
+                "usageMode must be 'burst', 'single' or 'auto', got {other:?}"
+            )));
+        }
+    };
+    let backend =
+        either(req.backend.as_deref(), usage_mode, ("backend", "usageMode")).map_err(invalid)?;
+    let asked = match backend {
         None | Some("auto") => None,
         Some("one-shot") => Some(BackendKind::OneShot),
         Some("resident") => Some(BackendKind::Resident),
@@ -167,6 +242,18 @@ pub async fn resolve(
             )));
         }
     };
+    let idle_timeout = either(
+        req.idle_timeout,
+        req.idle_timeout_ms,
+        ("idleTimeout", "idleTimeoutMs"),
+    )
+    .map_err(invalid)?;
+    let stall_timeout = either(
+        req.stall_timeout,
+        req.job_activity_timeout_ms,
+        ("stallTimeout", "jobActivityTimeoutMs"),
+    )
+    .map_err(invalid)?;
     refuse_reserved_flags(&req.extra_args, RESERVED_FLAGS).map_err(invalid)?;
     if req.max_queue == Some(0) || req.max_queue.is_some_and(|q| q > 64) {
         return Err(invalid("maxQueue must be 1-64".into()));
@@ -203,8 +290,9 @@ pub async fn resolve(
     };
     let binary = binaries.ensure(binary_kind, &opts, data, &caps.gpu).await?;
 
-    let idle = req.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
-    let stall = req.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT_MS);
+    let placement_args = with_explicit_flags(placement.args, &req);
+    let idle = idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
+    let stall = stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT_MS);
     Ok(DiffusionConfig {
         model_id: info.id.clone(),
         host: req.host.unwrap_or_else(|| "127.0.0.1".into()),
@@ -216,7 +304,7 @@ pub async fn resolve(
             threads: req
                 .threads
                 .unwrap_or_else(|| suggested_threads(caps.cpu.physical_cores)),
-            placement: placement.args,
+            placement: placement_args,
             extra_args: req.extra_args,
             env: placement.env,
             temp_dir: data.temp.clone(),

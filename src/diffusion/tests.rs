@@ -986,6 +986,58 @@ mod resolving {
     }
 
     #[tokio::test]
+    async fn a_config_written_for_genai_electron_0_26_resolves_to_the_same_settings() {
+        let (_tmp, data, binary) = setup().await;
+        let c = resolve(
+            request(
+                json!({ "usageMode": "single", "idleTimeoutMs": 1000, "jobActivityTimeoutMs": 2000,
+                        "clipOnCpu": true, "vaeOnCpu": true, "offloadToCpu": false,
+                        "diffusionFlashAttention": true, "vramBudget": 1 }),
+                &binary,
+            ),
+            &data,
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.backend.kind, BackendKind::OneShot);
+        assert_eq!(c.backend.idle_timeout, Some(Duration::from_secs(1)));
+        assert_eq!(c.stall_timeout, Some(Duration::from_secs(2)));
+        // vramBudget's placement, with the explicit choices: --offload-to-cpu taken away.
+        assert_eq!(
+            c.backend.placement,
+            [
+                "--max-vram",
+                "0.001",
+                "--clip-on-cpu",
+                "--vae-on-cpu",
+                "--diffusion-fa"
+            ]
+        );
+        let burst = resolve(request(json!({ "usageMode": "burst" }), &binary), &data)
+            .await
+            .unwrap();
+        assert_eq!(burst.backend.kind, BackendKind::Resident);
+        for (extra, needle) in [
+            (
+                json!({ "usageMode": "single", "backend": "resident" }),
+                "name the same setting",
+            ),
+            (
+                json!({ "idleTimeout": 1, "idleTimeoutMs": 2 }),
+                "name the same setting",
+            ),
+            (json!({ "usageMode": "often" }), "usageMode must be"),
+            (json!({ "batchSize": 2 }), "set count on each image request"),
+        ] {
+            let err = resolve(request(extra.clone(), &binary), &data)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{extra}");
+            assert!(err.to_string().contains(needle), "{extra}: {err}");
+        }
+    }
+
+    #[tokio::test]
     async fn bad_requests_are_typed() {
         let (_tmp, data, binary) = setup().await;
         for (extra, needle) in [
