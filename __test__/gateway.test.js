@@ -79,6 +79,8 @@ test('the gateway checks the API key and answers only configured origins', { ski
   try {
     assert.equal((await chat(info.port)).status, 401)
     assert.equal((await fetch(`http://127.0.0.1:${info.port}/health`)).status, 200, '/health needs no key')
+    assert.equal((await fetch(`http://127.0.0.1:${info.port}/v1/health`)).status, 200, 'nor does /v1/health')
+    assert.equal((await fetch(`http://127.0.0.1:${info.port}/props`)).status, 401, 'but /props does')
     const allowed = await chat(info.port, { authorization: 'Bearer k3y', origin: 'http://app.local' })
     assert.equal(allowed.status, 200)
     assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://app.local')
