@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::binaries::progress_to_js;
 use super::error::to_napi;
-use super::events::{EventCallback, crashed, lifecycle, log, sink, tagged};
+use super::events::{EventCallback, crashed, log, serialized, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::diffusion::engine::{ImageOutput, JobError};
 use crate::diffusion::request::{self, ImageRequest};
@@ -27,7 +27,16 @@ pub(super) fn images<'env>(
 
 /// An image config from JS, checked by the same parser as an HTTP body.
 pub(super) fn image_request(config: &Value) -> napi::Result<ImageRequest> {
-    request::parse(config, false).map_err(|e| to_napi(DiffusionError::Invalid(e.0)))
+    request::parse(config, false).map_err(invalid_image)
+}
+
+/// The size of an image config from JS, checked as [`image_request`] checks it.
+pub(super) fn image_size(config: &Value) -> napi::Result<(u32, u32)> {
+    request::size(config).map_err(invalid_image)
+}
+
+fn invalid_image(invalid: request::Invalid) -> napi::Error {
+    to_napi(DiffusionError::Invalid(invalid.0))
 }
 
 #[napi(js_name = "NativeDiffusionServer")]
@@ -67,16 +76,14 @@ impl From<&ImageOutput> for ImageBatch {
 
 fn event_to_js(event: DiffusionEvent) -> Value {
     match event {
-        DiffusionEvent::Server(event) => lifecycle(event),
+        DiffusionEvent::Server(event) => serialized(event),
         DiffusionEvent::BackendState(transition) => tagged("backend-state", transition),
         DiffusionEvent::Crashed { exit, tail } => {
             let mut event = crashed(&exit, tail);
             event["backend"] = json!("sd-server");
             event
         }
-        DiffusionEvent::Engine(event) => {
-            serde_json::to_value(event).expect("image job events serialize")
-        }
+        DiffusionEvent::Engine(event) => serialized(event),
         DiffusionEvent::Log(line) => log(line),
     }
 }

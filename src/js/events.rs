@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use crate::events::EventSink;
-use crate::process::{ExitInfo, ServerEvent};
+use crate::process::ExitInfo;
 
 /// `(event: { type: string, ... }) => void`
 #[napi]
@@ -46,8 +46,8 @@ pub fn log(line: String) -> Value {
     json!({ "type": "log", "line": line })
 }
 
-/// A managed server's lifecycle event, the same for every server (its shape is
-/// [`ServerEvent`]'s, generated into the typings).
-pub fn lifecycle<I: serde::Serialize>(event: ServerEvent<I>) -> Value {
-    serde_json::to_value(event).expect("server events serialize")
+/// An event whose shape is its Rust type's (serde's `type` tag; generated into the typings):
+/// a server's lifecycle, a queue change, an image job, an orchestrator step, …
+pub fn serialized<E: serde::Serialize>(event: E) -> Value {
+    serde_json::to_value(event).expect("events serialize")
 }

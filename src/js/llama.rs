@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::binaries::progress_to_js;
 use super::error::{to_js, to_napi};
-use super::events::{EventCallback, lifecycle, log, sink};
+use super::events::{EventCallback, log, serialized, sink};
 use crate::binaries::BinaryManager;
 use crate::events::Subscription;
 use crate::llama::{LlamaEvent, LlamaServer};
@@ -19,8 +19,8 @@ pub struct JsLlamaServer {
 
 fn event_to_js(event: LlamaEvent) -> Value {
     match event {
-        LlamaEvent::Server(event) => lifecycle(event),
-        LlamaEvent::Queue(event) => serde_json::to_value(event).expect("queue events serialize"),
+        LlamaEvent::Server(event) => serialized(event),
+        LlamaEvent::Queue(event) => serialized(event),
         LlamaEvent::Log(line) => log(line),
     }
 }

@@ -7,16 +7,12 @@ use serde_json::Value;
 
 use super::config::data_paths;
 use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
-use super::events::{EventCallback, sink};
+use super::events::{EventCallback, serialized, sink};
 use crate::models::{DownloadConfig, ModelEvent, ModelManager, ModelType, gguf};
 
 #[napi(js_name = "NativeModelManager")]
 pub struct JsModelManager {
     inner: Arc<ModelManager>,
-}
-
-fn event_to_js(event: ModelEvent) -> Value {
-    serde_json::to_value(event).expect("model events serialize")
 }
 
 fn parse_type(model_type: Option<String>) -> napi::Result<Option<ModelType>> {
@@ -38,7 +34,7 @@ fn parse_type(model_type: Option<String>) -> napi::Result<Option<ModelType>> {
 impl JsModelManager {
     #[napi(constructor)]
     pub fn new(on_event: EventCallback) -> Self {
-        let events = sink(Arc::new(on_event), event_to_js);
+        let events = sink(Arc::new(on_event), serialized::<ModelEvent>);
         JsModelManager {
             inner: Arc::new(ModelManager::new(Some(events))),
         }

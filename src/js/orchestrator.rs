@@ -6,24 +6,18 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::config::data_paths;
-use super::diffusion::{ImageBatch, JsDiffusionServer, image_request, images};
+use super::diffusion::{ImageBatch, JsDiffusionServer, image_request, image_size, images};
 use super::error::{from_js, to_js, to_napi};
-use super::events::{EventCallback, sink};
+use super::events::{EventCallback, serialized, sink};
 use super::llama::JsLlamaServer;
 use crate::binaries::BinaryManager;
 use crate::config::Settings;
-use crate::diffusion::DiffusionError;
-use crate::diffusion::request;
 use crate::llama::resolve::StartRequest;
 use crate::orchestrator::{Options, OptionsRequest, Orchestrator, OrchestratorEvent, Servers};
 
 #[napi(js_name = "NativeResourceOrchestrator")]
 pub struct JsResourceOrchestrator {
     inner: Arc<Orchestrator>,
-}
-
-fn event_to_js(event: OrchestratorEvent) -> Value {
-    serde_json::to_value(event).expect("orchestrator events serialize")
 }
 
 #[napi]
@@ -40,7 +34,7 @@ impl JsResourceOrchestrator {
     ) -> napi::Result<Self> {
         let request: OptionsRequest = from_js("options", options)?;
         let options = Options::resolve(request).map_err(to_napi)?;
-        let events = sink(Arc::new(on_event), event_to_js);
+        let events = sink(Arc::new(on_event), serialized::<OrchestratorEvent>);
         let servers = Servers {
             llama: llama.inner.clone(),
             diffusion: diffusion.inner.clone(),
@@ -58,7 +52,7 @@ impl JsResourceOrchestrator {
     )]
     pub async fn estimate(&self, config: Value) -> napi::Result<Value> {
         let data = data_paths().await?;
-        let size = request::size(&config).map_err(|e| to_napi(DiffusionError::Invalid(e.0)))?;
+        let size = image_size(&config)?;
         to_js(&self.inner.estimate(size, &data).await)
     }
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use napi_derive::napi;
 use serde_json::Value;
 
-use super::events::{EventCallback, lifecycle, log, sink};
+use super::events::{EventCallback, log, serialized, sink};
 use crate::rpc::{RpcEvent, RpcServer};
 
 #[napi(js_name = "NativeRpcServer")]
@@ -13,7 +13,7 @@ pub struct JsRpcServer {
 
 fn event_to_js(event: RpcEvent) -> Value {
     match event {
-        RpcEvent::Server(event) => lifecycle(event),
+        RpcEvent::Server(event) => serialized(event),
         RpcEvent::Log(line) => log(line),
     }
 }

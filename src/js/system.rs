@@ -5,7 +5,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::error::{OrEmpty, from_js, to_js, to_napi};
-use super::events::{EventCallback, sink};
+use super::events::{EventCallback, serialized, sink};
 use crate::system::{ModelSpec, RunOptions, SystemEvent, SystemInfo};
 
 /// The detection other managers consult (GPU hints for binaries); JS's `SystemInfo` instances
@@ -92,9 +92,7 @@ impl JsSystemInfo {
     /// Must be called from JS (the napi runtime is entered for the spawn).
     #[napi]
     pub fn start_monitoring(&self, interval_ms: u32) -> napi::Result<()> {
-        let events = sink(self.events.clone(), |event: SystemEvent| {
-            serde_json::to_value(event).expect("system events serialize")
-        });
+        let events = sink(self.events.clone(), serialized::<SystemEvent>);
         let inner = self.inner.clone();
         napi::bindgen_prelude::within_runtime_if_available(move || {
             inner.start_monitoring(Duration::from_millis(interval_ms.into()), events)
