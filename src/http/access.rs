@@ -64,10 +64,17 @@ fn host_name(host: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A name of loopback as `Host` carries it: a loopback address, or `localhost` and its
+/// subdomains (which browsers resolve to loopback themselves, so no DNS answer can rebind them).
 fn is_loopback(name: &str) -> bool {
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
+    is_loopback_address(name) || name.ends_with(".localhost")
+}
+
+/// `localhost` or a loopback IP address (an IPv4-mapped one included): an address to bind that
+/// only this machine can reach.
+pub fn is_loopback_address(host: &str) -> bool {
+    host == "localhost"
+        || host
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }

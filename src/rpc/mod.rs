@@ -17,6 +17,7 @@ use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
 use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
+use crate::http::access::is_loopback_address;
 use crate::launch::{ManagedServer, PortInUse, PortRequest, StartError, free_port};
 use crate::process::actor::reachable;
 use crate::process::{
@@ -122,13 +123,6 @@ pub struct RpcConfig {
     pub startup_timeout_ms: u64,
 }
 
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 pub async fn resolve(
     req: StartRequest,
     data: &DataPaths,
@@ -145,7 +139,7 @@ pub async fn resolve(
         ));
     }
     let host = req.host.unwrap_or_else(|| "127.0.0.1".into());
-    if !is_loopback(&host) && !req.allow_network {
+    if !is_loopback_address(&host) && !req.allow_network {
         return Err(invalid(format!(
             "host {host:?} would let any machine that reaches it run code in this one's memory \
              (rpc-server has no authentication): pass allowNetwork: true to bind it anyway"
@@ -535,8 +529,12 @@ mod tests {
 
     #[test]
     fn only_loopback_binds_without_allow_network() {
-        assert!(is_loopback("127.0.0.1") && is_loopback("::1") && is_loopback("localhost"));
-        assert!(!is_loopback("0.0.0.0") && !is_loopback("192.168.1.2"));
+        assert!(
+            is_loopback_address("127.0.0.1")
+                && is_loopback_address("::1")
+                && is_loopback_address("localhost")
+        );
+        assert!(!is_loopback_address("0.0.0.0") && !is_loopback_address("192.168.1.2"));
         assert_eq!(endpoint("::1", 5), "[::1]:5");
     }
 }
