@@ -16,6 +16,7 @@ import type {
   ExitInfo,
   GGUFMetadata,
   GPUInfo,
+  ImageGenerationStage,
   ImageJobEvent,
   ImageRequest,
   LlamaServerConfig,
@@ -252,8 +253,18 @@ export type ImageGenerationProgress = Omit<EventOf<ImageJobEvent, 'progress'>, '
 
 /** One image request with its in-process callbacks. Unknown keys are a {@link ValidationError}. */
 export interface ImageGenerationConfig extends ImageRequest {
-  /** Called as progress is read from the backend's output. */
-  onProgress?: (currentStep: number, totalSteps: number, progress: ImageGenerationProgress) => void
+  /**
+   * Called as progress is read from the backend's output: genai-electron 0.26's four arguments
+   * (`percentage` is the whole request's, 0–100), then the whole progress (which image of a
+   * batch, too).
+   */
+  onProgress?: (
+    currentStep: number,
+    totalSteps: number,
+    stage: ImageGenerationStage,
+    percentage: number,
+    progress: ImageGenerationProgress,
+  ) => void
   /** Aborting it cancels the generation, which then rejects with {@link CancelledError}. */
   signal?: AbortSignal
 }
@@ -609,8 +620,14 @@ export interface ErrorDetails {
   [key: string]: unknown
 }
 
-/** The table of every code: its class, the status our HTTP servers answer with, and what it means. */
-export declare const ERROR_CODES: Readonly<Record<ErrorCode, { class: string; status: number; meaning: string }>>
+/**
+ * The table of every code: its class, the status our HTTP servers answer with, what it means, and
+ * `http`, the code our HTTP error bodies give
+ * where genai-electron 0.26's HTTP API names the failure otherwise (`IO_ERROR`).
+ */
+export declare const ERROR_CODES: Readonly<
+  Record<ErrorCode, { class: string; status: number; meaning: string; http?: string }>
+>
 
 /** Base class of every error the library throws; branch on `code` (or on the class for the kind of failure). */
 export declare class GenaiElectronError extends Error {

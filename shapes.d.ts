@@ -1106,24 +1106,29 @@ export type ImageProgress = {
   /**
    * Which image of the request (1-based) is being made.
    */
-  image: number
-  count: number
+  currentImage: number
+  /**
+   * The images the request makes (`count`).
+   */
+  totalImages: number
   /**
    * The whole request, 0–100: loading counts 10%, each image's sampling and decoding the rest.
    */
-  percent: number
+  percentage: number
 };
 
 /**
- * Where a job is: queued when accepted, running when the backend takes it, then how it ended.
+ * Where a job is: `pending` when accepted (waiting for its turn, and for memory when the
+ * orchestrator must make room), `in_progress` when the backend takes it, then how it ended.
+ * genai-electron 0.26's words, which its clients (genai-lite) poll for.
  */
-export type JobStatus = "queued" | "running" | "completed" | "failed" | "cancelled";
+export type JobStatus = "pending" | "in_progress" | "complete" | "error" | "cancelled";
 
 /**
  * What the image jobs report.
  */
 export type ImageJobEvent =
-  | { "type": "progress", id: string, stage: ImageGenerationStage, currentStep: number, totalSteps: number, image: number, count: number, percent: number }
+  | { "type": "progress", id: string, stage: ImageGenerationStage, currentStep: number, totalSteps: number, currentImage: number, totalImages: number, percentage: number }
   | { "type": "job", id: string, status: JobStatus };
 
 /**

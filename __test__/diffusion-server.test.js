@@ -63,7 +63,7 @@ test('one-shot: generateImage with progress, HTTP and the openai client all get 
         server.generateImage({
           ...SMALL,
           seed: 42,
-          onProgress: (step, total, p) => steps.push([p.stage, step, total]),
+          onProgress: (step, total, stage, percentage, p) => steps.push([stage, step, total, percentage, p.stage]),
         }),
       { t, what: 'a one-shot generateImage' },
     )
@@ -72,12 +72,24 @@ test('one-shot: generateImage with progress, HTTP and the openai client all get 
     assert.equal(result.format, 'png')
     assert.ok(result.timeTaken >= result.backendTime && result.backendTime > 0)
     assert.deepEqual(
-      steps.filter(([stage]) => stage === 'diffusion'),
+      steps.filter(([stage]) => stage === 'diffusion').map((s) => s.slice(0, 3)),
       [
         ['diffusion', 1, 3],
         ['diffusion', 2, 3],
         ['diffusion', 3, 3],
       ],
+    )
+    // 0.26's arguments: the stage and the whole request's percentage, which never goes back.
+    assert.ok(
+      steps.every(
+        ([stage, , , percentage, progressStage]) => stage === progressStage && percentage >= 0 && percentage <= 100,
+      ),
+      JSON.stringify(steps),
+    )
+    const percentages = steps.map((s) => s[3])
+    assert.deepEqual(
+      percentages,
+      [...percentages].sort((a, b) => a - b),
     )
 
     const response = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
@@ -305,8 +317,9 @@ test('a prompt past the parser limit is a 400 before any backend runs; one at th
       const res = await post({ ...body, width: 64, height: 64, steps: 1, cfgScale: 1 })
       assert.equal(res.status, 400)
       const error = await res.json()
-      assert.equal(error.code, 'INVALID_ARGUMENT')
-      assert.match(error.error, new RegExp(`at most ${limit} are allowed`))
+      assert.equal(error.error.code, 'INVALID_REQUEST')
+      assert.equal(error.error.reason, 'INVALID_ARGUMENT', "the library's own code")
+      assert.match(error.error.message, new RegExp(`at most ${limit} are allowed`))
     }
     await assert.rejects(server.generateImage({ ...SMALL, prompt: text(limit + 1) }), ValidationError)
     assert.equal(server.getInfo().pid, null, 'sd-server was never started')
@@ -332,8 +345,8 @@ test('requests the HTTP parser refuses still get JSON errors', { skip }, async (
     })
   try {
     for (const [request, status, code] of [
-      ['NONSENSE\r\n\r\n', 400, 'INVALID_ARGUMENT'],
-      ['POST /v1/images/generations HTTP/1.1\r\ncontent-length: -1\r\n\r\n', 400, 'INVALID_ARGUMENT'],
+      ['NONSENSE\r\n\r\n', 400, 'INVALID_REQUEST'],
+      ['POST /v1/images/generations HTTP/1.1\r\ncontent-length: -1\r\n\r\n', 400, 'INVALID_REQUEST'],
       [`GET /${'a'.repeat(100_000)} HTTP/1.1\r\n\r\n`, 414, 'URI_TOO_LONG'],
       [`GET /health HTTP/1.1\r\n${'x-flood: 1\r\n'.repeat(200)}\r\n`, 431, 'HEADERS_TOO_LARGE'],
     ]) {
@@ -341,7 +354,7 @@ test('requests the HTTP parser refuses still get JSON errors', { skip }, async (
       const [head, body] = answer.split('\r\n\r\n')
       assert.match(head, new RegExp(`^HTTP/1.1 ${status} `), answer)
       assert.match(head, /content-type: application\/json/)
-      assert.equal(JSON.parse(body).code, code)
+      assert.equal(JSON.parse(body).error.code, code)
     }
     assert.equal(await server.isHealthy(), true)
   } finally {

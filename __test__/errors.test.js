@@ -84,14 +84,15 @@ test('the typings and docs/API.md list exactly the codes of the table', () => {
     Object.keys(lib.ERROR_CODES),
   )
   const docs = fs.readFileSync(path.join(root, 'docs', 'API.md'), 'utf8')
-  const rows = [...docs.matchAll(/^\| `([A-Z_]+)` \| `(\w+)` \| (\d+) \| .+ \|$/gm)].map((m) => [
+  const rows = [...docs.matchAll(/^\| `([A-Z_]+)` \| `(\w+)` \| (\d+) \| `([A-Z_]+)` \| .+ \|$/gm)].map((m) => [
     m[1],
     m[2],
     Number(m[3]),
+    m[4],
   ])
   assert.deepEqual(
     rows,
-    Object.entries(lib.ERROR_CODES).map(([code, v]) => [code, v.class, v.status]),
+    Object.entries(lib.ERROR_CODES).map(([code, v]) => [code, v.class, v.status, v.http ?? code]),
   )
 })
 

@@ -56,7 +56,7 @@ test('the queue is bounded; /health never waits; a server that crashed for good 
     assert.deepEqual(statuses, [200, 503])
     const refused = first.status === 503 ? first : second
     assert.equal(refused.headers.get('retry-after'), '5')
-    assert.equal((await refused.json()).code, 'QUEUE_FULL')
+    assert.equal((await refused.json()).error.code, 'QUEUE_FULL')
   } finally {
     await server.stop()
   }
@@ -67,8 +67,9 @@ test('the queue is bounded; /health never waits; a server that crashed for good 
   const answer = await chat(plain.port)
   assert.equal(answer.status, 503)
   const body = await answer.json()
-  assert.equal(body.code, 'SERVER_UNAVAILABLE')
-  assert.match(body.error, /crashed: llama-server stopped unexpectedly \(signal 9\)/)
+  assert.equal(body.error.code, 'SERVER_UNAVAILABLE')
+  assert.equal(body.error.type, 'unavailable_error', 'the type OpenAI clients read')
+  assert.match(body.error.message, /crashed: llama-server stopped unexpectedly \(signal 9\)/)
   await server.stop()
 })
 
@@ -142,6 +143,6 @@ test('a waiting client that hangs up leaves the queue; a stop answers the ones s
   await server.stop()
   const answer = await second
   assert.equal(answer.status, 503)
-  assert.equal((await answer.json()).code, 'SERVER_UNAVAILABLE')
+  assert.equal((await answer.json()).error.code, 'SERVER_UNAVAILABLE')
   assert.equal((await starting).code, 'CANCELLED')
 })

@@ -37,7 +37,7 @@ const IMAGE = { prompt: 'a cube', width: 64, height: 64, steps: 1, cfgScale: 1 }
 async function refusesRebindingAndAnswersItsNames(port, path, body) {
   const rebound = await post(port, path, `attacker.example:${port}`, body)
   assert.equal(rebound.status, 403, rebound.body)
-  assert.equal(JSON.parse(rebound.body).code, 'INVALID_HOST')
+  assert.equal(JSON.parse(rebound.body).error.code, 'INVALID_HOST')
   for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `my-app.test:${port}`]) {
     const answer = await post(port, path, host, body)
     assert.equal(answer.status, 200, `${host}: ${answer.body}`)

@@ -90,7 +90,7 @@ test('too little room: offload, image, reload on the same port, and a chat sent 
     const full = await refused
     assert.equal(full.status, 503)
     assert.equal(full.headers.get('retry-after'), '5')
-    assert.equal((await full.json()).code, 'QUEUE_FULL')
+    assert.equal((await full.json()).error.code, 'QUEUE_FULL')
     const after = llama.getInfo()
     assert.equal(after.status, 'running')
     assert.equal(after.port, info.port)
@@ -223,7 +223,7 @@ test('a reload that fails is reported, the state is kept, and waiting requests g
     assert.equal(orchestrator.getSavedState().wasRunning, true)
     const answer = await waiting
     assert.equal(answer.status, 503)
-    assert.match((await answer.json()).error, /exited during start/)
+    assert.match((await answer.json()).error.message, /exited during start/)
   } finally {
     await stop()
   }

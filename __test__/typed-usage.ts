@@ -135,7 +135,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof PortInUseError) console.log(err.details.port)
   }
-  diffusionServer.on('progress', (e) => console.log(e.id, e.stage, e.percent))
+  diffusionServer.on('progress', (e) => console.log(e.id, e.stage, e.percentage))
   diffusionServer.on('job', (e) => console.log(e.id, e.status))
   const sd: DiffusionServerInfo = await diffusionServer.start({
     modelId: model.id,
@@ -151,7 +151,8 @@ async function main(): Promise<void> {
       height: 512,
       steps: 20,
       sampler: 'euler_a',
-      onProgress: (step: number, total: number, p: ImageGenerationProgress) => console.log(step / total, p.stage),
+      onProgress: (step: number, total: number, stage: string, percentage: number, p: ImageGenerationProgress) =>
+        console.log(step / total, stage, percentage, p.currentImage, p.totalImages),
       signal: controller.signal,
     })
     console.log(

@@ -56,12 +56,13 @@ async function runImage(progressSource, config, start, cancel) {
     throw new ValidationError('generateImage needs a config object', { suggestion: 'Pass { prompt, ... }' })
   }
   const { onProgress, signal, ...request } = config
-  checkCallbacks(config, '(step, total, progress) => {}')
+  checkCallbacks(config, '(currentStep, totalSteps, stage, percentage, progress) => {}')
   if (signal?.aborted) throw new CancelledError('image generation was cancelled')
   // Required here rather than with the module: loading the library does not load node:crypto.
   const id = `img_${require('node:crypto').randomUUID()}`
   const progress = (event) => {
-    if (event.id === id) onProgress(event.currentStep, event.totalSteps, event)
+    // genai-electron 0.26's four arguments, then the whole progress (image of the batch too).
+    if (event.id === id) onProgress(event.currentStep, event.totalSteps, event.stage, event.percentage, event)
   }
   const abort = () => cancel(id)
   if (onProgress) progressSource.on('progress', progress)

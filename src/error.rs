@@ -10,10 +10,13 @@ use std::io;
 
 use serde_json::{Map, Value};
 
-/// Declares [`ErrorCode`]: each code's string, its JS error class and its HTTP status, as
-/// `lib/error-codes.json` has them (a test keeps the two equal).
+/// Declares [`ErrorCode`]: each code's string, its JS error class, its HTTP status and, where
+/// our HTTP bodies name it otherwise, that name, as `lib/error-codes.json` has them (a test
+/// keeps the two equal).
 macro_rules! error_codes {
-    ($($variant:ident = ($code:literal, $class:literal, $status:literal),)+) => {
+    (@http $code:literal) => { $code };
+    (@http $code:literal $http:literal) => { $http };
+    ($($variant:ident = ($code:literal, $class:literal, $status:literal $(, http = $http:literal)?),)+) => {
         /// Every error code, one for each distinct failure (see {@link ERROR_CODES}): the same code
         /// names the failure in a rejected promise and in our HTTP servers' error bodies.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
@@ -43,16 +46,24 @@ macro_rules! error_codes {
                     $(ErrorCode::$variant => $status,)+
                 }
             }
+
+            /// The code in our HTTP error bodies: the HTTP vocabulary of genai-electron 0.26
+            /// (which clients such as genai-lite branch on) where it names a failure otherwise.
+            pub fn http_code(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => error_codes!(@http $code $($http)?),)+
+                }
+            }
         }
     };
 }
 
 error_codes! {
-    InvalidArgument = ("INVALID_ARGUMENT", "ValidationError", 400),
+    InvalidArgument = ("INVALID_ARGUMENT", "ValidationError", 400, http = "INVALID_REQUEST"),
     ModelExists = ("MODEL_EXISTS", "ValidationError", 409),
     DownloadRejected = ("DOWNLOAD_REJECTED", "ValidationError", 422),
     Unauthorized = ("UNAUTHORIZED", "ValidationError", 401),
-    OriginNotAllowed = ("ORIGIN_NOT_ALLOWED", "ValidationError", 403),
+    OriginNotAllowed = ("ORIGIN_NOT_ALLOWED", "ValidationError", 403, http = "INVALID_ORIGIN"),
     InvalidHost = ("INVALID_HOST", "ValidationError", 403),
     NotFound = ("NOT_FOUND", "ValidationError", 404),
     MethodNotAllowed = ("METHOD_NOT_ALLOWED", "ValidationError", 405),
@@ -70,11 +81,11 @@ error_codes! {
     ServerAlreadyRunning = ("SERVER_ALREADY_RUNNING", "ServerError", 409),
     ServerNotRunning = ("SERVER_NOT_RUNNING", "ServerError", 503),
     ServerBusy = ("SERVER_BUSY", "ServerError", 409),
-    ServerStartFailed = ("SERVER_START_FAILED", "ServerError", 500),
-    ServerExited = ("SERVER_EXITED", "ServerError", 500),
-    ServerStartTimeout = ("SERVER_START_TIMEOUT", "ServerError", 504),
-    BackendFailed = ("BACKEND_FAILED", "ServerError", 500),
-    BackendStalled = ("BACKEND_STALLED", "ServerError", 504),
+    ServerStartFailed = ("SERVER_START_FAILED", "ServerError", 500, http = "BACKEND_ERROR"),
+    ServerExited = ("SERVER_EXITED", "ServerError", 500, http = "BACKEND_ERROR"),
+    ServerStartTimeout = ("SERVER_START_TIMEOUT", "ServerError", 504, http = "BACKEND_ERROR"),
+    BackendFailed = ("BACKEND_FAILED", "ServerError", 500, http = "BACKEND_ERROR"),
+    BackendStalled = ("BACKEND_STALLED", "ServerError", 504, http = "BACKEND_ERROR"),
     BackendUnavailable = ("BACKEND_UNAVAILABLE", "ServerError", 502),
     ServerUnavailable = ("SERVER_UNAVAILABLE", "ServerError", 503),
     QueueFull = ("QUEUE_FULL", "ServerError", 503),
@@ -82,7 +93,7 @@ error_codes! {
     RpcWorkerUnreachable = ("RPC_WORKER_UNREACHABLE", "ServerError", 502),
     RpcWorkerBusy = ("RPC_WORKER_BUSY", "ServerError", 409),
     RpcWorkerIncompatible = ("RPC_WORKER_INCOMPATIBLE", "ServerError", 502),
-    JobFinished = ("JOB_FINISHED", "ServerError", 409),
+    JobFinished = ("JOB_FINISHED", "ServerError", 409, http = "ALREADY_TERMINAL"),
     ModelInUse = ("MODEL_IN_USE", "ServerError", 409),
     PortInUse = ("PORT_IN_USE", "PortInUseError", 409),
     BinaryError = ("BINARY_ERROR", "BinaryError", 500),
@@ -94,9 +105,9 @@ error_codes! {
     CmakeMissing = ("CMAKE_MISSING", "BinaryError", 500),
     BuildFailed = ("BUILD_FAILED", "BinaryError", 500),
     ArchiveInvalid = ("ARCHIVE_INVALID", "BinaryError", 500),
-    FileSystemError = ("FILE_SYSTEM_ERROR", "FileSystemError", 500),
+    FileSystemError = ("FILE_SYSTEM_ERROR", "FileSystemError", 500, http = "IO_ERROR"),
     ModelDamaged = ("MODEL_DAMAGED", "FileSystemError", 500),
-    Cancelled = ("CANCELLED", "CancelledError", 499),
+    Cancelled = ("CANCELLED", "CancelledError", 499, http = "GENERATION_CANCELLED"),
 }
 
 /// What a domain error tells its caller beyond its message.
@@ -157,6 +168,13 @@ mod tests {
             let row = &table[code.as_str()];
             assert_eq!(row["class"], code.class(), "{code:?}");
             assert_eq!(row["status"], code.http_status(), "{code:?}");
+            let http = row.get("http").and_then(Value::as_str);
+            assert_eq!(http.unwrap_or(code.as_str()), code.http_code(), "{code:?}");
+            assert_ne!(
+                http,
+                Some(code.as_str()),
+                "{code:?}: an HTTP name only where it differs"
+            );
             assert!(row["meaning"].as_str().is_some_and(|m| !m.is_empty()));
         }
     }

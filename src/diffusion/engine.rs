@@ -20,27 +20,32 @@ use crate::error::{Coded, ErrorCode};
 use crate::events::EventSink;
 use crate::sync::lock;
 
-/// Finished jobs kept for `GET …/{id}`; older ones are forgotten.
-const KEEP_FINISHED: usize = 32;
+/// Finished jobs (and their images) kept for `GET …/{id}`, for at most [`KEEP_FOR`]; older
+/// ones are forgotten. A synchronous HTTP answer's job stays too, for clients that poll anyway.
+const KEEP_FINISHED: usize = 16;
+/// genai-electron 0.26 keeps results five minutes.
+const KEEP_FOR: Duration = Duration::from_secs(300);
 
-/// Where a job is: queued when accepted, running when the backend takes it, then how it ended.
+/// Where a job is: `pending` when accepted (waiting for its turn, and for memory when the
+/// orchestrator must make room), `in_progress` when the backend takes it, then how it ended.
+/// genai-electron 0.26's words, which its clients (genai-lite) poll for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum JobStatus {
-    Queued,
-    Running,
-    Completed,
-    Failed,
+    Pending,
+    InProgress,
+    Complete,
+    Error,
     Cancelled,
 }
 
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
+            JobStatus::Pending => "pending",
+            JobStatus::InProgress => "in_progress",
+            JobStatus::Complete => "complete",
+            JobStatus::Error => "error",
             JobStatus::Cancelled => "cancelled",
         }
     }
@@ -48,7 +53,7 @@ impl JobStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+            JobStatus::Complete | JobStatus::Error | JobStatus::Cancelled
         )
     }
 }
@@ -115,6 +120,8 @@ struct JobState {
     status: JobStatus,
     progress: Option<Progress>,
     outcome: Option<Result<Arc<ImageOutput>, JobError>>,
+    /// The last change of status or progress.
+    updated: SystemTime,
 }
 
 pub struct Job {
@@ -133,6 +140,7 @@ pub struct JobSnapshot {
     pub status: JobStatus,
     pub progress: Option<Progress>,
     pub outcome: Option<Result<Arc<ImageOutput>, JobError>>,
+    pub updated: SystemTime,
 }
 
 impl Job {
@@ -142,6 +150,7 @@ impl Job {
             status: state.status,
             progress: state.progress.clone(),
             outcome: state.outcome.clone(),
+            updated: state.updated,
         }
     }
 
@@ -162,18 +171,22 @@ impl Job {
     }
 
     fn progress(&self, progress: Progress) {
-        lock(&self.state).progress = Some(progress.clone());
+        let mut state = lock(&self.state);
+        state.progress = Some(progress.clone());
+        state.updated = SystemTime::now();
+        drop(state);
         let _ = self.updates.send(JobUpdate::Progress(progress));
     }
 
     fn set_running(&self) -> bool {
         let mut state = lock(&self.state);
-        if state.status != JobStatus::Queued {
+        if state.status != JobStatus::Pending {
             return false;
         }
-        state.status = JobStatus::Running;
+        state.status = JobStatus::InProgress;
+        state.updated = SystemTime::now();
         drop(state);
-        self.status.send_replace(JobStatus::Running);
+        self.status.send_replace(JobStatus::InProgress);
         true
     }
 
@@ -184,12 +197,13 @@ impl Job {
             return None;
         }
         let status = match &outcome {
-            Ok(_) => JobStatus::Completed,
+            Ok(_) => JobStatus::Complete,
             Err(e) if e.cancelled => JobStatus::Cancelled,
-            Err(_) => JobStatus::Failed,
+            Err(_) => JobStatus::Error,
         };
         state.status = status;
         state.outcome = Some(outcome);
+        state.updated = SystemTime::now();
         drop(state);
         self.status.send_replace(status);
         let _ = self.updates.send(JobUpdate::Finished(status));
@@ -209,7 +223,7 @@ pub enum EngineEvent {
         #[serde(flatten)]
         progress: Progress,
     },
-    /// Every change of a job's status: queued, running, then how it ended.
+    /// Every change of a job's status: pending, in progress, then how it ended.
     Job { id: String, status: JobStatus },
 }
 
@@ -273,18 +287,20 @@ impl Engine {
             None => format!("img_{:016x}", fastrand::u64(..)),
         };
         let seed = request.resolved_seed();
-        let (status, _) = watch::channel(JobStatus::Queued);
+        let created = SystemTime::now();
+        let (status, _) = watch::channel(JobStatus::Pending);
         let (updates, _) = broadcast::channel(256);
         let job = Arc::new(Job {
             id,
             request,
             seed,
-            created: SystemTime::now(),
+            created,
             cancel: CancellationToken::new(),
             state: Mutex::new(JobState {
-                status: JobStatus::Queued,
+                status: JobStatus::Pending,
                 progress: None,
                 outcome: None,
+                updated: created,
             }),
             status,
             updates,
@@ -306,13 +322,15 @@ impl Engine {
             prune(&mut jobs);
             pending.push_back(job.clone());
         }
-        self.announce(&job, JobStatus::Queued);
+        self.announce(&job, JobStatus::Pending);
         self.wake.notify_one();
         Ok(job)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        lock(&self.jobs).iter().find(|j| j.id == id).cloned()
+        let mut jobs = lock(&self.jobs);
+        prune(&mut jobs);
+        jobs.iter().find(|j| j.id == id).cloned()
     }
 
     /// Forgets a finished job whose caller has its result (sync HTTP, in-process), so its
@@ -330,7 +348,7 @@ impl Engine {
         };
         job.cancel.cancel();
         // A queued job ends now; a running one ends when the backend has stopped its work.
-        if lock(&job.state).status == JobStatus::Queued {
+        if lock(&job.state).status == JobStatus::Pending {
             self.finish(&job, Err(DiffusionError::Cancelled.into()));
         }
         Some(job)
@@ -394,7 +412,7 @@ impl Engine {
                 *lock(&self.running) = None;
                 continue;
             }
-            self.announce(&job, JobStatus::Running);
+            self.announce(&job, JobStatus::InProgress);
             let outcome = self.run(&job).await;
             *lock(&self.running) = None;
             self.finish(&job, outcome);
@@ -479,8 +497,13 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Drops the oldest finished jobs beyond [`KEEP_FINISHED`].
+/// Drops finished jobs older than [`KEEP_FOR`], and the oldest beyond [`KEEP_FINISHED`].
 fn prune(jobs: &mut VecDeque<Arc<Job>>) {
+    let expired = |j: &Job| {
+        let state = lock(&j.state);
+        state.status.is_final() && state.updated.elapsed().is_ok_and(|age| age > KEEP_FOR)
+    };
+    jobs.retain(|j| !expired(j));
     let mut finished = jobs
         .iter()
         .filter(|j| lock(&j.state).status.is_final())
@@ -496,7 +519,11 @@ fn prune(jobs: &mut VecDeque<Arc<Job>>) {
 }
 
 pub fn unix_seconds(t: SystemTime) -> u64 {
+    unix_millis(t) / 1000
+}
+
+pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }

@@ -25,10 +25,11 @@ pub struct Progress {
     pub current_step: u32,
     pub total_steps: u32,
     /// Which image of the request (1-based) is being made.
-    pub image: u32,
-    pub count: u32,
+    pub current_image: u32,
+    /// The images the request makes (`count`).
+    pub total_images: u32,
     /// The whole request, 0–100: loading counts 10%, each image's sampling and decoding the rest.
-    pub percent: f64,
+    pub percentage: f64,
 }
 
 /// Reads lines of one generation and says when progress moved.
@@ -104,9 +105,9 @@ impl ProgressParser {
             stage,
             current_step: current,
             total_steps: total,
-            image: self.image,
-            count: self.count,
-            percent: (percent * 10.0).round() / 10.0,
+            current_image: self.image,
+            total_images: self.count,
+            percentage: (percent * 10.0).round() / 10.0,
         }
     }
 }
@@ -165,7 +166,7 @@ mod tests {
         let seen: Vec<_> = RUN.lines().filter_map(|l| parser.feed(l)).collect();
         let brief: Vec<_> = seen
             .iter()
-            .map(|p| (p.stage, p.image, p.current_step, p.total_steps))
+            .map(|p| (p.stage, p.current_image, p.current_step, p.total_steps))
             .collect();
         use Stage::*;
         assert_eq!(
@@ -183,7 +184,7 @@ mod tests {
                 (Decoding, 2, 2, 2),
             ]
         );
-        let percents: Vec<f64> = seen.iter().map(|p| p.percent).collect();
+        let percents: Vec<f64> = seen.iter().map(|p| p.percentage).collect();
         assert_eq!(percents.first(), Some(&2.5));
         assert_eq!(percents.last(), Some(&100.0));
         // Never backwards, except where decoding restarts the per-image counter.

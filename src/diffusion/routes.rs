@@ -1,6 +1,10 @@
-//! The HTTP contract of the diffusion wrapper (DESIGN.md): health, synchronous and asynchronous
-//! generation, job status, Server-Sent Events of progress, cancel. Every error is
-//! `{"error", "code"}` with a 4xx/5xx status; a browser origin that was not allowed is refused.
+//! The HTTP contract of the diffusion wrapper (DESIGN.md, docs/API.md): health, synchronous and
+//! asynchronous generation, job status, Server-Sent Events of progress, cancel, in the words of
+//! genai-electron 0.26's API (`pending`, `in_progress`, `complete`, `result.images`,
+//! `progress.percentage`), which its clients (genai-lite) poll. Every POST makes a job with an
+//! id: a synchronous answer carries it, and the job stays pollable. Every error is
+//! `{"error": {"message", "code", "type"}}` with a 4xx/5xx status; a browser origin that was
+//! not allowed is refused.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,10 +14,10 @@ use base64::Engine as _;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::engine::{
-    Engine, ImageOutput, Job, JobError, JobSnapshot, JobStatus, JobUpdate, unix_seconds,
+    Engine, ImageOutput, Job, JobError, JobSnapshot, JobUpdate, unix_millis, unix_seconds,
 };
 use super::{DiffusionConfig, DiffusionError, request};
 use crate::error::{Coded, ErrorCode};
@@ -90,7 +94,7 @@ impl Context {
                 match (method, events) {
                     (Method::GET, true) => events_of(job),
                     (Method::GET, false) => http::json(StatusCode::OK, &job_view(&job)),
-                    (Method::DELETE, false) => self.cancel(&job),
+                    (Method::DELETE, false) => self.cancel(&job).await,
                     (_, true) => not_allowed("GET"),
                     _ => not_allowed("GET, DELETE"),
                 }
@@ -103,6 +107,7 @@ impl Context {
     }
 
     async fn generate(&self, req: Request<Incoming>) -> Response<Body> {
+        let req_prefer = req.headers().get("prefer").cloned();
         let body = match http::read_body(req, self.max_body_bytes).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
@@ -127,43 +132,84 @@ impl Context {
                 return http::error(ErrorCode::InvalidArgument, &message);
             }
         };
-        let asynchronous = request.asynchronous;
+        let asynchronous = request.asynchronous || prefers_async(req_prefer.as_ref());
         let job = match self.engine.submit(request, None) {
             Ok(job) => job,
             Err(err) => return submit_error(&err),
         };
         if asynchronous {
-            return http::json(
-                StatusCode::ACCEPTED,
-                &json!({ "id": job.id, "status": "queued", "url": format!("{GENERATIONS}/{}", job.id) }),
-            );
+            return accepted(&job);
         }
         // A client that hangs up cancels its job.
         let mut guard = CancelOnDrop(Some((self.engine.clone(), job.id.clone())));
         let outcome = job.wait().await;
         guard.0 = None;
-        // The client has its images now; the job need not keep them.
-        self.engine.forget(&job.id);
         match outcome {
-            Ok(output) => http::json(StatusCode::OK, &result_json(&output)),
-            Err(err) => error_response(&err),
+            Ok(output) => {
+                let mut answer = result_json(&output);
+                answer
+                    .as_object_mut()
+                    .expect("an object")
+                    .extend(job_fields(&job, &job.snapshot()));
+                http::json(StatusCode::OK, &answer)
+            }
+            Err(err) => {
+                let mut response = error_response(&err);
+                response.headers_mut().insert(
+                    "x-image-job",
+                    HeaderValue::from_str(&job.id).expect("ids are ASCII"),
+                );
+                response
+            }
         }
     }
 
-    fn cancel(&self, job: &Arc<Job>) -> Response<Body> {
+    /// Cancels the job and answers once it has stopped (a running one stops its backend first).
+    async fn cancel(&self, job: &Arc<Job>) -> Response<Body> {
         let status = job.snapshot().status;
         if status.is_final() {
             return http::error(
                 ErrorCode::JobFinished,
-                &format!("job {} has already {}", job.id, finished_verb(status)),
+                &format!("job {} is already {}", job.id, status.as_str()),
             );
         }
         self.engine.cancel(Some(&job.id));
+        let _ = tokio::time::timeout(CANCEL_WAIT, job.wait()).await;
         http::json(
             StatusCode::OK,
-            &json!({ "id": job.id, "status": "cancelling" }),
+            &json!({ "id": job.id, "status": job.snapshot().status }),
         )
     }
+}
+
+/// How long `DELETE` waits for a running job's backend to stop before it answers.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// RFC 7240's `Prefer: respond-async`: the job's id now, its images by polling or events.
+fn prefers_async(prefer: Option<&HeaderValue>) -> bool {
+    prefer.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split([',', ';'])
+            .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+    })
+}
+
+/// 202 with the job as it is (`pending`), where to poll it, and where its events stream.
+fn accepted(job: &Job) -> Response<Body> {
+    let url = format!("{GENERATIONS}/{}", job.id);
+    let mut body = job_fields(job, &job.snapshot());
+    body.insert("url".into(), json!(url));
+    body.insert("events".into(), json!(format!("{url}/events")));
+    let mut response = http::json(StatusCode::ACCEPTED, &Value::Object(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        "location",
+        HeaderValue::from_str(&url).expect("ids are ASCII"),
+    );
+    headers.insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
+    response
 }
 
 struct CancelOnDrop(Option<(Arc<Engine>, String)>);
@@ -173,14 +219,6 @@ impl Drop for CancelOnDrop {
         if let Some((engine, id)) = self.0.take() {
             engine.cancel(Some(&id));
         }
-    }
-}
-
-fn finished_verb(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Completed => "completed",
-        JobStatus::Failed => "failed",
-        _ => "been cancelled",
     }
 }
 
@@ -196,17 +234,19 @@ fn submit_error(err: &DiffusionError) -> Response<Body> {
 }
 
 fn error_response(err: &JobError) -> Response<Body> {
-    http::error(err.code(), &err.message)
+    let status =
+        StatusCode::from_u16(err.code().http_status()).expect("the table's statuses are valid");
+    http::json(status, &error_json(err))
+}
+
+fn error_json(err: &JobError) -> Value {
+    http::error_body(err.code(), &err.message, err.suggestion.as_deref())
 }
 
 /// The seed's result (`image`, `format`, `timeTaken`, `seed`, `width`, `height`) plus the
-/// OpenAI fields (`created`, `data[].b64_json`).
+/// OpenAI fields (`created`, `data[].b64_json`): the synchronous answer.
 pub fn result_json(output: &ImageOutput) -> Value {
-    let b64: Vec<String> = output
-        .images
-        .iter()
-        .map(|png| base64::engine::general_purpose::STANDARD.encode(png))
-        .collect();
+    let b64 = base64_images(output);
     json!({
         "image": b64.first(),
         "format": "png",
@@ -221,31 +261,71 @@ pub fn result_json(output: &ImageOutput) -> Value {
     })
 }
 
+fn base64_images(output: &ImageOutput) -> Vec<String> {
+    output
+        .images
+        .iter()
+        .map(|png| base64::engine::general_purpose::STANDARD.encode(png))
+        .collect()
+}
+
+/// The job's `result` when polled (genai-electron 0.26's shape).
+fn job_result(output: &ImageOutput) -> Value {
+    let images: Vec<Value> = base64_images(output)
+        .into_iter()
+        .zip(&output.seeds)
+        .map(|(image, seed)| {
+            json!({ "image": image, "seed": seed, "width": output.width, "height": output.height })
+        })
+        .collect();
+    json!({
+        "images": images,
+        "format": "png",
+        "timeTaken": output.time_taken.as_millis() as u64,
+        "backendTime": output.backend_time.as_millis() as u64,
+    })
+}
+
+/// What every view of a job says: its id, status and times (milliseconds since the epoch).
+fn job_fields(job: &Job, snapshot: &JobSnapshot) -> Map<String, Value> {
+    let fields = json!({
+        "id": job.id,
+        "status": snapshot.status,
+        "createdAt": unix_millis(job.created),
+        "updatedAt": unix_millis(snapshot.updated),
+    });
+    match fields {
+        Value::Object(map) => map,
+        _ => unreachable!("an object"),
+    }
+}
+
 fn job_view(job: &Job) -> Value {
     view_of(job, &job.snapshot())
 }
 
+/// `GET …/{id}`: the fields, then `progress` once there is some, `result` once complete,
+/// `error` once failed.
 fn view_of(job: &Job, snapshot: &JobSnapshot) -> Value {
-    let (result, error) = match &snapshot.outcome {
-        Some(Ok(output)) => (result_json(output), Value::Null),
-        Some(Err(err)) => (
-            Value::Null,
-            json!({ "message": err.message, "code": err.code().as_str() }),
-        ),
-        None => (Value::Null, Value::Null),
-    };
-    json!({
-        "id": job.id,
-        "status": snapshot.status,
-        "created": unix_seconds(job.created),
-        "progress": snapshot.progress,
-        "result": result,
-        "error": error,
-    })
+    let mut view = job_fields(job, snapshot);
+    if let Some(progress) = &snapshot.progress {
+        view.insert("progress".into(), json!(progress));
+    }
+    match &snapshot.outcome {
+        Some(Ok(output)) => {
+            view.insert("result".into(), job_result(output));
+        }
+        Some(Err(err)) if !err.cancelled => {
+            let mut body = error_json(err);
+            view.insert("error".into(), body["error"].take());
+        }
+        _ => {}
+    }
+    Value::Object(view)
 }
 
 /// `status` first (the job as it is now), then `progress` events, then one final event named
-/// after the final status (`completed`, `failed`, `cancelled`) carrying the whole job.
+/// after the final status (`complete`, `error`, `cancelled`) carrying the whole job.
 fn events_of(job: Arc<Job>) -> Response<Body> {
     let updates = job.subscribe();
     // One snapshot for both: a job that finishes in between still gets its final event.

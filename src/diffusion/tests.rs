@@ -100,6 +100,15 @@ async fn post(server: &DiffusionServer, body: &Value) -> (u16, Value) {
     )
 }
 
+async fn get_json(server: &DiffusionServer, path: &str) -> Value {
+    let r = crate::download::http_client()
+        .get(url(server, path))
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
 fn png_size(png: &[u8]) -> (u32, u32) {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     (
@@ -171,6 +180,18 @@ async fn one_shot_makes_a_png_over_http_with_progress_and_leaves_nothing() {
     assert_eq!(body["data"][0]["b64_json"], body["image"]);
     assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
     assert_eq!(steps_seen(&seen), vec![1, 2, 3]);
+    // A synchronous answer names its job, which stays pollable (genai-lite polls it).
+    assert_eq!(body["status"], "complete");
+    assert!(body["createdAt"].as_u64().unwrap() > 1_700_000_000_000);
+    let polled = get_json(
+        &server,
+        &format!("/v1/images/generations/{}", body["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(polled["status"], "complete", "{polled}");
+    assert_eq!(polled["result"]["images"][0]["image"], body["image"]);
+    assert_eq!(polled["result"]["images"][0]["seed"], 42);
+    assert_eq!(polled["progress"]["percentage"], 100.0);
     assert!(
         !server.logs(200).is_empty(),
         "sd-cli output is kept for getLogs"
@@ -207,12 +228,12 @@ async fn one_shot_makes_a_png_over_http_with_progress_and_leaves_nothing() {
         [
             "starting",
             "started",
-            "queued",
-            "running",
-            "completed",
-            "queued",
-            "running",
-            "completed",
+            "pending",
+            "in_progress",
+            "complete",
+            "pending",
+            "in_progress",
+            "complete",
             "stopped"
         ]
     );
@@ -240,7 +261,7 @@ async fn resident_serves_async_jobs_with_events_and_stops_its_process() {
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     let text = String::from_utf8(events.bytes().await.unwrap().to_vec()).unwrap();
     assert!(text.starts_with("event: status\n"), "{text}");
-    assert!(text.contains("event: completed\n"), "{text}");
+    assert!(text.contains("event: complete\n"), "{text}");
     let steps: Vec<u64> = text
         .split("\n\n")
         .filter(|e| e.starts_with("event: progress") && e.contains("\"stage\":\"diffusion\""))
@@ -255,19 +276,9 @@ async fn resident_serves_async_jobs_with_events_and_stops_its_process() {
         "{steps:?}"
     );
 
-    let job: Value = serde_json::from_slice(
-        &crate::download::http_client()
-            .get(url(&server, &format!("/v1/images/generations/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(job["status"], "completed");
-    let seed = job["result"]["seed"].as_i64().unwrap();
+    let job = get_json(&server, &format!("/v1/images/generations/{id}")).await;
+    assert_eq!(job["status"], "complete");
+    let seed = job["result"]["images"][0]["seed"].as_i64().unwrap();
     assert!(seed >= 0, "a random seed is resolved and reported: {job}");
 
     // The model stays loaded: a second image comes from the same process.
@@ -340,8 +351,8 @@ async fn a_full_queue_is_busy_and_stop_cancels_everything() {
     }
     let (s3, busy) = post(&server, &long).await;
     assert_eq!(s3, 409, "{busy}");
-    assert_eq!(busy["code"], "SERVER_BUSY");
-    assert!(busy["error"].as_str().unwrap().contains("busy"));
+    assert_eq!(busy["error"]["code"], "SERVER_BUSY");
+    assert!(busy["error"]["message"].as_str().unwrap().contains("busy"));
     assert_eq!(server.info().queued, 1);
 
     // DELETE of the queued job cancels it at once.
@@ -353,6 +364,11 @@ async fn a_full_queue_is_busy_and_stop_cancels_everything() {
         .await
         .unwrap();
     assert_eq!(deleted.status().as_u16(), 200);
+    let deleted: Value = serde_json::from_slice(&deleted.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        deleted["status"], "cancelled",
+        "answered once it has stopped"
+    );
     let gone: Value = serde_json::from_slice(
         &client
             .get(url(&server, &format!("/v1/images/generations/{second_id}")))
@@ -409,7 +425,7 @@ async fn a_broken_model_fails_the_job_with_the_backend_log() {
         server.start(c).await.unwrap();
         let (status, body) = post(&server, &small(2)).await;
         assert_eq!(status, 500, "{kind:?}: {body}");
-        assert_eq!(body["code"], "BACKEND_FAILED");
+        assert_eq!(body["error"]["code"], "BACKEND_ERROR");
         let err = server.generate(image(&small(2)), None).await.unwrap_err();
         assert!(
             !err.details["logs"].as_array().unwrap().is_empty(),
@@ -504,7 +520,10 @@ async fn http_refusals_are_typed() {
         "health needs no key"
     );
     let (s, h, body) = send(client.post(&gen_url).body(small(2).to_string())).await;
-    assert_eq!((s, body["code"].as_str()), (401, Some("UNAUTHORIZED")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
     assert_eq!(h["www-authenticate"], "Bearer");
     let (s, _, _) = send(
         client
@@ -529,21 +548,30 @@ async fn http_refusals_are_typed() {
     ] {
         let (s, _, b) = send(authed(client.post(&gen_url).body(body))).await;
         assert_eq!(s, 400, "{body}");
-        assert_eq!(b["code"], "INVALID_ARGUMENT");
-        assert!(b["error"].as_str().unwrap().contains(needle), "{body}: {b}");
+        assert_eq!(b["error"]["code"], "INVALID_REQUEST");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {b}"
+        );
     }
     let big = json!({ "prompt": "p".repeat(5000) }).to_string();
     let (s, _, b) = send(authed(client.post(&gen_url).body(big))).await;
-    assert_eq!((s, b["code"].as_str()), (413, Some("BODY_TOO_LARGE")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (413, Some("BODY_TOO_LARGE"))
+    );
     let (s, _, b) = send(authed(client.get(url(&server, "/nope")))).await;
-    assert_eq!((s, b["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
     let (s, _, b) = send(authed(
         client.get(url(&server, "/v1/images/generations/unknown")),
     ))
     .await;
-    assert_eq!((s, b["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
     let (s, h, b) = send(authed(client.get(&gen_url))).await;
-    assert_eq!((s, b["code"].as_str()), (405, Some("METHOD_NOT_ALLOWED")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (405, Some("METHOD_NOT_ALLOWED"))
+    );
     assert_eq!(h["allow"], "POST");
 
     let (s, _, b) = send(
@@ -552,7 +580,10 @@ async fn http_refusals_are_typed() {
             .header("origin", "https://evil.example"),
     )
     .await;
-    assert_eq!((s, b["code"].as_str()), (403, Some("ORIGIN_NOT_ALLOWED")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (403, Some("INVALID_ORIGIN"))
+    );
     let (s, h, _) = send(
         client
             .get(url(&server, "/health"))
@@ -606,7 +637,7 @@ async fn thousands_of_malformed_bodies_get_only_4xx() {
         );
         let answer: Value =
             serde_json::from_slice(&r.bytes().await.unwrap()).expect("a JSON error body");
-        assert!(answer["error"].is_string() && answer["code"].is_string());
+        assert!(answer["error"]["message"].is_string() && answer["error"]["code"].is_string());
     }
     assert!(server.is_healthy().await);
     assert!(sd_children().is_empty(), "no backend ran");

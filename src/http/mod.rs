@@ -177,14 +177,41 @@ pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
     response
 }
 
-/// The error shape of every port we serve: `{"error": message, "code": CODE}`, with the status
-/// the shared table gives the code.
+/// The error shape of every port we serve, OpenAI's and llama-server's:
+/// `{"error": {"message", "code", "type"}}`, with the status the shared table gives the code.
 pub fn error(code: ErrorCode, message: &str) -> Response<Body> {
     let status = StatusCode::from_u16(code.http_status()).expect("the table's statuses are valid");
-    json(
-        status,
-        &serde_json::json!({ "error": message, "code": code.as_str() }),
-    )
+    json(status, &error_body(code, message, None))
+}
+
+/// `{"error": {…}}`: `code` in our HTTP vocabulary, `reason` the library's own code where that
+/// differs (`BACKEND_STALLED` under `BACKEND_ERROR`), `type` OpenAI's class of the status.
+pub fn error_body(code: ErrorCode, message: &str, suggestion: Option<&str>) -> Value {
+    let mut error = serde_json::json!({
+        "message": message,
+        "code": code.http_code(),
+        "type": error_type(code.http_status()),
+    });
+    if code.http_code() != code.as_str() {
+        error["reason"] = code.as_str().into();
+    }
+    if let Some(suggestion) = suggestion {
+        error["suggestion"] = suggestion.into();
+    }
+    serde_json::json!({ "error": error })
+}
+
+/// The `type` llama-server and OpenAI give an error of this status.
+fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        501 => "not_supported_error",
+        503 => "unavailable_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    }
 }
 
 pub fn empty(status: StatusCode) -> Response<Body> {
@@ -237,18 +264,18 @@ mod tests {
                 .collect::<String>()
         );
         for (request, status, code) in [
-            ("GARBAGE\r\n\r\n", "400", "INVALID_ARGUMENT"),
+            ("GARBAGE\r\n\r\n", "400", "INVALID_REQUEST"),
             (
                 "GET / HTTP/1.1\r\ncontent-length: -5\r\n\r\n",
                 "400",
-                "INVALID_ARGUMENT",
+                "INVALID_REQUEST",
             ),
             (
                 "POST / HTTP/1.1\r\ncontent-length: 99999999999999999999999\r\n\r\n",
                 "400",
-                "INVALID_ARGUMENT",
+                "INVALID_REQUEST",
             ),
-            ("GET / HTTP/9.9\r\n\r\n", "400", "INVALID_ARGUMENT"),
+            ("GET / HTTP/9.9\r\n\r\n", "400", "INVALID_REQUEST"),
             (long_path.as_str(), "414", "URI_TOO_LONG"),
             (flood.as_str(), "431", "HEADERS_TOO_LARGE"),
         ] {
@@ -261,8 +288,13 @@ mod tests {
             assert!(head.contains("content-type: application/json"), "{answer}");
             let body: Value =
                 serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
-            assert_eq!(body["code"], code, "{answer}");
-            assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
+            assert_eq!(body["error"]["code"], code, "{answer}");
+            assert_eq!(body["error"]["type"], "invalid_request_error", "{answer}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
         }
         let ok = raw(
             server.addr,

@@ -2,7 +2,7 @@
 //! unsupported version, a path or headers too long) are answered by hyper itself, before any
 //! handler runs, with an empty body. hyper offers no hook for that response, so the connection's
 //! writes pass through [`JsonParseErrors`], which swaps exactly those responses for the shape
-//! every other error of ours has: `{"error": message, "code": CODE}`.
+//! every other error of ours has (`super::error_body`).
 //!
 //! They are recognised by what only hyper writes: a 400, 414 or 431 head with
 //! `content-length: 0` and no `content-type` (every error of our handlers is JSON). Writes are
@@ -61,7 +61,7 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     {
         return None;
     }
-    let body = serde_json::json!({ "error": message, "code": code.as_str() }).to_string();
+    let body = super::error_body(code, message, None).to_string();
     Some(
         format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -131,7 +131,7 @@ mod tests {
         let hyper_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 08:00:00 GMT\r\n\r\n";
         let ours = String::from_utf8(replacement(hyper_400).unwrap()).unwrap();
         assert!(ours.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{ours}");
-        assert!(ours.contains(r#""code":"INVALID_ARGUMENT""#), "{ours}");
+        assert!(ours.contains(r#""code":"INVALID_REQUEST""#), "{ours}");
         assert!(
             ours.contains("content-type: application/json\r\n"),
             "{ours}"

@@ -262,11 +262,10 @@ async function streamChat(llamaServer: Genai.LlamaServerManager, request: ChatRe
     body: JSON.stringify({ messages: [{ role: 'user', content: request.prompt }], max_tokens: request.maxTokens ?? 64, stream: true }),
   })
   if (!response.ok || !response.body) {
-    // Our gateway answers `{ error, code }`; llama-server itself `{ error: { message } }`.
-    const body = (await response.json().catch(() => ({}))) as { error?: string | { message?: string }; code?: string }
-    const message = typeof body.error === 'string' ? body.error : body.error?.message
-    throw Object.assign(new Error(message ?? `chat failed with HTTP ${response.status}`), {
-      code: body.code ?? `HTTP_${response.status}`,
+    // Our gateway and llama-server both answer `{ error: { message, code, type } }`.
+    const body = (await response.json().catch(() => ({}))) as { error?: { message?: string; code?: string | number } }
+    throw Object.assign(new Error(body.error?.message ?? `chat failed with HTTP ${response.status}`), {
+      code: typeof body.error?.code === 'string' ? body.error.code : `HTTP_${response.status}`,
       details: { suggestion: 'See the LLM server\'s logs' },
     })
   }

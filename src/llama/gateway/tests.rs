@@ -126,7 +126,7 @@ async fn the_queue_is_bounded_and_waits_end() {
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "5");
     let body = json_of(refused).await;
-    assert_eq!(body["code"], "QUEUE_FULL");
+    assert_eq!(body["error"]["code"], "QUEUE_FULL");
     let timed_out = first.await.unwrap().unwrap();
     assert_eq!(timed_out.status(), 503);
     assert_eq!(
@@ -135,7 +135,7 @@ async fn the_queue_is_bounded_and_waits_end() {
         "a wait that ended gives its place back"
     );
     let body = json_of(timed_out).await;
-    assert_eq!(body["code"], "QUEUE_TIMEOUT");
+    assert_eq!(body["error"]["code"], "QUEUE_TIMEOUT");
 }
 
 #[tokio::test]
@@ -151,13 +151,16 @@ async fn a_holder_bounds_the_queue_until_it_lets_go() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let refused = post(s.port, "/b", "").send().await.unwrap();
     let body = json_of(refused).await;
-    assert_eq!(body["code"], "QUEUE_FULL");
+    assert_eq!(body["error"]["code"], "QUEUE_FULL");
     assert!(
-        body["error"].as_str().unwrap().contains("offloaded"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("offloaded"),
         "{body}"
     );
     let timed_out = json_of(first.await.unwrap().unwrap()).await;
-    assert_eq!(timed_out["code"], "QUEUE_TIMEOUT", "{timed_out}");
+    assert_eq!(timed_out["error"]["code"], "QUEUE_TIMEOUT", "{timed_out}");
     // Let go: the server's own bounds again (eight places, a minute each).
     s.traffic.bound(QueueBounds::default());
     let waiting: Vec<_> = (0..3)
@@ -189,8 +192,11 @@ async fn health_never_waits_and_a_server_that_is_not_coming_is_unavailable_at_on
     assert!(began.elapsed() < Duration::from_secs(1));
     assert_eq!(answer.status(), 503);
     let body = json_of(answer).await;
-    assert_eq!(body["code"], "SERVER_UNAVAILABLE");
-    assert_eq!(body["error"], "llama-server is crashed: it broke");
+    assert_eq!(body["error"]["code"], "SERVER_UNAVAILABLE");
+    assert_eq!(
+        body["error"]["message"],
+        "llama-server is crashed: it broke"
+    );
     // Crashed with a restart to follow: requests wait for it.
     s.state
         .send_modify(|snapshot| snapshot.restart_pending = true);
@@ -224,7 +230,7 @@ async fn a_backend_that_is_gone_is_a_bad_gateway() {
     let answer = post(s.port, "/v1/x", "").send().await.unwrap();
     assert_eq!(answer.status(), 502);
     let body = json_of(answer).await;
-    assert_eq!(body["code"], "BACKEND_UNAVAILABLE");
+    assert_eq!(body["error"]["code"], "BACKEND_UNAVAILABLE");
 }
 
 #[tokio::test]
@@ -266,7 +272,7 @@ async fn a_host_that_is_not_loopback_is_refused_before_anything_else() {
         .unwrap();
     assert_eq!(rebound.status(), 403);
     let body = json_of(rebound).await;
-    assert_eq!(body["code"], "INVALID_HOST", "{body}");
+    assert_eq!(body["error"]["code"], "INVALID_HOST", "{body}");
     assert_eq!(s.traffic.queue().length, 0, "nothing was queued");
     for host in [
         format!("localhost:{}", s.port),

@@ -54,7 +54,7 @@ export default function DiffusionServerTab({ active }: TabProps) {
       setResult(orchestrated ? await api.resources.orchestrateGeneration(config) : await api.diffusion.generateImage(config))
     })
 
-  const percent = progress ? progress.percent : null
+  const percent = progress ? progress.percentage : null
   return (
     <div className="tab-body grid">
       <Card title="Diffusion server (stable-diffusion.cpp)" testId="diffusion-config">
@@ -148,7 +148,7 @@ export default function DiffusionServerTab({ active }: TabProps) {
           <div className="generation-progress" data-testid="image-progress" data-stage={progress?.stage ?? ''} data-step={progress?.currentStep ?? 0} data-total={progress?.totalSteps ?? 0}>
             <div className="muted">
               {progress
-                ? `${STAGES[progress.stage]}${progress.stage === 'diffusion' ? ` · step ${progress.currentStep} of ${progress.totalSteps}` : ''}${progress.count > 1 ? ` · image ${progress.image} of ${progress.count}` : ''}`
+                ? `${STAGES[progress.stage]}${progress.stage === 'diffusion' ? ` · step ${progress.currentStep} of ${progress.totalSteps}` : ''}${progress.totalImages > 1 ? ` · image ${progress.currentImage} of ${progress.totalImages}` : ''}`
                 : 'Waiting for the backend…'}
             </div>
             <ProgressBar value={percent} label={percent == null ? undefined : `${Math.round(percent)}%`} />
