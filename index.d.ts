@@ -298,7 +298,10 @@ export interface DiffusionServerEvents {
   stopped: [EventOf<ServerEvent<DiffusionServerInfo>, 'stopped'>]
   /** Progress of any job, in-process or HTTP. */
   progress: [EventOf<ImageJobEvent, 'progress'>]
-  /** Every change of a job's status: queued when accepted, running when the backend takes it, then how it ended. */
+  /**
+   * Every change of a job's status: `pending` when accepted (and while its orchestrator makes
+   * room), `in_progress` when the backend takes it, then how it ended.
+   */
   job: [EventOf<ImageJobEvent, 'job'>]
   /** An install of an executable, anywhere in the library. */
   'binary-progress': [BinaryProgressEvent]
@@ -309,9 +312,11 @@ export interface DiffusionServerEvents {
 
 /**
  * An HTTP server of ours in front of stable-diffusion.cpp (default `127.0.0.1:8081`):
- * `GET /health`, `POST /v1/images/generations` (sync, or `"async": true` for a job),
- * `GET|DELETE /v1/images/generations/{id}`, `GET /v1/images/generations/{id}/events` (SSE).
- * Use the shared {@link diffusionServer}.
+ * `GET /health`, `POST /v1/images/generations` (sync, or `Prefer: respond-async` for a job to
+ * poll), `GET|DELETE /v1/images/generations/{id}`, `GET /v1/images/generations/{id}/events`
+ * (SSE). Every image, whatever door it comes through, waits for its turn at the
+ * {@link ResourceOrchestrator} that serves the server ({@link getOrchestrator}). Use the shared
+ * {@link diffusionServer}, which comes with one.
  */
 export declare class DiffusionServerManager extends EventEmitter<DiffusionServerEvents> {
   constructor()
@@ -333,6 +338,12 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
   generateImage(config: ImageGenerationConfig): Promise<ImageGenerationResult>
   /** Cancels the job `id`, or the image being made now; false when there is no such job. */
   cancelImageGeneration(id?: string): boolean
+  /**
+   * The orchestrator that decides when this server's images run (offloading the LLM when both
+   * do not fit): the newest one constructed over it that the app still holds, else the shared
+   * instance's own; `undefined` for an instance no orchestrator serves.
+   */
+  getOrchestrator(): ResourceOrchestrator | undefined
   getInfo(): DiffusionServerInfo
   getConfig(): ResolvedDiffusionConfig | null
   isRunning(): boolean
@@ -440,7 +451,10 @@ export interface ResourceOrchestratorEvents {
  */
 export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestratorEvents> {
   /**
-   * The seed's argument order; an omitted manager is the shared one.
+   * The seed's argument order; an omitted manager is the shared one. From then on it serves
+   * `diffusionServer`: every image of that server (HTTP requests, `generateImage`, this
+   * orchestrator's calls) waits for its turn here, in one queue under one swap policy, while the
+   * app holds this orchestrator.
    * @throws {ValidationError} unknown or bad options, or managers that are not the library's.
    */
   constructor(

@@ -154,7 +154,69 @@ test('while the LLM is offloaded, /props, the model list and health answer at on
   }
 })
 
-test('enough room: nothing stops; a failed image still brings the LLM back', { skip }, async () => {
+test('every door is orchestrated: an HTTP image (sync, and a job to poll) and generateImage offload and reload the LLM, a chat sent meanwhile is answered, a DELETE leaves the queue', {
+  skip,
+}, async () => {
+  const { llama, diffusion, info, stop } = await servers()
+  try {
+    const orchestrator = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    assert.equal(diffusion.getOrchestrator(), orchestrator, 'it serves the diffusion server now')
+    const seen = record(orchestrator)
+    const base = `http://localhost:${diffusion.getPort()}/v1/images/generations`
+    const post = (body, headers = {}) =>
+      fetch(base, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+      })
+
+    // A renderer's synchronous POST, with a chat sent once the LLM is held.
+    let held
+    orchestrator.once('offload', () => {
+      held = chat(info.port)
+    })
+    const answer = await post(IMAGE)
+    assert.equal(answer.status, 200)
+    assert.equal((await answer.json()).seed, IMAGE.seed)
+    await waitFor(orchestrator, 'phase', () => orchestrator.getInfo().phase === 'idle', { what: 'the LLM back' })
+    assert.equal((await held).status, 200, 'the chat waited for the reload and was answered')
+    const afterHttp = llama.getInfo()
+    assert.deepEqual([afterHttp.status, afterHttp.port], ['running', info.port])
+    assert.notEqual(afterHttp.pid, info.pid, 'offloaded and reloaded')
+    assert.deepEqual(
+      seen.filter((e) => e === 'offload' || e === 'reload'),
+      ['offload', 'reload'],
+    )
+
+    // A job to poll (genai-lite with progress), and a second one cancelled by DELETE while it
+    // waits behind the first: it leaves the queue and causes no second offload.
+    const first = await (await post({ ...IMAGE, steps: 20 }, { Prefer: 'respond-async' })).json()
+    const second = await (await post(IMAGE, { Prefer: 'respond-async' })).json()
+    const deleted = await fetch(`${base}/${second.id}`, { method: 'DELETE' })
+    assert.deepEqual([deleted.status, (await deleted.json()).status], [200, 'cancelled'])
+    let job
+    do {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      job = await (await fetch(`${base}/${first.id}`)).json()
+    } while (job.status === 'pending' || job.status === 'in_progress')
+    assert.equal(job.status, 'complete', JSON.stringify(job.error))
+    await waitFor(orchestrator, 'phase', () => orchestrator.getInfo().phase === 'idle', { what: 'the LLM back' })
+    assert.deepEqual(
+      seen.filter((e) => e === 'offload' || e === 'reload'),
+      ['offload', 'reload', 'offload', 'reload'],
+    )
+
+    // The JS API of the diffusion server goes through the same gate.
+    await diffusion.generateImage(IMAGE)
+    await waitFor(orchestrator, 'phase', () => orchestrator.getInfo().phase === 'idle', { what: 'the LLM back' })
+    assert.equal(seen.filter((e) => e === 'reload').length, 3)
+    assert.equal((await chat(info.port)).status, 200)
+  } finally {
+    await stop()
+  }
+})
+
+test('enough room: nothing stops; an image the stopped server refuses stops nothing either', { skip }, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {
     const roomy = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ramBudgetBytes: 2 ** 50 })
@@ -166,7 +228,7 @@ test('enough room: nothing stops; a failed image still brings the LLM back', { s
     await diffusion.stop()
     await assert.rejects(tight.orchestrateImageGeneration(IMAGE), ServerError)
     assert.equal(llama.getInfo().status, 'running')
-    assert.notEqual(llama.getInfo().pid, info.pid)
+    assert.equal(llama.getInfo().pid, info.pid, 'refused before its turn: no offload')
     assert.equal((await chat(info.port)).status, 200)
   } finally {
     await stop()

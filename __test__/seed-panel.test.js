@@ -153,7 +153,11 @@ test("the seed panel's diffusion and resources handlers work against the package
     await invoke('diffusion:clearLogs')
     assert.deepEqual(await invoke('diffusion:logs', 200), [])
 
+    // The shared diffusionServer comes with an orchestrator (as in 0.26) until the app makes one.
+    const builtIn = diffusionServer.getOrchestrator()
+    assert.ok(builtIn instanceof genai.ResourceOrchestrator)
     assert.equal(await invoke('resources:wouldNeedOffload'), false)
+    assert.notEqual(diffusionServer.getOrchestrator(), builtIn, "the seed's own orchestrator serves it now")
     assert.equal(await invoke('resources:getSavedState'), null)
     const orchestrated = await invoke('resources:orchestrateGeneration', {
       prompt: 'a blue sphere',

@@ -9,15 +9,50 @@ const { checkCallbacks } = require('./callbacks')
 
 let instance = null
 
+/** Package-private: a ResourceOrchestrator announces that it serves this server. */
+const SERVED_BY = Symbol('servedBy')
+
 class DiffusionServerManager extends ServerManager {
+  /** The orchestrators constructed over this server, newest last (held by the app, not here). */
+  #orchestrators = []
+  /** The shared instance's own orchestrator, kept alive here. */
+  #defaultOrchestrator = null
+
   constructor() {
     super((onEvent) => new native.binding.NativeDiffusionServer(onEvent))
   }
 
-  /** The shared instance, also exported as `diffusionServer`. */
+  /**
+   * The shared instance, also exported as `diffusionServer`. As in genai-electron 0.26, it comes
+   * with a ResourceOrchestrator over the shared llamaServer, so that every image it makes,
+   * whatever door it comes through (HTTP, `generateImage`), offloads the LLM when the two do not
+   * fit; an orchestrator the app constructs over it takes over while the app holds it.
+   */
   static getInstance() {
-    instance ??= new DiffusionServerManager()
+    if (!instance) {
+      instance = new DiffusionServerManager()
+      const { ResourceOrchestrator } = require('./orchestrator')
+      instance.#defaultOrchestrator = new ResourceOrchestrator(undefined, undefined, instance)
+    }
     return instance
+  }
+
+  [SERVED_BY](orchestrator) {
+    this.#orchestrators = this.#orchestrators.filter((ref) => ref.deref())
+    this.#orchestrators.push(new WeakRef(orchestrator))
+  }
+
+  /**
+   * The ResourceOrchestrator that decides when this server's images run: the newest one
+   * constructed over it that the app still holds, else the shared instance's own; `undefined`
+   * for an instance no orchestrator serves.
+   */
+  getOrchestrator() {
+    for (const ref of [...this.#orchestrators].reverse()) {
+      const orchestrator = ref.deref()
+      if (orchestrator) return orchestrator
+    }
+    return this.#defaultOrchestrator ?? undefined
   }
 
   async start(config) {
@@ -87,4 +122,4 @@ async function runImage(progressSource, config, start, cancel) {
   }
 }
 
-module.exports = { DiffusionServerManager, runImage }
+module.exports = { DiffusionServerManager, runImage, SERVED_BY }

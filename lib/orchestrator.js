@@ -6,7 +6,7 @@ const { callSync, callAsync, plain } = native
 const { createDispatcher } = require('./events')
 const { NATIVE } = require('./server-manager')
 const { LlamaServerManager, START_WITH } = require('./llama-server')
-const { DiffusionServerManager, runImage } = require('./diffusion-server')
+const { DiffusionServerManager, runImage, SERVED_BY } = require('./diffusion-server')
 const { ValidationError } = require('./errors')
 
 /**
@@ -51,6 +51,8 @@ class ResourceOrchestrator extends EventEmitter {
           },
         ),
     )
+    // From now on every image of that server asks this orchestrator for its turn.
+    this.#diffusion[SERVED_BY](this)
   }
 
   /** Makes the image, offloading the LLM first when both do not fit; the LLM comes back in any case. */

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::DiffusionError;
@@ -227,8 +227,66 @@ pub enum EngineEvent {
     Job { id: String, status: JobStatus },
 }
 
+/// Decides when a job may run: the ResourceOrchestrator that serves this server, which first makes
+/// room (offloads the LLM) when the image and the LLM do not fit together. Every job asks, in
+/// its turn, whatever door it came through (HTTP, sync or async; the JS API; the orchestrator's
+/// own calls), so all of them share one queue and one swap policy.
+pub trait Admission: Send + Sync {
+    /// `None` once the gate is gone (its orchestrator was dropped). Otherwise resolves when the
+    /// job may run, with a permit the engine holds until the job has finished; an error ends the
+    /// job unrun. Dropping the future withdraws the job (it was cancelled).
+    fn admit(&self, id: &str, request: &ImageRequest) -> Option<Admit>;
+}
+
+pub type Admit =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Permit, JobError>> + Send>>;
+
+/// Held while an admitted job runs; dropping it tells the gate that the job is over.
+pub struct Permit(#[allow(dead_code)] oneshot::Sender<()>);
+
+impl Permit {
+    /// A permit, and what resolves once it is dropped.
+    pub fn new() -> (Permit, oneshot::Receiver<()>) {
+        let (over, dropped) = oneshot::channel();
+        (Permit(over), dropped)
+    }
+}
+
+/// The gates of a diffusion server, newest last: the newest one still there decides. They
+/// outlive the engine (a restart keeps them).
+#[derive(Default)]
+pub struct Gates(Mutex<Vec<Arc<dyn Admission>>>);
+
+impl Gates {
+    pub fn add(&self, gate: Arc<dyn Admission>) {
+        lock(&self.0).push(gate);
+    }
+
+    /// The newest live gate's admission of the job; `None`: no gate, the job runs in its turn.
+    fn admit(&self, id: &str, request: &ImageRequest) -> Option<Admit> {
+        let mut gates = lock(&self.0);
+        while let Some(gate) = gates.last() {
+            if let Some(admit) = gate.admit(id, request) {
+                return Some(admit);
+            }
+            gates.pop();
+        }
+        None
+    }
+}
+
+/// Whether a job counts against `maxQueue`: requests over HTTP and `generateImage` do; the
+/// images an app queues at its orchestrator (`orchestrateImageGeneration`) wait their turn there,
+/// however many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    MaxQueue,
+    Unbounded,
+}
+
 pub struct Engine {
     backend: Arc<Backend>,
+    gates: Arc<Gates>,
     max_queue: usize,
     /// A job with no output from the backend for this long fails (`None`: never).
     stall_timeout: Option<Duration>,
@@ -247,12 +305,14 @@ impl Engine {
     /// Starts the worker. `max_queue` jobs may wait while one runs.
     pub fn start(
         backend: Backend,
+        gates: Arc<Gates>,
         max_queue: usize,
         stall_timeout: Option<Duration>,
         events: EventSink<EngineEvent>,
     ) -> Arc<Self> {
         let engine = Arc::new(Engine {
             backend: Arc::new(backend),
+            gates,
             max_queue: max_queue.max(1),
             stall_timeout,
             jobs: Mutex::new(VecDeque::new()),
@@ -269,10 +329,12 @@ impl Engine {
     }
 
     /// Queues a request. `id` lets an in-process caller name its job (to cancel it later).
+    /// `Bound::MaxQueue` refuses it when `max_queue` jobs wait already.
     pub fn submit(
         &self,
         request: ImageRequest,
         id: Option<String>,
+        bound: Bound,
     ) -> Result<Arc<Job>, DiffusionError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(DiffusionError::NotRunning);
@@ -311,7 +373,7 @@ impl Engine {
             pending.retain(|j| !lock(&j.state).status.is_final());
             // One runs and `max_queue` wait; a job not yet picked up by the worker waits too.
             let running = usize::from(lock(&self.running).is_some());
-            if pending.len() + running > self.max_queue {
+            if bound == Bound::MaxQueue && pending.len() + running > self.max_queue {
                 return Err(DiffusionError::Busy {
                     queued: pending.len(),
                 });
@@ -408,6 +470,15 @@ impl Engine {
                 self.cancel(Some(&job.id));
                 continue;
             }
+            // Its turn: the orchestrator serving this server may make room first.
+            let permit = match self.admission(&job).await {
+                Ok(permit) => permit,
+                Err(err) => {
+                    *lock(&self.running) = None;
+                    self.finish(&job, Err(err));
+                    continue;
+                }
+            };
             if !job.set_running() {
                 *lock(&self.running) = None;
                 continue;
@@ -416,6 +487,19 @@ impl Engine {
             let outcome = self.run(&job).await;
             *lock(&self.running) = None;
             self.finish(&job, outcome);
+            // Only now: the gate sees the next job still waiting (no reload between images).
+            drop(permit);
+        }
+    }
+
+    /// Waits for the gate, if any; a cancel withdraws the job.
+    async fn admission(&self, job: &Job) -> Result<Option<Permit>, JobError> {
+        let Some(admit) = self.gates.admit(&job.id, &job.request) else {
+            return Ok(None);
+        };
+        tokio::select! {
+            permit = admit => permit.map(Some),
+            () = job.cancel.cancelled() => Err(DiffusionError::Cancelled.into()),
         }
     }
 

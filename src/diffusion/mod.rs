@@ -30,7 +30,7 @@ use crate::process::{
 };
 use crate::sync::lock;
 use backend::{Backend, BackendConfig, BackendKind};
-use engine::{Engine, EngineEvent, ImageOutput, JobError};
+use engine::{Admission, Bound, Engine, EngineEvent, Gates, ImageOutput, JobError};
 use request::ImageRequest;
 use tokio::sync::watch;
 
@@ -291,6 +291,8 @@ struct Shared {
     log: Arc<ServerLog>,
     events: Option<EventSink<DiffusionEvent>>,
     op: tokio::sync::Mutex<()>,
+    /// Who decides when each image may run (the orchestrators that serve this server).
+    gates: Arc<Gates>,
 }
 
 /// The running server: its engine, config, port and HTTP server (taken by `stop`).
@@ -319,8 +321,15 @@ impl DiffusionServer {
                 log,
                 events,
                 op: tokio::sync::Mutex::new(()),
+                gates: Arc::default(),
             }),
         }
+    }
+
+    /// Every image, whatever door it comes through, waits for this gate in its turn (the newest
+    /// gate still there decides; they outlive a stop and a start).
+    pub fn serve_by(&self, gate: Arc<dyn Admission>) {
+        self.shared.gates.add(gate);
     }
 
     /// Stops the resident `sd-server` if no image is being made with it, to give its memory
@@ -413,6 +422,7 @@ impl DiffusionServer {
                 self.shared.log.clone(),
                 resident_events,
             ),
+            self.shared.gates.clone(),
             config.max_queue,
             config.stall_timeout,
             engine_events,
@@ -473,7 +483,7 @@ impl DiffusionServer {
         request: ImageRequest,
         id: Option<String>,
     ) -> Result<Arc<ImageOutput>, JobError> {
-        self.submit(request, id)?.outcome().await
+        self.submit(request, id, Bound::MaxQueue)?.outcome().await
     }
 
     /// Queues an in-process request at once (without awaiting anything), so its id can be
@@ -482,9 +492,10 @@ impl DiffusionServer {
         &self,
         request: ImageRequest,
         id: Option<String>,
+        bound: Bound,
     ) -> Result<Submitted, DiffusionError> {
         let engine = self.engine().ok_or(DiffusionError::NotRunning)?;
-        let job = engine.submit(request, id)?;
+        let job = engine.submit(request, id, bound)?;
         Ok(Submitted { engine, job })
     }
 

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::engine::{
-    Engine, ImageOutput, Job, JobError, JobSnapshot, JobUpdate, unix_millis, unix_seconds,
+    Bound, Engine, ImageOutput, Job, JobError, JobSnapshot, JobUpdate, unix_millis, unix_seconds,
 };
 use super::{DiffusionConfig, DiffusionError, request};
 use crate::error::{Coded, ErrorCode};
@@ -133,7 +133,7 @@ impl Context {
             }
         };
         let asynchronous = request.asynchronous || prefers_async(req_prefer.as_ref());
-        let job = match self.engine.submit(request, None) {
+        let job = match self.engine.submit(request, None, Bound::MaxQueue) {
             Ok(job) => job,
             Err(err) => return submit_error(&err),
         };

@@ -9,7 +9,7 @@ use super::binaries::progress_to_js;
 use super::error::to_napi;
 use super::events::{EventCallback, crashed, log, serialized, sink, tagged};
 use crate::binaries::BinaryManager;
-use crate::diffusion::engine::{ImageOutput, JobError};
+use crate::diffusion::engine::{Bound, ImageOutput, JobError};
 use crate::diffusion::request::{self, ImageRequest};
 use crate::diffusion::{DiffusionError, DiffusionEvent, DiffusionServer};
 use crate::events::Subscription;
@@ -115,7 +115,7 @@ impl JsDiffusionServer {
     ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
         let submitted = self
             .inner
-            .submit(image_request(&config)?, id)
+            .submit(image_request(&config)?, id, Bound::MaxQueue)
             .map_err(to_napi)?;
         images(env, submitted.outcome())
     }

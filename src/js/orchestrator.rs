@@ -11,7 +11,6 @@ use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, serialized, sink};
 use super::llama::JsLlamaServer;
 use crate::binaries::BinaryManager;
-use crate::config::Settings;
 use crate::llama::resolve::StartRequest;
 use crate::orchestrator::{Options, OptionsRequest, Orchestrator, OrchestratorEvent, Servers};
 
@@ -68,8 +67,7 @@ impl JsResourceOrchestrator {
         config: Value,
         id: String,
     ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
-        let data = Settings::global().data_paths().map_err(to_napi)?;
-        let pending = self.inner.queue_image(image_request(&config)?, id, &data);
+        let pending = self.inner.queue_image(image_request(&config)?, id);
         images(env, pending.outcome())
     }
 

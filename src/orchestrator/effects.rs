@@ -6,13 +6,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::usage::{self, Bottleneck, Memory, Usage};
 use crate::binaries::BinaryManager;
-use crate::config::DataPaths;
+use crate::config::{DataDirSource, DataPaths, Settings};
 use crate::diffusion::DiffusionServer;
-use crate::diffusion::engine::{ImageOutput, JobError};
+use crate::diffusion::engine::{Admission, Bound, ImageOutput, JobError};
 use crate::diffusion::request::ImageRequest;
 use crate::launch::ManagedServer;
 use crate::launch::StartError;
@@ -23,6 +21,8 @@ use crate::process::ServerState;
 use crate::system::SystemInfo;
 
 pub type ImageResult = Result<Arc<ImageOutput>, JobError>;
+/// An image queued at the diffusion server: its images once made.
+pub type ImageJob = std::pin::Pin<Box<dyn Future<Output = ImageResult> + Send>>;
 pub type StartResult = Result<ServerInfo, StartError<LlamaError>>;
 
 /// Memory free now, as the system reports it.
@@ -90,13 +90,17 @@ pub trait Effects: Send + Sync + 'static {
         data: &DataPaths,
     ) -> impl Future<Output = StartResult> + Send;
 
-    /// Makes the image; `cancel` stops it at any point.
-    fn generate_image(
-        &self,
-        request: ImageRequest,
-        id: &str,
-        cancel: &CancellationToken,
-    ) -> impl Future<Output = ImageResult> + Send;
+    /// Where models are recorded now (the LLM's estimate reads its record).
+    fn data_paths(&self) -> DataPaths;
+    /// Makes the orchestrator the gate of every image of the diffusion server.
+    fn serve_images(&self, gate: Arc<dyn Admission>);
+    /// Queues an image at the diffusion server, at once; it asks the gate in its turn. One the
+    /// server refuses (not running, a bad request) resolves with that error.
+    fn submit_image(&self, request: ImageRequest, id: String) -> ImageJob;
+    /// Cancels the diffusion server's job `id`, waiting or being made; false when there is none.
+    fn cancel_image(&self, id: &str) -> bool;
+    /// Images queued at the diffusion server that have not asked for their turn yet.
+    fn images_queued(&self) -> usize;
     /// Stops the resident sd-server if no image is being made with it; true when it stopped.
     fn release_idle_diffusion(&self) -> impl Future<Output = bool> + Send;
 }
@@ -224,25 +228,34 @@ impl Effects for Servers {
         self.llama.start(config).await.map_err(StartError::Server)
     }
 
-    async fn generate_image(
-        &self,
-        request: ImageRequest,
-        id: &str,
-        cancel: &CancellationToken,
-    ) -> ImageResult {
-        let outcome = self
-            .diffusion
-            .submit(request, Some(id.to_string()))?
-            .outcome();
-        tokio::pin!(outcome);
-        tokio::select! {
-            outcome = &mut outcome => outcome,
-            // Cancelled before its job was queued too: the job is cancelled as soon as it is.
-            _ = cancel.cancelled() => {
-                self.diffusion.cancel(Some(id));
-                outcome.await
+    fn data_paths(&self) -> DataPaths {
+        // Only an OS without a user data folder, and no folder configured, has none; the LLM is
+        // then sized by what its process holds.
+        Settings::global()
+            .data_paths()
+            .unwrap_or_else(|_| DataPaths::new(std::env::temp_dir(), DataDirSource::Configured))
+    }
+
+    fn serve_images(&self, gate: Arc<dyn Admission>) {
+        self.diffusion.serve_by(gate);
+    }
+
+    fn submit_image(&self, request: ImageRequest, id: String) -> ImageJob {
+        match self.diffusion.submit(request, Some(id), Bound::Unbounded) {
+            Ok(job) => Box::pin(job.outcome()),
+            Err(err) => {
+                let err = JobError::from(err);
+                Box::pin(async move { Err(err) })
             }
         }
+    }
+
+    fn cancel_image(&self, id: &str) -> bool {
+        self.diffusion.cancel(Some(id))
+    }
+
+    fn images_queued(&self) -> usize {
+        self.diffusion.info().queued
     }
 
     async fn release_idle_diffusion(&self) -> bool {

@@ -2,6 +2,8 @@
 //! reloads, cancels at every point, chat starvation, the idle reload and a failed reload. Each
 //! effect is logged with the (virtual) millisecond it happened at.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::diffusion::engine::ImageOutput;
+use crate::diffusion::engine::{ImageOutput, Permit};
 use crate::diffusion::request::ImageRequest;
 use crate::llama::gateway::QueueBounds;
 use crate::process::{HealthStatus, ServerState};
@@ -47,6 +49,18 @@ struct World {
 struct Fake {
     world: Mutex<World>,
     chat_length: watch::Sender<usize>,
+    images: FakeDiffusion,
+}
+
+/// The diffusion server's part: one image at a time, in order, each asking the gate first.
+#[derive(Default)]
+struct FakeDiffusion {
+    gate: Mutex<Option<Arc<dyn Admission>>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// The images waiting or being made, and their cancels.
+    jobs: Mutex<HashMap<String, CancellationToken>>,
+    /// Those that have not had their turn yet.
+    queued: AtomicUsize,
 }
 
 impl Fake {
@@ -62,7 +76,72 @@ impl Fake {
                 log: Vec::new(),
             }),
             chat_length: watch::channel(0).0,
+            images: FakeDiffusion::default(),
         })
+    }
+
+    /// An image's life at the diffusion server: its turn, the gate, then the making (cut by a
+    /// cancel at any point). The answer goes before the permit is dropped, as the engine does.
+    async fn make(
+        self: Arc<Self>,
+        request: ImageRequest,
+        id: String,
+        cancel: CancellationToken,
+        answer: oneshot::Sender<ImageResult>,
+    ) {
+        let turn = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            turn = self.images.turn.clone().lock_owned() => Some(turn),
+        };
+        self.images.queued.fetch_sub(1, Ordering::SeqCst);
+        let (outcome, permit) = match turn {
+            Some(_) => self.admitted(&request, &id, &cancel).await,
+            None => (Err(DiffusionError::Cancelled.into()), None),
+        };
+        lock(&self.images.jobs).remove(&id);
+        let _ = answer.send(outcome);
+        drop(permit);
+        drop(turn);
+    }
+
+    async fn admitted(
+        &self,
+        request: &ImageRequest,
+        id: &str,
+        cancel: &CancellationToken,
+    ) -> (ImageResult, Option<Permit>) {
+        let gate = lock(&self.images.gate).clone();
+        let permit = match gate.and_then(|gate| gate.admit(id, request)) {
+            None => None,
+            Some(admit) => tokio::select! {
+                biased;
+                () = cancel.cancelled() => return (Err(DiffusionError::Cancelled.into()), None),
+                admitted = admit => match admitted {
+                    Ok(permit) => Some(permit),
+                    Err(err) => return (Err(err), None),
+                },
+            },
+        };
+        self.log(format!("image {id}"));
+        tokio::select! {
+            () = tokio::time::sleep(IMAGE_TIME) => {}
+            () = cancel.cancelled() => {
+                self.log(format!("cut {id}"));
+                return (Err(DiffusionError::Cancelled.into()), permit);
+            }
+        }
+        self.log(format!("made {id}"));
+        let output = ImageOutput {
+            images: vec![Vec::new()],
+            seeds: vec![request.seed.unwrap_or(0)],
+            width: request.width,
+            height: request.height,
+            time_taken: IMAGE_TIME,
+            backend_time: IMAGE_TIME,
+            created: SystemTime::now(),
+        };
+        (Ok(Arc::new(output)), permit)
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -232,30 +311,38 @@ impl Effects for Shared {
         Ok(self.0.info())
     }
 
-    async fn generate_image(
-        &self,
-        request: ImageRequest,
-        id: &str,
-        cancel: &CancellationToken,
-    ) -> ImageResult {
-        self.0.log(format!("image {id}"));
-        tokio::select! {
-            () = tokio::time::sleep(IMAGE_TIME) => {}
-            () = cancel.cancelled() => {
-                self.0.log(format!("cut {id}"));
-                return Err(DiffusionError::Cancelled.into());
+    fn data_paths(&self) -> DataPaths {
+        DataPaths::new(
+            "/nonexistent".into(),
+            crate::config::DataDirSource::Configured,
+        )
+    }
+
+    fn serve_images(&self, gate: Arc<dyn Admission>) {
+        *lock(&self.0.images.gate) = Some(gate);
+    }
+
+    fn submit_image(&self, request: ImageRequest, id: String) -> ImageJob {
+        let cancel = CancellationToken::new();
+        lock(&self.0.images.jobs).insert(id.clone(), cancel.clone());
+        self.0.images.queued.fetch_add(1, Ordering::SeqCst);
+        let (answer, outcome) = oneshot::channel();
+        tokio::spawn(self.0.clone().make(request, id, cancel, answer));
+        Box::pin(async move {
+            match outcome.await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(DiffusionError::Cancelled.into()),
             }
-        }
-        self.0.log(format!("made {id}"));
-        Ok(Arc::new(ImageOutput {
-            images: vec![Vec::new()],
-            seeds: vec![request.seed.unwrap_or(0)],
-            width: request.width,
-            height: request.height,
-            time_taken: IMAGE_TIME,
-            backend_time: IMAGE_TIME,
-            created: SystemTime::now(),
-        }))
+        })
+    }
+
+    fn cancel_image(&self, id: &str) -> bool {
+        let jobs = lock(&self.0.images.jobs);
+        jobs.get(id).map(CancellationToken::cancel).is_some()
+    }
+
+    fn images_queued(&self) -> usize {
+        self.0.images.queued.load(Ordering::SeqCst)
     }
 
     async fn release_idle_diffusion(&self) -> bool {
@@ -298,10 +385,7 @@ fn setup(options: OptionsRequest) -> Setup {
             })
         })),
     );
-    let data = DataPaths::new(
-        "/nonexistent".into(),
-        crate::config::DataDirSource::Configured,
-    );
+    let data = Shared(fake.clone()).data_paths();
     Setup {
         fake,
         orchestrator,
@@ -322,8 +406,7 @@ impl Setup {
         images
             .map(|(i, id)| {
                 let request = image(i as u32);
-                self.orchestrator
-                    .queue_image(request, id.to_string(), &self.data)
+                self.orchestrator.queue_image(request, id.to_string())
             })
             .collect()
     }
@@ -482,15 +565,26 @@ async fn a_waiting_image_cancelled_leaves_at_once_and_causes_no_offload() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_image_cancelled_before_it_is_asked_fails_at_once_and_nothing_stops() {
+async fn an_image_cancelled_before_its_turn_fails_at_once_and_nothing_stops() {
     let s = setup(OptionsRequest::default());
+    let images = s.queue(&["early"]);
     assert!(s.orchestrator.cancel("early"));
-    let done = outcomes(s.queue(&["early"])).await;
+    let done = outcomes(images).await;
     assert!(done[0].as_ref().unwrap_err().cancelled);
     assert!(s.fake.effects().is_empty());
-    // The id is used up: the next image with it runs.
+    assert!(!s.orchestrator.cancel("early"), "gone");
     let done = outcomes(s.queue(&["early"])).await;
     assert!(done[0].is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_orchestrator_stops_being_the_gate() {
+    let s = setup(OptionsRequest::default());
+    let gate = lock(&s.fake.images.gate).clone().unwrap();
+    let request = image(0);
+    drop(s.orchestrator);
+    tokio::task::yield_now().await;
+    assert!(gate.admit("a", &request).is_none());
 }
 
 #[tokio::test(start_paused = true)]

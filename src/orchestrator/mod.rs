@@ -22,7 +22,7 @@
 //! - `worker`: the one task that owns the queue, the cancels, the saved state and the offload.
 //!   The [`Orchestrator`] handle only sends it messages and reads what it publishes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::Serialize;
 
@@ -31,6 +31,7 @@ use ts_rs::TS;
 
 use crate::config::DataPaths;
 use crate::diffusion::DiffusionError;
+use crate::diffusion::engine::{Admission, Admit};
 use crate::diffusion::request::ImageRequest;
 use crate::events::EventSink;
 use crate::launch::StartError;
@@ -45,7 +46,7 @@ mod policy;
 mod usage;
 mod worker;
 
-pub use effects::{Effects, Free, ImageResult, PlannedStart, Servers, StartResult};
+pub use effects::{Effects, Free, ImageJob, ImageResult, PlannedStart, Servers, StartResult};
 pub use options::{Options, OptionsRequest, OrchestratorError, Policy};
 pub use usage::{Bottleneck, Estimate, Memory, Source, Usage};
 use worker::{Msg, Status, Worker};
@@ -145,12 +146,19 @@ impl<E: Effects> Orchestrator<E> {
         let (inbox, messages) = mpsc::unbounded_channel();
         let (publish, status) = watch::channel(Status::default());
         let worker = Worker::new(effects.clone(), options.clone(), events, messages, publish);
+        let worker = Arc::new(LazyWorker(Mutex::new(Some(Box::pin(worker.run())))));
+        // Every image of the diffusion server asks this orchestrator for its turn, whatever
+        // door it came through, until a newer orchestrator takes over or this one is dropped.
+        effects.serve_images(Arc::new(Gate {
+            inbox: inbox.downgrade(),
+            worker: Arc::downgrade(&worker),
+        }));
         Orchestrator {
             effects,
             options,
             inbox,
             status,
-            worker: Arc::new(LazyWorker(Mutex::new(Some(Box::pin(worker.run()))))),
+            worker,
         }
     }
 
@@ -177,9 +185,9 @@ impl<E: Effects> Orchestrator<E> {
         self.effects.chat_queue()
     }
 
-    /// Images waiting for their turn (not the one being made).
+    /// Images waiting for their turn (not the one being made), at the diffusion server too.
     pub fn images_waiting(&self) -> usize {
-        self.status.borrow().images_waiting
+        self.status.borrow().images_waiting + self.effects.images_queued()
     }
 
     pub fn saved_state(&self) -> Option<SavedState> {
@@ -197,36 +205,25 @@ impl<E: Effects> Orchestrator<E> {
 
     /// Makes the image in its turn, offloading the LLM first when the two do not fit; the LLM
     /// comes back as the policy says, and in any case once no image waits.
-    pub async fn generate(
-        &self,
-        request: ImageRequest,
-        id: String,
-        data: &DataPaths,
-    ) -> ImageResult {
-        self.queue_image(request, id, data).outcome().await
+    pub async fn generate(&self, request: ImageRequest, id: String) -> ImageResult {
+        self.queue_image(request, id).outcome().await
     }
 
-    /// Takes the image's place in the queue now, without awaiting anything: images are made in
-    /// the order of these calls. Its id can be cancelled from the moment this returns.
-    pub fn queue_image(&self, request: ImageRequest, id: String, data: &DataPaths) -> PendingImage {
-        let (reply, answer) = oneshot::channel();
-        self.send(Msg::Image {
-            id,
-            request,
-            data: data.clone(),
-            reply,
-        });
+    /// Queues the image at the diffusion server now, without awaiting anything: images are made
+    /// in the order of these calls (and of HTTP requests). Its id can be cancelled from the
+    /// moment this returns.
+    pub fn queue_image(&self, request: ImageRequest, id: String) -> PendingImage {
         PendingImage {
+            job: self.effects.submit_image(request, id.clone()),
+            id,
+            inbox: self.inbox.clone(),
             worker: self.worker.clone(),
-            answer,
         }
     }
 
-    /// Cancels an image that waits for its turn, for an offload, or is being made; an id not
-    /// seen yet is cancelled when its image comes.
+    /// Cancels an image that waits for its turn, for an offload, or is being made.
     pub fn cancel(&self, id: &str) -> bool {
-        self.send(Msg::Cancel(id.to_string()));
-        true
+        self.effects.cancel_image(id)
     }
 
     /// Starts the LLM in its turn; when it and an idle resident sd-server do not fit together,
@@ -254,20 +251,78 @@ impl<E: Effects> Orchestrator<E> {
     }
 }
 
-/// An image in the orchestrator's queue.
+/// An image queued at the diffusion server by the orchestrator's own call. While it is held,
+/// the orchestrator serves as the gate even if its handle was dropped.
 pub struct PendingImage {
+    job: ImageJob,
+    id: String,
+    inbox: mpsc::UnboundedSender<Msg>,
     worker: Arc<LazyWorker>,
-    answer: oneshot::Receiver<ImageResult>,
 }
 
 impl PendingImage {
-    /// Its images, once made; cancelled while it waits, it leaves the queue at once.
+    /// Its images, once made and, when it was the last image to keep the LLM out, once the LLM
+    /// is back; cancelled while it waits, it leaves the queue at once.
     pub async fn outcome(self) -> ImageResult {
         self.worker.start();
-        match self.answer.await {
-            Ok(outcome) => outcome,
-            // The worker ended with the runtime.
-            Err(_) => Err(DiffusionError::NotRunning.into()),
+        let outcome = self.job.await;
+        let (reply, settled) = oneshot::channel();
+        if self.inbox.send(Msg::Settle { id: self.id, reply }).is_ok() {
+            let _ = settled.await;
+        }
+        outcome
+    }
+}
+
+/// The orchestrator as the gate of its diffusion server's images. Weak: a dropped orchestrator
+/// stops serving (its worker ends once its queue is done).
+struct Gate {
+    inbox: mpsc::WeakUnboundedSender<Msg>,
+    worker: Weak<LazyWorker>,
+}
+
+impl Admission for Gate {
+    fn admit(&self, id: &str, request: &ImageRequest) -> Option<Admit> {
+        let (inbox, worker) = (self.inbox.upgrade()?, self.worker.upgrade()?);
+        let (reply, answer) = oneshot::channel();
+        let size = (request.width, request.height);
+        inbox
+            .send(Msg::Admit {
+                id: id.to_string(),
+                size,
+                reply,
+            })
+            .ok()?;
+        worker.start();
+        let mut withdraw = Withdraw(Some((self.inbox.clone(), id.to_string())));
+        Some(Box::pin(async move {
+            let answer = answer.await;
+            withdraw.disarm();
+            match answer {
+                Ok(admitted) => admitted,
+                // Its worker ended with the runtime.
+                Err(_) => Err(DiffusionError::NotRunning.into()),
+            }
+        }))
+    }
+}
+
+/// An admission dropped before its answer: the job was cancelled while it waited for its turn
+/// or for room; it leaves the queue, or its offload ends.
+struct Withdraw(Option<(mpsc::WeakUnboundedSender<Msg>, String)>);
+
+impl Withdraw {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        if let Some((inbox, id)) = self.0.take()
+            && let Some(inbox) = inbox.upgrade()
+        {
+            let _ = inbox.send(Msg::Cancel(id));
         }
     }
 }

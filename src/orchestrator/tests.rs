@@ -122,7 +122,7 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
             .status()
     };
     let (image, status) = tokio::join!(
-        orchestrator.generate(image_request(&request), "img_orchestrated".into(), &data),
+        orchestrator.generate(image_request(&request), "img_orchestrated".into()),
         chat
     );
     assert_eq!(image.unwrap().width, 64);
@@ -146,13 +146,10 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
             "Idle"
         ]
     );
-    // A cancel that comes before the image's job is queued still counts.
+    // Cancelled as soon as it is queued: it never asks for its turn, and nothing stops.
+    let pending = orchestrator.queue_image(image_request(&request), "img_early".into());
     assert!(orchestrator.cancel("img_early"));
-    let cancelled = orchestrator
-        .generate(image_request(&request), "img_early".into(), &data)
-        .await
-        .unwrap_err();
-    assert!(cancelled.cancelled);
+    assert!(pending.outcome().await.unwrap_err().cancelled);
     assert_eq!(llama.info().status, ServerState::Running);
     llama.stop().await;
     diffusion.stop().await;
@@ -163,7 +160,6 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_runs_behind_one_offload_and_the_llm_returns_after_the_idle_time() {
     let Some(Real {
-        data,
         llama,
         diffusion,
         orchestrator,
@@ -183,9 +179,7 @@ async fn a_burst_runs_behind_one_offload_and_the_llm_returns_after_the_idle_time
     let images: Vec<_> = ["a", "b", "c"]
         .into_iter()
         .enumerate()
-        .map(|(i, id)| {
-            orchestrator.queue_image(image_request(&request(i as u32)), id.into(), &data)
-        })
+        .map(|(i, id)| orchestrator.queue_image(image_request(&request(i as u32)), id.into()))
         .collect();
     // The first is being made, the others wait.
     orchestrator.sync().await;

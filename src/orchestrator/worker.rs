@@ -5,7 +5,7 @@
 //! messages, so a waiting image can be cancelled, or another queued, while the one before it is
 //! made. Between activities it decides with [`Options::next`] whether an offloaded LLM comes back.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,35 +15,41 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::effects::{Effects, ImageResult, StartResult};
+use super::effects::{Effects, StartResult};
 use super::options::Options;
 use super::policy::{Next, Situation};
 use super::usage::{Bottleneck, Estimate, Usage};
 use super::{OrchestratorEvent, Phase, SavedState, YieldReason};
 use crate::config::DataPaths;
 use crate::diffusion::DiffusionError;
-use crate::diffusion::engine::JobError;
-use crate::diffusion::request::ImageRequest;
+use crate::diffusion::engine::{JobError, Permit};
 use crate::events::EventSink;
 use crate::llama::resolve::StartRequest;
 
 /// How often a wait for released memory looks again.
 const MEMORY_POLL: Duration = Duration::from_millis(50);
 
-/// What the handle asks of the worker.
+/// What the handle (and the diffusion server's gate) asks of the worker.
 pub(super) enum Msg {
-    Image {
+    /// The diffusion server's job `id` asks for its turn: make room if needed, then answer with
+    /// a permit that the server holds while it makes the image.
+    Admit {
         id: String,
-        request: ImageRequest,
-        data: DataPaths,
-        reply: oneshot::Sender<ImageResult>,
+        size: (u32, u32),
+        reply: oneshot::Sender<Admitted>,
+    },
+    /// Answered once the image `id` is settled: at once, or, when it was the last image to
+    /// keep the LLM out, once the LLM is back.
+    Settle {
+        id: String,
+        reply: oneshot::Sender<()>,
     },
     StartLlm {
         request: Box<StartRequest>,
         data: DataPaths,
         reply: oneshot::Sender<StartResult>,
     },
-    /// An image waiting, being made, or not asked yet (it is then cancelled when it comes).
+    /// An image waiting for its turn or for room: it leaves the queue, or its offload ends.
     Cancel(String),
     ClearSaved,
     /// Answered once every message sent before it has been taken.
@@ -60,14 +66,15 @@ pub struct Status {
     pub images_waiting: usize,
 }
 
+pub(super) type Admitted = Result<Permit, JobError>;
+
 /// Work waiting for its turn, in order.
 enum Work {
     Image {
         id: String,
-        request: ImageRequest,
-        data: DataPaths,
+        size: (u32, u32),
         cancel: CancellationToken,
-        reply: oneshot::Sender<ImageResult>,
+        reply: oneshot::Sender<Admitted>,
     },
     StartLlm {
         request: Box<StartRequest>,
@@ -78,18 +85,9 @@ enum Work {
 
 /// Finished work and where its answer goes.
 enum Done {
-    Image(oneshot::Sender<ImageResult>, ImageResult),
+    /// The image's own answer went with the diffusion server's job; this settles its waiter.
+    Image(String),
     Start(oneshot::Sender<StartResult>, StartResult),
-}
-
-impl Done {
-    fn send(self) {
-        // A caller that is gone (its future dropped) needs no answer.
-        let _ = match self {
-            Done::Image(reply, outcome) => reply.send(outcome).map_err(drop),
-            Done::Start(reply, outcome) => reply.send(outcome).map_err(drop),
-        };
-    }
 }
 
 /// The LLM while the orchestrator has it offloaded: what it used, and what ran out.
@@ -123,8 +121,8 @@ pub(super) struct Worker<E> {
     context: Arc<Context<E>>,
     inbox: mpsc::UnboundedReceiver<Msg>,
     queue: VecDeque<Work>,
-    /// Ids cancelled before their image came.
-    cancelled_early: HashSet<String>,
+    /// Who waits for an image to be settled ([`Msg::Settle`]).
+    settling: HashMap<String, oneshot::Sender<()>>,
     /// The image being made, and its cancel.
     making: Option<(String, CancellationToken)>,
     offloaded: Option<Offloaded>,
@@ -152,7 +150,7 @@ impl<E: Effects> Worker<E> {
             }),
             inbox,
             queue: VecDeque::new(),
-            cancelled_early: HashSet::new(),
+            settling: HashMap::new(),
             making: None,
             offloaded: None,
             held: Vec::new(),
@@ -165,6 +163,9 @@ impl<E: Effects> Worker<E> {
         let mut current: Option<Activity> = None;
         loop {
             if current.is_none() {
+                // Every message sent so far counts for the decision (an image that has left
+                // the diffusion server's queue has asked for its turn by then).
+                self.take_sent();
                 current = self.next_activity();
                 if current.is_none() && self.closed {
                     return;
@@ -185,27 +186,26 @@ impl<E: Effects> Worker<E> {
         }
     }
 
+    fn take_sent(&mut self) {
+        while !self.closed {
+            match self.inbox.try_recv() {
+                Ok(message) => self.receive(message),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.closed = true,
+            }
+        }
+    }
+
     /// Takes a message; nothing here awaits, so messages are taken while an activity runs.
     fn receive(&mut self, message: Msg) {
         match message {
-            Msg::Image {
+            Msg::Admit { id, size, reply } => self.queue.push_back(Work::Image {
                 id,
-                request,
-                data,
+                size,
+                cancel: CancellationToken::new(),
                 reply,
-            } => {
-                if self.cancelled_early.remove(&id) {
-                    let _ = reply.send(Err(cancelled()));
-                    return;
-                }
-                self.queue.push_back(Work::Image {
-                    id,
-                    request,
-                    data,
-                    cancel: CancellationToken::new(),
-                    reply,
-                });
-            }
+            }),
+            Msg::Settle { id, reply } => self.settle(id, reply),
             Msg::StartLlm {
                 request,
                 data,
@@ -234,11 +234,41 @@ impl<E: Effects> Worker<E> {
             let _ = reply.send(Err(cancelled()));
         } else if let Some((_, cancel)) = self.making.as_ref().filter(|(making, _)| *making == id) {
             cancel.cancel();
-        } else {
-            self.cancelled_early.insert(id);
         }
     }
 
+    /// The image being made, or made and held until the LLM is back, settles later; any other
+    /// (made and released, never admitted here) is settled now.
+    fn settle(&mut self, id: String, reply: oneshot::Sender<()>) {
+        let making = self
+            .making
+            .as_ref()
+            .is_some_and(|(making, _)| *making == id);
+        let held = self
+            .held
+            .iter()
+            .any(|d| matches!(d, Done::Image(held) if *held == id));
+        if making || held {
+            self.settling.insert(id, reply);
+        } else {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Gives finished work its answer. A caller that is gone (its future dropped) needs none.
+    fn answer(&mut self, done: Done) {
+        match done {
+            Done::Image(id) => {
+                if let Some(waiter) = self.settling.remove(&id) {
+                    let _ = waiter.send(());
+                }
+            }
+            Done::Start(reply, outcome) => drop(reply.send(outcome)),
+        }
+    }
+
+    /// Images waiting in this queue (the one asking for its turn, at most), not those still
+    /// queued at the diffusion server behind it.
     fn images_waiting(&self) -> usize {
         self.queue
             .iter()
@@ -280,8 +310,8 @@ impl<E: Effects> Worker<E> {
                 Next::StayOffloaded => self.context.set_phase(Phase::Offloaded),
             }
         }
-        for done in self.held.drain(..) {
-            done.send();
+        for done in std::mem::take(&mut self.held) {
+            self.answer(done);
         }
         let Some(work) = self.queue.pop_front() else {
             if self.offloaded.is_none() {
@@ -294,16 +324,15 @@ impl<E: Effects> Worker<E> {
         Some(match work {
             Work::Image {
                 id,
-                request,
-                data,
+                size,
                 cancel,
                 reply,
             } => {
                 self.making = Some((id.clone(), cancel.clone()));
                 Box::pin(async move {
-                    let (outcome, offloaded) = context.image(request, &id, &data, &cancel).await;
+                    let offloaded = context.image(size, &cancel, reply).await;
                     Finished::Work {
-                        done: Box::new(Done::Image(reply, outcome)),
+                        done: Box::new(Done::Image(id)),
                         offloaded,
                     }
                 })
@@ -325,7 +354,7 @@ impl<E: Effects> Worker<E> {
     fn situation(&self) -> Situation {
         let reload_after_idle = self.context.options.reload_after_idle;
         Situation {
-            images_waiting: self.images_waiting(),
+            images_waiting: self.images_waiting() + self.context.effects.images_queued(),
             starts_waiting: self
                 .queue
                 .iter()
@@ -336,25 +365,43 @@ impl<E: Effects> Worker<E> {
         }
     }
 
-    /// While the LLM stays out with nothing to do (`reloadAfterIdle`), a chat request or the
-    /// end of the idle time wakes the worker to decide again.
+    /// While the LLM stays out with nothing to do, the worker decides again when an image it
+    /// stayed out for leaves the diffusion server's queue unmade (cancelled), or, with
+    /// `reloadAfterIdle`, when a chat request comes or the idle time is over.
     fn idle_wake(&self, idle: bool) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        match (
-            idle && self.offloaded.is_some(),
-            self.context.options.reload_after_idle,
-        ) {
-            (true, Some(after)) => {
-                let effects = self.context.effects.clone();
-                let deadline = self.idle_since + after;
-                Box::pin(async move {
-                    tokio::select! {
+        if !idle || self.offloaded.is_none() {
+            return Box::pin(std::future::pending());
+        }
+        let effects = self.context.effects.clone();
+        let deadline = self
+            .context
+            .options
+            .reload_after_idle
+            .map(|after| self.idle_since + after);
+        let images_queued = effects.images_queued() > 0;
+        Box::pin(async move {
+            let idle_over = async {
+                match deadline {
+                    Some(deadline) => tokio::select! {
                         () = effects.chat_arrived() => {}
                         () = tokio::time::sleep_until(deadline) => {}
-                    }
-                })
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            let images_gone = async {
+                if !images_queued {
+                    return std::future::pending().await;
+                }
+                while effects.images_queued() > 0 {
+                    tokio::time::sleep(MEMORY_POLL).await;
+                }
+            };
+            tokio::select! {
+                () = idle_over => {}
+                () = images_gone => {}
             }
-            _ => Box::pin(std::future::pending()),
-        }
+        })
     }
 }
 
@@ -376,31 +423,37 @@ pub(super) async fn estimate<E: Effects>(
 }
 
 impl<E: Effects> Context<E> {
-    /// Makes the image, offloading the LLM first when the two do not fit; says whether it did.
+    /// An image's turn: offloads the LLM first when the two do not fit, then lets the diffusion
+    /// server make it and waits until it has (the permit is dropped); says whether it offloaded.
     async fn image(
         &self,
-        request: ImageRequest,
-        id: &str,
-        data: &DataPaths,
+        size: (u32, u32),
         cancel: &CancellationToken,
-    ) -> (ImageResult, Option<Offloaded>) {
+        reply: oneshot::Sender<Admitted>,
+    ) -> Option<Offloaded> {
         if cancel.is_cancelled() {
-            return (Err(cancelled()), None);
+            let _ = reply.send(Err(cancelled()));
+            return None;
         }
-        let size = (request.width, request.height);
-        let estimate = estimate(&*self.effects, &self.options, size, data).await;
+        let data = self.effects.data_paths();
+        let estimate = estimate(&*self.effects, &self.options, size, &data).await;
         let mut offloaded = None;
         if estimate.needs_offload {
             offloaded = self.offload(&estimate).await;
             if cancel.is_cancelled() {
-                return (Err(cancelled()), offloaded);
+                let _ = reply.send(Err(cancelled()));
+                return offloaded;
             }
             self.wait_for_memory(estimate.diffusion, estimate.bottleneck)
                 .await;
         }
         self.set_phase(Phase::Generating);
-        let outcome = self.effects.generate_image(request, id, cancel).await;
-        (outcome, offloaded)
+        let (permit, over) = Permit::new();
+        // Refused when the job was withdrawn meanwhile: nothing is made.
+        if reply.send(Ok(permit)).is_ok() {
+            let _ = over.await;
+        }
+        offloaded
     }
 
     async fn offload(&self, estimate: &Estimate) -> Option<Offloaded> {
