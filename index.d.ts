@@ -3,6 +3,7 @@
 
 import { EventEmitter } from 'node:events'
 import type {
+  Adoption,
   BinaryKind,
   BinaryProgress,
   CanRunModelOptions,
@@ -19,6 +20,7 @@ import type {
   ImageGenerationStage,
   ImageJobEvent,
   ImageRequest,
+  ImportModelRequest,
   LlamaServerConfig,
   MemoryInfo,
   MemoryUsage,
@@ -161,6 +163,9 @@ export declare const systemInfo: SystemInfo
 /** The member of the event union `U` whose `type` is `T`. */
 export type EventOf<U, T extends string> = Extract<U, { type: T }>
 
+/** A `crashed` event, with `code`: its `exitCode` under genai-electron 0.26's name. */
+export type CrashedEvent<E> = E & { code: number | null }
+
 /** One change of a server's status: every change emits exactly one. */
 export type StateEvent<T extends string = 'state'> = StateChange & { type: T }
 
@@ -177,7 +182,7 @@ export interface LlamaServerEvents {
   started: [EventOf<ServerEvent<ServerInfo>, 'started'>]
   stopped: [EventOf<ServerEvent<ServerInfo>, 'stopped'>]
   /** The process ended without stop(), or hung (`hang: true`, then killed): exit code or signal, and its last output lines. */
-  crashed: [EventOf<ServerEvent<ServerInfo>, 'crashed'>]
+  crashed: [CrashedEvent<EventOf<ServerEvent<ServerInfo>, 'crashed'>>]
   /** Running again after an automatic restart or {@link LlamaServerManager.restart}. */
   restarted: [EventOf<ServerEvent<ServerInfo>, 'restarted'>]
   /** Every automatic restart after a crash failed; the server stays crashed. */
@@ -292,7 +297,7 @@ export interface DiffusionServerEvents {
   /** Every change of the resident `sd-server`'s status (`getInfo().backendStatus`). */
   'backend-state': [StateEvent<'backend-state'>]
   /** The resident `sd-server` died: how, and its last output lines. The HTTP server goes on. */
-  crashed: [ExitInfo & { type: 'crashed'; backend: 'sd-server'; logs: string[] }]
+  crashed: [CrashedEvent<ExitInfo & { type: 'crashed'; backend: 'sd-server'; logs: string[] }>]
   starting: [EventOf<ServerEvent<DiffusionServerInfo>, 'starting'>]
   started: [EventOf<ServerEvent<DiffusionServerInfo>, 'started'>]
   stopped: [EventOf<ServerEvent<DiffusionServerInfo>, 'stopped'>]
@@ -338,6 +343,8 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
   generateImage(config: ImageGenerationConfig): Promise<ImageGenerationResult>
   /** Cancels the job `id`, or the image being made now; false when there is no such job. */
   cancelImageGeneration(id?: string): boolean
+  /** The id of the job whose turn it is (`getInfo().activeGenerationId`), or `undefined`. */
+  getActiveGenerationId(): string | undefined
   /**
    * The orchestrator that decides when this server's images run (offloading the LLM when both
    * do not fit): the newest one constructed over it that the app still holds, else the shared
@@ -369,7 +376,7 @@ export interface RpcServerEvents {
   started: [EventOf<ServerEvent<RpcServerInfo>, 'started'>]
   stopped: [EventOf<ServerEvent<RpcServerInfo>, 'stopped'>]
   /** The process ended without stop(): exit code or signal, and its last output lines. */
-  crashed: [EventOf<ServerEvent<RpcServerInfo>, 'crashed'>]
+  crashed: [CrashedEvent<EventOf<ServerEvent<RpcServerInfo>, 'crashed'>>]
   /** One line of rpc-server's output, or of the library about it. */
   log: [LogEvent]
   error: [unknown]
@@ -474,6 +481,12 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
    */
   orchestrateImageGeneration(config: ImageGenerationConfig): Promise<ImageGenerationResult>
   /**
+   * genai-electron 0.26's batch: one request of `config.count` images (1–8, one offload at most),
+   * answered as one result per image, in order (each with its own seed).
+   * @throws as {@link orchestrateImageGeneration}.
+   */
+  orchestrateBatchGeneration(config: ImageGenerationConfig): Promise<ImageGenerationResult[]>
+  /**
    * {@link LlamaServerManager.start} in the orchestrator's turn (after the image being made):
    * when the LLM and an idle resident sd-server do not fit the budget together, the sd-server is
    * stopped first (`diffusion-released`), instead of the start failing for want of memory.
@@ -486,6 +499,14 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
   /** The LLM as it was offloaded, while it is not back (or after its reload failed). */
   getSavedState(): SavedLLMState | undefined
   clearSavedState(): void
+  /**
+   * genai-electron 0.26's manual offload: in the orchestrator's turn the LLM is drained and
+   * stopped (its gateway holds chat requests, as for an image), and it stays out, whatever images
+   * come, until {@link reloadLLM}. Does nothing when it is not running.
+   */
+  offloadLLM(): Promise<void>
+  /** Brings back the LLM that {@link offloadLLM} took out, on the same port; resolves once it is back. */
+  reloadLLM(): Promise<void>
   /** The phase, the chat requests waiting at the LLM's gateway, and the images waiting for their turn. */
   getInfo(): OrchestratorInfo
 }
@@ -550,6 +571,24 @@ export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
    */
   downloadModel(config: DownloadConfig): Promise<ModelInfo>
   /**
+   * Registers a GGUF file, or a diffusion set, already on this machine, without a download: each
+   * file is hard-linked into the model's folder (no extra space; a file several models share is
+   * kept once), or copied where a link cannot be made (another disk). The model does not depend on
+   * its source afterwards: moving or deleting the source leaves it whole. The GGUF header is
+   * checked and each file's sha256 recorded (`source.type: 'file'`).
+   * @throws {ValidationError} a missing file, a file that is not GGUF (for an LLM), a cut or split
+   * GGUF, bad keys, or (`MODEL_EXISTS`) an id that is taken.
+   */
+  importModel(config: ImportModelRequest): Promise<ModelInfo>
+  /**
+   * Adopts the models of a genai-electron 0.26 data folder (its `models/<type>/<id>.json` records
+   * and their files; default: this library's data folder, which is 0.26's in an Electron app),
+   * each as {@link importModel} does, under its name and with the source it was downloaded from.
+   * A model already here, an unreadable record, a split model, or a file that is missing or not
+   * the one recorded is skipped with the reason.
+   */
+  adoptModels(folder?: string): Promise<Adoption>
+  /**
    * Removes a model and its files; a damaged one too (by the name of its folder), which is how it goes away.
    * @throws {ModelNotFoundError} no such model. @throws {ServerError} a running server uses it.
    */
@@ -558,8 +597,14 @@ export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
   verifyModel(id: string): Promise<boolean>
   /** As {@link ModelManager.verifyModel}, with the files that failed. */
   verifyModelFiles(id: string): Promise<ModelVerification>
-  /** Cancels a download by its `downloadId` or its model id; returns whether one was running. It rejects with {@link CancelledError}; its files are removed. */
-  cancelDownload(id: string): boolean
+  /**
+   * Cancels a download by its `downloadId` or its model id, or, without one, every download of
+   * this manager (genai-electron 0.26's form); returns whether one was running. It rejects with
+   * {@link CancelledError}; its files are removed.
+   */
+  cancelDownload(id?: string): boolean
+  /** A download of this manager is under way. */
+  isDownloading(): boolean
   /** Bytes used by installed models. */
   getStorageUsage(): Promise<StorageUsage>
   /**
@@ -698,6 +743,31 @@ export declare class CancelledError extends GenaiElectronError {
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 
 /** One log line, parsed. */
+/**
+ * genai-electron 0.26's names, on every server manager: the status and pid of `getInfo()`, the
+ * health in its words, and the log lines parsed.
+ */
+export interface ServerManagerAliases {
+  /** `getInfo().status`. */
+  getStatus(): ServerInfo['status']
+  /** `getInfo().pid`, or `undefined`. */
+  getPid(): number | undefined
+  isStopped(): boolean
+  isStarting(): boolean
+  isStopping(): boolean
+  hasCrashed(): boolean
+  /**
+   * `'loading'` while the server starts (its model loads), then `'ok'` or `'error'` as its
+   * `/health` answers now, `'unknown'` when it is not running.
+   */
+  getHealthStatus(): Promise<'ok' | 'loading' | 'error' | 'unknown'>
+  /** `getLogs(lines)`, each line parsed ({@link LogManager.parseEntry}; a line in another format as `info`). */
+  getStructuredLogs(lines?: number): Promise<LogEntry[]>
+}
+export interface LlamaServerManager extends ServerManagerAliases {}
+export interface DiffusionServerManager extends ServerManagerAliases {}
+export interface RpcServerManager extends ServerManagerAliases {}
+
 export interface LogEntry {
   /** As written: ISO 8601 for the library's lines. */
   timestamp: string

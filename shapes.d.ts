@@ -148,6 +148,10 @@ export type GPUInfo = {
    * Vendor of the primary GPU (the one with most memory).
    */
   vendor?: GPUVendor
+  /**
+   * The same as `vendor`: genai-electron 0.26's name for it.
+   */
+  type?: GPUVendor
   name?: string
   /**
    * Total memory of the primary GPU in bytes.
@@ -1231,6 +1235,11 @@ export type DiffusionServerInfo = {
    */
   busy: boolean
   /**
+   * The id of the job whose turn it is (being made, or waiting for its orchestrator to make
+   * room); `getActiveGenerationId()`.
+   */
+  activeGenerationId: string | null
+  /**
    * Requests waiting.
    */
   queued: number
@@ -1628,6 +1637,44 @@ export type DownloadRequest = {
 };
 
 /**
+ * What {@link ModelManager.importModel} registers.
+ */
+export type ImportModelRequest = {
+  /**
+   * The model file (a diffusion set's diffusion model): a GGUF file for an LLM.
+   */
+  path: string
+  type: ModelType
+  /**
+   * Display name; the model's id is derived from it, as for a download.
+   */
+  name: string
+  /**
+   * A diffusion set's other files, by role.
+   */
+  components?: Partial<Record<DiffusionComponentRole, string>>
+};
+
+/**
+ * What {@link ModelManager.adoptModels} did with each model of the folder.
+ */
+export type Adoption = {
+  adopted: Array<ModelInfo>
+  skipped: Array<SkippedModel>
+};
+
+/**
+ * A model of the folder that was not adopted, and why.
+ */
+export type SkippedModel = {
+  /**
+   * Its record (`models/<type>/<id>.json`).
+   */
+  path: string
+  reason: string
+};
+
+/**
  * Options of {@link ModelManager.readGGUFMetadata}.
  */
 export type ReadGGUFOptions = {
@@ -1696,7 +1743,10 @@ export type GGUFMetadata = {
  * Where a file came from: enough to fetch the same bytes again.
  */
 export type ModelSource = {
-  type: 'url' | 'huggingface'
+  /**
+   * `file`: imported from this machine (`importModel`), the url a `file://` one.
+   */
+  type: 'url' | 'huggingface' | 'file'
   /**
    * The exact URL the bytes came from (for Hugging Face, pinned to the commit).
    */

@@ -202,6 +202,26 @@ test('GGUF metadata matches the gguf package for llama.cpp vocab files and the t
   }
 })
 
+test("0.26's cancelDownload() with no id cancels every download under way; isDownloading() says so", async () => {
+  const big = path.join(tmp(), 'big.gguf')
+  fs.writeFileSync(big, ggufSized(8 << 20))
+  const server = await serve({ 'big.gguf': big }, { slow: true })
+  try {
+    configure({ dataDir: tmp() })
+    const manager = new ModelManager()
+    assert.equal(manager.isDownloading(), false)
+    const download = manager.downloadModel({ source: 'url', url: server.url('big.gguf'), name: 'Big', type: 'llm' })
+    await new Promise((resolve) => manager.once('progress', resolve))
+    assert.equal(manager.isDownloading(), true)
+    assert.equal(manager.cancelDownload(), true)
+    await assert.rejects(download, CancelledError)
+    assert.equal(manager.isDownloading(), false)
+    assert.equal(manager.cancelDownload(), false, 'nothing left to cancel')
+  } finally {
+    server.close()
+  }
+})
+
 test('a cancelled download leaves nothing behind', async () => {
   const big = path.join(tmp(), 'big.gguf')
   fs.writeFileSync(big, ggufSized(8 << 20))

@@ -164,6 +164,21 @@ async function main(): Promise<void> {
       diffusionServer.getConfig()?.backend,
     )
     console.log((await diffusionServer.getMemoryUsage())?.pids)
+    // genai-electron 0.26's names.
+    const health: 'ok' | 'loading' | 'error' | 'unknown' = await llamaServer.getHealthStatus()
+    const active: string | undefined = diffusionServer.getActiveGenerationId()
+    const entries = await diffusionServer.getStructuredLogs(10)
+    console.log(
+      health,
+      active,
+      entries[0]?.level,
+      llamaServer.getStatus(),
+      llamaServer.getPid(),
+      modelManager.isDownloading(),
+    )
+    modelManager.cancelDownload()
+    llamaServer.on('crashed', (e) => console.log(e.code, e.exitCode))
+    console.log((await systemInfo.getGPUInfo()).type, diffusionServer.getOrchestrator()?.getInfo().phase)
   } catch (err) {
     if (err instanceof CancelledError) console.log(err.code)
   }
@@ -192,6 +207,10 @@ async function main(): Promise<void> {
   console.log(split.rpcWorkers, rpcServer.getEndpoint())
   const llm: ServerInfo = await orchestrator.startLlamaServer({ modelId: 'tiny', port: 'auto' })
   console.log(llm.port, orchestrator.getInfo().imagesWaiting, diffusionServer.getConfig()?.stallTimeout)
+  await orchestrator.offloadLLM()
+  await orchestrator.reloadLLM()
+  const batch: ImageGenerationResult[] = await orchestrator.orchestrateBatchGeneration({ prompt: 'p', count: 2 })
+  console.log(batch.length)
   orchestrator.on('phase', (e) => console.log(e.phase))
   const estimate: ResourceEstimate = await orchestrator.estimate({ width: 1024, height: 1024 })
   const saved: SavedLLMState | undefined = orchestrator.getSavedState()

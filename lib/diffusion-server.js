@@ -75,6 +75,11 @@ class DiffusionServerManager extends ServerManager {
     )
   }
 
+  /** The id of the job whose turn it is (`getInfo().activeGenerationId`), or `undefined`. */
+  getActiveGenerationId() {
+    return this.getInfo().activeGenerationId ?? undefined
+  }
+
   /** Cancels the job `id` (an async HTTP job's id), or the image being made now. */
   cancelImageGeneration(id) {
     return this[NATIVE].cancel(id ?? null)

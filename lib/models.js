@@ -6,12 +6,14 @@ const { callSync, callAsync, plain } = native
 const { createDispatcher } = require('./events')
 const { syncElectronUserData } = require('./config')
 const { checkCallbacks } = require('./callbacks')
-const { CancelledError } = require('./errors')
+const { CancelledError, ValidationError } = require('./errors')
 
 let instance = null
 
 class ModelManager extends EventEmitter {
   #native
+  /** The ids of the downloads under way. */
+  #downloads = new Set()
 
   constructor() {
     super()
@@ -45,12 +47,34 @@ class ModelManager extends EventEmitter {
     const abort = () => this.cancelDownload(downloadId)
     if (onProgress) this.on('progress', listener)
     signal?.addEventListener('abort', abort, { once: true })
+    this.#downloads.add(downloadId)
     try {
       return JSON.parse(await callAsync(() => this.#native.downloadModel(downloadId, plain('config', rest))))
     } finally {
+      this.#downloads.delete(downloadId)
       this.off('progress', listener)
       signal?.removeEventListener('abort', abort)
     }
+  }
+
+  /** Registers a GGUF file or a diffusion set already on this machine (hard-linked, else copied). */
+  async importModel(config) {
+    syncElectronUserData()
+    return JSON.parse(await callAsync(() => this.#native.importModel(plain('config', config))))
+  }
+
+  /**
+   * Adopts the models of a genai-electron 0.26 data folder (default: this library's, which is
+   * 0.26's in an Electron app) without a download.
+   */
+  async adoptModels(folder) {
+    syncElectronUserData()
+    if (folder !== undefined && typeof folder !== 'string') {
+      throw new ValidationError(`adoptModels takes a folder path, not ${typeof folder}`, {
+        suggestion: "Pass the 0.26 data folder (the one holding models/), or nothing for this library's",
+      })
+    }
+    return callAsync(() => this.#native.adoptModels(folder ?? null))
   }
 
   async deleteModel(id) {
@@ -69,8 +93,18 @@ class ModelManager extends EventEmitter {
     return callAsync(() => this.#native.verifyModel(id))
   }
 
+  /** Cancels the download `id`, or, without one, every download under way (as 0.26 did). */
   cancelDownload(id) {
-    return callSync(() => this.#native.cancelDownload(String(id)))
+    if (id !== undefined) return callSync(() => this.#native.cancelDownload(String(id)))
+    let cancelled = false
+    for (const downloadId of this.#downloads)
+      cancelled = callSync(() => this.#native.cancelDownload(downloadId)) || cancelled
+    return cancelled
+  }
+
+  /** A download of this manager is under way. */
+  isDownloading() {
+    return this.#downloads.size > 0
   }
 
   async getStorageUsage() {

@@ -65,6 +65,22 @@ class ResourceOrchestrator extends EventEmitter {
     )
   }
 
+  /** genai-electron 0.26's batch: one request of `count` images, answered as one result per image. */
+  async orchestrateBatchGeneration(config) {
+    const batch = await this.orchestrateImageGeneration(config)
+    return batch.images.map((image, i) => ({
+      image,
+      images: [image],
+      format: 'png',
+      timeTaken: batch.timeTaken,
+      backendTime: batch.backendTime,
+      seed: batch.seeds[i],
+      seeds: [batch.seeds[i]],
+      width: batch.width,
+      height: batch.height,
+    }))
+  }
+
   /**
    * `llamaServer.start(config)` in the orchestrator's turn (after the image being made): when
    * the LLM and an idle resident sd-server do not fit together, the sd-server is stopped first
@@ -72,6 +88,20 @@ class ResourceOrchestrator extends EventEmitter {
    */
   async startLlamaServer(config) {
     return this.#llama[START_WITH](config, (request) => this.#native.startLlama(request))
+  }
+
+  /**
+   * genai-electron 0.26's manual offload: in the orchestrator's turn the LLM is drained and
+   * stopped (its gateway holds chat requests, as for an image), and it stays out, whatever
+   * images come, until {@link reloadLLM}. Does nothing when it is not running.
+   */
+  async offloadLLM() {
+    await callAsync(() => this.#native.offloadLlm())
+  }
+
+  /** Brings back the LLM that {@link offloadLLM} took out, on the same port; resolves once it is back. */
+  async reloadLLM() {
+    await callAsync(() => this.#native.reloadLlm())
   }
 
   /** What the LLM and an image of `config` need, what is free, and whether an offload is needed. */

@@ -2,6 +2,7 @@
 
 const { EventEmitter } = require('node:events')
 const { createDispatcher } = require('./events')
+const { LogManager } = require('./logs')
 
 /**
  * What the server managers share: the native half, the status getters, logs, memory, and
@@ -18,9 +19,53 @@ class ServerManager extends EventEmitter {
     super()
     const dispatch = createDispatcher(this)
     this[NATIVE] = createNative((event) => {
+      // genai-electron 0.26 named a crashed process's exit code `code`.
+      if (event.type === 'crashed') event.code = event.exitCode ?? null
       dispatch(event)
       keepAlive(this, event)
     })
+  }
+
+  /** `getInfo().status` (genai-electron 0.26's name). */
+  getStatus() {
+    return this.getInfo().status
+  }
+
+  /** `getInfo().pid`, or `undefined` (genai-electron 0.26's name). */
+  getPid() {
+    return this.getInfo().pid ?? undefined
+  }
+
+  isStopped() {
+    return this.getStatus() === 'stopped'
+  }
+
+  isStarting() {
+    return this.getStatus() === 'starting'
+  }
+
+  isStopping() {
+    return this.getStatus() === 'stopping'
+  }
+
+  hasCrashed() {
+    return this.getStatus() === 'crashed'
+  }
+
+  /**
+   * genai-electron 0.26's health words: `'loading'` while the server starts (its model loads),
+   * then `'ok'` or `'error'` as its `/health` answers now, `'unknown'` when it is not running.
+   */
+  async getHealthStatus() {
+    switch (this.getStatus()) {
+      case 'starting':
+        return 'loading'
+      case 'running':
+      case 'crashed':
+        return (await this.isHealthy()) ? 'ok' : 'error'
+      default:
+        return 'unknown'
+    }
   }
 
   getInfo() {
@@ -49,6 +94,14 @@ class ServerManager extends EventEmitter {
 
   async clearLogs() {
     this[NATIVE].clearLogs()
+  }
+
+  /** `getLogs(lines)`, each line parsed into `{ timestamp, level, message }` ({@link LogManager.parseEntry}). */
+  async getStructuredLogs(lines = 100) {
+    const logs = await this.getLogs(lines)
+    return logs.map(
+      (line) => LogManager.parseEntry(line) ?? { timestamp: new Date().toISOString(), level: 'info', message: line },
+    )
   }
 
   /** What the server's process tree uses now, or `null` when no process runs. */

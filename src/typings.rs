@@ -27,6 +27,7 @@ use crate::llama::resolve::StartRequest as LlamaStartRequest;
 use crate::llama::tuning::{FitMode, ReasoningFormat};
 use crate::llama::{LlamaConfig, ServerInfo};
 use crate::models::gguf::{GgufMetadata, ReadOptions};
+use crate::models::import::{Adoption, ImportRequest, Skipped};
 use crate::models::{
     ComponentRole, ComponentSpec, Damaged, DownloadConfig, FileProblem, FileSpec, ModelEvent,
     ModelInfo, ModelProgress, ModelSource, ModelType, StorageUsage, StoredFile, Verification,
@@ -128,6 +129,9 @@ pub fn shapes() -> String {
         declaration::<FileSpec>(&config),
         declaration::<ComponentSpec>(&config),
         declaration::<DownloadConfig>(&config),
+        declaration::<ImportRequest>(&config),
+        declaration::<Adoption>(&config),
+        declaration::<Skipped>(&config),
         declaration::<ReadOptions>(&config),
         declaration::<GgufMetadata>(&config),
         declaration::<ModelSource>(&config),

@@ -420,6 +420,11 @@ impl Engine {
         lock(&self.running).is_some()
     }
 
+    /// The job whose turn it is: being made, or waiting for its orchestrator to make room.
+    pub fn active(&self) -> Option<String> {
+        lock(&self.running).as_ref().map(|job| job.id.clone())
+    }
+
     pub fn queued(&self) -> usize {
         lock(&self.pending)
             .iter()

@@ -260,6 +260,9 @@ pub struct DiffusionInfo {
     pub started_at: Option<String>,
     /// An image is being made.
     pub busy: bool,
+    /// The id of the job whose turn it is (being made, or waiting for its orchestrator to make
+    /// room); `getActiveGenerationId()`.
+    pub active_generation_id: Option<String>,
     /// Requests waiting.
     pub queued: usize,
     /// Why the last start failed.
@@ -538,6 +541,7 @@ impl ManagedServer for DiffusionServer {
             backend_port: resident.as_ref().and_then(|s| s.port),
             started_at,
             busy: running.as_ref().is_some_and(|r| r.engine.busy()),
+            active_generation_id: running.as_ref().and_then(|r| r.engine.active()),
             queued: running.as_ref().map_or(0, |r| r.engine.queued()),
             error,
         }

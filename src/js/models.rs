@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::config::data_paths;
 use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
 use super::events::{EventCallback, serialized, sink};
+use crate::models::import::ImportRequest;
 use crate::models::{DownloadConfig, ModelEvent, ModelManager, ModelType, gguf};
 
 #[napi(js_name = "NativeModelManager")]
@@ -71,6 +72,25 @@ impl JsModelManager {
             .await
             .map_err(to_napi)?;
         Ok(json_text(&info))
+    }
+
+    #[napi(ts_args_type = "config: Shapes.ImportModelRequest")]
+    pub async fn import_model(&self, config: Value) -> napi::Result<String> {
+        let request: ImportRequest = from_js("config", config)?;
+        let info = self
+            .inner
+            .import(&data_paths().await?, &request)
+            .await
+            .map_err(to_napi)?;
+        Ok(json_text(&info))
+    }
+
+    #[napi(ts_return_type = "Promise<Shapes.Adoption>")]
+    pub async fn adopt_models(&self, folder: Option<String>) -> napi::Result<Value> {
+        let data = data_paths().await?;
+        let folder = folder.map_or_else(|| data.root.clone(), std::path::PathBuf::from);
+        let adoption = self.inner.adopt(&data, &folder).await.map_err(to_napi)?;
+        to_js(&adoption)
     }
 
     #[napi]

@@ -88,6 +88,18 @@ impl JsResourceOrchestrator {
         to_js(&info)
     }
 
+    /// The app's own offload: true when the LLM was running and is out now.
+    #[napi]
+    pub async fn offload_llm(&self) -> bool {
+        self.inner.offload_llm().await
+    }
+
+    /// Ends the app's hold; resolves once the LLM is back.
+    #[napi]
+    pub async fn reload_llm(&self) {
+        self.inner.reload_llm().await
+    }
+
     #[napi]
     pub fn cancel(&self, id: String) -> bool {
         self.inner.cancel(&id)

@@ -7,6 +7,7 @@
 
 pub mod gguf;
 pub mod hub;
+pub mod import;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,7 +29,7 @@ pub use store::{Damaged, ModelInfo, ModelSource, ModelType, StoredFile};
 
 /// Roles of the files of a multi-component diffusion model, each passed to its
 /// stable-diffusion.cpp flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(rename = "DiffusionComponentRole")]
 pub enum ComponentRole {
@@ -85,6 +86,8 @@ pub enum ModelError {
     NotFound { id: String },
     #[error("invalid download: {0}")]
     Invalid(String),
+    #[error("invalid import: {0}")]
+    InvalidImport(String),
     #[error("a model with id {id:?} already exists")]
     Exists { id: String },
     #[error("model {id:?} is being downloaded already")]
@@ -109,7 +112,7 @@ impl Coded for ModelError {
     fn code(&self) -> ErrorCode {
         match self {
             ModelError::NotFound { .. } => ErrorCode::ModelNotFound,
-            ModelError::Invalid(_) => ErrorCode::InvalidArgument,
+            ModelError::Invalid(_) | ModelError::InvalidImport(_) => ErrorCode::InvalidArgument,
             ModelError::Exists { .. } => ErrorCode::ModelExists,
             ModelError::Busy { .. } => ErrorCode::DownloadInProgress,
             ModelError::Cancelled { .. } => ErrorCode::Cancelled,
@@ -127,6 +130,10 @@ impl Coded for ModelError {
             }
             ModelError::Invalid(_) => {
                 "Compare the download config with DownloadConfig in index.d.ts".into()
+            }
+            ModelError::InvalidImport(_) => {
+                "Check the paths, and compare the config with ImportModelRequest in index.d.ts"
+                    .into()
             }
             ModelError::Exists { .. } => {
                 "Use the installed model, delete it first, or choose another name".into()
@@ -150,7 +157,7 @@ impl Coded for ModelError {
             | ModelError::Corrupt { id, .. } => json!({ "modelId": id }),
             ModelError::Download(e) => return e.details(),
             ModelError::Io { path, .. } => json!({ "path": path }),
-            ModelError::Invalid(_) => json!({}),
+            ModelError::Invalid(_) | ModelError::InvalidImport(_) => json!({}),
         };
         v.as_object().cloned().unwrap_or_default()
     }
@@ -424,6 +431,31 @@ impl ModelManager {
             total: llm + diffusion,
             models: models.len(),
         })
+    }
+
+    /// Registers files the user already has as a model ([`import::import`]).
+    pub async fn import(
+        &self,
+        data: &DataPaths,
+        request: &import::ImportRequest,
+    ) -> Result<ModelInfo, ModelError> {
+        let id = store::model_id(&request.name);
+        if lock(&self.active)
+            .values()
+            .any(|(model_id, _)| *model_id == id)
+        {
+            return Err(ModelError::Busy { id });
+        }
+        import::import(data, request).await
+    }
+
+    /// Adopts the models of a genai-electron 0.26 data folder ([`import::adopt`]).
+    pub async fn adopt(
+        &self,
+        data: &DataPaths,
+        legacy_root: &Path,
+    ) -> Result<import::Adoption, ModelError> {
+        import::adopt(data, legacy_root).await
     }
 
     /// Cancels a running download by its download id or its model id. Returns whether one ran.

@@ -43,7 +43,8 @@ impl ModelType {
 #[serde(rename_all = "camelCase")]
 pub struct ModelSource {
     #[serde(rename = "type")]
-    #[ts(type = "'url' | 'huggingface'")]
+    /// `file`: imported from this machine (`importModel`), the url a `file://` one.
+    #[ts(type = "'url' | 'huggingface' | 'file'")]
     pub kind: String,
     /// The exact URL the bytes came from (for Hugging Face, pinned to the commit).
     pub url: String,

@@ -645,6 +645,31 @@ async fn with_reload_after_idle_a_chat_brings_the_llm_back_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_apps_own_offload_keeps_the_llm_out_across_images_and_chats_until_it_reloads() {
+    let s = setup(OptionsRequest::default());
+    assert!(s.orchestrator.offload_llm().await);
+    assert!(s.orchestrator.saved_state().is_some());
+    s.fake.chat();
+    let done = outcomes(s.queue(&["a"])).await;
+    assert!(done[0].is_ok());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        s.fake.effects(),
+        ["offload", "image a", "made a"],
+        "no reload yet"
+    );
+    assert_eq!(s.orchestrator.phase(), Phase::Offloaded);
+    assert!(!s.orchestrator.offload_llm().await, "already out");
+    s.orchestrator.reload_llm().await;
+    assert_eq!(s.fake.effects(), ["offload", "image a", "made a", "reload"]);
+    assert_eq!(s.orchestrator.queue().length, 0, "the held chat was served");
+    assert!(s.orchestrator.saved_state().is_none());
+    // Nothing out: a reload is answered at once.
+    s.orchestrator.reload_llm().await;
+    assert_eq!(s.fake.effects().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_reload_is_reported_and_keeps_the_saved_state() {
     let s = setup(OptionsRequest::default());
     s.fake.world().reload_fails = true;

@@ -226,6 +226,23 @@ impl<E: Effects> Orchestrator<E> {
         self.effects.cancel_image(id)
     }
 
+    /// `offloadLLM()`: in its turn, the LLM goes as for an image that does not fit (its gateway
+    /// holds chat requests) and stays out until [`Orchestrator::reload_llm`]; images made
+    /// meanwhile need no offload. False when it was not running.
+    pub async fn offload_llm(&self) -> bool {
+        let (reply, answer) = oneshot::channel();
+        self.send(Msg::OffloadLlm(reply));
+        answer.await.unwrap_or(false)
+    }
+
+    /// `reloadLLM()`: ends the app's hold; resolves once the LLM is back (at once when it is not
+    /// out), after the images that keep it out.
+    pub async fn reload_llm(&self) {
+        let (reply, answer) = oneshot::channel();
+        self.send(Msg::ReloadLlm(reply));
+        let _ = answer.await;
+    }
+
     /// Starts the LLM in its turn; when it and an idle resident sd-server do not fit together,
     /// the sd-server is stopped first (the next image starts it again).
     pub async fn start_llm(&self, request: StartRequest, data: &DataPaths) -> StartResult {

@@ -93,6 +93,8 @@ pub struct Situation {
     pub chat: QueueInfo,
     /// `reloadAfterIdle` is set and has not run out since the last work.
     pub may_idle_offloaded: bool,
+    /// The app offloaded the LLM itself and has not called `reloadLLM()` yet.
+    pub held_by_app: bool,
 }
 
 impl Options {
@@ -103,6 +105,8 @@ impl Options {
             && Duration::from_millis(now.chat.longest_wait_ms) >= self.max_chat_wait;
         if now.starts_waiting {
             Next::Reload
+        } else if now.held_by_app {
+            Next::StayOffloaded
         } else if now.images_waiting > 0 {
             match self.policy {
                 Policy::Collate if !starving => Next::StayOffloaded,
@@ -191,6 +195,7 @@ mod tests {
                 longest_wait_ms: waited_ms,
             },
             may_idle_offloaded: idle,
+            held_by_app: false,
         }
     }
 
@@ -223,6 +228,20 @@ mod tests {
             ..situation(3, 0, 0, true)
         };
         assert_eq!(collate.next(start), Reload);
+        // Offloaded by the app (`offloadLLM()`): out, whatever chat waits, until `reloadLLM()`
+        // (or a start through the orchestrator).
+        let held = Situation {
+            held_by_app: true,
+            ..situation(0, 1, 60_000, false)
+        };
+        assert_eq!(fifo.next(held), StayOffloaded);
+        assert_eq!(
+            collate.next(Situation {
+                starts_waiting: true,
+                ..held
+            }),
+            Reload
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub(super) enum Msg {
     },
     /// An image waiting for its turn or for room: it leaves the queue, or its offload ends.
     Cancel(String),
+    /// The app's own offload (`offloadLLM()`): in its turn, the LLM goes as for an image and
+    /// stays out until [`Msg::ReloadLlm`]; answers whether it was running.
+    OffloadLlm(oneshot::Sender<bool>),
+    /// Ends the app's hold: the LLM comes back once no image keeps it out; answered then.
+    ReloadLlm(oneshot::Sender<()>),
     ClearSaved,
     /// Answered once every message sent before it has been taken.
     #[cfg(test)]
@@ -81,6 +86,7 @@ enum Work {
         data: DataPaths,
         reply: oneshot::Sender<StartResult>,
     },
+    Offload(oneshot::Sender<bool>),
 }
 
 /// Finished work and where its answer goes.
@@ -88,6 +94,7 @@ enum Done {
     /// The image's own answer went with the diffusion server's job; this settles its waiter.
     Image(String),
     Start(oneshot::Sender<StartResult>, StartResult),
+    Offload(oneshot::Sender<bool>, bool),
 }
 
 /// The LLM while the orchestrator has it offloaded: what it used, and what ran out.
@@ -131,6 +138,10 @@ pub(super) struct Worker<E> {
     idle_since: Instant,
     /// The handle is gone: finish what is queued, bring the LLM back, end.
     closed: bool,
+    /// The app offloaded the LLM itself (`offloadLLM()`): it stays out until `reloadLLM()`.
+    held_by_app: bool,
+    /// Who waits for the LLM to be back (`reloadLLM()`).
+    reloading: Vec<oneshot::Sender<()>>,
 }
 
 impl<E: Effects> Worker<E> {
@@ -156,6 +167,8 @@ impl<E: Effects> Worker<E> {
             held: Vec::new(),
             idle_since: Instant::now(),
             closed: false,
+            held_by_app: false,
+            reloading: Vec::new(),
         }
     }
 
@@ -206,6 +219,20 @@ impl<E: Effects> Worker<E> {
                 reply,
             }),
             Msg::Settle { id, reply } => self.settle(id, reply),
+            Msg::OffloadLlm(reply) => {
+                self.held_by_app = true;
+                self.queue.push_back(Work::Offload(reply));
+            }
+            Msg::ReloadLlm(reply) => {
+                self.held_by_app = false;
+                if self.offloaded.is_some()
+                    || self.queue.iter().any(|w| matches!(w, Work::Offload(_)))
+                {
+                    self.reloading.push(reply);
+                } else {
+                    let _ = reply.send(());
+                }
+            }
             Msg::StartLlm {
                 request,
                 data,
@@ -264,6 +291,7 @@ impl<E: Effects> Worker<E> {
                 }
             }
             Done::Start(reply, outcome) => drop(reply.send(outcome)),
+            Done::Offload(reply, offloaded) => drop(reply.send(offloaded)),
         }
     }
 
@@ -291,7 +319,12 @@ impl<E: Effects> Worker<E> {
                 self.held.push(*done);
                 self.idle_since = Instant::now();
             }
-            Finished::Reloaded => {}
+            Finished::Reloaded => {
+                self.held_by_app = false;
+                for waiter in self.reloading.drain(..) {
+                    let _ = waiter.send(());
+                }
+            }
         }
     }
 
@@ -348,6 +381,13 @@ impl<E: Effects> Worker<E> {
                     offloaded: None,
                 }
             }),
+            Work::Offload(reply) => Box::pin(async move {
+                let offloaded = context.offload_for_app().await;
+                Finished::Work {
+                    done: Box::new(Done::Offload(reply, offloaded.is_some())),
+                    offloaded,
+                }
+            }),
         })
     }
 
@@ -362,6 +402,7 @@ impl<E: Effects> Worker<E> {
             chat: self.context.effects.chat_queue(),
             may_idle_offloaded: !self.closed
                 && reload_after_idle.is_some_and(|after| self.idle_since.elapsed() < after),
+            held_by_app: self.held_by_app && !self.closed,
         }
     }
 
@@ -454,6 +495,17 @@ impl<E: Effects> Context<E> {
             let _ = over.await;
         }
         offloaded
+    }
+
+    /// `offloadLLM()`: the LLM goes as for an image that does not fit; `None` when it was not
+    /// running (or was already out).
+    async fn offload_for_app(&self) -> Option<Offloaded> {
+        if !self.effects.llm_running() {
+            return None;
+        }
+        let data = self.effects.data_paths();
+        let estimate = estimate(&*self.effects, &self.options, (0, 0), &data).await;
+        self.offload(&estimate).await
     }
 
     async fn offload(&self, estimate: &Estimate) -> Option<Offloaded> {

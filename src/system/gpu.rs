@@ -58,6 +58,10 @@ pub struct GpuInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub vendor: Option<GpuVendor>,
+    /// The same as `vendor`: genai-electron 0.26's name for it.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub kind: Option<GpuVendor>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub name: Option<String>,
@@ -112,6 +116,7 @@ pub fn summarize(devices: Vec<GpuDevice>, hints: RuntimeHints) -> GpuInfo {
     GpuInfo {
         available: primary.is_some(),
         vendor: primary.as_ref().map(|d| d.vendor),
+        kind: primary.as_ref().map(|d| d.vendor),
         name: primary.as_ref().map(|d| d.name.clone()),
         vram_total: primary.as_ref().and_then(|d| d.vram_total),
         vram_free: primary.as_ref().and_then(|d| d.vram_free),
