@@ -704,7 +704,7 @@ export type LlamaServerConfig = {
    */
   maximumContextSize?: number
   /**
-   * Require `Authorization: Bearer <apiKey>` on every request.
+   * Require `Authorization: Bearer <apiKey>` (or `X-Api-Key`) on every request.
    */
   apiKey?: string
   /**
@@ -713,7 +713,8 @@ export type LlamaServerConfig = {
    * `-c`/`--ctx-size`, `-ngl`/`--gpu-layers`/`--n-gpu-layers`, `-np`/`--parallel`,
    * `-fa`/`--flash-attn`, `-ctk`/`--cache-type-k`, `-ctv`/`--cache-type-v`, `--api-key`,
    * `--api-key-file`, `--rpc` (see `rpcWorkers`); so are other model sources (`-mu`/`--model-url`, `-hf`/`-hfr`/`--hf-repo`,
-   * `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak.
+   * `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak;
+   * behind the gateway, which answers CORS itself, so are llama-server's `--cors-*` flags.
    */
   extraArgs?: Array<string>
   /**
@@ -743,7 +744,8 @@ export type LlamaServerConfig = {
    */
   gateway?: boolean
   /**
-   * Browser origins the gateway answers with CORS headers; any other origin gets 403 (needs the gateway).
+   * Browser origins the gateway answers with CORS headers besides the pages of this machine
+   * (`http://localhost:…`, `127.x.x.x`, `[::1]`); any other origin gets 403 (needs the gateway).
    */
   allowedOrigins?: Array<string>
   /**
@@ -960,11 +962,12 @@ export type DiffusionServerConfig = {
    */
   extraArgs?: Array<string>
   /**
-   * Require `Authorization: Bearer <apiKey>` on every route but `/health`.
+   * Require `Authorization: Bearer <apiKey>` (or `X-Api-Key`) on every route but `/health`.
    */
   apiKey?: string
   /**
-   * Browser origins allowed to call the server (CORS); requests from other origins get 403.
+   * Browser origins allowed to call the server (CORS) besides the pages of this machine
+   * (`http://localhost:…`, `127.x.x.x`, `[::1]`); requests from other origins get 403.
    */
   allowedOrigins?: Array<string>
   /**

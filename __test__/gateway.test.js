@@ -73,7 +73,9 @@ test('the queue is bounded; /health never waits; a server that crashed for good 
   await server.stop()
 })
 
-test('the gateway checks the API key and answers only configured origins', { skip }, async () => {
+test('the gateway checks the API key (Bearer or X-Api-Key) and answers configured origins and those of this machine', {
+  skip,
+}, async () => {
   await withTinyModel(real)
   const server = new LlamaServerManager()
   const info = await server.start({ ...BASE, apiKey: 'k3y', allowedOrigins: ['http://app.local'] })
@@ -87,6 +89,19 @@ test('the gateway checks the API key and answers only configured origins', { ski
     assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://app.local')
     const other = await chat(info.port, { authorization: 'Bearer k3y', origin: 'http://evil.example' })
     assert.equal(other.status, 403)
+    // As llama-server: Anthropic's header carries the key too; a dev server on this machine is
+    // answered by default (with credentials), never with '*'.
+    const anthropic = await chat(info.port, { 'x-api-key': 'k3y', origin: 'http://localhost:5173' })
+    assert.equal(anthropic.status, 200)
+    assert.equal(anthropic.headers.get('access-control-allow-origin'), 'http://localhost:5173')
+    assert.equal(anthropic.headers.get('access-control-allow-credentials'), 'true')
+    assert.equal((await chat(info.port, { 'x-api-key': 'wrong' })).status, 401)
+    const preflight = await fetch(`http://127.0.0.1:${info.port}/v1/chat/completions`, {
+      method: 'OPTIONS',
+      headers: { origin: 'http://127.0.0.1:3000', 'access-control-request-headers': 'x-api-key, content-type' },
+    })
+    assert.equal(preflight.status, 204)
+    assert.equal(preflight.headers.get('access-control-allow-headers'), 'x-api-key, content-type')
     // Without an Origin, nothing about CORS: llama-server's "*" is not passed on.
     const direct = await chat(info.port, { authorization: 'Bearer k3y' })
     assert.equal(direct.status, 200)
@@ -145,4 +160,30 @@ test('a waiting client that hangs up leaves the queue; a stop answers the ones s
   assert.equal(answer.status, 503)
   assert.equal((await answer.json()).error.code, 'SERVER_UNAVAILABLE')
   assert.equal((await starting).code, 'CANCELLED')
+})
+
+test('the environment cannot move llama-server off what the library set; its CORS flags are refused behind the gateway', {
+  skip,
+}, async () => {
+  await withTinyModel(real)
+  const { ValidationError } = require('..')
+  const server = new LlamaServerManager()
+  await assert.rejects(
+    server.start({ ...BASE, extraArgs: ['--cors-origins', 'http://a.test'] }),
+    (err) => err instanceof ValidationError && /allowedOrigins/.test(err.message),
+  )
+  // Google Cloud's variables moved llama-server onto the gateway's own port; a key in the
+  // environment would lock the gateway out.
+  const saved = { ...process.env }
+  Object.assign(process.env, { AIP_MODE: 'PREDICTION', AIP_HTTP_PORT: '1', LLAMA_ARG_PORT: '1', LLAMA_API_KEY: 'x' })
+  try {
+    const info = await server.start(BASE)
+    assert.equal((await chat(info.port)).status, 200)
+  } finally {
+    for (const name of ['AIP_MODE', 'AIP_HTTP_PORT', 'LLAMA_ARG_PORT', 'LLAMA_API_KEY']) {
+      if (saved[name] === undefined) delete process.env[name]
+      else process.env[name] = saved[name]
+    }
+    await server.stop()
+  }
 })

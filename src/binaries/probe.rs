@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::manifest::{Accel, BinaryKind};
-use crate::process::{ExitInfo, ProcessSpec};
+use crate::process::{ExitInfo, ProcessSpec, inherit_all};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -81,6 +81,7 @@ pub async fn run_captured<S: AsRef<std::ffi::OsStr>>(
             .collect(),
         guarded,
         env: vec![],
+        unset: inherit_all,
     };
     let child = crate::process::spawn(spec, on_line)?;
     let exit = child.wait().await;

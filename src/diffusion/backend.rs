@@ -27,7 +27,7 @@ use crate::events::EventSink;
 use crate::process::actor::LOG_TAIL;
 use crate::process::{
     self, LaunchError, LaunchSpec, ProcessSpec, RecoveryPolicy, ServerActor, ServerEvent,
-    ServerLog, ServerState, Snapshot,
+    ServerLog, ServerState, Snapshot, inherit_all,
 };
 use crate::sync::lock;
 
@@ -314,6 +314,7 @@ impl OneShot {
             args,
             guarded: false,
             env: self.config.env.clone(),
+            unset: inherit_all,
         };
         let log = self.log.clone();
         let on_line = EventSink::new(move |line: String| {
@@ -617,6 +618,7 @@ impl Resident {
             program: self.config.binary.clone(),
             args,
             env: self.config.env.clone(),
+            unset: inherit_all,
             port,
             health_url: format!("http://127.0.0.1:{port}/sdcpp/v1/capabilities"),
             ready_hints: READY_HINTS,

@@ -101,9 +101,10 @@ pub struct StartRequest {
     #[serde(default)]
     #[ts(as = "Option<Vec<String>>")]
     pub extra_args: Vec<String>,
-    /// Require `Authorization: Bearer <apiKey>` on every route but `/health`.
+    /// Require `Authorization: Bearer <apiKey>` (or `X-Api-Key`) on every route but `/health`.
     pub api_key: Option<String>,
-    /// Browser origins allowed to call the server (CORS); requests from other origins get 403.
+    /// Browser origins allowed to call the server (CORS) besides the pages of this machine
+    /// (`http://localhost:…`, `127.x.x.x`, `[::1]`); requests from other origins get 403.
     #[serde(default)]
     #[ts(as = "Option<Vec<String>>")]
     pub allowed_origins: Vec<String>,

@@ -1,7 +1,9 @@
 //! Who may call a port we serve: the names it is called by (`Host`: a page that rebinds its own
-//! domain to 127.0.0.1 must not reach a loopback server), browser origins (CORS answers only
-//! configured ones; any other origin is refused) and the API key (`Authorization: Bearer <key>`,
-//! compared in constant time).
+//! domain to 127.0.0.1 must not reach a loopback server), browser origins (CORS answers the
+//! configured ones and those of this machine, as llama-server's `--cors-origins localhost` does,
+//! never `*`; any other origin is refused) and the API key (`Authorization: Bearer <key>`, or
+//! `X-Api-Key: <key>` as Anthropic's clients send it and llama-server accepts; compared in
+//! constant time).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -113,11 +115,11 @@ impl Access {
             );
         }
         let mut response = if req.method() == Method::OPTIONS {
-            self.preflight()
+            self.preflight(&req)
         } else if !open(req.uri().path()) && !self.authorized(&req) {
             let mut r = super::error(
                 ErrorCode::Unauthorized,
-                "missing or wrong API key: send Authorization: Bearer <apiKey>",
+                "missing or wrong API key: send Authorization: Bearer <apiKey> (or X-Api-Key: <apiKey>)",
             );
             r.headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
@@ -139,6 +141,10 @@ impl Access {
         if let Some(origin) = origin {
             let headers = response.headers_mut();
             headers.insert("access-control-allow-origin", origin);
+            headers.insert(
+                "access-control-allow-credentials",
+                HeaderValue::from_static("true"),
+            );
             headers.insert("vary", HeaderValue::from_static("Origin"));
         }
         response
@@ -162,34 +168,50 @@ impl Access {
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
         origin
             .to_str()
-            .is_ok_and(|o| self.allowed_origins.iter().any(|a| a == o))
+            .is_ok_and(|o| self.allowed_origins.iter().any(|a| a == o) || is_loopback_origin(o))
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         let Some(key) = &self.api_key else {
             return true;
         };
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let given = match header("authorization") {
+            Some(value) => value.strip_prefix("Bearer ").unwrap_or(value),
+            None => header("x-api-key").unwrap_or_default(),
+        };
+        constant_time_eq(given.as_bytes(), key.as_bytes())
     }
 
-    fn preflight(&self) -> Response<Body> {
+    /// A preflight of an allowed origin: the methods of this port, the headers it asked for
+    /// (llama-server allows any), and credentials.
+    fn preflight(&self, req: &Request<Incoming>) -> Response<Body> {
         let mut r = super::empty(StatusCode::NO_CONTENT);
+        let asked = req
+            .headers()
+            .get("access-control-request-headers")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(
+                "Content-Type, Authorization, X-Api-Key",
+            ));
         let headers = r.headers_mut();
         headers.insert(
             "access-control-allow-methods",
             HeaderValue::from_static(self.methods),
         );
-        headers.insert(
-            "access-control-allow-headers",
-            HeaderValue::from_static("Content-Type, Authorization"),
-        );
+        headers.insert("access-control-allow-headers", asked);
         headers.insert("access-control-max-age", HeaderValue::from_static("600"));
         r
     }
+}
+
+/// `http(s)://` and a name of loopback, with any port: a page served by this machine (a dev
+/// server on `localhost:5173`, an app's own page), which a DNS answer cannot forge.
+fn is_loopback_origin(origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| !authority.contains('/') && is_loopback(&host_name(authority)))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -245,6 +267,31 @@ mod tests {
         assert!(allowed("0.0.0.0", &[], "localhost:8080"));
         assert!(!allowed("0.0.0.0", &[], "attacker.example:8080"));
         assert!(allowed("0.0.0.0", &["box.lan"], "box.lan:8080"));
+    }
+
+    #[test]
+    fn origins_of_this_machine_are_loopback_others_are_not() {
+        for origin in [
+            "http://localhost:5173",
+            "http://localhost",
+            "https://127.0.0.1:8443",
+            "http://[::1]:3000",
+            "http://app.localhost:3000",
+        ] {
+            assert!(is_loopback_origin(origin), "{origin}");
+        }
+        for origin in [
+            "null",
+            "file://",
+            "http://attacker.example",
+            "http://localhost.attacker.example",
+            "http://127.0.0.1.nip.io",
+            "http://192.168.1.2:8080",
+            "ws://localhost:1",
+            "http://localhost:1/path",
+        ] {
+            assert!(!is_loopback_origin(origin), "{origin}");
+        }
     }
 
     #[test]

@@ -41,6 +41,21 @@ const READY_HINTS: &[&str] = &["model loaded", "listening on"];
 /// How long an RPC worker may take to accept a connection before a start is refused.
 const RPC_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Our variables that llama-server would read in place of what the library sets: every flag's
+/// `LLAMA_ARG_*` (the config and `extraArgs` are where flags come from), the API key, Google
+/// Cloud's `AIP_MODE`/`AIP_HTTP_PORT` (which move it to another port), and router mode's.
+fn overrides_the_library(name: &str) -> bool {
+    name.starts_with("LLAMA_ARG_")
+        || matches!(
+            name,
+            "LLAMA_API_KEY"
+                | "AIP_MODE"
+                | "AIP_HTTP_PORT"
+                | "LLAMA_SERVER_ROUTER_PORT"
+                | "LLAMA_SERVER_CHILD_MODE"
+        )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
     #[error(transparent)]
@@ -352,6 +367,7 @@ impl LlamaServer {
             // ggml would attach gdb on an abort (a lost RPC worker, say) and fill the crash's
             // last lines with a backtrace: the reason, its own line, is what they must show.
             env: vec![("GGML_NO_BACKTRACE".into(), "1".into())],
+            unset: overrides_the_library,
             port,
             health_url: health_url(host, port),
             ready_hints: READY_HINTS,

@@ -19,6 +19,16 @@ use crate::system::rpc_probe::{ProbeError, RpcWorkerError, check_rpc_worker};
 use crate::system::{ModelSpec, RunOptions, SystemError, SystemInfo, estimate, split};
 
 pub const DEFAULT_PORT: u16 = 8080;
+
+/// llama-server's CORS flags: behind the gateway, which answers CORS itself, they would do
+/// nothing (with `gateway: false` llama-server applies them).
+const CORS_FLAGS: &[&str] = &[
+    "--cors-origins",
+    "--cors-methods",
+    "--cors-headers",
+    "--cors-credentials",
+    "--no-cors-credentials",
+];
 const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_MAX_QUEUED_REQUESTS: u32 = 64;
 const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
@@ -127,14 +137,15 @@ pub struct StartRequest {
     pub preferred_context_size: Option<u32>,
     /// Without `contextSize`: the largest context it may be.
     pub maximum_context_size: Option<u32>,
-    /// Require `Authorization: Bearer <apiKey>` on every request.
+    /// Require `Authorization: Bearer <apiKey>` (or `X-Api-Key`) on every request.
     pub api_key: Option<String>,
     /// More llama-server arguments. The flags the library sets from this config are refused with a
     /// `ValidationError`, in every spelling: `-m`/`--model`, `--host`, `--port`, `-t`/`--threads`,
     /// `-c`/`--ctx-size`, `-ngl`/`--gpu-layers`/`--n-gpu-layers`, `-np`/`--parallel`,
     /// `-fa`/`--flash-attn`, `-ctk`/`--cache-type-k`, `-ctv`/`--cache-type-v`, `--api-key`,
     /// `--api-key-file`, `--rpc` (see `rpcWorkers`); so are other model sources (`-mu`/`--model-url`, `-hf`/`-hfr`/`--hf-repo`,
-    /// `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak.
+    /// `-dr`/`--docker-repo`) and TLS (`--ssl-key-file`, `--ssl-cert-file`), which the gateway cannot speak;
+    /// behind the gateway, which answers CORS itself, so are llama-server's `--cors-*` flags.
     #[serde(default)]
     #[ts(as = "Option<Vec<String>>", optional)]
     pub extra_args: Vec<String>,
@@ -152,7 +163,8 @@ pub struct StartRequest {
     /// starts or restarts, `apiKey` and `allowedOrigins` are checked there, and llama-server's
     /// `Access-Control-Allow-Origin: *` is not passed on. `false`: llama-server listens on `port` itself.
     pub gateway: Option<bool>,
-    /// Browser origins the gateway answers with CORS headers; any other origin gets 403 (needs the gateway).
+    /// Browser origins the gateway answers with CORS headers besides the pages of this machine
+    /// (`http://localhost:…`, `127.x.x.x`, `[::1]`); any other origin gets 403 (needs the gateway).
     #[serde(default)]
     #[ts(as = "Option<Vec<String>>", optional)]
     pub allowed_origins: Vec<String>,
@@ -216,6 +228,17 @@ pub async fn resolve(
         check_rpc_worker(worker).map_err(invalid)?;
     }
 
+    if req.gateway != Some(false)
+        && let Some(flag) = req.extra_args.iter().find(|a| {
+            let flag = a.split_once('=').map_or(a.as_str(), |(flag, _)| flag);
+            CORS_FLAGS.contains(&flag)
+        })
+    {
+        return Err(invalid(format!(
+            "extraArgs must not set {flag}: the gateway answers CORS for llama-server (origins of \
+             this machine by default); list other origins in allowedOrigins"
+        )));
+    }
     if req.gateway == Some(false) && !req.allowed_origins.is_empty() {
         return Err(invalid(
             "allowedOrigins needs the gateway: llama-server itself answers every origin".into(),

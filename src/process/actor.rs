@@ -173,6 +173,8 @@ pub struct LaunchSpec {
     pub args: Vec<String>,
     /// Set in the child's environment, on top of ours.
     pub env: Vec<(String, String)>,
+    /// Our variables the child must not see.
+    pub unset: fn(&str) -> bool,
     pub port: u16,
     /// A 2xx answer here means ready (while starting) and alive (for the watchdog).
     pub health_url: String,
@@ -627,6 +629,7 @@ impl Actor {
             args: spec.args.clone(),
             guarded: false,
             env: spec.env.clone(),
+            unset: spec.unset,
         };
         let child = match super::spawn(process, Some(on_line)) {
             Ok(child) => Arc::new(child),

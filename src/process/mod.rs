@@ -62,6 +62,13 @@ pub struct ProcessSpec {
     pub guarded: bool,
     /// Set in the child's environment, on top of ours.
     pub env: Vec<(String, String)>,
+    /// Our variables the child must not see (it would let them override what the library sets).
+    pub unset: fn(&str) -> bool,
+}
+
+/// The child sees every variable of ours.
+pub fn inherit_all(_: &str) -> bool {
+    false
 }
 
 /// A running (or exited) child.
@@ -163,6 +170,11 @@ impl Drop for Supervised {
 
 pub fn spawn(spec: ProcessSpec, on_line: Option<EventSink<String>>) -> std::io::Result<Supervised> {
     let mut command = tokio::process::Command::new(&spec.program);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(spec.unset) {
+            command.env_remove(&name);
+        }
+    }
     command
         .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))

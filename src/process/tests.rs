@@ -6,6 +6,7 @@ fn sh(script: &str) -> ProcessSpec {
         args: vec!["-c".into(), script.into()],
         guarded: false,
         env: vec![],
+        unset: inherit_all,
     }
 }
 
@@ -145,6 +146,7 @@ async fn a_dropped_guarded_tree_is_terminated_through_its_guard() {
         ProcessSpec {
             guarded: true,
             env: vec![],
+            unset: inherit_all,
             ..sh(script)
         },
         None,
@@ -169,6 +171,7 @@ async fn a_guard_stands_down_when_its_tree_ends_normally() {
         ProcessSpec {
             guarded: true,
             env: vec![],
+            unset: inherit_all,
             ..sh("echo $$; exit 0")
         },
         None,
@@ -230,6 +233,7 @@ async fn a_missing_program_is_a_spawn_error() {
         args: vec![],
         guarded: false,
         env: vec![],
+        unset: inherit_all,
     };
     assert!(spawn(spec, None).is_err());
 }

@@ -22,7 +22,7 @@ use crate::launch::{ManagedServer, PortInUse, PortRequest, StartError, free_port
 use crate::process::actor::reachable;
 use crate::process::{
     LaunchError, LaunchSpec, RecoveryPolicy, ServerActor, ServerEvent, ServerLog, ServerState,
-    Snapshot,
+    Snapshot, inherit_all,
 };
 use crate::sync::lock;
 use crate::system::SystemInfo;
@@ -263,6 +263,7 @@ impl RpcServer {
             program: config.binary.clone(),
             args: args(&config, port),
             env: vec![],
+            unset: inherit_all,
             port,
             health_url: format!("tcp://{}", endpoint(&config.host, port)),
             ready_hints: READY_HINTS,

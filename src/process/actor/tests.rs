@@ -2,6 +2,7 @@
 //! answer each test sets: ready, loading, or no answer at all.
 
 use super::*;
+use crate::process::inherit_all;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 /// Answers `GET` with the status it is set to (0: accepts and never answers, as a hung server).
@@ -51,6 +52,7 @@ fn spec(script: &str, health: &Health) -> LaunchSpec {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
         env: vec![],
+        unset: inherit_all,
         port: 1,
         health_url: health.url.clone(),
         ready_hints: &["ready now"],
