@@ -24,6 +24,7 @@ import type {
   LlamaServerConfig,
   MemoryInfo,
   MemoryUsage,
+  MetadataFetchStrategy,
   ModelInfo,
   ModelManagerEvent,
   ModelSizingInfo,
@@ -523,6 +524,11 @@ export interface DownloadConfig extends DownloadRequest {
   downloadId?: string
   /** Aborting it cancels the download as {@link ModelManager.cancelDownload} does: it rejects with {@link CancelledError}. */
   signal?: AbortSignal
+  /**
+   * genai-electron 0.26's: called as each file begins, with its role (`'diffusion_model'` or
+   * `'model'` for the model file itself), its name, and its place (1-based) among `total`.
+   */
+  onComponentStart?: (info: { role: string; filename: string; index: number; total: number }) => void
 }
 
 /** A `progress` event of a download. */
@@ -535,6 +541,8 @@ export interface ModelManagerEvents {
   progress: [DownloadProgressEvent]
   /** Emitted by {@link ModelManager.listModels} for each folder it skipped. */
   damaged: [DamagedModelEvent]
+  /** A file of a download begins. */
+  'file-start': [Extract<ModelManagerEvent, { type: 'file-start' }>]
   error: [unknown]
 }
 
@@ -580,6 +588,13 @@ export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
    * GGUF, bad keys, or (`MODEL_EXISTS`) an id that is taken.
    */
   importModel(config: ImportModelRequest): Promise<ModelInfo>
+  /**
+   * Reads the model's GGUF header again and records it: from its file, its source URL, or one
+   * then the other (`options.source`, default `'local-remote'`), as genai-electron 0.26 did.
+   * @throws {ModelNotFoundError} no such model. @throws {FileSystemError} `MODEL_DAMAGED` when
+   * no header could be read.
+   */
+  updateModelMetadata(id: string, options?: { source?: MetadataFetchStrategy }): Promise<ModelInfo>
   /**
    * Adopts the models of a genai-electron 0.26 data folder (its `models/<type>/<id>.json` records
    * and their files; default: this library's data folder, which is 0.26's in an Electron app),

@@ -1567,6 +1567,10 @@ export type FileSourceConfig = {
  */
 export type DiffusionComponentDownload = {
   role: DiffusionComponentRole
+  /**
+   * Its license facts, recorded with it.
+   */
+  provenance?: ArtifactProvenance
   source: 'url' | 'huggingface'
   /**
    * With `source: 'url'`: an http(s) URL.
@@ -1613,6 +1617,21 @@ export type DownloadRequest = {
    * {@link DownloadError} and its `.part` stays, so calling `downloadModel` again resumes it.
    */
   stallTimeout?: number
+  /**
+   * The model file's license facts, recorded with the model.
+   */
+  provenance?: ArtifactProvenance
+  /**
+   * The file names of a split model's shards, in order, where the first's name does not
+   * say them (`-00001-of-0000N.gguf` does); they lie beside it (same folder of the URL or repo).
+   */
+  shardFiles?: Array<string>
+  /**
+   * genai-electron 0.26's folder shared by the files of several models. Accepted, and not
+   * needed: each model keeps its files in its own folder, and a file already installed from
+   * the same URL is hard-linked instead of fetched again, so a shared file is kept once.
+   */
+  modelDirectory?: string
   source: 'url' | 'huggingface'
   /**
    * With `source: 'url'`: an http(s) URL.
@@ -1656,6 +1675,43 @@ export type ImportModelRequest = {
    * A diffusion set's other files, by role.
    */
   components?: Partial<Record<DiffusionComponentRole, string>>
+};
+
+/**
+ * Where `updateModelMetadata` reads a model's GGUF header (genai-electron 0.26's strategies):
+ * its file, its source URL, or one then the other (default `local-remote`).
+ */
+export type MetadataFetchStrategy = "local-only" | "remote-only" | "local-remote" | "remote-local";
+
+/**
+ * A file's license facts, as genai-electron 0.26 records them.
+ */
+export type ArtifactProvenance = {
+  license: string
+  licenseUrl?: string
+  /**
+   * When the license was last checked (ISO 8601).
+   */
+  lastCheckedOn?: string
+  note?: string
+};
+
+/**
+ * A file of a download begins.
+ */
+export type FileStart = {
+  downloadId: string
+  modelId: string
+  /**
+   * A diffusion model's component role; `null` for the model file (or a shard of it).
+   */
+  role: string | null
+  file: string
+  /**
+   * 1-based, of `total` files.
+   */
+  index: number
+  total: number
 };
 
 /**
@@ -1773,6 +1829,7 @@ export type StoredFile = {
    */
   checksum: string
   source: ModelSource
+  provenance?: ArtifactProvenance
 };
 
 /**
@@ -1812,6 +1869,10 @@ export type ModelInfo = {
    * Every shard of a split GGUF, in order, the first being `path`.
    */
   shards?: Array<StoredFile>
+  /**
+   * The model file's license facts, as the download gave them.
+   */
+  provenance?: ArtifactProvenance
 };
 
 /**
@@ -1863,6 +1924,7 @@ export type DamagedModel = {
  */
 export type ModelManagerEvent =
   | { "type": "progress" } & DownloadProgress
+  | { "type": "file-start" } & FileStart
   | { "type": "damaged" } & DamagedModel;
 
 /**

@@ -202,6 +202,37 @@ test('GGUF metadata matches the gguf package for llama.cpp vocab files and the t
   }
 })
 
+test("0.26's download options: onComponentStart, provenance, an unknown key refused; updateModelMetadata", async () => {
+  const model = path.join(tmp(), 'm.gguf')
+  fs.writeFileSync(model, ggufSized(4096))
+  const server = await serve({ 'm.gguf': model })
+  try {
+    configure({ dataDir: tmp() })
+    const manager = new ModelManager()
+    const base = { source: 'url', url: server.url('m.gguf'), type: 'llm' }
+    await assert.rejects(
+      manager.downloadModel({ ...base, name: 'M', mirror: 'x' }),
+      (err) => err instanceof ValidationError && /config\.mirror: unknown field/.test(err.message),
+    )
+    await assert.rejects(manager.downloadModel({ ...base, name: 'M', onComponentStart: 3 }), ValidationError)
+    const starts = []
+    const info = await manager.downloadModel({
+      ...base,
+      name: 'M',
+      provenance: { license: 'mit' },
+      onComponentStart: (info) => starts.push(info),
+    })
+    assert.deepEqual(starts, [{ role: 'model', filename: 'm.gguf', index: 1, total: 1 }])
+    assert.deepEqual(info.provenance, { license: 'mit' })
+    const updated = await manager.updateModelMetadata('m', { source: 'remote-only' })
+    assert.deepEqual(updated.ggufMetadata, info.ggufMetadata)
+    await assert.rejects(manager.updateModelMetadata('m', { from: 'x' }), ValidationError)
+    await assert.rejects(manager.updateModelMetadata('m', { source: 'nowhere' }), ValidationError)
+  } finally {
+    server.close()
+  }
+})
+
 test("0.26's cancelDownload() with no id cancels every download under way; isDownloading() says so", async () => {
   const big = path.join(tmp(), 'big.gguf')
   fs.writeFileSync(big, ggufSized(8 << 20))

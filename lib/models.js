@@ -38,14 +38,37 @@ class ModelManager extends EventEmitter {
 
   async downloadModel(config) {
     syncElectronUserData()
-    const { onProgress, signal, downloadId = require('node:crypto').randomUUID(), ...rest } = config ?? {}
+    const {
+      onProgress,
+      onComponentStart,
+      signal,
+      downloadId = require('node:crypto').randomUUID(),
+      ...rest
+    } = config ?? {}
     checkCallbacks({ onProgress, signal }, '(downloaded, total, event) => {}')
+    if (onComponentStart !== undefined && typeof onComponentStart !== 'function') {
+      throw new ValidationError('onComponentStart must be a function', {
+        suggestion: 'Pass ({ role, filename, index, total }) => {} or leave it out',
+      })
+    }
     if (signal?.aborted) throw new CancelledError('the download was cancelled before it started')
     const listener = (event) => {
       if (event.downloadId === downloadId) onProgress(event.downloaded, event.total ?? 0, event)
     }
+    // genai-electron 0.26's callback: the model file is its `diffusion_model` (or `model`).
+    const primaryRole = rest.type === 'diffusion' ? 'diffusion_model' : 'model'
+    const fileStart = (event) => {
+      if (event.downloadId !== downloadId) return
+      onComponentStart({
+        role: event.role ?? primaryRole,
+        filename: event.file,
+        index: event.index,
+        total: event.total,
+      })
+    }
     const abort = () => this.cancelDownload(downloadId)
     if (onProgress) this.on('progress', listener)
+    if (onComponentStart) this.on('file-start', fileStart)
     signal?.addEventListener('abort', abort, { once: true })
     this.#downloads.add(downloadId)
     try {
@@ -53,8 +76,29 @@ class ModelManager extends EventEmitter {
     } finally {
       this.#downloads.delete(downloadId)
       this.off('progress', listener)
+      this.off('file-start', fileStart)
       signal?.removeEventListener('abort', abort)
     }
+  }
+
+  /**
+   * Reads the model's GGUF header again (from its file, its source URL, or one then the other:
+   * `options.source`, default `'local-remote'`) and records it.
+   */
+  async updateModelMetadata(id, options = {}) {
+    syncElectronUserData()
+    if (options === null || typeof options !== 'object') {
+      throw new ValidationError('updateModelMetadata takes an options object', {
+        suggestion: "Pass { source: 'local-only' } or nothing",
+      })
+    }
+    const { source = 'local-remote', ...rest } = options
+    if (Object.keys(rest).length > 0) {
+      throw new ValidationError(`options.${Object.keys(rest)[0]}: unknown field`, {
+        suggestion: 'The one option is source',
+      })
+    }
+    return JSON.parse(await callAsync(() => this.#native.updateModelMetadata(String(id), source)))
   }
 
   /** Registers a GGUF file or a diffusion set already on this machine (hard-linked, else copied). */

@@ -29,8 +29,9 @@ use crate::llama::{LlamaConfig, ServerInfo};
 use crate::models::gguf::{GgufMetadata, ReadOptions};
 use crate::models::import::{Adoption, ImportRequest, Skipped};
 use crate::models::{
-    ComponentRole, ComponentSpec, Damaged, DownloadConfig, FileProblem, FileSpec, ModelEvent,
-    ModelInfo, ModelProgress, ModelSource, ModelType, StorageUsage, StoredFile, Verification,
+    ComponentRole, ComponentSpec, Damaged, DownloadConfig, FileProblem, FileSpec, FileStart,
+    MetadataSource, ModelEvent, ModelInfo, ModelProgress, ModelSource, ModelType, Provenance,
+    StorageUsage, StoredFile, Verification,
 };
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorEvent, OrchestratorInfo, Phase,
@@ -130,6 +131,9 @@ pub fn shapes() -> String {
         declaration::<ComponentSpec>(&config),
         declaration::<DownloadConfig>(&config),
         declaration::<ImportRequest>(&config),
+        declaration::<MetadataSource>(&config),
+        declaration::<Provenance>(&config),
+        declaration::<FileStart>(&config),
         declaration::<Adoption>(&config),
         declaration::<Skipped>(&config),
         declaration::<ReadOptions>(&config),

@@ -930,6 +930,7 @@ mod resolving {
                     size: 500,
                     checksum: "0".repeat(64),
                     source: source(),
+                    provenance: None,
                 };
                 components.insert("llm".to_string(), stored);
             }
@@ -946,6 +947,7 @@ mod resolving {
                 gguf_metadata: None,
                 components,
                 shards: vec![],
+                provenance: None,
             };
             store::write(&data, &info).await.unwrap();
         }
@@ -1118,6 +1120,7 @@ mod resolving {
             gguf_metadata: None,
             components: Default::default(),
             shards: vec![],
+            provenance: None,
         };
         assert!(fits_resident(&info, 5 << 30));
         assert!(!fits_resident(&info, (5 << 30) - 1));

@@ -9,7 +9,7 @@ use super::config::data_paths;
 use super::error::{BadArgument, OrEmpty, from_js, to_js, to_napi};
 use super::events::{EventCallback, serialized, sink};
 use crate::models::import::ImportRequest;
-use crate::models::{DownloadConfig, ModelEvent, ModelManager, ModelType, gguf};
+use crate::models::{DownloadConfig, MetadataSource, ModelEvent, ModelManager, ModelType, gguf};
 
 #[napi(js_name = "NativeModelManager")]
 pub struct JsModelManager {
@@ -65,10 +65,26 @@ impl JsModelManager {
 
     #[napi(ts_args_type = "downloadId: string, config: Shapes.DownloadRequest")]
     pub async fn download_model(&self, download_id: String, config: Value) -> napi::Result<String> {
+        if let Some(key) = DownloadConfig::unknown_key(&config) {
+            return Err(to_napi(BadArgument(format!(
+                "config.{key}: unknown field (see DownloadConfig in index.d.ts)"
+            ))));
+        }
         let config: DownloadConfig = from_js("config", config)?;
         let info = self
             .inner
             .download(&data_paths().await?, &download_id, &config)
+            .await
+            .map_err(to_napi)?;
+        Ok(json_text(&info))
+    }
+
+    #[napi(ts_args_type = "id: string, from: Shapes.MetadataFetchStrategy")]
+    pub async fn update_model_metadata(&self, id: String, from: Value) -> napi::Result<String> {
+        let from: MetadataSource = from_js("options.source", from)?;
+        let info = self
+            .inner
+            .update_metadata(&data_paths().await?, &id, from)
             .await
             .map_err(to_napi)?;
         Ok(json_text(&info))

@@ -490,6 +490,7 @@ mod resolving {
             ),
             components: Default::default(),
             shards: vec![],
+            provenance: None,
         };
         store::write(&data, &info).await.unwrap();
         let binary = fake(tmp.path(), "echo 'version: fake'");

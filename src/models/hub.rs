@@ -112,6 +112,51 @@ pub(super) async fn resolve(
     }
 }
 
+/// `shardFiles`: the shards named by the download, in place of what the first's name says. They
+/// lie beside the first (its URL, or its folder of the repo), which they must begin with.
+pub(super) fn with_shards(
+    resolved: Vec<Planned>,
+    names: &[String],
+) -> Result<Vec<Planned>, ModelError> {
+    let invalid = |m: String| ModelError::Invalid(m);
+    let [first] = resolved.as_slice() else {
+        return Err(invalid(
+            "shardFiles is for a file whose name does not list its shards; this one does".into(),
+        ));
+    };
+    let bad = names.iter().find(|n| {
+        n.is_empty() || n.contains(['/', '\\']) || n.as_str() == "." || n.as_str() == ".."
+    });
+    if let Some(name) = bad {
+        return Err(invalid(format!("shardFiles: {name:?} must be a file name")));
+    }
+    let first_name = first.source.url.rsplit('/').next().unwrap_or_default();
+    if names[0] != first_name {
+        return Err(invalid(format!(
+            "shardFiles must begin with the model file itself, {first_name:?} (got {:?})",
+            names[0]
+        )));
+    }
+    Ok(names
+        .iter()
+        .map(|name| {
+            let mut shard = first.clone();
+            let base = first.source.url.len() - first_name.len();
+            shard.source.url = format!("{}{name}", &first.source.url[..base]);
+            shard.source.file = first
+                .source
+                .file
+                .as_ref()
+                .map(|f| match f.rsplit_once('/') {
+                    Some((folder, _)) => format!("{folder}/{name}"),
+                    None => name.clone(),
+                });
+            shard.file_name = safe_file_name(name);
+            shard
+        })
+        .collect())
+}
+
 fn valid_repo(repo: &str) -> bool {
     let parts: Vec<&str> = repo.split('/').collect();
     parts.len() == 2

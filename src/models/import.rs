@@ -19,7 +19,7 @@ use serde::Deserialize;
 use ts_rs::TS;
 
 use super::store::{self, ModelInfo, ModelSource, ModelType, StoredFile};
-use super::{ComponentRole, ModelError, gguf};
+use super::{ComponentRole, ModelError, Provenance, gguf};
 use crate::config::DataPaths;
 
 /// What {@link ModelManager.importModel} registers.
@@ -199,6 +199,7 @@ async fn bring(
         size,
         checksum,
         source: file_source(&source.path),
+        provenance: None,
     };
     Ok((
         source.role.map(|r| r.as_str().to_string()),
@@ -264,6 +265,7 @@ struct LegacyRecord {
     model_type: ModelType,
     path: PathBuf,
     source: Option<ModelSource>,
+    provenance: Option<Provenance>,
     checksum: Option<String>,
     #[serde(default)]
     components: BTreeMap<String, LegacyFile>,
@@ -386,9 +388,10 @@ async fn adopt_one(
             expected.unwrap_or_default()
         ));
     }
-    // Where the bytes came from, as 0.26 recorded it.
-    if let Some(source) = legacy.source {
-        info.source = source;
+    // Where the bytes came from and their license, as 0.26 recorded them.
+    if legacy.source.is_some() || legacy.provenance.is_some() {
+        info.source = legacy.source.unwrap_or(info.source);
+        info.provenance = legacy.provenance;
         store::write(data, &info).await.map_err(|e| e.to_string())?;
     }
     Ok(info)
@@ -417,6 +420,7 @@ fn record(
             .map(|(role, file, _)| (role.unwrap_or_default(), file))
             .collect(),
         shards: Vec::new(),
+        provenance: None,
     }
 }
 

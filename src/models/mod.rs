@@ -198,6 +198,61 @@ pub struct ComponentSpec {
     pub role: ComponentRole,
     #[serde(flatten)]
     pub file: FileSpec,
+    /// Its license facts, recorded with it.
+    #[ts(optional)]
+    pub provenance: Option<Provenance>,
+}
+
+/// A file's license facts, as genai-electron 0.26 records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[ts(rename = "ArtifactProvenance")]
+pub struct Provenance {
+    pub license: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub license_url: Option<String>,
+    /// When the license was last checked (ISO 8601).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub last_checked_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub note: Option<String>,
+}
+
+/// The keys a download config may have (its fields are flattened, which serde cannot check):
+/// any other is refused rather than ignored.
+const FILE_KEYS: &[&str] = &["source", "url", "repo", "file", "revision", "checksum"];
+const DOWNLOAD_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "components",
+    "stallTimeout",
+    "provenance",
+    "shardFiles",
+    "modelDirectory",
+];
+const COMPONENT_KEYS: &[&str] = &["role", "provenance"];
+
+impl DownloadConfig {
+    /// The first key of `config` (or of one of its components) that no field takes, as a path.
+    pub fn unknown_key(config: &Value) -> Option<String> {
+        let unknown = |object: &Value, own: &[&str]| {
+            object.as_object().and_then(|o| {
+                o.keys()
+                    .find(|k| !FILE_KEYS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+                    .cloned()
+            })
+        };
+        if let Some(key) = unknown(config, DOWNLOAD_KEYS) {
+            return Some(key);
+        }
+        let components = config.get("components").and_then(Value::as_array)?;
+        components.iter().enumerate().find_map(|(i, component)| {
+            unknown(component, COMPONENT_KEYS).map(|key| format!("components[{i}].{key}"))
+        })
+    }
 }
 
 /// What {@link ModelManager.downloadModel} fetches. A name ending in `-00001-of-0000N.gguf`
@@ -221,6 +276,19 @@ pub struct DownloadConfig {
     /// {@link DownloadError} and its `.part` stays, so calling `downloadModel` again resumes it.
     #[ts(optional)]
     pub stall_timeout: Option<u64>,
+    /// The model file's license facts, recorded with the model.
+    #[ts(optional)]
+    pub provenance: Option<Provenance>,
+    /// The file names of a split model's shards, in order, where the first's name does not
+    /// say them (`-00001-of-0000N.gguf` does); they lie beside it (same folder of the URL or repo).
+    #[serde(default)]
+    #[ts(as = "Option<Vec<String>>", optional)]
+    pub shard_files: Vec<String>,
+    /// genai-electron 0.26's folder shared by the files of several models. Accepted, and not
+    /// needed: each model keeps its files in its own folder, and a file already installed from
+    /// the same URL is hard-linked instead of fetched again, so a shared file is kept once.
+    #[ts(optional)]
+    pub model_directory: Option<String>,
 }
 
 /// A SHA-256 checksum as users write it: 64 hex digits in either case, with or without the
@@ -277,12 +345,45 @@ pub struct ModelProgress {
     pub eta_seconds: Option<f64>,
 }
 
+/// Where `updateModelMetadata` reads a model's GGUF header (genai-electron 0.26's strategies):
+/// its file, its source URL, or one then the other (default `local-remote`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(rename = "MetadataFetchStrategy")]
+pub enum MetadataSource {
+    LocalOnly,
+    RemoteOnly,
+    #[default]
+    LocalRemote,
+    RemoteLocal,
+}
+
+/// Each network read of `updateModelMetadata` waits at most this long.
+const METADATA_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A file of a download begins.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStart {
+    pub download_id: String,
+    pub model_id: String,
+    /// A diffusion model's component role; `null` for the model file (or a shard of it).
+    pub role: Option<String>,
+    pub file: String,
+    /// 1-based, of `total` files.
+    pub index: usize,
+    pub total: usize,
+}
+
 /// What a model manager reports while it works.
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(tag = "type", rename_all = "lowercase")]
 #[ts(rename = "ModelManagerEvent")]
 pub enum ModelEvent {
     Progress(ModelProgress),
+    /// A file of a download begins (genai-electron 0.26's `onComponentStart`).
+    #[serde(rename = "file-start")]
+    FileStart(FileStart),
     /// A model folder that listing skipped: its record cannot be trusted or its files are
     /// incomplete. `deleteModel` with the folder's name removes it.
     Damaged(Damaged),
@@ -433,6 +534,61 @@ impl ModelManager {
         })
     }
 
+    fn emit(&self, event: ModelEvent) {
+        if let Some(events) = &self.events {
+            events.emit(event);
+        }
+    }
+
+    /// `updateModelMetadata`: reads the model's GGUF header again, from its file, its source URL,
+    /// or one then the other, and records it.
+    pub async fn update_metadata(
+        &self,
+        data: &DataPaths,
+        id: &str,
+        from: MetadataSource,
+    ) -> Result<ModelInfo, ModelError> {
+        let mut info = store::read(data, id).await?;
+        let order: &[bool] = match from {
+            MetadataSource::LocalOnly => &[true],
+            MetadataSource::RemoteOnly => &[false],
+            MetadataSource::LocalRemote => &[true, false],
+            MetadataSource::RemoteLocal => &[false, true],
+        };
+        let mut failures = Vec::new();
+        for &local in order {
+            let read = if local {
+                gguf::read_file(&info.path, gguf::ParseOptions::default()).await
+            } else if info.source.url.starts_with("http") {
+                gguf::read_url(
+                    &info.source.url,
+                    gguf::ParseOptions::default(),
+                    METADATA_READ_TIMEOUT,
+                )
+                .await
+            } else {
+                Err(gguf::GgufError::Network(format!(
+                    "its source {} is not a URL to read",
+                    info.source.url
+                )))
+            };
+            match read {
+                Ok(metadata) => {
+                    info.gguf_metadata =
+                        Some(serde_json::to_value(metadata).expect("metadata serializes"));
+                    store::write(data, &info).await?;
+                    return Ok(info);
+                }
+                Err(e) if local => failures.push(format!("its file: {e}")),
+                Err(e) => failures.push(format!("{}: {e}", info.source.url)),
+            }
+        }
+        Err(ModelError::Corrupt {
+            id: id.into(),
+            reason: format!("no GGUF header could be read ({})", failures.join("; ")),
+        })
+    }
+
     /// Registers files the user already has as a model ([`import::import`]).
     pub async fn import(
         &self,
@@ -487,8 +643,10 @@ impl ModelManager {
             active.insert(download_id.to_string(), (id.clone(), token.clone()));
         }
         let dir = store::model_dir(data, config.model_type, &id);
+        // Files another model holds already, by the URL they came from.
+        let installed = installed_files(data).await;
         let result = self
-            .fetch_all(&dir, download_id, &id, config, &plan, &token)
+            .fetch_all(&dir, download_id, &id, config, &plan, &installed, &token)
             .await;
         lock(&self.active).remove(download_id);
         let info = match result {
@@ -534,8 +692,12 @@ impl ModelManager {
                 &format!("the {} component's checksum", component.role.as_str()),
             )?);
         }
+        let mut primary = hub::resolve(&config.file, self.hub_endpoint.as_deref()).await?;
+        if !config.shard_files.is_empty() {
+            primary = hub::with_shards(primary, &config.shard_files)?;
+        }
         let mut plan = Vec::new();
-        for source in hub::resolve(&config.file, self.hub_endpoint.as_deref()).await? {
+        for source in primary {
             plan.push(Planned {
                 role: None,
                 checksum: checksum.clone(),
@@ -585,6 +747,7 @@ impl ModelManager {
         Ok(plan)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_all(
         &self,
         dir: &Path,
@@ -592,6 +755,7 @@ impl ModelManager {
         model_id: &str,
         config: &DownloadConfig,
         plan: &[Planned],
+        installed: &HashMap<String, (PathBuf, String)>,
         token: &CancellationToken,
     ) -> Result<ModelInfo, ModelError> {
         tokio::fs::create_dir_all(dir)
@@ -603,8 +767,16 @@ impl ModelManager {
         let started = Instant::now();
         let mut done_bytes = 0u64;
         let mut stored: Vec<(Option<String>, StoredFile, Option<gguf::GgufMetadata>)> = Vec::new();
-        for file in plan {
+        for (index, file) in plan.iter().enumerate() {
             let dest = dir.join(&file.file_name);
+            self.emit(ModelEvent::FileStart(FileStart {
+                download_id: download_id.into(),
+                model_id: model_id.into(),
+                role: file.role.clone(),
+                file: file.file_name.clone(),
+                index: index + 1,
+                total: plan.len(),
+            }));
             let mut on_progress = |p: download::Progress| {
                 let downloaded = done_bytes + p.downloaded;
                 let speed = downloaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -638,9 +810,24 @@ impl ModelManager {
                 ),
                 check_start: must_be_gguf.then_some(&check_start as _),
             };
-            let got = tokio::select! {
-                got = download::download_with(&file.source.url, &dest, &options, &mut on_progress) => got?,
-                _ = token.cancelled() => return Err(ModelError::Cancelled { id: download_id.into() }),
+            let shared = match installed.get(&file.source.url) {
+                Some((held, recorded)) => {
+                    share(held, &dest, recorded, file.checksum.as_deref()).await
+                }
+                None => None,
+            };
+            let got = match shared {
+                Some(got) => {
+                    on_progress(download::Progress {
+                        downloaded: got.bytes,
+                        total: Some(got.bytes),
+                    });
+                    got
+                }
+                None => tokio::select! {
+                    got = download::download_with(&file.source.url, &dest, &options, &mut on_progress) => got?,
+                    _ = token.cancelled() => return Err(ModelError::Cancelled { id: download_id.into() }),
+                },
             };
             let metadata = if must_be_gguf {
                 Some(check_gguf(&file.source.url, &got).await?)
@@ -655,6 +842,7 @@ impl ModelManager {
                     size: got.bytes,
                     checksum: got.sha256,
                     source: file.source.clone(),
+                    provenance: None,
                 },
                 metadata,
             ));
@@ -677,6 +865,10 @@ impl ModelManager {
             .chain(components.iter())
             .map(|(_, f, _)| f.size)
             .sum();
+        let provenance_of = |role: &str| {
+            let component = config.components.iter().find(|c| c.role.as_str() == role);
+            component.and_then(|c| c.provenance.clone())
+        };
         Ok(ModelInfo {
             id: model_id.into(),
             name: config.name.trim().into(),
@@ -689,10 +881,69 @@ impl ModelManager {
             gguf_metadata,
             components: components
                 .into_iter()
-                .map(|(role, f, _)| (role.unwrap_or_default(), f))
+                .map(|(role, f, _)| {
+                    let role = role.unwrap_or_default();
+                    let provenance = provenance_of(&role);
+                    (role, StoredFile { provenance, ..f })
+                })
                 .collect::<BTreeMap<_, _>>(),
             shards,
+            provenance: config.provenance.clone(),
         })
+    }
+}
+
+/// Every file of the installed models and its recorded sha256, by the URL it came from (one of
+/// them where several do).
+async fn installed_files(data: &DataPaths) -> HashMap<String, (PathBuf, String)> {
+    let Ok((models, _)) = store::list(data, None).await else {
+        return HashMap::new();
+    };
+    models
+        .iter()
+        .flat_map(|m| {
+            m.sourced_files()
+                .into_iter()
+                .map(|(path, _, checksum, source)| {
+                    (
+                        source.url.clone(),
+                        (path.to_path_buf(), checksum.to_string()),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A file another model holds already, hard-linked in place of a download (a second name for
+/// the same bytes: kept once), when it is intact (its sha256 the one recorded) and the one
+/// expected. `None`: download it.
+async fn share(
+    held: &Path,
+    dest: &Path,
+    recorded: &str,
+    expected: Option<&str>,
+) -> Option<download::Downloaded> {
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent).await.ok()?;
+    }
+    let _ = tokio::fs::remove_file(dest).await;
+    tokio::fs::hard_link(held, dest).await.ok()?;
+    let sha256 = download::sha256_file(dest).await.ok();
+    let matches = sha256.as_deref().is_some_and(|s| {
+        s.eq_ignore_ascii_case(recorded) && expected.is_none_or(|e| e.eq_ignore_ascii_case(s))
+    });
+    let bytes = tokio::fs::metadata(dest).await.map(|m| m.len()).ok();
+    match (matches, sha256, bytes) {
+        (true, Some(sha256), Some(bytes)) => Some(download::Downloaded {
+            path: dest.to_path_buf(),
+            bytes,
+            sha256,
+            resumed_from: 0,
+        }),
+        _ => {
+            let _ = tokio::fs::remove_file(dest).await;
+            None
+        }
     }
 }
 

@@ -69,6 +69,9 @@ pub struct StoredFile {
     /// sha256, hex, computed while downloading.
     pub checksum: String,
     pub source: ModelSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub provenance: Option<super::Provenance>,
 }
 
 /// An installed model, as genai-electron's API shapes it (camelCase, `ggufMetadata`'s keys
@@ -101,9 +104,31 @@ pub struct ModelInfo {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[ts(as = "Option<Vec<StoredFile>>", optional)]
     pub shards: Vec<StoredFile>,
+    /// The model file's license facts, as the download gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub provenance: Option<super::Provenance>,
 }
 
 impl ModelInfo {
+    /// Every file of the model with the size and sha256 it had when it was verified, and where
+    /// it came from.
+    pub fn sourced_files(&self) -> Vec<(&Path, u64, &str, &ModelSource)> {
+        let sources = if self.shards.is_empty() {
+            vec![&self.source]
+        } else {
+            self.shards.iter().map(|s| &s.source).collect()
+        };
+        let sources = sources
+            .into_iter()
+            .chain(self.components.values().map(|c| &c.source));
+        self.files()
+            .into_iter()
+            .zip(sources)
+            .map(|((path, size, checksum), source)| (path, size, checksum, source))
+            .collect()
+    }
+
     /// Every file of the model with the size and sha256 it had when it was verified.
     pub fn files(&self) -> Vec<(&Path, u64, &str)> {
         let component_bytes: u64 = self.components.values().map(|c| c.size).sum();

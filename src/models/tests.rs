@@ -23,6 +23,7 @@ fn recorder_of_all() -> (ModelManager, Seen<ModelProgress>, Seen<Damaged>) {
     let manager = ModelManager::new(Some(EventSink::new(move |e| match e {
         ModelEvent::Progress(e) => p.lock().unwrap().push(e),
         ModelEvent::Damaged(e) => d.lock().unwrap().push(e),
+        ModelEvent::FileStart(_) => {}
     })));
     (manager, progress, damaged)
 }
@@ -663,4 +664,195 @@ async fn a_redirect_loop_leaves_nothing_behind() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DownloadFailed, "{err}");
     assert!(!tmp.path().join("models/llm/m").exists(), "no empty folder");
+}
+
+#[tokio::test]
+async fn genai_electron_0_26_download_options_are_taken_and_unknown_ones_refused() {
+    let server = FileServer::start().await;
+    server.add("/d/diffusion.gguf", tiny_gguf(1, 100));
+    server.add("/d/llm.gguf", tiny_gguf(1, 200));
+    server.add("/d/taesd.gguf", tiny_gguf(1, 300));
+    server.add("/d/other.gguf", tiny_gguf(1, 150));
+    for i in 1..=2 {
+        server.add(&format!("/s/part{i}.gguf"), tiny_gguf(3, 1000 * i));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let starts: Arc<Mutex<Vec<FileStart>>> = Arc::default();
+    let seen = starts.clone();
+    let manager = ModelManager::new(Some(EventSink::new(move |e| {
+        if let ModelEvent::FileStart(s) = e {
+            seen.lock().unwrap().push(s);
+        }
+    })));
+    let license =
+        json!({ "license": "apache-2.0", "licenseUrl": "https://x/LICENSE", "note": "n" });
+    let first = json!({
+        "source": "url", "url": server.url("/d/diffusion.gguf"), "name": "Tiny Diffusion", "type": "diffusion",
+        "components": [
+            { "role": "llm", "source": "url", "url": server.url("/d/llm.gguf"), "provenance": license },
+            { "role": "taesd", "source": "url", "url": server.url("/d/taesd.gguf") },
+        ],
+        "provenance": license, "modelDirectory": "shared-flux",
+    });
+    assert_eq!(DownloadConfig::unknown_key(&first), None);
+    let info = manager
+        .download(&data, "d1", &serde_json::from_value(first).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(info.provenance.as_ref().unwrap().license, "apache-2.0");
+    assert_eq!(
+        info.components["llm"]
+            .provenance
+            .as_ref()
+            .unwrap()
+            .license_url
+            .as_deref(),
+        Some("https://x/LICENSE")
+    );
+    assert!(info.components["taesd"].provenance.is_none());
+    let starts_of = |id: &str| -> Vec<(Option<String>, usize, usize)> {
+        let starts = starts.lock().unwrap();
+        let of = starts.iter().filter(|s| s.download_id == id);
+        of.map(|s| (s.role.clone(), s.index, s.total)).collect()
+    };
+    assert_eq!(
+        starts_of("d1"),
+        [
+            (None, 1, 3),
+            (Some("llm".into()), 2, 3),
+            (Some("taesd".into()), 3, 3)
+        ]
+    );
+
+    // A second model made of one new file and two files the first holds: those are linked, not
+    // fetched again (0.26 kept such files once in a shared modelDirectory).
+    let fetched = |path: &str| server.requests().iter().filter(|r| r.path == path).count();
+    let before = (fetched("/d/llm.gguf"), fetched("/d/taesd.gguf"));
+    let second = json!({
+        "source": "url", "url": server.url("/d/other.gguf"), "name": "Other", "type": "diffusion",
+        "components": [
+            { "role": "llm", "source": "url", "url": server.url("/d/llm.gguf") },
+            { "role": "taesd", "source": "url", "url": server.url("/d/taesd.gguf"), "checksum": sha256_hex(&tiny_gguf(1, 300)) },
+        ],
+        "modelDirectory": "shared-flux",
+    });
+    let other = manager
+        .download(&data, "d2", &serde_json::from_value(second).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((fetched("/d/llm.gguf"), fetched("/d/taesd.gguf")), before);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(&other.components["llm"].path),
+            ino(&info.components["llm"].path)
+        );
+    }
+    assert_eq!(
+        other.components["taesd"].checksum,
+        info.components["taesd"].checksum
+    );
+    // Deleting the first leaves the second whole.
+    manager.delete(&data, &info.id).await.unwrap();
+    assert!(manager.verify(&data, &other.id).await.unwrap().valid);
+
+    // shardFiles: shards whose names say nothing of them.
+    let split = json!({
+        "source": "url", "url": server.url("/s/part1.gguf"), "name": "Parts", "type": "llm",
+        "shardFiles": ["part1.gguf", "part2.gguf"],
+    });
+    let parts = manager
+        .download(&data, "d3", &serde_json::from_value(split).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(parts.shards.len(), 2);
+    assert_eq!(parts.shards[1].source.url, server.url("/s/part2.gguf"));
+    for (shards, needle) in [
+        (
+            json!(["part2.gguf", "part1.gguf"]),
+            "begin with the model file",
+        ),
+        (json!(["part1.gguf", "../x.gguf"]), "must be a file name"),
+    ] {
+        let bad = json!({ "source": "url", "url": server.url("/s/part1.gguf"), "name": "Bad", "type": "llm", "shardFiles": shards });
+        let err = manager
+            .download(&data, "d4", &serde_json::from_value(bad).unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+
+    // Keys no field takes are named, at the top and in components.
+    for (config, key) in [
+        (
+            json!({ "source": "url", "url": "u", "name": "n", "type": "llm", "sha": "x" }),
+            "sha",
+        ),
+        (
+            json!({ "source": "url", "url": "u", "name": "n", "type": "llm",
+                    "components": [{ "role": "vae", "source": "url", "url": "u", "mirror": 1 }] }),
+            "components[0].mirror",
+        ),
+    ] {
+        assert_eq!(DownloadConfig::unknown_key(&config).as_deref(), Some(key));
+    }
+}
+
+#[tokio::test]
+async fn metadata_is_read_again_from_the_file_or_the_source() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", tiny_gguf(4, 1000));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+    let mut info = manager
+        .download(&data, "d", &url_config("m", &url, None))
+        .await
+        .unwrap();
+    // A record written by an older version, without the header's facts.
+    info.gguf_metadata = None;
+    store::write(&data, &info).await.unwrap();
+    for from in [
+        MetadataSource::LocalOnly,
+        MetadataSource::RemoteOnly,
+        MetadataSource::LocalRemote,
+        MetadataSource::RemoteLocal,
+    ] {
+        let updated = manager.update_metadata(&data, "m", from).await.unwrap();
+        assert_eq!(updated.gguf_metadata.unwrap()["block_count"], 4, "{from:?}");
+    }
+    assert_eq!(
+        store::read(&data, "m")
+            .await
+            .unwrap()
+            .gguf_metadata
+            .unwrap()["block_count"],
+        4
+    );
+    // The source gone, the file still answers; both gone, the model is damaged.
+    server.set(Behaviour {
+        status: Some(404),
+        ..Default::default()
+    });
+    assert!(
+        manager
+            .update_metadata(&data, "m", MetadataSource::RemoteLocal)
+            .await
+            .is_ok()
+    );
+    assert!(
+        manager
+            .update_metadata(&data, "m", MetadataSource::RemoteOnly)
+            .await
+            .is_err()
+    );
+    std::fs::write(&info.path, b"garbage").unwrap();
+    let err = manager
+        .update_metadata(&data, "m", MetadataSource::LocalOnly)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ModelError::Corrupt { .. }), "{err:?}");
 }
