@@ -348,8 +348,8 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
   getActiveGenerationId(): string | undefined
   /**
    * The orchestrator that decides when this server's images run (offloading the LLM when both
-   * do not fit): the newest one constructed over it that the app still holds, else the shared
-   * instance's own; `undefined` for an instance no orchestrator serves.
+   * do not fit): the newest one constructed over it that the app still holds and has not
+   * disposed, else the shared instance's own; `undefined` for an instance no orchestrator serves.
    */
   getOrchestrator(): ResourceOrchestrator | undefined
   getInfo(): DiffusionServerInfo
@@ -462,7 +462,7 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
    * The seed's argument order; an omitted manager is the shared one. From then on it serves
    * `diffusionServer`: every image of that server (HTTP requests, `generateImage`, this
    * orchestrator's calls) waits for its turn here, in one queue under one swap policy, while the
-   * app holds this orchestrator.
+   * app holds this orchestrator and until {@link dispose}; its own calls always do.
    * @throws {ValidationError} unknown or bad options, or managers that are not the library's.
    */
   constructor(
@@ -508,6 +508,13 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
   offloadLLM(): Promise<void>
   /** Brings back the LLM that {@link offloadLLM} took out, on the same port; resolves once it is back. */
   reloadLLM(): Promise<void>
+  /**
+   * Stops deciding the diffusion server's images: the orchestrator constructed before this one
+   * (for the shared servers, their own) serves again, and this one's later calls are made as the
+   * server's other images are. For an orchestrator made for a moment, such as a budget tried
+   * once; the one an app keeps need not be disposed.
+   */
+  dispose(): void
   /** The phase, the chat requests waiting at the LLM's gateway, and the images waiting for their turn. */
   getInfo(): OrchestratorInfo
 }

@@ -216,6 +216,34 @@ test('every door is orchestrated: an HTTP image (sync, and a job to poll) and ge
   }
 })
 
+test("an orchestrator's own calls follow its options; the newest serves the other doors until dispose()", {
+  skip,
+}, async () => {
+  const { llama, diffusion, info, stop } = await servers()
+  try {
+    const tight = new ResourceOrchestrator(undefined, llama, diffusion, undefined, TIGHT)
+    const roomy = new ResourceOrchestrator(undefined, llama, diffusion, undefined, { ramBudgetBytes: 2 ** 50 })
+    assert.equal(diffusion.getOrchestrator(), roomy)
+    const seen = record(tight)
+    await diffusion.generateImage(IMAGE)
+    assert.equal(llama.getInfo().pid, info.pid, 'the roomy one decided: no offload')
+    await tight.orchestrateImageGeneration(IMAGE)
+    const reloaded = llama.getInfo().pid
+    assert.notEqual(reloaded, info.pid, "the tight one's own call offloaded")
+    roomy.dispose()
+    assert.equal(diffusion.getOrchestrator(), tight)
+    await diffusion.generateImage(IMAGE)
+    await waitFor(tight, 'phase', () => tight.getInfo().phase === 'idle', { what: 'the LLM back' })
+    assert.notEqual(llama.getInfo().pid, reloaded, 'the tight one decides again')
+    assert.deepEqual(
+      seen.filter((e) => e === 'offload' || e === 'reload'),
+      ['offload', 'reload', 'offload', 'reload'],
+    )
+  } finally {
+    await stop()
+  }
+})
+
 test('enough room: nothing stops; an image the stopped server refuses stops nothing either', { skip }, async () => {
   const { llama, diffusion, info, stop } = await servers()
   try {

@@ -9,7 +9,7 @@ const { checkCallbacks } = require('./callbacks')
 
 let instance = null
 
-/** Package-private: a ResourceOrchestrator announces that it serves this server. */
+/** Package-private: a ResourceOrchestrator announces that it serves this server, or (`false`) no longer does. */
 const SERVED_BY = Symbol('servedBy')
 
 class DiffusionServerManager extends ServerManager {
@@ -37,15 +37,15 @@ class DiffusionServerManager extends ServerManager {
     return instance
   }
 
-  [SERVED_BY](orchestrator) {
-    this.#orchestrators = this.#orchestrators.filter((ref) => ref.deref())
-    this.#orchestrators.push(new WeakRef(orchestrator))
+  [SERVED_BY](orchestrator, serving = true) {
+    this.#orchestrators = this.#orchestrators.filter((ref) => ref.deref() && ref.deref() !== orchestrator)
+    if (serving) this.#orchestrators.push(new WeakRef(orchestrator))
   }
 
   /**
    * The ResourceOrchestrator that decides when this server's images run: the newest one
-   * constructed over it that the app still holds, else the shared instance's own; `undefined`
-   * for an instance no orchestrator serves.
+   * constructed over it that the app still holds and has not disposed, else the shared
+   * instance's own; `undefined` for an instance no orchestrator serves.
    */
   getOrchestrator() {
     for (const ref of [...this.#orchestrators].reverse()) {

@@ -65,6 +65,16 @@ class ResourceOrchestrator extends EventEmitter {
     )
   }
 
+  /**
+   * Stops deciding the diffusion server's images: the orchestrator constructed before this one
+   * (for the shared servers, their own) serves again. Its own later calls are made as the
+   * server's other images are. For orchestrators made for a moment (a budget tried once).
+   */
+  dispose() {
+    this.#native.dispose()
+    this.#diffusion[SERVED_BY](this, false)
+  }
+
   /** genai-electron 0.26's batch: one request of `count` images, answered as one result per image. */
   async orchestrateBatchGeneration(config) {
     const batch = await this.orchestrateImageGeneration(config)

@@ -127,6 +127,8 @@ struct JobState {
 pub struct Job {
     pub id: String,
     pub request: ImageRequest,
+    /// The gate of the orchestrator whose call this is: its own policy decides its turn.
+    gate: Option<Arc<dyn Admission>>,
     pub seed: i64,
     pub created: SystemTime,
     cancel: CancellationToken,
@@ -335,6 +337,7 @@ impl Engine {
         request: ImageRequest,
         id: Option<String>,
         bound: Bound,
+        gate: Option<Arc<dyn Admission>>,
     ) -> Result<Arc<Job>, DiffusionError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(DiffusionError::NotRunning);
@@ -355,6 +358,7 @@ impl Engine {
         let job = Arc::new(Job {
             id,
             request,
+            gate,
             seed,
             created,
             cancel: CancellationToken::new(),
@@ -455,12 +459,18 @@ impl Engine {
 
     async fn work(self: Arc<Self>) {
         loop {
-            // Taken and marked running under one lock, so `submit` never sees it in neither place.
-            let next = {
+            // Taken, marked running and (in its turn) put to its gate under one lock, so neither
+            // `submit` nor a gate reading `queued()` ever sees it in neither place.
+            let (next, admit) = {
                 let mut pending = lock(&self.pending);
                 let next = pending.pop_front();
                 *lock(&self.running) = next.clone();
-                next
+                let waiting = next
+                    .as_ref()
+                    .filter(|j| !lock(&j.state).status.is_final())
+                    .filter(|_| !self.closing.load(Ordering::SeqCst));
+                let admit = waiting.and_then(|job| self.gate_of(job));
+                (next, admit)
             };
             let Some(job) = next else {
                 if self.closing.load(Ordering::SeqCst) {
@@ -476,7 +486,7 @@ impl Engine {
                 continue;
             }
             // Its turn: the orchestrator serving this server may make room first.
-            let permit = match self.admission(&job).await {
+            let permit = match admission(&job, admit).await {
                 Ok(permit) => permit,
                 Err(err) => {
                     *lock(&self.running) = None;
@@ -497,15 +507,14 @@ impl Engine {
         }
     }
 
-    /// Waits for the gate, if any; a cancel withdraws the job.
-    async fn admission(&self, job: &Job) -> Result<Option<Permit>, JobError> {
-        let Some(admit) = self.gates.admit(&job.id, &job.request) else {
-            return Ok(None);
-        };
-        tokio::select! {
-            permit = admit => permit.map(Some),
-            () = job.cancel.cancelled() => Err(DiffusionError::Cancelled.into()),
-        }
+    /// The job's own gate (the orchestrator whose call it is) if it still serves, else the
+    /// server's: its admission of the job, now asked.
+    fn gate_of(&self, job: &Job) -> Option<Admit> {
+        let own = job
+            .gate
+            .as_ref()
+            .and_then(|g| g.admit(&job.id, &job.request));
+        own.or_else(|| self.gates.admit(&job.id, &job.request))
     }
 
     async fn run(&self, job: &Arc<Job>) -> Result<Arc<ImageOutput>, JobError> {
@@ -567,6 +576,17 @@ impl Engine {
             id: job.id.clone(),
             status,
         });
+    }
+}
+
+/// Waits for the gate's answer, if one was asked; a cancel withdraws the job.
+async fn admission(job: &Job, admit: Option<Admit>) -> Result<Option<Permit>, JobError> {
+    let Some(admit) = admit else {
+        return Ok(None);
+    };
+    tokio::select! {
+        permit = admit => permit.map(Some),
+        () = job.cancel.cancelled() => Err(DiffusionError::Cancelled.into()),
     }
 }
 

@@ -486,7 +486,9 @@ impl DiffusionServer {
         request: ImageRequest,
         id: Option<String>,
     ) -> Result<Arc<ImageOutput>, JobError> {
-        self.submit(request, id, Bound::MaxQueue)?.outcome().await
+        self.submit(request, id, Bound::MaxQueue, None)?
+            .outcome()
+            .await
     }
 
     /// Queues an in-process request at once (without awaiting anything), so its id can be
@@ -496,9 +498,10 @@ impl DiffusionServer {
         request: ImageRequest,
         id: Option<String>,
         bound: Bound,
+        gate: Option<Arc<dyn Admission>>,
     ) -> Result<Submitted, DiffusionError> {
         let engine = self.engine().ok_or(DiffusionError::NotRunning)?;
-        let job = engine.submit(request, id, bound)?;
+        let job = engine.submit(request, id, bound, gate)?;
         Ok(Submitted { engine, job })
     }
 

@@ -133,7 +133,7 @@ impl Context {
             }
         };
         let asynchronous = request.asynchronous || prefers_async(req_prefer.as_ref());
-        let job = match self.engine.submit(request, None, Bound::MaxQueue) {
+        let job = match self.engine.submit(request, None, Bound::MaxQueue, None) {
             Ok(job) => job,
             Err(err) => return submit_error(&err),
         };

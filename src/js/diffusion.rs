@@ -115,7 +115,7 @@ impl JsDiffusionServer {
     ) -> napi::Result<PromiseRaw<'env, ImageBatch>> {
         let submitted = self
             .inner
-            .submit(image_request(&config)?, id, Bound::MaxQueue)
+            .submit(image_request(&config)?, id, Bound::MaxQueue, None)
             .map_err(to_napi)?;
         images(env, submitted.outcome())
     }

@@ -88,6 +88,12 @@ impl JsResourceOrchestrator {
         to_js(&info)
     }
 
+    /// Stops deciding the diffusion server's images.
+    #[napi]
+    pub fn dispose(&self) {
+        self.inner.dispose()
+    }
+
     /// The app's own offload: true when the LLM was running and is out now.
     #[napi]
     pub async fn offload_llm(&self) -> bool {

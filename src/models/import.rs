@@ -304,15 +304,8 @@ pub async fn adopt(data: &DataPaths, legacy_root: &Path) -> Result<Adoption, Mod
     let mut adoption = Adoption::default();
     for model_type in ModelType::ALL {
         let folder = legacy_root.join("models").join(model_type.as_str());
-        let mut entries = match tokio::fs::read_dir(&folder).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(ModelError::Io {
-                    path: folder,
-                    source,
-                });
-            }
+        let Some(mut entries) = store::entries(&folder).await? else {
+            continue;
         };
         let mut records = Vec::new();
         while let Ok(Some(entry)) = entries.next_entry().await {

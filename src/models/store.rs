@@ -337,16 +337,8 @@ pub async fn list(
         .into_iter()
         .filter(|t| filter.is_none_or(|f| f == *t))
     {
-        let folder = model_type.folder(data);
-        let mut entries = match tokio::fs::read_dir(&folder).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(ModelError::Io {
-                    path: folder,
-                    source,
-                });
-            }
+        let Some(mut entries) = entries(&model_type.folder(data)).await? else {
+            continue;
         };
         while let Ok(Some(entry)) = entries.next_entry().await {
             let dir = entry.path();
@@ -378,6 +370,18 @@ pub async fn list(
     }
     models.sort_by(|a, b| a.id.cmp(&b.id));
     Ok((models, damaged))
+}
+
+/// The entries of `folder`; `None` when it does not exist (no model of its type yet).
+pub async fn entries(folder: &Path) -> Result<Option<tokio::fs::ReadDir>, ModelError> {
+    match tokio::fs::read_dir(folder).await {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ModelError::Io {
+            path: folder.into(),
+            source,
+        }),
+    }
 }
 
 pub async fn write(data: &DataPaths, info: &ModelInfo) -> Result<(), ModelError> {

@@ -94,9 +94,10 @@ pub trait Effects: Send + Sync + 'static {
     fn data_paths(&self) -> DataPaths;
     /// Makes the orchestrator the gate of every image of the diffusion server.
     fn serve_images(&self, gate: Arc<dyn Admission>);
-    /// Queues an image at the diffusion server, at once; it asks the gate in its turn. One the
-    /// server refuses (not running, a bad request) resolves with that error.
-    fn submit_image(&self, request: ImageRequest, id: String) -> ImageJob;
+    /// Queues an image at the diffusion server, at once; it asks `gate` (this orchestrator's)
+    /// in its turn. One the server refuses (not running, a bad request) resolves with that error.
+    fn submit_image(&self, request: ImageRequest, id: String, gate: Arc<dyn Admission>)
+    -> ImageJob;
     /// Cancels the diffusion server's job `id`, waiting or being made; false when there is none.
     fn cancel_image(&self, id: &str) -> bool;
     /// Images queued at the diffusion server that have not asked for their turn yet.
@@ -240,8 +241,16 @@ impl Effects for Servers {
         self.diffusion.serve_by(gate);
     }
 
-    fn submit_image(&self, request: ImageRequest, id: String) -> ImageJob {
-        match self.diffusion.submit(request, Some(id), Bound::Unbounded) {
+    fn submit_image(
+        &self,
+        request: ImageRequest,
+        id: String,
+        gate: Arc<dyn Admission>,
+    ) -> ImageJob {
+        match self
+            .diffusion
+            .submit(request, Some(id), Bound::Unbounded, Some(gate))
+        {
             Ok(job) => Box::pin(job.outcome()),
             Err(err) => {
                 let err = JobError::from(err);

@@ -322,7 +322,8 @@ impl Effects for Shared {
         *lock(&self.0.images.gate) = Some(gate);
     }
 
-    fn submit_image(&self, request: ImageRequest, id: String) -> ImageJob {
+    /// The fake's one gate is this orchestrator's already.
+    fn submit_image(&self, request: ImageRequest, id: String, _: Arc<dyn Admission>) -> ImageJob {
         let cancel = CancellationToken::new();
         lock(&self.0.images.jobs).insert(id.clone(), cancel.clone());
         self.0.images.queued.fetch_add(1, Ordering::SeqCst);

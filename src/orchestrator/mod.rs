@@ -22,6 +22,7 @@
 //! - `worker`: the one task that owns the queue, the cancels, the saved state and the offload.
 //!   The [`Orchestrator`] handle only sends it messages and reads what it publishes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde::Serialize;
@@ -119,6 +120,8 @@ pub struct OrchestratorInfo {
 /// runtime) and ends once the handle is dropped and what was queued is done.
 pub struct Orchestrator<E: Effects = Servers> {
     effects: Arc<E>,
+    /// This orchestrator as the gate of the diffusion server's images.
+    gate: Arc<Gate>,
     options: Options,
     inbox: mpsc::UnboundedSender<Msg>,
     status: watch::Receiver<Status>,
@@ -148,13 +151,17 @@ impl<E: Effects> Orchestrator<E> {
         let worker = Worker::new(effects.clone(), options.clone(), events, messages, publish);
         let worker = Arc::new(LazyWorker(Mutex::new(Some(Box::pin(worker.run())))));
         // Every image of the diffusion server asks this orchestrator for its turn, whatever
-        // door it came through, until a newer orchestrator takes over or this one is dropped.
-        effects.serve_images(Arc::new(Gate {
+        // door it came through, until a newer orchestrator takes over or this one is disposed
+        // or dropped; its own calls ask it whatever newer ones there are.
+        let gate = Arc::new(Gate {
             inbox: inbox.downgrade(),
             worker: Arc::downgrade(&worker),
-        }));
+            serving: AtomicBool::new(true),
+        });
+        effects.serve_images(gate.clone());
         Orchestrator {
             effects,
+            gate,
             options,
             inbox,
             status,
@@ -214,11 +221,19 @@ impl<E: Effects> Orchestrator<E> {
     /// moment this returns.
     pub fn queue_image(&self, request: ImageRequest, id: String) -> PendingImage {
         PendingImage {
-            job: self.effects.submit_image(request, id.clone()),
+            job: self
+                .effects
+                .submit_image(request, id.clone(), self.gate.clone()),
             id,
             inbox: self.inbox.clone(),
             worker: self.worker.clone(),
         }
+    }
+
+    /// Stops deciding the diffusion server's images: the orchestrator constructed before it
+    /// serves again, and the images it queued itself are made as the others are.
+    pub fn dispose(&self) {
+        self.gate.serving.store(false, Ordering::SeqCst);
     }
 
     /// Cancels an image that waits for its turn, for an offload, or is being made.
@@ -296,10 +311,15 @@ impl PendingImage {
 struct Gate {
     inbox: mpsc::WeakUnboundedSender<Msg>,
     worker: Weak<LazyWorker>,
+    /// Until `dispose()`.
+    serving: AtomicBool,
 }
 
 impl Admission for Gate {
     fn admit(&self, id: &str, request: &ImageRequest) -> Option<Admit> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return None;
+        }
         let (inbox, worker) = (self.inbox.upgrade()?, self.worker.upgrade()?);
         let (reply, answer) = oneshot::channel();
         let size = (request.width, request.height);

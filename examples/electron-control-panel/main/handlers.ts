@@ -121,16 +121,16 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
     return generations.size > 0
   })
 
-  // Resources. The seed's orchestrator (the library's defaults), and for the offload demo one per
-  // budget: a budget set just below what the LLM and the image need together.
+  // Resources. The seed's orchestrator (the library's defaults), and for each offload demo one with
+  // a budget set just below what the LLM and the image need together, disposed after it: the
+  // seed's orchestrator decides the panel's other images again.
   let orchestrator: Genai.ResourceOrchestrator | null = null
-  const demoOrchestrators = new Map<number, Genai.ResourceOrchestrator>()
   let lastUsed: Genai.ResourceOrchestrator | null = null
   const detachOrchestrators: (() => void)[] = []
   function makeOrchestrator(options?: Genai.OrchestratorOptions) {
     const made = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, options)
     // Held chat requests are the LLM server's own `queued`/`dequeued` events, forwarded once.
-    detachOrchestrators.push(forward(made, ['phase', 'offload', 'reload', 'reload-failed', 'diffusion-released'], 'resources:event', emit))
+    detachOrchestrators.push(forward(made, ORCHESTRATOR_EVENTS, 'resources:event', emit))
     return made
   }
   const getOrchestrator = () => (orchestrator ??= makeOrchestrator())
@@ -173,11 +173,11 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
     const estimate = await getOrchestrator().estimate(config)
     // Room for either, not for both: the orchestrator must offload the LLM to make the image.
     const budgetMiB = Math.ceil((Math.max(estimate.llm.ram, estimate.diffusion.ram) + Math.min(estimate.llm.ram, estimate.diffusion.ram) / 2) / 2 ** 20)
-    let demo = demoOrchestrators.get(budgetMiB)
-    if (!demo) {
-      demo = makeOrchestrator({ ramBudgetBytes: budgetMiB * 2 ** 20, headroom: 0 })
-      demoOrchestrators.set(budgetMiB, demo)
-    }
+    const demo = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, {
+      ramBudgetBytes: budgetMiB * 2 ** 20,
+      headroom: 0,
+    })
+    const stopForwarding = forward(demo, ORCHESTRATOR_EVENTS, 'resources:event', emit)
     lastUsed = demo
     // A chat request sent while the LLM is away: the gateway holds it and answers after the reload.
     const sent: { chat?: Promise<{ text: string; waitedMs: number }> } = {}
@@ -201,6 +201,8 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       return { ...image, budgetBytes: budgetMiB * 2 ** 20, chat: { ...(await sent.chat), sentDuringOffload: true } }
     } finally {
       demo.off('offload', sendChat)
+      demo.dispose()
+      stopForwarding()
     }
   })
 
@@ -214,6 +216,9 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
     },
   }
 }
+
+/** What an orchestrator says, shown as `resources:event`. */
+const ORCHESTRATOR_EVENTS = ['phase', 'offload', 'reload', 'reload-failed', 'diffusion-released']
 
 /** Forwards an emitter's events of `types` as one panel event, stamped; returns the cleanup. */
 function forward<E extends PanelEventName>(

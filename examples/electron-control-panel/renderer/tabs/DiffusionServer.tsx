@@ -134,7 +134,8 @@ export default function DiffusionServerTab({ active }: TabProps) {
           </Field>
         </div>
         <label className="check">
-          <input type="checkbox" checked={orchestrated} onChange={(e) => setOrchestrated(e.target.checked)} /> through the resource orchestrator (offloads the LLM when both do not fit)
+          <input type="checkbox" checked={orchestrated} onChange={(e) => setOrchestrated(e.target.checked)} /> call the
+          orchestrator directly (every image waits for its turn there anyway, and the LLM is offloaded when both do not fit)
         </label>
         <div className="buttons">
           <button className="primary" data-testid="image-generate" disabled={generation.busy || info?.status !== 'running'} onClick={generate}>
