@@ -19,7 +19,7 @@ use serde::Deserialize;
 use ts_rs::TS;
 
 use super::store::{self, ModelInfo, ModelSource, ModelType, StoredFile};
-use super::{ComponentRole, ModelError, Provenance, gguf};
+use super::{ComponentRole, ModelError, Provenance, Stored, gguf};
 use crate::config::DataPaths;
 
 /// What {@link ModelManager.importModel} registers.
@@ -83,7 +83,7 @@ pub async fn import(data: &DataPaths, request: &ImportRequest) -> Result<ModelIn
         for source in &sources {
             stored.push(bring(source, &staging, &dir, &mut names, request.model_type).await?);
         }
-        let info = record(&id, name, request.model_type, stored);
+        let info = super::assemble(&id, name, request.model_type, stored)?;
         tokio::fs::rename(&staging, &dir).await.map_err(|e| {
             if dir.exists() {
                 ModelError::Exists { id: id.clone() }
@@ -154,7 +154,7 @@ async fn bring(
     dir: &Path,
     names: &mut HashSet<String>,
     model_type: ModelType,
-) -> Result<(Option<String>, StoredFile, Option<gguf::GgufMetadata>), ModelError> {
+) -> Result<Stored, ModelError> {
     let mut file_name = source
         .path
         .file_name()
@@ -388,33 +388,6 @@ async fn adopt_one(
         store::write(data, &info).await.map_err(|e| e.to_string())?;
     }
     Ok(info)
-}
-
-fn record(
-    id: &str,
-    name: &str,
-    model_type: ModelType,
-    stored: Vec<(Option<String>, StoredFile, Option<gguf::GgufMetadata>)>,
-) -> ModelInfo {
-    let size = stored.iter().map(|(_, f, _)| f.size).sum();
-    let mut files = stored.into_iter();
-    let (_, primary, metadata) = files.next().expect("the model file comes first");
-    ModelInfo {
-        id: id.into(),
-        name: name.into(),
-        model_type,
-        size,
-        path: primary.path.clone(),
-        downloaded_at: crate::clock::iso_now(),
-        source: primary.source.clone(),
-        checksum: primary.checksum.clone(),
-        gguf_metadata: metadata.map(|m| serde_json::to_value(m).expect("metadata serializes")),
-        components: files
-            .map(|(role, file, _)| (role.unwrap_or_default(), file))
-            .collect(),
-        shards: Vec::new(),
-        provenance: None,
-    }
 }
 
 #[cfg(test)]

@@ -766,7 +766,7 @@ impl ModelManager {
             })?;
         let started = Instant::now();
         let mut done_bytes = 0u64;
-        let mut stored: Vec<(Option<String>, StoredFile, Option<gguf::GgufMetadata>)> = Vec::new();
+        let mut stored: Vec<Stored> = Vec::new();
         for (index, file) in plan.iter().enumerate() {
             let dest = dir.join(&file.file_name);
             self.emit(ModelEvent::FileStart(FileStart {
@@ -847,50 +847,62 @@ impl ModelManager {
                 metadata,
             ));
         }
-        let (primary_files, components): (Vec<_>, Vec<_>) =
-            stored.into_iter().partition(|(role, _, _)| role.is_none());
-        let (_, primary, primary_metadata) = primary_files
-            .first()
-            .cloned()
-            .ok_or_else(|| ModelError::Invalid("no model file".into()))?;
-        let gguf_metadata =
-            primary_metadata.map(|m| serde_json::to_value(m).expect("metadata serializes"));
-        let shards: Vec<StoredFile> = if primary_files.len() > 1 {
-            primary_files.iter().map(|(_, f, _)| f.clone()).collect()
-        } else {
-            Vec::new()
-        };
-        let size = primary_files
-            .iter()
-            .chain(components.iter())
-            .map(|(_, f, _)| f.size)
-            .sum();
-        let provenance_of = |role: &str| {
+        let mut info = assemble(model_id, config.name.trim(), config.model_type, stored)?;
+        info.provenance = config.provenance.clone();
+        for (role, file) in &mut info.components {
             let component = config.components.iter().find(|c| c.role.as_str() == role);
-            component.and_then(|c| c.provenance.clone())
-        };
-        Ok(ModelInfo {
-            id: model_id.into(),
-            name: config.name.trim().into(),
-            model_type: config.model_type,
-            size,
-            path: primary.path.clone(),
-            downloaded_at: crate::clock::iso_now(),
-            source: primary.source.clone(),
-            checksum: primary.checksum.clone(),
-            gguf_metadata,
-            components: components
-                .into_iter()
-                .map(|(role, f, _)| {
-                    let role = role.unwrap_or_default();
-                    let provenance = provenance_of(&role);
-                    (role, StoredFile { provenance, ..f })
-                })
-                .collect::<BTreeMap<_, _>>(),
-            shards,
-            provenance: config.provenance.clone(),
-        })
+            file.provenance = component.and_then(|c| c.provenance.clone());
+        }
+        Ok(info)
     }
+}
+
+/// One file brought into a model's folder: its component role (none for the model file or a
+/// shard of it), the file, and its GGUF header when it is GGUF.
+pub(crate) type Stored = (Option<String>, StoredFile, Option<gguf::GgufMetadata>);
+
+/// The record of a model's files (a download's or an import's): the model file, or the first of
+/// its shards, with its header; the components by role; the size of them all.
+fn assemble(
+    id: &str,
+    name: &str,
+    model_type: ModelType,
+    stored: Vec<Stored>,
+) -> Result<ModelInfo, ModelError> {
+    let (primary_files, components): (Vec<_>, Vec<_>) =
+        stored.into_iter().partition(|(role, _, _)| role.is_none());
+    let (_, primary, primary_metadata) = primary_files
+        .first()
+        .cloned()
+        .ok_or_else(|| ModelError::Invalid("no model file".into()))?;
+    let shards: Vec<StoredFile> = if primary_files.len() > 1 {
+        primary_files.iter().map(|(_, f, _)| f.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let size = primary_files
+        .iter()
+        .chain(components.iter())
+        .map(|(_, f, _)| f.size)
+        .sum();
+    Ok(ModelInfo {
+        id: id.into(),
+        name: name.into(),
+        model_type,
+        size,
+        path: primary.path.clone(),
+        downloaded_at: crate::clock::iso_now(),
+        source: primary.source.clone(),
+        checksum: primary.checksum.clone(),
+        gguf_metadata: primary_metadata
+            .map(|m| serde_json::to_value(m).expect("metadata serializes")),
+        components: components
+            .into_iter()
+            .map(|(role, f, _)| (role.unwrap_or_default(), f))
+            .collect::<BTreeMap<_, _>>(),
+        shards,
+        provenance: None,
+    })
 }
 
 /// Every file of the installed models and its recorded sha256, by the URL it came from (one of
