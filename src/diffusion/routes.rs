@@ -234,13 +234,7 @@ fn submit_error(err: &DiffusionError) -> Response<Body> {
 }
 
 fn error_response(err: &JobError) -> Response<Body> {
-    let status =
-        StatusCode::from_u16(err.code().http_status()).expect("the table's statuses are valid");
-    http::json(status, &error_json(err))
-}
-
-fn error_json(err: &JobError) -> Value {
-    http::error_body(err.code(), &err.message, err.suggestion.as_deref())
+    http::error_with(err.code(), &err.message, err.suggestion.as_deref())
 }
 
 /// The seed's result (`image`, `format`, `timeTaken`, `seed`, `width`, `height`) plus the
@@ -316,8 +310,8 @@ fn view_of(job: &Job, snapshot: &JobSnapshot) -> Value {
             view.insert("result".into(), job_result(output));
         }
         Some(Err(err)) if !err.cancelled => {
-            let mut body = error_json(err);
-            view.insert("error".into(), body["error"].take());
+            let error = http::error_object(err.code(), &err.message, err.suggestion.as_deref());
+            view.insert("error".into(), error);
         }
         _ => {}
     }

@@ -180,13 +180,21 @@ pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
 /// The error shape of every port we serve, OpenAI's and llama-server's:
 /// `{"error": {"message", "code", "type"}}`, with the status the shared table gives the code.
 pub fn error(code: ErrorCode, message: &str) -> Response<Body> {
-    let status = StatusCode::from_u16(code.http_status()).expect("the table's statuses are valid");
-    json(status, &error_body(code, message, None))
+    error_with(code, message, None)
 }
 
-/// `{"error": {…}}`: `code` in our HTTP vocabulary, `reason` the library's own code where that
-/// differs (`BACKEND_STALLED` under `BACKEND_ERROR`), `type` OpenAI's class of the status.
-pub fn error_body(code: ErrorCode, message: &str, suggestion: Option<&str>) -> Value {
+/// [`error`], with what the user can do about it.
+pub fn error_with(code: ErrorCode, message: &str, suggestion: Option<&str>) -> Response<Body> {
+    let status = StatusCode::from_u16(code.http_status()).expect("the table's statuses are valid");
+    json(
+        status,
+        &serde_json::json!({ "error": error_object(code, message, suggestion) }),
+    )
+}
+
+/// What `"error"` holds: `code` in our HTTP vocabulary, `reason` the library's own code where
+/// that differs (`BACKEND_STALLED` under `BACKEND_ERROR`), `type` OpenAI's class of the status.
+pub fn error_object(code: ErrorCode, message: &str, suggestion: Option<&str>) -> Value {
     let mut error = serde_json::json!({
         "message": message,
         "code": code.http_code(),
@@ -198,7 +206,7 @@ pub fn error_body(code: ErrorCode, message: &str, suggestion: Option<&str>) -> V
     if let Some(suggestion) = suggestion {
         error["suggestion"] = suggestion.into();
     }
-    serde_json::json!({ "error": error })
+    error
 }
 
 /// The `type` llama-server and OpenAI give an error of this status.

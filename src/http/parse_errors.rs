@@ -2,7 +2,7 @@
 //! unsupported version, a path or headers too long) are answered by hyper itself, before any
 //! handler runs, with an empty body. hyper offers no hook for that response, so the connection's
 //! writes pass through [`JsonParseErrors`], which swaps exactly those responses for the shape
-//! every other error of ours has (`super::error_body`).
+//! every other error of ours has (`super::error_with`).
 //!
 //! They are recognised by what only hyper writes: a 400, 414 or 431 head with
 //! `content-length: 0` and no `content-type` (every error of our handlers is JSON). Writes are
@@ -61,7 +61,7 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     {
         return None;
     }
-    let body = super::error_body(code, message, None).to_string();
+    let body = serde_json::json!({ "error": super::error_object(code, message, None) }).to_string();
     Some(
         format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
