@@ -505,6 +505,11 @@ impl DiffusionServer {
         Ok(Submitted { engine, job })
     }
 
+    /// Requests waiting for their turn (`getInfo().queued`).
+    pub fn queued(&self) -> usize {
+        self.engine().map_or(0, |e| e.queued())
+    }
+
     /// Cancels the job `id`, or the running one. False when there is no such job.
     pub fn cancel(&self, id: Option<&str>) -> bool {
         self.engine().and_then(|e| e.cancel(id)).is_some()

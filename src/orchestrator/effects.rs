@@ -264,7 +264,7 @@ impl Effects for Servers {
     }
 
     fn images_queued(&self) -> usize {
-        self.diffusion.info().queued
+        self.diffusion.queued()
     }
 
     async fn release_idle_diffusion(&self) -> bool {
