@@ -149,16 +149,20 @@ impl ServerLog {
         *file = path.and_then(LogFile::open).map(Arc::new);
     }
 
-    /// One line of output (or of the library): to the file, the listener and the ring.
+    /// One line of output (or of the library): to the file, the ring, then the listener, so that
+    /// whoever hears of a line finds it in `getLogs()`.
     pub fn push(&self, line: String) {
         let file = lock(&self.file).clone();
         if let Some(file) = file {
             file.append(&line);
         }
-        if let Some(listener) = &self.listener {
-            listener.emit(line.clone());
+        match &self.listener {
+            Some(listener) => {
+                self.ring.push(line.clone());
+                listener.emit(line);
+            }
+            None => self.ring.push(line),
         }
-        self.ring.push(line);
     }
 
     /// One line of the backend's output, stamped like the library's lines (see
