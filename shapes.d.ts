@@ -616,7 +616,8 @@ export type LlamaServerConfig = {
    */
   port?: number | 'auto'
   /**
-   * Address to bind (default `127.0.0.1`).
+   * Address to bind (default `127.0.0.1`), or several, comma-separated (`127.0.0.1,::1`), as
+   * llama-server's `--host` takes them: the port is served on each.
    */
   host?: string
   threads?: number

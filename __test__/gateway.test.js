@@ -100,12 +100,54 @@ test('the gateway checks the API key (Bearer or X-Api-Key) and answers configure
       method: 'OPTIONS',
       headers: { origin: 'http://127.0.0.1:3000', 'access-control-request-headers': 'x-api-key, content-type' },
     })
-    assert.equal(preflight.status, 204)
+    assert.equal(preflight.status, 200)
     assert.equal(preflight.headers.get('access-control-allow-headers'), 'x-api-key, content-type')
+    // A preflight of another origin: as llama-server with --cors-origins, no CORS answer, so the
+    // browser sends nothing.
+    const refused = await fetch(`http://127.0.0.1:${info.port}/v1/chat/completions`, {
+      method: 'OPTIONS',
+      headers: { origin: 'http://evil.example', 'access-control-request-method': 'POST' },
+    })
+    assert.equal(refused.status, 200)
+    assert.equal(refused.headers.get('access-control-allow-origin'), null)
     // Without an Origin, nothing about CORS: llama-server's "*" is not passed on.
     const direct = await chat(info.port, { authorization: 'Bearer k3y' })
     assert.equal(direct.status, 200)
     assert.equal(direct.headers.get('access-control-allow-origin'), null)
+  } finally {
+    await server.stop()
+  }
+})
+
+test('a host of several addresses serves the port on each, with header names as llama-server writes them', {
+  skip,
+}, async () => {
+  await withTinyModel(real)
+  const { ValidationError } = require('..')
+  const server = new LlamaServerManager()
+  await assert.rejects(
+    server.start({ ...BASE, host: '127.0.0.1,' }),
+    (err) => err instanceof ValidationError && /empty address/.test(err.message),
+  )
+  const info = await server.start({ ...BASE, host: '127.0.0.1,::1' })
+  try {
+    for (const address of ['127.0.0.1', '[::1]']) {
+      const health = await fetch(`http://${address}:${info.port}/health`)
+      assert.equal(health.status, 200, address)
+    }
+    // Node's fetch lower-cases names: read the raw head.
+    const head = await new Promise((resolve, reject) => {
+      const socket = require('node:net').connect(info.port, '127.0.0.1', () =>
+        socket.write('GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'),
+      )
+      let raw = ''
+      socket.on('data', (chunk) => {
+        raw += chunk
+      })
+      socket.on('end', () => resolve(raw))
+      socket.on('error', reject)
+    })
+    assert.match(head, /\r\nContent-Type: application\/json/)
   } finally {
     await server.stop()
   }
@@ -172,13 +214,21 @@ test('the environment cannot move llama-server off what the library set; its COR
     server.start({ ...BASE, extraArgs: ['--cors-origins', 'http://a.test'] }),
     (err) => err instanceof ValidationError && /allowedOrigins/.test(err.message),
   )
-  // Google Cloud's variables moved llama-server onto the gateway's own port; a key in the
-  // environment would lock the gateway out.
+  // Google Cloud's port moved llama-server onto the gateway's own port; a key in the
+  // environment would lock the gateway out. AIP_MODE itself passes: Vertex AI's route works.
   const saved = { ...process.env }
   Object.assign(process.env, { AIP_MODE: 'PREDICTION', AIP_HTTP_PORT: '1', LLAMA_ARG_PORT: '1', LLAMA_API_KEY: 'x' })
   try {
     const info = await server.start(BASE)
     assert.equal((await chat(info.port)).status, 200)
+    const instance = { '@requestFormat': 'chatCompletions', max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }] }
+    const predicted = await fetch(`http://127.0.0.1:${info.port}/predict`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ instances: [instance] }),
+    })
+    assert.equal(predicted.status, 200)
+    assert.equal((await predicted.json()).predictions.length, 1)
   } finally {
     for (const name of ['AIP_MODE', 'AIP_HTTP_PORT', 'LLAMA_ARG_PORT', 'LLAMA_API_KEY']) {
       if (saved[name] === undefined) delete process.env[name]

@@ -37,10 +37,11 @@ pub struct HostCheck {
 }
 
 impl HostCheck {
-    /// The check for a server bound to `bind`, answering `allowed_hosts` besides.
+    /// The check for a server bound to `bind` (one address or several, comma-separated),
+    /// answering `allowed_hosts` besides.
     pub fn new(bind: &str, allowed_hosts: &[String]) -> Self {
         HostCheck {
-            loopback_bind: is_loopback(&host_name(bind)),
+            loopback_bind: super::addresses(bind).all(|a| is_loopback(&host_name(a))),
             allowed: allowed_hosts.iter().map(|h| host_name(h)).collect(),
         }
     }
@@ -82,7 +83,7 @@ pub fn is_loopback_address(host: &str) -> bool {
 }
 
 impl Access {
-    /// Answers a request that may not pass (a refused origin 403, a preflight 204, a request
+    /// Answers a request that may not pass (a refused origin 403, a preflight 200, a request
     /// without the key 401 unless `open(path)`), or runs `route` for it; an allowed origin is
     /// named in the answer, and nothing else is.
     pub async fn serve<F, R>(
@@ -109,6 +110,10 @@ impl Access {
         if let Some(origin) = &origin
             && !self.origin_allowed(origin)
         {
+            if req.method() == Method::OPTIONS {
+                // As llama-server answers it: no CORS headers, so the browser sends nothing.
+                return super::empty(StatusCode::OK);
+            }
             return super::error(
                 ErrorCode::OriginNotAllowed,
                 "this origin is not allowed: add it to allowedOrigins in the server config",
@@ -186,7 +191,8 @@ impl Access {
     /// A preflight of an allowed origin: the methods of this port, the headers it asked for
     /// (llama-server allows any), and credentials.
     fn preflight(&self, req: &Request<Incoming>) -> Response<Body> {
-        let mut r = super::empty(StatusCode::NO_CONTENT);
+        // 200, as llama-server answers (clients of it check for that).
+        let mut r = super::empty(StatusCode::OK);
         let asked = req
             .headers()
             .get("access-control-request-headers")
@@ -243,6 +249,7 @@ mod tests {
         ] {
             assert!(allowed("127.0.0.1", &[], host), "{host}");
             assert!(allowed("::1", &[], host), "{host}");
+            assert!(allowed("127.0.0.1, ::1", &[], host), "{host}");
         }
         for host in [
             "attacker.example",
@@ -255,7 +262,10 @@ mod tests {
             "",
         ] {
             assert!(!allowed("127.0.0.1", &[], host), "{host}");
+            assert!(!allowed("127.0.0.1,::1", &[], host), "{host}");
         }
+        // One address that is not loopback makes a server reachable from elsewhere.
+        assert!(allowed("127.0.0.1,0.0.0.0", &[], "192.168.1.20:8080"));
     }
 
     #[test]

@@ -52,12 +52,18 @@ pub fn local_client() -> &'static reqwest::Client {
 /// `http://host:port`, with IPv6 hosts bracketed and a wildcard bind address (`0.0.0.0`, `::`)
 /// replaced by the loopback address that reaches it.
 pub fn local_base(host: &str, port: u16) -> String {
-    match host {
+    match addresses(host).next().unwrap_or(host) {
         "0.0.0.0" => format!("http://127.0.0.1:{port}"),
         "::" | "[::]" => format!("http://[::1]:{port}"),
         h if h.contains(':') && !h.starts_with('[') => format!("http://[{h}]:{port}"),
         h => format!("http://{h}:{port}"),
     }
+}
+
+/// The addresses of a `host` that names several, comma-separated (`127.0.0.1,::1`), as
+/// llama-server's `--host` takes them.
+pub fn addresses(host: &str) -> impl Iterator<Item = &str> {
+    host.split(',').map(str::trim)
 }
 
 pub struct HttpServer {
@@ -80,7 +86,22 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let addr = listener.local_addr()?;
+    serve_all(vec![listener], handler)
+}
+
+/// [`serve`] on several listeners at once (one port on several addresses); `addr` is the first's.
+pub fn serve_all<H, F>(listeners: Vec<TcpListener>, handler: H) -> std::io::Result<HttpServer>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let Some(first) = listeners.first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no address to listen on",
+        ));
+    };
+    let addr = first.local_addr()?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     // The server's lines (a failed accept) go where its owner's lines go.
@@ -91,7 +112,7 @@ where
             loop {
                 let stream = tokio::select! {
                     _ = token.cancelled() => break,
-                    accepted = listener.accept() => match accepted {
+                    accepted = accept_any(&listeners) => match accepted {
                         Ok((stream, _)) => stream,
                         Err(e) => {
                             // Out of descriptors and the like: back off instead of spinning.
@@ -109,6 +130,9 @@ where
                         async move { Ok::<_, Infallible>(response.await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
+                        // As llama-server and most servers write them (`Content-Type`): clients
+                        // that look headers up in a plain dictionary find them.
+                        .title_case_headers(true)
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_TIMEOUT)
                         .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
@@ -122,7 +146,7 @@ where
                 // Reap finished connections so the set does not grow.
                 while connections.try_join_next().is_some() {}
             }
-            drop(listener);
+            drop(listeners);
             let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
             while let Ok(Some(_)) = tokio::time::timeout_at(deadline, connections.join_next()).await
             {
@@ -137,6 +161,15 @@ where
         shutdown,
         task,
     })
+}
+
+/// The next connection on any of `listeners` (each `accept` is cancel-safe: the others lose
+/// nothing).
+async fn accept_any(
+    listeners: &[TcpListener],
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    let accepts = listeners.iter().map(|listener| Box::pin(listener.accept()));
+    futures_util::future::select_all(accepts).await.0
 }
 
 #[derive(Debug, PartialEq, Eq)]

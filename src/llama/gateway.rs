@@ -207,9 +207,10 @@ impl Remembered {
     }
 }
 
-/// Serves the gateway on `listener` until its [`HttpServer`] is shut down.
+/// Serves the gateway on `listeners` (one port, on each address) until its [`HttpServer`] is
+/// shut down.
 pub fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     backend: watch::Receiver<Snapshot>,
     traffic: Arc<Traffic>,
     config: GatewayConfig,
@@ -220,7 +221,7 @@ pub fn serve(
         traffic,
         remembered: Mutex::default(),
     });
-    http::serve(listener, move |req| {
+    http::serve_all(listeners, move |req| {
         let shared = shared.clone();
         async move {
             // What llama-server leaves open, so do we.

@@ -42,18 +42,26 @@ const READY_HINTS: &[&str] = &["model loaded", "listening on"];
 const RPC_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Our variables that llama-server would read in place of what the library sets: every flag's
-/// `LLAMA_ARG_*` (the config and `extraArgs` are where flags come from), the API key, Google
-/// Cloud's `AIP_MODE`/`AIP_HTTP_PORT` (which move it to another port), and router mode's.
+/// `LLAMA_ARG_*` (the config and `extraArgs` are where flags come from), the API key, and router
+/// mode's. Google Cloud's `AIP_MODE` passes (it adds Vertex AI's `/predict` route); its port,
+/// `AIP_HTTP_PORT`, which llama-server would listen on instead of ours, is set by [`child_env`].
 fn overrides_the_library(name: &str) -> bool {
     name.starts_with("LLAMA_ARG_")
         || matches!(
             name,
-            "LLAMA_API_KEY"
-                | "AIP_MODE"
-                | "AIP_HTTP_PORT"
-                | "LLAMA_SERVER_ROUTER_PORT"
-                | "LLAMA_SERVER_CHILD_MODE"
+            "LLAMA_API_KEY" | "LLAMA_SERVER_ROUTER_PORT" | "LLAMA_SERVER_CHILD_MODE"
         )
+}
+
+/// What llama-server's environment gets besides ours (less [`overrides_the_library`]).
+fn child_env(port: u16) -> Vec<(String, String)> {
+    vec![
+        // ggml would attach gdb on an abort (a lost RPC worker, say) and fill the crash's
+        // last lines with a backtrace: the reason, its own line, is what they must show.
+        ("GGML_NO_BACKTRACE".into(), "1".into()),
+        // Read only with AIP_MODE=PREDICTION, where it would replace `--port`.
+        ("AIP_HTTP_PORT".into(), port.to_string()),
+    ]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -359,14 +367,16 @@ impl LlamaServer {
             *lock(&self.gateway) = Some(public);
             ("127.0.0.1", free_port("127.0.0.1", None)?)
         } else {
-            (config.host.as_str(), free_port(&config.host, config.port)?)
+            // llama-server binds every address itself; the first tells whether the port is free.
+            let first = crate::http::addresses(&config.host)
+                .next()
+                .unwrap_or("127.0.0.1");
+            (config.host.as_str(), free_port(first, config.port)?)
         };
         let spec = LaunchSpec {
             program: config.binary.clone(),
             args: args(&config, host, port),
-            // ggml would attach gdb on an abort (a lost RPC worker, say) and fill the crash's
-            // last lines with a backtrace: the reason, its own line, is what they must show.
-            env: vec![("GGML_NO_BACKTRACE".into(), "1".into())],
+            env: child_env(port),
             unset: overrides_the_library,
             port,
             health_url: health_url(host, port),
@@ -393,19 +403,17 @@ impl LlamaServer {
         }
     }
 
-    /// Binds the public port and serves the gateway on it; returns it with the port.
+    /// Binds the public port, on each address of `host`, and serves the gateway on it; returns
+    /// it with the port.
     async fn open_gateway(&self, config: &LlamaConfig) -> Result<(HttpServer, u16), LlamaError> {
-        let wanted = config.port.unwrap_or(0);
-        let listener = tokio::net::TcpListener::bind((config.host.as_str(), wanted))
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AddrInUse => LlamaError::PortInUse(PortInUse {
-                    host: config.host.clone(),
-                    port: wanted,
-                }),
-                _ => LlamaError::Invalid(format!("cannot listen on {}:{wanted}: {e}", config.host)),
-            })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(wanted);
+        let mut port = config.port.unwrap_or(0);
+        let mut listeners = Vec::new();
+        // The first address picks the port ('auto'); the others take the same.
+        for address in crate::http::addresses(&config.host) {
+            let listener = bind(address, port).await?;
+            port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+            listeners.push(listener);
+        }
         let settings = GatewayConfig {
             access: Access {
                 hosts: HostCheck::new(&config.host, &config.allowed_hosts),
@@ -419,7 +427,7 @@ impl LlamaServer {
         };
         let traffic = self.traffic.clone();
         let server =
-            gateway::serve(listener, self.actor.watch(), traffic, settings).map_err(|e| {
+            gateway::serve(listeners, self.actor.watch(), traffic, settings).map_err(|e| {
                 LlamaError::Invalid(format!("cannot serve on {}:{port}: {e}", config.host))
             })?;
         Ok((server, port))
@@ -529,6 +537,20 @@ fn hold_model(transition: &Transition, model_id: Option<&str>) {
     } else if transition.old == ServerState::Running {
         crate::models::release(model_id);
     }
+}
+
+/// Listens on `address:port` (an IPv6 address bare or in brackets).
+async fn bind(address: &str, port: u16) -> Result<tokio::net::TcpListener, LlamaError> {
+    let ip = address.trim_start_matches('[').trim_end_matches(']');
+    tokio::net::TcpListener::bind((ip, port))
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => LlamaError::PortInUse(PortInUse {
+                host: address.into(),
+                port,
+            }),
+            _ => LlamaError::Invalid(format!("cannot listen on {address}:{port}: {e}")),
+        })
 }
 
 fn health_url(host: &str, port: u16) -> String {

@@ -88,7 +88,8 @@ pub struct StartRequest {
     /// A port, or `'auto'` for a free one (default 8080). A taken port is a {@link PortInUseError}.
     #[ts(optional, type = "number | 'auto'")]
     pub port: Option<PortRequest>,
-    /// Address to bind (default `127.0.0.1`).
+    /// Address to bind (default `127.0.0.1`), or several, comma-separated (`127.0.0.1,::1`), as
+    /// llama-server's `--host` takes them: the port is served on each.
     pub host: Option<String>,
     pub threads: Option<u32>,
     pub context_size: Option<u32>,
@@ -248,6 +249,13 @@ pub async fn resolve(
         return Err(invalid(
             "allowedHosts needs the gateway: llama-server itself answers every Host".into(),
         ));
+    }
+    if let Some(host) = &req.host
+        && crate::http::addresses(host).any(str::is_empty)
+    {
+        return Err(invalid(format!(
+            "host '{host}' names an empty address: give one address, or several separated by commas"
+        )));
     }
     let info = installed_model(
         data,

@@ -57,7 +57,7 @@ async fn setup(max_queued: usize, queue_timeout: Duration) -> Setup {
         max_body_bytes: 1024,
     };
     let traffic = Arc::new(Traffic::default());
-    let gateway = serve(listener, watched, traffic.clone(), config).unwrap();
+    let gateway = serve(vec![listener], watched, traffic.clone(), config).unwrap();
     Setup {
         state,
         traffic,
