@@ -9,7 +9,8 @@ export GENAI_ELECTRON_DEV_CACHE="${GENAI_ELECTRON_DEV_CACHE:-${XDG_CACHE_HOME:-$
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GENAI_ELECTRON_DEV_CACHE/target}"
 mkdir -p "$GENAI_ELECTRON_DEV_CACHE"
 
-step() { printf '\n== %s\n' "$*"; }
+# A step's heading, with the seconds the script has run so far.
+step() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS"; }
 
 require_tools() {
   local missing=()

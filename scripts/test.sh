@@ -4,6 +4,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tools
 ensure_node_modules
 
+# Every test's temporary files (data folders, servers' logs) go in one folder, removed at the end.
+TMPDIR=$(mktemp -d -t genai-electron-tests-XXXXXX)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+
 step "real backends and tiny models (npm run backends)"
 # Assigned apart from `export`, which would hide a failure from `set -e`.
 GENAI_ELECTRON_TEST_BACKENDS=$(provision_backends)
