@@ -291,6 +291,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_server_answers_on_each_address_with_title_case_names() {
+        let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = first.local_addr().unwrap().port();
+        let second = TcpListener::bind(("127.0.0.2", port)).await.unwrap();
+        let server = serve_all(vec![first, second], |_req: Request<Incoming>| async move {
+            json(StatusCode::OK, &json!({ "ok": true }))
+        })
+        .unwrap();
+        assert_eq!(server.addr.port(), port);
+        for ip in ["127.0.0.1", "127.0.0.2"] {
+            let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+            let answer = raw(
+                addr,
+                "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{ip}: {answer}");
+            assert!(
+                answer.contains("\r\nContent-Type: application/json"),
+                "{answer}"
+            );
+        }
+        server.shutdown().await;
+        assert_eq!(
+            addresses(" 127.0.0.1, ::1").collect::<Vec<_>>(),
+            ["127.0.0.1", "::1"]
+        );
+        assert_eq!(local_base("::1,127.0.0.1", 80), "http://[::1]:80");
+        let none = serve_all(Vec::new(), |_req: Request<Incoming>| async move {
+            json(StatusCode::OK, &json!({}))
+        });
+        assert!(none.is_err());
+    }
+
+    #[tokio::test]
     async fn requests_hyper_cannot_parse_get_json_errors() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = serve(listener, |_req: Request<Incoming>| async move {
