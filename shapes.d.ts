@@ -117,7 +117,12 @@ export type MemoryInfo = {
   used: number
 };
 
-export type GPUVendor = "nvidia" | "amd" | "apple" | "intel";
+export type GPUVendor = "nvidia" | "amd" | "apple" | "intel" | "other";
+
+/**
+ * What a physical device is, as Vulkan says (`VkPhysicalDeviceType`).
+ */
+export type VulkanDeviceType = "discrete" | "integrated" | "virtual" | "cpu" | "other";
 
 /**
  * One GPU.
@@ -137,6 +142,14 @@ export type GPUDevice = {
    * True where the GPU shares system RAM (Apple Silicon, most Intel GPUs).
    */
   unifiedMemory: boolean
+  /**
+   * What Vulkan says the device is, where it was found through Vulkan.
+   */
+  deviceType?: VulkanDeviceType
+  /**
+   * Its index among Vulkan's devices: what `GGML_VK_VISIBLE_DEVICES` names.
+   */
+  vulkanIndex?: number
 };
 
 /**

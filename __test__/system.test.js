@@ -5,7 +5,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const { systemInfo, SystemInfo, ValidationError, GenaiElectronError } = require('..')
-const { assertLoopFree } = require('./helpers')
+const { assertLoopFree, runNode } = require('./helpers')
 
 const isLinux = process.platform === 'linux'
 
@@ -87,6 +87,27 @@ test('no NVIDIA driver means no NVIDIA GPU, without error', async (t) => {
   )
   assert.equal(gpu.cuda, hasDriver)
   for (const d of gpu.devices) assert.equal(typeof d.name, 'string')
+})
+
+test("Vulkan devices as the backends choose them: Mesa's lavapipe (a CPU) only when GGML_VK_VISIBLE_DEVICES names it", async (t) => {
+  const required = Boolean(process.env.GENAI_ELECTRON_REQUIRE_VULKAN)
+  const script = `require('.').systemInfo.getGPUInfo().then((gpu) => console.log(JSON.stringify(gpu)))`
+  const run = async (env) => {
+    const { code, stdout, stderr } = await runNode(script, { env })
+    assert.equal(code, 0, stderr)
+    return JSON.parse(stdout)
+  }
+  const listed = await run({ GGML_VK_VISIBLE_DEVICES: '0' })
+  const lavapipe = listed.devices.find((d) => d.deviceType === 'cpu')
+  if (!lavapipe && !required) return t.skip("no Vulkan loader with Mesa's lavapipe (npm test installs it)")
+  assert.ok(lavapipe, JSON.stringify(listed))
+  assert.match(lavapipe.name, /llvmpipe/)
+  assert.equal(lavapipe.vendor, 'other')
+  assert.equal(lavapipe.vulkanIndex, 0)
+  assert.ok(lavapipe.vram > 0 && lavapipe.vramAvailable === lavapipe.vram, JSON.stringify(lavapipe))
+  assert.equal(listed.vulkan, true)
+  const unlisted = await run({ GGML_VK_VISIBLE_DEVICES: undefined })
+  assert.ok(!unlisted.devices.some((d) => d.deviceType === 'cpu'), 'a CPU is never counted as a GPU by default')
 })
 
 test('detect() is cached until forced or cleared', async () => {

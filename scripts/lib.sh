@@ -66,6 +66,24 @@ require_cargo_tests() {
   echo "$passed"
 }
 
+# Installs the Debian packages named that are not installed yet (their .debs kept in the cache
+# folder). Returns 1, with the reason in $why, where it cannot.
+need_packages() {
+  local missing=() debs="$GENAI_ELECTRON_DEV_CACHE/apt-archives" package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    why="missing the Debian packages ${missing[*]}"
+    return 1
+  fi
+  step "apt-get install ${missing[*]}"
+  mkdir -p "$debs/partial"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o Dir::Cache::Archives="$debs" -o APT::Sandbox::User=root "${missing[@]}"; } || { why="cannot install ${missing[*]}"; return 1; }
+}
+
 # Installs a Debian package when `command` is missing (its .debs kept in the cache folder).
 # Returns 1, with the reason in $why, where it cannot (no apt, not root, no network).
 why=""

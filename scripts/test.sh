@@ -18,6 +18,13 @@ cat "$GENAI_ELECTRON_TEST_BACKENDS"
 export PATH="$GENAI_ELECTRON_DEV_CACHE/backends/venv/bin:$PATH"
 export GENAI_ELECTRON_REQUIRE_CMAKE=1
 
+# Mesa's lavapipe, a Vulkan driver that runs on the CPU: the Vulkan tests run on it.
+if need_packages libvulkan1 mesa-vulkan-drivers; then
+  export GENAI_ELECTRON_REQUIRE_VULKAN=1
+else
+  echo "the Vulkan tests will skip: $why"
+fi
+
 # The fast tier's lints (npm run check); its tests run below with the real backends.
 bash scripts/check.sh --lint
 

@@ -49,6 +49,7 @@ use crate::system::estimate::{
 };
 use crate::system::gpu::{GpuDevice, GpuInfo, GpuVendor};
 use crate::system::memory::MemoryInfo;
+use crate::system::vulkan::DeviceType;
 use crate::system::{SystemCapabilities, SystemEvent};
 
 const HEADER: &str =
@@ -65,6 +66,7 @@ pub fn shapes() -> String {
         declaration::<CpuInfo>(&config),
         declaration::<MemoryInfo>(&config),
         declaration::<GpuVendor>(&config),
+        declaration::<DeviceType>(&config),
         declaration::<GpuDevice>(&config),
         declaration::<GpuInfo>(&config),
         declaration::<Recommendations>(&config),

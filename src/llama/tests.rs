@@ -516,6 +516,8 @@ mod resolving {
                 vram_total: Some(8 << 30),
                 vram_free: Some(self.0),
                 unified_memory: false,
+                device_type: None,
+                vulkan_index: None,
             }]
         }
     }

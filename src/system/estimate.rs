@@ -683,6 +683,8 @@ mod tests {
                 vram_total: Some(total_gib * GIB),
                 vram_free: Some(free_gib * GIB),
                 unified_memory: false,
+                device_type: None,
+                vulkan_index: None,
             }],
             RuntimeHints::default(),
         )

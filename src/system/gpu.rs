@@ -1,6 +1,7 @@
 //! GPU detection behind the [`GpuProbe`] trait: NVIDIA through NVML (loaded at run time, so a
 //! machine without the driver simply reports no NVIDIA GPU), AMD and Intel through Linux sysfs,
-//! Apple Silicon as unified memory.
+//! Apple Silicon as unified memory, and every OS's Vulkan devices as the backends choose them
+//! (see [`super::vulkan`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -16,6 +17,8 @@ pub enum GpuVendor {
     Amd,
     Apple,
     Intel,
+    /// Another vendor, or a software driver (Mesa's lavapipe), seen through Vulkan.
+    Other,
 }
 
 impl GpuVendor {
@@ -25,6 +28,7 @@ impl GpuVendor {
             GpuVendor::Amd => "amd",
             GpuVendor::Apple => "apple",
             GpuVendor::Intel => "intel",
+            GpuVendor::Other => "other",
         }
     }
 }
@@ -46,6 +50,14 @@ pub struct GpuDevice {
     pub vram_free: Option<u64>,
     /// True where the GPU shares system RAM (Apple Silicon, most Intel GPUs).
     pub unified_memory: bool,
+    /// What Vulkan says the device is, where it was found through Vulkan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub device_type: Option<super::vulkan::DeviceType>,
+    /// Its index among Vulkan's devices: what `GGML_VK_VISIBLE_DEVICES` names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub vulkan_index: Option<u32>,
 }
 
 /// What the machine's GPUs add up to, with the primary one (most memory) spelled out.
@@ -135,7 +147,24 @@ pub fn default_probes() -> Vec<std::sync::Arc<dyn GpuProbe>> {
     }
     #[cfg(all(target_os = "macos", target_arch = "aarch64"))]
     probes.push(std::sync::Arc::new(AppleSiliconProbe));
+    // Last: it fills in what the others cannot see (AMD and Intel on Windows, software drivers).
+    probes.push(std::sync::Arc::new(super::vulkan::VulkanProbe::from_env()));
     probes
+}
+
+/// The devices of every probe, each GPU once: a Vulkan device of a vendor that NVML, sysfs or
+/// Apple's probe already reported is that GPU again, and theirs is kept (it knows the live memory
+/// use: NVML per process, sysfs the driver's counters).
+pub fn one_per_gpu(devices: Vec<GpuDevice>) -> Vec<GpuDevice> {
+    let native: Vec<GpuVendor> = devices
+        .iter()
+        .filter(|d| d.vulkan_index.is_none())
+        .map(|d| d.vendor)
+        .collect();
+    devices
+        .into_iter()
+        .filter(|d| d.vulkan_index.is_none() || !native.contains(&d.vendor))
+        .collect()
 }
 
 /// NVIDIA GPUs through the driver's NVML library, opened once per process.
@@ -169,6 +198,8 @@ impl GpuProbe for NvmlProbe {
                     vram_total: memory.as_ref().map(|m| m.total),
                     vram_free: memory.as_ref().map(|m| m.free),
                     unified_memory: false,
+                    device_type: None,
+                    vulkan_index: None,
                 }
             })
             .collect()
@@ -262,6 +293,8 @@ fn sysfs_device(dev: &Path) -> Option<GpuDevice> {
         vram_free: total.zip(used).map(|(t, u)| t.saturating_sub(u)),
         // An AMD APU reports a small carve-out as VRAM; without the counters it is shared memory.
         unified_memory: total.is_none(),
+        device_type: None,
+        vulkan_index: None,
     })
 }
 
@@ -271,6 +304,7 @@ fn vendor_label(vendor: GpuVendor) -> &'static str {
         GpuVendor::Amd => "AMD",
         GpuVendor::Apple => "Apple",
         GpuVendor::Intel => "Intel",
+        GpuVendor::Other => "Other",
     }
 }
 
@@ -289,6 +323,8 @@ impl GpuProbe for AppleSiliconProbe {
             vram_total: Some(mem.total),
             vram_free: Some(mem.available),
             unified_memory: true,
+            device_type: None,
+            vulkan_index: None,
         }]
     }
 }
@@ -315,6 +351,34 @@ mod tests {
         for (name, content) in files {
             std::fs::write(dev.join(name), format!("{content}\n")).unwrap();
         }
+    }
+
+    #[test]
+    fn a_vulkan_device_of_a_vendor_another_probe_saw_is_that_gpu_again() {
+        let gpu = |vendor, vulkan_index| GpuDevice {
+            vendor,
+            name: format!("{vendor:?}"),
+            vram_total: Some(1 << 30),
+            vram_free: None,
+            unified_memory: false,
+            device_type: None,
+            vulkan_index,
+        };
+        let kept = one_per_gpu(vec![
+            gpu(GpuVendor::Nvidia, None),
+            gpu(GpuVendor::Nvidia, Some(0)),
+            gpu(GpuVendor::Amd, Some(1)),
+            gpu(GpuVendor::Other, Some(2)),
+        ]);
+        let seen: Vec<_> = kept.iter().map(|d| (d.vendor, d.vulkan_index)).collect();
+        assert_eq!(
+            seen,
+            [
+                (GpuVendor::Nvidia, None),
+                (GpuVendor::Amd, Some(1)),
+                (GpuVendor::Other, Some(2))
+            ]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod memory;
 pub mod rpc_probe;
 pub mod split;
+pub mod vulkan;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -300,7 +301,7 @@ impl Drop for SystemInfo {
 
 fn detect_gpu(probes: &[Arc<dyn GpuProbe>]) -> GpuInfo {
     let devices = probes.iter().flat_map(|p| p.devices()).collect();
-    gpu::summarize(devices, gpu::RuntimeHints::detect())
+    gpu::summarize(gpu::one_per_gpu(devices), gpu::RuntimeHints::detect())
 }
 
 fn detect_now(probes: &[Arc<dyn GpuProbe>]) -> SystemCapabilities {
@@ -344,6 +345,8 @@ mod tests {
                 vram_total: Some(8 << 30),
                 vram_free: Some(6 << 30),
                 unified_memory: false,
+                device_type: None,
+                vulkan_index: None,
             }]
         }
     }

@@ -417,6 +417,8 @@ mod tests {
                 vram_total: Some(8 * GIB),
                 vram_free: Some(8 * GIB),
                 unified_memory: false,
+                device_type: None,
+                vulkan_index: None,
             }],
             RuntimeHints::default(),
         );
