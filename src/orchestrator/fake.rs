@@ -43,6 +43,9 @@ struct World {
     reload_fails: bool,
     /// An idle resident sd-server and what it holds.
     resident: Option<Memory>,
+    /// The models live on a GPU: VRAM is what they need and what is slow to free; RAM is
+    /// plentiful, so a wait that read RAM would end at once.
+    on_gpu: bool,
     log: Vec<String>,
 }
 
@@ -73,6 +76,7 @@ impl Fake {
                 chats: Vec::new(),
                 reload_fails: false,
                 resident: None,
+                on_gpu: false,
                 log: Vec::new(),
             }),
             chat_length: watch::channel(0).0,
@@ -169,6 +173,25 @@ impl Fake {
         line.split_once(' ').unwrap().0.parse().unwrap()
     }
 
+    /// What the LLM and an image each need, where the models live.
+    fn need(&self) -> Memory {
+        if self.world().on_gpu {
+            Memory {
+                ram: NEED / 10,
+                vram: NEED,
+            }
+        } else {
+            Memory { ram: NEED, vram: 0 }
+        }
+    }
+
+    /// Free memory where the models live: enough for one once the stopped one's is released.
+    fn free_after_release(&self) -> u64 {
+        let world = self.world();
+        let released = world.released_at.is_some_and(|at| Instant::now() >= at);
+        if released { 2 * NEED } else { NEED / 2 }
+    }
+
     fn chat(&self) {
         let mut world = self.world();
         world.chats.push(Instant::now());
@@ -203,25 +226,31 @@ struct Shared(Arc<Fake>);
 
 impl Effects for Shared {
     async fn free(&self) -> Free {
+        let on_gpu = self.0.world().on_gpu;
         Free {
             memory: Memory {
                 ram: self.free_ram(),
-                vram: 0,
+                vram: if on_gpu {
+                    self.0.free_after_release()
+                } else {
+                    0
+                },
             },
-            gpu: false,
-            vram_reported: false,
+            gpu: on_gpu,
+            vram_reported: on_gpu,
         }
     }
 
     fn free_ram(&self) -> u64 {
-        let world = self.0.world();
-        let released = world.released_at.is_some_and(|at| Instant::now() >= at);
-        if released { 2 * NEED } else { NEED / 2 }
+        if self.0.world().on_gpu {
+            return 100 * NEED;
+        }
+        self.0.free_after_release()
     }
 
     async fn llm_usage(&self, _: &DataPaths) -> Usage {
         if self.llm_running() {
-            Usage::of(Memory { ram: NEED, vram: 0 }, None)
+            Usage::of(self.0.need(), None)
         } else {
             Usage::NONE
         }
@@ -232,7 +261,7 @@ impl Effects for Shared {
     }
 
     async fn image_usage(&self, _: u32, _: u32) -> Usage {
-        Usage::of(Memory { ram: NEED, vram: 0 }, None)
+        Usage::of(self.0.need(), None)
     }
 
     async fn diffusion_held(&self) -> Option<Memory> {
@@ -468,6 +497,31 @@ async fn a_burst_runs_behind_one_offload_in_order_and_is_answered_once_the_llm_i
     );
     assert!(s.orchestrator.saved_state().is_none());
     assert_eq!(s.orchestrator.images_waiting(), 0);
+}
+
+/// Models on a GPU whose memory holds one of them: the image waits for the *device's* memory
+/// after the offload (RAM is free at once), and no longer than `memoryReleaseTimeout`.
+#[tokio::test(start_paused = true)]
+async fn on_a_gpu_the_image_waits_for_vram_to_show_as_free_bounded_by_the_release_timeout() {
+    for (timeout, waited) in [(10_000, RELEASE_LAG), (100, Duration::from_millis(100))] {
+        let s = setup(OptionsRequest {
+            ram_budget_bytes: Some((1000 * NEED) as f64),
+            vram_budget_bytes: Some((NEED + NEED / 2) as f64),
+            memory_release_timeout: Some(timeout),
+            ..Default::default()
+        });
+        s.fake.world().on_gpu = true;
+        let done = outcomes(s.queue(&["a"])).await;
+        assert!(done[0].is_ok());
+        assert_eq!(s.fake.effects(), ["offload", "image a", "made a", "reload"]);
+        let at = s.fake.at("image a");
+        let expected = (OFFLOAD_TIME + waited).as_millis();
+        // Polled every MEMORY_POLL: the image starts at the first look after the wait is over.
+        assert!(
+            (expected..expected + super::worker::MEMORY_POLL.as_millis() + 1).contains(&at),
+            "timeout {timeout} ms: image at {at} ms, expected from {expected} ms"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -27,7 +27,7 @@ use crate::events::EventSink;
 use crate::llama::resolve::StartRequest;
 
 /// How often a wait for released memory looks again.
-const MEMORY_POLL: Duration = Duration::from_millis(50);
+pub(super) const MEMORY_POLL: Duration = Duration::from_millis(50);
 
 /// What the handle (and the diffusion server's gate) asks of the worker.
 pub(super) enum Msg {
