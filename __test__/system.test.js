@@ -108,6 +108,20 @@ test("Vulkan devices as the backends choose them: Mesa's lavapipe (a CPU) only w
   assert.equal(listed.vulkan, true)
   const unlisted = await run({ GGML_VK_VISIBLE_DEVICES: undefined })
   assert.ok(!unlisted.devices.some((d) => d.deviceType === 'cpu'), 'a CPU is never counted as a GPU by default')
+
+  // The device's memory sizes the GPU layers: all of the small chat model, part of a model
+  // larger than the device.
+  const large = { ...SMOLLM2, size: 2 * lavapipe.vram, ggufMetadata: { ...SMOLLM2.ggufMetadata, block_count: 40 } }
+  const configs = `const { systemInfo } = require('.')
+    Promise.all([${JSON.stringify(SMOLLM2)}, ${JSON.stringify(large)}].map((m) => systemInfo.getOptimalConfig(m)))
+      .then((c) => console.log(JSON.stringify(c)))`
+  const { code, stdout, stderr } = await runNode(configs, { env: { GGML_VK_VISIBLE_DEVICES: '0' } })
+  assert.equal(code, 0, stderr)
+  const [small, big] = JSON.parse(stdout)
+  assert.equal(small.gpuLayers, SMOLLM2.ggufMetadata.block_count)
+  assert.ok(big.gpuLayers > 0 && big.gpuLayers < 40, JSON.stringify(big))
+  const [cpuOnly] = JSON.parse((await runNode(configs, { env: { GGML_VK_VISIBLE_DEVICES: undefined } })).stdout)
+  assert.equal(cpuOnly.gpuLayers, 0)
 })
 
 test('detect() is cached until forced or cleared', async () => {
