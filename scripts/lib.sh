@@ -68,6 +68,7 @@ require_cargo_tests() {
 
 # Installs the Debian packages named that are not installed yet (their .debs kept in the cache
 # folder). Returns 1, with the reason in $why, where it cannot.
+why=""
 need_packages() {
   local missing=() debs="$GENAI_ELECTRON_DEV_CACHE/apt-archives" package
   for package in "$@"; do
@@ -75,7 +76,7 @@ need_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    why="missing the Debian packages ${missing[*]}"
+    why="install the Debian packages ${missing[*]}"
     return 1
   fi
   step "apt-get install ${missing[*]}"
@@ -86,16 +87,8 @@ need_packages() {
 
 # Installs a Debian package when `command` is missing (its .debs kept in the cache folder).
 # Returns 1, with the reason in $why, where it cannot (no apt, not root, no network).
-why=""
 need_command() {
-  local command=$1 package=$2 debs="$GENAI_ELECTRON_DEV_CACHE/apt-archives"
+  local command=$1 package=$2
   command -v "$command" >/dev/null && return 0
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    why="no $command (install the Debian package $package)"
-    return 1
-  fi
-  step "apt-get install $package"
-  mkdir -p "$debs/partial"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      -o Dir::Cache::Archives="$debs" -o APT::Sandbox::User=root "$package"; } || { why="cannot install $package"; return 1; }
+  need_packages "$package" || { why="no $command: $why"; return 1; }
 }
