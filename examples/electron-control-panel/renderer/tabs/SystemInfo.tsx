@@ -1,9 +1,25 @@
 import { useEffect, useState } from 'react'
-import type { SystemCapabilities } from 'genai-electron'
+import type { GPUDevice, SystemCapabilities, VulkanDeviceType } from 'genai-electron'
 import { api } from '../api'
 import { Card, ErrorBox, Facts, ProgressBar, useAction, usePoll } from '../components'
 import { formatBytes } from '../format'
 import type { TabProps } from '../App'
+
+const KINDS: Record<VulkanDeviceType, string> = {
+  discrete: 'discrete GPU',
+  integrated: 'integrated GPU',
+  virtual: 'virtual GPU',
+  cpu: 'software, runs on the CPU',
+  other: 'other',
+}
+
+/** One GPU (`n`: its number among several): its name, with the vendor where known, what Vulkan says it is, its memory. */
+function deviceRows(device: GPUDevice, n: string): [string, string][] {
+  const rows: [string, string][] = [[`Device${n}`, device.vendor === 'other' ? device.name : `${device.vendor} ${device.name}`]]
+  if (device.deviceType) rows.push([`Kind${n}`, `${KINDS[device.deviceType]} (Vulkan device ${device.vulkanIndex})`])
+  rows.push([`VRAM${n}`, formatBytes(device.vram)], [`VRAM available${n}`, formatBytes(device.vramAvailable)])
+  return rows
+}
 
 export default function SystemInfoTab({ active }: TabProps) {
   const [system, setSystem] = useState<SystemCapabilities | null>(null)
@@ -39,9 +55,8 @@ export default function SystemInfoTab({ active }: TabProps) {
         {gpu.available ? (
           <Facts
             rows={[
-              ['Device', `${gpu.vendor ?? ''} ${gpu.name ?? ''}`.trim()],
-              ['VRAM', formatBytes(gpu.vram)],
-              ['VRAM available', formatBytes(gpu.vramAvailable)],
+              // Numbered only where there are several.
+              ...gpu.devices.flatMap((device, i) => deviceRows(device, gpu.devices.length > 1 ? ` ${i + 1}` : '')),
               ['Backends', backends.join(', ') || 'none detected'],
             ]}
           />
