@@ -54,16 +54,17 @@ pub fn local_client() -> &'static reqwest::Client {
 pub fn local_base(host: &str, port: u16) -> String {
     match addresses(host).next().unwrap_or(host) {
         "0.0.0.0" => format!("http://127.0.0.1:{port}"),
-        "::" | "[::]" => format!("http://[::1]:{port}"),
-        h if h.contains(':') && !h.starts_with('[') => format!("http://[{h}]:{port}"),
+        "::" => format!("http://[::1]:{port}"),
+        h if h.contains(':') => format!("http://[{h}]:{port}"),
         h => format!("http://{h}:{port}"),
     }
 }
 
 /// The addresses of a `host` that names several, comma-separated (`127.0.0.1,::1`), as
-/// llama-server's `--host` takes them.
+/// llama-server's `--host` takes them; an IPv6 address without its brackets, as sockets take it.
 pub fn addresses(host: &str) -> impl Iterator<Item = &str> {
-    host.split(',').map(str::trim)
+    host.split(',')
+        .map(|a| a.trim().trim_start_matches('[').trim_end_matches(']'))
 }
 
 pub struct HttpServer {
@@ -318,7 +319,12 @@ mod tests {
             addresses(" 127.0.0.1, ::1").collect::<Vec<_>>(),
             ["127.0.0.1", "::1"]
         );
+        assert_eq!(
+            addresses("[::1],127.0.0.1").collect::<Vec<_>>(),
+            ["::1", "127.0.0.1"]
+        );
         assert_eq!(local_base("::1,127.0.0.1", 80), "http://[::1]:80");
+        assert_eq!(local_base("[::]", 80), "http://[::1]:80");
         let none = serve_all(Vec::new(), |_req: Request<Incoming>| async move {
             json(StatusCode::OK, &json!({}))
         });

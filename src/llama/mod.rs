@@ -539,10 +539,9 @@ fn hold_model(transition: &Transition, model_id: Option<&str>) {
     }
 }
 
-/// Listens on `address:port` (an IPv6 address bare or in brackets).
+/// Listens on `address:port` (an address as [`crate::http::addresses`] gives it).
 async fn bind(address: &str, port: u16) -> Result<tokio::net::TcpListener, LlamaError> {
-    let ip = address.trim_start_matches('[').trim_end_matches(']');
-    tokio::net::TcpListener::bind((ip, port))
+    tokio::net::TcpListener::bind((address, port))
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => LlamaError::PortInUse(PortInUse {
