@@ -741,7 +741,7 @@ export declare class ServerError extends GenaiElectronError {
 export declare class PortInUseError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** A backend executable is missing, broken, or none can be obtained. Codes: `BINARY_ERROR` (made by hand, or no finer code), `BINARY_NOT_FOUND`, `BINARY_BROKEN`, `BINARY_NO_RELEASE`, `BINARY_NO_WORKING_VARIANT`, `SOURCE_CHECKSUM_MISMATCH`, `CMAKE_MISSING`, `BUILD_FAILED`, `ARCHIVE_INVALID`. */
+/** A backend executable is missing, broken, or none can be obtained. Codes: `BINARY_ERROR` (made by hand, or no finer code), `BINARY_NOT_FOUND`, `BINARY_BROKEN`, `BINARY_NO_RELEASE`, `BINARY_NO_WORKING_VARIANT`, `SOURCE_CHECKSUM_MISMATCH`, `CMAKE_MISSING`, `VULKAN_TOOLCHAIN_MISSING`, `BUILD_FAILED`, `ARCHIVE_INVALID`. */
 export declare class BinaryError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }

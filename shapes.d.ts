@@ -49,6 +49,7 @@ export type ErrorCode =
   | "BINARY_NO_WORKING_VARIANT"
   | "SOURCE_CHECKSUM_MISMATCH"
   | "CMAKE_MISSING"
+  | "VULKAN_TOOLCHAIN_MISSING"
   | "BUILD_FAILED"
   | "ARCHIVE_INVALID"
   | "FILE_SYSTEM_ERROR"
@@ -415,6 +416,12 @@ export type BinaryVariant = {
 };
 
 /**
+ * What a source build is for. One Vulkan build serves the CPU too: with no usable Vulkan
+ * device (or with `gpuLayers: 0`) it runs on the CPU.
+ */
+export type SourceAccel = "auto" | "cpu" | "vulkan";
+
+/**
  * A pinned source archive and how to build it with CMake.
  */
 export type SourceBuildSpec = {
@@ -439,6 +446,10 @@ export type SourceBuildSpec = {
    * Parallel compile jobs (default: all CPUs).
    */
   jobs?: number
+  /**
+   * What to build for (default `auto`).
+   */
+  accel?: SourceAccel
 };
 
 /**
@@ -478,7 +489,9 @@ export type ResolvedBinary = {
    */
   path: string
   /**
-   * `cpu`, `vulkan`, `cuda`, `metal`, `source`, or `given` for a path you supplied.
+   * What it runs on: `cpu`, `vulkan`, `cuda`, `metal` (a release or a source build; a Vulkan
+   * build runs on the CPU where no Vulkan device is usable), or `given` for a path you
+   * supplied.
    */
   variant: string
   /**

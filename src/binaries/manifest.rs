@@ -126,6 +126,28 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// CMake options that choose what a source build is for. The CPU's are explicit, so that a
+    /// build folder configured for Vulkan before is built for the CPU (and, on macOS, so that
+    /// ggml leaves out Metal, which it builds by default there).
+    pub fn accel_cmake_args(self, accel: Accel) -> &'static [&'static str] {
+        let macos = cfg!(target_os = "macos");
+        match (self, accel) {
+            (Backend::Llama, Accel::Vulkan) => &["-DGGML_VULKAN=ON"],
+            (Backend::Llama, _) if macos => &["-DGGML_VULKAN=OFF", "-DGGML_METAL=OFF"],
+            (Backend::Llama, _) => &["-DGGML_VULKAN=OFF"],
+            (Backend::Diffusion, Accel::Vulkan) => &["-DSD_VULKAN=ON"],
+            (Backend::Diffusion, _) if macos => &[
+                "-DSD_VULKAN=OFF",
+                "-DGGML_VULKAN=OFF",
+                "-DSD_METAL=OFF",
+                "-DGGML_METAL=OFF",
+            ],
+            (Backend::Diffusion, _) => &["-DSD_VULKAN=OFF", "-DGGML_VULKAN=OFF"],
+        }
+    }
+}
+
 /// What a variant needs from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

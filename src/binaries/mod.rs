@@ -28,7 +28,7 @@ use crate::events::{EventSink, Subscribers, Subscription};
 use crate::sync::lock;
 use crate::system::GpuInfo;
 pub use manifest::{Accel, Backend, BinaryKind, Variant};
-pub use source::SourceSpec;
+pub use source::{SourceAccel, SourceSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
@@ -63,6 +63,8 @@ pub enum BinaryError {
     },
     #[error("cmake was not found on PATH")]
     CmakeMissing,
+    #[error("a Vulkan build needs its toolchain: {missing}")]
+    VulkanToolchain { missing: String },
     #[error("source build failed at {step}: {reason}")]
     BuildFailed { step: String, reason: String },
     #[error(transparent)]
@@ -86,6 +88,7 @@ impl Coded for BinaryError {
             BinaryError::NoWorkingVariant { .. } => ErrorCode::BinaryNoWorkingVariant,
             BinaryError::SourceChecksum { .. } => ErrorCode::SourceChecksumMismatch,
             BinaryError::CmakeMissing => ErrorCode::CmakeMissing,
+            BinaryError::VulkanToolchain { .. } => ErrorCode::VulkanToolchainMissing,
             BinaryError::BuildFailed { .. } => ErrorCode::BuildFailed,
             BinaryError::Download(e) => e.code(),
             BinaryError::Extract(_) => ErrorCode::ArchiveInvalid,
@@ -101,6 +104,7 @@ impl Coded for BinaryError {
             BinaryError::NoWorkingVariant { .. } => "Update the GPU driver, or pass { source } to build one for this machine".into(),
             BinaryError::SourceChecksum { .. } => "The archive is not the pinned one: download it again from its official source".into(),
             BinaryError::CmakeMissing => "Install CMake (e.g. `pip install cmake`, or your package manager) and a C++ compiler".into(),
+            BinaryError::VulkanToolchain { .. } => "Install the Vulkan SDK (or Debian's glslc, libvulkan-dev and spirv-headers), or build with accel: 'cpu' or 'auto'".into(),
             BinaryError::BuildFailed { .. } => "Check that a C++17 compiler is installed; the reason ends with the compiler's output".into(),
             BinaryError::Download(e) => return e.suggestion(),
             BinaryError::Extract(_) => "The archive is damaged or unsafe; it was not installed. Download it again".into(),
@@ -129,6 +133,7 @@ impl Coded for BinaryError {
             BinaryError::BuildFailed { step, .. } => json!({ "step": step }),
             BinaryError::Download(e) => return e.details(),
             BinaryError::Io { path, .. } => json!({ "path": path }),
+            BinaryError::VulkanToolchain { missing } => json!({ "missing": missing }),
             BinaryError::CmakeMissing | BinaryError::Extract(_) => json!({}),
         };
         v.as_object().cloned().unwrap_or_default()
@@ -203,7 +208,9 @@ pub struct ResolvedBinary {
     pub kind: BinaryKind,
     /// Absolute path of the executable.
     pub path: PathBuf,
-    /// `cpu`, `vulkan`, `cuda`, `metal`, `source`, or `given` for a path you supplied.
+    /// What it runs on: `cpu`, `vulkan`, `cuda`, `metal` (a release or a source build; a Vulkan
+    /// build runs on the CPU where no Vulkan device is usable), or `given` for a path you
+    /// supplied.
     pub variant: String,
     /// `path` option, environment variable, earlier install, fresh download, or source build.
     pub origin: Origin,
@@ -422,7 +429,7 @@ impl BinaryManager {
         let built = source::build(&plan, &report, steps).await?;
         self.emit(kind, Stage::Probe, "source", "", 0, None);
         let mut executables = HashMap::new();
-        for exe in &built {
+        for exe in &built.executables {
             let exe_kind = BinaryKind::ALL
                 .into_iter()
                 .find(|k| {
@@ -438,7 +445,7 @@ impl BinaryManager {
             executables.insert(exe_kind.as_str().to_string(), exe.clone());
         }
         let record = InstallRecord {
-            variant: "source".into(),
+            variant: built.variant.clone(),
             executables,
         };
         write_record(install_root, &record).await?;
@@ -453,7 +460,7 @@ impl BinaryManager {
         Ok(ResolvedBinary {
             kind,
             path,
-            variant: "source".into(),
+            variant: built.variant,
             origin: Origin::Source,
             version: None,
         })

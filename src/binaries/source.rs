@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::extract::{self, ArchiveKind};
-use super::manifest::BinaryKind;
+use super::manifest::{Accel, Backend, BinaryKind};
 use super::probe::{run_captured, tail};
 use super::{BinaryError, Stage};
 use crate::download;
@@ -37,6 +37,26 @@ pub struct SourceSpec {
     #[serde(default)]
     #[ts(optional)]
     pub jobs: Option<u32>,
+    /// What to build for (default `auto`).
+    #[serde(default)]
+    #[ts(as = "Option<SourceAccel>", optional)]
+    pub accel: SourceAccel,
+}
+
+/// What a source build is for. One Vulkan build serves the CPU too: with no usable Vulkan
+/// device (or with `gpuLayers: 0`) it runs on the CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceAccel {
+    /// Vulkan when its toolchain is here (`glslc` and the Vulkan C++ headers), else the CPU; a
+    /// Vulkan build that fails is built again for the CPU. The progress events say which, and
+    /// why.
+    #[default]
+    Auto,
+    /// The CPU only.
+    Cpu,
+    /// Vulkan (`GGML_VULKAN`, `SD_VULKAN`); an error when its toolchain is missing or it fails.
+    Vulkan,
 }
 
 pub struct BuildPlan<'a> {
@@ -46,6 +66,28 @@ pub struct BuildPlan<'a> {
     pub work_dir: &'a Path,
 }
 
+/// The executables a build made, and what it was built for.
+pub struct Built {
+    pub executables: Vec<PathBuf>,
+    /// `cpu`, `vulkan`, or the GPU backend the CMake options chose (`cuda`, `metal`, …).
+    pub variant: String,
+}
+
+/// What a build is for: its variant's name and the CMake options that choose it.
+struct Target {
+    variant: String,
+    cmake_args: &'static [&'static str],
+}
+
+impl Target {
+    fn accel(backend: Backend, accel: Accel) -> Target {
+        Target {
+            variant: accel.as_str().into(),
+            cmake_args: backend.accel_cmake_args(accel),
+        }
+    }
+}
+
 /// Builds and returns the path of every executable of the backend (llama-server, or sd-cli and
 /// sd-server), found in the build tree.
 /// `steps` hears the compile's progress, `(done, total)`, as the build tool prints it.
@@ -53,15 +95,78 @@ pub async fn build(
     plan: &BuildPlan<'_>,
     report: &(dyn Fn(Stage, &str) + Send + Sync),
     steps: EventSink<(u64, u64)>,
-) -> Result<Vec<PathBuf>, BinaryError> {
+) -> Result<Built, BinaryError> {
     let cmake = which("cmake").ok_or(BinaryError::CmakeMissing)?;
+    let backend = plan.kind.backend();
+    let auto = plan.spec.accel == SourceAccel::Auto;
+    let chosen = chosen_gpu(&plan.spec.cmake_args);
+    let target = match (plan.spec.accel, chosen) {
+        (SourceAccel::Cpu, _) => Target::accel(backend, Accel::Cpu),
+        (SourceAccel::Vulkan, _) => {
+            vulkan_toolchain(&plan.spec.cmake_args)
+                .map_err(|missing| BinaryError::VulkanToolchain { missing })?;
+            Target::accel(backend, Accel::Vulkan)
+        }
+        // The options chose the GPU backend, or the platform's default is one (Metal on macOS).
+        (SourceAccel::Auto, Some(variant)) => Target {
+            variant,
+            cmake_args: &[],
+        },
+        (SourceAccel::Auto, None) => match vulkan_toolchain(&plan.spec.cmake_args) {
+            Ok(()) => Target::accel(backend, Accel::Vulkan),
+            Err(missing) => {
+                report(Stage::Build, &format!("for the CPU: {missing}"));
+                Target::accel(backend, Accel::Cpu)
+            }
+        },
+    };
     let archive = obtain_archive(plan, report).await?;
     let source_root = unpack(plan, &archive, report).await?;
+    let vulkan = target.variant == Accel::Vulkan.as_str();
+    match compile(plan, &cmake, &source_root, &target, report, steps.clone()).await {
+        Err(BinaryError::BuildFailed { step, reason }) if auto && vulkan => {
+            report(
+                Stage::Build,
+                &format!("for the CPU: the Vulkan build failed at {step}: {reason}"),
+            );
+            let cpu = Target::accel(backend, Accel::Cpu);
+            compile(plan, &cmake, &source_root, &cpu, report, steps).await
+        }
+        result => result,
+    }
+}
+
+/// The GPU backend that CMake options or the platform choose without us: `-DGGML_CUDA=ON`
+/// gives `cuda`; ggml builds for Metal on macOS unless told not to.
+fn chosen_gpu(cmake_args: &[String]) -> Option<String> {
+    const GPUS: [&str; 7] = ["CUDA", "HIP", "METAL", "MUSA", "SYCL", "OPENCL", "VULKAN"];
+    let chosen = cmake_args.iter().find_map(|arg| {
+        let (name, value) = arg.strip_prefix("-D")?.split_once('=')?;
+        let name = name.split(':').next()?;
+        let gpu = name
+            .strip_prefix("GGML_")
+            .or_else(|| name.strip_prefix("SD_"))?;
+        (GPUS.contains(&gpu) && ["ON", "1", "TRUE"].contains(&value.to_ascii_uppercase().as_str()))
+            .then(|| gpu.to_ascii_lowercase())
+    });
+    chosen.or_else(|| cfg!(target_os = "macos").then(|| Accel::Metal.as_str().into()))
+}
+
+/// Configures and compiles for `target` in the build folder (reused: a second build with the
+/// same options only checks).
+async fn compile(
+    plan: &BuildPlan<'_>,
+    cmake: &Path,
+    source_root: &Path,
+    target: &Target,
+    report: &(dyn Fn(Stage, &str) + Send + Sync),
+    steps: EventSink<(u64, u64)>,
+) -> Result<Built, BinaryError> {
     let build_dir = plan.work_dir.join("build");
 
     let mut configure = vec![
         "-S".to_string(),
-        path_arg(&source_root),
+        path_arg(source_root),
         "-B".into(),
         path_arg(&build_dir),
     ];
@@ -74,15 +179,16 @@ pub async fn build(
             .backend()
             .default_cmake_args()
             .iter()
+            .chain(target.cmake_args)
             .map(|s| s.to_string()),
     );
     configure.extend(plan.spec.cmake_args.iter().cloned());
     // CMake refuses a build folder made by another generator or for other sources.
-    if stale_build_dir(&build_dir, &source_root, which("ninja").is_some()).await {
+    if stale_build_dir(&build_dir, source_root, which("ninja").is_some()).await {
         let _ = tokio::fs::remove_dir_all(&build_dir).await;
     }
-    report(Stage::Build, "configure");
-    run_step(&cmake, &configure, "configure", None).await?;
+    report(Stage::Build, &format!("configure ({})", target.variant));
+    run_step(cmake, &configure, "configure", None).await?;
 
     let jobs = plan
         .spec
@@ -105,13 +211,13 @@ pub async fn build(
             steps.emit(done_of);
         }
     });
-    run_step(&cmake, &compile, "build", Some(progress)).await?;
+    run_step(cmake, &compile, "build", Some(progress)).await?;
     let mut optional = Vec::new();
     for target in plan.kind.optional_cmake_targets() {
         let mut args = build_target.clone();
         args.push(target.to_string());
         // A target this source does not have fails at once ("unknown target"): it is skipped.
-        if run_step(&cmake, &args, "build", None).await.is_ok() {
+        if run_step(cmake, &args, "build", None).await.is_ok() {
             optional.push(*target);
         }
     }
@@ -127,7 +233,69 @@ pub async fn build(
             })?;
         found.push(exe);
     }
-    Ok(found)
+    Ok(Built {
+        executables: found,
+        variant: target.variant.clone(),
+    })
+}
+
+/// What a Vulkan build needs that is missing here, if anything: the GLSL compiler (`glslc`) and
+/// the Vulkan C++ headers, found where CMake's FindVulkan looks (the options given, the Vulkan
+/// SDK, the system's include folders). The loader library is left to CMake.
+pub(super) fn vulkan_toolchain(cmake_args: &[String]) -> Result<(), String> {
+    let system_includes: &[&str] = if cfg!(unix) {
+        &["/usr/include", "/usr/local/include"]
+    } else {
+        &[]
+    };
+    missing_vulkan_toolchain(
+        cmake_args,
+        which("glslc"),
+        std::env::var_os("VULKAN_SDK").map(PathBuf::from),
+        system_includes,
+    )
+    .map_or(Ok(()), Err)
+}
+
+/// Why a Vulkan build cannot be made with these options, this `glslc` on PATH, this Vulkan SDK
+/// and these system include folders; `None` when it can.
+fn missing_vulkan_toolchain(
+    cmake_args: &[String],
+    glslc_on_path: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+    system_includes: &[&str],
+) -> Option<String> {
+    let given = |name: &str| {
+        cmake_args.iter().find_map(|arg| {
+            let (key, value) = arg.strip_prefix("-D")?.split_once('=')?;
+            // `-DName=value` or `-DName:TYPE=value`.
+            (key.split(':').next() == Some(name)).then(|| PathBuf::from(value))
+        })
+    };
+    let sdk_glslc = sdk.as_ref().map(|sdk| {
+        sdk.join("bin")
+            .join(format!("glslc{}", std::env::consts::EXE_SUFFIX))
+    });
+    let glslc = given("Vulkan_GLSLC_EXECUTABLE")
+        .into_iter()
+        .chain(glslc_on_path)
+        .chain(sdk_glslc)
+        .any(|exe| exe.is_file());
+    if !glslc {
+        return Some("no GLSL compiler (glslc: Debian's glslc package, or the Vulkan SDK)".into());
+    }
+    let headers = given("Vulkan_INCLUDE_DIR")
+        .into_iter()
+        .chain(sdk.map(|sdk| sdk.join("include")))
+        .chain(system_includes.iter().map(PathBuf::from))
+        .any(|dir| dir.join("vulkan").join("vulkan.hpp").is_file());
+    if !headers {
+        return Some(
+            "no Vulkan C++ headers (vulkan/vulkan.hpp: Debian's libvulkan-dev, or the Vulkan SDK; or pass -DVulkan_INCLUDE_DIR=…)"
+                .into(),
+        );
+    }
+    None
 }
 
 async fn obtain_archive(
@@ -316,5 +484,77 @@ mod tests {
         );
         assert_eq!(compile_progress("-- Configuring done"), None);
         assert_eq!(compile_progress("[abc] nope"), None);
+    }
+
+    #[test]
+    fn a_vulkan_build_needs_glslc_and_the_cpp_headers() {
+        use super::missing_vulkan_toolchain as missing;
+        let tmp = tempfile::tempdir().unwrap();
+        let glslc = tmp.path().join("glslc");
+        std::fs::write(&glslc, "").unwrap();
+        let include = tmp.path().join("include");
+        std::fs::create_dir_all(include.join("vulkan")).unwrap();
+        let given_include = format!("-DVulkan_INCLUDE_DIR:PATH={}", include.display());
+
+        let why = missing(&[], None, None, &[]).unwrap();
+        assert!(why.contains("glslc"), "{why}");
+        // glslc alone is not enough; nor are C headers without the C++ ones.
+        std::fs::write(include.join("vulkan/vulkan.h"), "").unwrap();
+        let why = missing(
+            std::slice::from_ref(&given_include),
+            Some(glslc.clone()),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert!(why.contains("vulkan.hpp"), "{why}");
+
+        std::fs::write(include.join("vulkan/vulkan.hpp"), "").unwrap();
+        assert_eq!(
+            missing(&[given_include], Some(glslc.clone()), None, &[]),
+            None
+        );
+        let system = include.to_str().unwrap();
+        assert_eq!(missing(&[], Some(glslc.clone()), None, &[system]), None);
+        let given_glslc = format!("-DVulkan_GLSLC_EXECUTABLE={}", glslc.display());
+        assert_eq!(missing(&[given_glslc], None, None, &[system]), None);
+        // The Vulkan SDK's layout: bin/glslc, include/vulkan.
+        std::fs::create_dir_all(tmp.path().join("bin")).unwrap();
+        let sdk_glslc = format!("glslc{}", std::env::consts::EXE_SUFFIX);
+        std::fs::write(tmp.path().join("bin").join(sdk_glslc), "").unwrap();
+        assert_eq!(missing(&[], None, Some(tmp.path().into()), &[]), None);
+        // A glslc named but absent does not count.
+        let absent = format!(
+            "-DVulkan_GLSLC_EXECUTABLE={}",
+            tmp.path().join("none").display()
+        );
+        assert!(missing(&[absent], None, None, &[system]).is_some());
+    }
+
+    #[test]
+    fn options_that_choose_a_gpu_backend_are_kept() {
+        use super::chosen_gpu;
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            chosen_gpu(&args(&["-DGGML_CUDA=ON"])).as_deref(),
+            Some("cuda")
+        );
+        assert_eq!(
+            chosen_gpu(&args(&["-DSD_HIP:BOOL=1"])).as_deref(),
+            Some("hip")
+        );
+        assert_eq!(
+            chosen_gpu(&args(&["-DGGML_VULKAN=on"])).as_deref(),
+            Some("vulkan")
+        );
+        let platform_default = cfg!(target_os = "macos").then_some("metal");
+        assert_eq!(
+            chosen_gpu(&args(&["-DGGML_CUDA=OFF"])).as_deref(),
+            platform_default
+        );
+        assert_eq!(
+            chosen_gpu(&args(&["-DGGML_NATIVE=ON"])).as_deref(),
+            platform_default
+        );
     }
 }

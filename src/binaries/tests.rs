@@ -236,6 +236,7 @@ async fn source_checksum_mismatch_is_caught_before_building() {
         subdir: None,
         cmake_args: vec![],
         jobs: None,
+        accel: SourceAccel::Auto,
     };
     let err = BinaryManager::new(None)
         .build_from_source(
@@ -280,7 +281,13 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
     let files = [
         (
             "proj-1.0/vendor/tool/CMakeLists.txt",
-            "cmake_minimum_required(VERSION 3.14)\nproject(tool CXX)\nadd_executable(llama-server main.cpp)\nadd_executable(rpc-server rpc.cpp)\n",
+            // Says what it was built for; with FAIL_VULKAN its Vulkan build fails, as one with
+            // headers too old for the sources does.
+            "cmake_minimum_required(VERSION 3.14)\nproject(tool CXX)\n\
+             if(GGML_VULKAN AND FAIL_VULKAN)\n  message(FATAL_ERROR \"Vulkan headers too old\")\nendif()\n\
+             add_executable(llama-server main.cpp)\nadd_executable(rpc-server rpc.cpp)\n\
+             if(GGML_VULKAN)\n  target_compile_definitions(llama-server PRIVATE BUILT_FOR=\"vulkan\")\n\
+             else()\n  target_compile_definitions(llama-server PRIVATE BUILT_FOR=\"cpu\")\nendif()\n",
         ),
         (
             "proj-1.0/vendor/tool/rpc.cpp",
@@ -288,7 +295,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         ),
         (
             "proj-1.0/vendor/tool/main.cpp",
-            "#include <cstdio>\nint main(){ std::puts(\"version: source-build\"); return 0; }\n",
+            "#include <cstdio>\nint main(){ std::puts(\"version: source-build \" BUILT_FOR); return 0; }\n",
         ),
     ];
     for (name, body) in files {
@@ -309,6 +316,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         // Our lean defaults name llama.cpp options; CMake only warns about unused ones.
         cmake_args: vec![],
         jobs: Some(1),
+        accel: SourceAccel::Cpu,
     };
     let (manager, events) = recorder();
     let data = data_paths(tmp.path());
@@ -317,10 +325,11 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         .await
         .unwrap();
     assert_eq!(built.origin, Origin::Source);
+    assert_eq!(built.variant, "cpu");
     let output = std::process::Command::new(&built.path).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        "version: source-build"
+        "version: source-build cpu"
     );
     let stages: Vec<_> = events.lock().unwrap().iter().map(|e| e.stage).collect();
     assert!(stages.contains(&Stage::Build) && stages.contains(&Stage::Extract));
@@ -344,11 +353,113 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         .await
         .unwrap();
     assert!(rpc.path.ends_with("rpc-server"), "{}", rpc.path.display());
+
+    // A toolchain for Vulkan (glslc and the C++ headers, named as CMake takes them): the same
+    // build folder is configured again and built for Vulkan.
+    let include = tmp.path().join("vk-include");
+    std::fs::create_dir_all(include.join("vulkan")).unwrap();
+    std::fs::write(include.join("vulkan/vulkan.hpp"), "").unwrap();
+    let toolchain = vec![
+        format!("-DVulkan_INCLUDE_DIR={}", include.display()),
+        format!("-DVulkan_GLSLC_EXECUTABLE={}", archive.display()),
+    ];
+    let built_for = |spec: SourceSpec| {
+        let (manager, data) = (&manager, &data);
+        async move {
+            let built = manager
+                .build_from_source(BinaryKind::LlamaServer, &spec, data, None)
+                .await?;
+            let output = std::process::Command::new(&built.path).output().unwrap();
+            let said = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            Ok::<_, BinaryError>((built.variant, said))
+        }
+    };
+    let vulkan = SourceSpec {
+        cmake_args: toolchain.clone(),
+        accel: SourceAccel::Vulkan,
+        ..spec.clone()
+    };
+    let (variant, said) = built_for(vulkan).await.unwrap();
+    assert_eq!(
+        (variant.as_str(), said.as_str()),
+        ("vulkan", "version: source-build vulkan")
+    );
+
+    // Where the Vulkan build fails, `auto` builds for the CPU and says why; `vulkan` is an error.
+    let failing = [toolchain, vec!["-DFAIL_VULKAN=ON".into()]].concat();
+    events.lock().unwrap().clear();
+    let auto = SourceSpec {
+        cmake_args: failing.clone(),
+        accel: SourceAccel::Auto,
+        ..spec.clone()
+    };
+    let (variant, said) = built_for(auto).await.unwrap();
+    assert_eq!(
+        (variant.as_str(), said.as_str()),
+        ("cpu", "version: source-build cpu")
+    );
+    let why = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.detail.starts_with("for the CPU"))
+        .map(|e| e.detail.clone())
+        .expect("the fallback is reported");
+    assert!(
+        why.contains("Vulkan build failed at configure") && why.contains("too old"),
+        "{why}"
+    );
+    let vulkan = SourceSpec {
+        cmake_args: failing,
+        accel: SourceAccel::Vulkan,
+        ..spec
+    };
+    let err = built_for(vulkan).await.unwrap_err();
+    assert!(
+        matches!(err, BinaryError::BuildFailed { ref step, .. } if step == "configure"),
+        "{err}"
+    );
 }
 
-#[test]
-fn kinds_are_written_as_they_are_named() {
-    for kind in BinaryKind::ALL {
-        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+/// An explicit Vulkan build without its toolchain stops before anything is unpacked, with what
+/// is missing (here: the C++ headers, named in an empty folder, unless the system has them).
+#[tokio::test]
+async fn a_vulkan_build_without_its_toolchain_is_a_typed_error() {
+    if source::which("cmake").is_none() {
+        eprintln!(
+            "SKIPPED a_vulkan_build_without_its_toolchain_is_a_typed_error: cmake is not on PATH (npm test provides it)"
+        );
+        assert!(
+            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
+            "cmake is not on PATH"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SourceSpec {
+        archive: tmp
+            .path()
+            .join("absent.tar.gz")
+            .to_string_lossy()
+            .into_owned(),
+        sha256: "0".repeat(64),
+        subdir: None,
+        cmake_args: vec![format!("-DVulkan_INCLUDE_DIR={}", tmp.path().display())],
+        jobs: None,
+        accel: SourceAccel::Vulkan,
+    };
+    let err = BinaryManager::new(None)
+        .build_from_source(BinaryKind::SdServer, &spec, &data_paths(tmp.path()), None)
+        .await
+        .unwrap_err();
+    match source::vulkan_toolchain(&spec.cmake_args) {
+        Err(missing) => {
+            assert_eq!(err.code(), ErrorCode::VulkanToolchainMissing, "{err}");
+            assert_eq!(err.details()["missing"], serde_json::json!(missing));
+            assert!(err.to_string().contains(&missing), "{err}");
+            assert!(err.suggestion().unwrap().contains("accel: 'cpu'"));
+        }
+        // A machine with the whole toolchain installed goes on to the archive, which is absent.
+        Ok(()) => assert!(matches!(err, BinaryError::Io { .. }), "{err}"),
     }
 }
