@@ -526,7 +526,8 @@ mod resolving {
     async fn the_kv_cache_types_reach_the_gpu_layer_estimate() {
         let (_tmp, data, binary) = setup(ModelType::Llm).await;
         // After the 512 MiB reserve: 64 MiB of compute buffers, the weights, and the KV cache
-        // (2 layers x 128 elements x 2048 tokens): f16 fits one layer's share, q4_0 both.
+        // (2 layers x 128 elements x 2048 tokens): f16 fits one layer's share, q4_0 both, and
+        // with them the output layer (llama.cpp's count: 3).
         let system = SystemInfo::new(vec![Arc::new(FakeGpu((512 << 20) + 67_700_000))]);
         let layers = |extra: serde_json::Value| {
             let (data, binary, system) = (&data, &binary, &system);
@@ -543,7 +544,7 @@ mod resolving {
             }
         };
         assert_eq!(layers(json!({})).await, 1);
-        assert_eq!(layers(json!({ "cacheTypeK": "q4_0" })).await, 2);
+        assert_eq!(layers(json!({ "cacheTypeK": "q4_0" })).await, 3);
     }
 
     #[tokio::test]

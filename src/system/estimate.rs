@@ -255,11 +255,13 @@ pub fn estimate(
     cache: KvCache,
 ) -> MemoryEstimate {
     let layers = model.layers();
-    let gpu_layers = gpu_layers.min(layers);
+    // llama.cpp counts the output layer as one more: `block_count + 1` puts everything there.
+    let gpu_layers = gpu_layers.min(layers + 1);
     let weights = model.size_bytes();
     let kv = model.kv_cache_bytes(context, cache);
     let compute = compute_bytes(weights);
-    let share = |bytes: u64| (bytes as u128 * gpu_layers as u128 / layers as u128) as u64;
+    let on_gpu = gpu_layers.min(layers);
+    let share = |bytes: u64| (bytes as u128 * on_gpu as u128 / layers as u128) as u64;
     let (gpu_weights, gpu_kv) = (share(weights), share(kv));
     let gpu_compute = if gpu_layers > 0 { compute } else { 0 };
     MemoryEstimate {
@@ -292,13 +294,15 @@ fn ram_budget(memory: &MemoryInfo, against_total: bool) -> u64 {
     base.saturating_sub(RAM_RESERVE)
 }
 
-/// The most layers whose share fits the GPU budget at this context.
+/// The most layers whose share fits the GPU budget at this context, in llama.cpp's count: with
+/// every block, the output layer too (`block_count + 1`; with only `block_count`, llama.cpp
+/// leaves the first block on the CPU).
 pub fn fit_gpu_layers(model: &ModelSpec, context: u32, cache: KvCache, gpu: &GpuInfo) -> u32 {
     let Some(budget) = vram_budget(gpu) else {
         return 0;
     };
     let layers = model.layers();
-    (0..=layers)
+    (0..=layers + 1)
         .rev()
         .find(|&n| estimate(model, context, n, cache).vram <= budget)
         .unwrap_or(0)
@@ -735,7 +739,9 @@ mod tests {
         let half = estimate(&m, 4096, 15, KvCache::default());
         assert_eq!(all.ram, 0);
         assert!(half.vram > 0 && half.ram > 0);
-        assert_eq!(estimate(&m, 4096, 99, KvCache::default()).gpu_layers, 30);
+        // llama.cpp's count: 30 blocks and the output layer.
+        assert_eq!(estimate(&m, 4096, 99, KvCache::default()).gpu_layers, 31);
+        assert_eq!(estimate(&m, 4096, 31, KvCache::default()).vram, all.vram);
     }
 
     #[test]
@@ -801,8 +807,9 @@ mod tests {
         let cfg = optimal_config(&m, &RunOptions::default(), &tight, &GpuInfo::default(), 1);
         assert_eq!(cfg.context_size, 4096, "{cfg:?}");
         assert!(cfg.estimate.ram <= 288 * MIB);
+        // Every block and the output layer (llama.cpp leaves the first block on the CPU at 30).
         let gpu = optimal_config(&m, &RunOptions::default(), &mem(16, 8), &nvidia(8, 8), 3);
-        assert_eq!(gpu.gpu_layers, 30);
+        assert_eq!(gpu.gpu_layers, 31);
     }
 
     #[test]
