@@ -191,6 +191,10 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     }
     if !config.rpc_workers.is_empty() {
         args.extend(["--rpc".into(), config.rpc_workers.join(",")]);
+    } else if config.gpu_layers == 0 {
+        // With no layer on a GPU, llama.cpp would still put its compute buffer on one (and run
+        // large batches there): `none` keeps the whole model off every device.
+        args.extend(["--device".into(), "none".into()]);
     }
     if let Some(key) = &config.api_key {
         args.extend(["--api-key".into(), key.clone()]);

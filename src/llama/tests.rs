@@ -84,6 +84,15 @@ fn the_argument_vector_carries_every_setting() {
         assert!(a.windows(2).any(|w| w == pair), "{pair:?} in {a:?}");
     }
     assert_eq!(a.last().unwrap(), "--jinja");
+    // No GPU layer: no device at all (llama.cpp would put its compute buffer on one).
+    c.gpu_layers = 0;
+    assert!(
+        args(&c, "127.0.0.1", 8080)
+            .windows(2)
+            .any(|w| w == ["--device", "none"])
+    );
+    c.gpu_layers = 10;
+    assert!(!args(&c, "127.0.0.1", 8080).contains(&"--device".to_string()));
 }
 
 #[tokio::test]
