@@ -106,6 +106,8 @@ pub struct BackendConfig {
     pub extra_args: Vec<String>,
     /// Set in the backend's environment (`gpuLayers: 0` hides the GPUs).
     pub env: Vec<(String, String)>,
+    /// How much of a GPU its images may take.
+    pub device: DeviceUse,
     pub temp_dir: PathBuf,
     pub startup_timeout: Duration,
     /// Resident only: stop `sd-server` after this long without a request (`None`: never).
@@ -133,6 +135,19 @@ impl BackendConfig {
 pub struct Placement {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub device: DeviceUse,
+}
+
+/// How much of a GPU an image may take, where one is usable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceUse {
+    /// None: `gpuLayers: 0`.
+    None,
+    /// At most these bytes: `--max-vram` of `vramBudget`.
+    Capped(u64),
+    /// The model and the image's working set.
+    #[default]
+    Whole,
 }
 
 impl Placement {
@@ -168,7 +183,11 @@ impl Placement {
         if diffusion_model_bytes > budget {
             args.extend(["--clip-on-cpu".into(), "--vae-on-cpu".into()]);
         }
-        Ok(Placement { args, env: vec![] })
+        Ok(Placement {
+            args,
+            env: vec![],
+            device: DeviceUse::Capped(budget),
+        })
     }
 }
 
@@ -183,6 +202,7 @@ fn cpu_only() -> Result<Placement, String> {
     Ok(Placement {
         args: vec![],
         env: env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec(),
+        device: DeviceUse::None,
     })
 }
 

@@ -308,6 +308,7 @@ pub async fn resolve(
             placement: placement_args,
             extra_args: req.extra_args,
             env: placement.env,
+            device: placement.device,
             temp_dir: data.temp.clone(),
             startup_timeout: Duration::from_millis(
                 req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),

@@ -46,6 +46,7 @@ pub(crate) fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConf
             placement: vec![],
             extra_args: vec![],
             env: vec![],
+            device: Default::default(),
             temp_dir: temp.to_path_buf(),
             startup_timeout: Duration::from_secs(60),
             idle_timeout: None,
@@ -1171,11 +1172,15 @@ fn gpu_layers_and_vram_budget_map_to_the_backends_own_switches() {
         Placement::of(Some(33), None, 10 * MB, 2 * MB).unwrap(),
         Placement::default()
     );
-    // A roomy budget only caps the graph.
     assert_eq!(
-        flags(Placement::of(None, Some(4096.0), 10 * MB, 2 * MB).unwrap()),
-        ["--max-vram", "4.000"]
+        Placement::default().device,
+        backend::DeviceUse::Whole,
+        "what an image takes of a GPU, unbudgeted"
     );
+    // A roomy budget only caps the graph.
+    let roomy = Placement::of(None, Some(4096.0), 10 * MB, 2 * MB).unwrap();
+    assert_eq!(roomy.device, backend::DeviceUse::Capped(4096 * MB));
+    assert_eq!(flags(roomy), ["--max-vram", "4.000"]);
     // The model and an image do not fit: the weights stay in RAM until needed.
     assert_eq!(
         flags(Placement::of(None, Some(2048.0), 2000 * MB, 1500 * MB).unwrap()),
@@ -1200,6 +1205,7 @@ fn gpu_layers_and_vram_budget_map_to_the_backends_own_switches() {
     {
         let cpu = Placement::of(Some(0), None, MB, MB).unwrap();
         assert!(cpu.args.is_empty());
+        assert_eq!(cpu.device, backend::DeviceUse::None);
         assert!(
             cpu.env
                 .contains(&("CUDA_VISIBLE_DEVICES".into(), "".into()))

@@ -153,7 +153,14 @@ impl Effects for Servers {
         for path in std::iter::once(&model.primary).chain(model.components.iter().map(|(_, p)| p)) {
             files += tokio::fs::metadata(path).await.map_or(0, |m| m.len());
         }
-        usage::image(files, width, height, self.diffusion.memory().await.as_ref())
+        let device = self
+            .system
+            .gpu()
+            .await
+            .available
+            .then_some(config.backend.device);
+        let measured = self.diffusion.memory().await;
+        usage::image(files, width, height, device, measured.as_ref())
     }
 
     async fn diffusion_held(&self) -> Option<Memory> {

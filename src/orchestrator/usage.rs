@@ -8,6 +8,7 @@ use serde::Serialize;
 use ts_rs::TS;
 
 use crate::config::DataPaths;
+use crate::diffusion::backend::DeviceUse;
 use crate::llama::LlamaConfig;
 use crate::process::memory::TreeMemory;
 use crate::system::estimate::{KvCache, ModelSpec};
@@ -118,13 +119,24 @@ pub async fn llm(config: &LlamaConfig, data: &DataPaths, measured: Option<&TreeM
     Usage::of(Memory { ram, vram }, measured)
 }
 
-/// What an image of `width` × `height` needs beside a model of `model_bytes` in files.
-pub fn image(model_bytes: u64, width: u32, height: u32, measured: Option<&TreeMemory>) -> Usage {
-    let estimated = Memory {
-        ram: model_bytes + crate::diffusion::working_set(width, height),
-        vram: 0,
+/// What an image of `width` × `height` needs beside a model of `model_bytes` in files. On a GPU
+/// (`device`: what it may take of one usable here) the model and the working set go to VRAM too,
+/// up to `--max-vram`'s cap; the RAM figure stays whole, as the files are read through it (and a
+/// software device such as lavapipe is RAM).
+pub fn image(
+    model_bytes: u64,
+    width: u32,
+    height: u32,
+    device: Option<DeviceUse>,
+    measured: Option<&TreeMemory>,
+) -> Usage {
+    let need = model_bytes + crate::diffusion::working_set(width, height);
+    let vram = match device {
+        None | Some(DeviceUse::None) => 0,
+        Some(DeviceUse::Capped(cap)) => need.min(cap),
+        Some(DeviceUse::Whole) => need,
     };
-    Usage::of(estimated, measured)
+    Usage::of(Memory { ram: need, vram }, measured)
 }
 
 /// `(ram, vram)` of the running LLM by the GGUF arithmetic behind `canRunModel`.
@@ -140,4 +152,23 @@ pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64
     };
     let e = crate::system::estimate::estimate(&spec, config.context_size, config.gpu_layers, cache);
     Some((e.ram, e.vram))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_on_a_gpu_takes_its_model_and_working_set_there_up_to_the_cap() {
+        let model = 300 << 20;
+        let need = model + crate::diffusion::working_set(256, 256);
+        let vram = |device| image(model, 256, 256, device, None).vram;
+        assert_eq!(vram(None), 0, "no GPU usable here");
+        assert_eq!(vram(Some(DeviceUse::None)), 0, "gpuLayers: 0");
+        assert_eq!(vram(Some(DeviceUse::Whole)), need);
+        assert_eq!(vram(Some(DeviceUse::Capped(100 << 20))), 100 << 20);
+        assert_eq!(vram(Some(DeviceUse::Capped(u64::MAX))), need);
+        let on_gpu = image(model, 256, 256, Some(DeviceUse::Whole), None);
+        assert_eq!((on_gpu.ram, on_gpu.source), (need, Source::Estimated));
+    }
 }
