@@ -369,7 +369,9 @@ impl DiffusionServer {
                 self.shared
                     .set_status(ServerState::Running, "listening".into(), None);
                 let info = self.info();
-                tracing::info!("diffusion server listening on port {:?}", info.port);
+                if let Some(port) = info.port {
+                    tracing::info!("diffusion server listening on port {port}");
+                }
                 self.shared
                     .emit(DiffusionEvent::Server(ServerEvent::Started(info.clone())));
                 Ok(info)
