@@ -242,3 +242,20 @@ async function assertLoopFree(work, { t, what }) {
 module.exports.loopDelay = loopDelay
 module.exports.baselineDelay = baselineDelay
 module.exports.assertLoopFree = assertLoopFree
+
+/**
+ * llama.cpp's buffers on `device` in its log (`--log-verbosity 4`), in bytes: `model`, `kv`,
+ * `compute` (each summed over its lines), from lines such as
+ * `load_tensors:      Vulkan0 model buffer size =    92.10 MiB`.
+ */
+function deviceBuffers(lines, device = 'Vulkan0') {
+  const found = { model: 0, kv: 0, compute: 0 }
+  const pattern = new RegExp(`\\s${device} (model|KV|compute) buffer size =\\s*([\\d.]+) MiB`)
+  for (const line of lines) {
+    const m = pattern.exec(line)
+    if (m) found[m[1].toLowerCase()] += Number(m[2]) * 2 ** 20
+  }
+  return found
+}
+
+module.exports.deviceBuffers = deviceBuffers

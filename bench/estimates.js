@@ -71,7 +71,7 @@ async function printEstimateTable(lib, real) {
   const row = (name, estimated, measured, seed) => {
     rows[name] = {
       'measured MB': (measured / MB).toFixed(1),
-      'estimate MB': (estimated / MB).toFixed(1),
+      'estimate MiB': (estimated / MB).toFixed(1),
       error: `${(((estimated - measured) / measured) * 100).toFixed(1)}%`,
       'size × 1.2 MB': (seed / MB).toFixed(1),
       'its error': `${(((seed - measured) / measured) * 100).toFixed(1)}%`,
@@ -98,4 +98,81 @@ async function printEstimateTable(lib, real) {
   console.table(rows)
 }
 
-module.exports = { registerModels, printEstimateTable }
+/**
+ * sd-cli's buffers on the Vulkan device (`-v`: "… params backend buffer size = 2.20 MB(VRAM)",
+ * "… compute buffer size: 3.22 MB(VRAM)"), in bytes, for one image with every part there.
+ * The pinned sd aborts now and then on lavapipe with its text encoder or TAESD there
+ * (__test__/vulkan.test.js): an aborted run is tried again, up to 5 times.
+ */
+function sdCliDeviceBuffers(real, size) {
+  const args = ['--diffusion-model', real.diffusionModel, '--llm', real.diffusionComponents.llm]
+  args.push('--taesd', real.diffusionComponents.taesd, '-p', 'a red cube', '-W', String(size), '-H', String(size))
+  args.push('--steps', '2', '--seed', '42', '--cfg-scale', '1', '-t', '1', '-v')
+  args.push('-o', path.join(os.tmpdir(), `genai-electron-bench-vram-${size}.png`))
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const run = spawnSync(real.sdCli, args, { encoding: 'utf8', maxBuffer: 64 << 20 })
+    if (run.status !== 0) continue
+    let bytes = 0
+    for (const m of run.stdout.matchAll(/buffer size[:=]\s*([\d.]+) MB\(VRAM\)/g)) bytes += Number(m[1]) * 2 ** 20
+    return { bytes, attempt }
+  }
+  throw new Error(`sd-cli aborted 5 times at ${size}×${size}`)
+}
+
+/**
+ * The VRAM estimates against what the backends report on the Vulkan device (llama.cpp's model,
+ * KV and compute buffers; sd's params and compute buffers): the chat model at contexts 2048 and
+ * 8192 with every layer there, the diffusion set at 64×64 and 256×256. Needs a Vulkan device
+ * that detection and the backends use (bench/vram.js names lavapipe).
+ */
+async function printVramTable(lib, real) {
+  const { deviceBuffers } = require('../__test__/helpers')
+  const { llamaServer, diffusionServer, ResourceOrchestrator } = lib
+  const rows = {}
+  const mib = (bytes) => (bytes / 2 ** 20).toFixed(1)
+  const error = (ours, theirs) => `${(((ours - theirs) / theirs) * 100).toFixed(1)}%`
+  const orchestrator = new ResourceOrchestrator()
+  try {
+    for (const contextSize of [2048, 8192]) {
+      await llamaServer.start({
+        modelId: 'chat',
+        port: 'auto',
+        threads: 1,
+        contextSize,
+        extraArgs: ['--log-verbosity', '4'],
+      })
+      const found = deviceBuffers(await llamaServer.getLogs(2000))
+      const { gpuLayers } = llamaServer.getConfig()
+      const model = await lib.modelManager.getModelInfo('chat')
+      const { estimate } = await lib.systemInfo.canRunModel(model, { contextSize, gpuLayers })
+      const theirs = found.model + found.kv + found.compute
+      rows[`chat model, context ${contextSize}`] = {
+        'device MiB': mib(theirs),
+        'estimate MiB': mib(estimate.vram),
+        error: error(estimate.vram, theirs),
+        'weights (theirs/ours)': `${mib(found.model)}/${mib(estimate.weights)}`,
+        'KV (theirs/ours)': `${mib(found.kv)}/${mib(estimate.kvCache)}`,
+        'compute (theirs/ours)': `${mib(found.compute)}/${mib(estimate.compute)}`,
+      }
+      await llamaServer.stop()
+    }
+    await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+    for (const size of [64, 256]) {
+      const { diffusion } = await orchestrator.estimate({ width: size, height: size })
+      const { bytes, attempt } = sdCliDeviceBuffers(real, size)
+      rows[`diffusion set, ${size}×${size}`] = {
+        'device MiB': mib(bytes),
+        'estimate MiB': mib(diffusion.estimated.vram),
+        error: error(diffusion.estimated.vram, bytes),
+        'sd-cli runs': attempt,
+      }
+    }
+  } finally {
+    orchestrator.dispose()
+    await Promise.all([llamaServer.stop(), diffusionServer.stop()])
+  }
+  console.log(`\nVRAM estimates against the buffers the backends report on the device`)
+  console.table(rows)
+}
+
+module.exports = { registerModels, printEstimateTable, printVramTable }
