@@ -115,6 +115,19 @@ pub struct BackendConfig {
 }
 
 impl BackendConfig {
+    /// Whether sd is told to keep the component given with `flag` (`--llm`, `--taesd`, …) on the
+    /// CPU: the text encoders with `--clip-on-cpu`, the VAE with `--vae-on-cpu`.
+    pub fn keeps_on_cpu(&self, flag: &str) -> bool {
+        let switch = match flag {
+            "--vae" | "--taesd" => "--vae-on-cpu",
+            _ => "--clip-on-cpu",
+        };
+        self.placement
+            .iter()
+            .chain(&self.extra_args)
+            .any(|a| a == switch)
+    }
+
     fn common_args(&self) -> Vec<String> {
         let mut args = self.model.args();
         args.extend(["--threads".into(), self.threads.to_string()]);

@@ -1172,6 +1172,20 @@ fn gpu_layers_and_vram_budget_map_to_the_backends_own_switches() {
         Placement::of(Some(33), None, 10 * MB, 2 * MB).unwrap(),
         Placement::default()
     );
+    // What an image takes of a GPU follows sd's switches, given by the placement or by hand.
+    let mut backend = config(
+        &serde_json::json!({ "sdCli": "sd-cli", "diffusionModel": "d.gguf",
+            "diffusionComponents": { "llm": "llm.gguf", "taesd": "taesd.gguf" } }),
+        BackendKind::OneShot,
+        std::path::Path::new("/tmp"),
+    )
+    .backend;
+    assert!(!backend.keeps_on_cpu("--llm") && !backend.keeps_on_cpu("--taesd"));
+    backend.placement = vec!["--clip-on-cpu".into()];
+    backend.extra_args = vec!["--vae-on-cpu".into()];
+    for flag in ["--llm", "--t5xxl", "--clip_l", "--taesd", "--vae"] {
+        assert!(backend.keeps_on_cpu(flag), "{flag}");
+    }
     assert_eq!(
         Placement::default().device,
         backend::DeviceUse::Whole,

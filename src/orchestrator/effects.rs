@@ -149,9 +149,16 @@ impl Effects for Servers {
             return Usage::NONE;
         };
         let model = &config.backend.model;
-        let mut files = 0;
-        for path in std::iter::once(&model.primary).chain(model.components.iter().map(|(_, p)| p)) {
-            files += tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+        // All of the model's files, and those that go to a GPU (not kept on the CPU by sd's
+        // switches).
+        let (mut files, mut on_device) = (0, 0);
+        let parts = model.components.iter().map(|(flag, p)| (Some(*flag), p));
+        for (flag, path) in std::iter::once((None, &model.primary)).chain(parts) {
+            let bytes = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+            files += bytes;
+            if !flag.is_some_and(|flag| config.backend.keeps_on_cpu(flag)) {
+                on_device += bytes;
+            }
         }
         let device = self
             .system
@@ -160,7 +167,8 @@ impl Effects for Servers {
             .available
             .then_some(config.backend.device);
         let measured = self.diffusion.memory().await;
-        usage::image(files, width, height, device, measured.as_ref())
+        let model = usage::ImageModel { files, on_device };
+        usage::image(model, width, height, device, measured.as_ref())
     }
 
     async fn diffusion_held(&self) -> Option<Memory> {

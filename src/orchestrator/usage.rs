@@ -119,24 +119,34 @@ pub async fn llm(config: &LlamaConfig, data: &DataPaths, measured: Option<&TreeM
     Usage::of(Memory { ram, vram }, measured)
 }
 
-/// What an image of `width` × `height` needs beside a model of `model_bytes` in files. On a GPU
-/// (`device`: what it may take of one usable here) the model and the working set go to VRAM too,
-/// up to `--max-vram`'s cap; the RAM figure stays whole, as the files are read through it (and a
+/// A diffusion model's files, in bytes: all of them, and those a GPU would hold (the text
+/// encoders and the VAE stay on the CPU when sd is told so).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageModel {
+    pub files: u64,
+    pub on_device: u64,
+}
+
+/// What an image of `width` × `height` needs beside its `model`. On a GPU (`device`: what it may
+/// take of one usable here) the files it holds and the working set go to VRAM too, up to
+/// `--max-vram`'s cap; the RAM figure stays whole, as the files are read through it (and a
 /// software device such as lavapipe is RAM).
 pub fn image(
-    model_bytes: u64,
+    model: ImageModel,
     width: u32,
     height: u32,
     device: Option<DeviceUse>,
     measured: Option<&TreeMemory>,
 ) -> Usage {
-    let need = model_bytes + crate::diffusion::working_set(width, height);
+    let working_set = crate::diffusion::working_set(width, height);
+    let on_device = model.on_device + working_set;
     let vram = match device {
         None | Some(DeviceUse::None) => 0,
-        Some(DeviceUse::Capped(cap)) => need.min(cap),
-        Some(DeviceUse::Whole) => need,
+        Some(DeviceUse::Capped(cap)) => on_device.min(cap),
+        Some(DeviceUse::Whole) => on_device,
     };
-    Usage::of(Memory { ram: need, vram }, measured)
+    let ram = model.files + working_set;
+    Usage::of(Memory { ram, vram }, measured)
 }
 
 /// `(ram, vram)` of the running LLM by the GGUF arithmetic behind `canRunModel`.
@@ -160,15 +170,25 @@ mod tests {
 
     #[test]
     fn an_image_on_a_gpu_takes_its_model_and_working_set_there_up_to_the_cap() {
-        let model = 300 << 20;
-        let need = model + crate::diffusion::working_set(256, 256);
+        let working_set = crate::diffusion::working_set(256, 256);
+        // 300 MiB of files, of which 200 MiB go to the GPU (the rest kept on the CPU).
+        let model = ImageModel {
+            files: 300 << 20,
+            on_device: 200 << 20,
+        };
         let vram = |device| image(model, 256, 256, device, None).vram;
         assert_eq!(vram(None), 0, "no GPU usable here");
         assert_eq!(vram(Some(DeviceUse::None)), 0, "gpuLayers: 0");
-        assert_eq!(vram(Some(DeviceUse::Whole)), need);
+        assert_eq!(vram(Some(DeviceUse::Whole)), (200 << 20) + working_set);
         assert_eq!(vram(Some(DeviceUse::Capped(100 << 20))), 100 << 20);
-        assert_eq!(vram(Some(DeviceUse::Capped(u64::MAX))), need);
+        assert_eq!(
+            vram(Some(DeviceUse::Capped(u64::MAX))),
+            (200 << 20) + working_set
+        );
         let on_gpu = image(model, 256, 256, Some(DeviceUse::Whole), None);
-        assert_eq!((on_gpu.ram, on_gpu.source), (need, Source::Estimated));
+        assert_eq!(
+            (on_gpu.ram, on_gpu.source),
+            ((300 << 20) + working_set, Source::Estimated)
+        );
     }
 }
