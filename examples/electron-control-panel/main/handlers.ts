@@ -171,10 +171,13 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       })
     }
     const estimate = await getOrchestrator().estimate(config)
-    // Room for either, not for both: the orchestrator must offload the LLM to make the image.
-    const budgetMiB = Math.ceil((Math.max(estimate.llm.ram, estimate.diffusion.ram) + Math.min(estimate.llm.ram, estimate.diffusion.ram) / 2) / 2 ** 20)
+    // Room for either, not for both, in the memory that decides (VRAM where the servers use a
+    // GPU): the orchestrator must offload the LLM to make the image.
+    const side = estimate.bottleneck
+    const [llm, image] = [estimate.llm[side], estimate.diffusion[side]]
+    const budgetMiB = Math.ceil((Math.max(llm, image) + Math.min(llm, image) / 2) / 2 ** 20)
     const demo = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, {
-      ramBudgetBytes: budgetMiB * 2 ** 20,
+      [side === 'vram' ? 'vramBudgetBytes' : 'ramBudgetBytes']: budgetMiB * 2 ** 20,
       headroom: 0,
     })
     const stopForwarding = forward(demo, ORCHESTRATOR_EVENTS, 'resources:event', emit)
@@ -198,7 +201,7 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       if (!sent.chat) throw new lib.ServerError('The orchestrator made the image without offloading the LLM', {
         suggestion: 'The budget was not tight enough; report this with the estimate shown in the Resources tab',
       })
-      return { ...image, budgetBytes: budgetMiB * 2 ** 20, chat: { ...(await sent.chat), sentDuringOffload: true } }
+      return { ...image, budgetBytes: budgetMiB * 2 ** 20, budgetMemory: side, chat: { ...(await sent.chat), sentDuringOffload: true } }
     } finally {
       demo.off('offload', sendChat)
       demo.dispose()

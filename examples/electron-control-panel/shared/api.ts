@@ -138,6 +138,9 @@ export type ImageRequest = Omit<ImageGenerationConfig, 'onProgress' | 'signal'>
 
 export interface OffloadDemoResult extends ImageResult {
   budgetBytes: number
+  /** The memory the budget was set for: the one the orchestrator's estimate said decides. */
+  budgetMemory: 'ram' | 'vram'
+
   chat: { text: string; waitedMs: number; sentDuringOffload: boolean }
 }
 

@@ -8,6 +8,14 @@ import type { TabProps } from '../App'
 
 const SAMPLERS: ImageSampler[] = ['euler_a', 'euler', 'heun', 'dpm2', 'dpm++2s_a', 'dpm++2m', 'dpm++2mv2', 'lcm']
 
+/** Where the model's parts run: the library's `gpuLayers`, `clipOnCpu` and `vaeOnCpu`. */
+const PLACEMENTS = {
+  gpu: { label: 'GPU where there is one', config: {} },
+  encoders: { label: 'GPU, text encoder and VAE on the CPU', config: { clipOnCpu: true, vaeOnCpu: true } },
+  cpu: { label: 'CPU only', config: { gpuLayers: 0 } },
+} as const
+type Placement = keyof typeof PLACEMENTS
+
 const STAGES: Record<ImageGenerationProgress['stage'], string> = {
   loading: 'Loading the model',
   diffusion: 'Denoising',
@@ -21,6 +29,7 @@ export default function DiffusionServerTab({ active }: TabProps) {
   const [modelId, setModelId] = useState('')
   const [backend, setBackend] = useState<DiffusionBackend | 'auto'>('auto')
   const [threads, setThreads] = useState('')
+  const [placement, setPlacement] = useState<Placement>('gpu')
   const server = useAction()
 
   const [form, setForm] = useState({ prompt: 'a lighthouse on a cliff at sunset', negativePrompt: '', width: '512', height: '512', steps: '20', cfgScale: '', seed: '', count: '1', sampler: '' })
@@ -34,7 +43,8 @@ export default function DiffusionServerTab({ active }: TabProps) {
   const chosen = modelId || models.value?.[0]?.id || ''
   const set = (key: keyof typeof form) => (e: { target: { value: string } }) => setForm({ ...form, [key]: e.target.value })
 
-  const start = () => server.run(async () => (await api.diffusion.start({ modelId: chosen, backend, port: 'auto', threads: numberOr(threads) }), await status.refresh()))
+  const start = () =>
+    server.run(async () => (await api.diffusion.start({ modelId: chosen, backend, port: 'auto', threads: numberOr(threads), ...PLACEMENTS[placement].config }), await status.refresh()))
   const stop = () => server.run(async () => (await api.diffusion.stop(), await status.refresh()))
   const generate = () =>
     generation.run(async () => {
@@ -69,6 +79,15 @@ export default function DiffusionServerTab({ active }: TabProps) {
           </Field>
           <Field label="Threads">
             <input data-testid="diffusion-threads" value={threads} placeholder="auto" onChange={(e) => setThreads(e.target.value)} />
+          </Field>
+          <Field label="Runs on">
+            <select data-testid="diffusion-placement" value={placement} onChange={(e) => setPlacement(e.target.value as Placement)}>
+              {Object.entries(PLACEMENTS).map(([value, { label }]) => (
+                <option key={value} value={value}>
+                  {label}
+                </option>
+              ))}
+            </select>
           </Field>
         </div>
         <p className="muted">One-shot runs sd-cli for each image and holds no memory between images; resident keeps sd-server and its model loaded. Auto picks for this machine.</p>

@@ -92,6 +92,7 @@ export default function ResourcesTab({ active }: TabProps) {
 
   const memory = snapshot?.memory
   const estimate = snapshot?.estimate
+  const gpu = Boolean(snapshot?.gpu.available)
   const first = samples[0]?.at
   const shown = markers.filter((marker) => first != null && marker.at >= first)
   return (
@@ -103,7 +104,7 @@ export default function ResourcesTab({ active }: TabProps) {
             <div className="bar-title">RAM</div>
             <ProgressBar testId="ram-bar" value={(memory.used / memory.total) * 100} label={`${formatBytes(memory.used)} used of ${formatBytes(memory.total)} · ${formatBytes(memory.available)} available`} />
             <div className="bar-title">VRAM</div>
-            {snapshot?.gpu.available && snapshot.gpu.vram ? (
+            {gpu && snapshot?.gpu.vram ? (
               <ProgressBar
                 value={((snapshot.gpu.vram - (snapshot.gpu.vramAvailable ?? snapshot.gpu.vram)) / snapshot.gpu.vram) * 100}
                 label={`${formatBytes(snapshot.gpu.vram - (snapshot.gpu.vramAvailable ?? 0))} used of ${formatBytes(snapshot.gpu.vram)} (${snapshot.gpu.name})`}
@@ -120,6 +121,7 @@ export default function ResourcesTab({ active }: TabProps) {
                 <th>Server</th>
                 <th>Status</th>
                 <th>Estimated RAM</th>
+                {gpu && <th>Estimated VRAM</th>}
                 <th>Measured RSS</th>
               </tr>
             </thead>
@@ -130,6 +132,7 @@ export default function ResourcesTab({ active }: TabProps) {
                   <StatusBadge status={snapshot.llamaServer.status} />
                 </td>
                 <td>{formatBytes(estimate?.llm.estimated.ram)}</td>
+                {gpu && <td data-testid="llm-vram">{formatBytes(estimate?.llm.estimated.vram)}</td>}
                 <td>{formatBytes(snapshot.measured.llama?.rssBytes)}</td>
               </tr>
               <tr>
@@ -138,6 +141,7 @@ export default function ResourcesTab({ active }: TabProps) {
                   <StatusBadge status={snapshot.diffusionServer.status} />
                 </td>
                 <td>{formatBytes(estimate?.diffusion.estimated.ram)}</td>
+                {gpu && <td>{formatBytes(estimate?.diffusion.estimated.vram)}</td>}
                 <td>{formatBytes(snapshot.measured.diffusion?.rssBytes)}</td>
               </tr>
             </tbody>
@@ -145,7 +149,7 @@ export default function ResourcesTab({ active }: TabProps) {
         )}
         {estimate && (
           <p className="muted">
-            Budget {formatBytes(estimate.budget.ram)} RAM; an image {estimate.needsOffload ? 'would offload the LLM' : 'fits beside the LLM'} ({estimate.bottleneck} decides).
+            Budget {formatBytes(estimate.budget.ram)} RAM{gpu ? `, ${formatBytes(estimate.budget.vram)} VRAM` : ''}; an image {estimate.needsOffload ? 'would offload the LLM' : 'fits beside the LLM'} ({estimate.bottleneck.toUpperCase()} decides).
           </p>
         )}
       </Card>
@@ -218,7 +222,7 @@ export default function ResourcesTab({ active }: TabProps) {
             <img src={demo.imageDataUrl} alt="the demo's image" width={Math.min(demo.width, 192)} />
             <Facts
               rows={[
-                ['Budget', formatBytes(demo.budgetBytes)],
+                ['Budget', <span data-testid="offload-demo-budget">{`${formatBytes(demo.budgetBytes)} of ${demo.budgetMemory.toUpperCase()}`}</span>],
                 ['Image', `${demo.width}×${demo.height} in ${formatMs(demo.timeTaken)}`],
                 ['Held chat answered after', formatMs(demo.chat.waitedMs)],
                 ['Its answer', <span data-testid="offload-demo-chat">{demo.chat.text.trim() || '(empty)'}</span>],
