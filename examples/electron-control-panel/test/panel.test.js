@@ -55,6 +55,20 @@ async function startWebMode(env) {
   }
 }
 
+/** Downloads the tiny image set in the Models tab, as 'Tiny image' with its two components. */
+async function downloadImageSet(byTestId, base) {
+  await byTestId('download-type').selectOption('diffusion')
+  await byTestId('download-name').fill('Tiny image')
+  await byTestId('download-url').fill(`${base}/diffusion.gguf`)
+  for (const [index, role] of ['llm', 'taesd'].entries()) {
+    await byTestId('add-component').click()
+    await byTestId(`component-role-${index}`).selectOption(role)
+    await byTestId(`component-${index}-url`).fill(`${base}/${role}.gguf`)
+  }
+  await byTestId('download-start').click()
+  await byTestId('models-list').getByText('Tiny image').waitFor({ timeout: 60_000 })
+}
+
 function launchBrowser() {
   const { chromium } = require('playwright-core')
   return chromium.launch({
@@ -98,16 +112,7 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
       })
       await byTestId('models-list').getByText('Tiny chat').waitFor()
 
-      await byTestId('download-type').selectOption('diffusion')
-      await byTestId('download-name').fill('Tiny image')
-      await byTestId('download-url').fill(`${files.base}/diffusion.gguf`)
-      for (const [index, role] of ['llm', 'taesd'].entries()) {
-        await byTestId('add-component').click()
-        await byTestId(`component-role-${index}`).selectOption(role)
-        await byTestId(`component-${index}-url`).fill(`${files.base}/${role}.gguf`)
-      }
-      await byTestId('download-start').click()
-      await byTestId('models-list').getByText('Tiny image').waitFor({ timeout: 60_000 })
+      await downloadImageSet(byTestId, files.base)
       assert.match(await byTestId('models-list').innerText(), /components: llm, taesd/)
 
       // A bad URL: the library's error, with its code, where the download was.
@@ -241,16 +246,7 @@ test("on a Vulkan device (Mesa's lavapipe): System lists it, Resources shows its
     await byTestId('download-url').fill(`${files.base}/tiny.gguf`)
     await byTestId('download-start').click()
     await byTestId('models-list').getByText('Tiny chat').waitFor()
-    await byTestId('download-type').selectOption('diffusion')
-    await byTestId('download-name').fill('Tiny image')
-    await byTestId('download-url').fill(`${files.base}/diffusion.gguf`)
-    for (const [index, role] of ['llm', 'taesd'].entries()) {
-      await byTestId('add-component').click()
-      await byTestId(`component-role-${index}`).selectOption(role)
-      await byTestId(`component-${index}-url`).fill(`${files.base}/${role}.gguf`)
-    }
-    await byTestId('download-start').click()
-    await byTestId('models-list').getByText('Tiny image').waitFor()
+    await downloadImageSet(byTestId, files.base)
 
     await byTestId('tab-llm').click()
     await byTestId('llm-threads').fill('1')
