@@ -46,7 +46,10 @@ function sdCliPeak(real, size) {
   ]
   const script =
     'import resource, subprocess, sys\nsubprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)'
-  const run = spawnSync('python3', ['-c', script, real.sdCli, ...args], { encoding: 'utf8' })
+  // As the diffusion server runs it where no GPU is usable: the GPUs hidden (a Vulkan build would
+  // load every Vulkan driver to look for one).
+  const env = { ...process.env, GGML_DISABLE_VULKAN: '1', CUDA_VISIBLE_DEVICES: '' }
+  const run = spawnSync('python3', ['-c', script, real.sdCli, ...args], { encoding: 'utf8', env })
   if (run.status !== 0) throw new Error(`sd-cli failed: ${run.stderr}`)
   return Number(run.stdout.trim()) * 1024
 }

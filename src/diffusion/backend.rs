@@ -206,17 +206,39 @@ impl Placement {
 
 /// ggml finds no CUDA or ROCm device when none is visible, and skips Vulkan when told to.
 #[cfg(not(target_os = "macos"))]
+const HIDE_GPUS: [(&str, &str); 3] = [
+    ("CUDA_VISIBLE_DEVICES", ""),
+    ("HIP_VISIBLE_DEVICES", ""),
+    ("GGML_DISABLE_VULKAN", "1"),
+];
+
+#[cfg(not(target_os = "macos"))]
 fn cpu_only() -> Result<Placement, String> {
-    let env = [
-        ("CUDA_VISIBLE_DEVICES", ""),
-        ("HIP_VISIBLE_DEVICES", ""),
-        ("GGML_DISABLE_VULKAN", "1"),
-    ];
     Ok(Placement {
         args: vec![],
-        env: env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec(),
+        env: HIDE_GPUS
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .to_vec(),
         device: DeviceUse::None,
     })
+}
+
+impl Placement {
+    /// Where detection found no GPU that the backend could use: it is not left to look (a Vulkan
+    /// build would load every Vulkan driver to find none; Mesa's lavapipe alone adds 57 MiB of
+    /// RSS). A Metal build on macOS is left as it is.
+    pub fn without_gpu(mut self) -> Placement {
+        #[cfg(not(target_os = "macos"))]
+        {
+            for (key, value) in HIDE_GPUS {
+                if !self.env.iter().any(|(k, _)| k == key) {
+                    self.env.push((key.into(), value.into()));
+                }
+            }
+            self.device = DeviceUse::None;
+        }
+        self
+    }
 }
 
 /// A Metal build cannot be told to leave the GPU; a CPU build of sd-cli/sd-server can be given.

@@ -276,6 +276,11 @@ pub async fn resolve(
     let placement =
         Placement::of(req.gpu_layers, req.vram_budget, info.size, primary).map_err(invalid)?;
     let caps = system.detect(false).await;
+    let placement = if caps.gpu.available {
+        placement
+    } else {
+        placement.without_gpu()
+    };
     let kind = match asked {
         Some(kind) => kind,
         None if fits_resident(&info, system.memory().available) => BackendKind::Resident,

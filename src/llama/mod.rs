@@ -54,14 +54,25 @@ fn overrides_the_library(name: &str) -> bool {
 }
 
 /// What llama-server's environment gets besides ours (less [`overrides_the_library`]).
-fn child_env(port: u16) -> Vec<(String, String)> {
-    vec![
+fn child_env(config: &LlamaConfig, port: u16) -> Vec<(String, String)> {
+    let mut env = vec![
         // ggml would attach gdb on an abort (a lost RPC worker, say) and fill the crash's
         // last lines with a backtrace: the reason, its own line, is what they must show.
         ("GGML_NO_BACKTRACE".into(), "1".into()),
         // Read only with AIP_MODE=PREDICTION, where it would replace `--port`.
         ("AIP_HTTP_PORT".into(), port.to_string()),
-    ]
+    ];
+    if on_cpu_only(config) {
+        // A Vulkan build would still load every Vulkan driver to look for devices (Mesa's
+        // lavapipe alone adds 57 MiB of RSS).
+        env.push(("GGML_DISABLE_VULKAN".into(), "1".into()));
+    }
+    env
+}
+
+/// No layer on a GPU, and no RPC worker to lend one.
+fn on_cpu_only(config: &LlamaConfig) -> bool {
+    config.gpu_layers == 0 && config.rpc_workers.is_empty()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +202,8 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     }
     if !config.rpc_workers.is_empty() {
         args.extend(["--rpc".into(), config.rpc_workers.join(",")]);
-    } else if config.gpu_layers == 0 {
+    }
+    if on_cpu_only(config) {
         // With no layer on a GPU, llama.cpp would still put its compute buffer on one (and run
         // large batches there): `none` keeps the whole model off every device.
         args.extend(["--device".into(), "none".into()]);
@@ -380,7 +392,7 @@ impl LlamaServer {
         let spec = LaunchSpec {
             program: config.binary.clone(),
             args: args(&config, host, port),
-            env: child_env(port),
+            env: child_env(&config, port),
             unset: overrides_the_library,
             port,
             health_url: health_url(host, port),

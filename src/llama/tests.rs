@@ -84,15 +84,19 @@ fn the_argument_vector_carries_every_setting() {
         assert!(a.windows(2).any(|w| w == pair), "{pair:?} in {a:?}");
     }
     assert_eq!(a.last().unwrap(), "--jinja");
-    // No GPU layer: no device at all (llama.cpp would put its compute buffer on one).
+    // No GPU layer: no device at all (llama.cpp would put its compute buffer on one), and no
+    // Vulkan driver loaded to look for one.
+    let vulkan_off = ("GGML_DISABLE_VULKAN".to_string(), "1".to_string());
     c.gpu_layers = 0;
     assert!(
         args(&c, "127.0.0.1", 8080)
             .windows(2)
             .any(|w| w == ["--device", "none"])
     );
+    assert!(child_env(&c, 8080).contains(&vulkan_off));
     c.gpu_layers = 10;
     assert!(!args(&c, "127.0.0.1", 8080).contains(&"--device".to_string()));
+    assert!(!child_env(&c, 8080).contains(&vulkan_off));
 }
 
 #[tokio::test]
