@@ -227,16 +227,19 @@ impl Placement {
     /// Where detection found no GPU that the backend could use: it is not left to look (a Vulkan
     /// build would load every Vulkan driver to find none; Mesa's lavapipe alone adds 57 MiB of
     /// RSS). A Metal build on macOS is left as it is.
+    #[cfg(not(target_os = "macos"))]
     pub fn without_gpu(mut self) -> Placement {
-        #[cfg(not(target_os = "macos"))]
-        {
-            for (key, value) in HIDE_GPUS {
-                if !self.env.iter().any(|(k, _)| k == key) {
-                    self.env.push((key.into(), value.into()));
-                }
+        for (key, value) in HIDE_GPUS {
+            if !self.env.iter().any(|(k, _)| k == key) {
+                self.env.push((key.into(), value.into()));
             }
-            self.device = DeviceUse::None;
         }
+        self.device = DeviceUse::None;
+        self
+    }
+
+    #[cfg(target_os = "macos")]
+    pub fn without_gpu(self) -> Placement {
         self
     }
 }
