@@ -84,10 +84,12 @@ impl BinaryKind {
     }
 
     /// Targets built when the source has them: llama.cpp's RPC worker is `ggml-rpc-server` in
-    /// some versions, `rpc-server` in others, and absent without `GGML_RPC`.
+    /// some versions, `rpc-server` in others, and absent without `GGML_RPC`; `llama-fit-params`
+    /// (its dry run of a configuration's memory, which sizing asks beside llama-server) is in
+    /// newer sources.
     pub fn optional_cmake_targets(self) -> &'static [&'static str] {
         match self.backend() {
-            Backend::Llama => &["ggml-rpc-server", "rpc-server"],
+            Backend::Llama => &["ggml-rpc-server", "rpc-server", "llama-fit-params"],
             Backend::Diffusion => &[],
         }
     }

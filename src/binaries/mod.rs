@@ -365,6 +365,37 @@ impl BinaryManager {
         })
     }
 
+    /// The executable [`Self::ensure`] would answer with, where that needs no download or build:
+    /// the path option, the environment's, or what is installed. Nothing is probed.
+    pub async fn locate(
+        &self,
+        kind: BinaryKind,
+        opts: &EnsureOptions,
+        data: &DataPaths,
+    ) -> Option<PathBuf> {
+        let given = opts.path.clone().or_else(|| {
+            std::env::var_os(kind.env_var())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
+        if let Some(path) = given {
+            return tokio::fs::try_exists(&path)
+                .await
+                .unwrap_or(false)
+                .then_some(path);
+        }
+        let backend = kind.backend();
+        let version = opts
+            .version
+            .clone()
+            .unwrap_or_else(|| manifest::pinned_version(backend).to_string());
+        let install_root = data
+            .binaries
+            .join(backend.as_str())
+            .join(sanitize(&version));
+        installed(&install_root, kind).await.map(|found| found.path)
+    }
+
     /// Builds from source into the data folder's install of `version` (default: `source`).
     pub async fn build_from_source(
         &self,
@@ -430,12 +461,12 @@ impl BinaryManager {
         self.emit(kind, Stage::Probe, "source", "", 0, None);
         let mut executables = HashMap::new();
         for exe in &built.executables {
-            let exe_kind = BinaryKind::ALL
-                .into_iter()
-                .find(|k| {
-                    k.backend() == kind.backend() && k.file_names().iter().any(|n| exe.ends_with(n))
-                })
-                .unwrap_or(kind);
+            // A tool built beside the servers (llama-fit-params) is found there by name.
+            let Some(exe_kind) = BinaryKind::ALL.into_iter().find(|k| {
+                k.backend() == kind.backend() && k.file_names().iter().any(|n| exe.ends_with(n))
+            }) else {
+                continue;
+            };
             probe::probe(exe, exe_kind, Accel::Cpu)
                 .await
                 .map_err(|reason| BinaryError::BuildFailed {
