@@ -342,7 +342,19 @@ export type MemoryEstimate = {
   compute: number
   contextSize: number
   gpuLayers: number
+  /**
+   * Who answered: llama.cpp's own dry run of the configuration, or our arithmetic.
+   */
+  source: EstimateSource
 };
+
+/**
+ * Where a {@link MemoryEstimate} comes from: `projected`, llama.cpp's own dry run of the
+ * configuration (`llama-fit-params`, beside llama-server: the buffers it will allocate, per
+ * device and on the host); `estimated`, arithmetic from the GGUF header (the weights by layer,
+ * the KV cache, and a fixed share for compute buffers), where the tool is missing or fails.
+ */
+export type EstimateSource = "projected" | "estimated";
 
 /**
  * The verdict of {@link SystemInfo.canRunModel}.
@@ -1494,9 +1506,10 @@ export type ResourceBytes = {
 
 /**
  * Where a {@link ResourceUsage} comes from: `measured`, a running process (never counted as
- * less than what it uses); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
+ * less than what it uses); `projected`, llama.cpp's own dry run of the LLM's configuration
+ * (`llama-fit-params`); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
  */
-export type UsageSource = "measured" | "estimated" | "none";
+export type UsageSource = "measured" | "projected" | "estimated" | "none";
 
 /**
  * What one side uses or will use, in bytes.
@@ -1509,7 +1522,8 @@ export type ResourceUsage = {
   vram: number
   source: UsageSource
   /**
-   * By arithmetic (GGUF for the LLM; files and working set for an image).
+   * Before it runs: llama.cpp's projection for the LLM where its tool answers, else
+   * arithmetic (GGUF for the LLM; files and working set for an image).
    */
   estimated: ResourceBytes
   /**

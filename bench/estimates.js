@@ -1,9 +1,11 @@
 'use strict'
 
 // The ResourceOrchestrator's estimates against measured peak RSS, beside the seed's `size × 1.2`:
-// the chat model (SmolLM2-135M) at contexts 2048 and 8192 (RSS after one request), and the tiny
-// diffusion set at 64×64 and 256×256 (sd-cli's peak RSS, read with getrusage of a python3
-// parent). Printed by bench/gateway.js and bench/orchestrate.js.
+// the chat model (SmolLM2-135M) at contexts 2048 and 8192 (RSS after one request), llama.cpp's
+// projection (llama-fit-params) beside our GGUF arithmetic, and the tiny diffusion set at 64×64
+// and 256×256 (sd-cli's peak RSS, read with getrusage of a python3 parent). Printed by
+// bench/gateway.js and bench/orchestrate.js.
+const assert = require('node:assert/strict')
 const { spawnSync } = require('node:child_process')
 const os = require('node:os')
 const path = require('node:path')
@@ -67,19 +69,25 @@ async function registerModels(lib, real) {
 
 /** Prints the table; the shared servers are stopped before and after. */
 async function printEstimateTable(lib, real) {
-  const { llamaServer, diffusionServer, modelManager, ResourceOrchestrator } = lib
+  const { llamaServer, diffusionServer, modelManager, systemInfo, ResourceOrchestrator } = lib
   const chatSize = (await modelManager.getModelInfo('chat')).size
   const imageSize = (await modelManager.getModelInfo('tiny-image')).size
   const rows = {}
-  const row = (name, estimated, measured, seed) => {
+  const error = (bytes, measured) => `${(((bytes - measured) / measured) * 100).toFixed(1)}%`
+  // Each source beside the measurement: llama.cpp's projection (the LLM only), our arithmetic,
+  // and the seed's rule.
+  const row = (name, measured, { projected, arithmetic, seed }) => {
     rows[name] = {
       'measured MB': (measured / MB).toFixed(1),
-      'estimate MiB': (estimated / MB).toFixed(1),
-      error: `${(((estimated - measured) / measured) * 100).toFixed(1)}%`,
+      'projected MB': projected === undefined ? '-' : (projected / MB).toFixed(1),
+      'its error': projected === undefined ? '-' : error(projected, measured),
+      'arithmetic MB': (arithmetic / MB).toFixed(1),
+      'its error ': error(arithmetic, measured),
       'size × 1.2 MB': (seed / MB).toFixed(1),
-      'its error': `${(((seed - measured) / measured) * 100).toFixed(1)}%`,
+      'its error  ': error(seed, measured),
     }
   }
+  const model = await modelManager.getModelInfo('chat')
   const orchestrator = new ResourceOrchestrator()
   try {
     await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
@@ -87,12 +95,26 @@ async function printEstimateTable(lib, real) {
       const info = await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize })
       await chat(info.port)
       const { llm } = await orchestrator.estimate()
-      row(`chat model, context ${contextSize}`, llm.estimated.ram, llm.measured.ram, chatSize * 1.2)
+      assert.equal(llm.source, 'measured')
+      const { gpuLayers } = llamaServer.getConfig()
+      const projected = (await systemInfo.canRunModel(model, { contextSize, gpuLayers })).estimate
+      assert.equal(projected.source, 'projected', 'llama-fit-params is built beside llama-server')
+      // Without the file's path, canRunModel cannot ask llama.cpp: the arithmetic answers.
+      const withoutPath = { ...model, path: undefined }
+      const arithmetic = (await systemInfo.canRunModel(withoutPath, { contextSize, gpuLayers })).estimate
+      row(`chat model, context ${contextSize}`, llm.measured.ram, {
+        projected: projected.ram,
+        arithmetic: arithmetic.ram,
+        seed: chatSize * 1.2,
+      })
       await llamaServer.stop()
     }
     for (const size of [64, 256]) {
       const { diffusion } = await orchestrator.estimate({ width: size, height: size })
-      row(`diffusion set, ${size}×${size}`, diffusion.estimated.ram, sdCliPeak(real, size), imageSize * 1.2)
+      row(`diffusion set, ${size}×${size}`, sdCliPeak(real, size), {
+        arithmetic: diffusion.estimated.ram,
+        seed: imageSize * 1.2,
+      })
     }
   } finally {
     await Promise.all([llamaServer.stop(), diffusionServer.stop()])
@@ -150,15 +172,21 @@ async function printVramTable(lib, real) {
       const found = deviceBuffers(await llamaServer.getLogs(2000))
       const { gpuLayers } = llamaServer.getConfig()
       const model = await lib.modelManager.getModelInfo('chat')
-      const { estimate } = await lib.systemInfo.canRunModel(model, { contextSize, gpuLayers })
+      const sized = async (info) => (await lib.systemInfo.canRunModel(info, { contextSize, gpuLayers })).estimate
+      const projected = await sized(model)
+      assert.equal(projected.source, 'projected', 'llama-fit-params is built beside llama-server')
+      // Without the file's path, canRunModel cannot ask llama.cpp: the arithmetic answers.
+      const arithmetic = await sized({ ...model, path: undefined })
       const theirs = found.model + found.kv + found.compute
       rows[`chat model, context ${contextSize}`] = {
         'device MiB': mib(theirs),
-        'estimate MiB': mib(estimate.vram),
-        error: error(estimate.vram, theirs),
-        'weights (theirs/ours)': `${mib(found.model)}/${mib(estimate.weights)}`,
-        'KV (theirs/ours)': `${mib(found.kv)}/${mib(estimate.kvCache)}`,
-        'compute (theirs/ours)': `${mib(found.compute)}/${mib(estimate.compute)}`,
+        'projected MiB': mib(projected.vram),
+        'its error': error(projected.vram, theirs),
+        'arithmetic MiB': mib(arithmetic.vram),
+        'its error ': error(arithmetic.vram, theirs),
+        'weights (theirs/ours)': `${mib(found.model)}/${mib(arithmetic.weights)}`,
+        'KV (theirs/ours)': `${mib(found.kv)}/${mib(arithmetic.kvCache)}`,
+        'compute (theirs/ours)': `${mib(found.compute)}/${mib(arithmetic.compute)}`,
       }
       await llamaServer.stop()
     }
@@ -170,8 +198,8 @@ async function printVramTable(lib, real) {
       const bytes = sdCliDeviceBuffers(real, size)
       rows[`diffusion model, ${size}×${size}`] = {
         'device MiB': mib(bytes),
-        'estimate MiB': mib(diffusion.estimated.vram),
-        error: error(diffusion.estimated.vram, bytes),
+        'arithmetic MiB': mib(diffusion.estimated.vram),
+        'its error ': error(diffusion.estimated.vram, bytes),
       }
     }
   } finally {

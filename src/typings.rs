@@ -44,8 +44,8 @@ use crate::process::{ExitInfo, HealthStatus, ServerEvent, ServerState};
 use crate::rpc::{RpcConfig, RpcInfo, StartRequest as RpcStartRequest};
 use crate::system::cpu::CpuInfo;
 use crate::system::estimate::{
-    CanRun, KvCacheType, MemoryEstimate, ModelSpec, OptimalConfig, Recommendations, RunOptions,
-    WorkerShare,
+    CanRun, EstimateSource, KvCacheType, MemoryEstimate, ModelSpec, OptimalConfig, Recommendations,
+    RunOptions, WorkerShare,
 };
 use crate::system::gpu::{GpuDevice, GpuInfo, GpuVendor};
 use crate::system::memory::MemoryInfo;
@@ -76,6 +76,7 @@ pub fn shapes() -> String {
         declaration::<RunOptions>(&config),
         declaration::<WorkerShare>(&config),
         declaration::<MemoryEstimate>(&config),
+        declaration::<EstimateSource>(&config),
         declaration::<CanRun>(&config),
         declaration::<OptimalConfig>(&config),
         declaration::<BinaryKind>(&config),

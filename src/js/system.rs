@@ -62,11 +62,12 @@ impl JsSystemInfo {
     ) -> napi::Result<Value> {
         let model: ModelSpec = from_js("modelInfo", model_info)?;
         let opts: RunOptions = from_js("options", options.unwrap_or(Value::Null).or_empty())?;
-        let verdict = self
-            .inner
-            .can_run_model(&model, &opts)
-            .await
-            .map_err(to_napi)?;
+        let data = super::config::data_paths().await?;
+        let binaries = crate::binaries::BinaryManager::shared();
+        let verdict =
+            crate::llama::sizing::can_run_model(&self.inner, binaries, &data, &model, &opts)
+                .await
+                .map_err(to_napi)?;
         to_js(&verdict)
     }
 

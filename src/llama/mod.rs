@@ -25,7 +25,7 @@ use crate::process::{
     ServerState, Snapshot, Transition,
 };
 use crate::sync::lock;
-use crate::system::estimate::KvCacheType;
+use crate::system::estimate::{EstimateSource, KvCacheType, MemoryEstimate, compute_bytes};
 use crate::system::rpc_probe::{ProbeError, RpcWorkerError};
 use crate::system::split::Shares;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
@@ -73,6 +73,48 @@ fn child_env(config: &LlamaConfig, port: u16) -> Vec<(String, String)> {
 /// No layer on a GPU, and no RPC worker to lend one.
 fn on_cpu_only(config: &LlamaConfig) -> bool {
     config.gpu_layers == 0 && config.rpc_workers.is_empty()
+}
+
+/// What `config` will hold, as llama.cpp projects it (see [`projection`]): the devices' buffers
+/// are its VRAM, the host's its RAM. `Err` says why there is none: the tool is not beside
+/// llama-server or failed, or the model is split over RPC workers (sized from what each worker
+/// reports: the dry run would take a worker, and a worker serves one client at a time).
+pub async fn projected(
+    config: &LlamaConfig,
+) -> Result<(MemoryEstimate, projection::Projection), String> {
+    if !config.rpc_workers.is_empty() {
+        return Err("a split over RPC workers is sized from what the workers report".into());
+    }
+    let tool = projection::tool_beside(&config.binary);
+    let mut env = child_env(config, 0);
+    env.retain(|(name, _)| name != "AIP_HTTP_PORT");
+    let projection = projection::project(
+        &tool,
+        &config.model_path,
+        &args(config, "127.0.0.1", 0),
+        &env,
+    )
+    .await?;
+    // The tool sizes the compute buffers for logits of every token of a batch; llama-server
+    // keeps one output a slot (the chat model: 98 MiB projected, 13 MiB allocated). Our
+    // arithmetic's share bounds each: both figures are at least what is allocated.
+    let size = tokio::fs::metadata(&config.model_path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", config.model_path.display()))?
+        .len();
+    let projection = projection.compute_at_most(compute_bytes(size));
+    let (devices, all) = (projection.on_devices(), projection.all());
+    let estimate = MemoryEstimate {
+        ram: projection.host.total(),
+        vram: devices.total(),
+        weights: all.model,
+        kv_cache: all.context,
+        compute: all.compute,
+        context_size: config.context_size,
+        gpu_layers: config.gpu_layers,
+        source: EstimateSource::Projected,
+    };
+    Ok((estimate, projection))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +165,7 @@ impl Coded for LlamaError {
 
 /// Everything a start needs, resolved (paths, numbers): what
 /// {@link LlamaServerManager.getConfig} shows, the API key left out.
-#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 #[ts(rename = "ResolvedLlamaConfig")]
 pub struct LlamaConfig {
@@ -573,7 +615,9 @@ fn health_url(host: &str, port: u16) -> String {
 }
 
 pub mod gateway;
+pub mod projection;
 pub mod resolve;
+pub mod sizing;
 pub mod tuning;
 
 #[cfg(all(test, unix))]

@@ -348,9 +348,9 @@ pub async fn resolve(
         }),
         _ => None,
     };
-    if let Some(check) = check.filter(|c| !req.force && !c.possible) {
+    let refuse = |check: estimate::CanRun| {
         let estimate = check.estimate;
-        return Err(StartError::Resources(Insufficient {
+        StartError::Resources(Insufficient {
             model: info.id.clone(),
             reason: check.reason.unwrap_or_default(),
             suggestion: check.suggestion.unwrap_or_default(),
@@ -362,20 +362,30 @@ pub async fn resolve(
                 ram: memory.available,
                 vram: caps.gpu.vram_free,
             },
-        }));
-    }
-
-    // Last: it may download or build; a model that cannot run is refused before that.
+        })
+    };
     let opts = EnsureOptions {
         path: req.binary_path.clone(),
         ..Default::default()
     };
+    // The arithmetic's verdict stands where llama.cpp cannot be asked without a download or a
+    // build: a model that cannot run is refused before that.
+    let arithmetic_refuses = check.as_ref().is_some_and(|c| !req.force && !c.possible);
+    if arithmetic_refuses
+        && binaries
+            .locate(BinaryKind::LlamaServer, &opts, data)
+            .await
+            .is_none()
+    {
+        return Err(refuse(check.expect("refused by the arithmetic")));
+    }
     let binary = binaries
         .ensure(BinaryKind::LlamaServer, &opts, data, &caps.gpu)
         .await?;
 
     let defaults = RecoveryPolicy::default();
-    Ok(LlamaConfig {
+    let force = req.force;
+    let config = LlamaConfig {
         model_id: info.id.clone(),
         model_path: info.path.clone(),
         binary: binary.path,
@@ -424,7 +434,34 @@ pub async fn resolve(
             override_tensors: req.override_tensors,
             fit: req.fit.unwrap_or(FitMode::Off),
         },
-    })
+    };
+    if force {
+        return Ok(config);
+    }
+    // llama.cpp's own dry run decides where it can be asked; the arithmetic where it cannot.
+    match super::projected(&config).await {
+        Ok((projected, projection)) => {
+            let check = estimate::verdict(projected, &RunOptions::default(), &memory, &caps.gpu);
+            if !check.possible {
+                let reason = format!(
+                    "llama.cpp projects {}: {}",
+                    projection,
+                    check.reason.as_deref().unwrap_or_default()
+                );
+                return Err(refuse(estimate::CanRun {
+                    reason: Some(reason),
+                    ..check
+                }));
+            }
+        }
+        Err(why) => {
+            tracing::debug!(%why, "sized by arithmetic: llama.cpp's projection is not at hand");
+            if arithmetic_refuses {
+                return Err(refuse(check.expect("refused by the arithmetic")));
+            }
+        }
+    }
+    Ok(config)
 }
 
 #[cfg(all(test, unix))]

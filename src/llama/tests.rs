@@ -652,6 +652,56 @@ mod resolving {
     }
 
     #[tokio::test]
+    async fn llama_cpps_projection_decides_a_start_where_its_tool_is_beside_the_server() {
+        let (tmp, data, binary) = setup(ModelType::Llm).await;
+        // The dry run projects 1 TiB for a context of 1024 tokens, 3 MiB for any other.
+        let tool = tmp.path().join("llama-fit-params");
+        std::fs::write(
+            &tool,
+            "#!/bin/sh\ncase \"$*\" in *'--ctx-size 1024 '*) echo 'Host 1048575 0 0';; \
+             *) echo 'Host 1 0 1';; esac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let system = SystemInfo::new(vec![]);
+        let binaries = BinaryManager::new(None);
+        let start = |extra: Value| {
+            let (data, binary, system, binaries) = (&data, &binary, &system, &binaries);
+            async move { resolve(request(extra, binary), data, system, binaries).await }
+        };
+        let refused = start(json!({ "contextSize": 1024 })).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InsufficientResources);
+        assert!(
+            refused
+                .to_string()
+                .contains("llama.cpp projects host 1048576 MiB (model 1048576 + context 0"),
+            "{refused}"
+        );
+        assert_eq!(
+            refused.details()["required"]["ram"],
+            json!(1u64 << 40),
+            "{:?}",
+            refused.details()
+        );
+        assert!(
+            start(json!({ "contextSize": 1024, "force": true }))
+                .await
+                .is_ok()
+        );
+        // A context whose KV cache the arithmetic puts far beyond this machine: the projection,
+        // which has it fit, decides.
+        let started = start(json!({ "contextSize": 200_000_000 })).await.unwrap();
+        assert_eq!(started.context_size, 200_000_000);
+        // Without the tool, the arithmetic refuses it.
+        std::fs::remove_file(&tool).unwrap();
+        let refused = start(json!({ "contextSize": 200_000_000 }))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InsufficientResources);
+        assert!(!refused.to_string().contains("projects"), "{refused}");
+    }
+
+    #[tokio::test]
     async fn bad_requests_are_typed() {
         let (_tmp, data, binary) = setup(ModelType::Diffusion).await;
         let system = SystemInfo::new(vec![]);

@@ -19,6 +19,7 @@ use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaConfig, LlamaError, LlamaServer, ServerInfo};
 use crate::process::ServerState;
 use crate::system::SystemInfo;
+use crate::system::estimate::MemoryEstimate;
 
 pub type ImageResult = Result<Arc<ImageOutput>, JobError>;
 /// An image queued at the diffusion server: its images once made.
@@ -215,14 +216,17 @@ impl Effects for Servers {
         };
         let config = resolve::resolve(planned, data, self.system, self.binaries).await?;
         let need = match usage::llm_estimate(&config, data).await {
-            Some((ram, vram)) => {
+            Some(MemoryEstimate {
+                ram, vram, source, ..
+            }) => {
                 let gpu = self.system.gpu().await.available && vram > 0;
                 let bottleneck = if gpu {
                     Bottleneck::Vram
                 } else {
                     Bottleneck::Ram
                 };
-                Some((Usage::of(Memory { ram, vram }, None), bottleneck))
+                let usage = Usage::of(Memory { ram, vram }, None).projected_by(source);
+                Some((usage, bottleneck))
             }
             None => None,
         };

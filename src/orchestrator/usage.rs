@@ -11,15 +11,17 @@ use crate::config::DataPaths;
 use crate::diffusion::backend::DeviceUse;
 use crate::llama::LlamaConfig;
 use crate::process::memory::TreeMemory;
-use crate::system::estimate::{KvCache, ModelSpec};
+use crate::system::estimate::{EstimateSource, KvCache, MemoryEstimate, ModelSpec};
 
 /// Where a {@link ResourceUsage} comes from: `measured`, a running process (never counted as
-/// less than what it uses); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
+/// less than what it uses); `projected`, llama.cpp's own dry run of the LLM's configuration
+/// (`llama-fit-params`); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "lowercase")]
 #[ts(rename = "UsageSource")]
 pub enum Source {
     Measured,
+    Projected,
     Estimated,
     None,
 }
@@ -32,7 +34,8 @@ pub struct Usage {
     pub ram: u64,
     pub vram: u64,
     pub source: Source,
-    /// By arithmetic (GGUF for the LLM; files and working set for an image).
+    /// Before it runs: llama.cpp's projection for the LLM where its tool answers, else
+    /// arithmetic (GGUF for the LLM; files and working set for an image).
     pub estimated: Memory,
     /// What the running process tree uses now; `null` when none runs.
     pub measured: Option<Memory>,
@@ -59,6 +62,17 @@ impl Usage {
             },
             estimated,
             measured,
+        }
+    }
+
+    /// The same, its estimate being llama.cpp's projection (where nothing measured counts).
+    pub fn projected_by(self, source: EstimateSource) -> Usage {
+        match (self.source, source) {
+            (Source::Estimated, EstimateSource::Projected) => Usage {
+                source: Source::Projected,
+                ..self
+            },
+            _ => self,
         }
     }
 }
@@ -110,13 +124,17 @@ pub struct Estimate {
 pub async fn llm(config: &LlamaConfig, data: &DataPaths, measured: Option<&TreeMemory>) -> Usage {
     // Split over RPC workers, most of the model lives elsewhere: only this machine's share
     // counts, as sized from what the workers reported at start.
-    let (ram, vram) = match (&config.shares, config.rpc_workers.is_empty()) {
-        (_, true) => llm_estimate(config, data).await.unwrap_or((0, 0)),
-        (Some(shares), false) => (shares.local.ram, shares.local.vram),
+    let (ram, vram, source) = match (&config.shares, config.rpc_workers.is_empty()) {
+        (_, true) => llm_estimate(config, data)
+            .await
+            .map_or((0, 0, EstimateSource::Estimated), |e| {
+                (e.ram, e.vram, e.source)
+            }),
+        (Some(shares), false) => (shares.local.ram, shares.local.vram, shares.local.source),
         // Unsized (a worker's protocol unknown here): what its process holds is all we know.
-        (None, false) => (0, 0),
+        (None, false) => (0, 0, EstimateSource::Estimated),
     };
-    Usage::of(Memory { ram, vram }, measured)
+    Usage::of(Memory { ram, vram }, measured).projected_by(source)
 }
 
 /// A diffusion model's files, in bytes: all of them, and those a GPU would hold (the text
@@ -149,8 +167,13 @@ pub fn image(
     Usage::of(Memory { ram, vram }, measured)
 }
 
-/// `(ram, vram)` of the running LLM by the GGUF arithmetic behind `canRunModel`.
-pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64, u64)> {
+/// What the LLM's configuration needs: llama.cpp's projection where its tool answers, else the
+/// GGUF arithmetic behind `canRunModel`.
+pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<MemoryEstimate> {
+    match crate::llama::projected(config).await {
+        Ok((projected, _)) => return Some(projected),
+        Err(why) => tracing::debug!(%why, "the LLM is sized by the GGUF arithmetic"),
+    }
     let info = crate::models::store::read(data, &config.model_id)
         .await
         .ok()?;
@@ -160,8 +183,12 @@ pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<(u64
         k,
         v: config.cache_type_v.unwrap_or(k),
     };
-    let e = crate::system::estimate::estimate(&spec, config.context_size, config.gpu_layers, cache);
-    Some((e.ram, e.vram))
+    Some(crate::system::estimate::estimate(
+        &spec,
+        config.context_size,
+        config.gpu_layers,
+        cache,
+    ))
 }
 
 #[cfg(test)]

@@ -239,10 +239,23 @@ pub struct MemoryEstimate {
     pub compute: u64,
     pub context_size: u32,
     pub gpu_layers: u32,
+    /// Who answered: llama.cpp's own dry run of the configuration, or our arithmetic.
+    pub source: EstimateSource,
+}
+
+/// Where a {@link MemoryEstimate} comes from: `projected`, llama.cpp's own dry run of the
+/// configuration (`llama-fit-params`, beside llama-server: the buffers it will allocate, per
+/// device and on the host); `estimated`, arithmetic from the GGUF header (the weights by layer,
+/// the KV cache, and a fixed share for compute buffers), where the tool is missing or fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum EstimateSource {
+    Projected,
+    Estimated,
 }
 
 /// Compute buffers of a device holding `weights` bytes of the model: a fixed share.
-pub(super) fn compute_bytes(weights: u64) -> u64 {
+pub fn compute_bytes(weights: u64) -> u64 {
     64 * MIB + weights / 20
 }
 
@@ -272,6 +285,7 @@ pub fn estimate(
         compute,
         context_size: context,
         gpu_layers,
+        source: EstimateSource::Estimated,
     }
 }
 
@@ -420,7 +434,7 @@ pub fn can_run(model: &ModelSpec, opts: &RunOptions, memory: &MemoryInfo, gpu: &
 }
 
 /// Whether `estimate` fits in this machine's free (or total) memory.
-pub(super) fn verdict(
+pub fn verdict(
     estimate: MemoryEstimate,
     opts: &RunOptions,
     memory: &MemoryInfo,

@@ -7,8 +7,8 @@
 //! layer (the token embeddings), stay on this machine's CPU. Each layer's KV cache lives with it.
 
 use super::estimate::{
-    CanRun, KvCache, MemoryEstimate, ModelSpec, OptimalConfig, RunOptions, WorkerShare,
-    compute_bytes, context_candidates, gib, refusal, verdict, vram_budget,
+    CanRun, EstimateSource, KvCache, MemoryEstimate, ModelSpec, OptimalConfig, RunOptions,
+    WorkerShare, compute_bytes, context_candidates, gib, refusal, verdict, vram_budget,
 };
 use super::gpu::GpuInfo;
 use super::memory::MemoryInfo;
@@ -154,6 +154,7 @@ pub fn estimate_split(
         compute: cpu_compute + gpu_held.compute(),
         context_size: context,
         gpu_layers: gpu_held.layers,
+        source: EstimateSource::Estimated,
     };
 
     let mut next = 0;

@@ -1,0 +1,396 @@
+//! llama.cpp's own projection of what a configuration will hold, per device and on the host.
+//!
+//! `llama-fit-params --fit-print on` (built with llama-server from the same sources, and shipped
+//! beside it in llama.cpp's releases) makes the dry run llama-server makes before a load: it reads
+//! the model's header, builds the graph and sizes every buffer without allocating one, then
+//! prints a line per device and one for the host: `<name> <model> <context> <compute>` in MiB.
+//! Those are the weights and KV cache llama-server then allocates (within a MiB each: the tool
+//! rounds down, we round up), with the weights that stay on the host (the token embeddings), and
+//! the KV cache of sliding-window and mixture-of-experts models as llama.cpp lays it out. Its
+//! compute part is sized for the logits of every token of a batch, where llama-server keeps one
+//! output a slot: the caller caps it ([`Projection::compute_at_most`]),
+//! where our GGUF arithmetic guesses the compute part (+20 % for a small model).
+//!
+//! It runs a process (a few hundred milliseconds, most of it backend start-up), so a projection
+//! is kept per tool, model file and configuration: neither depends on free memory (the print
+//! mode fits nothing). A tool that is missing or fails leaves the caller with the arithmetic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::process::{ProcessSpec, spawn};
+use crate::sync::lock;
+
+const MIB: u64 = 1 << 20;
+/// A dry run reads the header and sizes buffers; a busy machine may take a few seconds.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The tool's file name, beside llama-server.
+pub fn tool_beside(llama_server: &Path) -> PathBuf {
+    llama_server.with_file_name(format!("llama-fit-params{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Bytes one device (or the host) will hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Parts {
+    pub model: u64,
+    pub context: u64,
+    pub compute: u64,
+}
+
+impl Parts {
+    pub fn total(&self) -> u64 {
+        self.model + self.context + self.compute
+    }
+
+    fn add(self, other: Parts) -> Parts {
+        Parts {
+            model: self.model + other.model,
+            context: self.context + other.context,
+            compute: self.compute + other.compute,
+        }
+    }
+}
+
+/// What a configuration will hold, as llama.cpp projects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    /// Each device llama.cpp would use, by its name (`Vulkan0`, `CUDA0`, …).
+    pub devices: Vec<(String, Parts)>,
+    pub host: Parts,
+}
+
+impl Projection {
+    /// All devices together.
+    pub fn on_devices(&self) -> Parts {
+        self.devices
+            .iter()
+            .fold(Parts::default(), |sum, (_, parts)| sum.add(*parts))
+    }
+
+    /// The same with no device's (nor the host's) compute part above `cap`.
+    pub fn compute_at_most(self, cap: u64) -> Projection {
+        let capped = |parts: Parts| Parts {
+            compute: parts.compute.min(cap),
+            ..parts
+        };
+        Projection {
+            devices: self
+                .devices
+                .into_iter()
+                .map(|(name, parts)| (name, capped(parts)))
+                .collect(),
+            host: capped(self.host),
+        }
+    }
+
+    /// The whole configuration: devices and host.
+    pub fn all(&self) -> Parts {
+        self.on_devices().add(self.host)
+    }
+}
+
+/// `Vulkan0 153 MiB (model 93 + context 46 + compute 14), host 34 MiB (…)`: what a refusal names.
+impl std::fmt::Display for Projection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let named = self
+            .devices
+            .iter()
+            .map(|(name, parts)| (name.as_str(), parts));
+        for (i, (name, parts)) in named.chain([("host", &self.host)]).enumerate() {
+            let mib = |bytes: u64| bytes / MIB;
+            write!(
+                f,
+                "{}{name} {} MiB (model {} + context {} + compute {})",
+                if i > 0 { ", " } else { "" },
+                mib(parts.total()),
+                mib(parts.model),
+                mib(parts.context),
+                mib(parts.compute)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the tool's lines: the device lines, then `Host`, each `<name> <model> <context>
+/// <compute>` in MiB. Log lines around them are skipped.
+pub fn parse(output: &str) -> Result<Projection, String> {
+    let mut devices = Vec::new();
+    for line in output.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [name, model, context, compute] = fields[..] else {
+            continue;
+        };
+        // The tool rounds down: a part it prints as n MiB holds less than n + 1, taken as that
+        // so that a projection never falls short (an empty buffer prints 0 and stays 0).
+        let mib = |s: &str| {
+            s.parse::<u64>()
+                .ok()
+                .map(|n| if n == 0 { 0 } else { (n + 1) * MIB })
+        };
+        let (Some(model), Some(context), Some(compute)) = (mib(model), mib(context), mib(compute))
+        else {
+            continue;
+        };
+        let parts = Parts {
+            model,
+            context,
+            compute,
+        };
+        if name == "Host" {
+            return Ok(Projection {
+                devices,
+                host: parts,
+            });
+        }
+        devices.push((name.to_string(), parts));
+    }
+    Err("llama-fit-params printed no projection (no `Host` line)".into())
+}
+
+/// llama-server's flags that change what is allocated, and whether each takes a value: the
+/// dry run is given these of the server's argument vector and nothing else (the tool refuses
+/// server-only flags such as `--port`).
+const MEMORY_FLAGS: &[(&str, bool)] = &[
+    ("--model", true),
+    ("-m", true),
+    ("--ctx-size", true),
+    ("-c", true),
+    ("--n-gpu-layers", true),
+    ("--gpu-layers", true),
+    ("-ngl", true),
+    ("--parallel", true),
+    ("-np", true),
+    ("--flash-attn", true),
+    ("-fa", true),
+    ("--cache-type-k", true),
+    ("-ctk", true),
+    ("--cache-type-v", true),
+    ("-ctv", true),
+    ("--device", true),
+    ("-dev", true),
+    ("--batch-size", true),
+    ("-b", true),
+    ("--ubatch-size", true),
+    ("-ub", true),
+    ("--split-mode", true),
+    ("-sm", true),
+    ("--tensor-split", true),
+    ("-ts", true),
+    ("--main-gpu", true),
+    ("-mg", true),
+    ("--n-cpu-moe", true),
+    ("-ncmoe", true),
+    ("--override-tensor", true),
+    ("-ot", true),
+    ("--swa-full", false),
+    ("--cpu-moe", false),
+    ("-cmoe", false),
+    ("--no-kv-offload", false),
+    ("-nkvo", false),
+];
+
+/// The dry run's arguments for a llama-server argument vector.
+pub fn tool_args(server_args: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut rest = server_args.iter();
+    while let Some(arg) = rest.next() {
+        let Some(&(_, takes_value)) = MEMORY_FLAGS.iter().find(|(flag, _)| flag == arg) else {
+            continue;
+        };
+        args.push(arg.clone());
+        if takes_value && let Some(value) = rest.next() {
+            args.push(value.clone());
+        }
+    }
+    args.extend(["--fit-print".into(), "on".into()]);
+    args
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    tool: (PathBuf, Option<SystemTime>),
+    model: (PathBuf, u64, Option<SystemTime>),
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+static CACHE: LazyLock<Mutex<HashMap<Key, Result<Projection, String>>>> =
+    LazyLock::new(Default::default);
+
+fn stamp(path: &Path) -> (u64, Option<SystemTime>) {
+    std::fs::metadata(path).map_or((0, None), |m| (m.len(), m.modified().ok()))
+}
+
+/// What llama-server started with `server_args` (and `env` on top of ours) would hold, as the
+/// tool at `tool` projects it; `Err` says why there is no projection (no tool, it failed).
+pub async fn project(
+    tool: &Path,
+    model: &Path,
+    server_args: &[String],
+    env: &[(String, String)],
+) -> Result<Projection, String> {
+    let (tool_file, model_file) = (tool.to_path_buf(), model.to_path_buf());
+    let (tool_stamp, model_stamp) =
+        tokio::task::spawn_blocking(move || (stamp(&tool_file), stamp(&model_file)))
+            .await
+            .map_err(|e| e.to_string())?;
+    if tool_stamp.1.is_none() {
+        return Err(format!("{} is not there", tool.display()));
+    }
+    let key = Key {
+        tool: (tool.to_path_buf(), tool_stamp.1),
+        model: (model.to_path_buf(), model_stamp.0, model_stamp.1),
+        args: tool_args(server_args),
+        env: env.to_vec(),
+    };
+    if let Some(known) = lock(&CACHE).get(&key) {
+        return known.clone();
+    }
+    let result = run(tool, &key.args, env).await;
+    // A tool that could not start is not kept: it may be there on the next call.
+    if !matches!(&result, Err(why) if why.starts_with("cannot start")) {
+        lock(&CACHE).insert(key, result.clone());
+    }
+    result
+}
+
+async fn run(tool: &Path, args: &[String], env: &[(String, String)]) -> Result<Projection, String> {
+    let spec = ProcessSpec {
+        program: tool.to_path_buf(),
+        args: args.to_vec(),
+        guarded: false,
+        env: env.to_vec(),
+        unset: super::overrides_the_library,
+    };
+    let child = spawn(spec, None).map_err(|e| format!("cannot start {}: {e}", tool.display()))?;
+    let exit = match tokio::time::timeout(TIMEOUT, child.wait()).await {
+        Ok(exit) => exit,
+        Err(_) => {
+            child.stop(Duration::from_millis(500)).await;
+            return Err(format!(
+                "llama-fit-params did not finish within {} s",
+                TIMEOUT.as_secs()
+            ));
+        }
+    };
+    let output = child.logs.last(usize::MAX).join("\n");
+    if exit.code != Some(0) {
+        return Err(format!(
+            "llama-fit-params failed ({exit}): {}",
+            crate::binaries::probe::tail(&output)
+        ));
+    }
+    parse(&output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_then_the_host_in_mib_amid_log_lines() {
+        let output = "load_backend: loaded Vulkan backend\n\
+            llama_fit_params: printing estimated memory in MiB to stdout (device, model, context, compute) ...\n\
+            Vulkan0 92 45 13 \n\
+            Host 28 0 4 \n";
+        let p = parse(output).unwrap();
+        let vulkan = Parts {
+            model: 93 * MIB,
+            context: 46 * MIB,
+            compute: 14 * MIB,
+        };
+        assert_eq!(p.devices, vec![("Vulkan0".to_string(), vulkan)]);
+        assert_eq!(
+            p.host.total(),
+            34 * MIB,
+            "rounded up, an empty part left empty"
+        );
+        assert_eq!(p.all().total(), 187 * MIB);
+        assert_eq!(
+            p.to_string(),
+            "Vulkan0 153 MiB (model 93 + context 46 + compute 14), \
+             host 34 MiB (model 29 + context 0 + compute 5)"
+        );
+        let capped = p.clone().compute_at_most(10 * MIB);
+        assert_eq!(
+            (capped.devices[0].1.compute, capped.host.compute),
+            (10 * MIB, 5 * MIB)
+        );
+        assert_eq!(capped.devices[0].1.model, 93 * MIB);
+        let cpu_only = parse("Host 120 45 18\n").unwrap();
+        assert!(cpu_only.devices.is_empty());
+        assert_eq!(cpu_only.on_devices().total(), 0);
+        assert!(parse("error: invalid argument: --port\n").is_err());
+    }
+
+    #[test]
+    fn the_dry_run_gets_the_servers_memory_flags_only() {
+        let server: Vec<String> = [
+            "--model",
+            "/m.gguf",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8080",
+            "--ctx-size",
+            "2048",
+            "--n-gpu-layers",
+            "31",
+            "--fit",
+            "off",
+            "--swa-full",
+            "--alias",
+            "chat",
+            "-ub",
+            "256",
+            "--api-key",
+            "secret",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            tool_args(&server).join(" "),
+            "--model /m.gguf --ctx-size 2048 --n-gpu-layers 31 --swa-full -ub 256 --fit-print on"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_projection_is_run_once_per_configuration_and_failures_say_why() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let tool = dir.path().join("llama-fit-params");
+        std::fs::write(
+            &tool,
+            format!(
+                "#!/bin/sh\necho run >> '{}'\ncase \"$*\" in *-c\\ 0*) echo 'bad context' >&2; exit 1;; esac\n\
+                 echo \"Vulkan0 10 $GGML_TEST_CONTEXT 3\"\necho 'Host 1 0 2'\n",
+                runs.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let model = dir.path().join("m.gguf");
+        std::fs::write(&model, b"GGUF").unwrap();
+        let env = [("GGML_TEST_CONTEXT".to_string(), "5".to_string())];
+        let args = |c: &str| ["-c", c].map(String::from).to_vec();
+        let first = project(&tool, &model, &args("2048"), &env).await.unwrap();
+        assert_eq!(first.devices[0].1.context, 6 * MIB);
+        assert_eq!(project(&tool, &model, &args("2048"), &env).await, Ok(first));
+        let runs_of = || std::fs::read_to_string(&runs).unwrap().lines().count();
+        assert_eq!(runs_of(), 1, "the second call is answered from the cache");
+        let bad = project(&tool, &model, &args("0"), &env).await.unwrap_err();
+        assert!(
+            bad.contains("bad context") && bad.contains("exit code 1"),
+            "{bad}"
+        );
+        assert_eq!(runs_of(), 2);
+        let missing = project(&dir.path().join("nope"), &model, &args("1"), &env).await;
+        assert!(missing.unwrap_err().contains("is not there"));
+    }
+}
