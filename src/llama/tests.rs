@@ -702,6 +702,51 @@ mod resolving {
     }
 
     #[tokio::test]
+    async fn can_run_model_asks_the_tool_beside_an_installed_llama_server() {
+        use crate::system::estimate::EstimateSource;
+        use crate::system::{ModelSpec, RunOptions};
+        let (tmp, data, binary) = setup(ModelType::Llm).await;
+        let (system, binaries) = (SystemInfo::new(vec![]), BinaryManager::new(None));
+        let spec = ModelSpec::of(&store::read(&data, "m").await.unwrap()).unwrap();
+        let opts = RunOptions {
+            context_size: Some(1024),
+            ..Default::default()
+        };
+        let ask = |spec: ModelSpec| {
+            let (system, binaries, data, opts) = (&system, &binaries, &data, &opts);
+            async move {
+                super::super::sizing::can_run_model(system, binaries, data, &spec, opts)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            ask(spec.clone()).await.estimate.source,
+            EstimateSource::Estimated,
+            "no llama-server installed"
+        );
+        let version = crate::binaries::manifest::pinned_version(crate::binaries::Backend::Llama);
+        let root = data.binaries.join("llama").join(version);
+        std::fs::create_dir_all(&root).unwrap();
+        let record = json!({ "variant": "cpu", "executables": { "llama-server": binary } });
+        std::fs::write(root.join("installed.json"), record.to_string()).unwrap();
+        let tool = tmp.path().join("llama-fit-params");
+        std::fs::write(&tool, "#!/bin/sh\necho 'Host 2 1 1'\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let projected = ask(spec.clone()).await;
+        assert!(projected.possible);
+        let e = projected.estimate;
+        assert_eq!(e.source, EstimateSource::Projected);
+        assert_eq!((e.ram, e.vram, e.kv_cache), (7 << 20, 0, 2 << 20));
+        assert_eq!((e.context_size, e.gpu_layers), (1024, 0));
+        let without_path = ModelSpec { path: None, ..spec };
+        assert_eq!(
+            ask(without_path).await.estimate.source,
+            EstimateSource::Estimated
+        );
+    }
+
+    #[tokio::test]
     async fn bad_requests_are_typed() {
         let (_tmp, data, binary) = setup(ModelType::Diffusion).await;
         let system = SystemInfo::new(vec![]);
