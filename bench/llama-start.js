@@ -6,7 +6,9 @@
 //   0.26:   genai-electron 0.26's startLlamaServerRunner (its poll backs off from 100 ms ×1.5).
 // Cases run interleaved, RUNS times, for the tiny test model and for a larger random-weights one
 // (24 layers, 1024 wide, f16, ~0.7 GB: it takes a while to load); medians and ratios are printed.
-// Needs `npm run backends`.
+// Then what llama.cpp's projection adds to a cold start (the first start of a configuration runs
+// llama-fit-params once; later ones find it kept): canRunModel, which runs the same dry run, for
+// a configuration not seen before against one seen. Needs `npm run backends`.
 const { spawn, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const http = require('node:http')
@@ -165,8 +167,31 @@ async function main() {
       }
     }
     report(modelId, fs.statSync(model).size, times)
+    await reportProjection(lib, modelId, median(times.ours))
   }
   fs.rmSync(work, { recursive: true, force: true })
+}
+
+/** The dry run's cost: a configuration never projected (a new context each run) against a kept one. */
+async function reportProjection(lib, modelId, startMs) {
+  const info = await lib.modelManager.getModelInfo(modelId)
+  const timed = async (contextSize) => {
+    const start = process.hrtime.bigint()
+    const { estimate } = await lib.systemInfo.canRunModel(info, { contextSize, gpuLayers: 0 })
+    if (estimate.source !== 'projected') throw new Error('llama-fit-params is not beside llama-server')
+    return Number(process.hrtime.bigint() - start) / 1e6
+  }
+  const fresh = []
+  const kept = []
+  for (let i = 0; i < RUNS; i++) {
+    fresh.push(await timed(1024 + 256 * i))
+    kept.push(await timed(1024 + 256 * i))
+  }
+  const added = median(fresh) - median(kept)
+  console.log(
+    `llama.cpp's projection: ${median(fresh).toFixed(1)} ms for a new configuration, ${median(kept).toFixed(1)} ms kept: ` +
+      `a cold start takes ${added.toFixed(1)} ms more (${((added / startMs) * 100).toFixed(1)}% of the start above)`,
+  )
 }
 
 function report(modelId, bytes, times) {

@@ -224,8 +224,8 @@ suite=$(server_suite "$llama_src")
 facts=$(gguf_facts "$llama_src"/models/ggml-vocab-*.gguf "$llm_model" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf")
 
-printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","ggufFacts":"%s"},"serverSuite":%s}\n' \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s}\n' \
   "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" "$llama_build" "$sd_build" \
   "$llm_model" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
-  "$BACKENDS/venv/bin/python" "$facts" "$suite"
+  "$BACKENDS/venv/bin/python" "$facts" "$llama_src/models" "$suite"
