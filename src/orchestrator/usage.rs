@@ -196,6 +196,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_projected_estimate_says_so_until_a_process_is_measured() {
+        let need = Memory { ram: 5, vram: 7 };
+        let before = Usage::of(need, None).projected_by(EstimateSource::Projected);
+        assert_eq!(
+            (before.source, before.ram, before.vram),
+            (Source::Projected, 5, 7)
+        );
+        let arithmetic = Usage::of(need, None).projected_by(EstimateSource::Estimated);
+        assert_eq!(arithmetic.source, Source::Estimated);
+        let tree = TreeMemory {
+            pids: vec![1],
+            rss_bytes: 9,
+            vram_bytes: None,
+        };
+        let running = Usage::of(need, Some(&tree)).projected_by(EstimateSource::Projected);
+        assert_eq!((running.source, running.ram), (Source::Measured, 9));
+    }
+
+    #[test]
     fn an_image_on_a_gpu_takes_its_model_and_working_set_there_up_to_the_cap() {
         let working_set = crate::diffusion::working_set(256, 256);
         // 300 MiB of files, of which 200 MiB go to the GPU (the rest kept on the CPU).
