@@ -322,14 +322,7 @@ impl BinaryManager {
         }
         let backend = kind.backend();
         let _guard = self.locks[backend.as_str()].lock().await;
-        let version = opts
-            .version
-            .clone()
-            .unwrap_or_else(|| manifest::pinned_version(backend).to_string());
-        let install_root = data
-            .binaries
-            .join(backend.as_str())
-            .join(sanitize(&version));
+        let install_root = install_root(kind, opts, data);
         if let Some(found) = installed(&install_root, kind).await {
             return Ok(found);
         }
@@ -384,16 +377,9 @@ impl BinaryManager {
                 .unwrap_or(false)
                 .then_some(path);
         }
-        let backend = kind.backend();
-        let version = opts
-            .version
-            .clone()
-            .unwrap_or_else(|| manifest::pinned_version(backend).to_string());
-        let install_root = data
-            .binaries
-            .join(backend.as_str())
-            .join(sanitize(&version));
-        installed(&install_root, kind).await.map(|found| found.path)
+        installed(&install_root(kind, opts, data), kind)
+            .await
+            .map(|found| found.path)
     }
 
     /// Builds from source into the data folder's install of `version` (default: `source`).
@@ -699,6 +685,18 @@ fn unsupported(accel: Accel, gpu: &GpuInfo) -> Option<String> {
         Accel::Metal if !gpu.metal => Some("skipped: Metal needs macOS with a GPU".into()),
         _ => None,
     }
+}
+
+/// Where the backend's `opts.version` (default: the pinned one) is installed.
+fn install_root(kind: BinaryKind, opts: &EnsureOptions, data: &DataPaths) -> PathBuf {
+    let backend = kind.backend();
+    let version = opts
+        .version
+        .clone()
+        .unwrap_or_else(|| manifest::pinned_version(backend).to_string());
+    data.binaries
+        .join(backend.as_str())
+        .join(sanitize(&version))
 }
 
 async fn installed(install_root: &Path, kind: BinaryKind) -> Option<ResolvedBinary> {

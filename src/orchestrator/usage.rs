@@ -1,8 +1,9 @@
 //! What each side uses or will use: a running process by what it holds (never less than its
-//! RSS), otherwise by arithmetic. For the LLM that is the GGUF-based estimate behind
-//! `canRunModel` with the server's context, GPU layers and KV-cache types (split over RPC
-//! workers, only this machine's share); for an image its model's files plus a working set that
-//! grows with width × height, calibrated on the real sd-cli.
+//! RSS), otherwise by its estimate. For the LLM that is the estimate behind `canRunModel` with the
+//! server's context, GPU layers and KV-cache types: llama.cpp's projection where its tool is
+//! beside llama-server, else the GGUF arithmetic (split over RPC workers, only this machine's
+//! share); for an image its model's files plus a working set that grows with width × height,
+//! calibrated on the real sd-cli.
 
 use serde::Serialize;
 use ts_rs::TS;
