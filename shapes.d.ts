@@ -621,7 +621,8 @@ export type MemoryUsage = {
    */
   rssBytes: number
   /**
-   * VRAM its processes hold on NVIDIA GPUs (NVML); `null` where that cannot be told.
+   * VRAM its processes hold on NVIDIA GPUs (NVML); for llama-server, at least the buffers
+   * llama.cpp reported on its devices as it loaded; `null` where that cannot be told.
    */
   vramBytes: number | null
 };

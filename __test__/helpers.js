@@ -244,7 +244,7 @@ module.exports.baselineDelay = baselineDelay
 module.exports.assertLoopFree = assertLoopFree
 
 /**
- * llama.cpp's buffers on `device` in its log (`--log-verbosity 4`), in bytes: `model`, `kv`,
+ * llama.cpp's buffers on `device` in its log (at `--log-verbosity 4`, the library's), in bytes: `model`, `kv`,
  * `compute` (each summed over its lines), from lines such as
  * `load_tensors:      Vulkan0 model buffer size =    92.10 MiB`.
  */

@@ -20,8 +20,6 @@ const IMAGE = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale:
 // there every time (about 20 runs). So the images made on lavapipe keep those two on the CPU,
 // with sd's own switches.
 const ON_LAVAPIPE = { clipOnCpu: true, vaeOnCpu: true }
-// llama.cpp prints its buffers per device at this verbosity only.
-const BUFFERS = ['--log-verbosity', '4']
 
 /** lavapipe as detection sees it, or null after skipping `t` (failing where npm test requires it). */
 async function lavapipe(t) {
@@ -85,7 +83,6 @@ test('the chat model with every layer on lavapipe: its device buffers against ou
     port: 'auto',
     threads: 1,
     contextSize: 2048,
-    extraArgs: BUFFERS,
   })
   try {
     const { gpuLayers } = server.getConfig()
@@ -111,6 +108,10 @@ test('the chat model with every layer on lavapipe: its device buffers against ou
       ].join('\n'),
     )
     assert.ok(found.model > 0 && found.kv > 0 && found.compute > 0, JSON.stringify(found))
+    // What the running server holds on the device is what llama.cpp reported there (lavapipe is
+    // not an NVIDIA GPU: NVML cannot tell).
+    const usage = await server.getMemoryUsage()
+    assert.ok(Math.abs(usage.vramBytes - onDevice) < 0.01 * MIB, `${usage.vramBytes} against ${onDevice}`)
     // The KV cache is the same arithmetic; the weights and compute buffers are never
     // under-estimated (the token embeddings stay in RAM, and our compute part is a fixed margin).
     assert.ok(Math.abs(estimate.kvCache - found.kv) < 0.01 * found.kv, row('KV cache', estimate.kvCache, found.kv))
@@ -168,10 +169,11 @@ test("a start that llama.cpp projects beyond the device's memory is refused befo
 test('gpuLayers: 0 keeps llama-server off the device: no buffer of its there', async (t) => {
   if (!(await lavapipe(t))) return
   const server = new LlamaServerManager()
-  await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, gpuLayers: 0, extraArgs: BUFFERS })
+  await server.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512, gpuLayers: 0 })
   try {
     const lines = await server.getLogs(2000)
     assert.deepEqual(deviceBuffers(lines), { model: 0, kv: 0, compute: 0 })
+    assert.equal((await server.getMemoryUsage()).vramBytes, null)
     assert.ok(deviceBuffers(lines, 'CPU').kv > 0, 'the KV cache is in RAM')
     assert.ok(!lines.some((l) => /Vulkan0 \w+ buffer/.test(l)), lines.join('\n'))
   } finally {

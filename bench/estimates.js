@@ -162,13 +162,7 @@ async function printVramTable(lib, real) {
     for (const contextSize of [2048, 8192]) {
       // The log of the server before is kept across starts.
       llamaServer.clearLogs()
-      await llamaServer.start({
-        modelId: 'chat',
-        port: 'auto',
-        threads: 1,
-        contextSize,
-        extraArgs: ['--log-verbosity', '4'],
-      })
+      await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize })
       const found = deviceBuffers(await llamaServer.getLogs(2000))
       const { gpuLayers } = llamaServer.getConfig()
       const model = await lib.modelManager.getModelInfo('chat')

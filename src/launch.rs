@@ -44,18 +44,22 @@ pub trait ManagedServer: Send + Sync + 'static {
 /// The parts of [`ManagedServer`] that a server run by one [`crate::process::ServerActor`]
 /// answers from it: `config` (the last start's, from a `config: Mutex<Option<_>>` field), `log`
 /// and `memory` (from an `actor` field). llama-server and rpc-server are such servers.
+/// `actor_server_parts!(config, log)` leaves `memory` to the server.
 macro_rules! actor_server_parts {
     () => {
+        crate::launch::actor_server_parts!(config, log);
+
+        async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
+            self.actor.memory().await
+        }
+    };
+    (config, log) => {
         fn config(&self) -> Option<Self::Config> {
             crate::sync::lock(&self.config).clone()
         }
 
         fn log(&self) -> &crate::process::ServerLog {
             self.actor.log()
-        }
-
-        async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
-            self.actor.memory().await
         }
     };
 }

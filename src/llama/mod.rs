@@ -233,6 +233,9 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     // estimate, and llama.cpp's own fitting (a dry-run allocation before the load) would only
     // cost time. `extraArgs` come last, so a flag there wins.
     args.extend(config.tuning.args());
+    // The verbosity at which llama.cpp prints its buffers per device as it loads (what
+    // getMemoryUsage() counts as VRAM); it adds about 170 lines at a load and 17 a request.
+    args.extend(["--log-verbosity".into(), "4".into()]);
     if let Some(fa) = &config.flash_attention {
         args.extend(["--flash-attn".into(), fa.clone()]);
     }
@@ -324,6 +327,8 @@ pub struct LlamaServer {
     gateway: Arc<Mutex<Option<(HttpServer, u16)>>>,
     /// The gateway's hold and its requests in flight: what an offload drains.
     traffic: Arc<Traffic>,
+    /// The buffers llama-server reported at its last load, per device and on the host.
+    allocated: Arc<Mutex<projection::Allocated>>,
 }
 
 type Gateway = Arc<Mutex<Option<(HttpServer, u16)>>>;
@@ -369,6 +374,7 @@ impl LlamaServer {
             config,
             gateway,
             traffic: Arc::new(Traffic::new(events_for_queue)),
+            allocated: Arc::default(),
         }
     }
 
@@ -439,7 +445,7 @@ impl LlamaServer {
             port,
             health_url: health_url(host, port),
             ready_hints: READY_HINTS,
-            on_line: None,
+            on_line: Some(self.buffer_reader()),
             startup_timeout: Duration::from_millis(config.startup_timeout_ms),
             stop_grace: STOP_GRACE,
             recovery: config.recovery,
@@ -459,6 +465,13 @@ impl LlamaServer {
                 Err(err.into())
             }
         }
+    }
+
+    /// A reader of the load's buffer lines, from a start's first line on.
+    fn buffer_reader(&self) -> EventSink<String> {
+        let allocated = self.allocated.clone();
+        *lock(&allocated) = Default::default();
+        EventSink::new(move |line: String| lock(&allocated).read(&line))
     }
 
     /// Binds the public port, on each address of `host`, and serves the gateway on it; returns
@@ -548,7 +561,18 @@ impl ManagedServer for LlamaServer {
         self.info_of(self.actor.snapshot())
     }
 
-    crate::launch::actor_server_parts!();
+    crate::launch::actor_server_parts!(config, log);
+
+    /// Its process tree, with the buffers llama.cpp reported on its devices as the VRAM where
+    /// that is more than NVML tells (Vulkan or Metal devices NVML does not see).
+    async fn memory(&self) -> Option<crate::process::memory::TreeMemory> {
+        let mut tree = self.actor.memory().await?;
+        let on_devices = lock(&self.allocated).buffers.on_devices().total();
+        if on_devices > 0 {
+            tree.vram_bytes = Some(tree.vram_bytes.unwrap_or(0).max(on_devices));
+        }
+        Some(tree)
+    }
 
     async fn is_healthy(&self) -> bool {
         let info = self.info();

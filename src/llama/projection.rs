@@ -54,8 +54,8 @@ impl Parts {
     }
 }
 
-/// What a configuration will hold, as llama.cpp projects it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a configuration will hold, as llama.cpp projects it (or, in [`Allocated`], holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Projection {
     /// Each device llama.cpp would use, by its name (`Vulkan0`, `CUDA0`, …).
     pub devices: Vec<(String, Parts)>,
@@ -113,6 +113,63 @@ impl std::fmt::Display for Projection {
         }
         Ok(())
     }
+}
+
+/// The buffers llama-server reports as it loads, at `--log-verbosity 4`:
+/// `load_tensors:      Vulkan0 model buffer size =    92.10 MiB`, `… KV buffer size …`,
+/// `sched_reserve:    Vulkan0 compute buffer size =    13.26 MiB`; buffers of a `CPU…` or
+/// `…_Host` type are the host's. A restart's lines replace the last load's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allocated {
+    pub buffers: Projection,
+    /// A compute buffer was seen: the load's last lines. Weights after it are a new load's.
+    loaded: bool,
+}
+
+impl Allocated {
+    pub fn read(&mut self, line: &str) {
+        let Some((name, kind, bytes)) = buffer_line(line) else {
+            return;
+        };
+        if kind == "model" && self.loaded {
+            *self = Allocated::default();
+        }
+        let add = |parts: &mut Parts| match kind {
+            "model" => parts.model += bytes,
+            "KV" | "RS" => parts.context += bytes,
+            _ => parts.compute += bytes,
+        };
+        if name.starts_with("CPU") || name.ends_with("_Host") {
+            add(&mut self.buffers.host);
+        } else if let Some((_, parts)) = self.buffers.devices.iter_mut().find(|(n, _)| n == name) {
+            add(parts);
+        } else {
+            let mut parts = Parts::default();
+            add(&mut parts);
+            self.buffers.devices.push((name.to_string(), parts));
+        }
+        self.loaded |= kind == "compute";
+    }
+}
+
+/// `(buffer type, kind, bytes)` of a buffer line: kinds `model`, `KV`, `RS` (a recurrent
+/// state), `output`, `compute`.
+fn buffer_line(line: &str) -> Option<(&str, &str, u64)> {
+    let (left, right) = line.split_once(" buffer size")?;
+    let mut words = left.split_whitespace().rev();
+    let kind = words.next()?;
+    let name = words.next()?;
+    if !matches!(kind, "model" | "KV" | "RS" | "output" | "compute") {
+        return None;
+    }
+    let number = right
+        .trim_start_matches([' ', '=', ':'])
+        .split_whitespace()
+        .next()?;
+    let mib: f64 = number.parse().ok()?;
+    right
+        .contains("MiB")
+        .then_some((name, kind, (mib * MIB as f64).round() as u64))
 }
 
 /// Reads the tool's lines: the device lines, then `Host`, each `<name> <model> <context>
@@ -325,6 +382,48 @@ mod tests {
         assert!(cpu_only.devices.is_empty());
         assert_eq!(cpu_only.on_devices().total(), 0);
         assert!(parse("error: invalid argument: --port\n").is_err());
+    }
+
+    #[test]
+    fn the_buffers_of_a_load_by_device_and_host_and_a_restart_replaces_them() {
+        let load = "0.00.192.579 I load_tensors:   CPU_Mapped model buffer size =    28.69 MiB
+            0.00.192.580 I load_tensors:      Vulkan0 model buffer size =    92.10 MiB
+            0.00.264.322 I llama_context: Vulkan_Host  output buffer size =     0.19 MiB
+            0.00.264.429 I llama_kv_cache:    Vulkan0 KV buffer size =    45.00 MiB
+            0.00.264.500 I llama_kv_cache: buffer size is not a line of ours
+            0.00.317.591 I sched_reserve:    Vulkan0 compute buffer size =    13.26 MiB
+            0.00.317.615 I sched_reserve: Vulkan_Host compute buffer size =     4.26 MiB";
+        let mut allocated = Allocated::default();
+        for line in load.lines() {
+            allocated.read(line);
+        }
+        let mib = |x: f64| (x * MIB as f64).round() as u64;
+        let vulkan = &allocated.buffers.devices;
+        assert_eq!(vulkan.len(), 1);
+        assert_eq!(vulkan[0].0, "Vulkan0");
+        assert_eq!(
+            vulkan[0].1,
+            Parts {
+                model: mib(92.10),
+                context: mib(45.0),
+                compute: mib(13.26)
+            }
+        );
+        assert_eq!(allocated.buffers.host.model, mib(28.69));
+        assert_eq!(allocated.buffers.host.compute, mib(0.19) + mib(4.26));
+        for line in load.lines() {
+            allocated.read(line);
+        }
+        assert_eq!(
+            allocated.buffers.devices[0].1.model,
+            mib(92.10),
+            "a restart's load"
+        );
+        let mut cpu = Allocated::default();
+        cpu.read("load_tensors:   CPU_Mapped model buffer size =    98.36 MiB");
+        cpu.read("llama_kv_cache:        CPU KV buffer size =    45.00 MiB");
+        assert!(cpu.buffers.devices.is_empty());
+        assert_eq!(cpu.buffers.host.context, mib(45.0));
     }
 
     #[test]

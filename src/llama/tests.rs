@@ -80,6 +80,8 @@ fn the_argument_vector_carries_every_setting() {
         ["--api-key", "k"],
         // The library sets what llama.cpp's fitting would: it is off.
         ["--fit", "off"],
+        // The buffer lines getMemoryUsage() reads.
+        ["--log-verbosity", "4"],
     ] {
         assert!(a.windows(2).any(|w| w == pair), "{pair:?} in {a:?}");
     }

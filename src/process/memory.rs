@@ -13,7 +13,8 @@ pub struct TreeMemory {
     pub pids: Vec<u32>,
     /// Resident memory of the whole tree, bytes.
     pub rss_bytes: u64,
-    /// VRAM its processes hold on NVIDIA GPUs (NVML); `null` where that cannot be told.
+    /// VRAM its processes hold on NVIDIA GPUs (NVML); for llama-server, at least the buffers
+    /// llama.cpp reported on its devices as it loaded; `null` where that cannot be told.
     pub vram_bytes: Option<u64>,
 }
 
