@@ -67,10 +67,23 @@ async function registerModels(lib, real) {
   await downloadTinyImageSet(lib.modelManager, real)
 }
 
+/**
+ * The chat model's estimate for the running server's context and GPU layers, by both sources:
+ * llama.cpp's projection, and the arithmetic (canRunModel cannot ask llama.cpp without the
+ * file's path).
+ */
+async function chatEstimates(lib, model, contextSize) {
+  const { gpuLayers } = lib.llamaServer.getConfig()
+  const sized = async (info) => (await lib.systemInfo.canRunModel(info, { contextSize, gpuLayers })).estimate
+  const projected = await sized(model)
+  assert.equal(projected.source, 'projected', 'llama-fit-params is built beside llama-server')
+  return { projected, arithmetic: await sized({ ...model, path: undefined }) }
+}
+
 /** Prints the table; the shared servers are stopped before and after. */
 async function printEstimateTable(lib, real) {
-  const { llamaServer, diffusionServer, modelManager, systemInfo, ResourceOrchestrator } = lib
-  const chatSize = (await modelManager.getModelInfo('chat')).size
+  const { llamaServer, diffusionServer, modelManager, ResourceOrchestrator } = lib
+  const model = await modelManager.getModelInfo('chat')
   const imageSize = (await modelManager.getModelInfo('tiny-image')).size
   const rows = {}
   const error = (bytes, measured) => `${(((bytes - measured) / measured) * 100).toFixed(1)}%`
@@ -87,7 +100,6 @@ async function printEstimateTable(lib, real) {
       'its error  ': error(seed, measured),
     }
   }
-  const model = await modelManager.getModelInfo('chat')
   const orchestrator = new ResourceOrchestrator()
   try {
     await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
@@ -96,16 +108,11 @@ async function printEstimateTable(lib, real) {
       await chat(info.port)
       const { llm } = await orchestrator.estimate()
       assert.equal(llm.source, 'measured')
-      const { gpuLayers } = llamaServer.getConfig()
-      const projected = (await systemInfo.canRunModel(model, { contextSize, gpuLayers })).estimate
-      assert.equal(projected.source, 'projected', 'llama-fit-params is built beside llama-server')
-      // Without the file's path, canRunModel cannot ask llama.cpp: the arithmetic answers.
-      const withoutPath = { ...model, path: undefined }
-      const arithmetic = (await systemInfo.canRunModel(withoutPath, { contextSize, gpuLayers })).estimate
+      const { projected, arithmetic } = await chatEstimates(lib, model, contextSize)
       row(`chat model, context ${contextSize}`, llm.measured.ram, {
         projected: projected.ram,
         arithmetic: arithmetic.ram,
-        seed: chatSize * 1.2,
+        seed: model.size * 1.2,
       })
       await llamaServer.stop()
     }
@@ -154,6 +161,7 @@ const SD_ON_LAVAPIPE = ['--clip-on-cpu', '--vae-on-cpu']
 async function printVramTable(lib, real) {
   const { deviceBuffers } = require('../__test__/helpers')
   const { llamaServer, diffusionServer, ResourceOrchestrator } = lib
+  const model = await lib.modelManager.getModelInfo('chat')
   const rows = {}
   const mib = (bytes) => (bytes / 2 ** 20).toFixed(1)
   const error = (ours, theirs) => `${(((ours - theirs) / theirs) * 100).toFixed(1)}%`
@@ -164,13 +172,7 @@ async function printVramTable(lib, real) {
       llamaServer.clearLogs()
       await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize })
       const found = deviceBuffers(await llamaServer.getLogs(2000))
-      const { gpuLayers } = llamaServer.getConfig()
-      const model = await lib.modelManager.getModelInfo('chat')
-      const sized = async (info) => (await lib.systemInfo.canRunModel(info, { contextSize, gpuLayers })).estimate
-      const projected = await sized(model)
-      assert.equal(projected.source, 'projected', 'llama-fit-params is built beside llama-server')
-      // Without the file's path, canRunModel cannot ask llama.cpp: the arithmetic answers.
-      const arithmetic = await sized({ ...model, path: undefined })
+      const { projected, arithmetic } = await chatEstimates(lib, model, contextSize)
       const theirs = found.model + found.kv + found.compute
       rows[`chat model, context ${contextSize}`] = {
         'device MiB': mib(theirs),

@@ -8,8 +8,8 @@
 //! rounds down, we round up), with the weights that stay on the host (the token embeddings), and
 //! the KV cache of sliding-window and mixture-of-experts models as llama.cpp lays it out. Its
 //! compute part is sized for the logits of every token of a batch, where llama-server keeps one
-//! output a slot: the caller caps it ([`Projection::compute_at_most`]),
-//! where our GGUF arithmetic guesses the compute part (+20 % for a small model).
+//! output a slot, so the caller caps it ([`Projection::compute_at_most`]) by the GGUF
+//! arithmetic's, itself an over-estimate (+20 % of the RAM of a small model).
 //!
 //! It runs a process (a few hundred milliseconds, most of it backend start-up), so a projection
 //! is kept per tool, model file and configuration: neither depends on free memory (the print
@@ -139,15 +139,20 @@ impl Allocated {
             "KV" | "RS" => parts.context += bytes,
             _ => parts.compute += bytes,
         };
-        if name.starts_with("CPU") || name.ends_with("_Host") {
-            add(&mut self.buffers.host);
-        } else if let Some((_, parts)) = self.buffers.devices.iter_mut().find(|(n, _)| n == name) {
-            add(parts);
+        let devices = &mut self.buffers.devices;
+        let parts = if name.starts_with("CPU") || name.ends_with("_Host") {
+            &mut self.buffers.host
         } else {
-            let mut parts = Parts::default();
-            add(&mut parts);
-            self.buffers.devices.push((name.to_string(), parts));
-        }
+            let at = devices
+                .iter()
+                .position(|(n, _)| n == name)
+                .unwrap_or_else(|| {
+                    devices.push((name.to_string(), Parts::default()));
+                    devices.len() - 1
+                });
+            &mut devices[at].1
+        };
+        add(parts);
         self.loaded |= kind == "compute";
     }
 }
