@@ -195,7 +195,11 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       chat.catch(() => {})
       sent.chat = chat
     }
-    demo.once('offload', sendChat)
+    // 'offload' comes before the drain, while the LLM still answers; 'offloading' once it is out.
+    const sendWhenOut = ({ phase }: { phase: string }) => {
+      if (phase === 'offloading' && !sent.chat) sendChat()
+    }
+    demo.on('phase', sendWhenOut)
     try {
       const image = await generate((signal) => demo.orchestrateImageGeneration({ ...config, signal }))
       if (!sent.chat) throw new lib.ServerError('The orchestrator made the image without offloading the LLM', {
@@ -203,7 +207,7 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       })
       return { ...image, budgetBytes: budgetMiB * 2 ** 20, budgetMemory: side, chat: { ...(await sent.chat), sentDuringOffload: true } }
     } finally {
-      demo.off('offload', sendChat)
+      demo.off('phase', sendWhenOut)
       demo.dispose()
       stopForwarding()
     }
