@@ -80,6 +80,9 @@ async function main() {
   configure({ dataDir: process.env.SUITE_DATA_DIR })
   const config = configFor(process.argv.slice(2), process.env.SUITE_MODEL_ID)
   config.binaryPath = process.env.SUITE_LLAMA_SERVER
+  // As llama-server would, with no memory check: each test starts a new process, whose first start
+  // would ask llama.cpp's dry run again (170 ms; 250 starts). The check has tests of its own.
+  config.force = true
   const llama = new LlamaServerManager()
   // llama-server's lines, where it would write them (some tests read them).
   llama.on('log', (event) => process.stdout.write(`${event.line}\n`))

@@ -371,11 +371,15 @@ pub async fn resolve(
     // The arithmetic's verdict stands where llama.cpp cannot be asked without a download or a
     // build: a model that cannot run is refused before that.
     let arithmetic_refuses = check.as_ref().is_some_and(|c| !req.force && !c.possible);
+    let hopeless = check
+        .as_ref()
+        .is_some_and(|c| super::sizing::beyond_machine(&c.estimate, &memory, &caps.gpu));
     if arithmetic_refuses
-        && binaries
-            .locate(BinaryKind::LlamaServer, &opts, data)
-            .await
-            .is_none()
+        && (hopeless
+            || binaries
+                .locate(BinaryKind::LlamaServer, &opts, data)
+                .await
+                .is_none())
     {
         return Err(refuse(check.expect("refused by the arithmetic")));
     }

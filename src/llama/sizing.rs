@@ -4,7 +4,9 @@
 
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
 use crate::config::DataPaths;
-use crate::system::estimate::{CanRun, verdict};
+use crate::system::estimate::{CanRun, MemoryEstimate, verdict};
+use crate::system::gpu::GpuInfo;
+use crate::system::memory::MemoryInfo;
 use crate::system::{ModelSpec, RunOptions, SystemError, SystemInfo};
 
 use super::LlamaConfig;
@@ -23,6 +25,9 @@ pub async fn can_run_model(
     let (Some(model_path), true) = (&model.path, opts.rpc_workers.is_empty()) else {
         return Ok(arithmetic);
     };
+    if beyond_machine(&arithmetic.estimate, &system.memory(), &system.gpu().await) {
+        return Ok(arithmetic);
+    }
     let Some(binary) = binaries
         .locate(BinaryKind::LlamaServer, &EnsureOptions::default(), data)
         .await
@@ -48,5 +53,57 @@ pub async fn can_run_model(
             tracing::debug!(%why, "canRunModel answered by the GGUF arithmetic");
             Ok(arithmetic)
         }
+    }
+}
+
+/// The arithmetic asks for more than twice all the machine's memory (RAM and VRAM): no answer of
+/// llama.cpp's could make it fit (the arithmetic overstates by 40 % at most), and its dry run
+/// would itself take memory by the context's length (10 GB and 17 s for the chat model at
+/// 200 million tokens). Such a configuration is refused by the arithmetic.
+pub fn beyond_machine(arithmetic: &MemoryEstimate, memory: &MemoryInfo, gpu: &GpuInfo) -> bool {
+    let machine = memory.total + gpu.vram_total.unwrap_or(0);
+    arithmetic.ram + arithmetic.vram > machine.saturating_mul(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::estimate::EstimateSource;
+
+    const GIB: u64 = 1 << 30;
+
+    fn needing(ram: u64, vram: u64) -> MemoryEstimate {
+        MemoryEstimate {
+            ram,
+            vram,
+            weights: 0,
+            kv_cache: 0,
+            compute: 0,
+            context_size: 2048,
+            gpu_layers: 0,
+            source: EstimateSource::Estimated,
+        }
+    }
+
+    #[test]
+    fn only_what_twice_the_whole_machine_cannot_hold_is_past_asking() {
+        let memory = MemoryInfo {
+            total: 16 * GIB,
+            available: 4 * GIB,
+            used: 12 * GIB,
+        };
+        let gpu = GpuInfo {
+            vram_total: Some(8 * GIB),
+            ..Default::default()
+        };
+        // More than is free, but llama.cpp may still say it fits: it is asked.
+        assert!(!beyond_machine(&needing(20 * GIB, 0), &memory, &gpu));
+        assert!(!beyond_machine(&needing(30 * GIB, 18 * GIB), &memory, &gpu));
+        assert!(beyond_machine(&needing(30 * GIB, 19 * GIB), &memory, &gpu));
+        assert!(beyond_machine(
+            &needing(33 * GIB, 0),
+            &memory,
+            &GpuInfo::default()
+        ));
     }
 }
