@@ -21,6 +21,9 @@ import type {
   ImageJobEvent,
   ImageRequest,
   ImportModelRequest,
+  LlamaCalibrationProgress,
+  LlamaCalibrationReport,
+  LlamaCalibrationRequest,
   LlamaServerConfig,
   MemoryInfo,
   MemoryUsage,
@@ -190,6 +193,8 @@ export interface LlamaServerEvents {
   'restart-failed': [EventOf<ServerEvent<ServerInfo>, 'restart-failed'>]
   /** An install of an executable, anywhere in the library (this server's own start included). */
   'binary-progress': [BinaryProgressEvent]
+  /** How far {@link LlamaServerManager.calibrate} is: its phase, the combination it runs, and the percentage done. */
+  'calibration-progress': [LlamaCalibrationProgress & { type: 'calibration-progress' }]
   /** A request began to wait at the gateway; `waiting` counts it. */
   queued: [EventOf<QueueEvent, 'queued'>]
   /** A request stopped waiting at the gateway (served, refused, or its client went). */
@@ -231,6 +236,27 @@ export declare class LlamaServerManager extends EventEmitter<LlamaServerEvents> 
    * @throws {ServerError} never started, already starting, or the new process failed.
    */
   restart(): Promise<ServerInfo>
+  /**
+   * Measures the model as it really runs: for each of `combos` (settings over `profile` and
+   * `fixedConfig`), starts a llama-server of its own on a free loopback port, runs the
+   * `workloads` (one warm-up, then `samples` timed runs), and reads its peak RSS, the buffers
+   * llama.cpp allocated on each device and on the host, its load time and tokens per second;
+   * then stops it. The report (genai-electron 0.26's exact strategy, with `memory` on each run)
+   * is stored beside the model, and from then on an estimate of a configuration with the same
+   * memory flags (`canRunModel`, `start()`'s check, the orchestrator) is this measurement,
+   * `source: 'measured'`. A combination that the memory check refuses is listed in
+   * `skippedCombos`, never started. `selected` is the fastest that ran.
+   * @throws {ServerError} `SERVER_BUSY` while this server runs, is offloaded, or calibrates already.
+   * @throws {ValidationError} a malformed config, or 0.26's adaptive search (`profiles`).
+   * @throws {ModelNotFoundError} @throws {BinaryError}
+   * @throws {CancelledError} `signal` was aborted; the server it ran is stopped and nothing is stored.
+   */
+  calibrate(
+    config: LlamaCalibrationRequest & {
+      onProgress?: (progress: LlamaCalibrationProgress) => void
+      signal?: AbortSignal
+    },
+  ): Promise<LlamaCalibrationReport>
   getInfo(): ServerInfo
   /** The resolved configuration (paths, numbers) of the last start that worked. */
   getConfig(): ResolvedLlamaConfig | null

@@ -247,6 +247,11 @@ export type SystemInfoEvent = {
  */
 export type ModelSizingInfo = {
   /**
+   * The installed model's id: a stored calibration of it (`llamaServer.calibrate()`) answers
+   * for the configuration it measured.
+   */
+  id?: string
+  /**
    * File size in bytes (all shards).
    */
   size: number
@@ -343,18 +348,21 @@ export type MemoryEstimate = {
   contextSize: number
   gpuLayers: number
   /**
-   * Who answered: llama.cpp's own dry run of the configuration, or our arithmetic.
+   * Who answered: a stored calibration, llama.cpp's own dry run of the configuration, or our
+   * arithmetic.
    */
   source: EstimateSource
 };
 
 /**
- * Where a {@link MemoryEstimate} comes from: `projected`, llama.cpp's own dry run of the
+ * Where a {@link MemoryEstimate} comes from: `measured`, a calibration of the same configuration
+ * (`llamaServer.calibrate()`, stored beside the model: peak RSS and the buffers llama.cpp
+ * allocated); `projected`, llama.cpp's own dry run of the
  * configuration (`llama-fit-params`, beside llama-server: the buffers it will allocate, per
  * device and on the host); `estimated`, arithmetic from the GGUF header (the weights by layer,
  * the KV cache, and a fixed share for compute buffers), where the tool is missing or fails.
  */
-export type EstimateSource = "projected" | "estimated";
+export type EstimateSource = "measured" | "projected" | "estimated";
 
 /**
  * The verdict of {@link SystemInfo.canRunModel}.
@@ -952,6 +960,265 @@ export type ServerInfo = {
 };
 
 /**
+ * The context and parallel slots every combination runs with.
+ */
+export type LlamaCalibrationProfile = {
+  contextSize: number
+  parallelRequests: number
+};
+
+/**
+ * One combination of settings to measure.
+ */
+export type LlamaCalibrationCombo = {
+  label?: string
+  /**
+   * `LlamaServerConfig` settings: `gpuLayers`, `swaFull`, `cacheTypeK`, `cacheTypeV`,
+   * `flashAttention`, `cpuMoe`, `nCpuMoe`, `overrideTensors`, `threads`, `batchSize`, `cacheRam`.
+   */
+  overrides: Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam'>>
+};
+
+/**
+ * What each combination is asked to do, timed: `cold-prefill` sends `prompt` with no cache;
+ * `shared-prefix` sends `sharedPrefix` + each suffix in turn, the prefix cached after the first.
+ */
+export type LlamaCalibrationWorkload =
+  | { "kind": "cold-prefill", id: string, prompt: string, nPredict: number, weight?: number }
+  | { "kind": "shared-prefix", id: string, sharedPrefix: string, suffixes: Array<string>, nPredict: number, weight?: number };
+
+/**
+ * `llamaServer.calibrate(config)` (less `onProgress` and `signal`, which stay in JS).
+ */
+export type LlamaCalibrationRequest = {
+  /**
+   * An installed `llm` model.
+   */
+  modelId: string
+  profile: LlamaCalibrationProfile | null
+  /**
+   * Each is started and measured in turn (default: one with no overrides).
+   */
+  combos?: Array<LlamaCalibrationCombo>
+  /**
+   * Settings every combination shares: the overrides' keys, `continuousBatching`, `useMmap`
+   * and `useMlock`.
+   */
+  fixedConfig?: Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock'>>
+  /**
+   * What each combination runs (default: a short cold prompt of 16 tokens).
+   */
+  workloads?: Array<LlamaCalibrationWorkload>
+  /**
+   * Timed runs of each workload after one warm-up (default 1, at most 20).
+   */
+  samples: number | null
+  /**
+   * Sampling seed of every request (default 42).
+   */
+  seed: number | null
+  /**
+   * Milliseconds a combination's server may take to load (default 60000).
+   */
+  startupTimeoutMs: number | null
+  /**
+   * Milliseconds one request may take (default 60000).
+   */
+  requestTimeoutMs: number | null
+};
+
+/**
+ * Where a calibration is.
+ */
+export type LlamaCalibrationPhase = "preparing" | "starting" | "warmup" | "sampling" | "stopping" | "done";
+
+/**
+ * The active combination of a progress event.
+ */
+export type LlamaCalibrationCandidate = {
+  comboIndex: number
+  combo: LlamaCalibrationCombo
+};
+
+/**
+ * A `calibration-progress` event, and `onProgress`'s argument.
+ */
+export type LlamaCalibrationProgress = {
+  strategy: 'exact'
+  phase: LlamaCalibrationPhase
+  overallPercent: number
+  elapsedMs: number
+  comboCount: number
+  activeCandidate: LlamaCalibrationCandidate | null
+  workloadIndex: number | null
+  workloadCount: number
+  sampleIndex: number | null
+  sampleCount: number
+};
+
+/**
+ * How a combination's run ended.
+ */
+export type LlamaCalibrationStatus =
+  | "ok"
+  | "oom"
+  | "startup-timeout"
+  | "request-timeout"
+  | "crashed"
+  | "error";
+
+/**
+ * One request's timings, as llama-server reported them.
+ */
+export type LlamaCalibrationRequestTiming = {
+  wallTimeMs: number
+  promptTokens: number | null
+  promptMs: number | null
+  promptTokensPerSecond: number | null
+  predictedTokens: number | null
+  predictedMs: number | null
+  predictedTokensPerSecond: number | null
+  cachedTokens: number | null
+};
+
+export type LlamaCalibrationSample = {
+  wallTimeMs: number
+  requests: Array<LlamaCalibrationRequestTiming>
+};
+
+export type LlamaCalibrationWorkloadResult = {
+  workloadId: string
+  kind: LlamaCalibrationWorkload['kind']
+  weight: number
+  samples: Array<LlamaCalibrationSample>
+  medianWallTimeMs: number | null
+  error: string | null
+};
+
+/**
+ * Bytes of one device's (or the host's) buffers.
+ */
+export type LlamaBufferBytes = {
+  name: string
+  modelBytes: number
+  /**
+   * The KV cache (and recurrent state).
+   */
+  contextBytes: number
+  computeBytes: number
+};
+
+/**
+ * What a measured combination held, and the flags it was measured with.
+ */
+export type LlamaCalibrationMemory = {
+  /**
+   * The highest resident memory of llama-server while it loaded and served the workloads.
+   */
+  peakRssBytes: number
+  /**
+   * Its buffers on the devices as llama.cpp allocated them (or what NVML saw, if more).
+   */
+  vramBytes: number
+  /**
+   * Per device (`Vulkan0`, `CUDA0`, …): the buffers llama.cpp allocated.
+   */
+  devices: Array<LlamaBufferBytes>
+  /**
+   * The buffers it allocated on the host (`CPU`, `…_Host`).
+   */
+  host: LlamaBufferBytes
+  /**
+   * llama-server's arguments that decide what it allocates (the model's path left out): an
+   * estimate of a configuration with the same arguments and binary uses this measurement.
+   */
+  args: Array<string>
+  binary: string
+};
+
+/**
+ * One combination, started and measured.
+ */
+export type LlamaCalibrationRun = {
+  combo: LlamaCalibrationCombo
+  /**
+   * The profile, the fixed settings and the combination's, and the GPU layers it ran with.
+   */
+  resolvedConfig: Partial<LlamaServerConfig>
+  status: LlamaCalibrationStatus
+  loadTimeMs: number | null
+  /**
+   * `/props`: the context and slots llama-server runs with.
+   */
+  effectiveContextSize: number | null
+  effectiveParallelRequests: number | null
+  workloadResults: Array<LlamaCalibrationWorkloadResult>
+  /**
+   * The workloads' median wall times, weighted and summed: lower is faster.
+   */
+  scoreMs: number | null
+  /**
+   * What it held; `null` where it did not load.
+   */
+  memory: LlamaCalibrationMemory | null
+  error: string | null
+  /**
+   * llama-server's last lines, where the run failed.
+   */
+  stderrTail: string | null
+};
+
+/**
+ * A combination not started: its configuration was refused before (the memory check).
+ */
+export type LlamaCalibrationSkippedCombo = {
+  combo: LlamaCalibrationCombo
+  reason: string
+};
+
+/**
+ * The fastest combination that ran, and how to start it.
+ */
+export type LlamaCalibrationRecommendation = {
+  combo: LlamaCalibrationCombo
+  /**
+   * Settings for `llamaServer.start()`, with the model's id.
+   */
+  startConfig: LlamaServerConfig
+  scoreMs: number
+};
+
+export type LlamaCalibrationReportStatus = "complete" | "no-viable-candidate";
+
+export type LlamaCalibrationModelIdentity = {
+  id: string
+  name: string
+  size: number
+};
+
+/**
+ * What `calibrate()` resolves with, as stored beside the model.
+ */
+export type LlamaCalibrationReport = {
+  resultKind: 'report'
+  strategy: 'exact'
+  status: LlamaCalibrationReportStatus
+  /**
+   * ISO 8601.
+   */
+  createdAt: string
+  model: LlamaCalibrationModelIdentity
+  profile: LlamaCalibrationProfile
+  fixedConfig: Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock'>>
+  combos: Array<LlamaCalibrationCombo>
+  runs: Array<LlamaCalibrationRun>
+  skippedCombos: Array<LlamaCalibrationSkippedCombo>
+  selected: LlamaCalibrationRecommendation | null
+  confidence: 'single-launch-measurement'
+  warnings: Array<string>
+};
+
+/**
  * How stable-diffusion.cpp runs: `sd-cli` per image, or `sd-server` with the model kept loaded.
  */
 export type DiffusionBackend = "one-shot" | "resident";
@@ -1506,7 +1773,8 @@ export type ResourceBytes = {
 };
 
 /**
- * Where a {@link ResourceUsage} comes from: `measured`, a running process (never counted as
+ * Where a {@link ResourceUsage} comes from: `measured`, a running process, or before it runs a
+ * calibration of its configuration (a running process is never counted as
  * less than what it uses); `projected`, llama.cpp's own dry run of the LLM's configuration
  * (`llama-fit-params`); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
  */

@@ -144,6 +144,14 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
   const diffusionEvents = recordEvents(diffusion, 'DiffusionServerEvents')
   conforms(llama.getInfo(), 'ServerInfo')
   conforms(diffusion.getInfo(), 'DiffusionServerInfo')
+  const calibration = {
+    modelId: 'tiny',
+    profile: { contextSize: 512, parallelRequests: 1 },
+    fixedConfig: { threads: 1 },
+  }
+  // A failing combination too: its run has the error's fields.
+  calibration.combos = [{ overrides: {} }, { label: 'q8_0', overrides: { cacheTypeK: 'q8_0' } }]
+  conforms(await llama.calibrate(calibration), 'LlamaCalibrationReport')
   conforms(await llama.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }), 'ServerInfo')
   try {
     conforms(llama.getConfig(), 'ResolvedLlamaConfig')
@@ -178,6 +186,6 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
   } finally {
     await Promise.all([llama.stop(), diffusion.stop()])
   }
-  eventsConform(llamaEvents, ['state', 'starting', 'started', 'stopped', 'log'])
+  eventsConform(llamaEvents, ['calibration-progress', 'state', 'starting', 'started', 'stopped', 'log'])
   eventsConform(diffusionEvents, ['state', 'started', 'progress', 'job', 'stopped'])
 })

@@ -22,6 +22,14 @@ use crate::diffusion::progress::{Progress, Stage};
 use crate::diffusion::request::{ImageRequest, Sampler};
 use crate::diffusion::resolve::StartRequest as DiffusionStartRequest;
 use crate::error::ErrorCode;
+use crate::llama::calibrate::{
+    CalibrationRequest, Candidate as CalibrationCandidate, Combo as CalibrationCombo,
+    DeviceBuffers, Measured as CalibrationMemory, ModelIdentity as CalibrationModel,
+    Phase as CalibrationPhase, Profile as CalibrationProfile, Progress as CalibrationProgress,
+    Recommendation as CalibrationRecommendation, Report as CalibrationReport, ReportStatus,
+    RequestTiming, Run as CalibrationRun, RunStatus, Sample as CalibrationSample,
+    Skipped as CalibrationSkipped, Workload as CalibrationWorkload, WorkloadResult,
+};
 use crate::llama::gateway::{QueueEvent, QueueInfo};
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
 use crate::llama::tuning::{FitMode, ReasoningFormat};
@@ -103,6 +111,25 @@ pub fn shapes() -> String {
         declaration::<RecoveryPolicy>(&config),
         declaration::<LlamaConfig>(&config),
         declaration::<ServerInfo>(&config),
+        declaration::<CalibrationProfile>(&config),
+        declaration::<CalibrationCombo>(&config),
+        declaration::<CalibrationWorkload>(&config),
+        declaration::<CalibrationRequest>(&config),
+        declaration::<CalibrationPhase>(&config),
+        declaration::<CalibrationCandidate>(&config),
+        declaration::<CalibrationProgress>(&config),
+        declaration::<RunStatus>(&config),
+        declaration::<RequestTiming>(&config),
+        declaration::<CalibrationSample>(&config),
+        declaration::<WorkloadResult>(&config),
+        declaration::<DeviceBuffers>(&config),
+        declaration::<CalibrationMemory>(&config),
+        declaration::<CalibrationRun>(&config),
+        declaration::<CalibrationSkipped>(&config),
+        declaration::<CalibrationRecommendation>(&config),
+        declaration::<ReportStatus>(&config),
+        declaration::<CalibrationModel>(&config),
+        declaration::<CalibrationReport>(&config),
         declaration::<BackendKind>(&config),
         declaration::<DiffusionStartRequest>(&config),
         declaration::<DiffusionConfigView>(&config),

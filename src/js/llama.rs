@@ -4,10 +4,11 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::binaries::progress_to_js;
-use super::error::{to_js, to_napi};
-use super::events::{EventCallback, log, serialized, sink};
+use super::error::{OrEmpty, from_js, to_js, to_napi};
+use super::events::{EventCallback, log, serialized, sink, tagged};
 use crate::binaries::BinaryManager;
 use crate::events::Subscription;
+use crate::llama::calibrate::CalibrationRequest;
 use crate::llama::{LlamaEvent, LlamaServer};
 
 #[napi(js_name = "NativeLlamaServer")]
@@ -21,6 +22,7 @@ fn event_to_js(event: LlamaEvent) -> Value {
     match event {
         LlamaEvent::Server(event) => serialized(event),
         LlamaEvent::Queue(event) => serialized(event),
+        LlamaEvent::Calibration(progress) => tagged("calibration-progress", progress),
         LlamaEvent::Log(line) => log(line),
     }
 }
@@ -40,6 +42,31 @@ impl JsLlamaServer {
     pub async fn restart(&self) -> napi::Result<Value> {
         let info = self.inner.restart().await.map_err(to_napi)?;
         to_js(&info)
+    }
+
+    #[napi(
+        ts_args_type = "config: Shapes.LlamaCalibrationRequest",
+        ts_return_type = "Promise<Shapes.LlamaCalibrationReport>"
+    )]
+    pub async fn calibrate(&self, config: Value) -> napi::Result<Value> {
+        let request: CalibrationRequest = from_js("config", config.or_empty())?;
+        let data = super::config::data_paths().await?;
+        let report = self
+            .inner
+            .calibrate(
+                request,
+                &data,
+                super::system::shared(),
+                BinaryManager::shared(),
+            )
+            .await
+            .map_err(to_napi)?;
+        to_js(&report)
+    }
+
+    #[napi]
+    pub fn cancel_calibration(&self) -> bool {
+        self.inner.cancel_calibration()
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::{Coded, ErrorCode};
@@ -127,6 +128,8 @@ pub enum LlamaError {
     Invalid(String),
     #[error(transparent)]
     RpcWorker(#[from] RpcWorkerError),
+    #[error("llamaServer is calibrating: calibrate() runs the model in a server of its own")]
+    Calibrating,
 }
 
 impl Coded for LlamaError {
@@ -136,6 +139,7 @@ impl Coded for LlamaError {
             LlamaError::Launch(e) => e.code(),
             LlamaError::Invalid(_) => ErrorCode::InvalidArgument,
             LlamaError::RpcWorker(e) => e.code(),
+            LlamaError::Calibrating => ErrorCode::ServerBusy,
         }
     }
 
@@ -150,6 +154,10 @@ impl Coded for LlamaError {
                 Some("Compare the config with LlamaServerConfig in index.d.ts".into())
             }
             LlamaError::RpcWorker(e) => e.suggestion(),
+            LlamaError::Calibrating => Some(
+                "Start the server once calibrate() has resolved, or abort it with its signal"
+                    .into(),
+            ),
         }
     }
 
@@ -159,6 +167,7 @@ impl Coded for LlamaError {
             LlamaError::Launch(e) => e.details(),
             LlamaError::Invalid(_) => Map::new(),
             LlamaError::RpcWorker(e) => e.details(),
+            LlamaError::Calibrating => Map::new(),
         }
     }
 }
@@ -316,6 +325,8 @@ pub enum LlamaEvent {
     Server(ServerEvent<ServerInfo>),
     /// A request began or stopped waiting at the gateway.
     Queue(gateway::QueueEvent),
+    /// How far `calibrate()` is.
+    Calibration(calibrate::Progress),
     Log(String),
 }
 
@@ -329,6 +340,9 @@ pub struct LlamaServer {
     traffic: Arc<Traffic>,
     /// The buffers llama-server reported at its last load, per device and on the host.
     allocated: Arc<Mutex<projection::Allocated>>,
+    events: Option<EventSink<LlamaEvent>>,
+    /// Cancels the calibration under way.
+    calibrating: Mutex<Option<CancellationToken>>,
 }
 
 type Gateway = Arc<Mutex<Option<(HttpServer, u16)>>>;
@@ -350,6 +364,7 @@ impl LlamaServer {
                 .map(|events| EventSink::new(move |line| events.emit(LlamaEvent::Log(line)))),
         );
         let actor_events = {
+            let events = events.clone();
             let (config, gateway, log) = (config.clone(), gateway.clone(), log.clone());
             EventSink::new(move |event| {
                 let model_id = || lock(&config).as_ref().map(|c| c.model_id.clone());
@@ -375,6 +390,8 @@ impl LlamaServer {
             gateway,
             traffic: Arc::new(Traffic::new(events_for_queue)),
             allocated: Arc::default(),
+            events,
+            calibrating: Mutex::default(),
         }
     }
 
@@ -402,6 +419,9 @@ impl LlamaServer {
     /// Starts llama-server and resolves once `/health` answers 200. A `stop()` meanwhile
     /// cancels it: the start then fails with `LaunchError::Cancelled`.
     pub async fn start(&self, config: LlamaConfig) -> Result<ServerInfo, LlamaError> {
+        if lock(&self.calibrating).is_some() {
+            return Err(LlamaError::Calibrating);
+        }
         // A stop under way still holds the port: the start waits for it, then starts.
         self.actor.stop_done().await;
         let status = self.actor.status();
@@ -539,6 +559,60 @@ impl LlamaServer {
         drained
     }
 
+    /// Runs `request`'s combinations in servers of their own and measures them (see
+    /// [`calibrate`]); refused while this server runs, is offloaded, or calibrates already.
+    pub async fn calibrate(
+        &self,
+        request: calibrate::CalibrationRequest,
+        data: &crate::config::DataPaths,
+        system: &crate::system::SystemInfo,
+        binaries: &crate::binaries::BinaryManager,
+    ) -> Result<calibrate::Report, calibrate::CalibrationError> {
+        let cancel = CancellationToken::new();
+        {
+            let mut calibrating = lock(&self.calibrating);
+            let status = self.actor.status();
+            let busy = if calibrating.is_some() {
+                Some("calibrating already".to_string())
+            } else if self.is_offloaded() {
+                Some("offloaded by the orchestrator, which brings it back".into())
+            } else if !matches!(status, ServerState::Stopped | ServerState::Crashed) {
+                Some(status.to_string())
+            } else {
+                None
+            };
+            if let Some(busy) = busy {
+                return Err(calibrate::CalibrationError::Busy(busy));
+            }
+            *calibrating = Some(cancel.clone());
+        }
+        let events = self.events.clone();
+        let emit = move |progress| {
+            if let Some(events) = &events {
+                events.emit(LlamaEvent::Calibration(progress));
+            }
+        };
+        let context = calibrate::Context {
+            data,
+            system,
+            binaries,
+            cancel,
+            emit: &emit,
+        };
+        let report = calibrate::calibrate(request, context).await;
+        *lock(&self.calibrating) = None;
+        report
+    }
+
+    /// Ends the calibration under way (its server is stopped; it rejects as cancelled). False
+    /// when none runs.
+    pub fn cancel_calibration(&self) -> bool {
+        lock(&self.calibrating)
+            .as_ref()
+            .map(CancellationToken::cancel)
+            .is_some()
+    }
+
     /// Offloaded and not stopped or started since: its gateway holds requests for a reload.
     pub fn is_offloaded(&self) -> bool {
         self.traffic.is_held() && self.actor.status() == ServerState::Stopped
@@ -638,6 +712,7 @@ fn health_url(host: &str, port: u16) -> String {
     format!("{}/health", crate::http::local_base(host, port))
 }
 
+pub mod calibrate;
 pub mod gateway;
 pub mod projection;
 pub mod resolve;

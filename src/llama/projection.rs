@@ -257,6 +257,13 @@ const MEMORY_FLAGS: &[(&str, bool)] = &[
 
 /// The dry run's arguments for a llama-server argument vector.
 pub fn tool_args(server_args: &[String]) -> Vec<String> {
+    let mut args = memory_args(server_args);
+    args.extend(["--fit-print".into(), "on".into()]);
+    args
+}
+
+/// The arguments of a llama-server argument vector that decide what it allocates.
+pub fn memory_args(server_args: &[String]) -> Vec<String> {
     let mut args = Vec::new();
     let mut rest = server_args.iter();
     while let Some(arg) = rest.next() {
@@ -268,7 +275,6 @@ pub fn tool_args(server_args: &[String]) -> Vec<String> {
             args.push(value.clone());
         }
     }
-    args.extend(["--fit-print".into(), "on".into()]);
     args
 }
 

@@ -442,7 +442,24 @@ pub async fn resolve(
     if force {
         return Ok(config);
     }
-    // llama.cpp's own dry run decides where it can be asked; the arithmetic where it cannot.
+    // A calibration of this configuration decides; else llama.cpp's own dry run where it can be
+    // asked; the arithmetic where it cannot.
+    if let Some(measured) = super::calibrate::measured(&config, data).await {
+        let check = estimate::verdict(measured, &RunOptions::default(), &memory, &caps.gpu);
+        if !check.possible {
+            let reason = format!(
+                "calibrate() measured it at {} MiB of RAM and {} MiB on the devices: {}",
+                measured.ram >> 20,
+                measured.vram >> 20,
+                check.reason.as_deref().unwrap_or_default()
+            );
+            return Err(refuse(estimate::CanRun {
+                reason: Some(reason),
+                ..check
+            }));
+        }
+        return Ok(config);
+    }
     match super::projected(&config).await {
         Ok((projected, projection)) => {
             let check = estimate::verdict(projected, &RunOptions::default(), &memory, &caps.gpu);

@@ -35,6 +35,7 @@ pub async fn can_run_model(
         return Ok(arithmetic);
     };
     let config = LlamaConfig {
+        model_id: model.id.clone().unwrap_or_default(),
         model_path: model_path.clone(),
         binary,
         context_size: arithmetic.estimate.context_size,
@@ -44,6 +45,20 @@ pub async fn can_run_model(
         cache_type_v: opts.cache_type_v.or(opts.cache_type_k),
         ..Default::default()
     };
+    let measured = match &model.id {
+        Some(id) if crate::models::store::is_valid_id(id) => {
+            super::calibrate::measured(&config, data).await
+        }
+        _ => None,
+    };
+    if let Some(measured) = measured {
+        return Ok(verdict(
+            measured,
+            opts,
+            &system.memory(),
+            &system.gpu().await,
+        ));
+    }
     match super::projected(&config).await {
         Ok((projected, _)) => {
             let gpu = system.gpu().await;

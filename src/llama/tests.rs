@@ -221,7 +221,8 @@ async fn the_real_server_starts_answers_crashes_and_stops() {
             LlamaEvent::Server(ServerEvent::RestartFailed { .. }) => "restart-failed",
             LlamaEvent::Log(_)
             | LlamaEvent::Server(ServerEvent::State(_))
-            | LlamaEvent::Queue(_) => "log",
+            | LlamaEvent::Queue(_)
+            | LlamaEvent::Calibration(_) => "log",
         })
         .collect();
     assert_eq!(

@@ -14,7 +14,8 @@ use crate::llama::LlamaConfig;
 use crate::process::memory::TreeMemory;
 use crate::system::estimate::{EstimateSource, KvCache, MemoryEstimate, ModelSpec};
 
-/// Where a {@link ResourceUsage} comes from: `measured`, a running process (never counted as
+/// Where a {@link ResourceUsage} comes from: `measured`, a running process, or before it runs a
+/// calibration of its configuration (a running process is never counted as
 /// less than what it uses); `projected`, llama.cpp's own dry run of the LLM's configuration
 /// (`llama-fit-params`); `estimated`, by arithmetic; `none`, nothing runs and nothing is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
@@ -71,6 +72,10 @@ impl Usage {
         match (self.source, source) {
             (Source::Estimated, EstimateSource::Projected) => Usage {
                 source: Source::Projected,
+                ..self
+            },
+            (Source::Estimated, EstimateSource::Measured) => Usage {
+                source: Source::Measured,
                 ..self
             },
             _ => self,
@@ -168,9 +173,12 @@ pub fn image(
     Usage::of(Memory { ram, vram }, measured)
 }
 
-/// What the LLM's configuration needs: llama.cpp's projection where its tool answers, else the
-/// GGUF arithmetic behind `canRunModel`.
+/// What the LLM's configuration needs: a stored calibration of it, else llama.cpp's projection
+/// where its tool answers, else the GGUF arithmetic behind `canRunModel`.
 pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<MemoryEstimate> {
+    if let Some(measured) = crate::llama::calibrate::measured(config, data).await {
+        return Some(measured);
+    }
     match crate::llama::projected(config).await {
         Ok((projected, _)) => return Some(projected),
         Err(why) => tracing::debug!(%why, "the LLM is sized by the GGUF arithmetic"),

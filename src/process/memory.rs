@@ -53,6 +53,23 @@ pub fn tree(leader: u32) -> Option<TreeMemory> {
     })
 }
 
+/// The highest resident memory `pid` has had (Linux `VmHWM`); `None` elsewhere, where callers
+/// sample [`tree`] instead.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -95,5 +112,14 @@ mod tests {
         }
         let _ = child.wait();
         assert!(tree(leader).is_none());
+    }
+
+    #[test]
+    fn the_peak_is_at_least_what_is_resident_now() {
+        let me = std::process::id();
+        let now = tree(me).unwrap().rss_bytes;
+        let peak = peak_rss(me).unwrap();
+        assert!(peak >= now / 2 && peak > 0, "{peak} vs {now}");
+        assert_eq!(peak_rss(u32::MAX), None);
     }
 }

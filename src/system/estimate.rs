@@ -35,6 +35,11 @@ const VRAM_RESERVE: u64 = 512 * MIB;
 #[serde(rename_all = "camelCase")]
 #[ts(rename = "ModelSizingInfo")]
 pub struct ModelSpec {
+    /// The installed model's id: a stored calibration of it (`llamaServer.calibrate()`) answers
+    /// for the configuration it measured.
+    #[serde(default)]
+    #[ts(optional)]
+    pub id: Option<String>,
     /// File size in bytes (all shards).
     pub size: f64,
     #[serde(default)]
@@ -90,6 +95,7 @@ impl ModelSpec {
             .transpose()
             .map_err(|e| format!("model {:?} has unusable metadata: {e}", info.id))?;
         Ok(ModelSpec {
+            id: Some(info.id.clone()),
             size: info.size as f64,
             gguf_metadata,
             path: Some(info.path.clone()),
@@ -239,17 +245,21 @@ pub struct MemoryEstimate {
     pub compute: u64,
     pub context_size: u32,
     pub gpu_layers: u32,
-    /// Who answered: llama.cpp's own dry run of the configuration, or our arithmetic.
+    /// Who answered: a stored calibration, llama.cpp's own dry run of the configuration, or our
+    /// arithmetic.
     pub source: EstimateSource,
 }
 
-/// Where a {@link MemoryEstimate} comes from: `projected`, llama.cpp's own dry run of the
+/// Where a {@link MemoryEstimate} comes from: `measured`, a calibration of the same configuration
+/// (`llamaServer.calibrate()`, stored beside the model: peak RSS and the buffers llama.cpp
+/// allocated); `projected`, llama.cpp's own dry run of the
 /// configuration (`llama-fit-params`, beside llama-server: the buffers it will allocate, per
 /// device and on the host); `estimated`, arithmetic from the GGUF header (the weights by layer,
 /// the KV cache, and a fixed share for compute buffers), where the tool is missing or fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum EstimateSource {
+    Measured,
     Projected,
     Estimated,
 }
