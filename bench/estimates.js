@@ -1,8 +1,9 @@
 'use strict'
 
 // The ResourceOrchestrator's estimates against measured peak RSS, beside the seed's `size × 1.2`:
-// the chat model (SmolLM2-135M) at contexts 2048 and 8192 (RSS after one request), llama.cpp's
-// projection (llama-fit-params) beside our GGUF arithmetic, and the tiny diffusion set at 64×64
+// the chat model (SmolLM2-135M) at contexts 2048 and 8192 (RSS after one request), a stored
+// calibration (llamaServer.calibrate()) and llama.cpp's projection (llama-fit-params) beside our
+// GGUF arithmetic, and the tiny diffusion set at 64×64
 // and 256×256 (sd-cli's peak RSS, read with getrusage of a python3 parent). Printed by
 // bench/gateway.js and bench/orchestrate.js.
 const assert = require('node:assert/strict')
@@ -89,9 +90,11 @@ async function printEstimateTable(lib, real) {
   const error = (bytes, measured) => `${(((bytes - measured) / measured) * 100).toFixed(1)}%`
   // Each source beside the measurement: llama.cpp's projection (the LLM only), our arithmetic,
   // and the seed's rule.
-  const row = (name, measured, { projected, arithmetic, seed }) => {
+  const row = (name, measured, { calibrated, projected, arithmetic, seed }) => {
     rows[name] = {
       'measured MB': (measured / MB).toFixed(1),
+      'calibrated MB': calibrated === undefined ? '-' : (calibrated / MB).toFixed(1),
+      'its error   ': calibrated === undefined ? '-' : error(calibrated, measured),
       'projected MB': projected === undefined ? '-' : (projected / MB).toFixed(1),
       'its error': projected === undefined ? '-' : error(projected, measured),
       'arithmetic MB': (arithmetic / MB).toFixed(1),
@@ -109,7 +112,16 @@ async function printEstimateTable(lib, real) {
       const { llm } = await orchestrator.estimate()
       assert.equal(llm.source, 'measured')
       const { projected, arithmetic } = await chatEstimates(lib, model, contextSize)
+      await llamaServer.stop()
+      // The same configuration calibrated: a server of its own, a short prompt, its peak RSS.
+      const profile = { contextSize, parallelRequests: lib.llamaServer.getConfig().parallelRequests }
+      const report = await llamaServer.calibrate({ modelId: 'chat', profile, fixedConfig: { threads: 1 } })
+      assert.equal(report.status, 'complete', JSON.stringify(report.runs))
+      const { gpuLayers } = lib.llamaServer.getConfig()
+      const calibrated = (await lib.systemInfo.canRunModel(model, { contextSize, gpuLayers })).estimate
+      assert.equal(calibrated.source, 'measured', 'the calibration answers for its configuration')
       row(`chat model, context ${contextSize}`, llm.measured.ram, {
+        calibrated: calibrated.ram,
         projected: projected.ram,
         arithmetic: arithmetic.ram,
         seed: model.size * 1.2,
