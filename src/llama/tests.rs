@@ -691,17 +691,84 @@ mod resolving {
                 .await
                 .is_ok()
         );
-        // A context whose KV cache the arithmetic puts far beyond this machine: the projection,
-        // which has it fit, decides.
-        let started = start(json!({ "contextSize": 200_000_000 })).await.unwrap();
-        assert_eq!(started.context_size, 200_000_000);
-        // Without the tool, the arithmetic refuses it.
+        // A context whose KV cache (512 bytes a token) the arithmetic puts beyond the free RAM,
+        // but within twice the machine's: the projection, which has it fit, decides.
+        let memory = crate::system::memory::detect_memory();
+        let beyond_free = ((memory.available + memory.total) / 2 / 512) as u32;
+        let started = start(json!({ "contextSize": beyond_free })).await.unwrap();
+        assert_eq!(started.context_size, beyond_free);
+        // Past twice the whole machine, the arithmetic refuses it without asking.
+        let hopeless = start(json!({ "contextSize": u32::MAX / 2 }))
+            .await
+            .unwrap_err();
+        assert_eq!(hopeless.code(), ErrorCode::InsufficientResources);
+        assert!(!hopeless.to_string().contains("projects"), "{hopeless}");
+        // Without the tool, the arithmetic refuses the first too.
         std::fs::remove_file(&tool).unwrap();
-        let refused = start(json!({ "contextSize": 200_000_000 }))
+        let refused = start(json!({ "contextSize": beyond_free }))
             .await
             .unwrap_err();
         assert_eq!(refused.code(), ErrorCode::InsufficientResources);
         assert!(!refused.to_string().contains("projects"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_stored_calibration_sizes_its_configuration_and_no_other() {
+        use crate::llama::calibrate;
+        use crate::system::estimate::EstimateSource;
+        let (_tmp, data, binary) = setup(ModelType::Llm).await;
+        let (system, binaries) = (SystemInfo::new(vec![]), BinaryManager::new(None));
+        let resolved = |extra: Value| {
+            let (data, binary, system, binaries) = (&data, &binary, &system, &binaries);
+            async move { resolve(request(extra, binary), data, system, binaries).await }
+        };
+        let config = resolved(json!({ "contextSize": 1024, "threads": 1 }))
+            .await
+            .unwrap();
+        assert!(calibrate::measured(&config, &data).await.is_none());
+        // A calibration that measured 1 TiB at this configuration, stored beside the model.
+        let memory = json!({
+            "peakRssBytes": 1u64 << 40, "vramBytes": 0, "devices": [],
+            "host": { "name": "host", "modelBytes": 7, "contextBytes": 5, "computeBytes": 3 },
+            "args": calibrate::memory_key(&config), "binary": config.binary,
+        });
+        let stored = json!({ "reports": [
+            { "runs": [{ "status": "crashed", "memory": null }, { "status": "ok", "memory": memory }] },
+        ] });
+        let (dir, _) = store::find(&data, "m").await.unwrap();
+        std::fs::write(dir.join(calibrate::REPORTS_FILE), stored.to_string()).unwrap();
+        let measured = calibrate::measured(&config, &data).await.unwrap();
+        assert_eq!(measured.source, EstimateSource::Measured);
+        assert_eq!(
+            (measured.ram, measured.weights, measured.kv_cache),
+            (1 << 40, 7, 5)
+        );
+        // Other threads allocate the same: it answers; another context or executable does not.
+        let threads = LlamaConfig {
+            threads: 4,
+            ..config.clone()
+        };
+        assert!(calibrate::measured(&threads, &data).await.is_some());
+        let context = LlamaConfig {
+            context_size: 2048,
+            ..config.clone()
+        };
+        assert!(calibrate::measured(&context, &data).await.is_none());
+        let other_binary = LlamaConfig {
+            binary: "/elsewhere/llama-server".into(),
+            ..config.clone()
+        };
+        assert!(calibrate::measured(&other_binary, &data).await.is_none());
+        // The start's check is the measurement's.
+        let refused = resolved(json!({ "contextSize": 1024 })).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InsufficientResources);
+        assert!(
+            refused
+                .to_string()
+                .contains("calibrate() measured it at 1048576 MiB"),
+            "{refused}"
+        );
+        assert!(resolved(json!({ "contextSize": 2048 })).await.is_ok());
     }
 
     #[tokio::test]
