@@ -23,6 +23,7 @@ pub mod process;
 pub mod binaries;
 // What every server's start shares: ports, the installed model, refusals.
 pub mod launch;
+pub mod calibration;
 // The servers.
 pub mod rpc;
 pub mod llama;

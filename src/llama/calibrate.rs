@@ -8,7 +8,7 @@
 //! The request and report follow genai-electron 0.26's exact strategy (one profile, a list of
 //! combinations); its adaptive search over GPU layers is not here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,18 +20,17 @@ use ts_rs::TS;
 use super::resolve::{self, StartRequest};
 use super::{LlamaConfig, LlamaError, LlamaServer, args, projection};
 use crate::binaries::BinaryManager;
+use crate::calibration::{self, PeakSampler, median};
 use crate::config::DataPaths;
 use crate::launch::{ManagedServer, StartError};
 use crate::process::LaunchError;
 use crate::system::SystemInfo;
 use crate::system::estimate::{EstimateSource, MemoryEstimate};
 
-/// The stored reports, beside the model's files: the newest first.
+/// The stored reports, beside the model's files: the newest eight, the newest first.
 pub const REPORTS_FILE: &str = "llama-calibration.json";
-const KEPT_REPORTS: usize = 8;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_SAMPLES: u32 = 20;
-const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 /// The keys of `LlamaServerConfig` a combination may set (genai-electron 0.26's overrides), and
 /// those `fixedConfig` may set besides.
@@ -739,18 +738,17 @@ async fn measure(
     cancel: &CancellationToken,
 ) -> Result<Run, CalibrationError> {
     let server = Arc::new(LlamaServer::new(None));
-    let peak = Arc::new(std::sync::Mutex::new(PeakSample::default()));
-    let sampling = CancellationToken::new();
-    tokio::spawn(sample_peak(server.clone(), peak.clone(), sampling.clone()));
+    let sampler = PeakSampler::start(server.clone());
     let outcome = tokio::select! {
         outcome = serve(&server, config, plan, reporter, index) => Some(outcome),
         _ = cancel.cancelled() => None,
     };
     let hwm = server.info().pid.and_then(crate::process::memory::peak_rss);
+    let sampled = sampler.peak();
+    drop(sampler);
     let allocated = crate::sync::lock(&server.allocated).buffers.clone();
     let tail = server.logs(20).join("\n");
     reporter.report(Phase::Stopping, Some(index), None, None);
-    sampling.cancel();
     server.stop().await;
     let Some(outcome) = outcome else {
         return Err(CalibrationError::Cancelled);
@@ -778,7 +776,6 @@ async fn measure(
                 .map(|w| w.weight * w.median_wall_time_ms.unwrap_or(0.0))
                 .sum(),
         );
-        let sampled = *crate::sync::lock(&peak);
         let on_devices = allocated.on_devices().total();
         run.memory = Some(Measured {
             peak_rss_bytes: sampled.rss.max(hwm.unwrap_or(0)),
@@ -796,31 +793,6 @@ async fn measure(
         run.stderr_tail = Some(tail);
     }
     Ok(run)
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct PeakSample {
-    rss: u64,
-    vram: u64,
-}
-
-/// Keeps the highest RSS and VRAM of the server's process tree until `stop`.
-async fn sample_peak(
-    server: Arc<LlamaServer>,
-    peak: Arc<std::sync::Mutex<PeakSample>>,
-    stop: CancellationToken,
-) {
-    loop {
-        if let Some(tree) = server.memory().await {
-            let mut peak = crate::sync::lock(&peak);
-            peak.rss = peak.rss.max(tree.rss_bytes);
-            peak.vram = peak.vram.max(tree.vram_bytes.unwrap_or(0));
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
-        }
-    }
 }
 
 struct Outcome {
@@ -1023,20 +995,6 @@ async fn read_json(response: reqwest::Response) -> Option<Value> {
     serde_json::from_slice(&response.bytes().await.ok()?).ok()
 }
 
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut values: Vec<f64> = values.collect();
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    })
-}
-
 /// The arguments that decide what `config` allocates, the model's path left out (the
 /// calibration is stored with the model).
 pub fn memory_key(config: &LlamaConfig) -> Vec<String> {
@@ -1052,33 +1010,17 @@ pub fn memory_key(config: &LlamaConfig) -> Vec<String> {
     key
 }
 
-fn reports_path(dir: &Path) -> PathBuf {
-    dir.join(REPORTS_FILE)
-}
-
 /// Adds `report` to the model's stored reports, the newest first.
 async fn store(data: &DataPaths, model_id: &str, report: &Report) -> Result<(), CalibrationError> {
     let (dir, _) = crate::models::store::find(data, model_id)
         .await
         .map_err(|e| CalibrationError::Start(Box::new(StartError::Model(e))))?;
-    let path = reports_path(&dir);
-    let mut reports = match tokio::fs::read(&path).await {
-        Ok(bytes) => serde_json::from_slice::<Stored<Value>>(&bytes)
-            .map(|s| s.reports)
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    reports.insert(0, serde_json::to_value(report).expect("reports serialize"));
-    reports.truncate(KEPT_REPORTS);
-    let bytes = serde_json::to_vec_pretty(&Stored { reports }).expect("reports serialize");
-    crate::files::write_atomic(&path, &bytes)
+    calibration::store(&dir, REPORTS_FILE, report)
         .await
-        .map_err(|source| CalibrationError::Store { path, source })
-}
-
-#[derive(Deserialize, Serialize)]
-struct Stored<R> {
-    reports: Vec<R>,
+        .map_err(|source| CalibrationError::Store {
+            path: dir.join(REPORTS_FILE),
+            source,
+        })
 }
 
 /// What a lookup reads of a stored report: each run's status and memory.
@@ -1098,11 +1040,9 @@ pub async fn measured(config: &LlamaConfig, data: &DataPaths) -> Option<MemoryEs
     let (dir, _) = crate::models::store::find(data, &config.model_id)
         .await
         .ok()?;
-    let bytes = tokio::fs::read(reports_path(&dir)).await.ok()?;
-    let stored: Stored<StoredReport> = serde_json::from_slice(&bytes).ok()?;
+    let reports: Vec<StoredReport> = calibration::read(&dir, REPORTS_FILE).await?;
     let key = memory_key(config);
-    let memory = stored
-        .reports
+    let memory = reports
         .into_iter()
         .flat_map(|r| r.runs)
         .filter(|run| run.status == RunStatus::Ok)
@@ -1215,13 +1155,6 @@ mod tests {
             (vec!["Once upon".into(), "Once more".into()], 3, true)
         );
         assert_eq!((workload.kind(), workload.weight()), ("shared-prefix", 2.0));
-    }
-
-    #[test]
-    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
-        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), Some(2.5));
-        assert_eq!(median(std::iter::empty()), None);
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! What the two calibrations share (`llamaServer.calibrate()`, `diffusionServer.calibrate()`):
+//! the peak memory of a server while it works, the median of timed samples, and the reports
+//! kept beside a model, the newest first.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::launch::ManagedServer;
+use crate::sync::lock;
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// Reports kept of each kind, beside each model.
+const KEPT_REPORTS: usize = 8;
+
+/// The highest memory seen of a server's process tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peak {
+    pub rss: u64,
+    pub vram: u64,
+}
+
+/// Samples a server's process tree every 50 ms until stopped, keeping the highest figures.
+pub struct PeakSampler {
+    peak: Arc<Mutex<Peak>>,
+    stop: CancellationToken,
+}
+
+impl PeakSampler {
+    pub fn start<S: ManagedServer + Send + Sync + 'static>(server: Arc<S>) -> PeakSampler {
+        let peak = Arc::new(Mutex::new(Peak::default()));
+        let stop = CancellationToken::new();
+        let (kept, stopped) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(tree) = server.memory().await {
+                    let mut peak = lock(&kept);
+                    peak.rss = peak.rss.max(tree.rss_bytes);
+                    peak.vram = peak.vram.max(tree.vram_bytes.unwrap_or(0));
+                    // The kernel's high-water mark, where it keeps one, catches what a sample
+                    // between two peaks would miss.
+                    let leader = tree.pids.first().copied();
+                    let hwm = leader.and_then(crate::process::memory::peak_rss);
+                    peak.rss = peak.rss.max(hwm.unwrap_or(0));
+                }
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+                }
+            }
+        });
+        PeakSampler { peak, stop }
+    }
+
+    /// The highest figures so far; sampling goes on.
+    pub fn peak(&self) -> Peak {
+        *lock(&self.peak)
+    }
+}
+
+impl Drop for PeakSampler {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The median; `None` of nothing.
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    })
+}
+
+#[derive(serde::Deserialize, Serialize)]
+struct Stored<R> {
+    reports: Vec<R>,
+}
+
+/// Adds `report` first to the reports in `dir/file` (the newest eight are kept).
+pub async fn store(dir: &Path, file: &str, report: &impl Serialize) -> std::io::Result<()> {
+    let path = dir.join(file);
+    let mut reports = read::<serde_json::Value>(dir, file)
+        .await
+        .unwrap_or_default();
+    reports.insert(0, serde_json::to_value(report).expect("reports serialize"));
+    reports.truncate(KEPT_REPORTS);
+    let bytes = serde_json::to_vec_pretty(&Stored { reports }).expect("reports serialize");
+    crate::files::write_atomic(&path, &bytes).await
+}
+
+/// The reports in `dir/file`, the newest first; `None` when there are none (or they cannot be
+/// read: a calibration is then run again, never trusted half-read).
+pub async fn read<R: DeserializeOwned>(dir: &Path, file: &str) -> Option<Vec<R>> {
+    let bytes = tokio::fs::read(dir.join(file)).await.ok()?;
+    serde_json::from_slice::<Stored<R>>(&bytes)
+        .ok()
+        .map(|s| s.reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
+    }
+
+    #[tokio::test]
+    async fn reports_are_kept_newest_first_and_at_most_eight() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read::<u32>(dir.path(), "r.json").await.is_none());
+        for i in 0..10u32 {
+            store(dir.path(), "r.json", &i).await.unwrap();
+        }
+        let kept = read::<u32>(dir.path(), "r.json").await.unwrap();
+        assert_eq!(kept, [9, 8, 7, 6, 5, 4, 3, 2]);
+        std::fs::write(dir.path().join("r.json"), "{ half").unwrap();
+        assert!(read::<u32>(dir.path(), "r.json").await.is_none());
+        // A damaged file is replaced by the next report.
+        store(dir.path(), "r.json", &10u32).await.unwrap();
+        assert_eq!(read::<u32>(dir.path(), "r.json").await.unwrap(), [10]);
+    }
+}
