@@ -9,6 +9,9 @@ import type {
   CanRunModelOptions,
   CanRunModelResult,
   DataPaths,
+  DiffusionCalibrationProgress,
+  DiffusionCalibrationReport,
+  DiffusionCalibrationRequest,
   DiffusionServerConfig,
   DiffusionServerInfo,
   DownloadRequest,
@@ -335,6 +338,8 @@ export interface DiffusionServerEvents {
    * room), `in_progress` when the backend takes it, then how it ended.
    */
   job: [EventOf<ImageJobEvent, 'job'>]
+  /** How far {@link DiffusionServerManager.calibrate} is: the combination, size and sample, and the percentage done. */
+  'calibration-progress': [DiffusionCalibrationProgress & { type: 'calibration-progress' }]
   /** An install of an executable, anywhere in the library. */
   'binary-progress': [BinaryProgressEvent]
   /** One line of stable-diffusion.cpp's output, or of the library about it, as `[time] [LEVEL] message` ({@link LogManager.parseEntry}). */
@@ -370,6 +375,26 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
   generateImage(config: ImageGenerationConfig): Promise<ImageGenerationResult>
   /** Cancels the job `id`, or the image being made now; false when there is no such job. */
   cancelImageGeneration(id?: string): boolean
+  /**
+   * Measures the model as it really runs: for each of `combos` (placement switches; default
+   * one, as `start()` chooses), starts an `sd-server` of its own and makes images of each of
+   * `sizes`, smallest first (one warm-up, then `samples` timed images), reading its peak RSS at
+   * each size, the params memory sd reports (VRAM and RAM) and each image's time; then stops
+   * it. The report (genai-electron 0.26's, with `ramPeakBytes` on each run) is stored beside the
+   * model, and from then on the orchestrator's estimate of an image of a measured size with the
+   * same placement and executable is this measurement (`source: 'measured'`).
+   * `recommended` names the fastest combination of each size.
+   * @throws {ServerError} `SERVER_BUSY` while this server runs, or calibrates already.
+   * @throws {ValidationError} a malformed config (a size, sampler or batch size `start()` or
+   * `generateImage()` would refuse). @throws {ModelNotFoundError} @throws {BinaryError}
+   * @throws {CancelledError} `signal` was aborted; its server is stopped and nothing is stored.
+   */
+  calibrate(
+    config: DiffusionCalibrationRequest & {
+      onProgress?: (progress: DiffusionCalibrationProgress) => void
+      signal?: AbortSignal
+    },
+  ): Promise<DiffusionCalibrationReport>
   /** The id of the job whose turn it is (`getInfo().activeGenerationId`), or `undefined`. */
   getActiveGenerationId(): string | undefined
   /**

@@ -1559,6 +1559,179 @@ export type DiffusionServerInfo = {
   error: string | null
 };
 
+export type CalibrationSize = {
+  width: number
+  height: number
+};
+
+/**
+ * How each image is made.
+ */
+export type DiffusionCalibrationGeneration = {
+  steps: number
+  cfgScale: number
+  sampler: ImageSampler
+  threads?: number
+  /**
+   * Images a request (1; 0.26's sd-server batch, refused above 1 as by `start()`).
+   */
+  batchSize?: number
+};
+
+/**
+ * Where the model's parts run, as `diffusionServer.start()` takes the switches.
+ */
+export type DiffusionOffloadCombo = {
+  label?: string
+  clipOnCpu?: boolean
+  vaeOnCpu?: boolean
+  offloadToCpu?: boolean
+  diffusionFlashAttention?: boolean
+};
+
+/**
+ * `diffusionServer.calibrate(config)` (less `onProgress` and `signal`, which stay in JS).
+ */
+export type DiffusionCalibrationRequest = {
+  /**
+   * An installed `diffusion` model.
+   */
+  modelId: string
+  /**
+   * Each combination makes images of each size.
+   */
+  sizes: Array<CalibrationSize>
+  generation: DiffusionCalibrationGeneration
+  /**
+   * Recorded in the report (0.26's backend choice); the calibration itself keeps the model
+   * loaded between images (`sd-server`).
+   */
+  usageMode?: 'burst' | 'single' | 'auto'
+  /**
+   * Placements to measure (default: one, as `start()` would choose).
+   */
+  combos?: Array<DiffusionOffloadCombo>
+  /**
+   * Timed images of each size after one warm-up (default 1, at most 10).
+   */
+  samples: number | null
+  /**
+   * The seed of every image (default 42).
+   */
+  seed: number | null
+  prompt: string | null
+};
+
+/**
+ * Where a calibration is.
+ */
+export type DiffusionCalibrationPhase = "preparing" | "warmup" | "sampling" | "done";
+
+/**
+ * A `calibration-progress` event, and `onProgress`'s argument.
+ */
+export type DiffusionCalibrationProgress = {
+  phase: DiffusionCalibrationPhase
+  comboIndex: number
+  comboCount: number
+  combo?: DiffusionOffloadCombo
+  sizeIndex: number
+  sizeCount: number
+  size?: CalibrationSize
+  /**
+   * The sample under way (1-based; absent at the warm-up).
+   */
+  sample?: number
+  sampleCount: number
+  overallPercent: number
+};
+
+/**
+ * The switches a combination ran with, as resolved.
+ */
+export type DiffusionCalibrationPlacement = {
+  clipOnCpu: boolean
+  vaeOnCpu: boolean
+  offloadToCpu: boolean
+  diffusionFlashAttention: boolean
+};
+
+export type DiffusionCalibrationStatus = "ok" | "oom" | "error";
+
+/**
+ * One size made with one combination.
+ */
+export type CalibrationRun = {
+  size: CalibrationSize
+  combo: DiffusionOffloadCombo
+  resolved?: DiffusionCalibrationPlacement
+  status: DiffusionCalibrationStatus
+  /**
+   * The median of the samples, milliseconds from the request to the image.
+   */
+  timeTakenMs?: number
+  /**
+   * `loadMs`: the warm-up's time beyond the median (the model's load, at the first size).
+   */
+  stageMs?: { loadMs?: number }
+  /**
+   * VRAM sd reported for the model's params, or NVML's figure for its process if more.
+   */
+  vramPeakBytes?: number
+  /**
+   * The highest resident memory of `sd-server` by the end of this size.
+   */
+  ramPeakBytes?: number
+  /**
+   * The params memory sd reported in RAM.
+   */
+  paramsRamBytes?: number
+  samplesMs?: Array<number>
+  error?: string
+  /**
+   * What an estimate matches: the backend executable and the placement switches.
+   */
+  binary?: string
+};
+
+/**
+ * A combination not started: the start's own check refused it.
+ */
+export type DiffusionCalibrationSkippedCombo = {
+  combo: DiffusionOffloadCombo
+  reason: string
+};
+
+export type DiffusionCalibrationMachine = {
+  gpuType?: string
+  gpuName?: string
+  vramBytes?: number
+  vramAvailableBytes?: number
+};
+
+/**
+ * What `calibrate()` resolves with, as stored beside the model.
+ */
+export type DiffusionCalibrationReport = {
+  machine: DiffusionCalibrationMachine
+  modelId: string
+  steps: number
+  cfgScale: number
+  sampler: ImageSampler
+  samples: number
+  usageMode: 'burst' | 'single' | 'auto'
+  /**
+   * ISO 8601.
+   */
+  createdAt: string
+  runs: Array<CalibrationRun>
+  /**
+   * The fastest combination at each size that ran, by `"<width>x<height>"`.
+   */
+  recommended: Record<string, DiffusionOffloadCombo>
+  skippedCombos: Array<DiffusionCalibrationSkippedCombo>
+};
+
 /**
  * The JS `RpcServerConfig`.
  * What {@link RpcServerManager.start} runs.

@@ -9,9 +9,11 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const os = require('node:os')
-const { backends, withTinyModel } = require('./helpers')
+const { backends, withTinyModel, downloadTinyImageSet } = require('./helpers')
 const {
   configure,
+  DiffusionServerManager,
+  ResourceOrchestrator,
   LlamaServerManager,
   ModelManager,
   systemInfo,
@@ -22,25 +24,25 @@ const {
 
 const { paths: real, skip } = backends()
 
-/** The pids of llama-server processes that run `modelPath` (Linux's /proc). */
-function serversOf(modelPath) {
+/** The pids of `program` processes whose arguments name `modelPath` (Linux's /proc). */
+function serversOf(modelPath, program = 'llama-server') {
   return fs
     .readdirSync('/proc')
     .filter((pid) => /^\d+$/.test(pid))
     .filter((pid) => {
       try {
         const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
-        return argv.includes(modelPath) && path.basename(argv[0]).startsWith('llama-server')
+        return argv.includes(modelPath) && path.basename(argv[0]).startsWith(program)
       } catch {
         return false
       }
     })
 }
 
-async function noServerOf(modelPath) {
+async function noServerOf(modelPath, program = 'llama-server') {
   const deadline = Date.now() + 1000
-  while (serversOf(modelPath).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25))
-  assert.deepEqual(serversOf(modelPath), [], 'no llama-server left running the model')
+  while (serversOf(modelPath, program).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25))
+  assert.deepEqual(serversOf(modelPath, program), [], `no ${program} left running the model`)
 }
 
 const profile = { contextSize: 1024, parallelRequests: 1 }
@@ -213,4 +215,115 @@ test('bad calibration configs are ValidationErrors naming the field; a configura
   assert.match(mixed.runs[0].stderrTail, /does not divide/)
   assert.equal(mixed.runs[0].memory, null)
   assert.deepEqual(mixed.selected.combo, { overrides: {} })
+})
+
+/** The tiny image set installed as `tiny-image` in a fresh data folder. */
+async function withTinyImageSet() {
+  configure({ dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-diffusion-')) })
+  process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
+  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
+  return downloadTinyImageSet(new ModelManager(), real)
+}
+
+const generation = { steps: 1, cfgScale: 1, sampler: 'euler', threads: 1 }
+
+test('diffusionServer.calibrate(): each placement makes each size, smallest first, measured and stored; the orchestrator sizes such an image by it', {
+  skip,
+}, async () => {
+  const model = await withTinyImageSet()
+  const server = new DiffusionServerManager()
+  const seen = []
+  const report = await server.calibrate({
+    modelId: 'tiny-image',
+    sizes: [
+      { width: 96, height: 96 },
+      { width: 64, height: 64 },
+    ],
+    generation,
+    combos: [{ label: 'as start() places it' }, { label: 'VAE on the CPU', vaeOnCpu: true }],
+    onProgress: (progress) => seen.push(progress),
+  })
+  assert.equal(report.modelId, 'tiny-image')
+  assert.deepEqual(
+    report.runs.map((r) => [r.combo.label, r.size.width, r.status]),
+    [
+      ['as start() places it', 64, 'ok'],
+      ['as start() places it', 96, 'ok'],
+      ['VAE on the CPU', 64, 'ok'],
+      ['VAE on the CPU', 96, 'ok'],
+    ],
+  )
+  for (const run of report.runs) {
+    assert.equal(run.samplesMs.length, 1)
+    assert.ok(run.timeTakenMs > 0)
+    // sd-server holds its files and more; its params are what sd reported.
+    assert.ok(run.paramsRamBytes > 0 && run.ramPeakBytes > model.size, JSON.stringify(run))
+    assert.equal(run.vramPeakBytes, 0, 'no device')
+  }
+  assert.equal(report.runs[0].resolved.vaeOnCpu, false)
+  assert.equal(report.runs[2].resolved.vaeOnCpu, true)
+  // A larger image's peak is at least the smaller's (the high-water mark after it).
+  assert.ok(report.runs[1].ramPeakBytes >= report.runs[0].ramPeakBytes)
+  assert.deepEqual(Object.keys(report.recommended).sort(), ['64x64', '96x96'])
+  const percents = seen.map((p) => p.overallPercent)
+  assert.deepEqual(
+    [...percents].sort((a, b) => a - b),
+    percents,
+  )
+  assert.deepEqual([seen[0].phase, seen.at(-1).phase], ['preparing', 'done'])
+  assert.equal(seen.filter((p) => p.phase === 'sampling').length, 4)
+  await noServerOf(model.path, 'sd-server')
+  const stored = path.join(path.dirname(model.path), 'diffusion-calibration.json')
+  assert.equal(JSON.parse(fs.readFileSync(stored, 'utf8')).reports.length, 1)
+
+  // Started as the first combination ran: a measured size is the measurement, another is not.
+  await server.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+  try {
+    const orchestrator = new ResourceOrchestrator(undefined, undefined, server)
+    const measured = (await orchestrator.estimate({ width: 64, height: 64 })).diffusion
+    assert.equal(measured.source, 'measured')
+    assert.equal(measured.ram, report.runs[0].ramPeakBytes)
+    const other = (await orchestrator.estimate({ width: 80, height: 80 })).diffusion
+    assert.equal(other.source, 'estimated')
+    orchestrator.dispose()
+    // Never beside a running server.
+    await assert.rejects(
+      server.calibrate({ modelId: 'tiny-image', sizes: [{ width: 64, height: 64 }], generation }),
+      (err) => {
+        assert.ok(err instanceof ServerError && err.code === 'SERVER_BUSY', String(err))
+        return true
+      },
+    )
+  } finally {
+    await server.stop()
+  }
+})
+
+test('diffusionServer.calibrate(): aborted, its sd-server is gone and nothing is stored; bad configs are ValidationErrors; a start waits its turn', {
+  skip,
+}, async () => {
+  const model = await withTinyImageSet()
+  const server = new DiffusionServerManager()
+  const controller = new AbortController()
+  const calibrating = server.calibrate({
+    modelId: 'tiny-image',
+    sizes: [{ width: 64, height: 64 }],
+    generation,
+    samples: 3,
+    signal: controller.signal,
+    onProgress: (progress) => progress.phase === 'sampling' && controller.abort(),
+  })
+  await assert.rejects(server.start({ modelId: 'tiny-image', port: 'auto' }), (err) => err.code === 'SERVER_BUSY')
+  await assert.rejects(calibrating, CancelledError)
+  await noServerOf(model.path, 'sd-server')
+  assert.ok(!fs.existsSync(path.join(path.dirname(model.path), 'diffusion-calibration.json')))
+  const refused = async (config, pattern) =>
+    assert.rejects(
+      server.calibrate({ modelId: 'tiny-image', generation, ...config }),
+      (err) => err instanceof ValidationError && pattern.test(err.message),
+    )
+  await refused({ sizes: [] }, /sizes/)
+  await refused({ sizes: [{ width: 65, height: 64 }] }, /sizes\[0\]/)
+  await refused({ sizes: [{ width: 64, height: 64 }], generation: { ...generation, sampler: 'fast' } }, /sampler/)
+  await refused({ sizes: [{ width: 64, height: 64 }], combos: [{ gpuLayers: 0 }] }, /gpuLayers/)
 })

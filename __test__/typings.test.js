@@ -152,6 +152,10 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
   // A failing combination too: its run has the error's fields.
   calibration.combos = [{ overrides: {} }, { label: 'q8_0', overrides: { cacheTypeK: 'q8_0' } }]
   conforms(await llama.calibrate(calibration), 'LlamaCalibrationReport')
+  process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
+  const sizes = [{ width: 64, height: 64 }]
+  const generation = { steps: 1, cfgScale: 1, sampler: 'euler', threads: 1 }
+  conforms(await diffusion.calibrate({ modelId: 'tiny-image', sizes, generation }), 'DiffusionCalibrationReport')
   conforms(await llama.start({ modelId: 'tiny', port: 'auto', threads: 1, contextSize: 512 }), 'ServerInfo')
   try {
     conforms(llama.getConfig(), 'ResolvedLlamaConfig')
@@ -187,5 +191,5 @@ test('what the addon returns is what index.d.ts declares', { skip }, async () =>
     await Promise.all([llama.stop(), diffusion.stop()])
   }
   eventsConform(llamaEvents, ['calibration-progress', 'state', 'starting', 'started', 'stopped', 'log'])
-  eventsConform(diffusionEvents, ['state', 'started', 'progress', 'job', 'stopped'])
+  eventsConform(diffusionEvents, ['calibration-progress', 'state', 'started', 'progress', 'job', 'stopped'])
 })

@@ -2,7 +2,7 @@
 
 const native = require('./native')
 const { callAsync, plain } = native
-const { ServerManager, NATIVE } = require('./server-manager')
+const { ServerManager, NATIVE, runCalibration } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
 const { CancelledError, ValidationError } = require('./errors')
 const { checkCallbacks } = require('./callbacks')
@@ -72,6 +72,18 @@ class DiffusionServerManager extends ServerManager {
       config,
       (request, id) => this[NATIVE].generateImage(request, id),
       (id) => this[NATIVE].cancel(id),
+    )
+  }
+
+  /**
+   * Makes images of each size with each placement in an sd-server of its own and measures them;
+   * the report is stored beside the model (see docs/API.md).
+   */
+  calibrate(config) {
+    return runCalibration(
+      this,
+      config,
+      '{ modelId, sizes: [{ width, height }], generation: { steps, cfgScale, sampler } }',
     )
   }
 

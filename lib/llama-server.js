@@ -2,10 +2,8 @@
 
 const native = require('./native')
 const { callAsync, plain } = native
-const { ServerManager, NATIVE } = require('./server-manager')
+const { ServerManager, NATIVE, runCalibration } = require('./server-manager')
 const { syncElectronUserData } = require('./config')
-const { CancelledError, ValidationError } = require('./errors')
-const { checkCallbacks } = require('./callbacks')
 
 /** Package-private: a start made by another part of the library (the ResourceOrchestrator). */
 const START_WITH = Symbol('startWith')
@@ -57,34 +55,8 @@ class LlamaServerManager extends ServerManager {
    * the report beside the model. `onProgress` gets each `calibration-progress` event; aborting
    * `signal` stops the server it runs and rejects with CancelledError.
    */
-  async calibrate(config) {
-    if (config === null || typeof config !== 'object') {
-      throw new ValidationError('calibrate needs a config object', {
-        suggestion: 'Pass { modelId, profile: { contextSize, parallelRequests } }',
-      })
-    }
-    const { onProgress, signal, ...request } = config
-    checkCallbacks(config, '(progress) => {}')
-    if (signal?.aborted) throw new CancelledError('the calibration was cancelled')
-    syncElectronUserData()
-    const progress = (event) => {
-      const { type: _type, ...rest } = event
-      onProgress(rest)
-    }
-    let settled = false
-    // Until the native side has begun, there is nothing to cancel yet: asked again shortly.
-    const abort = () => {
-      if (!settled && !this[NATIVE].cancelCalibration()) setTimeout(abort, 20)
-    }
-    if (onProgress) this.on('calibration-progress', progress)
-    signal?.addEventListener('abort', abort, { once: true })
-    try {
-      return await callAsync(() => this[NATIVE].calibrate(plain('config', request)))
-    } finally {
-      settled = true
-      if (onProgress) this.off('calibration-progress', progress)
-      signal?.removeEventListener('abort', abort)
-    }
+  calibrate(config) {
+    return runCalibration(this, config, '{ modelId, profile: { contextSize, parallelRequests } }')
   }
 }
 

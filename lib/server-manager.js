@@ -3,6 +3,10 @@
 const { EventEmitter } = require('node:events')
 const { createDispatcher } = require('./events')
 const { LogManager } = require('./logs')
+const native = require('./native')
+const { CancelledError, ValidationError } = require('./errors')
+const { checkCallbacks } = require('./callbacks')
+const { syncElectronUserData } = require('./config')
 
 /**
  * What the server managers share: the native half, the status getters, logs, memory, and
@@ -131,4 +135,34 @@ function keepAlive(manager, event) {
   }
 }
 
-module.exports = { ServerManager, NATIVE }
+/**
+ * `calibrate(config)` of a server manager: `onProgress` gets each `calibration-progress` event
+ * (less its `type`); aborting `signal` cancels the native calibration, which stops the server it
+ * runs and rejects with CancelledError.
+ */
+async function runCalibration(manager, config, example) {
+  if (config === null || typeof config !== 'object') {
+    throw new ValidationError('calibrate needs a config object', { suggestion: `Pass ${example}` })
+  }
+  const { onProgress, signal, ...request } = config
+  checkCallbacks(config, '(progress) => {}')
+  if (signal?.aborted) throw new CancelledError('the calibration was cancelled')
+  syncElectronUserData()
+  const progress = ({ type: _type, ...rest }) => onProgress(rest)
+  let settled = false
+  // Until the native side has begun there is nothing to cancel yet: it is asked again shortly.
+  const abort = () => {
+    if (!settled && !manager[NATIVE].cancelCalibration()) setTimeout(abort, 20)
+  }
+  if (onProgress) manager.on('calibration-progress', progress)
+  signal?.addEventListener('abort', abort, { once: true })
+  try {
+    return await native.callAsync(() => manager[NATIVE].calibrate(native.plain('config', request)))
+  } finally {
+    settled = true
+    if (onProgress) manager.off('calibration-progress', progress)
+    signal?.removeEventListener('abort', abort)
+  }
+}
+
+module.exports = { ServerManager, NATIVE, runCalibration }

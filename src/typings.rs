@@ -17,6 +17,7 @@ use crate::config::{DataDirSource, DataPathsView, ModelFolders};
 use crate::diffusion::ConfigView as DiffusionConfigView;
 use crate::diffusion::DiffusionInfo;
 use crate::diffusion::backend::BackendKind;
+use crate::diffusion::calibrate as diffusion_calibrate;
 use crate::diffusion::engine::{EngineEvent, JobStatus};
 use crate::diffusion::progress::{Progress, Stage};
 use crate::diffusion::request::{ImageRequest, Sampler};
@@ -140,6 +141,18 @@ pub fn shapes() -> String {
         declaration::<Sampler>(&config),
         declaration::<ImageRequest>(&config),
         declaration::<DiffusionInfo>(&config),
+        declaration::<diffusion_calibrate::Size>(&config),
+        declaration::<diffusion_calibrate::Generation>(&config),
+        declaration::<diffusion_calibrate::Combo>(&config),
+        declaration::<diffusion_calibrate::CalibrationRequest>(&config),
+        declaration::<diffusion_calibrate::Phase>(&config),
+        declaration::<diffusion_calibrate::Progress>(&config),
+        declaration::<diffusion_calibrate::Resolved>(&config),
+        declaration::<diffusion_calibrate::RunStatus>(&config),
+        declaration::<diffusion_calibrate::Run>(&config),
+        declaration::<diffusion_calibrate::Skipped>(&config),
+        declaration::<diffusion_calibrate::Machine>(&config),
+        declaration::<diffusion_calibrate::Report>(&config),
         declaration::<RpcStartRequest>(&config),
         declaration::<RpcInfo>(&config),
         declaration::<RpcConfig>(&config),

@@ -6,6 +6,7 @@
 //! running, stops the backend's process, and closes the port before it resolves.
 
 pub mod backend;
+pub mod calibrate;
 pub mod engine;
 pub mod progress;
 pub mod request;
@@ -57,6 +58,8 @@ pub enum DiffusionError {
     Busy { queued: usize },
     #[error("image generation was cancelled")]
     Cancelled,
+    #[error("diffusionServer is calibrating: calibrate() runs the model in a server of its own")]
+    Calibrating,
     #[error("cannot start {binary}: {source}")]
     Spawn {
         binary: PathBuf,
@@ -88,7 +91,7 @@ impl Coded for DiffusionError {
                 ErrorCode::ServerStartFailed
             }
             DiffusionError::Invalid(_) => ErrorCode::InvalidArgument,
-            DiffusionError::Busy { .. } => ErrorCode::ServerBusy,
+            DiffusionError::Busy { .. } | DiffusionError::Calibrating => ErrorCode::ServerBusy,
             DiffusionError::Cancelled => ErrorCode::Cancelled,
             DiffusionError::BackendFailed { .. } => ErrorCode::BackendFailed,
             DiffusionError::Stalled { .. } => ErrorCode::BackendStalled,
@@ -113,6 +116,9 @@ impl Coded for DiffusionError {
                 "Wait for the current image, or raise maxQueue in the server config".into()
             }
             DiffusionError::Cancelled => return None,
+            DiffusionError::Calibrating => {
+                "Start the server once calibrate() has resolved, or abort it with its signal".into()
+            }
             DiffusionError::Spawn { .. } => {
                 "Check the stable-diffusion.cpp executable (binaries.ensureBinary('sd-cli'))".into()
             }
@@ -285,6 +291,8 @@ pub enum DiffusionEvent {
     },
     /// A job's progress, and every change of its status.
     Engine(EngineEvent),
+    /// How far `calibrate()` is.
+    Calibration(calibrate::Progress),
     Log(String),
 }
 
@@ -298,6 +306,8 @@ struct Shared {
     op: tokio::sync::Mutex<()>,
     /// Who decides when each image may run (the orchestrators that serve this server).
     gates: Arc<Gates>,
+    /// Cancels the calibration under way.
+    calibrating: Mutex<Option<tokio_util::sync::CancellationToken>>,
 }
 
 /// The running server: its engine, config, port and HTTP server (taken by `stop`).
@@ -327,6 +337,7 @@ impl DiffusionServer {
                 events,
                 op: tokio::sync::Mutex::new(()),
                 gates: Arc::default(),
+                calibrating: Mutex::default(),
             }),
         }
     }
@@ -353,6 +364,9 @@ impl DiffusionServer {
 
     async fn start_logged(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
         let _op = self.shared.op.lock().await;
+        if lock(&self.shared.calibrating).is_some() {
+            return Err(DiffusionError::Calibrating);
+        }
         let status = self.shared.status.borrow().status;
         if status != ServerState::Stopped {
             return Err(DiffusionError::AlreadyRunning(status.as_str()));
@@ -481,6 +495,51 @@ impl DiffusionServer {
         tracing::info!("diffusion server stopped");
         self.shared
             .emit(DiffusionEvent::Server(ServerEvent::Stopped));
+    }
+
+    /// Makes images of each size with each combination in servers of their own and measures
+    /// them (see [`calibrate`]); refused while this server runs or calibrates already.
+    pub async fn calibrate(
+        &self,
+        request: calibrate::CalibrationRequest,
+        data: &crate::config::DataPaths,
+        system: &crate::system::SystemInfo,
+        binaries: &crate::binaries::BinaryManager,
+    ) -> Result<calibrate::Report, calibrate::CalibrationError> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        {
+            let mut calibrating = lock(&self.shared.calibrating);
+            let status = self.shared.status.borrow().status;
+            if calibrating.is_some() {
+                return Err(calibrate::CalibrationError::Busy(
+                    "calibrating already".into(),
+                ));
+            }
+            if status != ServerState::Stopped {
+                return Err(calibrate::CalibrationError::Busy(status.to_string()));
+            }
+            *calibrating = Some(cancel.clone());
+        }
+        let shared = self.shared.clone();
+        let emit = move |progress| shared.emit(DiffusionEvent::Calibration(progress));
+        let context = calibrate::Context {
+            data,
+            system,
+            binaries,
+            cancel,
+            emit: &emit,
+        };
+        let report = calibrate::calibrate(request, context).await;
+        *lock(&self.shared.calibrating) = None;
+        report
+    }
+
+    /// Ends the calibration under way; false when none runs.
+    pub fn cancel_calibration(&self) -> bool {
+        lock(&self.shared.calibrating)
+            .as_ref()
+            .map(tokio_util::sync::CancellationToken::cancel)
+            .is_some()
     }
 
     /// Makes images in-process (the same jobs as HTTP requests). `id` names the job, so the

@@ -9,6 +9,7 @@ use super::binaries::progress_to_js;
 use super::error::to_napi;
 use super::events::{EventCallback, crashed, log, serialized, sink, tagged};
 use crate::binaries::BinaryManager;
+use crate::diffusion::calibrate::CalibrationRequest;
 use crate::diffusion::engine::{Bound, ImageOutput, JobError};
 use crate::diffusion::request::{self, ImageRequest};
 use crate::diffusion::{DiffusionError, DiffusionEvent, DiffusionServer};
@@ -84,6 +85,7 @@ fn event_to_js(event: DiffusionEvent) -> Value {
             event
         }
         DiffusionEvent::Engine(event) => serialized(event),
+        DiffusionEvent::Calibration(progress) => tagged("calibration-progress", progress),
         DiffusionEvent::Log(line) => log(line),
     }
 }
@@ -123,6 +125,32 @@ impl JsDiffusionServer {
     #[napi]
     pub fn cancel(&self, id: Option<String>) -> bool {
         self.inner.cancel(id.as_deref())
+    }
+
+    #[napi(
+        ts_args_type = "config: Shapes.DiffusionCalibrationRequest",
+        ts_return_type = "Promise<Shapes.DiffusionCalibrationReport>"
+    )]
+    pub async fn calibrate(&self, config: Value) -> napi::Result<Value> {
+        use super::error::OrEmpty;
+        let request: CalibrationRequest = super::error::from_js("config", config.or_empty())?;
+        let data = super::config::data_paths().await?;
+        let report = self
+            .inner
+            .calibrate(
+                request,
+                &data,
+                super::system::shared(),
+                BinaryManager::shared(),
+            )
+            .await
+            .map_err(to_napi)?;
+        super::error::to_js(&report)
+    }
+
+    #[napi]
+    pub fn cancel_calibration(&self) -> bool {
+        self.inner.cancel_calibration()
     }
 }
 

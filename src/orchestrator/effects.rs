@@ -10,6 +10,7 @@ use super::usage::{self, Bottleneck, Memory, Usage};
 use crate::binaries::BinaryManager;
 use crate::config::{DataDirSource, DataPaths, Settings};
 use crate::diffusion::DiffusionServer;
+use crate::diffusion::backend::DeviceUse;
 use crate::diffusion::engine::{Admission, Bound, ImageOutput, JobError};
 use crate::diffusion::request::ImageRequest;
 use crate::launch::ManagedServer;
@@ -19,7 +20,7 @@ use crate::llama::resolve::{self, StartRequest};
 use crate::llama::{LlamaConfig, LlamaError, LlamaServer, ServerInfo};
 use crate::process::ServerState;
 use crate::system::SystemInfo;
-use crate::system::estimate::MemoryEstimate;
+use crate::system::estimate::{EstimateSource, MemoryEstimate};
 
 pub type ImageResult = Result<Arc<ImageOutput>, JobError>;
 /// An image queued at the diffusion server: its images once made.
@@ -168,6 +169,19 @@ impl Effects for Servers {
             .available
             .then_some(config.backend.device);
         let measured = self.diffusion.memory().await;
+        // A calibration of this size, placement and executable is what such an image took.
+        let data = self.data_paths();
+        if let Some((ram, vram)) =
+            crate::diffusion::calibrate::measured(&config, &data, width, height).await
+        {
+            let vram = if device.is_some_and(|d| d != DeviceUse::None) {
+                vram
+            } else {
+                0
+            };
+            return Usage::of(Memory { ram, vram }, measured.as_ref())
+                .projected_by(EstimateSource::Measured);
+        }
         let model = usage::ImageModel { files, on_device };
         usage::image(model, width, height, device, measured.as_ref())
     }
