@@ -3,8 +3,9 @@
 // The ResourceOrchestrator's estimates against measured peak RSS, beside the seed's `size × 1.2`:
 // the chat model (SmolLM2-135M) at contexts 2048 and 8192 (RSS after one request), a stored
 // calibration (llamaServer.calibrate()) and llama.cpp's projection (llama-fit-params) beside our
-// GGUF arithmetic, and the tiny diffusion set at 64×64
-// and 256×256 (sd-cli's peak RSS, read with getrusage of a python3 parent). Printed by
+// GGUF arithmetic, and the tiny diffusion set at 64×64 and 256×256 (sd-cli's peak RSS, read with
+// getrusage of a python3 parent; the resident sd-server's, its VmHWM after three images, beside a
+// calibration). Printed by
 // bench/gateway.js and bench/orchestrate.js.
 const assert = require('node:assert/strict')
 const { spawnSync } = require('node:child_process')
@@ -57,10 +58,17 @@ function sdCliPeak(real, size) {
   return Number(run.stdout.trim()) * 1024
 }
 
+/** The highest resident memory `pid` has had, bytes (Linux's VmHWM). */
+function highWaterMark(pid) {
+  const status = require('node:fs').readFileSync(`/proc/${pid}/status`, 'utf8')
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)[1]) * 1024
+}
+
 /** Registers the chat model as `chat` and the tiny image set as `tiny-image` (a configured data dir). */
 async function registerModels(lib, real) {
   process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
   process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
+  process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
   const { serveFiles, downloadTinyImageSet } = require('../__test__/helpers')
   await serveFiles({ '/chat.gguf': real.chatModel }, (base) =>
     lib.modelManager.downloadModel({ source: 'url', url: `${base}/chat.gguf`, name: 'chat', type: 'llm' }),
@@ -132,6 +140,50 @@ async function printEstimateTable(lib, real) {
       const { diffusion } = await orchestrator.estimate({ width: size, height: size })
       row(`diffusion set, ${size}×${size}`, sdCliPeak(real, size), {
         arithmetic: diffusion.estimated.ram,
+        seed: imageSize * 1.2,
+      })
+    }
+    await diffusionServer.stop()
+    // The resident sd-server: its peak RSS after three images of each size (a fresh server each;
+    // it holds about 23 MB more from its second image on, then no more), beside the arithmetic
+    // and a calibration of the same sizes.
+    const sizes = [64, 256]
+    const arithmetic = {}
+    const generation = { steps: 2, cfgScale: 1, sampler: 'euler', threads: 1 }
+    await diffusionServer.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+    for (const size of sizes) {
+      arithmetic[size] = (await orchestrator.estimate({ width: size, height: size })).diffusion
+      assert.equal(arithmetic[size].source, 'estimated')
+    }
+    const residentPeak = {}
+    for (const size of sizes) {
+      await diffusionServer.stop()
+      await diffusionServer.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+      const { steps, cfgScale, sampler } = generation
+      for (let i = 0; i < 3; i++) {
+        await diffusionServer.generateImage({
+          prompt: 'a red cube',
+          width: size,
+          height: size,
+          seed: 42,
+          steps,
+          cfgScale,
+          sampler,
+        })
+      }
+      const [pid] = (await diffusionServer.getMemoryUsage()).pids
+      residentPeak[size] = highWaterMark(pid)
+    }
+    await diffusionServer.stop()
+    const sized = sizes.map((size) => ({ width: size, height: size }))
+    await diffusionServer.calibrate({ modelId: 'tiny-image', sizes: sized, generation, seed: 42, prompt: 'a red cube' })
+    await diffusionServer.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
+    for (const size of sizes) {
+      const calibrated = (await orchestrator.estimate({ width: size, height: size })).diffusion
+      assert.equal(calibrated.source, 'measured')
+      row(`diffusion set, resident, ${size}×${size}`, residentPeak[size], {
+        calibrated: calibrated.ram,
+        arithmetic: arithmetic[size].ram,
         seed: imageSize * 1.2,
       })
     }

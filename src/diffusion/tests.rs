@@ -1143,6 +1143,17 @@ fn the_working_set_grows_with_the_pixels_as_measured() {
             "{side}: {estimated} ≫ {measured}"
         );
     }
+    // A resident sd-server's peak from its second image on (Vulkan build, GPUs hidden), less
+    // the files: 152.6 MiB at 64×64, 272.8 MiB at 256×256.
+    for (side, measured_mib) in [(64, 152.6), (256, 272.8)] {
+        let measured = (measured_mib * 1048576.0) as u64 - 10_600_000;
+        let estimated = working_set_of(BackendKind::Resident, side, side);
+        assert!(estimated >= measured, "{side}: {estimated} < {measured}");
+        assert!(
+            estimated < measured + measured / 10,
+            "{side}: {estimated} ≫ {measured}"
+        );
+    }
 }
 
 #[test]

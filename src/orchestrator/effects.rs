@@ -182,7 +182,11 @@ impl Effects for Servers {
             return Usage::of(Memory { ram, vram }, measured.as_ref())
                 .projected_by(EstimateSource::Measured);
         }
-        let model = usage::ImageModel { files, on_device };
+        let model = usage::ImageModel {
+            files,
+            on_device,
+            backend: config.backend.kind,
+        };
         usage::image(model, width, height, device, measured.as_ref())
     }
 

@@ -149,6 +149,8 @@ pub async fn llm(config: &LlamaConfig, data: &DataPaths, measured: Option<&TreeM
 pub struct ImageModel {
     pub files: u64,
     pub on_device: u64,
+    /// Made by sd-cli or by a resident sd-server (which holds a little more).
+    pub backend: crate::diffusion::backend::BackendKind,
 }
 
 /// What an image of `width` × `height` needs beside its `model`. On a GPU (`device`: what it may
@@ -162,7 +164,7 @@ pub fn image(
     device: Option<DeviceUse>,
     measured: Option<&TreeMemory>,
 ) -> Usage {
-    let working_set = crate::diffusion::working_set(width, height);
+    let working_set = crate::diffusion::working_set_of(model.backend, width, height);
     let on_device = model.on_device + working_set;
     let vram = match device {
         None | Some(DeviceUse::None) => 0,
@@ -230,6 +232,7 @@ mod tests {
         let model = ImageModel {
             files: 300 << 20,
             on_device: 200 << 20,
+            backend: crate::diffusion::backend::BackendKind::OneShot,
         };
         let vram = |device| image(model, 256, 256, device, None).vram;
         assert_eq!(vram(None), 0, "no GPU usable here");
