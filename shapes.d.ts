@@ -918,6 +918,23 @@ export type ResolvedLlamaConfig = {
 };
 
 /**
+ * What llama-server says it runs with as it loads: `load_tensors: offloaded 31/31 layers to
+ * GPU`, `llama_context: n_ctx = 2048`, `load_model: initializing, n_slots = 1, …`.
+ */
+export type LlamaRunningWith = {
+  /**
+   * Layers on devices (llama.cpp's count: each block, then the output layer).
+   */
+  gpuLayers: number | null
+  /**
+   * The model's layers in that count.
+   */
+  layers: number | null
+  contextSize: number | null
+  parallelRequests: number | null
+};
+
+/**
  * What `llamaServer.getInfo()` shows: the server's state and the model it serves.
  */
 export type ServerInfo = {
@@ -957,6 +974,11 @@ export type ServerInfo = {
    * The rpc-servers (`host:port`) holding a share of the model; empty when it runs here alone.
    */
   rpcWorkers: Array<string>
+  /**
+   * What llama-server said, as it last loaded, it runs with: the layers on devices of the
+   * model's, the context and the slots (each `null` until its line is read).
+   */
+  runningWith: LlamaRunningWith
 };
 
 /**

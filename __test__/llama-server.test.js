@@ -43,6 +43,9 @@ test('start → chat (plain and streaming) → stop, with one event per transiti
     assert.ok(info.loadTimeMs >= 0)
     assert.equal(await server.isHealthy(), true)
     assert.deepEqual([server.getConfig().contextSize, server.getConfig().threads], [512, 1])
+    // What llama-server said it runs with: the tiny model's 3 layers on the CPU, as configured.
+    const { gpuLayers, parallelRequests } = server.getConfig()
+    assert.deepEqual(info.runningWith, { gpuLayers, layers: 3, contextSize: 512, parallelRequests })
 
     const plain = await (await chat(info.port)).json()
     assert.equal(plain.usage.completion_tokens, 6)

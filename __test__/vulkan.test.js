@@ -88,6 +88,10 @@ test('the chat model with every layer on lavapipe: its device buffers against ou
     const { gpuLayers } = server.getConfig()
     // getOptimalConfig put every layer on the device (it has 2 GiB): each block and the output.
     assert.equal(gpuLayers, model.ggufMetadata.block_count + 1)
+    // And llama-server says it runs so, with the context and slots asked for.
+    const layers = model.ggufMetadata.block_count + 1
+    const runningWith = { gpuLayers: layers, layers, contextSize: 2048, parallelRequests: 1 }
+    assert.deepEqual(server.getInfo().runningWith, runningWith)
     const found = deviceBuffers(await server.getLogs(2000))
     const onDevice = found.model + found.kv + found.compute
     const sized = async (info) => (await systemInfo.canRunModel(info, { contextSize: 2048, gpuLayers })).estimate

@@ -32,6 +32,7 @@ use crate::llama::calibrate::{
     Skipped as CalibrationSkipped, Workload as CalibrationWorkload, WorkloadResult,
 };
 use crate::llama::gateway::{QueueEvent, QueueInfo};
+use crate::llama::projection::RunningWith;
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
 use crate::llama::tuning::{FitMode, ReasoningFormat};
 use crate::llama::{LlamaConfig, ServerInfo};
@@ -111,6 +112,7 @@ pub fn shapes() -> String {
         declaration::<LlamaStartRequest>(&config),
         declaration::<RecoveryPolicy>(&config),
         declaration::<LlamaConfig>(&config),
+        declaration::<RunningWith>(&config),
         declaration::<ServerInfo>(&config),
         declaration::<CalibrationProfile>(&config),
         declaration::<CalibrationCombo>(&config),

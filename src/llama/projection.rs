@@ -122,12 +122,44 @@ impl std::fmt::Display for Projection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allocated {
     pub buffers: Projection,
+    /// What the load says it runs with.
+    pub running: RunningWith,
     /// A compute buffer was seen: the load's last lines. Weights after it are a new load's.
     loaded: bool,
 }
 
+/// What llama-server says it runs with as it loads: `load_tensors: offloaded 31/31 layers to
+/// GPU`, `llama_context: n_ctx = 2048`, `load_model: initializing, n_slots = 1, …`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename = "LlamaRunningWith")]
+pub struct RunningWith {
+    /// Layers on devices (llama.cpp's count: each block, then the output layer).
+    pub gpu_layers: Option<u32>,
+    /// The model's layers in that count.
+    pub layers: Option<u32>,
+    pub context_size: Option<u32>,
+    pub parallel_requests: Option<u32>,
+}
+
 impl Allocated {
     pub fn read(&mut self, line: &str) {
+        if let Some(layers) = offloaded(line) {
+            // The first line of a load: a restart's lines replace the last load's.
+            if self.loaded {
+                *self = Allocated::default();
+            }
+            (self.running.gpu_layers, self.running.layers) = (Some(layers.0), Some(layers.1));
+            return;
+        }
+        if let Some(n) = number_after(line, "llama_context: n_ctx ", "=") {
+            self.running.context_size = Some(n);
+            return;
+        }
+        if let Some(n) = number_after(line, "initializing, n_slots", "=") {
+            self.running.parallel_requests = Some(n);
+            return;
+        }
         let Some((name, kind, bytes)) = buffer_line(line) else {
             return;
         };
@@ -155,6 +187,21 @@ impl Allocated {
         add(parts);
         self.loaded |= kind == "compute";
     }
+}
+
+/// `(on devices, of all)` of `… offloaded 31/31 layers to GPU`.
+fn offloaded(line: &str) -> Option<(u32, u32)> {
+    let (_, rest) = line.split_once("load_tensors: offloaded ")?;
+    let (count, _) = rest.split_once(" layers to GPU")?;
+    let (on, of) = count.split_once('/')?;
+    Some((on.trim().parse().ok()?, of.trim().parse().ok()?))
+}
+
+/// The number after `sep` following `marker` in `line` (up to a comma or the end).
+fn number_after(line: &str, marker: &str, sep: &str) -> Option<u32> {
+    let (_, rest) = line.split_once(marker)?;
+    let (_, value) = rest.split_once(sep)?;
+    value.split(',').next()?.trim().parse().ok()
 }
 
 /// `(buffer type, kind, bytes)` of a buffer line: kinds `model`, `KV`, `RS` (a recurrent
@@ -397,13 +444,17 @@ mod tests {
 
     #[test]
     fn the_buffers_of_a_load_by_device_and_host_and_a_restart_replaces_them() {
-        let load = "0.00.192.579 I load_tensors:   CPU_Mapped model buffer size =    28.69 MiB
+        let load = "0.00.194.779 I load_tensors: offloaded 31/31 layers to GPU
+            0.00.192.579 I load_tensors:   CPU_Mapped model buffer size =    28.69 MiB
             0.00.192.580 I load_tensors:      Vulkan0 model buffer size =    92.10 MiB
             0.00.264.322 I llama_context: Vulkan_Host  output buffer size =     0.19 MiB
+            0.00.264.554 I llama_context: n_ctx                 = 2048
+            0.00.264.555 I llama_context: n_ctx_seq             = 4096
             0.00.264.429 I llama_kv_cache:    Vulkan0 KV buffer size =    45.00 MiB
             0.00.264.500 I llama_kv_cache: buffer size is not a line of ours
             0.00.317.591 I sched_reserve:    Vulkan0 compute buffer size =    13.26 MiB
-            0.00.317.615 I sched_reserve: Vulkan_Host compute buffer size =     4.26 MiB";
+            0.00.317.615 I sched_reserve: Vulkan_Host compute buffer size =     4.26 MiB
+            0.03.444.367 I srv    load_model: initializing, n_slots = 1, n_ctx_slot = 2048, kv_unified = 'false'";
         let mut allocated = Allocated::default();
         for line in load.lines() {
             allocated.read(line);
@@ -421,6 +472,15 @@ mod tests {
             }
         );
         assert_eq!(allocated.buffers.host.model, mib(28.69));
+        assert_eq!(
+            allocated.running,
+            RunningWith {
+                gpu_layers: Some(31),
+                layers: Some(31),
+                context_size: Some(2048),
+                parallel_requests: Some(1),
+            }
+        );
         assert_eq!(allocated.buffers.host.compute, mib(0.19) + mib(4.26));
         for line in load.lines() {
             allocated.read(line);
@@ -430,6 +490,10 @@ mod tests {
             mib(92.10),
             "a restart's load"
         );
+        allocated.read("load_tensors: offloaded 10/31 layers to GPU");
+        assert_eq!(allocated.buffers.devices.len(), 0, "a new load begins");
+        assert_eq!(allocated.running.gpu_layers, Some(10));
+        assert_eq!(allocated.running.context_size, None);
         let mut cpu = Allocated::default();
         cpu.read("load_tensors:   CPU_Mapped model buffer size =    98.36 MiB");
         cpu.read("llama_kv_cache:        CPU KV buffer size =    45.00 MiB");

@@ -217,6 +217,7 @@ impl Fake {
             restarts: 0,
             restart_pending: false,
             rpc_workers: Vec::new(),
+            running_with: Default::default(),
         }
     }
 }
