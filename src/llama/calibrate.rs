@@ -1037,6 +1037,10 @@ struct StoredRun {
 
 /// The newest calibration of `config` (its model, binary and memory flags), as an estimate.
 pub async fn measured(config: &LlamaConfig, data: &DataPaths) -> Option<MemoryEstimate> {
+    // canRunModel of a model that is not installed (no id, or one of its own).
+    if config.model_id.is_empty() || !crate::models::store::is_valid_id(&config.model_id) {
+        return None;
+    }
     let (dir, _) = crate::models::store::find(data, &config.model_id)
         .await
         .ok()?;

@@ -442,47 +442,15 @@ pub async fn resolve(
     if force {
         return Ok(config);
     }
-    // A calibration of this configuration decides; else llama.cpp's own dry run where it can be
-    // asked; the arithmetic where it cannot.
-    if let Some(measured) = super::calibrate::measured(&config, data).await {
-        let check = estimate::verdict(measured, &RunOptions::default(), &memory, &caps.gpu);
-        if !check.possible {
-            let reason = format!(
-                "calibrate() measured it at {} MiB of RAM and {} MiB on the devices: {}",
-                measured.ram >> 20,
-                measured.vram >> 20,
-                check.reason.as_deref().unwrap_or_default()
-            );
-            return Err(refuse(estimate::CanRun {
-                reason: Some(reason),
-                ..check
-            }));
-        }
-        return Ok(config);
+    // A calibration of this configuration decides, else llama.cpp's own dry run where it can be
+    // asked; the arithmetic where neither can.
+    let unbounded = RunOptions::default();
+    let sized = super::sizing::by_llama_cpp(&config, data, &unbounded, &memory, &caps.gpu).await;
+    match sized {
+        Some(check) if !check.possible => Err(refuse(check)),
+        None if arithmetic_refuses => Err(refuse(check.expect("refused by the arithmetic"))),
+        _ => Ok(config),
     }
-    match super::projected(&config).await {
-        Ok((projected, projection)) => {
-            let check = estimate::verdict(projected, &RunOptions::default(), &memory, &caps.gpu);
-            if !check.possible {
-                let reason = format!(
-                    "llama.cpp projects {}: {}",
-                    projection,
-                    check.reason.as_deref().unwrap_or_default()
-                );
-                return Err(refuse(estimate::CanRun {
-                    reason: Some(reason),
-                    ..check
-                }));
-            }
-        }
-        Err(why) => {
-            tracing::debug!(%why, "sized by arithmetic: llama.cpp's projection is not at hand");
-            if arithmetic_refuses {
-                return Err(refuse(check.expect("refused by the arithmetic")));
-            }
-        }
-    }
-    Ok(config)
 }
 
 #[cfg(all(test, unix))]

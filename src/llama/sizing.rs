@@ -45,30 +45,47 @@ pub async fn can_run_model(
         cache_type_v: opts.cache_type_v.or(opts.cache_type_k),
         ..Default::default()
     };
-    let measured = match &model.id {
-        Some(id) if crate::models::store::is_valid_id(id) => {
-            super::calibrate::measured(&config, data).await
+    let gpu = system.gpu().await;
+    let sized = by_llama_cpp(&config, data, opts, &system.memory(), &gpu).await;
+    Ok(sized.unwrap_or(arithmetic))
+}
+
+/// The verdict on llama.cpp's own figures for `config`: a stored calibration's
+/// (`calibrate()`), else its dry run's; a "no" names the figures (each device's, for the dry
+/// run). `None` where neither can be had: the arithmetic answers then.
+pub async fn by_llama_cpp(
+    config: &LlamaConfig,
+    data: &DataPaths,
+    opts: &RunOptions,
+    memory: &MemoryInfo,
+    gpu: &GpuInfo,
+) -> Option<CanRun> {
+    let (estimate, figures) = match super::calibrate::measured(config, data).await {
+        Some(measured) => {
+            let figures = format!(
+                "calibrate() measured it at {} MiB of RAM and {} MiB on the devices",
+                measured.ram >> 20,
+                measured.vram >> 20
+            );
+            (measured, figures)
         }
-        _ => None,
+        None => match super::projected(config).await {
+            Ok((projected, projection)) => (projected, format!("llama.cpp projects {projection}")),
+            Err(why) => {
+                tracing::debug!(%why, "sized by the GGUF arithmetic");
+                return None;
+            }
+        },
     };
-    if let Some(measured) = measured {
-        return Ok(verdict(
-            measured,
-            opts,
-            &system.memory(),
-            &system.gpu().await,
-        ));
+    let check = verdict(estimate, opts, memory, gpu);
+    if check.possible {
+        return Some(check);
     }
-    match super::projected(&config).await {
-        Ok((projected, _)) => {
-            let gpu = system.gpu().await;
-            Ok(verdict(projected, opts, &system.memory(), &gpu))
-        }
-        Err(why) => {
-            tracing::debug!(%why, "canRunModel answered by the GGUF arithmetic");
-            Ok(arithmetic)
-        }
-    }
+    let reason = format!("{figures}: {}", check.reason.as_deref().unwrap_or_default());
+    Some(CanRun {
+        reason: Some(reason),
+        ..check
+    })
 }
 
 /// The arithmetic asks for more than twice all the machine's memory (RAM and VRAM): no answer of

@@ -809,6 +809,12 @@ mod resolving {
         assert_eq!(e.source, EstimateSource::Projected);
         assert_eq!((e.ram, e.vram, e.kv_cache), (7 << 20, 0, 2 << 20));
         assert_eq!((e.context_size, e.gpu_layers), (1024, 0));
+        // A projection that does not fit: the reason names llama.cpp's figures.
+        std::fs::write(&tool, "#!/bin/sh\necho 'Host 1048575 0 0'\n").unwrap();
+        let refused = ask(spec.clone()).await;
+        assert!(!refused.possible);
+        let reason = refused.reason.unwrap_or_default();
+        assert!(reason.starts_with("llama.cpp projects host 1048576 MiB"), "{reason}");
         let without_path = ModelSpec { path: None, ..spec };
         assert_eq!(
             ask(without_path).await.estimate.source,
