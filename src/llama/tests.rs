@@ -814,7 +814,10 @@ mod resolving {
         let refused = ask(spec.clone()).await;
         assert!(!refused.possible);
         let reason = refused.reason.unwrap_or_default();
-        assert!(reason.starts_with("llama.cpp projects host 1048576 MiB"), "{reason}");
+        assert!(
+            reason.starts_with("llama.cpp projects host 1048576 MiB"),
+            "{reason}"
+        );
         let without_path = ModelSpec { path: None, ..spec };
         assert_eq!(
             ask(without_path).await.estimate.source,
