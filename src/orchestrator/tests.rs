@@ -181,19 +181,41 @@ async fn a_burst_runs_behind_one_offload_and_the_llm_returns_after_the_idle_time
         .enumerate()
         .map(|(i, id)| orchestrator.queue_image(image_request(&request(i as u32)), id.into()))
         .collect();
-    // The first is being made, the others wait.
-    orchestrator.sync().await;
-    assert_eq!(orchestrator.images_waiting(), 2);
+    // The first is being made, the others wait (the diffusion server's queue and the
+    // orchestrator's count them a moment apart: polled until both agree).
+    let settled = |waiting: usize| {
+        let orchestrator = &orchestrator;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                orchestrator.sync().await;
+                if orchestrator.phase() == Phase::Generating
+                    && orchestrator.images_waiting() == waiting
+                {
+                    return true;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert!(settled(2).await, "{:?}", lock(&events));
     assert!(orchestrator.cancel("c"));
-    orchestrator.sync().await;
-    assert_eq!(
-        orchestrator.images_waiting(),
-        1,
-        "a cancelled image does not count"
+    assert!(
+        settled(1).await,
+        "a cancelled image does not count: {:?}",
+        lock(&events)
     );
     let mut outcomes = Vec::new();
     for image in images {
-        outcomes.push(image.outcome().await);
+        // A generous deadline: an image that never ends fails here, with what happened.
+        let Ok(outcome) = tokio::time::timeout(Duration::from_secs(60), image.outcome()).await
+        else {
+            panic!("image {} never ended: {:?}", outcomes.len(), lock(&events));
+        };
+        outcomes.push(outcome);
     }
     assert_eq!(outcomes[0].as_ref().unwrap().seeds, [0]);
     assert_eq!(outcomes[1].as_ref().unwrap().seeds, [1]);
