@@ -68,6 +68,52 @@ impl Drop for PeakSampler {
     }
 }
 
+/// A server's calibration under way: at most one at a time, cancellable from outside.
+#[derive(Debug, Default)]
+pub struct Slot(Mutex<Option<CancellationToken>>);
+
+/// The slot taken by one calibration; dropped (the calibration over, however it ended), it is
+/// free again.
+pub struct Taken<'a> {
+    slot: &'a Slot,
+    pub cancel: CancellationToken,
+}
+
+impl Slot {
+    /// Takes the slot, unless a calibration holds it or `busy` (asked under the slot's lock,
+    /// so a start cannot slip in between) says why the server cannot be calibrated now.
+    pub fn take(&self, busy: impl FnOnce() -> Option<String>) -> Result<Taken<'_>, String> {
+        let mut slot = lock(&self.0);
+        if slot.is_some() {
+            return Err("calibrating already".into());
+        }
+        if let Some(why) = busy() {
+            return Err(why);
+        }
+        let cancel = CancellationToken::new();
+        *slot = Some(cancel.clone());
+        Ok(Taken { slot: self, cancel })
+    }
+
+    pub fn is_taken(&self) -> bool {
+        lock(&self.0).is_some()
+    }
+
+    /// Cancels the calibration under way; false when none runs.
+    pub fn cancel(&self) -> bool {
+        lock(&self.0)
+            .as_ref()
+            .map(CancellationToken::cancel)
+            .is_some()
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        *lock(&self.slot.0) = None;
+    }
+}
+
 /// The median; `None` of nothing.
 pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.collect();
@@ -112,6 +158,24 @@ pub async fn read<R: DeserializeOwned>(dir: &Path, file: &str) -> Option<Vec<R>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_holds_one_calibration_until_it_ends_however_it_ends() {
+        let slot = Slot::default();
+        assert!(!slot.cancel(), "nothing to cancel");
+        assert_eq!(
+            slot.take(|| Some("running".into())).err().unwrap(),
+            "running"
+        );
+        let taken = slot.take(|| None).unwrap();
+        assert!(slot.is_taken());
+        assert_eq!(slot.take(|| None).err().unwrap(), "calibrating already");
+        assert!(slot.cancel());
+        assert!(taken.cancel.is_cancelled());
+        drop(taken);
+        assert!(!slot.is_taken() && !slot.cancel());
+        assert!(slot.take(|| None).is_ok());
+    }
 
     #[test]
     fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {

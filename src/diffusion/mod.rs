@@ -321,7 +321,7 @@ struct Shared {
     /// Who decides when each image may run (the orchestrators that serve this server).
     gates: Arc<Gates>,
     /// Cancels the calibration under way.
-    calibrating: Mutex<Option<tokio_util::sync::CancellationToken>>,
+    calibrating: crate::calibration::Slot,
 }
 
 /// The running server: its engine, config, port and HTTP server (taken by `stop`).
@@ -351,7 +351,7 @@ impl DiffusionServer {
                 events,
                 op: tokio::sync::Mutex::new(()),
                 gates: Arc::default(),
-                calibrating: Mutex::default(),
+                calibrating: Default::default(),
             }),
         }
     }
@@ -378,7 +378,7 @@ impl DiffusionServer {
 
     async fn start_logged(&self, config: DiffusionConfig) -> Result<DiffusionInfo, DiffusionError> {
         let _op = self.shared.op.lock().await;
-        if lock(&self.shared.calibrating).is_some() {
+        if self.shared.calibrating.is_taken() {
             return Err(DiffusionError::Calibrating);
         }
         let status = self.shared.status.borrow().status;
@@ -520,40 +520,29 @@ impl DiffusionServer {
         system: &crate::system::SystemInfo,
         binaries: &crate::binaries::BinaryManager,
     ) -> Result<calibrate::Report, calibrate::CalibrationError> {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        {
-            let mut calibrating = lock(&self.shared.calibrating);
-            let status = self.shared.status.borrow().status;
-            if calibrating.is_some() {
-                return Err(calibrate::CalibrationError::Busy(
-                    "calibrating already".into(),
-                ));
-            }
-            if status != ServerState::Stopped {
-                return Err(calibrate::CalibrationError::Busy(status.to_string()));
-            }
-            *calibrating = Some(cancel.clone());
-        }
+        let taken = self
+            .shared
+            .calibrating
+            .take(|| {
+                let status = self.shared.status.borrow().status;
+                (status != ServerState::Stopped).then(|| status.to_string())
+            })
+            .map_err(calibrate::CalibrationError::Busy)?;
         let shared = self.shared.clone();
         let emit = move |progress| shared.emit(DiffusionEvent::Calibration(progress));
         let context = calibrate::Context {
             data,
             system,
             binaries,
-            cancel,
+            cancel: taken.cancel.clone(),
             emit: &emit,
         };
-        let report = calibrate::calibrate(request, context).await;
-        *lock(&self.shared.calibrating) = None;
-        report
+        calibrate::calibrate(request, context).await
     }
 
     /// Ends the calibration under way; false when none runs.
     pub fn cancel_calibration(&self) -> bool {
-        lock(&self.shared.calibrating)
-            .as_ref()
-            .map(tokio_util::sync::CancellationToken::cancel)
-            .is_some()
+        self.shared.calibrating.cancel()
     }
 
     /// Makes images in-process (the same jobs as HTTP requests). `id` names the job, so the

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::{Coded, ErrorCode};
@@ -348,7 +347,7 @@ pub struct LlamaServer {
     allocated: Arc<Mutex<projection::Allocated>>,
     events: Option<EventSink<LlamaEvent>>,
     /// Cancels the calibration under way.
-    calibrating: Mutex<Option<CancellationToken>>,
+    calibrating: crate::calibration::Slot,
 }
 
 type Gateway = Arc<Mutex<Option<(HttpServer, u16)>>>;
@@ -407,7 +406,7 @@ impl LlamaServer {
             traffic: Arc::new(Traffic::new(events_for_queue)),
             allocated,
             events,
-            calibrating: Mutex::default(),
+            calibrating: Default::default(),
         }
     }
 
@@ -437,7 +436,7 @@ impl LlamaServer {
     /// Starts llama-server and resolves once `/health` answers 200. A `stop()` meanwhile
     /// cancels it: the start then fails with `LaunchError::Cancelled`.
     pub async fn start(&self, config: LlamaConfig) -> Result<ServerInfo, LlamaError> {
-        if lock(&self.calibrating).is_some() {
+        if self.calibrating.is_taken() {
             return Err(LlamaError::Calibrating);
         }
         // A stop under way still holds the port: the start waits for it, then starts.
@@ -586,24 +585,19 @@ impl LlamaServer {
         system: &crate::system::SystemInfo,
         binaries: &crate::binaries::BinaryManager,
     ) -> Result<calibrate::Report, calibrate::CalibrationError> {
-        let cancel = CancellationToken::new();
-        {
-            let mut calibrating = lock(&self.calibrating);
-            let status = self.actor.status();
-            let busy = if calibrating.is_some() {
-                Some("calibrating already".to_string())
-            } else if self.is_offloaded() {
-                Some("offloaded by the orchestrator, which brings it back".into())
-            } else if !matches!(status, ServerState::Stopped | ServerState::Crashed) {
-                Some(status.to_string())
-            } else {
-                None
-            };
-            if let Some(busy) = busy {
-                return Err(calibrate::CalibrationError::Busy(busy));
-            }
-            *calibrating = Some(cancel.clone());
-        }
+        let taken = self
+            .calibrating
+            .take(|| {
+                let status = self.actor.status();
+                if self.is_offloaded() {
+                    Some("offloaded by the orchestrator, which brings it back".into())
+                } else if !matches!(status, ServerState::Stopped | ServerState::Crashed) {
+                    Some(status.to_string())
+                } else {
+                    None
+                }
+            })
+            .map_err(calibrate::CalibrationError::Busy)?;
         let events = self.events.clone();
         let emit = move |progress| {
             if let Some(events) = &events {
@@ -614,21 +608,16 @@ impl LlamaServer {
             data,
             system,
             binaries,
-            cancel,
+            cancel: taken.cancel.clone(),
             emit: &emit,
         };
-        let report = calibrate::calibrate(request, context).await;
-        *lock(&self.calibrating) = None;
-        report
+        calibrate::calibrate(request, context).await
     }
 
     /// Ends the calibration under way (its server is stopped; it rejects as cancelled). False
     /// when none runs.
     pub fn cancel_calibration(&self) -> bool {
-        lock(&self.calibrating)
-            .as_ref()
-            .map(CancellationToken::cancel)
-            .is_some()
+        self.calibrating.cancel()
     }
 
     /// Offloaded and not stopped or started since: its gateway holds requests for a reload.
