@@ -58,6 +58,9 @@ pub struct Traffic {
     /// Set by whoever holds the traffic (the orchestrator during an offload): the queue's bounds
     /// for that time, instead of the server's own.
     bounds: Mutex<QueueBounds>,
+    /// Taken to let a request through and to hold: a request is counted in flight if and only
+    /// if it passed before the hold, so the drain that follows a hold waits for every one.
+    admission: Mutex<()>,
 }
 
 /// Bounds of the queue that replace the gateway's configured ones while set.
@@ -126,7 +129,19 @@ impl Traffic {
     }
 
     pub fn hold(&self, held: bool) {
+        let _admission = lock(&self.admission);
         self.held.send_replace(held);
+    }
+
+    /// Lets a request through to the server, counted until its answer is sent, unless the
+    /// traffic is held.
+    fn admit(self: &Arc<Self>) -> Option<Serving> {
+        let _admission = lock(&self.admission);
+        if *self.held.borrow() {
+            return None;
+        }
+        self.in_flight.send_modify(|n| *n += 1);
+        Some(Serving(self.clone()))
     }
 
     /// Bounds the queue by `bounds` (where set) until they are set again.
@@ -160,13 +175,6 @@ impl Traffic {
 
 /// A request being served, counted until its answer is sent or dropped.
 struct Serving(Arc<Traffic>);
-
-impl Serving {
-    fn new(traffic: &Arc<Traffic>) -> Self {
-        traffic.in_flight.send_modify(|n| *n += 1);
-        Serving(traffic.clone())
-    }
-}
 
 impl Drop for Serving {
     fn drop(&mut self) {
@@ -321,7 +329,7 @@ impl Shared {
         let mut retried = false;
         let (answer, serving) = loop {
             let health = HEALTH.contains(&uri.path());
-            let (port, pid) = match self.running(health).await {
+            let (port, pid, serving) = match self.running(health).await {
                 Ok(running) => running,
                 Err(response) => return response,
             };
@@ -330,7 +338,6 @@ impl Shared {
             for (name, value) in headers.iter().filter(|(name, _)| passes(name.as_str())) {
                 request = request.header(name, value);
             }
-            let serving = Serving::new(&self.traffic);
             match request.body(body.clone()).send().await {
                 Ok(answer) => break (answer, serving),
                 // The server died a moment ago and the actor has not said so yet: once it has,
@@ -398,15 +405,19 @@ impl Shared {
         matches!(tokio::time::timeout(LEAVE_WAIT, gone).await, Ok(Ok(_)))
     }
 
-    /// The internal port and pid once llama-server runs: at once, or after a wait in the
-    /// queue. `/health` never waits: it tells how things are now.
-    async fn running(&self, health: bool) -> Result<(u16, Option<u32>), Response<Body>> {
+    /// The internal port and pid once llama-server runs, and the request's count in flight:
+    /// at once, or after a wait in the queue. `/health` never waits: it tells how things are now.
+    async fn running(&self, health: bool) -> Result<(u16, Option<u32>, Serving), Response<Body>> {
         let mut backend = self.backend.clone();
         let mut held = self.traffic.held.subscribe();
         let now = backend.borrow_and_update().clone();
-        let now_held = *held.borrow_and_update();
+        let mut now_held = *held.borrow_and_update();
         if let (ServerState::Running, Some(port), false) = (now.status, now.port, now_held) {
-            return Ok((port, now.pid));
+            match self.traffic.admit() {
+                Some(serving) => return Ok((port, now.pid, serving)),
+                // Held since the look above: wait like the requests after the hold.
+                None => now_held = true,
+            }
         }
         if health || !coming(&now, now_held) {
             return Err(unavailable(&now));
@@ -429,16 +440,23 @@ impl Shared {
             loop {
                 let state = backend.borrow_and_update().clone();
                 if !coming(&state, *held.borrow_and_update()) {
-                    return state;
+                    if state.status != ServerState::Running {
+                        return (state, None);
+                    }
+                    match self.traffic.admit() {
+                        Some(serving) => return (state, Some(serving)),
+                        // Held again meanwhile: the look above sees it.
+                        None => continue,
+                    }
                 }
                 tokio::select! {
-                    changed = backend.changed() => if changed.is_err() { return Snapshot::default() },
+                    changed = backend.changed() => if changed.is_err() { return (Snapshot::default(), None) },
                     _ = held.changed() => {}
                 }
             }
         };
-        let after = match tokio::time::timeout(queue_timeout, settled).await {
-            Ok(state) => state,
+        let (after, admitted) = match tokio::time::timeout(queue_timeout, settled).await {
+            Ok(settled) => settled,
             Err(_) => {
                 return Err(retry_later(
                     ErrorCode::QueueTimeout,
@@ -449,9 +467,16 @@ impl Shared {
                 ));
             }
         };
-        match (after.status, after.port) {
-            (ServerState::Running, Some(port)) => Ok((port, after.pid)),
-            _ => Err(unavailable(&after)),
+        match (after, admitted) {
+            (
+                Snapshot {
+                    port: Some(port),
+                    pid,
+                    ..
+                },
+                Some(serving),
+            ) => Ok((port, pid, serving)),
+            (after, _) => Err(unavailable(&after)),
         }
     }
 }

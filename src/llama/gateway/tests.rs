@@ -347,3 +347,21 @@ async fn a_stopped_server_that_is_not_offloaded_answers_health_as_it_is() {
         assert_eq!(answer.status(), 503, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_request_let_through_before_a_hold_is_waited_for_by_the_drain_and_none_after_it() {
+    let traffic = Arc::new(Traffic::default());
+    // A request passes the gateway's look at the hold, and the orchestrator holds at once (it
+    // sends its `offload` event first, and a chat sent then can arrive in between).
+    let passed = traffic.admit().expect("not held yet");
+    traffic.hold(true);
+    assert!(
+        !traffic.drained(Duration::from_millis(50)).await,
+        "the drain waits for the request that passed"
+    );
+    assert!(traffic.admit().is_none(), "none passes once held");
+    drop(passed);
+    assert!(traffic.drained(Duration::from_millis(50)).await);
+    traffic.hold(false);
+    assert!(traffic.admit().is_some());
+}
