@@ -534,6 +534,7 @@ mod resolving {
                 unified_memory: false,
                 device_type: None,
                 vulkan_index: None,
+                uuid: None,
             }]
         }
     }

@@ -713,6 +713,7 @@ mod tests {
                 unified_memory: false,
                 device_type: None,
                 vulkan_index: None,
+                uuid: None,
             }],
             RuntimeHints::default(),
         )

@@ -58,6 +58,11 @@ pub struct GpuDevice {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub vulkan_index: Option<u32>,
+    /// The device's UUID where its driver tells it (NVML, Vulkan): the same GPU seen by two
+    /// probes has the same one.
+    #[serde(skip)]
+    #[ts(skip)]
+    pub uuid: Option<[u8; 16]>,
 }
 
 /// What the machine's GPUs add up to, with the primary one (most memory) spelled out.
@@ -152,19 +157,65 @@ pub fn default_probes() -> Vec<std::sync::Arc<dyn GpuProbe>> {
     probes
 }
 
-/// The devices of every probe, each GPU once: a Vulkan device of a vendor that NVML, sysfs or
-/// Apple's probe already reported is that GPU again, and theirs is kept (it knows the live memory
-/// use: NVML per process, sysfs the driver's counters).
+/// The devices of every probe, each GPU once: a Vulkan device that NVML, sysfs or Apple's probe
+/// already reported is that GPU again, and theirs is kept (it knows the live memory use: NVML per
+/// process, sysfs the driver's counters), with what Vulkan adds (its type, and the index that
+/// `GGML_VK_VISIBLE_DEVICES` names). The same GPU is the same UUID where both know it; else the
+/// only device of its vendor on both sides.
 pub fn one_per_gpu(devices: Vec<GpuDevice>) -> Vec<GpuDevice> {
-    let native: Vec<GpuVendor> = devices
-        .iter()
-        .filter(|d| d.vulkan_index.is_none())
-        .map(|d| d.vendor)
-        .collect();
-    devices
-        .into_iter()
-        .filter(|d| d.vulkan_index.is_none() || !native.contains(&d.vendor))
+    let (vulkan, mut native): (Vec<GpuDevice>, Vec<GpuDevice>) =
+        devices.into_iter().partition(|d| d.vulkan_index.is_some());
+    let mut unmatched = Vec::new();
+    for seen in vulkan {
+        match same_gpu(&native, &of_vendor(seen.vendor, &native), &seen) {
+            Some(i) => {
+                native[i].device_type = seen.device_type;
+                native[i].vulkan_index = seen.vulkan_index;
+            }
+            // A vendor the others saw, but not this device of it: an unknown match is dropped
+            // rather than counted twice.
+            None if native.iter().any(|d| d.vendor == seen.vendor) => {}
+            None => unmatched.push(seen),
+        }
+    }
+    native.extend(unmatched);
+    native
+}
+
+/// The indices of `vendor`'s devices in `native`.
+fn of_vendor(vendor: GpuVendor, native: &[GpuDevice]) -> Vec<usize> {
+    (0..native.len())
+        .filter(|&i| native[i].vendor == vendor)
         .collect()
+}
+
+fn same_gpu(native: &[GpuDevice], of_vendor: &[usize], seen: &GpuDevice) -> Option<usize> {
+    let by_uuid = of_vendor
+        .iter()
+        .copied()
+        .find(|&i| seen.uuid.is_some() && native[i].uuid == seen.uuid);
+    let only = match of_vendor {
+        [i] if native[*i].vulkan_index.is_none() => Some(*i),
+        _ => None,
+    };
+    by_uuid.or(only)
+}
+
+/// NVML's UUID (`GPU-8e0b1f3a-…`, hex digits in Vulkan's byte order).
+fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text
+        .trim_start_matches("GPU-")
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut uuid = [0u8; 16];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(uuid)
 }
 
 /// NVIDIA GPUs through the driver's NVML library, opened once per process.
@@ -200,6 +251,7 @@ impl GpuProbe for NvmlProbe {
                     unified_memory: false,
                     device_type: None,
                     vulkan_index: None,
+                    uuid: device.uuid().ok().as_deref().and_then(parse_uuid),
                 }
             })
             .collect()
@@ -295,6 +347,7 @@ fn sysfs_device(dev: &Path) -> Option<GpuDevice> {
         unified_memory: total.is_none(),
         device_type: None,
         vulkan_index: None,
+        uuid: None,
     })
 }
 
@@ -325,6 +378,7 @@ impl GpuProbe for AppleSiliconProbe {
             unified_memory: true,
             device_type: None,
             vulkan_index: None,
+            uuid: None,
         }]
     }
 }
@@ -353,32 +407,67 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_vulkan_device_of_a_vendor_another_probe_saw_is_that_gpu_again() {
-        let gpu = |vendor, vulkan_index| GpuDevice {
+    fn device(vendor: GpuVendor, vulkan_index: Option<u32>, uuid: Option<u8>) -> GpuDevice {
+        GpuDevice {
             vendor,
             name: format!("{vendor:?}"),
             vram_total: Some(1 << 30),
             vram_free: None,
             unified_memory: false,
-            device_type: None,
+            device_type: vulkan_index.map(|_| super::super::vulkan::DeviceType::Discrete),
             vulkan_index,
-        };
+            uuid: uuid.map(|u| [u; 16]),
+        }
+    }
+
+    #[test]
+    fn a_vulkan_device_another_probe_saw_is_that_gpu_again_with_vulkans_index() {
+        use GpuVendor::*;
         let kept = one_per_gpu(vec![
-            gpu(GpuVendor::Nvidia, None),
-            gpu(GpuVendor::Nvidia, Some(0)),
-            gpu(GpuVendor::Amd, Some(1)),
-            gpu(GpuVendor::Other, Some(2)),
+            device(Nvidia, None, None),
+            device(Nvidia, Some(0), Some(7)),
+            device(Amd, Some(1), None),
+            device(Other, Some(2), None),
         ]);
         let seen: Vec<_> = kept.iter().map(|d| (d.vendor, d.vulkan_index)).collect();
-        assert_eq!(
-            seen,
-            [
-                (GpuVendor::Nvidia, None),
-                (GpuVendor::Amd, Some(1)),
-                (GpuVendor::Other, Some(2))
-            ]
-        );
+        // The only NVIDIA GPU on both sides is one GPU: NVML's, with Vulkan's index and type.
+        assert_eq!(seen, [(Nvidia, Some(0)), (Amd, Some(1)), (Other, Some(2))]);
+        assert!(kept[0].device_type.is_some());
+    }
+
+    #[test]
+    fn several_gpus_of_one_vendor_are_told_apart_by_uuid() {
+        use GpuVendor::*;
+        let kept = one_per_gpu(vec![
+            device(Nvidia, None, Some(1)),
+            device(Nvidia, None, Some(2)),
+            // Vulkan lists them the other way round, and one more of the vendor's that NVML
+            // did not report: not counted twice.
+            device(Nvidia, Some(0), Some(2)),
+            device(Nvidia, Some(1), Some(1)),
+            device(Nvidia, Some(2), Some(3)),
+        ]);
+        let seen: Vec<_> = kept
+            .iter()
+            .map(|d| (d.uuid.unwrap()[0], d.vulkan_index))
+            .collect();
+        assert_eq!(seen, [(1, Some(1)), (2, Some(0))]);
+        // Without UUIDs two of a vendor cannot be told apart: no index is guessed.
+        let kept = one_per_gpu(vec![
+            device(Amd, None, None),
+            device(Amd, None, None),
+            device(Amd, Some(0), None),
+        ]);
+        assert!(kept.iter().all(|d| d.vulkan_index.is_none()) && kept.len() == 2);
+    }
+
+    #[test]
+    fn nvml_uuids_read_as_vulkan_bytes() {
+        let uuid = parse_uuid("GPU-8e0b1f3a-0011-2233-4455-66778899aabb").unwrap();
+        assert_eq!(uuid[..4], [0x8e, 0x0b, 0x1f, 0x3a]);
+        assert_eq!(uuid[15], 0xbb);
+        assert_eq!(parse_uuid("GPU-8e0b"), None);
+        assert_eq!(parse_uuid("GPU-zz0b1f3a-0011-2233-4455-66778899aabb"), None);
     }
 
     #[test]

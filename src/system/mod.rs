@@ -347,6 +347,7 @@ mod tests {
                 unified_memory: false,
                 device_type: None,
                 vulkan_index: None,
+                uuid: None,
             }]
         }
     }

@@ -420,6 +420,7 @@ mod tests {
                 unified_memory: false,
                 device_type: None,
                 vulkan_index: None,
+                uuid: None,
             }],
             RuntimeHints::default(),
         );

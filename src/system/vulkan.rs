@@ -63,6 +63,7 @@ impl PhysicalDevice {
             unified_memory: shared,
             device_type: Some(self.kind),
             vulkan_index: Some(self.index),
+            uuid: Some(self.uuid),
         }
     }
 }
