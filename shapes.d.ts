@@ -340,7 +340,14 @@ export type RpcWorkerShare = {
  * Bytes a configuration needs.
  */
 export type MemoryEstimate = {
+  /**
+   * Bytes of RAM: what stays on the CPU, and, where any part is on a GPU, 128 MiB for the
+   * GPU driver's own memory in the server's process (measured with Vulkan drivers).
+   */
   ram: number
+  /**
+   * Bytes on the GPUs.
+   */
   vram: number
   weights: number
   kvCache: number

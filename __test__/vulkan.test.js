@@ -130,7 +130,8 @@ test('the chat model with every layer on lavapipe: its device buffers against ou
     )
     assert.ok(projected.vram >= onDevice, row('projected', projected.vram, onDevice))
     assert.ok(projected.vram <= estimate.vram + 3 * MIB, row('projected', projected.vram, estimate.vram))
-    assert.equal(estimate.ram, 0)
+    // In RAM: only the driver's own memory (lavapipe's is 118 MiB; the estimate says 128).
+    assert.equal(estimate.ram, 128 * MIB)
     assert.ok(projected.ram >= 28 * MIB, `token embeddings in RAM: ${projected.ram}`)
     assert.match(await askParis(port), /Paris/)
   } finally {

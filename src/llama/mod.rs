@@ -105,7 +105,7 @@ pub async fn projected(
     let projection = projection.compute_at_most(compute_bytes(size));
     let (devices, all) = (projection.on_devices(), projection.all());
     let estimate = MemoryEstimate {
-        ram: projection.host.total(),
+        ram: projection.host.total() + crate::system::estimate::driver_ram(devices.total()),
         vram: devices.total(),
         weights: all.model,
         kv_cache: all.context,

@@ -147,7 +147,7 @@ pub fn estimate_split(
     let cpu_compute = compute_bytes(cpu.weights);
     let gpu_held = devices.get(remote).copied().unwrap_or_default();
     let local = MemoryEstimate {
-        ram: cpu.weights + cpu.kv + cpu_compute,
+        ram: cpu.weights + cpu.kv + cpu_compute + super::estimate::driver_ram(gpu_held.bytes()),
         vram: gpu_held.bytes(),
         weights: cpu.weights + gpu_held.weights,
         kv_cache: cpu.kv + gpu_held.kv,
