@@ -297,6 +297,21 @@ export type CanRunModelOptions = {
    */
   cacheTypeV?: KVCacheType
   /**
+   * Sliding-window layers keep the whole context (llama-server's `--swa-full`), as
+   * {@link LlamaServerConfig.swaFull}.
+   */
+  swaFull?: boolean
+  /**
+   * Every layer's experts stay on the CPU, as {@link LlamaServerConfig.cpuMoe}: counted by
+   * llama.cpp's projection (the arithmetic places experts with their layers).
+   */
+  cpuMoe?: boolean
+  /**
+   * The experts of the first `nCpuMoe` layers stay on the CPU, as
+   * {@link LlamaServerConfig.nCpuMoe}: counted by llama.cpp's projection.
+   */
+  nCpuMoe?: number
+  /**
    * Compare with total RAM instead of free RAM: "could this machine ever run it?".
    */
   checkTotalMemory?: boolean
@@ -2284,6 +2299,15 @@ export type GGUFMetadata = {
   attention_head_count_kv?: number | number[]
   attention_key_length?: number
   attention_value_length?: number
+  /**
+   * Tokens a sliding-window attention layer attends to.
+   */
+  attention_sliding_window?: number
+  /**
+   * Which layers attend to a sliding window: a period (every n-th layer attends to all), or
+   * one flag a layer (true: sliding). Without it, the architecture's own period.
+   */
+  attention_sliding_window_pattern?: number | boolean[]
   expert_count?: number
   expert_used_count?: number
   rope_dimension_count?: number

@@ -277,6 +277,7 @@ pub async fn resolve(
         // A smaller KV cache leaves room for more layers on the GPU.
         cache_type_k: req.cache_type_k,
         cache_type_v: req.cache_type_v,
+        swa_full: req.swa_full,
         ..Default::default()
     };
     // Split over RPC workers, each is asked what it lends before llama-server holds it; one

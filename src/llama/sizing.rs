@@ -43,6 +43,12 @@ pub async fn can_run_model(
         parallel_requests: 1,
         cache_type_k: opts.cache_type_k,
         cache_type_v: opts.cache_type_v.or(opts.cache_type_k),
+        tuning: super::tuning::Tuning {
+            swa_full: opts.swa_full,
+            cpu_moe: opts.cpu_moe,
+            n_cpu_moe: opts.n_cpu_moe,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let gpu = system.gpu().await;

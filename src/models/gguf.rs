@@ -145,6 +145,15 @@ pub struct GgufMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub attention_value_length: Option<u64>,
+    /// Tokens a sliding-window attention layer attends to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub attention_sliding_window: Option<u64>,
+    /// Which layers attend to a sliding window: a period (every n-th layer attends to all), or
+    /// one flag a layer (true: sliding). Without it, the architecture's own period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(type = "number | boolean[]", optional)]
+    pub attention_sliding_window_pattern: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub expert_count: Option<u64>,
@@ -622,6 +631,8 @@ fn facts(
         attention_head_count_kv: get("attention.head_count_kv"),
         attention_key_length: num("attention.key_length"),
         attention_value_length: num("attention.value_length"),
+        attention_sliding_window: num("attention.sliding_window"),
+        attention_sliding_window_pattern: get("attention.sliding_window_pattern"),
         expert_count: num("expert_count"),
         expert_used_count: num("expert_used_count"),
         rope_dimension_count: num("rope.dimension_count"),

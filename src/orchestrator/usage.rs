@@ -193,6 +193,7 @@ pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<Memo
     let cache = KvCache {
         k,
         v: config.cache_type_v.unwrap_or(k),
+        swa_full: config.tuning.swa_full == Some(true),
     };
     Some(crate::system::estimate::estimate(
         &spec,

@@ -58,6 +58,7 @@ pub struct ModelSpec {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct GgufFacts {
+    pub architecture: Option<String>,
     pub block_count: Option<u32>,
     pub context_length: Option<u32>,
     pub embedding_length: Option<u32>,
@@ -65,7 +66,45 @@ pub struct GgufFacts {
     pub attention_head_count_kv: Option<PerLayer>,
     pub attention_key_length: Option<PerLayer>,
     pub attention_value_length: Option<PerLayer>,
+    pub attention_sliding_window: Option<u32>,
+    pub attention_sliding_window_pattern: Option<SwaPattern>,
 }
+
+/// Which layers attend to a sliding window (`{arch}.attention.sliding_window_pattern`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SwaPattern {
+    /// Every n-th layer attends to all tokens (0: none does).
+    Period(u32),
+    /// One flag a layer: true where it slides.
+    Layers(Vec<bool>),
+}
+
+/// The architectures whose layers llama.cpp (the pinned one, `load_swa_pattern`) runs with
+/// sliding-window attention where the GGUF gives a window: their period (every n-th layer
+/// attends to all), and whether that full layer comes first in each period.
+const SLIDING_ARCHITECTURES: [(&str, u32, bool); 16] = [
+    ("gemma2", 2, false),
+    ("gemma3", 6, false),
+    ("gemma3n", 5, false),
+    ("gemma-embedding", 6, false),
+    ("cohere2", 4, false),
+    ("cohere2moe", 4, true),
+    ("exaone4", 4, false),
+    ("exaone-moe", 4, false),
+    ("olmo2", 4, false),
+    ("gpt-oss", 2, false),
+    ("afmoe", 4, false),
+    ("mellum", 4, false),
+    ("muse-glimmer", 4, false),
+    ("plamo3", 8, false),
+    ("smallthinker", 4, true),
+    ("laguna", 4, true),
+];
+
+/// The micro-batch llama-server runs with (`--ubatch-size`, which the library does not set): a
+/// sliding-window layer keeps its window and one micro-batch of tokens.
+const UBATCH: u64 = 512;
 
 /// GGUF stores some attention facts per layer; sizing uses the largest.
 #[derive(Debug, Clone, Deserialize)]
@@ -160,13 +199,58 @@ impl ModelSpec {
         Some(kv_heads * (key.unwrap_or(head_dim) + value.or(key).unwrap_or(head_dim)))
     }
 
+    /// The KV cache of `context` tokens, as llama.cpp lays it out: every layer holds the whole
+    /// context, but a sliding-window layer holds its window and a micro-batch (for one
+    /// sequence: a window a slot with several), rounded up to 256 cells, unless `--swa-full`.
     pub fn kv_cache_bytes(&self, context: u32, cache: KvCache) -> u64 {
-        let per_token = match self.kv_elements_per_token_layer() {
-            Some(elements) => (elements * self.layers() as u64) as f64 * cache.bytes_per_element(),
-            None => FALLBACK_KV_BYTES_PER_TOKEN as f64 * cache.bytes_per_element() / 2.0,
+        let Some(elements) = self.kv_elements_per_token_layer() else {
+            let per_token = FALLBACK_KV_BYTES_PER_TOKEN as f64 * cache.bytes_per_element() / 2.0;
+            return (per_token * context as f64) as u64;
         };
-        (per_token * context as f64) as u64
+        let context = u64::from(context);
+        let (sliding, window) = match self.sliding_layers() {
+            Some((sliding, window)) if !cache.swa_full => (sliding, window),
+            _ => (0, 0),
+        };
+        let window_cells = (window + UBATCH).min(context).div_ceil(256) * 256;
+        let cells =
+            (u64::from(self.layers()) - sliding) * context + sliding * window_cells.min(context);
+        (cells as f64 * elements as f64 * cache.bytes_per_element()) as u64
     }
+
+    /// How many layers attend to a sliding window, and its size in tokens; `None` where no
+    /// layer does (or llama.cpp would not use the window the GGUF gives).
+    fn sliding_layers(&self) -> Option<(u64, u64)> {
+        let m = self.meta()?;
+        let window = u64::from(m.attention_sliding_window.filter(|&w| w > 0)?);
+        let arch = m.architecture.as_deref()?;
+        let &(_, period, full_first) = SLIDING_ARCHITECTURES.iter().find(|(a, ..)| *a == arch)?;
+        let layers = self.layers();
+        let sliding = match &m.attention_sliding_window_pattern {
+            Some(SwaPattern::Layers(flags)) => {
+                flags.iter().take(layers as usize).filter(|f| **f).count() as u32
+            }
+            Some(SwaPattern::Period(period)) => sliding_of(layers, *period, full_first),
+            None => sliding_of(layers, period, full_first),
+        };
+        (sliding > 0).then_some((u64::from(sliding), window))
+    }
+}
+
+/// Layers that slide where every `period`-th attends to all (llama.cpp's `set_swa_pattern`).
+fn sliding_of(layers: u32, period: u32, full_first: bool) -> u32 {
+    if period == 0 {
+        return layers;
+    }
+    (0..layers)
+        .filter(|il| {
+            if full_first {
+                il % period != 0
+            } else {
+                il % period < period - 1
+            }
+        })
+        .count() as u32
 }
 
 /// llama.cpp's KV cache element types (`--cache-type-k/-v`).
@@ -216,16 +300,22 @@ impl KvCacheType {
     }
 }
 
-/// The K and V element types of a configuration (`cacheTypeK`, `cacheTypeV`).
+/// The KV cache of a configuration: the K and V element types (`cacheTypeK`, `cacheTypeV`), and
+/// whether sliding-window layers keep the whole context (`swaFull`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KvCache {
     pub k: KvCacheType,
     pub v: KvCacheType,
+    pub swa_full: bool,
 }
 
 impl KvCache {
     pub fn uniform(t: KvCacheType) -> Self {
-        KvCache { k: t, v: t }
+        KvCache {
+            k: t,
+            v: t,
+            swa_full: false,
+        }
     }
 
     /// K and V hold the same number of elements (for equal key and value head sizes).
@@ -377,6 +467,18 @@ pub struct RunOptions {
     /// Defaults to `cacheTypeK`.
     #[ts(optional)]
     pub cache_type_v: Option<KvCacheType>,
+    /// Sliding-window layers keep the whole context (llama-server's `--swa-full`), as
+    /// {@link LlamaServerConfig.swaFull}.
+    #[ts(optional)]
+    pub swa_full: Option<bool>,
+    /// Every layer's experts stay on the CPU, as {@link LlamaServerConfig.cpuMoe}: counted by
+    /// llama.cpp's projection (the arithmetic places experts with their layers).
+    #[ts(optional)]
+    pub cpu_moe: Option<bool>,
+    /// The experts of the first `nCpuMoe` layers stay on the CPU, as
+    /// {@link LlamaServerConfig.nCpuMoe}: counted by llama.cpp's projection.
+    #[ts(optional)]
+    pub n_cpu_moe: Option<u32>,
     /// Compare with total RAM instead of free RAM: "could this machine ever run it?".
     #[ts(as = "Option<bool>", optional)]
     pub check_total_memory: bool,
@@ -403,6 +505,7 @@ impl RunOptions {
         KvCache {
             k,
             v: self.cache_type_v.unwrap_or(k),
+            swa_full: self.swa_full == Some(true),
         }
     }
 }
@@ -773,6 +876,74 @@ mod tests {
         assert!(e.ram >= 177_000_000 && e.ram < 260_000_000, "{}", e.ram);
     }
 
+    fn sliding(arch: &str, window: u32, pattern: Option<serde_json::Value>) -> ModelSpec {
+        let mut meta = serde_json::json!({
+            "architecture": arch, "block_count": 6, "embedding_length": 256,
+            "attention_head_count": 4, "attention_head_count_kv": 4,
+            "attention_sliding_window": window,
+        });
+        if let Some(pattern) = pattern {
+            meta["attention_sliding_window_pattern"] = pattern;
+        }
+        ModelSpec {
+            size: 1e6,
+            gguf_metadata: Some(GgufFacts::deserialize(meta).unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sliding_window_layers_keep_their_window_and_a_micro_batch() {
+        // 4 heads × (64 + 64) × 2 bytes = 1 KiB a token a layer.
+        let per_cell = 1024;
+        let full = |ctx: u64| 6 * ctx * per_cell;
+        // gemma3: every sixth layer attends to all; the five others keep 128 + 512 tokens,
+        // rounded up to 768 cells.
+        let gemma3 = sliding("gemma3", 128, None);
+        assert_eq!(
+            gemma3.kv_cache_bytes(8192, KvCache::default()),
+            (8192 + 5 * 768) * per_cell
+        );
+        // A window larger than the context: every layer holds the context.
+        assert_eq!(gemma3.kv_cache_bytes(512, KvCache::default()), full(512));
+        // --swa-full keeps the whole context everywhere.
+        let swa_full = KvCache {
+            swa_full: true,
+            ..KvCache::default()
+        };
+        assert_eq!(gemma3.kv_cache_bytes(8192, swa_full), full(8192));
+        // The GGUF's own pattern wins: a period, or a flag a layer.
+        let every_other = sliding("gemma3", 128, Some(serde_json::json!(2)));
+        assert_eq!(
+            every_other.kv_cache_bytes(8192, KvCache::default()),
+            (3 * 8192 + 3 * 768) * per_cell
+        );
+        let flags = sliding(
+            "gemma3",
+            128,
+            Some(serde_json::json!([true, false, false, false, false, false])),
+        );
+        assert_eq!(
+            flags.kv_cache_bytes(8192, KvCache::default()),
+            (5 * 8192 + 768) * per_cell
+        );
+        // The full layer first in each period (cohere2moe): layers 1–3 and 5 slide.
+        assert_eq!(
+            sliding("cohere2moe", 128, None).kv_cache_bytes(8192, KvCache::default()),
+            (2 * 8192 + 4 * 768) * per_cell
+        );
+        // An architecture llama.cpp runs without sliding attention ignores the key (a Qwen2
+        // GGUF carries a window it does not use); so does a window of 0.
+        assert_eq!(
+            sliding("qwen2", 128, None).kv_cache_bytes(8192, KvCache::default()),
+            full(8192)
+        );
+        assert_eq!(
+            sliding("gemma3", 0, None).kv_cache_bytes(8192, KvCache::default()),
+            full(8192)
+        );
+    }
+
     #[test]
     fn gpu_layers_move_memory_to_vram() {
         let m = smollm2();
@@ -908,7 +1079,8 @@ mod tests {
             opts.kv_cache(),
             KvCache {
                 k: KvCacheType::Q8_0,
-                v: KvCacheType::Iq4Nl
+                v: KvCacheType::Iq4Nl,
+                swa_full: false,
             }
         );
         assert!(
