@@ -1,7 +1,8 @@
 'use strict'
 
 // The ResourceOrchestrator's estimates against measured peak RSS, beside the seed's `size × 1.2`:
-// the chat model (SmolLM2-135M) at contexts 2048 and 8192 (RSS after one request), a stored
+// the chat model (SmolLM2-135M) at contexts 2048 and 8192 and the tiny sliding-window (Gemma 3)
+// and mixture-of-experts shapes at 8192 (RSS after one request), a stored
 // calibration (llamaServer.calibrate()) and llama.cpp's projection (llama-fit-params) beside our
 // GGUF arithmetic, and the tiny diffusion set at 64×64 and 256×256 (sd-cli's peak RSS, read with
 // getrusage of a python3 parent; the resident sd-server's, its VmHWM after three images, beside a
@@ -64,15 +65,21 @@ function highWaterMark(pid) {
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)[1]) * 1024
 }
 
-/** Registers the chat model as `chat` and the tiny image set as `tiny-image` (a configured data dir). */
+/**
+ * Registers the chat model as `chat`, the shaped ones as `swa` and `moe`, and the tiny image set
+ * as `tiny-image` (a configured data dir).
+ */
 async function registerModels(lib, real) {
   process.env.GENAI_ELECTRON_LLAMA_SERVER = real.llamaServer
   process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
   process.env.GENAI_ELECTRON_SD_SERVER = real.sdServer
   const { serveFiles, downloadTinyImageSet } = require('../__test__/helpers')
-  await serveFiles({ '/chat.gguf': real.chatModel }, (base) =>
-    lib.modelManager.downloadModel({ source: 'url', url: `${base}/chat.gguf`, name: 'chat', type: 'llm' }),
-  )
+  const files = { '/chat.gguf': real.chatModel, '/swa.gguf': real.shapedModels.swa, '/moe.gguf': real.shapedModels.moe }
+  await serveFiles(files, async (base) => {
+    for (const name of ['chat', 'swa', 'moe']) {
+      await lib.modelManager.downloadModel({ source: 'url', url: `${base}/${name}.gguf`, name, type: 'llm' })
+    }
+  })
   await downloadTinyImageSet(lib.modelManager, real)
 }
 
@@ -81,7 +88,7 @@ async function registerModels(lib, real) {
  * llama.cpp's projection, and the arithmetic (canRunModel cannot ask llama.cpp without the
  * file's path).
  */
-async function chatEstimates(lib, model, contextSize) {
+async function llmEstimates(lib, model, contextSize) {
   const { gpuLayers } = lib.llamaServer.getConfig()
   const sized = async (info) => (await lib.systemInfo.canRunModel(info, { contextSize, gpuLayers })).estimate
   const projected = await sized(model)
@@ -92,7 +99,6 @@ async function chatEstimates(lib, model, contextSize) {
 /** Prints the table; the shared servers are stopped before and after. */
 async function printEstimateTable(lib, real) {
   const { llamaServer, diffusionServer, modelManager, ResourceOrchestrator } = lib
-  const model = await modelManager.getModelInfo('chat')
   const imageSize = (await modelManager.getModelInfo('tiny-image')).size
   const rows = {}
   const error = (bytes, measured) => `${(((bytes - measured) / measured) * 100).toFixed(1)}%`
@@ -114,21 +120,28 @@ async function printEstimateTable(lib, real) {
   const orchestrator = new ResourceOrchestrator()
   try {
     await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
-    for (const contextSize of [2048, 8192]) {
-      const info = await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize })
+    const llms = [
+      ['chat model, context 2048', 'chat', 2048],
+      ['chat model, context 8192', 'chat', 8192],
+      ['tiny sliding-window (Gemma 3), 8192', 'swa', 8192],
+      ['tiny mixture of experts, 8192', 'moe', 8192],
+    ]
+    for (const [name, modelId, contextSize] of llms) {
+      const model = await modelManager.getModelInfo(modelId)
+      const info = await llamaServer.start({ modelId, port: 'auto', threads: 1, contextSize })
       await chat(info.port)
       const { llm } = await orchestrator.estimate()
       assert.equal(llm.source, 'measured')
-      const { projected, arithmetic } = await chatEstimates(lib, model, contextSize)
+      const { projected, arithmetic } = await llmEstimates(lib, model, contextSize)
       await llamaServer.stop()
       // The same configuration calibrated: a server of its own, a short prompt, its peak RSS.
       const profile = { contextSize, parallelRequests: lib.llamaServer.getConfig().parallelRequests }
-      const report = await llamaServer.calibrate({ modelId: 'chat', profile, fixedConfig: { threads: 1 } })
+      const report = await llamaServer.calibrate({ modelId, profile, fixedConfig: { threads: 1 } })
       assert.equal(report.status, 'complete', JSON.stringify(report.runs))
       const { gpuLayers } = lib.llamaServer.getConfig()
       const calibrated = (await lib.systemInfo.canRunModel(model, { contextSize, gpuLayers })).estimate
       assert.equal(calibrated.source, 'measured', 'the calibration answers for its configuration')
-      row(`chat model, context ${contextSize}`, llm.measured.ram, {
+      row(name, llm.measured.ram, {
         calibrated: calibrated.ram,
         projected: projected.ram,
         arithmetic: arithmetic.ram,
@@ -236,7 +249,7 @@ async function printVramTable(lib, real) {
       llamaServer.clearLogs()
       await llamaServer.start({ modelId: 'chat', port: 'auto', threads: 1, contextSize })
       const found = deviceBuffers(await llamaServer.getLogs(2000))
-      const { projected, arithmetic } = await chatEstimates(lib, model, contextSize)
+      const { projected, arithmetic } = await llmEstimates(lib, model, contextSize)
       const theirs = found.model + found.kv + found.compute
       rows[`chat model, context ${contextSize}`] = {
         'device MiB': mib(theirs),
