@@ -155,6 +155,71 @@ pub async fn read<R: DeserializeOwned>(dir: &Path, file: &str) -> Option<Vec<R>>
         .map(|s| s.reports)
 }
 
+/// The server a calibration runs: its name in JS, what a valid request holds, how it fails to
+/// start.
+pub trait Calibrates: std::fmt::Debug {
+    const NAME: &'static str;
+    /// What a request needs, said when one is refused.
+    const REQUEST: &'static str;
+    type StartError: crate::error::Coded + Send + Sync + 'static;
+}
+
+/// Why a calibration did not give a report.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError<S: Calibrates> {
+    #[error("invalid calibration config: {0}")]
+    Invalid(String),
+    #[error(
+        "{name} is {0}: calibrate() runs the model in a server of its own, and never beside it",
+        name = S::NAME
+    )]
+    Busy(String),
+    #[error("the calibration was cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Start(Box<S::StartError>),
+    #[error("cannot store the calibration in {}: {source}", path.display())]
+    Store {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl<S: Calibrates> crate::error::Coded for CalibrationError<S> {
+    fn code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            CalibrationError::Invalid(_) => ErrorCode::InvalidArgument,
+            CalibrationError::Busy(_) => ErrorCode::ServerBusy,
+            CalibrationError::Cancelled => ErrorCode::Cancelled,
+            CalibrationError::Start(e) => e.code(),
+            CalibrationError::Store { .. } => ErrorCode::FileSystemError,
+        }
+    }
+
+    fn suggestion(&self) -> Option<String> {
+        match self {
+            CalibrationError::Invalid(_) => Some(format!("Give {}", S::REQUEST)),
+            CalibrationError::Busy(_) => Some(format!(
+                "Stop the server ({}.stop()), calibrate, then start it again",
+                S::NAME
+            )),
+            CalibrationError::Cancelled => None,
+            CalibrationError::Start(e) => e.suggestion(),
+            CalibrationError::Store { .. } => {
+                Some("Check that the model's folder is writable".into())
+            }
+        }
+    }
+
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        match self {
+            CalibrationError::Start(e) => e.details(),
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -277,63 +277,18 @@ pub struct Report {
     pub skipped_combos: Vec<Skipped>,
 }
 
+/// The calibration of sd-server: what its errors say.
+#[derive(Debug)]
+pub struct Diffusion;
+
+impl crate::calibration::Calibrates for Diffusion {
+    const NAME: &'static str = "diffusionServer";
+    const REQUEST: &'static str = "{ modelId, sizes: [{ width, height }], generation: { steps, cfgScale, sampler } } (DiffusionCalibrationRequest in index.d.ts)";
+    type StartError = StartError<DiffusionError>;
+}
+
 /// Why a calibration did not give a report.
-#[derive(Debug, thiserror::Error)]
-pub enum CalibrationError {
-    #[error("invalid calibration config: {0}")]
-    Invalid(String),
-    #[error(
-        "diffusionServer is {0}: calibrate() runs the model in a server of its own, and never beside it"
-    )]
-    Busy(String),
-    #[error("the calibration was cancelled")]
-    Cancelled,
-    #[error(transparent)]
-    Start(Box<StartError<DiffusionError>>),
-    #[error("cannot store the calibration in {}: {source}", path.display())]
-    Store {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl crate::error::Coded for CalibrationError {
-    fn code(&self) -> crate::error::ErrorCode {
-        use crate::error::ErrorCode;
-        match self {
-            CalibrationError::Invalid(_) => ErrorCode::InvalidArgument,
-            CalibrationError::Busy(_) => ErrorCode::ServerBusy,
-            CalibrationError::Cancelled => ErrorCode::Cancelled,
-            CalibrationError::Start(e) => e.code(),
-            CalibrationError::Store { .. } => ErrorCode::FileSystemError,
-        }
-    }
-
-    fn suggestion(&self) -> Option<String> {
-        match self {
-            CalibrationError::Invalid(_) => Some(
-                "Give { modelId, sizes: [{ width, height }], generation: { steps, cfgScale, sampler } } \
-                 (DiffusionCalibrationRequest in index.d.ts)"
-                    .into(),
-            ),
-            CalibrationError::Busy(_) => Some(
-                "Stop the server (diffusionServer.stop()), calibrate, then start it again".into(),
-            ),
-            CalibrationError::Cancelled => None,
-            CalibrationError::Start(e) => e.suggestion(),
-            CalibrationError::Store { .. } => {
-                Some("Check that the model's folder is writable".into())
-            }
-        }
-    }
-
-    fn details(&self) -> Map<String, Value> {
-        match self {
-            CalibrationError::Start(e) => e.details(),
-            _ => Map::new(),
-        }
-    }
-}
+pub type CalibrationError = crate::calibration::CalibrationError<Diffusion>;
 
 /// A request checked before anything runs.
 struct Plan {

@@ -405,63 +405,18 @@ pub struct Progress {
     pub sample_count: u32,
 }
 
+/// The calibration of llama-server: what its errors say.
+#[derive(Debug)]
+pub struct Llama;
+
+impl crate::calibration::Calibrates for Llama {
+    const NAME: &'static str = "llamaServer";
+    const REQUEST: &'static str = "{ modelId, profile: { contextSize, parallelRequests }, combos: [{ overrides }] } (LlamaCalibrationRequest in index.d.ts)";
+    type StartError = StartError<LlamaError>;
+}
+
 /// Why a calibration did not give a report.
-#[derive(Debug, thiserror::Error)]
-pub enum CalibrationError {
-    #[error("invalid calibration config: {0}")]
-    Invalid(String),
-    #[error(
-        "llamaServer is {0}: calibrate() runs the model in a server of its own, and never beside it"
-    )]
-    Busy(String),
-    #[error("the calibration was cancelled")]
-    Cancelled,
-    #[error(transparent)]
-    Start(Box<StartError<LlamaError>>),
-    #[error("cannot store the calibration in {}: {source}", path.display())]
-    Store {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl crate::error::Coded for CalibrationError {
-    fn code(&self) -> crate::error::ErrorCode {
-        use crate::error::ErrorCode;
-        match self {
-            CalibrationError::Invalid(_) => ErrorCode::InvalidArgument,
-            CalibrationError::Busy(_) => ErrorCode::ServerBusy,
-            CalibrationError::Cancelled => ErrorCode::Cancelled,
-            CalibrationError::Start(e) => e.code(),
-            CalibrationError::Store { .. } => ErrorCode::FileSystemError,
-        }
-    }
-
-    fn suggestion(&self) -> Option<String> {
-        match self {
-            CalibrationError::Invalid(_) => Some(
-                "Give { modelId, profile: { contextSize, parallelRequests }, combos: [{ overrides }] } \
-                 (LlamaCalibrationRequest in index.d.ts)"
-                    .into(),
-            ),
-            CalibrationError::Busy(_) => Some(
-                "Stop the server (llamaServer.stop()), calibrate, then start it again".into(),
-            ),
-            CalibrationError::Cancelled => None,
-            CalibrationError::Start(e) => e.suggestion(),
-            CalibrationError::Store { .. } => {
-                Some("Check that the model's folder is writable".into())
-            }
-        }
-    }
-
-    fn details(&self) -> Map<String, Value> {
-        match self {
-            CalibrationError::Start(e) => e.details(),
-            _ => Map::new(),
-        }
-    }
-}
+pub type CalibrationError = crate::calibration::CalibrationError<Llama>;
 
 /// A request checked: every combination's start config, built before anything runs.
 struct Plan {
