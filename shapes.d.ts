@@ -2310,6 +2310,10 @@ export type GGUFMetadata = {
   attention_sliding_window_pattern?: number | boolean[]
   expert_count?: number
   expert_used_count?: number
+  /**
+   * Each expert's feed-forward width, where it differs from `feed_forward_length`.
+   */
+  expert_feed_forward_length?: number
   rope_dimension_count?: number
   vocab_size?: number
   /**

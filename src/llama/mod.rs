@@ -25,7 +25,9 @@ use crate::process::{
     ServerState, Snapshot, Transition,
 };
 use crate::sync::lock;
-use crate::system::estimate::{EstimateSource, KvCacheType, MemoryEstimate, compute_bytes};
+use crate::system::estimate::{
+    EstimateSource, KvCache, KvCacheType, MemoryEstimate, compute_bytes,
+};
 use crate::system::rpc_probe::{ProbeError, RpcWorkerError};
 use crate::system::split::Shares;
 use gateway::{GatewayConfig, QueueBounds, Traffic};
@@ -75,12 +77,26 @@ fn on_cpu_only(config: &LlamaConfig) -> bool {
     config.gpu_layers == 0 && config.rpc_workers.is_empty()
 }
 
+/// The KV cache of a resolved config, and how it is attended to.
+pub fn kv_cache_of(config: &LlamaConfig) -> KvCache {
+    let k = config.cache_type_k.unwrap_or_default();
+    KvCache {
+        k,
+        v: config.cache_type_v.unwrap_or(k),
+        swa_full: config.tuning.swa_full == Some(true),
+        flash_attention_off: config.flash_attention.as_deref() == Some("off"),
+    }
+}
+
 /// What `config` will hold, as llama.cpp projects it (see [`projection`]): the devices' buffers
-/// are its VRAM, the host's its RAM. `Err` says why there is none: the tool is not beside
+/// are its VRAM, the host's its RAM, with llama-server's own memory (and a GPU driver's).
+/// `compute_cap` is the arithmetic's compute part for the config, where the model's shape is
+/// known. `Err` says why there is none: the tool is not beside
 /// llama-server or failed, or the model is split over RPC workers (sized from what each worker
 /// reports: the dry run would take a worker, and a worker serves one client at a time).
 pub async fn projected(
     config: &LlamaConfig,
+    compute_cap: Option<u64>,
 ) -> Result<(MemoryEstimate, projection::Projection), String> {
     if !config.rpc_workers.is_empty() {
         return Err("a split over RPC workers is sized from what the workers report".into());
@@ -97,15 +113,22 @@ pub async fn projected(
     .await?;
     // The tool sizes the compute buffers for logits of every token of a batch; llama-server
     // keeps one output a slot (the chat model: 98 MiB projected, 13 MiB allocated). Our
-    // arithmetic's share bounds each: both figures are at least what is allocated.
-    let size = tokio::fs::metadata(&config.model_path)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", config.model_path.display()))?
-        .len();
-    let projection = projection.compute_at_most(compute_bytes(size));
+    // arithmetic's figure bounds each: both are at least what is allocated.
+    let cap = match compute_cap {
+        Some(cap) => cap,
+        None => compute_bytes(
+            tokio::fs::metadata(&config.model_path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", config.model_path.display()))?
+                .len(),
+        ),
+    };
+    let projection = projection.compute_at_most(cap);
     let (devices, all) = (projection.on_devices(), projection.all());
     let estimate = MemoryEstimate {
-        ram: projection.host.total() + crate::system::estimate::driver_ram(devices.total()),
+        ram: projection.host.total()
+            + crate::system::estimate::driver_ram(devices.total())
+            + crate::system::estimate::SERVER_BASE_RAM,
         vram: devices.total(),
         weights: all.model,
         kv_cache: all.context,

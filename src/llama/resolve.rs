@@ -446,7 +446,11 @@ pub async fn resolve(
     // A calibration of this configuration decides, else llama.cpp's own dry run where it can be
     // asked; the arithmetic where neither can.
     let unbounded = RunOptions::default();
-    let sized = super::sizing::by_llama_cpp(&config, data, &unbounded, &memory, &caps.gpu).await;
+    let cache = super::kv_cache_of(&config);
+    let compute = estimate::estimate(&spec, config.context_size, config.gpu_layers, cache).compute;
+    let sized =
+        super::sizing::by_llama_cpp(&config, Some(compute), data, &unbounded, &memory, &caps.gpu)
+            .await;
     match sized {
         Some(check) if !check.possible => Err(refuse(check)),
         None if arithmetic_refuses => Err(refuse(check.expect("refused by the arithmetic"))),

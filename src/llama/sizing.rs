@@ -52,7 +52,8 @@ pub async fn can_run_model(
         ..Default::default()
     };
     let gpu = system.gpu().await;
-    let sized = by_llama_cpp(&config, data, opts, &system.memory(), &gpu).await;
+    let compute = Some(arithmetic.estimate.compute);
+    let sized = by_llama_cpp(&config, compute, data, opts, &system.memory(), &gpu).await;
     Ok(sized.unwrap_or(arithmetic))
 }
 
@@ -61,6 +62,7 @@ pub async fn can_run_model(
 /// run). `None` where neither can be had: the arithmetic answers then.
 pub async fn by_llama_cpp(
     config: &LlamaConfig,
+    compute_cap: Option<u64>,
     data: &DataPaths,
     opts: &RunOptions,
     memory: &MemoryInfo,
@@ -75,7 +77,7 @@ pub async fn by_llama_cpp(
             );
             (measured, figures)
         }
-        None => match super::projected(config).await {
+        None => match super::projected(config, compute_cap).await {
             Ok((projected, projection)) => (projected, format!("llama.cpp projects {projection}")),
             Err(why) => {
                 tracing::debug!(%why, "sized by the GGUF arithmetic");

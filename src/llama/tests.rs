@@ -683,7 +683,7 @@ mod resolving {
         );
         assert_eq!(
             refused.details()["required"]["ram"],
-            json!(1u64 << 40),
+            json!((1u64 << 40) + crate::system::estimate::SERVER_BASE_RAM),
             "{:?}",
             refused.details()
         );
@@ -808,7 +808,9 @@ mod resolving {
         assert!(projected.possible);
         let e = projected.estimate;
         assert_eq!(e.source, EstimateSource::Projected);
-        assert_eq!((e.ram, e.vram, e.kv_cache), (7 << 20, 0, 2 << 20));
+        // The host's buffers and llama-server's own memory.
+        let base = crate::system::estimate::SERVER_BASE_RAM;
+        assert_eq!((e.ram, e.vram, e.kv_cache), ((7 << 20) + base, 0, 2 << 20));
         assert_eq!((e.context_size, e.gpu_layers), (1024, 0));
         // A projection that does not fit: the reason names llama.cpp's figures.
         std::fs::write(&tool, "#!/bin/sh\necho 'Host 1048575 0 0'\n").unwrap();

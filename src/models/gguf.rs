@@ -160,6 +160,10 @@ pub struct GgufMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub expert_used_count: Option<u64>,
+    /// Each expert's feed-forward width, where it differs from `feed_forward_length`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub expert_feed_forward_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub rope_dimension_count: Option<u64>,
@@ -635,6 +639,7 @@ fn facts(
         attention_sliding_window_pattern: get("attention.sliding_window_pattern"),
         expert_count: num("expert_count"),
         expert_used_count: num("expert_used_count"),
+        expert_feed_forward_length: num("expert_feed_forward_length"),
         rope_dimension_count: num("rope.dimension_count"),
         vocab_size,
         tensor_data_size: file_size.map(|s| s.saturating_sub(header.tensor_data_offset)),

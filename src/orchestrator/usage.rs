@@ -12,7 +12,7 @@ use crate::config::DataPaths;
 use crate::diffusion::backend::DeviceUse;
 use crate::llama::LlamaConfig;
 use crate::process::memory::TreeMemory;
-use crate::system::estimate::{EstimateSource, KvCache, MemoryEstimate, ModelSpec};
+use crate::system::estimate::{EstimateSource, MemoryEstimate, ModelSpec};
 
 /// Where a {@link ResourceUsage} comes from: `measured`, a running process, or before it runs a
 /// calibration of its configuration (a running process is never counted as
@@ -181,26 +181,22 @@ pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<Memo
     if let Some(measured) = crate::llama::calibrate::measured(config, data).await {
         return Some(measured);
     }
-    match crate::llama::projected(config).await {
+    let arithmetic = match crate::models::store::read(data, &config.model_id).await {
+        Ok(info) => ModelSpec::of(&info).ok().map(|spec| {
+            crate::system::estimate::estimate(
+                &spec,
+                config.context_size,
+                config.gpu_layers,
+                crate::llama::kv_cache_of(config),
+            )
+        }),
+        Err(_) => None,
+    };
+    match crate::llama::projected(config, arithmetic.map(|a| a.compute)).await {
         Ok((projected, _)) => return Some(projected),
         Err(why) => tracing::debug!(%why, "the LLM is sized by the GGUF arithmetic"),
     }
-    let info = crate::models::store::read(data, &config.model_id)
-        .await
-        .ok()?;
-    let spec = ModelSpec::of(&info).ok()?;
-    let k = config.cache_type_k.unwrap_or_default();
-    let cache = KvCache {
-        k,
-        v: config.cache_type_v.unwrap_or(k),
-        swa_full: config.tuning.swa_full == Some(true),
-    };
-    Some(crate::system::estimate::estimate(
-        &spec,
-        config.context_size,
-        config.gpu_layers,
-        cache,
-    ))
+    arithmetic
 }
 
 #[cfg(test)]
