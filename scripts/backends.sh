@@ -219,22 +219,22 @@ if [ ! -f "$diffusion_dir/.done" ]; then
   fi
   touch "$diffusion_dir/.done"
 fi
-# The model shapes llama.cpp lays out differently (sliding-window attention, experts), keyed by
-# their generator.
+chat=$(chat_model)
+# The model shapes llama.cpp lays out differently (sliding-window attention, experts) and the
+# models loaded beside the chat model (a vision projector, a draft), keyed by their generator.
 shaped="$BACKENDS/shaped-$(cat scripts/make_shaped_models.py | sha256sum | cut -c1-12)"
 if [ ! -f "$shaped/.done" ]; then
   log "== tiny shaped models"
   rm -rf "$shaped"
-  python scripts/make_shaped_models.py "$llama_src/models/ggml-vocab-llama-spm.gguf" "$shaped"
+  python scripts/make_shaped_models.py "$llama_src/models/ggml-vocab-llama-spm.gguf" "$chat" "$shaped"
   touch "$shaped/.done"
 fi
-chat=$(chat_model)
 suite=$(server_suite "$llama_src")
 facts=$(gguf_facts "$llama_src"/models/ggml-vocab-*.gguf "$llm_model" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf")
 
-printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s}\n' \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s","mmproj":"%s","draft":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s}\n' \
   "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" "$llama_build" "$sd_build" \
-  "$llm_model" "$shaped/tiny-swa.gguf" "$shaped/tiny-moe.gguf" "$chat" \
+  "$llm_model" "$shaped/tiny-swa.gguf" "$shaped/tiny-moe.gguf" "$shaped/tiny-mmproj.gguf" "$shaped/tiny-draft.gguf" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
   "$BACKENDS/venv/bin/python" "$facts" "$llama_src/models" "$suite"
