@@ -118,14 +118,21 @@ impl std::fmt::Display for Projection {
 /// The buffers llama-server reports as it loads, at `--log-verbosity 4`:
 /// `load_tensors:      Vulkan0 model buffer size =    92.10 MiB`, `… KV buffer size …`,
 /// `sched_reserve:    Vulkan0 compute buffer size =    13.26 MiB`; buffers of a `CPU…` or
-/// `…_Host` type are the host's. A restart's lines replace the last load's.
+/// `…_Host` type are the host's. A draft model's load follows the main model's and adds to it;
+/// a vision projector's weights are one line (`load_hparams: model size: 1.01 MiB`) on the
+/// backend clip said it uses. A restart's lines replace the last load's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allocated {
     pub buffers: Projection,
-    /// What the load says it runs with.
+    /// What the load says it runs with (the main model's).
     pub running: RunningWith,
-    /// A compute buffer was seen: the load's last lines. Weights after it are a new load's.
+    /// A compute buffer was seen: the load's last lines. Weights after it are a new load's,
+    /// unless a draft model was announced.
     loaded: bool,
+    /// The lines are a draft model's, loaded beside the main one.
+    draft: bool,
+    /// The backend the vision projector runs on (`CPU`, `Vulkan0`).
+    clip_backend: Option<String>,
 }
 
 /// What llama-server says it runs with as it loads: `load_tensors: offloaded 31/31 layers to
@@ -144,16 +151,44 @@ pub struct RunningWith {
 
 impl Allocated {
     pub fn read(&mut self, line: &str) {
+        if line.contains("llama_server: initializing") {
+            // A process's first line: a restart's load replaces the last one.
+            *self = Allocated::default();
+            return;
+        }
+        if line.contains("loading draft model") {
+            self.draft = true;
+            return;
+        }
+        if let Some(backend) = line
+            .split_once("CLIP using ")
+            .and_then(|(_, r)| r.split_once(" backend"))
+        {
+            self.clip_backend = Some(backend.0.to_string());
+            return;
+        }
+        if let (Some(backend), Some(mib)) = (
+            &self.clip_backend,
+            mib_after(line, "load_hparams: model size:"),
+        ) {
+            let name = backend.clone();
+            self.add(&name, "model", mib);
+            return;
+        }
         if let Some(layers) = offloaded(line) {
-            // The first line of a load: a restart's lines replace the last load's.
-            if self.loaded {
+            // The first line of a load: without a draft announced, a restart's.
+            if self.loaded && !self.draft {
                 *self = Allocated::default();
             }
-            (self.running.gpu_layers, self.running.layers) = (Some(layers.0), Some(layers.1));
+            if !self.draft {
+                (self.running.gpu_layers, self.running.layers) = (Some(layers.0), Some(layers.1));
+            }
             return;
         }
         if let Some(n) = number_after(line, "llama_context: n_ctx ", "=") {
-            self.running.context_size = Some(n);
+            if !self.draft {
+                self.running.context_size = Some(n);
+            }
             return;
         }
         if let Some(n) = number_after(line, "initializing, n_slots", "=") {
@@ -163,9 +198,14 @@ impl Allocated {
         let Some((name, kind, bytes)) = buffer_line(line) else {
             return;
         };
-        if kind == "model" && self.loaded {
+        if kind == "model" && self.loaded && !self.draft {
             *self = Allocated::default();
         }
+        self.add(name, kind, bytes);
+        self.loaded |= kind == "compute";
+    }
+
+    fn add(&mut self, name: &str, kind: &str, bytes: u64) {
         let add = |parts: &mut Parts| match kind {
             "model" => parts.model += bytes,
             "KV" | "RS" => parts.context += bytes,
@@ -185,8 +225,15 @@ impl Allocated {
             &mut devices[at].1
         };
         add(parts);
-        self.loaded |= kind == "compute";
     }
+}
+
+/// The bytes of `… <marker> 1.01 MiB`.
+fn mib_after(line: &str, marker: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(marker)?;
+    let (number, unit) = rest.trim().split_once(' ')?;
+    let mib: f64 = number.parse().ok()?;
+    (unit.trim() == "MiB").then_some((mib * MIB as f64).round() as u64)
 }
 
 /// `(on devices, of all)` of `… offloaded 31/31 layers to GPU`.
@@ -302,19 +349,26 @@ const MEMORY_FLAGS: &[(&str, bool)] = &[
     ("-nkvo", false),
 ];
 
-/// The dry run's arguments for a llama-server argument vector.
+/// The dry run's arguments for a llama-server argument vector: the main model's (the extra
+/// models are sized by [`super::extras`]).
 pub fn tool_args(server_args: &[String]) -> Vec<String> {
-    let mut args = memory_args(server_args);
+    let mut args = picked(server_args, &[MEMORY_FLAGS]);
     args.extend(["--fit-print".into(), "on".into()]);
     args
 }
 
-/// The arguments of a llama-server argument vector that decide what it allocates.
+/// The arguments of a llama-server argument vector that decide what it allocates, the extra
+/// models' included.
 pub fn memory_args(server_args: &[String]) -> Vec<String> {
+    picked(server_args, &[MEMORY_FLAGS, super::extras::FLAGS])
+}
+
+fn picked(server_args: &[String], lists: &[&[(&str, bool)]]) -> Vec<String> {
     let mut args = Vec::new();
     let mut rest = server_args.iter();
     while let Some(arg) = rest.next() {
-        let Some(&(_, takes_value)) = MEMORY_FLAGS.iter().find(|(flag, _)| flag == arg) else {
+        let known = lists.iter().flat_map(|list| list.iter());
+        let Some(&(_, takes_value)) = known.into_iter().find(|(flag, _)| flag == arg) else {
             continue;
         };
         args.push(arg.clone());
@@ -443,6 +497,44 @@ mod tests {
     }
 
     #[test]
+    fn a_draft_models_buffers_and_a_projectors_add_to_the_main_models() {
+        // As the pinned llama-server prints them with a draft and a projector on the CPU.
+        let load = "0.00.002.982 I srv  llama_server: initializing ...
+            0.00.095.989 I load_tensors: offloaded 0/31 layers to GPU
+            0.00.095.992 I load_tensors:   CPU_Mapped model buffer size =    92.10 MiB
+            0.00.096.833 I llama_context: n_ctx                 = 2048
+            0.00.096.919 I llama_kv_cache:        CPU KV buffer size =    45.00 MiB
+            0.00.123.034 I sched_reserve:        CPU compute buffer size =    15.51 MiB
+            0.00.143.283 I common_speculative_init_result: loading draft model '/m/tiny-draft.gguf'
+            0.00.219.336 I load_tensors: offloaded 3/3 layers to GPU
+            0.00.219.343 I load_tensors:   CPU_Mapped model buffer size =    12.31 MiB
+            0.00.219.769 I llama_context: n_ctx                 = 4096
+            0.00.219.825 I llama_kv_cache:        CPU KV buffer size =     1.00 MiB
+            0.00.220.587 I sched_reserve:        CPU compute buffer size =     3.01 MiB
+            0.00.168.620 I clip_ctx: CLIP using CPU backend
+            0.00.168.625 I load_hparams: model size:         1.01 MiB
+            0.00.171.245 I reserve_compute_meta:        CPU compute buffer size =     0.16 MiB";
+        let mut allocated = Allocated::default();
+        for line in load.lines() {
+            allocated.read(line);
+        }
+        let mib = |x: f64| (x * MIB as f64).round() as u64;
+        assert!(allocated.buffers.devices.is_empty());
+        assert_eq!(
+            allocated.buffers.host,
+            Parts {
+                model: mib(92.10) + mib(12.31) + mib(1.01),
+                context: mib(45.0) + mib(1.0),
+                compute: mib(15.51) + mib(3.01) + mib(0.16),
+            }
+        );
+        // What it runs with is the main model's.
+        assert_eq!(allocated.running.gpu_layers, Some(0));
+        assert_eq!(allocated.running.layers, Some(31));
+        assert_eq!(allocated.running.context_size, Some(2048));
+    }
+
+    #[test]
     fn the_buffers_of_a_load_by_device_and_host_and_a_restart_replaces_them() {
         let load = "0.00.194.779 I load_tensors: offloaded 31/31 layers to GPU
             0.00.192.579 I load_tensors:   CPU_Mapped model buffer size =    28.69 MiB
@@ -494,6 +586,12 @@ mod tests {
         assert_eq!(allocated.buffers.devices.len(), 0, "a new load begins");
         assert_eq!(allocated.running.gpu_layers, Some(10));
         assert_eq!(allocated.running.context_size, None);
+        // A new process's first line replaces a load too.
+        for line in load.lines() {
+            allocated.read(line);
+        }
+        allocated.read("0.00.002.982 I srv  llama_server: initializing ...");
+        assert_eq!(allocated, Allocated::default());
         let mut cpu = Allocated::default();
         cpu.read("load_tensors:   CPU_Mapped model buffer size =    98.36 MiB");
         cpu.read("llama_kv_cache:        CPU KV buffer size =    45.00 MiB");
