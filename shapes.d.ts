@@ -325,6 +325,12 @@ export type CanRunModelOptions = {
    * llama-server holds it) or `RPC_WORKER_INCOMPATIBLE`.
    */
   rpcWorkers?: Array<string>
+  /**
+   * llama-server's own flags, as {@link LlamaServerConfig.extraArgs}: a vision projector
+   * (`--mmproj`) or a draft model (`--model-draft`, `-ngld`) named there is counted beside
+   * the model, where it will run.
+   */
+  extraArgs?: Array<string>
 };
 
 /**
@@ -657,9 +663,6 @@ export type MemoryUsage = {
   vramBytes: number | null
 };
 
-/**
- * llama.cpp's KV cache element types (`--cache-type-k/-v`).
- */
 export type KVCacheType = "f32" | "f16" | "bf16" | "q8_0" | "q5_1" | "q5_0" | "q4_1" | "q4_0" | "iq4_nl";
 
 /**
@@ -1048,7 +1051,7 @@ export type LlamaCalibrationRequest = {
    * Settings every combination shares: the overrides' keys, `continuousBatching`, `useMmap`
    * and `useMlock`.
    */
-  fixedConfig?: Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock'>>
+  fixedConfig?: Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock' | 'extraArgs'>>
   /**
    * What each combination runs (default: a short cold prompt of 16 tokens).
    */
@@ -1253,7 +1256,7 @@ export type LlamaCalibrationReport = {
   createdAt: string
   model: LlamaCalibrationModelIdentity
   profile: LlamaCalibrationProfile
-  fixedConfig: Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock'>>
+  fixedConfig: Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock' | 'extraArgs'>>
   combos: Array<LlamaCalibrationCombo>
   runs: Array<LlamaCalibrationRun>
   skippedCombos: Array<LlamaCalibrationSkippedCombo>

@@ -1,8 +1,9 @@
 'use strict'
 
 // The ResourceOrchestrator's estimates against measured peak RSS, beside the seed's `size × 1.2`:
-// the chat model (SmolLM2-135M) at contexts 2048 and 8192 and the tiny sliding-window (Gemma 3)
-// and mixture-of-experts shapes at 8192 (RSS after one request), a stored
+// the chat model (SmolLM2-135M) at contexts 2048 and 8192, with a vision projector (after a chat
+// with an image) and with a draft model (`extraArgs`), and the tiny sliding-window (Gemma 3) and
+// mixture-of-experts shapes at 8192 (RSS after one request), a stored
 // calibration (llamaServer.calibrate()) and llama.cpp's projection (llama-fit-params) beside our
 // GGUF arithmetic, and the tiny diffusion set at 64×64 and 256×256 (sd-cli's peak RSS, read with
 // getrusage of a python3 parent; the resident sd-server's, its VmHWM after three images, beside a
@@ -15,12 +16,21 @@ const path = require('node:path')
 
 const MB = 1e6
 
-function chat(port) {
+function chat(port, content = 'Hello') {
   return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 16 }),
+    body: JSON.stringify({ messages: [{ role: 'user', content }], max_tokens: 16 }),
   }).then((r) => r.json())
+}
+
+/** A chat's content: a question and a grey `size`-pixel PNG. */
+function withImage(size) {
+  const { png } = require('../__test__/helpers')
+  return [
+    { type: 'text', text: 'What is this?' },
+    { type: 'image_url', image_url: { url: `data:image/png;base64,${png(size).toString('base64')}` } },
+  ]
 }
 
 /** Peak RSS of one sd-cli run, in bytes. */
@@ -88,9 +98,9 @@ async function registerModels(lib, real) {
  * llama.cpp's projection, and the arithmetic (canRunModel cannot ask llama.cpp without the
  * file's path).
  */
-async function llmEstimates(lib, model, contextSize) {
+async function llmEstimates(lib, model, contextSize, extraArgs) {
   const { gpuLayers } = lib.llamaServer.getConfig()
-  const sized = async (info) => (await lib.systemInfo.canRunModel(info, { contextSize, gpuLayers })).estimate
+  const sized = async (info) => (await lib.systemInfo.canRunModel(info, { contextSize, gpuLayers, extraArgs })).estimate
   const projected = await sized(model)
   assert.equal(projected.source, 'projected', 'llama-fit-params is built beside llama-server')
   return { projected, arithmetic: await sized({ ...model, path: undefined }) }
@@ -120,26 +130,31 @@ async function printEstimateTable(lib, real) {
   const orchestrator = new ResourceOrchestrator()
   try {
     await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+    const projector = ['--mmproj', real.shapedModels.mmproj]
+    const draft = ['--model-draft', real.shapedModels.draft, '--spec-type', 'draft-simple']
     const llms = [
       ['chat model, context 2048', 'chat', 2048],
       ['chat model, context 8192', 'chat', 8192],
+      ['chat model + vision projector, 2048', 'chat', 2048, projector, withImage(64)],
+      ['chat model + draft model, 2048', 'chat', 2048, draft],
       ['tiny sliding-window (Gemma 3), 8192', 'swa', 8192],
       ['tiny mixture of experts, 8192', 'moe', 8192],
     ]
-    for (const [name, modelId, contextSize] of llms) {
+    for (const [name, modelId, contextSize, extraArgs = [], content] of llms) {
       const model = await modelManager.getModelInfo(modelId)
-      const info = await llamaServer.start({ modelId, port: 'auto', threads: 1, contextSize })
-      await chat(info.port)
+      const info = await llamaServer.start({ modelId, port: 'auto', threads: 1, contextSize, extraArgs })
+      const reply = await chat(info.port, content)
+      assert.ok(reply.choices, JSON.stringify(reply))
       const { llm } = await orchestrator.estimate()
       assert.equal(llm.source, 'measured')
-      const { projected, arithmetic } = await llmEstimates(lib, model, contextSize)
+      const { projected, arithmetic } = await llmEstimates(lib, model, contextSize, extraArgs)
       await llamaServer.stop()
       // The same configuration calibrated: a server of its own, a short prompt, its peak RSS.
       const profile = { contextSize, parallelRequests: lib.llamaServer.getConfig().parallelRequests }
-      const report = await llamaServer.calibrate({ modelId, profile, fixedConfig: { threads: 1 } })
+      const report = await llamaServer.calibrate({ modelId, profile, fixedConfig: { threads: 1, extraArgs } })
       assert.equal(report.status, 'complete', JSON.stringify(report.runs))
       const { gpuLayers } = lib.llamaServer.getConfig()
-      const calibrated = (await lib.systemInfo.canRunModel(model, { contextSize, gpuLayers })).estimate
+      const calibrated = (await lib.systemInfo.canRunModel(model, { contextSize, gpuLayers, extraArgs })).estimate
       assert.equal(calibrated.source, 'measured', 'the calibration answers for its configuration')
       row(name, llm.measured.ram, {
         calibrated: calibrated.ram,

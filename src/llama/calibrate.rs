@@ -47,7 +47,9 @@ const OVERRIDE_KEYS: &[&str] = &[
     "batchSize",
     "cacheRam",
 ];
-const FIXED_ONLY_KEYS: &[&str] = &["continuousBatching", "useMmap", "useMlock"];
+/// `extraArgs` loads a vision projector or a draft model beside the model (`--mmproj`,
+/// `--model-draft`): the calibration measures them with it.
+const FIXED_ONLY_KEYS: &[&str] = &["continuousBatching", "useMmap", "useMlock", "extraArgs"];
 
 /// The context and parallel slots every combination runs with.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, TS)]
@@ -168,7 +170,7 @@ pub struct CalibrationRequest {
     /// and `useMlock`.
     #[serde(default)]
     #[ts(
-        type = "Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock'>>",
+        type = "Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock' | 'extraArgs'>>",
         optional
     )]
     pub fixed_config: Map<String, Value>,
@@ -344,7 +346,7 @@ pub struct Report {
     pub model: ModelIdentity,
     pub profile: Profile,
     #[ts(
-        type = "Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock'>>"
+        type = "Partial<Pick<LlamaServerConfig, 'gpuLayers' | 'swaFull' | 'cacheTypeK' | 'cacheTypeV' | 'flashAttention' | 'cpuMoe' | 'nCpuMoe' | 'overrideTensors' | 'threads' | 'batchSize' | 'cacheRam' | 'continuousBatching' | 'useMmap' | 'useMlock' | 'extraArgs'>>"
     )]
     pub fixed_config: Map<String, Value>,
     pub combos: Vec<Combo>,

@@ -124,8 +124,9 @@ pub async fn projected(
         ),
     };
     let projection = projection.compute_at_most(cap);
+    let extras = extras::memory(config, true).await?;
     let (devices, all) = (projection.on_devices(), projection.all());
-    let estimate = MemoryEstimate {
+    let main = MemoryEstimate {
         ram: projection.host.total()
             + crate::system::estimate::driver_ram(devices.total())
             + crate::system::estimate::SERVER_BASE_RAM,
@@ -137,7 +138,7 @@ pub async fn projected(
         gpu_layers: config.gpu_layers,
         source: EstimateSource::Projected,
     };
-    Ok((estimate, projection))
+    Ok((extras.added_to(main), projection))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -743,6 +744,7 @@ fn health_url(host: &str, port: u16) -> String {
 }
 
 pub mod calibrate;
+pub mod extras;
 pub mod gateway;
 pub mod projection;
 pub mod resolve;

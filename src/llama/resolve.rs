@@ -451,9 +451,17 @@ pub async fn resolve(
     let sized =
         super::sizing::by_llama_cpp(&config, Some(compute), data, &unbounded, &memory, &caps.gpu)
             .await;
-    match sized {
-        Some(check) if !check.possible => Err(refuse(check)),
-        None if arithmetic_refuses => Err(refuse(check.expect("refused by the arithmetic"))),
+    match (sized, check) {
+        (Some(check), _) if !check.possible => Err(refuse(check)),
+        (None, Some(check)) => {
+            let check =
+                super::sizing::with_extras(check, &config, &unbounded, &memory, &caps.gpu).await;
+            if check.possible {
+                Ok(config)
+            } else {
+                Err(refuse(check))
+            }
+        }
         _ => Ok(config),
     }
 }

@@ -22,22 +22,17 @@ pub async fn can_run_model(
     opts: &RunOptions,
 ) -> Result<CanRun, SystemError> {
     let arithmetic = system.can_run_model(model, opts).await?;
-    let (Some(model_path), true) = (&model.path, opts.rpc_workers.is_empty()) else {
-        return Ok(arithmetic);
-    };
-    if beyond_machine(&arithmetic.estimate, &system.memory(), &system.gpu().await) {
+    if !opts.rpc_workers.is_empty() {
         return Ok(arithmetic);
     }
-    let Some(binary) = binaries
+    let (memory, gpu) = (system.memory(), system.gpu().await);
+    let binary = binaries
         .locate(BinaryKind::LlamaServer, &EnsureOptions::default(), data)
-        .await
-    else {
-        return Ok(arithmetic);
-    };
+        .await;
     let config = LlamaConfig {
         model_id: model.id.clone().unwrap_or_default(),
-        model_path: model_path.clone(),
-        binary,
+        model_path: model.path.clone().unwrap_or_default(),
+        binary: binary.clone().unwrap_or_default(),
         context_size: arithmetic.estimate.context_size,
         gpu_layers: arithmetic.estimate.gpu_layers,
         parallel_requests: 1,
@@ -49,12 +44,44 @@ pub async fn can_run_model(
             n_cpu_moe: opts.n_cpu_moe,
             ..Default::default()
         },
+        extra_args: opts.extra_args.clone(),
         ..Default::default()
     };
-    let gpu = system.gpu().await;
-    let compute = Some(arithmetic.estimate.compute);
-    let sized = by_llama_cpp(&config, compute, data, opts, &system.memory(), &gpu).await;
-    Ok(sized.unwrap_or(arithmetic))
+    let askable = model.path.is_some() && binary.is_some();
+    let sized = match askable && !beyond_machine(&arithmetic.estimate, &memory, &gpu) {
+        true => {
+            let compute = Some(arithmetic.estimate.compute);
+            by_llama_cpp(&config, compute, data, opts, &memory, &gpu).await
+        }
+        false => None,
+    };
+    match sized {
+        Some(sized) => Ok(sized),
+        None => Ok(with_extras(arithmetic, &config, opts, &memory, &gpu).await),
+    }
+}
+
+/// The arithmetic's `check` with the extra models of `config` (a projector, a draft) counted:
+/// the verdict again on the sum. An extra model whose file cannot be read is left out (the
+/// start then fails on it, naming it).
+pub async fn with_extras(
+    check: CanRun,
+    config: &LlamaConfig,
+    opts: &RunOptions,
+    memory: &MemoryInfo,
+    gpu: &GpuInfo,
+) -> CanRun {
+    match super::extras::memory(config, false).await {
+        Ok(extras) if extras == super::extras::Memory::default() => check,
+        Ok(extras) => CanRun {
+            workers: check.workers,
+            ..verdict(extras.added_to(check.estimate), opts, memory, gpu)
+        },
+        Err(why) => {
+            tracing::warn!(%why, "an extra model is not counted");
+            check
+        }
+    }
 }
 
 /// The verdict on llama.cpp's own figures for `config`: a stored calibration's

@@ -196,7 +196,13 @@ pub async fn llm_estimate(config: &LlamaConfig, data: &DataPaths) -> Option<Memo
         Ok((projected, _)) => return Some(projected),
         Err(why) => tracing::debug!(%why, "the LLM is sized by the GGUF arithmetic"),
     }
-    arithmetic
+    let extras = crate::llama::extras::memory(config, false)
+        .await
+        .unwrap_or_else(|why| {
+            tracing::warn!(%why, "an extra model is not counted");
+            Default::default()
+        });
+    arithmetic.map(|a| extras.added_to(a))
 }
 
 #[cfg(test)]

@@ -313,6 +313,47 @@ fn sliding_of(layers: u32, period: u32, full_first: bool) -> u32 {
 }
 
 /// llama.cpp's KV cache element types (`--cache-type-k/-v`).
+/// A vision projector's facts (`clip.vision.*` of its GGUF), as sizing reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectorSpec {
+    /// Its tensors' bytes.
+    pub weights: u64,
+    /// The side of the square image tile its encoder takes, and of a patch, in pixels.
+    pub image_size: u32,
+    pub patch_size: u32,
+    pub embedding_length: u32,
+    pub feed_forward_length: u32,
+    pub head_count: u32,
+}
+
+impl ProjectorSpec {
+    /// The compute buffer clip reserves as it loads: its encoder's graph for one image of
+    /// `image_size` pixels, a token a patch. With flash attention (clip's default where the
+    /// device has it, as llama-server's) a layer's activations, 4 bytes a token for each of the
+    /// feed-forward width and 3 × the embedding; without it the scores of every head over the
+    /// tokens and 6 rows of the embedding. Exact against the pinned llama-server for SigLIP
+    /// encoders of 64 to 1152 wide over 256 to 4096 patches (1.75 to 121.25 MiB); 1 MiB is
+    /// added for what follows the encoder (a pooling, a pixel shuffle: 0.8 MiB at most seen).
+    pub fn compute_bytes(&self, flash_attention_off: bool) -> u64 {
+        let tokens = match self.patch_size {
+            0 => 0,
+            p => (self.image_size as u64 / p as u64).pow(2),
+        };
+        let (embd, ff) = (
+            self.embedding_length as u64,
+            self.feed_forward_length as u64,
+        );
+        let activations = 4 * tokens * ff + 12 * tokens * embd;
+        let scores = 4 * self.head_count as u64 * tokens * tokens + 24 * tokens * embd;
+        let graph = if flash_attention_off {
+            activations.max(scores)
+        } else {
+            activations
+        };
+        graph + MIB
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(rename = "KVCacheType")]
@@ -563,6 +604,11 @@ pub struct RunOptions {
     /// llama-server holds it) or `RPC_WORKER_INCOMPATIBLE`.
     #[ts(as = "Option<Vec<String>>", optional)]
     pub rpc_workers: Vec<String>,
+    /// llama-server's own flags, as {@link LlamaServerConfig.extraArgs}: a vision projector
+    /// (`--mmproj`) or a draft model (`--model-draft`, `-ngld`) named there is counted beside
+    /// the model, where it will run.
+    #[ts(as = "Option<Vec<String>>", optional)]
+    pub extra_args: Vec<String>,
 }
 
 impl RunOptions {
@@ -841,6 +887,37 @@ pub(super) fn gib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_projectors_compute_buffer_is_what_clip_reserved_and_at_most_a_mib_more() {
+        // (width, feed-forward, heads, image, patch, flash attention off, MiB the pinned
+        // llama-server's clip reserved): SmolVLM's, SigLIP so400m's at 384 and 896 pixels (two
+        // of its layers), a small one; Gemma 3's projector type (its pooling after the encoder).
+        let measured = [
+            (768, 3072, 12, 512, 16, false, 21.00),
+            (1152, 4304, 16, 384, 14, false, 21.58),
+            (1152, 4304, 16, 896, 14, false, 121.25),
+            (256, 1024, 4, 224, 14, false, 2.53),
+            (768, 3072, 12, 512, 16, true, 66.00),
+            (256, 1024, 4, 224, 14, true, 2.53),
+            (64, 128, 2, 64, 16, false, 0.16),
+        ];
+        for (embd, ff, heads, image, patch, fa_off, mib) in measured {
+            let spec = ProjectorSpec {
+                weights: 0,
+                image_size: image,
+                patch_size: patch,
+                embedding_length: embd,
+                feed_forward_length: ff,
+                head_count: heads,
+            };
+            let estimate = spec.compute_bytes(fa_off) as f64 / MIB as f64;
+            assert!(
+                estimate >= mib && estimate <= mib + 1.0,
+                "{embd} wide, {image} px: {estimate:.2} MiB against {mib}"
+            );
+        }
+    }
     use crate::system::gpu::{GpuDevice, GpuVendor, RuntimeHints, summarize};
 
     /// SmolLM2-135M-Instruct Q4_1 as its GGUF header describes it.
