@@ -144,8 +144,12 @@ export declare class SystemInfo extends EventEmitter<SystemInfoEvents> {
   /**
    * A starting llama-server configuration: suggested threads, the largest context up to 8192
    * (capped by the model's) that fits in free RAM, and as many GPU layers as fit in free VRAM.
-   * Hints fix values instead of choosing them. With `rpcWorkers`: every layer on a device, and the
-   * largest context whose shares fit here and on each worker.
+   * "Fits" is llama.cpp's word where it can be asked, as for {@link SystemInfo.canRunModel}
+   * (`modelInfo.path` and an installed llama-server with its tool): a stored calibration or its
+   * dry run of each context, largest first; the GGUF arithmetic's elsewhere. `llamaServer.start`
+   * chooses what it is not given the same way. Hints fix values instead of choosing them. With
+   * `rpcWorkers`: every layer on a device, and the largest context whose shares fit here and on
+   * each worker.
    * @throws {ValidationError} as {@link SystemInfo.canRunModel}, and {@link ServerError} as it for a worker.
    */
   getOptimalConfig(modelInfo: ModelSizingInfo, hints?: CanRunModelOptions): Promise<OptimalLlamaConfig>

@@ -413,8 +413,6 @@ export type CanRunModelResult = {
 };
 
 /**
- * A starting configuration: the largest context up to 8192 that fits, with as many GPU layers
- * as fit at that context.
  * A starting llama-server configuration: the largest context up to 8192 that fits, with as
  * many GPU layers as fit at that context.
  */

@@ -82,11 +82,12 @@ impl JsSystemInfo {
     ) -> napi::Result<Value> {
         let model: ModelSpec = from_js("modelInfo", model_info)?;
         let hints: RunOptions = from_js("hints", hints.unwrap_or(Value::Null).or_empty())?;
-        let config = self
-            .inner
-            .optimal_config(&model, &hints)
-            .await
-            .map_err(to_napi)?;
+        let data = super::config::data_paths().await?;
+        let binaries = crate::binaries::BinaryManager::shared();
+        let config =
+            crate::llama::sizing::optimal_config(&self.inner, binaries, &data, &model, &hints)
+                .await
+                .map_err(to_napi)?;
         to_js(&config)
     }
 

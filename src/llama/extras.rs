@@ -205,7 +205,7 @@ pub async fn memory(config: &LlamaConfig, projected: bool) -> Result<Memory, Str
         });
     }
     if let Some(draft) = &extras.draft {
-        let spec = draft_spec(&draft.path).await?;
+        let spec = model_spec_of(&draft.path).await?;
         let by_tool = match projected {
             true => draft_projected(config, draft, &spec).await,
             false => Err("not asked".into()),
@@ -302,7 +302,8 @@ fn draft_arithmetic(config: &LlamaConfig, draft: &Draft, spec: &ModelSpec) -> Me
     }
 }
 
-async fn draft_spec(path: &Path) -> Result<ModelSpec, String> {
+/// The sizing facts of a model's GGUF file.
+pub async fn model_spec_of(path: &Path) -> Result<ModelSpec, String> {
     let meta = metadata(path).await?;
     let facts = serde_json::to_value(&meta)
         .ok()

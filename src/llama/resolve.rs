@@ -309,7 +309,7 @@ pub async fn resolve(
             let settings = RunOptions {
                 context_size: Some(optimal.context_size),
                 gpu_layers: Some(optimal.gpu_layers),
-                ..hints
+                ..hints.clone()
             };
             let check = split::can_run_split(model, &settings, &memory, &caps.gpu, workers);
             (optimal, Some(check))
@@ -319,7 +319,7 @@ pub async fn resolve(
             let gpu_layers = req.gpu_layers.unwrap_or(ALL_LAYERS);
             let hints = RunOptions {
                 gpu_layers: Some(gpu_layers),
-                ..hints
+                ..hints.clone()
             };
             let optimal = estimate::optimal_config(&spec, &hints, &memory, &caps.gpu, threads);
             (
@@ -336,7 +336,7 @@ pub async fn resolve(
             let settings = RunOptions {
                 context_size: Some(optimal.context_size),
                 gpu_layers: Some(optimal.gpu_layers),
-                ..hints
+                ..hints.clone()
             };
             let check = estimate::can_run(&spec, &settings, &memory, &caps.gpu);
             (optimal, Some(check))
@@ -390,7 +390,7 @@ pub async fn resolve(
 
     let defaults = RecoveryPolicy::default();
     let force = req.force;
-    let config = LlamaConfig {
+    let mut config = LlamaConfig {
         model_id: info.id.clone(),
         model_path: info.path.clone(),
         binary: binary.path,
@@ -440,6 +440,14 @@ pub async fn resolve(
             fit: req.fit.unwrap_or(FitMode::Off),
         },
     };
+    // The context and GPU layers the app left unset are chosen as getOptimalConfig chooses
+    // them: by llama.cpp's own figures where it can be asked.
+    if !split && (req.context_size.is_none() || req.gpu_layers.is_none()) {
+        let chosen = super::sizing::first_fitting(&config, &spec, &hints, data, &memory, &caps.gpu);
+        if let Some((chosen, _)) = chosen.await {
+            (config.context_size, config.gpu_layers) = (chosen.context_size, chosen.gpu_layers);
+        }
+    }
     if force {
         return Ok(config);
     }

@@ -618,7 +618,7 @@ impl RunOptions {
             .unwrap_or_else(|| model.context_length().min(PREFERRED_CONTEXT / 2))
     }
 
-    pub(super) fn kv_cache(&self) -> KvCache {
+    pub fn kv_cache(&self) -> KvCache {
         let k = self.cache_type_k.unwrap_or_default();
         KvCache {
             k,
@@ -749,8 +749,6 @@ pub(super) fn refusal(estimate: MemoryEstimate, reason: String, suggestion: &str
     }
 }
 
-/// A starting configuration: the largest context up to 8192 that fits, with as many GPU layers
-/// as fit at that context.
 /// A starting llama-server configuration: the largest context up to 8192 that fits, with as
 /// many GPU layers as fit at that context.
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
@@ -799,7 +797,7 @@ pub fn optimal_config(
 
 /// The contexts to try, largest first: the one hinted, else the preferred one (the model's, up
 /// to 8192, within the maximum) halving down to the minimum (2048), which is tried last.
-pub(super) fn context_candidates(model: &ModelSpec, hints: &RunOptions) -> Vec<u32> {
+pub fn context_candidates(model: &ModelSpec, hints: &RunOptions) -> Vec<u32> {
     if let Some(ctx) = hints.context_size {
         return vec![ctx];
     }
