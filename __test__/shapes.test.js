@@ -233,3 +233,19 @@ test('a draft model in extraArgs: speculative decoding runs, and the estimates c
     await server.stop()
   }
 })
+
+test('getOptimalConfig asks llama.cpp, and a start given no context runs the one it returns', async (t) => {
+  if (!shaped(t)) return
+  const hints = { gpuLayers: 0, maximumContextSize: 4096 }
+  const optimal = await systemInfo.getOptimalConfig(models.chat, hints)
+  assert.deepEqual([optimal.contextSize, optimal.gpuLayers], [4096, 0])
+  const server = new LlamaServerManager()
+  await server.start({ modelId: 'chat', port: 'auto', threads: 1, ...hints })
+  try {
+    const config = server.getConfig()
+    assert.deepEqual([config.contextSize, config.gpuLayers], [optimal.contextSize, optimal.gpuLayers])
+    assert.equal(server.getInfo().runningWith.contextSize, optimal.contextSize)
+  } finally {
+    await server.stop()
+  }
+})
