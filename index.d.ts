@@ -384,7 +384,8 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
    * one, as `start()` chooses), starts an `sd-server` of its own and makes images of each of
    * `sizes`, smallest first (one warm-up, then `samples` timed images), reading its peak RSS at
    * each size, the params memory sd reports (VRAM and RAM) and each image's time; then stops
-   * it. The report (genai-electron 0.26's, with `ramPeakBytes` on each run) is stored beside the
+   * it. With `backend: 'one-shot'` (or `usageMode: 'single'`) each image is an `sd-cli` run,
+   * measured by its own high-water mark. The report (genai-electron 0.26's, with `ramPeakBytes` on each run) is stored beside the
    * model, and from then on the orchestrator's estimate of an image of a measured size with the
    * same placement and executable is this measurement (`source: 'measured'`).
    * `recommended` names the fastest combination of each size.

@@ -1648,10 +1648,15 @@ export type DiffusionCalibrationRequest = {
   sizes: Array<CalibrationSize>
   generation: DiffusionCalibrationGeneration
   /**
-   * Recorded in the report (0.26's backend choice); the calibration itself keeps the model
-   * loaded between images (`sd-server`).
+   * genai-electron 0.26's backend choice, as `start()` takes it: `single` measures one-shot
+   * images (`sd-cli`), `burst` and `auto` the resident `sd-server`.
    */
   usageMode?: 'burst' | 'single' | 'auto'
+  /**
+   * The backend to measure (default: `resident`, or `one-shot` with `usageMode: 'single'`):
+   * a one-shot image's estimate is then its `sd-cli`'s measured peak.
+   */
+  backend?: DiffusionBackend
   /**
    * Placements to measure (default: one, as `start()` would choose).
    */

@@ -299,6 +299,51 @@ test('diffusionServer.calibrate(): each placement makes each size, smallest firs
   }
 })
 
+/** Peak RSS of sd-cli making one 64×64 image of the tiny set, by the kernel (getrusage). */
+function sdCliPeakByKernel() {
+  const { spawnSync } = require('node:child_process')
+  const [llm, taesd] = [real.diffusionComponents.llm, real.diffusionComponents.taesd]
+  const args = ['--diffusion-model', real.diffusionModel, '--llm', llm, '--taesd', taesd, '-p', 'a lighthouse']
+  args.push('-W', '64', '-H', '64', '--steps', '1', '--cfg-scale', '1', '-t', '1')
+  args.push('-o', path.join(os.tmpdir(), `genai-electron-peak-${process.pid}.png`))
+  const script =
+    'import resource, subprocess, sys\nsubprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)'
+  const env = { ...process.env, GGML_DISABLE_VULKAN: '1' }
+  const run = spawnSync('python3', ['-c', script, real.sdCli, ...args], { encoding: 'utf8', env })
+  assert.equal(run.status, 0, run.stderr)
+  return Number(run.stdout.trim()) * 1024
+}
+
+test("diffusionServer.calibrate() of one-shot images measures each sd-cli's peak, and the orchestrator sizes a one-shot image by it", {
+  skip,
+}, async () => {
+  const model = await withTinyImageSet()
+  const server = new DiffusionServerManager()
+  const sizes = [{ width: 64, height: 64 }]
+  // genai-electron 0.26's usageMode 'single' is one-shot too.
+  for (const how of [{ backend: 'one-shot' }, { usageMode: 'single' }]) {
+    const report = await server.calibrate({ modelId: 'tiny-image', sizes, generation, ...how })
+    const [run] = report.runs
+    assert.equal(run.status, 'ok', JSON.stringify(run))
+    assert.equal(path.basename(run.binary), path.basename(real.sdCli))
+    const kernel = sdCliPeakByKernel()
+    assert.ok(
+      Math.abs(run.ramPeakBytes - kernel) < 0.1 * kernel,
+      `${run.ramPeakBytes} measured, ${kernel} by the kernel`,
+    )
+  }
+  await noServerOf(model.path, 'sd-cli')
+  await server.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+  try {
+    const orchestrator = new ResourceOrchestrator(undefined, undefined, server)
+    const estimate = (await orchestrator.estimate({ width: 64, height: 64 })).diffusion
+    assert.equal(estimate.source, 'measured')
+    orchestrator.dispose()
+  } finally {
+    await server.stop()
+  }
+})
+
 test('diffusionServer.calibrate(): aborted, its sd-server is gone and nothing is stored; bad configs are ValidationErrors; a start waits its turn', {
   skip,
 }, async () => {

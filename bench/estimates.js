@@ -164,10 +164,24 @@ async function printEstimateTable(lib, real) {
       })
       await llamaServer.stop()
     }
+    const oneShot = {}
     for (const size of [64, 256]) {
-      const { diffusion } = await orchestrator.estimate({ width: size, height: size })
+      oneShot[size] = (await orchestrator.estimate({ width: size, height: size })).diffusion
+      assert.equal(oneShot[size].source, 'estimated')
+    }
+    await diffusionServer.stop()
+    // One-shot images calibrated: each sd-cli's own peak, as the kernel keeps it.
+    const generation = { steps: 2, cfgScale: 1, sampler: 'euler', threads: 1 }
+    const squares = [64, 256].map((size) => ({ width: size, height: size }))
+    const calibration = { modelId: 'tiny-image', sizes: squares, generation, seed: 42, prompt: 'a red cube' }
+    await diffusionServer.calibrate({ ...calibration, backend: 'one-shot' })
+    await diffusionServer.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+    for (const size of [64, 256]) {
+      const calibrated = (await orchestrator.estimate({ width: size, height: size })).diffusion
+      assert.equal(calibrated.source, 'measured')
       row(`diffusion set, ${size}×${size}`, sdCliPeak(real, size), {
-        arithmetic: diffusion.estimated.ram,
+        calibrated: calibrated.ram,
+        arithmetic: oneShot[size].estimated.ram,
         seed: imageSize * 1.2,
       })
     }
@@ -177,7 +191,6 @@ async function printEstimateTable(lib, real) {
     // and a calibration of the same sizes.
     const sizes = [64, 256]
     const arithmetic = {}
-    const generation = { steps: 2, cfgScale: 1, sampler: 'euler', threads: 1 }
     await diffusionServer.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
     for (const size of sizes) {
       arithmetic[size] = (await orchestrator.estimate({ width: size, height: size })).diffusion
@@ -203,8 +216,7 @@ async function printEstimateTable(lib, real) {
       residentPeak[size] = highWaterMark(pid)
     }
     await diffusionServer.stop()
-    const sized = sizes.map((size) => ({ width: size, height: size }))
-    await diffusionServer.calibrate({ modelId: 'tiny-image', sizes: sized, generation, seed: 42, prompt: 'a red cube' })
+    await diffusionServer.calibrate(calibration)
     await diffusionServer.start({ modelId: 'tiny-image', backend: 'resident', port: 'auto', threads: 1 })
     for (const size of sizes) {
       const calibrated = (await orchestrator.estimate({ width: size, height: size })).diffusion

@@ -76,8 +76,9 @@ class DiffusionServerManager extends ServerManager {
   }
 
   /**
-   * Makes images of each size with each placement in an sd-server of its own and measures them;
-   * the report is stored beside the model (see docs/API.md).
+   * Makes images of each size with each placement in an sd-server of its own (or one-shot
+   * sd-cli runs, with `backend: 'one-shot'`) and measures them; the report is stored beside the
+   * model (see docs/API.md).
    */
   calibrate(config) {
     return runCalibration(

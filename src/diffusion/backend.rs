@@ -12,6 +12,7 @@
 //! time (the engine's single worker), so the resident server's output belongs to that job.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -280,7 +281,11 @@ impl Backend {
         events: Option<EventSink<ServerEvent<Snapshot>>>,
     ) -> Self {
         match config.kind {
-            BackendKind::OneShot => Backend::OneShot(Box::new(OneShot { config, log })),
+            BackendKind::OneShot => Backend::OneShot(Box::new(OneShot {
+                config,
+                log,
+                last_peak: Mutex::new(None),
+            })),
             BackendKind::Resident => {
                 Backend::Resident(Arc::new(Resident::new(config, log, events)))
             }
@@ -299,6 +304,14 @@ impl Backend {
         match self {
             Backend::OneShot(b) => b.log.last(LOG_TAIL),
             Backend::Resident(b) => b.actor.tail(LOG_TAIL),
+        }
+    }
+
+    /// The one-shot backend (the resident one is [`Self::resident`]).
+    pub fn one_shot(&self) -> Option<&OneShot> {
+        match self {
+            Backend::OneShot(b) => Some(b),
+            Backend::Resident(_) => None,
         }
     }
 
@@ -358,9 +371,38 @@ fn track(tracker: &Tracker, line: &str) {
 pub struct OneShot {
     config: BackendConfig,
     log: Arc<ServerLog>,
+    /// The last image's `sd-cli` at its largest: resident bytes.
+    last_peak: Mutex<Option<u64>>,
+}
+
+/// How often a running `sd-cli`'s high-water mark is read: often enough that its last phase
+/// (the VAE's decode, the image written) is seen before it exits.
+const PEAK_SAMPLE: Duration = Duration::from_millis(10);
+
+/// Keeps in `peak` the most resident memory `pid` has had while this runs: the kernel's
+/// high-water mark (Linux), else its tree's resident memory sampled.
+async fn watch_peak(pid: u32, peak: Arc<AtomicU64>) {
+    loop {
+        let now = match crate::process::memory::peak_rss(pid) {
+            Some(hwm) => hwm,
+            None => tokio::task::spawn_blocking(move || {
+                crate::process::memory::tree(pid).map_or(0, |t| t.rss_bytes)
+            })
+            .await
+            .unwrap_or(0),
+        };
+        peak.fetch_max(now, Ordering::Relaxed);
+        tokio::time::sleep(PEAK_SAMPLE).await;
+    }
 }
 
 impl OneShot {
+    /// Resident bytes of the last image's `sd-cli` at its largest (`diffusionServer.calibrate()`
+    /// measures one-shot images by it).
+    pub fn last_peak(&self) -> Option<u64> {
+        *lock(&self.last_peak)
+    }
+
     async fn run(&self, work: Work<'_>) -> Result<Output, DiffusionError> {
         let dir = TempDir::create(&self.config.temp_dir, work.id).await?;
         let mut args = self.config.common_args();
@@ -385,13 +427,18 @@ impl OneShot {
                 binary: self.config.binary.clone(),
                 source,
             })?;
+        let peak = Arc::new(AtomicU64::new(0));
+        let watcher = tokio::spawn(watch_peak(child.pid, peak.clone()));
         let exit = tokio::select! {
             exit = child.wait() => exit,
             _ = work.cancel.cancelled() => {
+                watcher.abort();
                 child.stop(CANCEL_GRACE).await;
                 return Err(DiffusionError::Cancelled);
             }
         };
+        watcher.abort();
+        *lock(&self.last_peak) = Some(peak.load(Ordering::Relaxed)).filter(|&p| p > 0);
         let backend_time = began.elapsed();
         if exit.code != Some(0) {
             return Err(DiffusionError::BackendFailed {

@@ -1,7 +1,8 @@
-//! `diffusionServer.calibrate()`: the model runs in a resident `sd-server` of its own, once for
-//! each combination of placement switches, and makes images of each size asked for (one warm-up,
-//! then timed samples); what it really takes is measured: its peak RSS at each size (the sizes
-//! run smallest first, so the high-water mark after a size is that size's peak), the params
+//! `diffusionServer.calibrate()`: the model runs in a resident `sd-server` of its own (or, asked
+//! for, one-shot `sd-cli` runs), once for each combination of placement switches, and makes
+//! images of each size asked for (one warm-up, then timed samples); what it really takes is
+//! measured: its peak RSS at each size (the sizes run smallest first, so the high-water mark
+//! after a size is that size's peak; each `sd-cli`'s own high-water mark, one-shot), the params
 //! memory sd reports (VRAM and RAM), and the time of each image. The report is stored beside
 //! the model; the orchestrator's estimate of an image of a measured size, with the same
 //! placement and executable, is then the measurement (`source: 'measured'`).
@@ -18,6 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use ts_rs::TS;
 
+use super::backend::BackendKind;
 use super::resolve::{self, StartRequest};
 use super::{DiffusionConfig, DiffusionError, DiffusionServer};
 use crate::binaries::BinaryManager;
@@ -95,11 +97,16 @@ pub struct CalibrationRequest {
     /// Each combination makes images of each size.
     pub sizes: Vec<Size>,
     pub generation: Generation,
-    /// Recorded in the report (0.26's backend choice); the calibration itself keeps the model
-    /// loaded between images (`sd-server`).
+    /// genai-electron 0.26's backend choice, as `start()` takes it: `single` measures one-shot
+    /// images (`sd-cli`), `burst` and `auto` the resident `sd-server`.
     #[ts(optional, type = "'burst' | 'single' | 'auto'")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_mode: Option<String>,
+    /// The backend to measure (default: `resident`, or `one-shot` with `usageMode: 'single'`):
+    /// a one-shot image's estimate is then its `sd-cli`'s measured peak.
+    #[ts(optional)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
     /// Placements to measure (default: one, as `start()` would choose).
     #[serde(default)]
     #[ts(as = "Option<Vec<Combo>>", optional)]
@@ -360,10 +367,20 @@ impl Plan {
         })
     }
 
+    /// The backend measured: asked for, else as `usageMode` says, else resident.
+    fn backend(&self) -> BackendKind {
+        let single = self.request.usage_mode.as_deref() == Some("single");
+        self.request.backend.unwrap_or(if single {
+            BackendKind::OneShot
+        } else {
+            BackendKind::Resident
+        })
+    }
+
     fn start_request(&self, combo: &Combo) -> Result<StartRequest, CalibrationError> {
         let mut config = json!({
             "modelId": self.request.model_id,
-            "backend": "resident",
+            "backend": self.backend(),
             "port": "auto",
             // Never stopped for idleness between its images.
             "idleTimeout": 0,
@@ -540,6 +557,8 @@ async fn measure(
         let image = super::request::parse(&plan.image(size), false).expect("checked by plan()");
         let mut times = Vec::new();
         let mut error = None;
+        // A one-shot image's sd-cli is gone when it is made: its peak is kept by the backend.
+        let mut one_shot_peak = 0;
         for sample in 0..=plan.samples {
             let phase = if sample == 0 {
                 Phase::Warmup
@@ -549,7 +568,13 @@ async fn measure(
             (cx.emit)(plan.progress(phase, combo_index, s, (sample > 0).then_some(sample)));
             let started = Instant::now();
             match server.generate(image.clone(), None).await {
-                Ok(_) => times.push(started.elapsed().as_secs_f64() * 1000.0),
+                Ok(_) => {
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                    let last = server
+                        .engine()
+                        .and_then(|e| e.backend().one_shot()?.last_peak());
+                    one_shot_peak = one_shot_peak.max(last.unwrap_or(0));
+                }
                 Err(e) => {
                     error = Some(e.message.clone());
                     break;
@@ -582,7 +607,7 @@ async fn measure(
             time_taken_ms: time,
             stage_ms: time.map(|t| json!({ "loadMs": (times[0] - t).max(0.0).round() })),
             vram_peak_bytes: Some(peak.vram.max(params.map_or(0, |p| p.0))),
-            ram_peak_bytes: Some(peak.rss),
+            ram_peak_bytes: Some(peak.rss.max(one_shot_peak)),
             params_ram_bytes: params.map(|p| p.1),
             samples_ms: Some(samples),
             error: None,
@@ -722,6 +747,31 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         v
+    }
+
+    #[test]
+    fn the_backend_measured_is_the_one_asked_else_as_usage_mode_says_else_resident() {
+        let backend = |extra: Value| request(base(extra)).unwrap().backend();
+        assert_eq!(backend(json!({})), BackendKind::Resident);
+        assert_eq!(
+            backend(json!({ "usageMode": "burst" })),
+            BackendKind::Resident
+        );
+        assert_eq!(
+            backend(json!({ "usageMode": "single" })),
+            BackendKind::OneShot
+        );
+        assert_eq!(
+            backend(json!({ "usageMode": "single", "backend": "resident" })),
+            BackendKind::Resident
+        );
+        assert_eq!(
+            backend(json!({ "backend": "one-shot" })),
+            BackendKind::OneShot
+        );
+        let plan = request(base(json!({ "backend": "one-shot" }))).unwrap();
+        let start = plan.start_request(&Combo::default()).unwrap();
+        assert_eq!(start.backend.as_deref(), Some("one-shot"));
     }
 
     #[test]
