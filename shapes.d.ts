@@ -1553,6 +1553,16 @@ export type ImageRequest = {
    * Images to make, 1–8 (default 1); their seeds count up from `seed`.
    */
   count?: number
+  /**
+   * An image to start from (image-to-image): PNG, JPEG or WebP, as a Buffer or Uint8Array in
+   * JS, base64 or a `data:` URL in JSON, of the size asked (unset `width`/`height` take its
+   * size).
+   */
+  initImage?: Uint8Array | string
+  /**
+   * With `initImage`: how much of it is redrawn, 0–1 (default: the backend's, 0.75).
+   */
+  strength?: number
 };
 
 /**

@@ -219,6 +219,58 @@ test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-ser
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
+test('image-to-image: an initImage and strength reach sd-cli and sd-server, from JS and HTTP; bad ones are ValidationErrors', {
+  skip,
+}, async () => {
+  const dataDir = await withTinySet()
+  const { png } = require('./helpers')
+  const init = png(64)
+  const server = new DiffusionServerManager()
+  for (const backend of ['one-shot', 'resident']) {
+    server.clearLogs()
+    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
+    try {
+      // Unsized, the image asked is the init image's size.
+      const { prompt, steps, cfgScale } = SMALL
+      const made = await server.generateImage({ prompt, steps, cfgScale, seed: 7, initImage: init, strength: 0.5 })
+      assert.deepEqual(pngSize(made.image), [64, 64])
+      const logs = await server.getLogs(400)
+      assert.ok(
+        logs.some((l) => l.includes('IMG2IMG')),
+        `${backend}: sd ran image-to-image (its own log says so)`,
+      )
+      // The same request as JSON over HTTP, the image as a data URL; text-to-image differs.
+      const body = { prompt, steps, cfgScale, seed: 7, strength: 0.5 }
+      const post = (extra) =>
+        fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ ...body, ...extra }),
+        })
+      const viaHttp = await post({ initImage: `data:image/png;base64,${init.toString('base64')}` })
+      assert.equal(viaHttp.status, 200)
+      const [{ b64_json }] = (await viaHttp.json()).data
+      assert.deepEqual(pngSize(Buffer.from(b64_json, 'base64')), [64, 64])
+      const refused = await post({ initImage: Buffer.from('GIF89a').toString('base64') })
+      assert.equal(refused.status, 400)
+      assert.match((await refused.json()).error.message, /initImage is not a PNG, JPEG or WebP image/)
+      for (const [bad, pattern] of [
+        [{ initImage: init, width: 128, height: 128 }, /initImage is 64x64, the image asked is 128x128/],
+        [{ strength: 0.5 }, /strength needs initImage/],
+        [{ initImage: new Uint8Array([1, 2, 3]) }, /initImage is not a PNG, JPEG or WebP image/],
+      ]) {
+        await assert.rejects(
+          server.generateImage({ prompt, steps, ...bad }),
+          (err) => err instanceof ValidationError && pattern.test(err.message),
+        )
+      }
+    } finally {
+      await server.stop()
+    }
+  }
+  assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [], 'the init images are gone with their requests')
+})
+
 test('bad requests and bad configs are typed errors', { skip }, async () => {
   await withTinySet()
   const server = new DiffusionServerManager()

@@ -441,11 +441,15 @@ test('a value that is not plain data is refused, naming where it is, before the 
       return true
     })
   }
-  // As a new user would try an image edit: a Buffer in the image config.
+  // A Buffer where text goes; an image's field takes one, and reads its header.
   await refused(
-    () => lib.diffusionServer.generateImage({ prompt: 'a cat', initImage: Buffer.from('png') }),
-    'config.initImage',
+    () => lib.diffusionServer.generateImage({ prompt: 'a cat', negativePrompt: Buffer.from('dog') }),
+    'config.negativePrompt',
     'a Buffer',
+  )
+  await assert.rejects(
+    lib.diffusionServer.generateImage({ prompt: 'a cat', initImage: Buffer.from('png') }),
+    (e) => e instanceof ValidationError && e.message === 'initImage is not a PNG, JPEG or WebP image',
   )
   await refused(
     () => lib.diffusionServer.start({ modelId: 'm', extra: new Uint8Array(2) }),

@@ -108,7 +108,8 @@ async function runImage(progressSource, config, start, cancel) {
   if (config === null || typeof config !== 'object') {
     throw new ValidationError('generateImage needs a config object', { suggestion: 'Pass { prompt, ... }' })
   }
-  const { onProgress, signal, ...request } = config
+  const { onProgress, signal, ...fields } = config
+  const request = withImagesEncoded(fields)
   checkCallbacks(config, '(currentStep, totalSteps, stage, percentage, progress) => {}')
   if (signal?.aborted) throw new CancelledError('image generation was cancelled')
   // Required here rather than with the module: loading the library does not load node:crypto.
@@ -138,6 +139,16 @@ async function runImage(progressSource, config, start, cancel) {
     if (onProgress) progressSource.off('progress', progress)
     signal?.removeEventListener('abort', abort)
   }
+}
+
+/**
+ * `request` with its images (a Buffer, a Uint8Array) as base64, the form the addon reads (and
+ * JSON carries); a string is passed as it is (base64 or a data URL).
+ */
+function withImagesEncoded(request) {
+  const image = request.initImage
+  if (!(image instanceof Uint8Array)) return request
+  return { ...request, initImage: Buffer.from(image.buffer, image.byteOffset, image.byteLength).toString('base64') }
 }
 
 module.exports = { DiffusionServerManager, runImage, SERVED_BY }

@@ -407,6 +407,17 @@ impl OneShot {
         let dir = TempDir::create(&self.config.temp_dir, work.id).await?;
         let mut args = self.config.common_args();
         args.extend(cli_args(work.request, work.seed));
+        if let Some(image) = &work.request.init_image {
+            // Beside the outputs, in the request's folder: gone with it however it ends.
+            let path = dir.0.join(format!("init.{}", image.format));
+            tokio::fs::write(&path, &image.bytes).await.map_err(|e| {
+                DiffusionError::BackendFailed {
+                    message: format!("cannot write the init image: {e}"),
+                    logs: Vec::new(),
+                }
+            })?;
+            args.extend(["--init-img".into(), path_arg(&path)]);
+        }
         args.extend(["--output".into(), path_arg(&dir.0.join("image_%d.png"))]);
         let tracker: Tracker = Arc::new(Mutex::new(Some(Listener::of(&work))));
         let spec = ProcessSpec {
@@ -484,6 +495,9 @@ pub fn cli_args(req: &ImageRequest, seed: i64) -> Vec<String> {
     if let Some(sampler) = req.sampler {
         args.extend(["--sampling-method".into(), sampler.as_str().into()]);
     }
+    if let Some(strength) = req.strength {
+        args.extend(["--strength".into(), strength.to_string()]);
+    }
     args
 }
 
@@ -496,7 +510,7 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
     if let Some(sampler) = req.sampler {
         sample["sample_method"] = json!(sampler.as_str());
     }
-    json!({
+    let mut body = json!({
         "prompt": req.prompt,
         "negative_prompt": req.negative_prompt.clone().unwrap_or_default(),
         "width": req.width,
@@ -505,7 +519,14 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
         "batch_count": req.count,
         "sample_params": sample,
         "output_format": "png",
-    })
+    });
+    if let Some(image) = &req.init_image {
+        body["init_image"] = json!(base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+    }
+    if let Some(strength) = req.strength {
+        body["strength"] = json!(strength);
+    }
+    body
 }
 
 /// A per-request folder under the data dir's `temp/`, removed however the request ends.

@@ -26,6 +26,62 @@ pub const MAX_PROMPT_BYTES: usize = 1024;
 pub const MAX_PROMPT_BYTES: usize = 512;
 /// Seeds stay exact in a JS number.
 pub const MAX_SEED: i64 = (1 << 53) - 1;
+/// The largest image a request may carry (an init image), decoded.
+pub const MAX_INPUT_IMAGE_BYTES: usize = 32 << 20;
+
+/// An image a request carries (`initImage`): its bytes as sent, and what its header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputImage {
+    pub bytes: Vec<u8>,
+    /// `png`, `jpeg` or `webp`: the file extension sd is given.
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl InputImage {
+    /// The image in `text`: base64, or a `data:` URL of base64 (what JS's Buffer becomes on the
+    /// way to the addon, and what JSON carries). `field` names it in an error.
+    fn parse(field: &str, text: &str) -> Result<InputImage, Invalid> {
+        use base64::Engine as _;
+        let encoded = match text.strip_prefix("data:") {
+            Some(url) => url
+                .split_once(";base64,")
+                .map(|(_, data)| data)
+                .ok_or_else(|| invalid(format!("{field} is a data URL without ;base64,")))?,
+            None => text,
+        };
+        if encoded.len() / 4 * 3 > MAX_INPUT_IMAGE_BYTES {
+            return Err(invalid(format!(
+                "{field} is larger than {} MiB",
+                MAX_INPUT_IMAGE_BYTES >> 20
+            )));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| {
+                invalid(format!(
+                    "{field} is not base64 ({e}): send the image's bytes"
+                ))
+            })?;
+        let format = match imagesize::image_type(&bytes) {
+            Ok(imagesize::ImageType::Png) => "png",
+            Ok(imagesize::ImageType::Jpeg) => "jpeg",
+            Ok(imagesize::ImageType::Webp) => "webp",
+            _ => {
+                return Err(invalid(format!("{field} is not a PNG, JPEG or WebP image")));
+            }
+        };
+        let size = imagesize::blob_size(&bytes)
+            .map_err(|e| invalid(format!("{field}: its {format} header cannot be read ({e})")))?;
+        Ok(InputImage {
+            format,
+            width: size.width as u32,
+            height: size.height as u32,
+            bytes,
+        })
+    }
+}
 
 /// stable-diffusion.cpp's sampling methods (`--sampling-method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
@@ -144,6 +200,15 @@ pub struct ImageRequest {
     /// Images to make, 1–8 (default 1); their seeds count up from `seed`.
     #[ts(as = "Option<u32>", optional)]
     pub count: u32,
+    /// An image to start from (image-to-image): PNG, JPEG or WebP, as a Buffer or Uint8Array in
+    /// JS, base64 or a `data:` URL in JSON, of the size asked (unset `width`/`height` take its
+    /// size).
+    #[serde(skip_serializing)]
+    #[ts(type = "Uint8Array | string", optional)]
+    pub init_image: Option<InputImage>,
+    /// With `initImage`: how much of it is redrawn, 0–1 (default: the backend's, 0.75).
+    #[ts(optional)]
+    pub strength: Option<f64>,
     /// HTTP only: answer 202 with a job id instead of waiting.
     #[serde(skip)]
     #[ts(skip)]
@@ -183,6 +248,8 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
                 | "seed"
                 | "sampler"
                 | "count"
+                | "initImage"
+                | "strength"
                 | "n"
                 | "size"
                 | "response_format"
@@ -213,7 +280,48 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
             return Err(invalid(format!("{name} must not contain NUL characters")));
         }
     }
-    let (width, height) = dimensions(obj)?;
+    let init_image = match obj.get("initImage") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(InputImage::parse("initImage", text)?),
+        Some(other) => {
+            return Err(wrong_type(
+                "initImage",
+                "an image (a Buffer in JS; base64 or a data URL in JSON)",
+                other,
+            ));
+        }
+    };
+    let strength = number(obj, "strength", 0.0, 1.0)?;
+    if strength.is_some() && init_image.is_none() {
+        return Err(invalid(
+            "strength needs initImage: it says how much of that image is redrawn",
+        ));
+    }
+    let (width, height) = match &init_image {
+        // Unsized, the image asked is the init image's size.
+        Some(image)
+            if !["width", "height", "size"]
+                .iter()
+                .any(|k| obj.contains_key(*k)) =>
+        {
+            let sized = serde_json::json!({ "width": image.width, "height": image.height });
+            dimensions(sized.as_object().expect("an object")).map_err(|e| {
+                invalid(format!(
+                    "initImage is {}x{}: {}",
+                    image.width, image.height, e.0
+                ))
+            })?
+        }
+        _ => dimensions(obj)?,
+    };
+    if let Some(image) = &init_image
+        && (image.width, image.height) != (width, height)
+    {
+        return Err(invalid(format!(
+            "initImage is {}x{}, the image asked is {width}x{height}: send an init image of that size, or leave width and height unset to take its size",
+            image.width, image.height
+        )));
+    }
     let steps = integer(obj, "steps", 1, i64::from(MAX_STEPS))?.unwrap_or(20) as u32;
     let cfg_scale = number(obj, "cfgScale", 0.0, MAX_CFG_SCALE)?;
     let seed = match obj.get("seed") {
@@ -262,6 +370,8 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         seed,
         sampler,
         count,
+        init_image,
+        strength,
         asynchronous,
     })
 }
@@ -424,6 +534,58 @@ mod tests {
         assert_eq!((o.width, o.height, o.count), (256, 64, 3));
     }
 
+    /// The header of a `width` × `height` PNG (what a reader of its size looks at).
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend(width.to_be_bytes());
+        png.extend(height.to_be_bytes());
+        png.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        png
+    }
+
+    #[test]
+    fn an_init_image_is_read_with_its_size_and_refused_naming_what_is_wrong() {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let with = |extra: Value| {
+            let mut body = json!({ "prompt": "p" });
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse(&body, false)
+        };
+        let png = png_header(96, 64);
+        // Unsized, the request takes the image's size; a data URL is read too.
+        let read = with(json!({ "initImage": b64(&png), "strength": 0.4 })).unwrap();
+        assert_eq!(
+            (read.width, read.height, read.strength),
+            (96, 64, Some(0.4))
+        );
+        let image = read.init_image.unwrap();
+        assert_eq!((image.format, image.bytes), ("png", png.clone()));
+        let url = format!("data:image/png;base64,{}", b64(&png));
+        assert_eq!(with(json!({ "initImage": url })).unwrap().width, 96);
+        let refused = |extra: Value| with(extra).unwrap_err().0;
+        assert!(
+            refused(json!({ "initImage": b64(&png), "width": 64, "height": 64 }))
+                .contains("initImage is 96x64, the image asked is 64x64")
+        );
+        assert!(
+            refused(json!({ "initImage": b64(b"GIF89a....") })).contains("not a PNG, JPEG or WebP")
+        );
+        assert!(refused(json!({ "initImage": "not base64!" })).contains("initImage is not base64"));
+        assert!(refused(json!({ "initImage": 7 })).contains("initImage must be an image"));
+        assert!(refused(json!({ "strength": 0.5 })).contains("strength needs initImage"));
+        assert!(
+            refused(json!({ "initImage": b64(&png), "strength": 2 }))
+                .contains("strength must be between 0 and 1")
+        );
+        assert!(
+            refused(json!({ "initImage": b64(&png_header(100, 64)) }))
+                .contains("initImage is 100x64: width must be a multiple of 8")
+        );
+    }
+
     #[test]
     fn the_declared_shape_is_what_parse_reads() {
         let request = ImageRequest {
@@ -436,6 +598,8 @@ mod tests {
             seed: Some(9),
             sampler: Some(Sampler::DdimTrailing),
             count: 2,
+            init_image: None,
+            strength: None,
             asynchronous: false,
         };
         let written = serde_json::to_value(&request).unwrap();
