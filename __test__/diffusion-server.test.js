@@ -219,7 +219,7 @@ test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-ser
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
-test('image-to-image: an initImage and strength reach sd-cli and sd-server, from JS and HTTP; bad ones are ValidationErrors', {
+test("image-to-image: an initImage and strength reach sd-cli and sd-server, from JS, HTTP and the openai client's images.edit(); bad ones are typed errors", {
   skip,
 }, async () => {
   const dataDir = await withTinySet()
@@ -254,6 +254,25 @@ test('image-to-image: an initImage and strength reach sd-cli and sd-server, from
       const refused = await post({ initImage: Buffer.from('GIF89a').toString('base64') })
       assert.equal(refused.status, 400)
       assert.match((await refused.json()).error.message, /initImage is not a PNG, JPEG or WebP image/)
+      // The openai client's images.edit(): a multipart form with the image as a file.
+      const { default: OpenAI, toFile } = await import('openai')
+      const client = new OpenAI({ baseURL: `http://127.0.0.1:${info.port}/v1`, apiKey: 'unused' })
+      const edited = await client.images.edit({
+        model: 'local',
+        image: await toFile(init, 'day.png', { type: 'image/png' }),
+        prompt: 'the same at night',
+        n: 1,
+        response_format: 'b64_json',
+      })
+      assert.deepEqual(pngSize(Buffer.from(edited.data[0].b64_json, 'base64')), [64, 64])
+      await assert.rejects(
+        client.images.edit({
+          image: await toFile(init, 'day.png', { type: 'image/png' }),
+          mask: await toFile(init, 'mask.png', { type: 'image/png' }),
+          prompt: 'a moon',
+        }),
+        (err) => err.status === 400 && /mask \(inpainting\) is not supported yet/.test(err.message),
+      )
       for (const [bad, pattern] of [
         [{ initImage: init, width: 128, height: 128 }, /initImage is 64x64, the image asked is 128x128/],
         [{ strength: 0.5 }, /strength needs initImage/],

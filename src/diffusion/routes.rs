@@ -25,6 +25,9 @@ use crate::http::access::{Access, HostCheck};
 use crate::http::{self, Body, BodyError};
 
 const GENERATIONS: &str = "/v1/images/generations";
+/// OpenAI's image edits: a multipart form (`image`, `prompt`, `n`, `size`, …), as the `openai`
+/// client's `images.edit()` sends it.
+const EDITS: &str = "/v1/images/edits";
 
 struct Context {
     engine: Arc<Engine>,
@@ -77,6 +80,10 @@ impl Context {
                 Method::POST => self.generate(req).await,
                 _ => not_allowed("POST"),
             },
+            (_, EDITS) => match method {
+                Method::POST => self.edit(req).await,
+                _ => not_allowed("POST"),
+            },
             (Some(rest), _) if rest.starts_with('/') => {
                 let rest = &rest[1..];
                 let (id, events) = match rest.strip_suffix("/events") {
@@ -106,26 +113,62 @@ impl Context {
         }
     }
 
+    /// The body, at most `max_body_bytes`, or the error response to give instead.
+    async fn body(&self, req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body>> {
+        match http::read_body(req, self.max_body_bytes).await {
+            Ok(body) => Ok(body),
+            Err(BodyError::TooLarge) => Err(http::error(
+                ErrorCode::BodyTooLarge,
+                &format!("the request body is over {} bytes", self.max_body_bytes),
+            )),
+            Err(BodyError::Unreadable) => Err(http::error(
+                ErrorCode::InvalidArgument,
+                "the request body could not be read",
+            )),
+        }
+    }
+
     async fn generate(&self, req: Request<Incoming>) -> Response<Body> {
         let req_prefer = req.headers().get("prefer").cloned();
-        let body = match http::read_body(req, self.max_body_bytes).await {
+        let body = match self.body(req).await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                return http::error(
-                    ErrorCode::BodyTooLarge,
-                    &format!("the request body is over {} bytes", self.max_body_bytes),
-                );
-            }
-            Err(BodyError::Unreadable) => {
-                return http::error(
-                    ErrorCode::InvalidArgument,
-                    "the request body could not be read",
-                );
-            }
+            Err(response) => return response,
         };
         let parsed = serde_json::from_slice::<Value>(&body)
-            .map_err(|e| format!("the request body is not JSON: {e}"))
-            .and_then(|v| request::parse(&v, true).map_err(|e| e.0));
+            .map_err(|e| format!("the request body is not JSON: {e}"));
+        self.submit(parsed, req_prefer).await
+    }
+
+    /// OpenAI's `images.edit()`: the form's `image` is the init image, its other fields those of
+    /// a generation; answered as a generation is.
+    async fn edit(&self, req: Request<Incoming>) -> Response<Body> {
+        let req_prefer = req.headers().get("prefer").cloned();
+        let boundary = req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| multer::parse_boundary(v).ok());
+        let Some(boundary) = boundary else {
+            return http::error(
+                ErrorCode::InvalidArgument,
+                &format!("{EDITS} takes a multipart/form-data body (image, prompt, …)"),
+            );
+        };
+        let body = match self.body(req).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        self.submit(edit_request(body, boundary).await, req_prefer)
+            .await
+    }
+
+    /// Makes a job of a parsed body and answers it: its images, or 202 where asked.
+    async fn submit(
+        &self,
+        parsed: Result<Value, String>,
+        req_prefer: Option<HeaderValue>,
+    ) -> Response<Body> {
+        let parsed = parsed.and_then(|v| request::parse(&v, true).map_err(|e| e.0));
         let request = match parsed {
             Ok(r) => r,
             Err(message) => {
@@ -180,6 +223,51 @@ impl Context {
             &json!({ "id": job.id, "status": job.snapshot().status }),
         )
     }
+}
+
+/// The generation an edit form asks for: `image` (a file) as `initImage`, text fields as they
+/// are (`n` and `strength` as numbers). A mask is refused: inpainting is not here yet.
+async fn edit_request(body: bytes::Bytes, boundary: String) -> Result<Value, String> {
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut fields = Map::new();
+    let unreadable = |e: multer::Error| format!("the multipart body cannot be read: {e}");
+    while let Some(field) = form.next_field().await.map_err(unreadable)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "image" | "image[]" => {
+                if fields.contains_key("initImage") {
+                    return Err(
+                        "send one image: several (reference images) are not here yet".into(),
+                    );
+                }
+                let bytes = field.bytes().await.map_err(unreadable)?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                fields.insert("initImage".into(), json!(encoded));
+            }
+            "mask" => {
+                return Err(
+                    "mask (inpainting) is not supported yet: send the image alone, redrawn by strength".into(),
+                );
+            }
+            _ => {
+                let text = field.text().await.map_err(unreadable)?;
+                let number = |value: Option<Value>| {
+                    value.ok_or_else(|| format!("{name} must be a number, got {text:?}"))
+                };
+                let value = match name.as_str() {
+                    "n" => number(text.trim().parse::<u64>().ok().map(|n| json!(n)))?,
+                    "strength" => number(text.trim().parse::<f64>().ok().map(|n| json!(n)))?,
+                    _ => json!(text),
+                };
+                fields.insert(name, value);
+            }
+        }
+    }
+    if !fields.contains_key("initImage") {
+        return Err("image is required: the picture to edit, a PNG, JPEG or WebP file".into());
+    }
+    Ok(Value::Object(fields))
 }
 
 /// How long `DELETE` waits for a running job's backend to stop before it answers.
@@ -356,4 +444,74 @@ fn events_of(job: Arc<Job>) -> Response<Body> {
         },
     );
     http::event_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A multipart body of `parts`: `(name, file name, bytes)`.
+    fn form(parts: &[(&str, Option<&str>, &[u8])]) -> bytes::Bytes {
+        let mut body = Vec::new();
+        for (name, file, bytes) in parts {
+            body.extend(b"--XyZ\r\nContent-Disposition: form-data; name=\"");
+            body.extend(name.as_bytes());
+            body.extend(b"\"");
+            if let Some(file) = file {
+                body.extend(format!("; filename=\"{file}\"\r\nContent-Type: image/png").as_bytes());
+            }
+            body.extend(b"\r\n\r\n");
+            body.extend(*bytes);
+            body.extend(b"\r\n");
+        }
+        body.extend(b"--XyZ--\r\n");
+        body.into()
+    }
+
+    #[tokio::test]
+    async fn an_edit_form_is_a_generation_with_its_image_as_the_init_image() {
+        let edit = |parts: &[(&str, Option<&str>, &[u8])]| edit_request(form(parts), "XyZ".into());
+        let read = edit(&[
+            ("image", Some("a.png"), b"\x89PNG"),
+            ("prompt", None, b"at night"),
+            ("n", None, b"2"),
+            ("strength", None, b"0.4"),
+            ("size", None, b"64x64"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            read,
+            json!({ "initImage": "iVBORw==", "prompt": "at night", "n": 2, "strength": 0.4, "size": "64x64" })
+        );
+        let refused = |parts: Vec<(&'static str, Option<&'static str>, &'static [u8])>| async move {
+            edit(&parts).await.unwrap_err()
+        };
+        assert!(
+            refused(vec![("prompt", None, b"x")])
+                .await
+                .contains("image is required")
+        );
+        let mask = vec![
+            ("image", Some("a.png"), &b"x"[..]),
+            ("mask", Some("m.png"), b"x"),
+        ];
+        assert!(
+            refused(mask)
+                .await
+                .contains("mask (inpainting) is not supported yet")
+        );
+        let two = vec![
+            ("image[]", Some("a.png"), &b"x"[..]),
+            ("image[]", Some("b.png"), b"x"),
+        ];
+        assert!(refused(two).await.contains("send one image"));
+        let n = vec![("image", Some("a.png"), &b"x"[..]), ("n", None, b"two")];
+        assert!(refused(n).await.contains("n must be a number"));
+        let broken = edit_request(
+            bytes::Bytes::from_static(b"--XyZ\r\nnonsense"),
+            "XyZ".into(),
+        );
+        assert!(broken.await.unwrap_err().contains("cannot be read"));
+    }
 }
