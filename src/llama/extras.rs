@@ -119,10 +119,6 @@ impl Extras {
             draft: draft_path.map(|path| Draft { path, ..draft }),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.projector.is_none() && self.draft.is_none()
-    }
 }
 
 fn cache_type(name: &str) -> Option<KvCacheType> {
@@ -327,7 +323,7 @@ mod tests {
 
     #[test]
     fn the_extra_models_are_read_from_the_flags_as_llama_cpp_reads_them() {
-        assert!(Extras::of(&args("--jinja -c 4096")).is_empty());
+        assert_eq!(Extras::of(&args("--jinja -c 4096")), Extras::default());
         let extras = Extras::of(&args(
             "--mmproj a.gguf --no-mmproj-offload -md d.gguf -ngld 3 -ctkd q8_0 --jinja",
         ));
