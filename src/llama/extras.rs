@@ -269,9 +269,8 @@ async fn draft_projected(
     if draft.off_devices || super::on_cpu_only(config) {
         args.extend(["--device".into(), "none".into()]);
     }
-    let mut env = super::child_env(config, 0);
-    env.retain(|(name, _)| name != "AIP_HTTP_PORT");
     let tool = projection::tool_beside(&config.binary);
+    let env = super::tool_env(config);
     let projection = projection::project(&tool, &draft.path, &args, &env).await?;
     let cap = spec.compute_bytes(config.context_size, cache);
     let projection = projection.compute_at_most(cap.unwrap_or(u64::MAX));

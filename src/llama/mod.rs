@@ -72,6 +72,13 @@ fn child_env(config: &LlamaConfig, port: u16) -> Vec<(String, String)> {
     env
 }
 
+/// The environment llama.cpp's dry-run tool gets for `config`: llama-server's, less the port.
+fn tool_env(config: &LlamaConfig) -> Vec<(String, String)> {
+    let mut env = child_env(config, 0);
+    env.retain(|(name, _)| name != "AIP_HTTP_PORT");
+    env
+}
+
 /// No layer on a GPU, and no RPC worker to lend one.
 fn on_cpu_only(config: &LlamaConfig) -> bool {
     config.gpu_layers == 0 && config.rpc_workers.is_empty()
@@ -102,8 +109,7 @@ pub async fn projected(
         return Err("a split over RPC workers is sized from what the workers report".into());
     }
     let tool = projection::tool_beside(&config.binary);
-    let mut env = child_env(config, 0);
-    env.retain(|(name, _)| name != "AIP_HTTP_PORT");
+    let env = tool_env(config);
     let projection = projection::project(
         &tool,
         &config.model_path,

@@ -230,10 +230,14 @@ impl Allocated {
 
 /// The bytes of `… <marker> 1.01 MiB`.
 fn mib_after(line: &str, marker: &str) -> Option<u64> {
-    let (_, rest) = line.split_once(marker)?;
-    let (number, unit) = rest.trim().split_once(' ')?;
-    let mib: f64 = number.parse().ok()?;
-    (unit.trim() == "MiB").then_some((mib * MIB as f64).round() as u64)
+    mib_of(line.split_once(marker)?.1)
+}
+
+/// The bytes of `= 92.10 MiB` (a number in MiB, after any `=` or `:`).
+fn mib_of(text: &str) -> Option<u64> {
+    let mut words = text.trim_start_matches([' ', '=', ':']).split_whitespace();
+    let mib: f64 = words.next()?.parse().ok()?;
+    (words.next() == Some("MiB")).then_some((mib * MIB as f64).round() as u64)
 }
 
 /// `(on devices, of all)` of `… offloaded 31/31 layers to GPU`.
@@ -261,14 +265,7 @@ fn buffer_line(line: &str) -> Option<(&str, &str, u64)> {
     if !matches!(kind, "model" | "KV" | "RS" | "output" | "compute") {
         return None;
     }
-    let number = right
-        .trim_start_matches([' ', '=', ':'])
-        .split_whitespace()
-        .next()?;
-    let mib: f64 = number.parse().ok()?;
-    right
-        .contains("MiB")
-        .then_some((name, kind, (mib * MIB as f64).round() as u64))
+    Some((name, kind, mib_of(right)?))
 }
 
 /// Reads the tool's lines: the device lines, then `Host`, each `<name> <model> <context>
