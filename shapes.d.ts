@@ -1563,6 +1563,12 @@ export type ImageRequest = {
    * With `initImage`: how much of it is redrawn, 0–1 (default: the backend's, 0.75).
    */
   strength?: number
+  /**
+   * With `initImage` (inpainting): which part of it is redrawn, an image of the same size
+   * read as grey levels: white is redrawn, black kept as it is (PNG, JPEG or WebP, sent as
+   * `initImage` is).
+   */
+  mask?: Uint8Array | string
 };
 
 /**

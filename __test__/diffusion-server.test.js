@@ -219,12 +219,13 @@ test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-ser
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
-test("image-to-image: an initImage and strength reach sd-cli and sd-server, from JS, HTTP and the openai client's images.edit(); bad ones are typed errors", {
+test("image-to-image and inpainting: an initImage, strength and mask reach sd-cli and sd-server, from JS, HTTP and the openai client's images.edit(); bad ones are typed errors", {
   skip,
 }, async () => {
   const dataDir = await withTinySet()
-  const { png } = require('./helpers')
-  const init = png(64)
+  const { png, pngScanlines } = require('./helpers')
+  const init = png(64, [200, 30, 30])
+  const [keepAll, redrawAll] = [png(64, [0]), png(64, [255])]
   const server = new DiffusionServerManager()
   for (const backend of ['one-shot', 'resident']) {
     server.clearLogs()
@@ -239,6 +240,12 @@ test("image-to-image: an initImage and strength reach sd-cli and sd-server, from
         logs.some((l) => l.includes('IMG2IMG')),
         `${backend}: sd ran image-to-image (its own log says so)`,
       )
+      // Inpainting: under a black mask every pixel is kept, so the seed changes nothing; under a
+      // white one everything is redrawn from the seed's noise.
+      const masked = async (mask, seed) =>
+        pngScanlines((await server.generateImage({ prompt, steps: 2, cfgScale, seed, initImage: init, mask })).image)
+      assert.deepEqual(await masked(keepAll, 1), await masked(keepAll, 2), `${backend}: a black mask keeps the image`)
+      assert.notDeepEqual(await masked(redrawAll, 1), await masked(redrawAll, 2), `${backend}: a white mask redraws it`)
       // The same request as JSON over HTTP, the image as a data URL; text-to-image differs.
       const body = { prompt, steps, cfgScale, seed: 7, strength: 0.5 }
       const post = (extra) =>
@@ -265,18 +272,32 @@ test("image-to-image: an initImage and strength reach sd-cli and sd-server, from
         response_format: 'b64_json',
       })
       assert.deepEqual(pngSize(Buffer.from(edited.data[0].b64_json, 'base64')), [64, 64])
-      await assert.rejects(
-        client.images.edit({
+      // OpenAI's mask: transparent is edited, opaque kept (an opaque black mask keeps it all).
+      const editMasked = async (mask, seed) => {
+        const { data } = await client.images.edit({
           image: await toFile(init, 'day.png', { type: 'image/png' }),
-          mask: await toFile(init, 'mask.png', { type: 'image/png' }),
+          mask: await toFile(mask, 'mask.png', { type: 'image/png' }),
           prompt: 'a moon',
-        }),
-        (err) => err.status === 400 && /mask \(inpainting\) is not supported yet/.test(err.message),
+          response_format: 'b64_json',
+          seed,
+          steps: 2,
+          cfgScale,
+        })
+        return pngScanlines(Buffer.from(data[0].b64_json, 'base64'))
+      }
+      const [opaque, transparent] = [png(64, [0, 0, 0, 255]), png(64, [0, 0, 0, 0])]
+      assert.deepEqual(await editMasked(opaque, 1), await editMasked(opaque, 2), `${backend}: opaque is kept`)
+      assert.notDeepEqual(
+        await editMasked(transparent, 1),
+        await editMasked(transparent, 2),
+        `${backend}: transparent is edited`,
       )
       for (const [bad, pattern] of [
         [{ initImage: init, width: 128, height: 128 }, /initImage is 64x64, the image asked is 128x128/],
         [{ strength: 0.5 }, /strength needs initImage/],
         [{ initImage: new Uint8Array([1, 2, 3]) }, /initImage is not a PNG, JPEG or WebP image/],
+        [{ mask: keepAll }, /mask needs initImage/],
+        [{ initImage: init, mask: png(128, [0]) }, /mask is 128x128, initImage is 64x64/],
       ]) {
         await assert.rejects(
           server.generateImage({ prompt, steps, ...bad }),

@@ -260,8 +260,11 @@ function deviceBuffers(lines, device = 'Vulkan0') {
 
 module.exports.deviceBuffers = deviceBuffers
 
-/** A `size`-pixel square grey PNG (8-bit RGB), written with zlib. */
-function png(size) {
+/**
+ * A `size`-pixel square PNG of one colour, written with zlib: `color` has 1 (grey), 3 (RGB) or
+ * 4 (RGBA) 8-bit samples (default mid-grey RGB).
+ */
+function png(size, color = [0x80, 0x80, 0x80]) {
   const zlib = require('node:zlib')
   const chunk = (type, data) => {
     const body = Buffer.concat([Buffer.from(type), data])
@@ -274,10 +277,27 @@ function png(size) {
   const header = Buffer.alloc(13)
   header.writeUInt32BE(size, 0)
   header.writeUInt32BE(size, 4)
-  header.set([8, 2, 0, 0, 0], 8)
-  const row = Buffer.concat([Buffer.from([0]), Buffer.alloc(size * 3, 0x80)])
+  const colorType = { 1: 0, 3: 2, 4: 6 }[color.length]
+  header.set([8, colorType, 0, 0, 0], 8)
+  const pixel = Buffer.from(color)
+  const row = Buffer.concat([Buffer.from([0]), ...Array.from({ length: size }, () => pixel)])
   const pixels = zlib.deflateSync(Buffer.concat(Array.from({ length: size }, () => row)))
   const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
   return Buffer.concat([signature, chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))])
 }
 module.exports.png = png
+
+/**
+ * The pixels of `png` as its scanlines (inflated IDAT): equal for two PNGs of the same encoder
+ * exactly when their pixels are (a row's filter is chosen from its pixels, and undone exactly).
+ */
+function pngScanlines(png) {
+  const parts = []
+  for (let at = 8; at < png.length; ) {
+    const length = png.readUInt32BE(at)
+    if (png.toString('latin1', at + 4, at + 8) === 'IDAT') parts.push(png.subarray(at + 8, at + 8 + length))
+    at += 12 + length
+  }
+  return require('node:zlib').inflateSync(Buffer.concat(parts))
+}
+module.exports.pngScanlines = pngScanlines

@@ -141,14 +141,22 @@ async function runImage(progressSource, config, start, cancel) {
   }
 }
 
+/** The fields of an image request that carry an image. */
+const IMAGE_FIELDS = ['initImage', 'mask']
+
 /**
  * `request` with its images (a Buffer, a Uint8Array) as base64, the form the addon reads (and
  * JSON carries); a string is passed as it is (base64 or a data URL).
  */
 function withImagesEncoded(request) {
-  const image = request.initImage
-  if (!(image instanceof Uint8Array)) return request
-  return { ...request, initImage: Buffer.from(image.buffer, image.byteOffset, image.byteLength).toString('base64') }
+  const encoded = { ...request }
+  for (const field of IMAGE_FIELDS) {
+    const image = request[field]
+    if (image instanceof Uint8Array) {
+      encoded[field] = Buffer.from(image.buffer, image.byteOffset, image.byteLength).toString('base64')
+    }
+  }
+  return encoded
 }
 
 module.exports = { DiffusionServerManager, runImage, SERVED_BY }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DiffusionError;
 use super::progress::{Progress, ProgressParser};
-use super::request::ImageRequest;
+use super::request::{ImageRequest, InputImage};
 use crate::events::EventSink;
 use crate::process::actor::LOG_TAIL;
 use crate::process::{
@@ -407,16 +407,13 @@ impl OneShot {
         let dir = TempDir::create(&self.config.temp_dir, work.id).await?;
         let mut args = self.config.common_args();
         args.extend(cli_args(work.request, work.seed));
-        if let Some(image) = &work.request.init_image {
-            // Beside the outputs, in the request's folder: gone with it however it ends.
-            let path = dir.0.join(format!("init.{}", image.format));
-            tokio::fs::write(&path, &image.bytes).await.map_err(|e| {
-                DiffusionError::BackendFailed {
-                    message: format!("cannot write the init image: {e}"),
-                    logs: Vec::new(),
-                }
-            })?;
-            args.extend(["--init-img".into(), path_arg(&path)]);
+        for (flag, name, image) in [
+            ("--init-img", "init", &work.request.init_image),
+            ("--mask", "mask", &work.request.mask),
+        ] {
+            if let Some(image) = image {
+                args.extend([flag.into(), path_arg(&dir.write_image(name, image).await?)]);
+            }
         }
         args.extend(["--output".into(), path_arg(&dir.0.join("image_%d.png"))]);
         let tracker: Tracker = Arc::new(Mutex::new(Some(Listener::of(&work))));
@@ -520,8 +517,10 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
         "sample_params": sample,
         "output_format": "png",
     });
-    if let Some(image) = &req.init_image {
-        body["init_image"] = json!(base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+    for (field, image) in [("init_image", &req.init_image), ("mask_image", &req.mask)] {
+        if let Some(image) = image {
+            body[field] = json!(base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+        }
     }
     if let Some(strength) = req.strength {
         body["strength"] = json!(strength);
@@ -566,6 +565,19 @@ impl TempDir {
                 source,
             })?;
         Ok(TempDir(dir))
+    }
+
+    /// Writes an image the request carries as `{name}.{format}`, beside the outputs: gone with
+    /// the folder however the request ends.
+    async fn write_image(&self, name: &str, image: &InputImage) -> Result<PathBuf, DiffusionError> {
+        let path = self.0.join(format!("{name}.{}", image.format));
+        tokio::fs::write(&path, &image.bytes)
+            .await
+            .map_err(|e| DiffusionError::BackendFailed {
+                message: format!("cannot write the {name} image: {e}"),
+                logs: Vec::new(),
+            })?;
+        Ok(path)
     }
 }
 

@@ -26,10 +26,10 @@ pub const MAX_PROMPT_BYTES: usize = 1024;
 pub const MAX_PROMPT_BYTES: usize = 512;
 /// Seeds stay exact in a JS number.
 pub const MAX_SEED: i64 = (1 << 53) - 1;
-/// The largest image a request may carry (an init image), decoded.
+/// The largest image a request may carry (an init image or a mask), decoded.
 pub const MAX_INPUT_IMAGE_BYTES: usize = 32 << 20;
 
-/// An image a request carries (`initImage`): its bytes as sent, and what its header says.
+/// An image a request carries (`initImage`, `mask`): its bytes as sent, and what its header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputImage {
     pub bytes: Vec<u8>,
@@ -209,6 +209,12 @@ pub struct ImageRequest {
     /// With `initImage`: how much of it is redrawn, 0–1 (default: the backend's, 0.75).
     #[ts(optional)]
     pub strength: Option<f64>,
+    /// With `initImage` (inpainting): which part of it is redrawn, an image of the same size
+    /// read as grey levels: white is redrawn, black kept as it is (PNG, JPEG or WebP, sent as
+    /// `initImage` is).
+    #[serde(skip_serializing)]
+    #[ts(type = "Uint8Array | string", optional)]
+    pub mask: Option<InputImage>,
     /// HTTP only: answer 202 with a job id instead of waiting.
     #[serde(skip)]
     #[ts(skip)]
@@ -250,6 +256,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
                 | "count"
                 | "initImage"
                 | "strength"
+                | "mask"
                 | "n"
                 | "size"
                 | "response_format"
@@ -280,21 +287,17 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
             return Err(invalid(format!("{name} must not contain NUL characters")));
         }
     }
-    let init_image = match obj.get("initImage") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(InputImage::parse("initImage", text)?),
-        Some(other) => {
-            return Err(wrong_type(
-                "initImage",
-                "an image (a Buffer in JS; base64 or a data URL in JSON)",
-                other,
-            ));
-        }
-    };
+    let init_image = image(obj, "initImage")?;
     let strength = number(obj, "strength", 0.0, 1.0)?;
     if strength.is_some() && init_image.is_none() {
         return Err(invalid(
             "strength needs initImage: it says how much of that image is redrawn",
+        ));
+    }
+    let mask = image(obj, "mask")?;
+    if mask.is_some() && init_image.is_none() {
+        return Err(invalid(
+            "mask needs initImage: it says which part of that image is redrawn",
         ));
     }
     let (width, height) = match &init_image {
@@ -320,6 +323,14 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         return Err(invalid(format!(
             "initImage is {}x{}, the image asked is {width}x{height}: send an init image of that size, or leave width and height unset to take its size",
             image.width, image.height
+        )));
+    }
+    if let Some(mask) = &mask
+        && (mask.width, mask.height) != (width, height)
+    {
+        return Err(invalid(format!(
+            "mask is {}x{}, initImage is {width}x{height}: the mask must be the size of the image it masks",
+            mask.width, mask.height
         )));
     }
     let steps = integer(obj, "steps", 1, i64::from(MAX_STEPS))?.unwrap_or(20) as u32;
@@ -372,6 +383,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         count,
         init_image,
         strength,
+        mask,
         asynchronous,
     })
 }
@@ -437,6 +449,19 @@ fn wrong_type(field: &str, expected: &str, got: &Value) -> Invalid {
         "{field} must be {expected}, got {}",
         type_name(got)
     ))
+}
+
+/// An image field (`initImage`, `mask`): unset, or base64 / a data URL of a PNG, JPEG or WebP.
+fn image(obj: &Map<String, Value>, field: &str) -> Result<Option<InputImage>, Invalid> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => InputImage::parse(field, text).map(Some),
+        Some(other) => Err(wrong_type(
+            field,
+            "an image (a Buffer in JS; base64 or a data URL in JSON)",
+            other,
+        )),
+    }
 }
 
 fn string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, Invalid> {
@@ -587,6 +612,33 @@ mod tests {
     }
 
     #[test]
+    fn a_mask_goes_with_an_init_image_of_its_size() {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let (image, mask) = (b64(&png_header(96, 64)), b64(&png_header(96, 64)));
+        let read = parse(
+            &json!({ "prompt": "p", "initImage": image, "mask": mask }),
+            false,
+        )
+        .unwrap();
+        assert_eq!(read.mask.map(|m| (m.width, m.height)), Some((96, 64)));
+        assert!(err(json!({ "prompt": "p", "mask": mask })).contains("mask needs initImage"));
+        let small = b64(&png_header(64, 64));
+        assert!(
+            err(json!({ "prompt": "p", "initImage": image, "mask": small }))
+                .contains("mask is 64x64, initImage is 96x64")
+        );
+        assert!(
+            err(json!({ "prompt": "p", "initImage": image, "mask": "R0lGODlh" }))
+                .contains("mask is not a PNG, JPEG or WebP image")
+        );
+        assert!(
+            err(json!({ "prompt": "p", "initImage": image, "mask": [] }))
+                .contains("mask must be an image")
+        );
+    }
+
+    #[test]
     fn the_declared_shape_is_what_parse_reads() {
         let request = ImageRequest {
             prompt: "p".into(),
@@ -600,6 +652,7 @@ mod tests {
             count: 2,
             init_image: None,
             strength: None,
+            mask: None,
             asynchronous: false,
         };
         let written = serde_json::to_value(&request).unwrap();

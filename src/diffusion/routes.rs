@@ -225,8 +225,9 @@ impl Context {
     }
 }
 
-/// The generation an edit form asks for: `image` (a file) as `initImage`, text fields as they
-/// are (`n` and `strength` as numbers). A mask is refused: inpainting is not here yet.
+/// The generation an edit form asks for: `image` (a file) as `initImage`, `mask` as `mask` (its
+/// transparency made the grey levels sd reads, see [`mask_of_alpha`]), text fields as they are
+/// (`n`, `strength` and the request's other numbers as numbers).
 async fn edit_request(body: bytes::Bytes, boundary: String) -> Result<Value, String> {
     let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
@@ -246,9 +247,10 @@ async fn edit_request(body: bytes::Bytes, boundary: String) -> Result<Value, Str
                 fields.insert("initImage".into(), json!(encoded));
             }
             "mask" => {
-                return Err(
-                    "mask (inpainting) is not supported yet: send the image alone, redrawn by strength".into(),
-                );
+                let bytes = field.bytes().await.map_err(unreadable)?;
+                let mask = mask_of_alpha(&bytes)?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&mask);
+                fields.insert("mask".into(), json!(encoded));
             }
             _ => {
                 let text = field.text().await.map_err(unreadable)?;
@@ -256,8 +258,15 @@ async fn edit_request(body: bytes::Bytes, boundary: String) -> Result<Value, Str
                     value.ok_or_else(|| format!("{name} must be a number, got {text:?}"))
                 };
                 let value = match name.as_str() {
-                    "n" => number(text.trim().parse::<u64>().ok().map(|n| json!(n)))?,
-                    "strength" => number(text.trim().parse::<f64>().ok().map(|n| json!(n)))?,
+                    // A form's fields are text; the request's numbers are read as numbers
+                    // (their ranges are checked with the rest of the request).
+                    "n" | "count" | "strength" | "seed" | "steps" | "cfgScale" | "width"
+                    | "height" => number(
+                        text.trim()
+                            .parse::<serde_json::Number>()
+                            .ok()
+                            .map(Value::Number),
+                    )?,
                     _ => json!(text),
                 };
                 fields.insert(name, value);
@@ -268,6 +277,49 @@ async fn edit_request(body: bytes::Bytes, boundary: String) -> Result<Value, Str
         return Err("image is required: the picture to edit, a PNG, JPEG or WebP file".into());
     }
     Ok(Value::Object(fields))
+}
+
+/// OpenAI's mask says with transparency what is edited (alpha 0: redrawn); sd reads a mask's
+/// grey levels (white: redrawn), and a transparent pixel is usually black. A PNG with an alpha
+/// channel becomes a grey PNG of `255 - alpha`; any other image is sd's kind of mask already.
+fn mask_of_alpha(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if !matches!(imagesize::image_type(bytes), Ok(imagesize::ImageType::Png)) {
+        return Ok(bytes.to_vec());
+    }
+    let unreadable = |e: png::DecodingError| format!("mask is not a readable PNG: {e}");
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    // Palettes with transparency gain an alpha channel; 16-bit samples become 8-bit.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(unreadable)?;
+    let (color, _) = reader.output_color_type();
+    if !matches!(color, png::ColorType::Rgba | png::ColorType::GrayscaleAlpha) {
+        return Ok(bytes.to_vec());
+    }
+    let size = reader
+        .output_buffer_size()
+        .ok_or("mask is too large to read")?;
+    if size > request::MAX_INPUT_IMAGE_BYTES * 4 {
+        return Err(format!(
+            "mask is too large: at most {} MiB of pixels",
+            request::MAX_INPUT_IMAGE_BYTES >> 18
+        ));
+    }
+    let mut pixels = vec![0; size];
+    let frame = reader.next_frame(&mut pixels).map_err(unreadable)?;
+    let samples = color.samples();
+    let grey: Vec<u8> = pixels[..frame.buffer_size()]
+        .chunks_exact(samples)
+        .map(|pixel| 255 - pixel[samples - 1])
+        .collect();
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, frame.width, frame.height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let encoded = encoder
+        .write_header()
+        .and_then(|mut writer| writer.write_image_data(&grey));
+    encoded.map_err(|e| format!("the mask cannot be converted: {e}"))?;
+    Ok(out)
 }
 
 /// How long `DELETE` waits for a running job's backend to stop before it answers.
@@ -494,13 +546,9 @@ mod tests {
         );
         let mask = vec![
             ("image", Some("a.png"), &b"x"[..]),
-            ("mask", Some("m.png"), b"x"),
+            ("mask", Some("m.png"), b"\x89PNG\r\n\x1a\n broken"),
         ];
-        assert!(
-            refused(mask)
-                .await
-                .contains("mask (inpainting) is not supported yet")
-        );
+        assert!(refused(mask).await.contains("mask is not a readable PNG"));
         let two = vec![
             ("image[]", Some("a.png"), &b"x"[..]),
             ("image[]", Some("b.png"), b"x"),
@@ -513,5 +561,51 @@ mod tests {
             "XyZ".into(),
         );
         assert!(broken.await.unwrap_err().contains("cannot be read"));
+    }
+
+    fn encode_png(width: u32, color: png::ColorType, pixels: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, width, 1);
+        encoder.set_color(color);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(pixels).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    fn decode_png(bytes: &[u8]) -> (png::ColorType, Vec<u8>) {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let frame = reader.next_frame(&mut pixels).unwrap();
+        pixels.truncate(frame.buffer_size());
+        (frame.color_type, pixels)
+    }
+
+    #[tokio::test]
+    async fn an_openai_mask_is_edited_where_transparent() {
+        // Two pixels: transparent black (edit it) and opaque white (keep it).
+        let rgba = encode_png(2, png::ColorType::Rgba, &[0, 0, 0, 0, 255, 255, 255, 255]);
+        let grey = mask_of_alpha(&rgba).unwrap();
+        assert_eq!(decode_png(&grey), (png::ColorType::Grayscale, vec![255, 0]));
+        // Without transparency a mask is read as sd reads it: as it is.
+        let plain = encode_png(2, png::ColorType::Grayscale, &[255, 0]);
+        assert_eq!(mask_of_alpha(&plain).unwrap(), plain);
+        assert_eq!(mask_of_alpha(b"RIFF....WEBP").unwrap(), b"RIFF....WEBP");
+        let read = edit_request(
+            form(&[
+                ("image", Some("a.png"), b"x"),
+                ("mask", Some("m.png"), &rgba),
+            ]),
+            "XyZ".into(),
+        )
+        .await
+        .unwrap();
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(read["mask"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(sent, grey);
     }
 }
