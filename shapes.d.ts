@@ -67,6 +67,7 @@ export type DataDirSource = "configure" | "env" | "electron" | "os";
 export type ModelFolders = {
   llm: string
   diffusion: string
+  lora: string
 };
 
 /**
@@ -1511,6 +1512,20 @@ export type ImageSampler =
   | "er_sde";
 
 /**
+ * A LoRA an image applies: an installed `lora` model and how strongly.
+ */
+export type ImageLora = {
+  /**
+   * The id of an installed model of type `lora`.
+   */
+  modelId: string
+  /**
+   * How strongly it applies, -10 to 10 (default 1; 0 leaves it out, below 0 pushes away from it).
+   */
+  weight?: number
+};
+
+/**
  * One image request. Unknown keys are a {@link ValidationError}.
  */
 export type ImageRequest = {
@@ -1569,6 +1584,11 @@ export type ImageRequest = {
    * `initImage` is).
    */
   mask?: Uint8Array | string
+  /**
+   * LoRAs to apply, in order, at most 16, each an installed `lora` model (default none).
+   * `<lora:…>` tags in the prompt are refused: name them here.
+   */
+  loras?: Array<ImageLora>
 };
 
 /**
@@ -2066,7 +2086,7 @@ export type ResourceEstimate = {
   needsOffload: boolean
 };
 
-export type ModelType = "llm" | "diffusion";
+export type ModelType = "llm" | "diffusion" | "lora";
 
 /**
  * Roles of the files of a multi-component diffusion model, each passed to its
@@ -2525,6 +2545,7 @@ export type ModelVerification = {
 export type StorageUsage = {
   llm: number
   diffusion: number
+  lora: number
   total: number
   /**
    * Number of installed models.

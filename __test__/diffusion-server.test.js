@@ -311,6 +311,101 @@ test("image-to-image and inpainting: an initImage, strength and mask reach sd-cl
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [], 'the init images are gone with their requests')
 })
 
+test('LoRAs: downloaded as lora models (GGUF or safetensors, checked), applied by sd-cli and sd-server as sd reports, and a LoRA that is not installed is a typed error', {
+  skip,
+}, async () => {
+  const dataDir = await withTinySet()
+  const { serveFiles, pngScanlines } = require('./helpers')
+  const models = new ModelManager()
+  const fake = path.join(dataDir, 'fake')
+  fs.writeFileSync(fake, 'GGUF\x03\0\0\0 not a LoRA at all')
+  // A well-formed LoRA for a block the tiny model does not have (made for another model).
+  const foreign = path.join(dataDir, 'foreign.safetensors')
+  const header = JSON.stringify({
+    'diffusion_model.no_such_block.lora_down.weight': { dtype: 'F32', shape: [4, 8], data_offsets: [0, 128] },
+    'diffusion_model.no_such_block.lora_up.weight': { dtype: 'F32', shape: [8, 4], data_offsets: [128, 256] },
+  })
+  const length = Buffer.alloc(8)
+  length.writeBigUInt64LE(BigInt(header.length))
+  fs.writeFileSync(foreign, Buffer.concat([length, Buffer.from(header), Buffer.alloc(256)]))
+  const files = {
+    '/foreign.safetensors': foreign,
+    '/ink.gguf': real.diffusionLoras.gguf,
+    '/film.safetensors': real.diffusionLoras.safetensors,
+    '/fake.safetensors': fake,
+    '/style.pt': fake,
+  }
+  await serveFiles(files, async (base) => {
+    const lora = (file, name) => models.downloadModel({ source: 'url', url: `${base}/${file}`, name, type: 'lora' })
+    const ink = await lora('ink.gguf', 'ink')
+    assert.equal(ink.type, 'lora')
+    assert.ok(ink.ggufMetadata, 'a GGUF LoRA is read as GGUF')
+    assert.equal((await lora('film.safetensors', 'film')).type, 'lora')
+    await lora('foreign.safetensors', 'foreign')
+    await assert.rejects(
+      lora('fake.safetensors', 'fake'),
+      (err) => err instanceof ValidationError && /does not start with a safetensors header/.test(err.message),
+    )
+    await assert.rejects(
+      lora('style.pt', 'style'),
+      (err) => err instanceof ValidationError && /a LoRA is a \.safetensors or \.gguf file/.test(err.message),
+    )
+  })
+  assert.deepEqual((await models.listModels('lora')).map((m) => m.id).sort(), ['film', 'foreign', 'ink'])
+  const kept = fs.readdirSync(path.join(dataDir, 'models', 'lora')).sort()
+  assert.deepEqual(kept, ['film', 'foreign', 'ink'], 'nothing kept of the refused')
+  assert.ok((await models.getStorageUsage()).lora > 0)
+
+  const server = new DiffusionServerManager()
+  for (const backend of ['one-shot', 'resident']) {
+    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
+    try {
+      const made = async (extra) => pngScanlines((await server.generateImage({ ...SMALL, seed: 3, ...extra })).image)
+      const plain = await made({})
+      for (const modelId of ['ink', 'film']) {
+        server.clearLogs()
+        const styled = await made({ loras: [{ modelId, weight: 0.8 }] })
+        const applied = (await server.getLogs(400)).find((l) => l.includes('LoRA tensors have been applied'))
+        assert.match(
+          applied ?? '',
+          new RegExp(`\\(24 / 24\\) LoRA tensors have been applied, lora_file_path = .*${modelId}/`),
+          `${backend}: sd applied ${modelId}`,
+        )
+        assert.notDeepEqual(styled, plain, `${backend}: ${modelId} changes the image`)
+      }
+      assert.deepEqual(await made({}), plain, `${backend}: the next image without a LoRA is as before`)
+      const viaHttp = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...SMALL, seed: 3, loras: [{ modelId: 'nope' }] }),
+      })
+      assert.equal(viaHttp.status, 400)
+      assert.match((await viaHttp.json()).error.message, /loras\[0\]\.modelId "nope" is not installed/)
+      for (const [loras, pattern] of [
+        [[{ modelId: 'nope' }], /loras\[0\]\.modelId "nope" is not installed/],
+        [
+          [{ modelId: 'ink' }, { modelId: 'tiny-image' }],
+          /loras\[1\]\.modelId "tiny-image" is a diffusion model, not a LoRA/,
+        ],
+        [[{ modelId: 'ink', weight: 20 }], /loras\[0\]\.weight must be between -10 and 10/],
+        [
+          [{ modelId: 'foreign' }],
+          /the loaded model cannot use LoRA "foreign": stable-diffusion.cpp matched none of its tensors/,
+        ],
+      ]) {
+        await assert.rejects(
+          server.generateImage({ ...SMALL, loras }),
+          (err) => err instanceof ValidationError && pattern.test(err.message),
+        )
+      }
+      await assert.rejects(server.generateImage({ ...SMALL, prompt: 'a cat <lora:ink:1>' }), /name LoRAs in loras/)
+    } finally {
+      await server.stop()
+    }
+  }
+  assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
+})
+
 test('bad requests and bad configs are typed errors', { skip }, async () => {
   await withTinySet()
   const server = new DiffusionServerManager()

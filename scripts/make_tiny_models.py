@@ -2,13 +2,21 @@
 
 usage: make_tiny_models.py llm VOCAB_GGUF OUT_GGUF [LAYERS WIDTH]
        make_tiny_models.py diffusion MANIFEST_TSV OUT_DIR
+       make_tiny_models.py lora MANIFEST_TSV OUT_GGUF [RANK]
 
 - llm: a 2-layer, 64-wide llama whose tokenizer (and vocabulary size) is copied from one of
   llama.cpp's vocab-only files; llama-server loads it and answers chat requests (with noise).
 - diffusion: the Ovis-Image-shaped set stable-diffusion.cpp runs (diffusion model, Qwen3-shaped
   text encoder, TAESD), every tensor name and shape taken from the manifest; norm weights 1,
   biases 0, other weights N(0, 0.02). Writes diffusion.gguf, llm.gguf and taesd.gguf.
+- lora: a LoRA for that diffusion model, as trainers write them for FLUX-like models: a rank-RANK
+  pair (`lora_down` RANK x in, `lora_up` out x RANK) for each attention and MLP matrix of its
+  blocks, named `diffusion_model.<tensor>.lora_{down,up}.weight`, both N(0, 0.1): its update is
+  as large as the weights, so an image made with it differs from one made without. OUT ending
+  in .safetensors writes the same tensors as safetensors (what most LoRAs are shared as).
 """
+
+import json
 
 import sys
 from pathlib import Path
@@ -103,6 +111,49 @@ def make_diffusion(manifest_path, out_dir):
         write(writer)
 
 
+LORA_TARGETS = ("_attn.qkv.", "_attn.proj.", "_mlp.", ".linear1.", ".linear2.")
+
+
+def make_lora(manifest_path, out_path, rank=4):
+    rng = np.random.default_rng(2000)
+    tensors = {}
+    for line in Path(manifest_path).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        role, name, shape, _ = line.split("\t")
+        dims = tuple(int(d) for d in shape.split("x"))
+        if role != "diffusion" or len(dims) != 2 or not any(t in name for t in LORA_TARGETS):
+            continue
+        base = "diffusion_model." + name.removesuffix(".weight")
+        out_features, in_features = dims
+        down = rng.normal(0.0, 0.1, size=(rank, in_features)).astype(np.float32)
+        up = rng.normal(0.0, 0.1, size=(out_features, rank)).astype(np.float32)
+        tensors[f"{base}.lora_down.weight"] = down
+        tensors[f"{base}.lora_up.weight"] = up
+    if str(out_path).endswith(".safetensors"):
+        write_safetensors(tensors, out_path)
+        return
+    writer = gguf.GGUFWriter(out_path, "tiny-lora")
+    for name, data in tensors.items():
+        writer.add_tensor(name, data)
+    write(writer)
+
+
+def write_safetensors(tensors, out_path):
+    """The safetensors layout: 8 bytes of header length, the JSON header, the tensors' bytes."""
+    header, offset = {}, 0
+    for name, data in tensors.items():
+        header[name] = {"dtype": "F32", "shape": list(data.shape), "data_offsets": [offset, offset + data.nbytes]}
+        offset += data.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(out_path, "wb") as out:
+        out.write(len(text).to_bytes(8, "little"))
+        out.write(text)
+        for data in tensors.values():
+            out.write(data.astype("<f4").tobytes())
+
+
 def write(writer):
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -113,4 +164,4 @@ def write(writer):
 if __name__ == "__main__":
     kind, source, out = sys.argv[1:4]
     extra = [int(a) for a in sys.argv[4:]]
-    {"llm": make_llm, "diffusion": make_diffusion}[kind](source, out, *extra)
+    {"llm": make_llm, "diffusion": make_diffusion, "lora": make_lora}[kind](source, out, *extra)

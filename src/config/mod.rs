@@ -101,6 +101,8 @@ pub struct DataPaths {
     pub source: DataDirSource,
     pub models_llm: PathBuf,
     pub models_diffusion: PathBuf,
+    /// LoRAs, one folder each: the diffusion backends' `--lora-model-dir`.
+    pub models_lora: PathBuf,
     pub binaries: PathBuf,
     pub logs: PathBuf,
     pub temp: PathBuf,
@@ -125,6 +127,7 @@ pub struct DataPathsView {
 pub struct ModelFolders {
     pub llm: PathBuf,
     pub diffusion: PathBuf,
+    pub lora: PathBuf,
 }
 
 impl From<&DataPaths> for DataPathsView {
@@ -135,6 +138,7 @@ impl From<&DataPaths> for DataPathsView {
             models: ModelFolders {
                 llm: p.models_llm.clone(),
                 diffusion: p.models_diffusion.clone(),
+                lora: p.models_lora.clone(),
             },
             binaries: p.binaries.clone(),
             logs: p.logs.clone(),
@@ -148,6 +152,7 @@ impl DataPaths {
         DataPaths {
             models_llm: root.join("models").join("llm"),
             models_diffusion: root.join("models").join("diffusion"),
+            models_lora: root.join("models").join("lora"),
             binaries: root.join("binaries"),
             logs: root.join("logs"),
             temp: root.join("temp"),
@@ -156,10 +161,11 @@ impl DataPaths {
         }
     }
 
-    fn folders(&self) -> [&Path; 5] {
+    fn folders(&self) -> [&Path; 6] {
         [
             &self.models_llm,
             &self.models_diffusion,
+            &self.models_lora,
             &self.binaries,
             &self.logs,
             &self.temp,

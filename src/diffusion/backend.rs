@@ -22,8 +22,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::DiffusionError;
+use super::lora::{self, AppliedLora};
 use super::progress::{Progress, ProgressParser};
 use super::request::{ImageRequest, InputImage};
+use crate::config::DataPaths;
 use crate::events::EventSink;
 use crate::process::actor::LOG_TAIL;
 use crate::process::{
@@ -110,6 +112,8 @@ pub struct BackendConfig {
     /// How much of a GPU its images may take.
     pub device: DeviceUse,
     pub temp_dir: PathBuf,
+    /// The data folder: its LoRAs are the backend's `--lora-model-dir`.
+    pub data: DataPaths,
     pub startup_timeout: Duration,
     /// Resident only: stop `sd-server` after this long without a request (`None`: never).
     pub idle_timeout: Option<Duration>,
@@ -134,6 +138,7 @@ impl BackendConfig {
         args.extend(["--threads".into(), self.threads.to_string()]);
         args.extend(self.placement.iter().cloned());
         args.extend(self.extra_args.iter().cloned());
+        args.extend(["--lora-model-dir".into(), path_arg(&self.data.models_lora)]);
         args
     }
 }
@@ -346,6 +351,8 @@ struct Listener {
     parser: ProgressParser,
     on_output: Arc<Notify>,
     on_progress: ProgressFn,
+    /// LoRA files of which sd applied no tensor (see [`lora::unapplied`]).
+    unapplied_loras: Vec<String>,
 }
 
 impl Listener {
@@ -354,6 +361,7 @@ impl Listener {
             parser: ProgressParser::new(work.request.count),
             on_output: work.on_output.clone(),
             on_progress: work.on_progress.clone(),
+            unapplied_loras: Vec::new(),
         }
     }
 }
@@ -365,7 +373,18 @@ fn track(tracker: &Tracker, line: &str) {
         if let Some(p) = listener.parser.feed(line) {
             (listener.on_progress)(p);
         }
+        if let Some(file) = lora::unapplied(line) {
+            listener.unapplied_loras.push(file);
+        }
     }
+}
+
+/// The LoRA files the job's output says sd applied none of.
+fn unapplied_loras(tracker: &Tracker) -> Vec<String> {
+    lock(tracker)
+        .as_mut()
+        .map(|l| std::mem::take(&mut l.unapplied_loras))
+        .unwrap_or_default()
 }
 
 pub struct OneShot {
@@ -404,9 +423,10 @@ impl OneShot {
     }
 
     async fn run(&self, work: Work<'_>) -> Result<Output, DiffusionError> {
+        let loras = lora::resolve(&self.config.data, &work.request.loras).await?;
         let dir = TempDir::create(&self.config.temp_dir, work.id).await?;
         let mut args = self.config.common_args();
-        args.extend(cli_args(work.request, work.seed));
+        args.extend(cli_args(work.request, work.seed, &loras));
         for (flag, name, image) in [
             ("--init-img", "init", &work.request.init_image),
             ("--mask", "mask", &work.request.mask),
@@ -425,8 +445,9 @@ impl OneShot {
             unset: inherit_all,
         };
         let log = self.log.clone();
+        let output_tracker = tracker.clone();
         let on_line = EventSink::new(move |line: String| {
-            track(&tracker, &line);
+            track(&output_tracker, &line);
             log.output(&line);
         });
         let began = Instant::now();
@@ -454,6 +475,7 @@ impl OneShot {
                 logs: child.logs.last(LOG_TAIL),
             });
         }
+        lora::check_applied(&loras, &unapplied_loras(&tracker))?;
         let images = read_images(&dir.0, work.request).await.map_err(|message| {
             DiffusionError::BackendFailed {
                 message,
@@ -467,11 +489,17 @@ impl OneShot {
     }
 }
 
-/// `sd-cli` flags of one request (seed resolved by the caller).
-pub fn cli_args(req: &ImageRequest, seed: i64) -> Vec<String> {
+/// `sd-cli` flags of one request (seed resolved by the caller). Its LoRAs are tags at the end of
+/// the prompt, the one way `sd-cli` takes them (found in `--lora-model-dir`, and taken out of
+/// the prompt before it is encoded).
+pub fn cli_args(req: &ImageRequest, seed: i64, loras: &[AppliedLora]) -> Vec<String> {
+    let mut prompt = req.prompt.clone();
+    for lora in loras {
+        prompt.push_str(&format!(" <lora:{}:{}>", lora.path, lora.weight));
+    }
     let mut args = vec![
         "--prompt".to_string(),
-        req.prompt.clone(),
+        prompt,
         "--width".into(),
         req.width.to_string(),
         "--height".into(),
@@ -498,8 +526,9 @@ pub fn cli_args(req: &ImageRequest, seed: i64) -> Vec<String> {
     args
 }
 
-/// The native `img_gen` body of one request.
-pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
+/// The native `img_gen` body of one request; its LoRAs as sd-server lists them (their paths in
+/// `--lora-model-dir`).
+pub fn img_gen_body(req: &ImageRequest, seed: i64, loras: &[AppliedLora]) -> Value {
     let mut sample = json!({ "sample_steps": req.steps });
     if let Some(cfg) = req.cfg_scale {
         sample["guidance"] = json!({ "txt_cfg": cfg });
@@ -524,6 +553,13 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64) -> Value {
     }
     if let Some(strength) = req.strength {
         body["strength"] = json!(strength);
+    }
+    if !loras.is_empty() {
+        let loras: Vec<Value> = loras
+            .iter()
+            .map(|l| json!({ "path": l.path, "multiplier": l.weight }))
+            .collect();
+        body["lora"] = json!(loras);
     }
     body
 }
@@ -650,7 +686,13 @@ impl Resident {
     async fn run(self: &Arc<Self>, work: Work<'_>) -> Result<Output, DiffusionError> {
         *lock(&self.epoch) += 1;
         let job = self.jobs.lock().await;
-        let result = self.run_job(&work).await;
+        let result = match lora::resolve(&self.config.data, &work.request.loras).await {
+            Ok(loras) => self.run_job(&work, &loras).await.and_then(|output| {
+                lora::check_applied(&loras, &unapplied_loras(&self.tracker))?;
+                Ok(output)
+            }),
+            Err(e) => Err(e),
+        };
         *lock(&self.tracker) = None;
         if matches!(result, Err(DiffusionError::Cancelled)) {
             // The server cannot cancel a generating job: it goes, and the next request starts it.
@@ -661,7 +703,11 @@ impl Resident {
         result
     }
 
-    async fn run_job(&self, work: &Work<'_>) -> Result<Output, DiffusionError> {
+    async fn run_job(
+        &self,
+        work: &Work<'_>,
+        loras: &[AppliedLora],
+    ) -> Result<Output, DiffusionError> {
         // From the start: a model that loads reports progress, and its output is a heartbeat.
         *lock(&self.tracker) = Some(Listener::of(work));
         if self.actor.status() != ServerState::Running {
@@ -701,7 +747,7 @@ impl Resident {
             client
                 .post(format!("{base}/img_gen"))
                 .header("content-type", "application/json")
-                .body(img_gen_body(work.request, work.seed).to_string()),
+                .body(img_gen_body(work.request, work.seed, loras).to_string()),
         )
         .await?;
         let job = submitted["id"]

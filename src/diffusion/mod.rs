@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod calibrate;
 pub mod engine;
+pub mod lora;
 pub mod progress;
 pub mod request;
 pub mod resolve;

@@ -83,6 +83,23 @@ impl InputImage {
     }
 }
 
+/// The most LoRAs one image may apply.
+pub const MAX_LORAS: usize = 16;
+/// The largest LoRA weight either way (trainers' sliders go to a few units).
+pub const MAX_LORA_WEIGHT: f64 = 10.0;
+
+/// A LoRA an image applies: an installed `lora` model and how strongly.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename = "ImageLora")]
+pub struct LoraChoice {
+    /// The id of an installed model of type `lora`.
+    pub model_id: String,
+    /// How strongly it applies, -10 to 10 (default 1; 0 leaves it out, below 0 pushes away from it).
+    #[ts(as = "Option<f64>", optional)]
+    pub weight: f64,
+}
+
 /// stable-diffusion.cpp's sampling methods (`--sampling-method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[ts(rename = "ImageSampler")]
@@ -215,6 +232,11 @@ pub struct ImageRequest {
     #[serde(skip_serializing)]
     #[ts(type = "Uint8Array | string", optional)]
     pub mask: Option<InputImage>,
+    /// LoRAs to apply, in order, at most 16, each an installed `lora` model (default none).
+    /// `<lora:…>` tags in the prompt are refused: name them here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[ts(as = "Option<Vec<LoraChoice>>", optional)]
+    pub loras: Vec<LoraChoice>,
     /// HTTP only: answer 202 with a job id instead of waiting.
     #[serde(skip)]
     #[ts(skip)]
@@ -257,6 +279,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
                 | "initImage"
                 | "strength"
                 | "mask"
+                | "loras"
                 | "n"
                 | "size"
                 | "response_format"
@@ -285,6 +308,11 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         }
         if text.contains('\0') {
             return Err(invalid(format!("{name} must not contain NUL characters")));
+        }
+        if text.contains("<lora:") {
+            return Err(invalid(format!(
+                "{name} holds a <lora:…> tag: name LoRAs in loras, [{{ modelId, weight }}]"
+            )));
         }
     }
     let init_image = image(obj, "initImage")?;
@@ -333,6 +361,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
             mask.width, mask.height
         )));
     }
+    let loras = loras(obj)?;
     let steps = integer(obj, "steps", 1, i64::from(MAX_STEPS))?.unwrap_or(20) as u32;
     let cfg_scale = number(obj, "cfgScale", 0.0, MAX_CFG_SCALE)?;
     let seed = match obj.get("seed") {
@@ -384,6 +413,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         init_image,
         strength,
         mask,
+        loras,
         asynchronous,
     })
 }
@@ -449,6 +479,63 @@ fn wrong_type(field: &str, expected: &str, got: &Value) -> Invalid {
         "{field} must be {expected}, got {}",
         type_name(got)
     ))
+}
+
+/// `loras`: each an installed LoRA's id (its presence is checked when the image is made) and a
+/// weight, no id twice.
+fn loras(obj: &Map<String, Value>) -> Result<Vec<LoraChoice>, Invalid> {
+    let items = match obj.get("loras") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(wrong_type(
+                "loras",
+                "an array of { modelId, weight }",
+                other,
+            ));
+        }
+    };
+    if items.len() > MAX_LORAS {
+        return Err(invalid(format!(
+            "loras has {} entries; at most {MAX_LORAS} are allowed",
+            items.len()
+        )));
+    }
+    let mut chosen: Vec<LoraChoice> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("loras[{i}]");
+        let entry = item
+            .as_object()
+            .ok_or_else(|| wrong_type(&field, "an object, { modelId, weight }", item))?;
+        if let Some(key) = entry
+            .keys()
+            .find(|k| !matches!(k.as_str(), "modelId" | "weight"))
+        {
+            return Err(invalid(format!("{field} has an unknown field {key:?}")));
+        }
+        let model_id = string(entry, "modelId")
+            .map_err(|e| invalid(format!("{field}.{}", e.0)))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{field}.modelId is required: the id of an installed LoRA"
+                ))
+            })?;
+        if !crate::models::store::is_valid_id(&model_id) {
+            return Err(invalid(format!(
+                "{field}.modelId {model_id:?} is not a model id"
+            )));
+        }
+        if chosen.iter().any(|c| c.model_id == model_id) {
+            return Err(invalid(format!(
+                "{field}.modelId {model_id:?} is given twice: give it once, with the sum of its weights"
+            )));
+        }
+        let weight = number(entry, "weight", -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
+            .map_err(|e| invalid(format!("{field}.{}", e.0)))?
+            .unwrap_or(1.0);
+        chosen.push(LoraChoice { model_id, weight });
+    }
+    Ok(chosen)
 }
 
 /// An image field (`initImage`, `mask`): unset, or base64 / a data URL of a PNG, JPEG or WebP.
@@ -612,6 +699,42 @@ mod tests {
     }
 
     #[test]
+    fn loras_name_installed_models_once_each_with_a_weight() {
+        let read = parse(
+            &json!({ "prompt": "p", "loras": [{ "modelId": "ink" }, { "modelId": "film", "weight": -0.5 }] }),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            read.loras,
+            vec![
+                LoraChoice {
+                    model_id: "ink".into(),
+                    weight: 1.0
+                },
+                LoraChoice {
+                    model_id: "film".into(),
+                    weight: -0.5
+                },
+            ]
+        );
+        let with = |loras: Value| err(json!({ "prompt": "p", "loras": loras }));
+        assert!(with(json!("ink")).contains("loras must be an array"));
+        assert!(with(json!([1])).contains("loras[0] must be an object"));
+        assert!(with(json!([{}])).contains("loras[0].modelId is required"));
+        assert!(with(json!([{ "modelId": 3 }])).contains("loras[0].modelId must be a string"));
+        assert!(with(json!([{ "modelId": "../x" }])).contains("is not a model id"));
+        assert!(with(json!([{ "modelId": "a" }, { "modelId": "a" }])).contains("given twice"));
+        assert!(
+            with(json!([{ "modelId": "a", "weight": 11 }]))
+                .contains("loras[0].weight must be between -10 and 10")
+        );
+        assert!(with(json!([{ "modelId": "a", "scale": 1 }])).contains("unknown field \"scale\""));
+        assert!(with(json!(vec![json!({ "modelId": "a" }); 17])).contains("at most 16"));
+        assert!(err(json!({ "prompt": "a cat <lora:ink:1>" })).contains("name LoRAs in loras"));
+    }
+
+    #[test]
     fn a_mask_goes_with_an_init_image_of_its_size() {
         use base64::Engine as _;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -653,6 +776,10 @@ mod tests {
             init_image: None,
             strength: None,
             mask: None,
+            loras: vec![LoraChoice {
+                model_id: "style".into(),
+                weight: 0.5,
+            }],
             asynchronous: false,
         };
         let written = serde_json::to_value(&request).unwrap();

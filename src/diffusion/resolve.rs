@@ -65,6 +65,7 @@ pub const RESERVED_FLAGS: &[&str] = &[
     "--listen-port",
     "-M",
     "--mode",
+    "--lora-model-dir",
 ];
 
 /// What {@link DiffusionServerManager.start} runs. Unknown keys are a {@link ValidationError}.
@@ -315,6 +316,7 @@ pub async fn resolve(
             env: placement.env,
             device: placement.device,
             temp_dir: data.temp.clone(),
+            data: data.clone(),
             startup_timeout: Duration::from_millis(
                 req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),
             ),

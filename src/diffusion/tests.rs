@@ -48,6 +48,10 @@ pub(crate) fn config(b: &Value, kind: BackendKind, temp: &Path) -> DiffusionConf
             env: vec![],
             device: Default::default(),
             temp_dir: temp.to_path_buf(),
+            data: crate::config::DataPaths::new(
+                temp.join("data"),
+                crate::config::DataDirSource::Configured,
+            ),
             startup_timeout: Duration::from_secs(60),
             idle_timeout: None,
         },

@@ -166,6 +166,7 @@ async fn bring(
         file_name = format!("{role}-{file_name}");
         names.insert(file_name.clone());
     }
+    let format = super::file_format(model_type, &file_name).map_err(ModelError::InvalidImport)?;
     let staged = staging.join(&file_name);
     if tokio::fs::hard_link(&source.path, &staged).await.is_err() {
         tokio::fs::copy(&source.path, &staged)
@@ -182,11 +183,20 @@ async fn bring(
             source: e,
         })?
         .len();
-    let must_be_gguf = model_type == ModelType::Llm || super::is_gguf_name(&file_name);
-    let metadata = if must_be_gguf {
-        Some(check_gguf(&source.path, &staged, size).await?)
-    } else {
-        None
+    let metadata = match format {
+        super::FileFormat::Gguf => Some(check_gguf(&source.path, &staged, size).await?),
+        super::FileFormat::Safetensors => {
+            super::safetensors::check_file(&staged, size)
+                .await
+                .map_err(|reason| {
+                    ModelError::InvalidImport(format!(
+                        "{} is not a valid safetensors file: {reason}",
+                        source.path.display()
+                    ))
+                })?;
+            None
+        }
+        super::FileFormat::Unchecked => None,
     };
     let checksum = crate::download::sha256_file(&staged)
         .await

@@ -8,6 +8,7 @@
 pub mod gguf;
 pub mod hub;
 pub mod import;
+pub mod safetensors;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -394,6 +395,7 @@ pub enum ModelEvent {
 pub struct StorageUsage {
     pub llm: u64,
     pub diffusion: u64,
+    pub lora: u64,
     pub total: u64,
     /// Number of installed models.
     pub models: usize,
@@ -525,11 +527,16 @@ impl ModelManager {
                 .map(|m| m.size)
                 .sum()
         };
-        let (llm, diffusion) = (sum(ModelType::Llm), sum(ModelType::Diffusion));
+        let (llm, diffusion, lora) = (
+            sum(ModelType::Llm),
+            sum(ModelType::Diffusion),
+            sum(ModelType::Lora),
+        );
         Ok(StorageUsage {
             llm,
             diffusion,
-            total: llm + diffusion,
+            lora,
+            total: llm + diffusion + lora,
             models: models.len(),
         })
     }
@@ -732,6 +739,10 @@ impl ModelManager {
                 ..source
             });
         }
+        for file in &plan {
+            // A LoRA of another format is refused before a byte is fetched.
+            file_format(config.model_type, &file.file_name).map_err(ModelError::Invalid)?;
+        }
         let mut names = HashSet::new();
         for file in &mut plan {
             // Two components may share a file name; keep them apart.
@@ -800,15 +811,16 @@ impl ModelManager {
                     }));
                 }
             };
-            let must_be_gguf = config.model_type == ModelType::Llm || is_gguf_name(&file.file_name);
-            let check_start = |head: &[u8]| gguf::check_start(head).map_err(|e| e.to_string());
+            let format =
+                file_format(config.model_type, &file.file_name).map_err(ModelError::Invalid)?;
+            let check_start = move |head: &[u8]| format.check_start(head);
             let options = download::Options {
                 sha256: file.checksum.as_deref(),
                 stall_timeout: config.stall_timeout.map_or(
                     download::DEFAULT_STALL_TIMEOUT,
                     std::time::Duration::from_millis,
                 ),
-                check_start: must_be_gguf.then_some(&check_start as _),
+                check_start: (format != FileFormat::Unchecked).then_some(&check_start as _),
             };
             let shared = match installed.get(&file.source.url) {
                 Some((held, recorded)) => {
@@ -829,10 +841,20 @@ impl ModelManager {
                     _ = token.cancelled() => return Err(ModelError::Cancelled { id: download_id.into() }),
                 },
             };
-            let metadata = if must_be_gguf {
-                Some(check_gguf(&file.source.url, &got).await?)
-            } else {
-                None
+            let metadata = match format {
+                FileFormat::Gguf => Some(check_gguf(&file.source.url, &got).await?),
+                FileFormat::Safetensors => {
+                    safetensors::check_file(&got.path, got.bytes)
+                        .await
+                        .map_err(|reason| {
+                            ModelError::Invalid(format!(
+                                "{} is not a valid safetensors file: {reason}",
+                                got.path.display()
+                            ))
+                        })?;
+                    None
+                }
+                FileFormat::Unchecked => None,
             };
             done_bytes += got.bytes;
             stored.push((
@@ -959,10 +981,42 @@ async fn share(
     }
 }
 
-fn is_gguf_name(name: &str) -> bool {
-    Path::new(name)
+/// How a model file's bytes are checked, by the model's type and the file's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileFormat {
+    Gguf,
+    Safetensors,
+    /// A diffusion model's file in another format (`.safetensors`, `.ckpt`): left to the backend.
+    Unchecked,
+}
+
+impl FileFormat {
+    /// Judges a download's first bytes as they arrive.
+    fn check_start(self, head: &[u8]) -> Result<(), String> {
+        match self {
+            FileFormat::Gguf => gguf::check_start(head).map_err(|e| e.to_string()),
+            FileFormat::Safetensors => safetensors::check_start(head),
+            FileFormat::Unchecked => Ok(()),
+        }
+    }
+}
+
+/// What a file named `name` of a `model_type` model must be: an LLM is GGUF, a LoRA GGUF or
+/// safetensors, any `.gguf` GGUF.
+fn file_format(model_type: ModelType, name: &str) -> Result<FileFormat, String> {
+    let extension = Path::new(name)
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    Ok(match (model_type, extension.as_deref()) {
+        (ModelType::Llm, _) | (_, Some("gguf")) => FileFormat::Gguf,
+        (ModelType::Lora, Some("safetensors")) => FileFormat::Safetensors,
+        (ModelType::Lora, _) => {
+            return Err(format!(
+                "a LoRA is a .safetensors or .gguf file, and {name:?} is neither (pickled .pt and .ckpt files can run code when they are loaded: convert one to safetensors first)"
+            ));
+        }
+        (ModelType::Diffusion, _) => FileFormat::Unchecked,
+    })
 }
 
 /// Reads the header of a downloaded GGUF file and checks that the file holds every tensor it

@@ -18,15 +18,19 @@ pub const METADATA_FILE: &str = "model.json";
 pub enum ModelType {
     Llm,
     Diffusion,
+    /// A LoRA for diffusion models (a `.safetensors` or `.gguf` file), named in an image
+    /// request's `loras`.
+    Lora,
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 2] = [ModelType::Llm, ModelType::Diffusion];
+    pub const ALL: [ModelType; 3] = [ModelType::Llm, ModelType::Diffusion, ModelType::Lora];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ModelType::Llm => "llm",
             ModelType::Diffusion => "diffusion",
+            ModelType::Lora => "lora",
         }
     }
 
@@ -34,6 +38,7 @@ impl ModelType {
         match self {
             ModelType::Llm => data.models_llm.clone(),
             ModelType::Diffusion => data.models_diffusion.clone(),
+            ModelType::Lora => data.models_lora.clone(),
         }
     }
 }
