@@ -374,6 +374,16 @@ test('LoRAs: downloaded as lora models (GGUF or safetensors, checked), applied b
         assert.notDeepEqual(styled, plain, `${backend}: ${modelId} changes the image`)
       }
       assert.deepEqual(await made({}), plain, `${backend}: the next image without a LoRA is as before`)
+      if (backend === 'one-shot') {
+        // The orchestrator's estimate counts the LoRA's file with the model's.
+        const { ResourceOrchestrator } = require('..')
+        const orchestrator = new ResourceOrchestrator(undefined, undefined, server)
+        const bare = await orchestrator.estimate({ width: 64, height: 64 })
+        const styled = await orchestrator.estimate({ width: 64, height: 64, loras: [{ modelId: 'ink' }] })
+        const { size } = await models.getModelInfo('ink')
+        assert.equal(styled.diffusion.ram - bare.diffusion.ram, size)
+        orchestrator.dispose()
+      }
       const viaHttp = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },

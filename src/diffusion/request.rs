@@ -243,7 +243,23 @@ pub struct ImageRequest {
     pub asynchronous: bool,
 }
 
+/// What an image's memory depends on: its size and the LoRAs loaded for it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImageShape {
+    pub width: u32,
+    pub height: u32,
+    pub loras: Vec<LoraChoice>,
+}
+
 impl ImageRequest {
+    pub fn shape(&self) -> ImageShape {
+        ImageShape {
+            width: self.width,
+            height: self.height,
+            loras: self.loras.clone(),
+        }
+    }
+
     /// The seed to use: the asked one, or a fresh random one.
     pub fn resolved_seed(&self) -> i64 {
         self.seed
@@ -418,13 +434,18 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
     })
 }
 
-/// The width and height a request asks for (512 × 512 unset), checked as [`parse`] checks them;
-/// the other fields are not looked at. What an estimate of the image's memory needs.
-pub fn size(body: &Value) -> Result<(u32, u32), Invalid> {
+/// The width and height (512 × 512 unset) and LoRAs a request asks for, checked as [`parse`]
+/// checks them; the other fields are not looked at. What an estimate of the image's memory needs.
+pub fn shape(body: &Value) -> Result<ImageShape, Invalid> {
     let obj = body
         .as_object()
         .ok_or_else(|| invalid("the image config must be an object"))?;
-    dimensions(obj)
+    let (width, height) = dimensions(obj)?;
+    Ok(ImageShape {
+        width,
+        height,
+        loras: loras(obj)?,
+    })
 }
 
 fn dimensions(obj: &Map<String, Value>) -> Result<(u32, u32), Invalid> {

@@ -31,9 +31,9 @@ pub(super) fn image_request(config: &Value) -> napi::Result<ImageRequest> {
     request::parse(config, false).map_err(invalid_image)
 }
 
-/// The size of an image config from JS, checked as [`image_request`] checks it.
-pub(super) fn image_size(config: &Value) -> napi::Result<(u32, u32)> {
-    request::size(config).map_err(invalid_image)
+/// What an image config from JS needs memory for, checked as [`image_request`] checks it.
+pub(super) fn image_shape(config: &Value) -> napi::Result<request::ImageShape> {
+    request::shape(config).map_err(invalid_image)
 }
 
 fn invalid_image(invalid: request::Invalid) -> napi::Error {

@@ -6,7 +6,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::config::data_paths;
-use super::diffusion::{ImageBatch, JsDiffusionServer, image_request, image_size, images};
+use super::diffusion::{ImageBatch, JsDiffusionServer, image_request, image_shape, images};
 use super::error::{from_js, to_js, to_napi};
 use super::events::{EventCallback, serialized, sink};
 use super::llama::JsLlamaServer;
@@ -46,13 +46,13 @@ impl JsResourceOrchestrator {
     }
 
     #[napi(
-        ts_args_type = "config: Pick<Shapes.ImageRequest, 'width' | 'height'> & { size?: string }",
+        ts_args_type = "config: Pick<Shapes.ImageRequest, 'width' | 'height' | 'loras'> & { size?: string }",
         ts_return_type = "Promise<Shapes.ResourceEstimate>"
     )]
     pub async fn estimate(&self, config: Value) -> napi::Result<Value> {
         let data = data_paths().await?;
-        let size = image_size(&config)?;
-        to_js(&self.inner.estimate(size, &data).await)
+        let shape = image_shape(&config)?;
+        to_js(&self.inner.estimate(&shape, &data).await)
     }
 
     /// Takes the image's place in the queue at once (concurrent calls keep their order), and its

@@ -12,7 +12,7 @@ use crate::config::{DataDirSource, DataPaths, Settings};
 use crate::diffusion::DiffusionServer;
 use crate::diffusion::backend::DeviceUse;
 use crate::diffusion::engine::{Admission, Bound, ImageOutput, JobError};
-use crate::diffusion::request::ImageRequest;
+use crate::diffusion::request::{ImageRequest, ImageShape};
 use crate::launch::ManagedServer;
 use crate::launch::StartError;
 use crate::llama::gateway::{QueueBounds, QueueInfo};
@@ -55,8 +55,8 @@ pub trait Effects: Send + Sync + 'static {
     /// The LLM's usage while it runs; [`Usage::NONE`] otherwise.
     fn llm_usage(&self, data: &DataPaths) -> impl Future<Output = Usage> + Send;
     fn llm_running(&self) -> bool;
-    /// What an image of `width` × `height` needs; [`Usage::NONE`] while no diffusion server runs.
-    fn image_usage(&self, width: u32, height: u32) -> impl Future<Output = Usage> + Send;
+    /// What an image of this shape needs; [`Usage::NONE`] while no diffusion server runs.
+    fn image_usage(&self, shape: &ImageShape) -> impl Future<Output = Usage> + Send;
     /// What the resident sd-server holds, while one runs.
     fn diffusion_held(&self) -> impl Future<Output = Option<Memory>> + Send;
 
@@ -146,7 +146,8 @@ impl Effects for Servers {
         self.llama.info().status == ServerState::Running
     }
 
-    async fn image_usage(&self, width: u32, height: u32) -> Usage {
+    async fn image_usage(&self, shape: &ImageShape) -> Usage {
+        let (width, height) = (shape.width, shape.height);
         let Some(config) = self.diffusion.config() else {
             return Usage::NONE;
         };
@@ -169,16 +170,20 @@ impl Effects for Servers {
             .available
             .then_some(config.backend.device);
         let measured = self.diffusion.memory().await;
-        // A calibration of this size, placement and executable is what such an image took.
         let data = self.data_paths();
+        // The LoRAs are loaded beside the diffusion model, where it runs (one that is not
+        // installed counts nothing: the image will be refused).
+        let lora_bytes: u64 = crate::diffusion::lora::resolve(&data, &shape.loras)
+            .await
+            .map_or(0, |loras| loras.iter().map(|l| l.bytes).sum());
+        files += lora_bytes;
+        on_device += lora_bytes;
+        // A calibration of this size, placement and executable is what such an image took.
         if let Some((ram, vram)) =
             crate::diffusion::calibrate::measured(&config, &data, width, height).await
         {
-            let vram = if device.is_some_and(|d| d != DeviceUse::None) {
-                vram
-            } else {
-                0
-            };
+            let on_gpu = device.is_some_and(|d| d != DeviceUse::None);
+            let (ram, vram) = (ram + lora_bytes, if on_gpu { vram + lora_bytes } else { 0 });
             return Usage::of(Memory { ram, vram }, measured.as_ref())
                 .projected_by(EstimateSource::Measured);
         }

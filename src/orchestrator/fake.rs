@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::diffusion::engine::{ImageOutput, Permit};
-use crate::diffusion::request::ImageRequest;
+use crate::diffusion::request::{ImageRequest, ImageShape};
 use crate::llama::gateway::QueueBounds;
 use crate::process::{HealthStatus, ServerState};
 
@@ -261,7 +261,7 @@ impl Effects for Shared {
         self.0.world().llm == Llm::Running
     }
 
-    async fn image_usage(&self, _: u32, _: u32) -> Usage {
+    async fn image_usage(&self, _: &ImageShape) -> Usage {
         Usage::of(self.0.need(), None)
     }
 
@@ -800,7 +800,17 @@ async fn a_start_beside_an_idle_sd_server_that_does_not_fit_stops_it_first() {
 #[tokio::test(start_paused = true)]
 async fn an_estimate_changes_nothing() {
     let s = setup(OptionsRequest::default());
-    let estimate = s.orchestrator.estimate((512, 512), &s.data).await;
+    let estimate = s
+        .orchestrator
+        .estimate(
+            &ImageShape {
+                width: 512,
+                height: 512,
+                ..Default::default()
+            },
+            &s.data,
+        )
+        .await;
     assert!(estimate.needs_offload);
     assert!(s.fake.effects().is_empty());
 }

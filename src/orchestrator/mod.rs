@@ -33,7 +33,7 @@ use ts_rs::TS;
 use crate::config::DataPaths;
 use crate::diffusion::DiffusionError;
 use crate::diffusion::engine::{Admission, Admit};
-use crate::diffusion::request::ImageRequest;
+use crate::diffusion::request::{ImageRequest, ImageShape};
 use crate::events::EventSink;
 use crate::launch::StartError;
 use crate::llama::gateway::QueueInfo;
@@ -205,9 +205,9 @@ impl<E: Effects> Orchestrator<E> {
         self.send(Msg::ClearSaved);
     }
 
-    /// What the LLM and an image of `(width, height)` need, and whether they fit together.
-    pub async fn estimate(&self, size: (u32, u32), data: &DataPaths) -> Estimate {
-        worker::estimate(&*self.effects, &self.options, size, data).await
+    /// What the LLM and an image of this shape need, and whether they fit together.
+    pub async fn estimate(&self, shape: &ImageShape, data: &DataPaths) -> Estimate {
+        worker::estimate(&*self.effects, &self.options, shape, data).await
     }
 
     /// Makes the image in its turn, offloading the LLM first when the two do not fit; the LLM
@@ -322,11 +322,10 @@ impl Admission for Gate {
         }
         let (inbox, worker) = (self.inbox.upgrade()?, self.worker.upgrade()?);
         let (reply, answer) = oneshot::channel();
-        let size = (request.width, request.height);
         inbox
             .send(Msg::Admit {
                 id: id.to_string(),
-                size,
+                shape: request.shape(),
                 reply,
             })
             .ok()?;

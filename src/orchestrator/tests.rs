@@ -102,7 +102,16 @@ async fn an_image_that_does_not_fit_offloads_and_reloads_the_llm_and_a_chat_wait
     };
     let request =
         json!({ "prompt": "a red cube", "width": 64, "height": 64, "steps": 2, "cfgScale": 1 });
-    let estimate = orchestrator.estimate((64, 64), &data).await;
+    let estimate = orchestrator
+        .estimate(
+            &ImageShape {
+                width: 64,
+                height: 64,
+                ..Default::default()
+            },
+            &data,
+        )
+        .await;
     assert!(estimate.needs_offload, "{estimate:?}");
     assert_eq!(estimate.llm.source, Source::Measured);
     assert_eq!(estimate.diffusion.source, Source::Estimated);

@@ -23,6 +23,7 @@ use super::{OrchestratorEvent, Phase, SavedState, YieldReason};
 use crate::config::DataPaths;
 use crate::diffusion::DiffusionError;
 use crate::diffusion::engine::{JobError, Permit};
+use crate::diffusion::request::ImageShape;
 use crate::events::EventSink;
 use crate::llama::resolve::StartRequest;
 
@@ -35,7 +36,7 @@ pub(super) enum Msg {
     /// a permit that the server holds while it makes the image.
     Admit {
         id: String,
-        size: (u32, u32),
+        shape: ImageShape,
         reply: oneshot::Sender<Admitted>,
     },
     /// Answered once the image `id` is settled: at once, or, when it was the last image to
@@ -77,7 +78,7 @@ pub(super) type Admitted = Result<Permit, JobError>;
 enum Work {
     Image {
         id: String,
-        size: (u32, u32),
+        shape: ImageShape,
         cancel: CancellationToken,
         reply: oneshot::Sender<Admitted>,
     },
@@ -212,9 +213,9 @@ impl<E: Effects> Worker<E> {
     /// Takes a message; nothing here awaits, so messages are taken while an activity runs.
     fn receive(&mut self, message: Msg) {
         match message {
-            Msg::Admit { id, size, reply } => self.queue.push_back(Work::Image {
+            Msg::Admit { id, shape, reply } => self.queue.push_back(Work::Image {
                 id,
-                size,
+                shape,
                 cancel: CancellationToken::new(),
                 reply,
             }),
@@ -357,13 +358,13 @@ impl<E: Effects> Worker<E> {
         Some(match work {
             Work::Image {
                 id,
-                size,
+                shape,
                 cancel,
                 reply,
             } => {
                 self.making = Some((id.clone(), cancel.clone()));
                 Box::pin(async move {
-                    let offloaded = context.image(size, &cancel, reply).await;
+                    let offloaded = context.image(&shape, &cancel, reply).await;
                     Finished::Work {
                         done: Box::new(Done::Image(id)),
                         offloaded,
@@ -450,15 +451,15 @@ fn cancelled() -> JobError {
     DiffusionError::Cancelled.into()
 }
 
-/// What the LLM and an image of `width` × `height` need, and whether they fit together.
+/// What the LLM and an image of this shape need, and whether they fit together.
 pub(super) async fn estimate<E: Effects>(
     effects: &E,
     options: &Options,
-    (width, height): (u32, u32),
+    shape: &ImageShape,
     data: &DataPaths,
 ) -> Estimate {
     let llm = effects.llm_usage(data).await;
-    let diffusion = effects.image_usage(width, height).await;
+    let diffusion = effects.image_usage(shape).await;
     let free = effects.free().await;
     options.weigh(llm, diffusion, free.memory, free.gpu, effects.llm_running())
 }
@@ -468,7 +469,7 @@ impl<E: Effects> Context<E> {
     /// server make it and waits until it has (the permit is dropped); says whether it offloaded.
     async fn image(
         &self,
-        size: (u32, u32),
+        shape: &ImageShape,
         cancel: &CancellationToken,
         reply: oneshot::Sender<Admitted>,
     ) -> Option<Offloaded> {
@@ -477,7 +478,7 @@ impl<E: Effects> Context<E> {
             return None;
         }
         let data = self.effects.data_paths();
-        let estimate = estimate(&*self.effects, &self.options, size, &data).await;
+        let estimate = estimate(&*self.effects, &self.options, shape, &data).await;
         let mut offloaded = None;
         if estimate.needs_offload {
             offloaded = self.offload(&estimate).await;
@@ -504,7 +505,7 @@ impl<E: Effects> Context<E> {
             return None;
         }
         let data = self.effects.data_paths();
-        let estimate = estimate(&*self.effects, &self.options, (0, 0), &data).await;
+        let estimate = estimate(&*self.effects, &self.options, &ImageShape::default(), &data).await;
         self.offload(&estimate).await
     }
 
