@@ -1585,6 +1585,12 @@ export type ImageRequest = {
    */
   mask?: Uint8Array | string
   /**
+   * Images the model is shown beside the prompt (edit models: FLUX.1 Kontext, FLUX.2,
+   * Qwen-Image-Edit), at most 8, each PNG, JPEG or WebP of any size (the backend scales it to
+   * about the image's area), sent as `initImage` is.
+   */
+  referenceImages?: Array<Uint8Array | string>
+  /**
    * LoRAs to apply, in order, at most 16, each an installed `lora` model (default none).
    * `<lora:…>` tags in the prompt are refused: name them here.
    */

@@ -219,7 +219,7 @@ test('resident: the model stays loaded, an AbortSignal cancels, stop ends sd-ser
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
-test("image-to-image and inpainting: an initImage, strength and mask reach sd-cli and sd-server, from JS, HTTP and the openai client's images.edit(); bad ones are typed errors", {
+test("image-to-image, inpainting and reference images: initImage, strength, mask and referenceImages reach sd-cli and sd-server, from JS, HTTP and the openai client's images.edit(); bad ones are typed errors", {
   skip,
 }, async () => {
   const dataDir = await withTinySet()
@@ -246,6 +246,30 @@ test("image-to-image and inpainting: an initImage, strength and mask reach sd-cl
         pngScanlines((await server.generateImage({ prompt, steps: 2, cfgScale, seed, initImage: init, mask })).image)
       assert.deepEqual(await masked(keepAll, 1), await masked(keepAll, 2), `${backend}: a black mask keeps the image`)
       assert.notDeepEqual(await masked(redrawAll, 1), await masked(redrawAll, 2), `${backend}: a white mask redraws it`)
+      // Reference images, of any size: sd encodes them and the model sees them (it says EDIT mode).
+      const reference = png(48, [10, 200, 10])
+      const referenced = async (referenceImages) =>
+        pngScanlines((await server.generateImage({ ...SMALL, seed: 5, referenceImages })).image)
+      server.clearLogs()
+      const withReference = await referenced([reference, new Uint8Array(png(64))])
+      assert.ok(
+        (await server.getLogs(400)).some((l) => l.includes('EDIT mode')),
+        `${backend}: sd took the references`,
+      )
+      assert.notDeepEqual(withReference, await referenced(undefined), `${backend}: the references change the image`)
+      // A cancel mid-way, with every kind of input image on its way to the backend.
+      const controller = new AbortController()
+      const cancelled = server.generateImage({
+        prompt,
+        steps: 150,
+        cfgScale,
+        initImage: init,
+        mask: redrawAll,
+        referenceImages: [reference],
+        signal: controller.signal,
+        onProgress: (step) => step > 0 && controller.abort(),
+      })
+      await assert.rejects(cancelled, CancelledError)
       // The same request as JSON over HTTP, the image as a data URL; text-to-image differs.
       const body = { prompt, steps, cfgScale, seed: 7, strength: 0.5 }
       const post = (extra) =>
@@ -285,6 +309,19 @@ test("image-to-image and inpainting: an initImage, strength and mask reach sd-cl
         })
         return pngScanlines(Buffer.from(data[0].b64_json, 'base64'))
       }
+      // Several images are references (as OpenAI's newer models take them).
+      const references = await client.images.edit({
+        image: [
+          await toFile(init, 'a.png', { type: 'image/png' }),
+          await toFile(png(48), 'b.png', { type: 'image/png' }),
+        ],
+        prompt: 'the two together',
+        size: '64x64',
+        response_format: 'b64_json',
+        steps: 2,
+        cfgScale,
+      })
+      assert.deepEqual(pngSize(Buffer.from(references.data[0].b64_json, 'base64')), [64, 64])
       const [opaque, transparent] = [png(64, [0, 0, 0, 255]), png(64, [0, 0, 0, 0])]
       assert.deepEqual(await editMasked(opaque, 1), await editMasked(opaque, 2), `${backend}: opaque is kept`)
       assert.notDeepEqual(
@@ -298,6 +335,7 @@ test("image-to-image and inpainting: an initImage, strength and mask reach sd-cl
         [{ initImage: new Uint8Array([1, 2, 3]) }, /initImage is not a PNG, JPEG or WebP image/],
         [{ mask: keepAll }, /mask needs initImage/],
         [{ initImage: init, mask: png(128, [0]) }, /mask is 128x128, initImage is 64x64/],
+        [{ referenceImages: [init, Buffer.from('GIF89a')] }, /referenceImages\[1\] is not a PNG, JPEG or WebP image/],
       ]) {
         await assert.rejects(
           server.generateImage({ prompt, steps, ...bad }),

@@ -142,19 +142,21 @@ async function runImage(progressSource, config, start, cancel) {
 }
 
 /** The fields of an image request that carry an image. */
-const IMAGE_FIELDS = ['initImage', 'mask']
+const IMAGE_FIELDS = ['initImage', 'mask', 'referenceImages']
 
 /**
  * `request` with its images (a Buffer, a Uint8Array) as base64, the form the addon reads (and
  * JSON carries); a string is passed as it is (base64 or a data URL).
  */
 function withImagesEncoded(request) {
+  const base64 = (image) =>
+    image instanceof Uint8Array
+      ? Buffer.from(image.buffer, image.byteOffset, image.byteLength).toString('base64')
+      : image
   const encoded = { ...request }
   for (const field of IMAGE_FIELDS) {
-    const image = request[field]
-    if (image instanceof Uint8Array) {
-      encoded[field] = Buffer.from(image.buffer, image.byteOffset, image.byteLength).toString('base64')
-    }
+    const value = request[field]
+    if (value !== undefined) encoded[field] = Array.isArray(value) ? value.map(base64) : base64(value)
   }
   return encoded
 }

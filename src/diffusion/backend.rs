@@ -427,12 +427,21 @@ impl OneShot {
         let dir = TempDir::create(&self.config.temp_dir, work.id).await?;
         let mut args = self.config.common_args();
         args.extend(cli_args(work.request, work.seed, &loras));
-        for (flag, name, image) in [
-            ("--init-img", "init", &work.request.init_image),
-            ("--mask", "mask", &work.request.mask),
-        ] {
+        let request = work.request;
+        let references = request.reference_images.iter().enumerate();
+        let images = [
+            (
+                "--init-img",
+                "init".to_string(),
+                request.init_image.as_ref(),
+            ),
+            ("--mask", "mask".to_string(), request.mask.as_ref()),
+        ]
+        .into_iter()
+        .chain(references.map(|(i, image)| ("--ref-image", format!("reference-{i}"), Some(image))));
+        for (flag, name, image) in images {
             if let Some(image) = image {
-                args.extend([flag.into(), path_arg(&dir.write_image(name, image).await?)]);
+                args.extend([flag.into(), path_arg(&dir.write_image(&name, image).await?)]);
             }
         }
         args.extend(["--output".into(), path_arg(&dir.0.join("image_%d.png"))]);
@@ -546,10 +555,16 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64, loras: &[AppliedLora]) -> Val
         "sample_params": sample,
         "output_format": "png",
     });
+    let encode =
+        |image: &InputImage| base64::engine::general_purpose::STANDARD.encode(&image.bytes);
     for (field, image) in [("init_image", &req.init_image), ("mask_image", &req.mask)] {
         if let Some(image) = image {
-            body[field] = json!(base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+            body[field] = json!(encode(image));
         }
+    }
+    if !req.reference_images.is_empty() {
+        let images: Vec<String> = req.reference_images.iter().map(encode).collect();
+        body["ref_images"] = json!(images);
     }
     if let Some(strength) = req.strength {
         body["strength"] = json!(strength);

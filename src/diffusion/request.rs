@@ -83,6 +83,8 @@ impl InputImage {
     }
 }
 
+/// The most reference images one request may carry.
+pub const MAX_REFERENCE_IMAGES: usize = 8;
 /// The most LoRAs one image may apply.
 pub const MAX_LORAS: usize = 16;
 /// The largest LoRA weight either way (trainers' sliders go to a few units).
@@ -232,6 +234,12 @@ pub struct ImageRequest {
     #[serde(skip_serializing)]
     #[ts(type = "Uint8Array | string", optional)]
     pub mask: Option<InputImage>,
+    /// Images the model is shown beside the prompt (edit models: FLUX.1 Kontext, FLUX.2,
+    /// Qwen-Image-Edit), at most 8, each PNG, JPEG or WebP of any size (the backend scales it to
+    /// about the image's area), sent as `initImage` is.
+    #[serde(skip_serializing)]
+    #[ts(type = "Array<Uint8Array | string>", optional)]
+    pub reference_images: Vec<InputImage>,
     /// LoRAs to apply, in order, at most 16, each an installed `lora` model (default none).
     /// `<lora:…>` tags in the prompt are refused: name them here.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -296,6 +304,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
                 | "strength"
                 | "mask"
                 | "loras"
+                | "referenceImages"
                 | "n"
                 | "size"
                 | "response_format"
@@ -378,6 +387,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         )));
     }
     let loras = loras(obj)?;
+    let reference_images = reference_images(obj)?;
     let steps = integer(obj, "steps", 1, i64::from(MAX_STEPS))?.unwrap_or(20) as u32;
     let cfg_scale = number(obj, "cfgScale", 0.0, MAX_CFG_SCALE)?;
     let seed = match obj.get("seed") {
@@ -430,6 +440,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         strength,
         mask,
         loras,
+        reference_images,
         asynchronous,
     })
 }
@@ -557,6 +568,37 @@ fn loras(obj: &Map<String, Value>) -> Result<Vec<LoraChoice>, Invalid> {
         chosen.push(LoraChoice { model_id, weight });
     }
     Ok(chosen)
+}
+
+/// `referenceImages`: an array of images, each as `initImage` is sent.
+fn reference_images(obj: &Map<String, Value>) -> Result<Vec<InputImage>, Invalid> {
+    let items = match obj.get("referenceImages") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(wrong_type("referenceImages", "an array of images", other)),
+    };
+    if items.len() > MAX_REFERENCE_IMAGES {
+        return Err(invalid(format!(
+            "referenceImages has {} images; at most {MAX_REFERENCE_IMAGES} are allowed",
+            items.len()
+        )));
+    }
+    let mut images = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("referenceImages[{i}]");
+        let image = match item {
+            Value::String(text) => InputImage::parse(&field, text)?,
+            other => {
+                return Err(wrong_type(
+                    &field,
+                    "an image (a Buffer in JS; base64 or a data URL in JSON)",
+                    other,
+                ));
+            }
+        };
+        images.push(image);
+    }
+    Ok(images)
 }
 
 /// An image field (`initImage`, `mask`): unset, or base64 / a data URL of a PNG, JPEG or WebP.
@@ -756,6 +798,37 @@ mod tests {
     }
 
     #[test]
+    fn reference_images_are_images_of_any_size() {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let (small, odd) = (b64(&png_header(64, 64)), b64(&png_header(100, 75)));
+        let read = parse(
+            &json!({ "prompt": "p", "referenceImages": [small, odd] }),
+            false,
+        )
+        .unwrap();
+        let sizes: Vec<_> = read
+            .reference_images
+            .iter()
+            .map(|i| (i.width, i.height))
+            .collect();
+        assert_eq!(sizes, [(64, 64), (100, 75)]);
+        assert_eq!(
+            (read.width, read.height),
+            (512, 512),
+            "the image asked keeps its own size"
+        );
+        let with = |refs: Value| err(json!({ "prompt": "p", "referenceImages": refs }));
+        assert!(with(json!(small)).contains("referenceImages must be an array"));
+        assert!(with(json!([small, 3])).contains("referenceImages[1] must be an image"));
+        assert!(
+            with(json!([small, "R0lGODlh"]))
+                .contains("referenceImages[1] is not a PNG, JPEG or WebP")
+        );
+        assert!(with(json!(vec![small; 9])).contains("at most 8"));
+    }
+
+    #[test]
     fn a_mask_goes_with_an_init_image_of_its_size() {
         use base64::Engine as _;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -801,6 +874,7 @@ mod tests {
                 model_id: "style".into(),
                 weight: 0.5,
             }],
+            reference_images: Vec::new(),
             asynchronous: false,
         };
         let written = serde_json::to_value(&request).unwrap();

@@ -225,26 +225,24 @@ impl Context {
     }
 }
 
-/// The generation an edit form asks for: `image` (a file) as `initImage`, `mask` as `mask` (its
+/// The generation an edit form asks for: one `image` (a file) as `initImage`, several (`image[]`,
+/// as OpenAI's newer models take them) as `referenceImages`, `mask` as `mask` (its
 /// transparency made the grey levels sd reads, see [`mask_of_alpha`]), text fields as they are
 /// (`n`, `strength` and the request's other numbers as numbers).
 async fn edit_request(body: bytes::Bytes, boundary: String) -> Result<Value, String> {
     let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
     let mut fields = Map::new();
+    let mut images = Vec::new();
     let unreadable = |e: multer::Error| format!("the multipart body cannot be read: {e}");
     while let Some(field) = form.next_field().await.map_err(unreadable)? {
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
             "image" | "image[]" => {
-                if fields.contains_key("initImage") {
-                    return Err(
-                        "send one image: several (reference images) are not here yet".into(),
-                    );
-                }
                 let bytes = field.bytes().await.map_err(unreadable)?;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                fields.insert("initImage".into(), json!(encoded));
+                images.push(json!(
+                    base64::engine::general_purpose::STANDARD.encode(&bytes)
+                ));
             }
             "mask" => {
                 let bytes = field.bytes().await.map_err(unreadable)?;
@@ -273,9 +271,13 @@ async fn edit_request(body: bytes::Bytes, boundary: String) -> Result<Value, Str
             }
         }
     }
-    if !fields.contains_key("initImage") {
-        return Err("image is required: the picture to edit, a PNG, JPEG or WebP file".into());
-    }
+    match images.len() {
+        0 => {
+            return Err("image is required: the picture to edit, a PNG, JPEG or WebP file".into());
+        }
+        1 => fields.insert("initImage".into(), images.remove(0)),
+        _ => fields.insert("referenceImages".into(), Value::Array(images)),
+    };
     Ok(Value::Object(fields))
 }
 
@@ -549,11 +551,17 @@ mod tests {
             ("mask", Some("m.png"), b"\x89PNG\r\n\x1a\n broken"),
         ];
         assert!(refused(mask).await.contains("mask is not a readable PNG"));
-        let two = vec![
-            ("image[]", Some("a.png"), &b"x"[..]),
-            ("image[]", Some("b.png"), b"x"),
-        ];
-        assert!(refused(two).await.contains("send one image"));
+        let two = edit(&[
+            ("image[]", Some("a.png"), b"a"),
+            ("image[]", Some("b.png"), b"b"),
+            ("prompt", None, b"both"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            two,
+            json!({ "prompt": "both", "referenceImages": ["YQ==", "Yg=="] })
+        );
         let n = vec![("image", Some("a.png"), &b"x"[..]), ("n", None, b"two")];
         assert!(refused(n).await.contains("n must be a number"));
         let broken = edit_request(
