@@ -61,6 +61,7 @@ function modelFiles(real) {
     '/diffusion.gguf': real.diffusionModel,
     '/llm.gguf': real.diffusionComponents.llm,
     '/taesd.gguf': real.diffusionComponents.taesd,
+    '/tiny-lora.gguf': real.diffusionLoras.gguf,
   }
 }
 

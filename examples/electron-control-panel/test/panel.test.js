@@ -114,6 +114,11 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
 
       await downloadImageSet(byTestId, files.base)
       assert.match(await byTestId('models-list').innerText(), /components: llm, taesd/)
+      await byTestId('download-type').selectOption('lora')
+      await byTestId('download-name').fill('Ink LoRA')
+      await byTestId('download-url').fill(`${files.base}/tiny-lora.gguf`)
+      await byTestId('download-start').click()
+      await byTestId('model-ink-lora').waitFor()
 
       // A bad URL: the library's error, with its code, where the download was.
       await byTestId('download-type').selectOption('llm')
@@ -178,6 +183,31 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
       assert.ok(steps.length >= 3 && steps.every((step, i) => i === 0 || step > steps[i - 1]) && steps.at(-1) <= 6, `steps seen: ${steps}`)
       assert.match(await byTestId('diffusion-images').innerText(), /seed 3/)
       await shoot('diffusion')
+    })
+
+    await t.test('Diffusion Server: edit the image made, with a painted mask and a LoRA', async () => {
+      await byTestId('image-edit').click()
+      const canvas = byTestId('mask-canvas')
+      await canvas.waitFor()
+      assert.equal(await byTestId('image-width').isDisabled(), true, "the size is the image's")
+      const box = await canvas.boundingBox()
+      await page.mouse.move(box.x + box.width * 0.2, box.y + box.height * 0.5)
+      await page.mouse.down()
+      await page.mouse.move(box.x + box.width * 0.8, box.y + box.height * 0.5, { steps: 8 })
+      await page.mouse.up()
+      await byTestId('mask-clear').waitFor({ state: 'visible' })
+      assert.equal(await byTestId('mask-clear').isEnabled(), true, 'a stroke was painted')
+      await byTestId('lora-ink-lora').check()
+      await byTestId('lora-ink-lora-weight').fill('0.8')
+      await byTestId('image-generate').click()
+      await byTestId('image-progress').waitFor({ state: 'detached', timeout: 60_000 })
+      await byTestId('generated-image').waitFor()
+      const logs = byTestId('diffusion-logs')
+      await logs.getByText('IMG2IMG').first().waitFor()
+      await logs.getByText(/\(24 \/ 24\) LoRA tensors have been applied/).first().waitFor()
+      await shoot('diffusion-edit')
+      await byTestId('init-image-remove').click()
+      await byTestId('lora-ink-lora').uncheck()
     })
 
     await t.test('Resources: the offload demo offloads, reloads and answers the held chat', async () => {

@@ -1,7 +1,8 @@
 import { useState } from 'react'
-import type { DiffusionBackend, ImageGenerationProgress, ImageSampler } from 'genai-electron'
+import type { DiffusionBackend, ImageGenerationProgress, ImageLora, ImageSampler } from 'genai-electron'
 import { api } from '../api'
 import { Card, ErrorBox, Facts, Field, ModelSelect, LogView, ProgressBar, StatusBadge, numberOr, useAction, useEvent, usePoll } from '../components'
+import { ImagePicker, LoraPicker, MaskPainter, Thumbnails, imageSize } from './ImageInputs'
 import { formatMs, formatTime } from '../format'
 import type { ImageRequest, ImageResult } from '../../shared/api'
 import type { TabProps } from '../App'
@@ -24,6 +25,7 @@ const STAGES: Record<ImageGenerationProgress['stage'], string> = {
 
 export default function DiffusionServerTab({ active }: TabProps) {
   const models = usePoll(() => api.models.list('diffusion'), 3000, active)
+  const loraModels = usePoll(() => api.models.list('lora'), 3000, active)
   const status = usePoll(() => api.diffusion.getStatus(), 1000, active)
   const logs = usePoll(() => api.diffusion.getLogs(100), 2000, active)
   const [modelId, setModelId] = useState('')
@@ -34,9 +36,16 @@ export default function DiffusionServerTab({ active }: TabProps) {
 
   const [form, setForm] = useState({ prompt: 'a lighthouse on a cliff at sunset', negativePrompt: '', width: '512', height: '512', steps: '20', cfgScale: '', seed: '', count: '1', sampler: '' })
   const [orchestrated, setOrchestrated] = useState(false)
+  // Image-to-image: the picture started from (a data URL), its size, what of it is redrawn.
+  const [init, setInit] = useState<{ url: string; width: number; height: number } | null>(null)
+  const [mask, setMask] = useState<string | null>(null)
+  const [strength, setStrength] = useState('0.75')
+  const [references, setReferences] = useState<string[]>([])
+  const [loras, setLoras] = useState<ImageLora[]>([])
   const [progress, setProgress] = useState<ImageGenerationProgress | null>(null)
   const [result, setResult] = useState<ImageResult | null>(null)
   const generation = useAction()
+  const startFrom = (url: string) => generation.run(async () => setInit({ url, ...(await imageSize(url)) }))
   useEvent('diffusion:progress', (event) => setProgress(event))
 
   const info = status.value
@@ -53,8 +62,10 @@ export default function DiffusionServerTab({ active }: TabProps) {
       const config: ImageRequest = {
         prompt: form.prompt,
         ...(form.negativePrompt ? { negativePrompt: form.negativePrompt } : {}),
-        width: numberOr(form.width),
-        height: numberOr(form.height),
+        // Started from an image, the image made has its size.
+        ...(init ? { initImage: init.url, strength: numberOr(strength), ...(mask ? { mask } : {}) } : { width: numberOr(form.width), height: numberOr(form.height) }),
+        ...(references.length ? { referenceImages: references } : {}),
+        ...(loras.length ? { loras } : {}),
         steps: numberOr(form.steps),
         cfgScale: numberOr(form.cfgScale),
         seed: numberOr(form.seed),
@@ -124,10 +135,10 @@ export default function DiffusionServerTab({ active }: TabProps) {
         </Field>
         <div className="form-row">
           <Field label="Width">
-            <input data-testid="image-width" value={form.width} onChange={set('width')} />
+            <input data-testid="image-width" value={init ? String(init.width) : form.width} disabled={!!init} onChange={set('width')} />
           </Field>
           <Field label="Height">
-            <input data-testid="image-height" value={form.height} onChange={set('height')} />
+            <input data-testid="image-height" value={init ? String(init.height) : form.height} disabled={!!init} onChange={set('height')} />
           </Field>
           <Field label="Steps">
             <input data-testid="image-steps" value={form.steps} onChange={set('steps')} />
@@ -152,6 +163,27 @@ export default function DiffusionServerTab({ active }: TabProps) {
             <input data-testid="image-count" value={form.count} onChange={set('count')} />
           </Field>
         </div>
+        <h3>Start from an image</h3>
+        {!init && <ImagePicker label="An image to redraw (PNG, JPEG or WebP), or Edit under an image made below" onPick={([url]) => startFrom(url)} testId="init-image-input" />}
+        {init && (
+          <div data-testid="init-image">
+            <MaskPainter image={init.url} size={init} onMask={setMask} />
+            <div className="form-row">
+              <Field label="Strength (0 keeps it, 1 ignores it)">
+                <input data-testid="image-strength" value={strength} onChange={(e) => setStrength(e.target.value)} />
+              </Field>
+              <button data-testid="init-image-remove" onClick={() => setInit(null)}>
+                Start from noise again
+              </button>
+            </div>
+          </div>
+        )}
+        <h3>Reference images</h3>
+        <p className="muted">Shown to the model beside the prompt: edit models (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit) compose from them.</p>
+        <ImagePicker label="Add references" multiple onPick={(urls) => setReferences([...references, ...urls].slice(0, 8))} testId="reference-input" />
+        <Thumbnails images={references} onRemove={(index) => setReferences(references.filter((_, i) => i !== index))} />
+        <h3>LoRAs</h3>
+        <LoraPicker loras={loraModels.value} chosen={loras} onChange={setLoras} />
         <label className="check">
           <input type="checkbox" checked={orchestrated} onChange={(e) => setOrchestrated(e.target.checked)} /> call the
           orchestrator directly (every image waits for its turn there anyway, and the LLM is offloaded when both do not fit)
@@ -185,7 +217,12 @@ export default function DiffusionServerTab({ active }: TabProps) {
               {result.imageDataUrls.map((url, index) => (
                 <figure key={index}>
                   <img src={url} alt={`${form.prompt} (seed ${result.seeds[index]})`} data-testid="generated-image" width={Math.min(result.width, 384)} />
-                  <figcaption>seed {result.seeds[index]}</figcaption>
+                  <figcaption>
+                    seed {result.seeds[index]} ·{' '}
+                    <button className="link" data-testid="image-edit" onClick={() => startFrom(url)}>
+                      Edit
+                    </button>
+                  </figcaption>
                 </figure>
               ))}
             </div>

@@ -88,6 +88,7 @@ export default function ModelsTab({ active }: TabProps) {
             <select data-testid="download-type" value={type} onChange={(e) => setType(e.target.value as ModelType)}>
               <option value="llm">LLM (chat)</option>
               <option value="diffusion">Diffusion (images)</option>
+              <option value="lora">LoRA (for diffusion models)</option>
             </select>
           </Field>
           <Field label="Name">
