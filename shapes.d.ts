@@ -1526,6 +1526,39 @@ export type ImageLora = {
 };
 
 /**
+ * A hires fix: the image is drawn at its size, enlarged, and drawn again over it at the larger
+ * size, which keeps a model's composition at sizes beyond those it was trained for.
+ */
+export type ImageHires = {
+  /**
+   * The final image's width (a multiple of 8, 64–4096), with `height`; unset, the image's
+   * size times `scale`.
+   */
+  width?: number
+  /**
+   * The final image's height, with `width`.
+   */
+  height?: number
+  /**
+   * How much larger the final image is, over 1 and at most 4 (default 2), when `width` and
+   * `height` are unset; the result is rounded to a multiple of 8.
+   */
+  scale?: number
+  /**
+   * Steps of the second pass, 1–150 (default: the first pass's, scaled by the strength).
+   */
+  steps?: number
+  /**
+   * How much of the enlarged image the second pass redraws, 0–1 (default 0.7).
+   */
+  denoisingStrength?: number
+  /**
+   * How the image is enlarged (default `Latent`).
+   */
+  upscaler?: 'Latent' | 'Latent (nearest)' | 'Latent (nearest-exact)' | 'Latent (antialiased)' | 'Latent (bicubic)' | 'Latent (bicubic antialiased)' | 'Lanczos' | 'Nearest'
+};
+
+/**
  * One image request. Unknown keys are a {@link ValidationError}.
  */
 export type ImageRequest = {
@@ -1590,6 +1623,10 @@ export type ImageRequest = {
    * about the image's area), sent as `initImage` is.
    */
   referenceImages?: Array<Uint8Array | string>
+  /**
+   * A second, larger pass (hires fix); the image made has its size.
+   */
+  hires?: ImageHires
   /**
    * LoRAs to apply, in order, at most 16, each an installed `lora` model (default none).
    * `<lora:…>` tags in the prompt are refused: name them here.

@@ -454,6 +454,57 @@ test('LoRAs: downloaded as lora models (GGUF or safetensors, checked), applied b
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
+test("hires fix: a second, larger pass on sd-cli and sd-server, its size the result's, its progress never going back", {
+  skip,
+}, async () => {
+  const dataDir = await withTinySet()
+  const server = new DiffusionServerManager()
+  for (const backend of ['one-shot', 'resident']) {
+    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
+    try {
+      server.clearLogs()
+      const percents = []
+      const made = await server.generateImage({
+        ...SMALL,
+        count: 2,
+        hires: { scale: 1.5, steps: 2 },
+        onProgress: (_step, _total, _stage, percentage) => percents.push(percentage),
+      })
+      assert.deepEqual([made.width, made.height], [96, 96])
+      for (const image of made.images) assert.deepEqual(pngSize(image), [96, 96])
+      const logs = await server.getLogs(400)
+      assert.ok(
+        logs.some((l) => l.includes('hires Latent upscale 8x8 -> 12x12')),
+        `${backend}: sd ran the second pass`,
+      )
+      assert.ok(
+        percents.length > 4 && percents.every((p, i) => i === 0 || p >= percents[i - 1]),
+        `${backend}: ${percents}`,
+      )
+      // Over HTTP, with a target size and an upscaler in pixel space.
+      const response = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          ...SMALL,
+          hires: { width: 128, height: 64, upscaler: 'Lanczos', denoisingStrength: 0.5 },
+        }),
+      })
+      assert.equal(response.status, 200)
+      const { data } = await response.json()
+      assert.deepEqual(pngSize(Buffer.from(data[0].b64_json, 'base64')), [128, 64])
+      assert.ok((await server.getLogs(400)).some((l) => l.includes('hires Lanczos image upscale 64x64 -> 128x64')))
+      await assert.rejects(
+        server.generateImage({ ...SMALL, hires: { scale: 1, steps: 2 } }),
+        (err) => err instanceof ValidationError && /hires.scale must be over 1/.test(err.message),
+      )
+    } finally {
+      await server.stop()
+    }
+  }
+  assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
+})
+
 test('bad requests and bad configs are typed errors', { skip }, async () => {
   await withTinySet()
   const server = new DiffusionServerManager()

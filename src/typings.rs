@@ -20,7 +20,7 @@ use crate::diffusion::backend::BackendKind;
 use crate::diffusion::calibrate as diffusion_calibrate;
 use crate::diffusion::engine::{EngineEvent, JobStatus};
 use crate::diffusion::progress::{Progress, Stage};
-use crate::diffusion::request::{ImageRequest, LoraChoice, Sampler};
+use crate::diffusion::request::{Hires, ImageRequest, LoraChoice, Sampler};
 use crate::diffusion::resolve::StartRequest as DiffusionStartRequest;
 use crate::error::ErrorCode;
 use crate::llama::calibrate::{
@@ -142,6 +142,7 @@ pub fn shapes() -> String {
         declaration::<EngineEvent>(&config),
         declaration::<Sampler>(&config),
         declaration::<LoraChoice>(&config),
+        declaration::<Hires>(&config),
         declaration::<ImageRequest>(&config),
         declaration::<DiffusionInfo>(&config),
         declaration::<diffusion_calibrate::Size>(&config),

@@ -358,7 +358,7 @@ struct Listener {
 impl Listener {
     fn of(work: &Work<'_>) -> Self {
         Listener {
-            parser: ProgressParser::new(work.request.count),
+            parser: ProgressParser::new(work.request.count, work.request.hires.is_some()),
             on_output: work.on_output.clone(),
             on_progress: work.on_progress.clone(),
             unapplied_loras: Vec::new(),
@@ -532,6 +532,25 @@ pub fn cli_args(req: &ImageRequest, seed: i64, loras: &[AppliedLora]) -> Vec<Str
     if let Some(strength) = req.strength {
         args.extend(["--strength".into(), strength.to_string()]);
     }
+    if let Some(hires) = &req.hires {
+        // The target size, resolved here, rather than sd's scale: the image is the size asked.
+        args.extend([
+            "--hires".into(),
+            "--hires-width".into(),
+            hires.target.0.to_string(),
+            "--hires-height".into(),
+            hires.target.1.to_string(),
+        ]);
+        if let Some(steps) = hires.steps {
+            args.extend(["--hires-steps".into(), steps.to_string()]);
+        }
+        if let Some(strength) = hires.denoising_strength {
+            args.extend(["--hires-denoising-strength".into(), strength.to_string()]);
+        }
+        if let Some(upscaler) = &hires.upscaler {
+            args.extend(["--hires-upscaler".into(), upscaler.clone()]);
+        }
+    }
     args
 }
 
@@ -561,6 +580,21 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64, loras: &[AppliedLora]) -> Val
         if let Some(image) = image {
             body[field] = json!(encode(image));
         }
+    }
+    if let Some(hires) = &req.hires {
+        let mut native = json!({
+            "enabled": true,
+            "target_width": hires.target.0,
+            "target_height": hires.target.1,
+            "upscaler": hires.upscaler.as_deref().unwrap_or("Latent"),
+        });
+        if let Some(steps) = hires.steps {
+            native["steps"] = json!(steps);
+        }
+        if let Some(strength) = hires.denoising_strength {
+            native["denoising_strength"] = json!(strength);
+        }
+        body["hires"] = native;
     }
     if !req.reference_images.is_empty() {
         let images: Vec<String> = req.reference_images.iter().map(encode).collect();
@@ -654,20 +688,30 @@ async fn read_images(dir: &Path, req: &ImageRequest) -> Result<Vec<Vec<u8>>, Str
 }
 
 /// The PNG signature and the IHDR size, so a caller never gets a broken or wrong-sized image.
+/// A PNG of the size asked, or of what stable-diffusion.cpp rounded it up to: a multiple of
+/// what the model takes (8 for DiT models, 64 for the UNet of SD 1.x and SDXL).
 pub fn check_png(png: &[u8], req: &ImageRequest) -> Result<(), String> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    if png.len() < 24 || &png[..8] != SIGNATURE || &png[12..16] != b"IHDR" {
-        return Err("the backend's output is not a PNG image".into());
-    }
-    let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
-    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
-    if (width, height) != (req.width, req.height) {
+    let (width, height) = png_size(png).ok_or("the backend's output is not a PNG image")?;
+    let asked = req.output_size();
+    let rounded_up = |made: u32, asked: u32| (asked..asked + 64).contains(&made);
+    if !rounded_up(width, asked.0) || !rounded_up(height, asked.1) {
         return Err(format!(
             "the backend made a {width}x{height} image, {}x{} was asked",
-            req.width, req.height
+            asked.0, asked.1
         ));
     }
     Ok(())
+}
+
+/// The width and height in a PNG's header.
+pub fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if png.len() < 24 || &png[..8] != SIGNATURE || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    Some((width, height))
 }
 
 pub struct Resident {

@@ -551,14 +551,20 @@ impl Engine {
                 return Err(DiffusionError::Stalled { limit, logs: self.backend.tail() }.into());
             }
         };
+        // What was made: the size asked, or what the backend rounded it up to.
+        let (width, height) = output
+            .images
+            .first()
+            .and_then(|png| super::backend::png_size(png))
+            .unwrap_or(job.request.output_size());
         let seeds = (0..job.request.count)
             .map(|i| job.seed + i64::from(i))
             .collect();
         Ok(Arc::new(ImageOutput {
             images: output.images,
             seeds,
-            width: job.request.width,
-            height: job.request.height,
+            width,
+            height,
             time_taken: began.elapsed(),
             backend_time: output.backend_time,
             created: SystemTime::now(),

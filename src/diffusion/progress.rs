@@ -2,7 +2,8 @@
 //! splits lines on `\r` and `\n` and strips ANSI), and reads `|====>   | 3/20 - 1.25s/it`:
 //! a byte speed (`MB/s`) while tensors load, an iteration speed (`it/s`, `s/it`) while sampling.
 //! Log lines tell the rest: `generating image: 2/4 - seed 43` (which image of a batch),
-//! `decoding 4 latents`, `latent 1 decoded`.
+//! `decoding 4 latents`, `latent 1 decoded`; with a hires fix, a second pass over every image
+//! follows the first (`hires fix: upscaling to 96x96`, `hires sampling 1/2 completed`).
 
 use serde::Serialize;
 
@@ -38,18 +39,35 @@ pub struct ProgressParser {
     count: u32,
     image: u32,
     stage: Stage,
+    /// A hires fix was asked: sampling is two passes, each half of it.
+    hires: bool,
+    /// The second pass has begun.
+    in_hires_pass: bool,
 }
 
 impl ProgressParser {
-    pub fn new(count: u32) -> Self {
+    pub fn new(count: u32, hires: bool) -> Self {
         ProgressParser {
             count: count.max(1),
             image: 1,
             stage: Stage::Loading,
+            hires,
+            in_hires_pass: false,
         }
     }
 
     pub fn feed(&mut self, line: &str) -> Option<Progress> {
+        if after(line, "hires fix: upscaling to ").is_some() {
+            (self.in_hires_pass, self.image, self.stage) = (true, 1, Stage::Diffusion);
+            return None;
+        }
+        if let Some(done) = after(line, "hires sampling ")
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(k, _)| k.trim().parse::<u32>().ok())
+        {
+            self.image = (done + 1).min(self.count);
+            return None;
+        }
         if let Some((current, total, unit)) = parse_bar(line) {
             let stage = if unit.ends_with("B/s") {
                 Stage::Loading
@@ -96,9 +114,12 @@ impl ProgressParser {
         };
         let per_image = 85.0 / f64::from(self.count);
         let done_images = f64::from(self.image.saturating_sub(1));
+        let sampled = per_image * (done_images + fraction);
         let percent = match stage {
             Stage::Loading => 10.0 * fraction,
-            Stage::Diffusion => 10.0 + per_image * (done_images + fraction),
+            Stage::Diffusion if !self.hires => 10.0 + sampled,
+            Stage::Diffusion if !self.in_hires_pass => 10.0 + sampled / 2.0,
+            Stage::Diffusion => 10.0 + 42.5 + sampled / 2.0,
             Stage::Decoding => 95.0 + 5.0 * fraction,
         };
         Progress {
@@ -162,7 +183,7 @@ mod tests {
 
     #[test]
     fn a_real_run_reads_as_stages_with_steps() {
-        let mut parser = ProgressParser::new(2);
+        let mut parser = ProgressParser::new(2, false);
         let seen: Vec<_> = RUN.lines().filter_map(|l| parser.feed(l)).collect();
         let brief: Vec<_> = seen
             .iter()
@@ -191,9 +212,44 @@ mod tests {
         assert!(percents.windows(2).all(|w| w[1] >= w[0]), "{percents:?}");
     }
 
+    /// sd-cli's lines for two 64x64 images with a hires fix to 96x96, two steps in each pass.
+    const HIRES_RUN: &str = "\
+[INFO ] stable-diffusion.cpp:3401 - generating image: 1/2 - seed 1
+  |=========================>                        | 1/2 - 83.24it/s
+  |==================================================| 2/2 - 82.50it/s
+[INFO ] stable-diffusion.cpp:3401 - generating image: 2/2 - seed 2
+  |=========================>                        | 1/2 - 80.91it/s
+  |==================================================| 2/2 - 85.74it/s
+[INFO ] stable-diffusion.cpp:3450 - generating 2 latent images completed, taking 0.05s
+[INFO ] stable-diffusion.cpp:3455 - hires fix: upscaling to 96x96
+[INFO ] stable-diffusion.cpp:3284 - hires Latent upscale 8x8 -> 12x12
+  |=========================>                        | 1/2 - 76.18it/s
+  |==================================================| 2/2 - 75.08it/s
+[INFO ] stable-diffusion.cpp:3557 - hires sampling 1/2 completed, taking 0.03s
+  |=========================>                        | 1/2 - 79.58it/s
+  |==================================================| 2/2 - 84.25it/s
+[INFO ] stable-diffusion.cpp:3557 - hires sampling 2/2 completed, taking 0.02s
+[INFO ] stable-diffusion.cpp:3192 - decoding 2 latents
+[INFO ] stable-diffusion.cpp:3208 - latent 1 decoded, taking 0.14s
+[INFO ] stable-diffusion.cpp:3208 - latent 2 decoded, taking 0.15s";
+
+    #[test]
+    fn a_hires_fix_is_a_second_pass_and_progress_never_goes_back() {
+        let mut parser = ProgressParser::new(2, true);
+        let seen: Vec<_> = HIRES_RUN.lines().filter_map(|l| parser.feed(l)).collect();
+        let images: Vec<u32> = seen.iter().map(|p| p.current_image).collect();
+        assert_eq!(images, [1, 1, 2, 2, 1, 1, 2, 2, 2, 1, 2]);
+        let percents: Vec<f64> = seen.iter().map(|p| p.percentage).collect();
+        assert_eq!(
+            &percents[..8],
+            [20.6, 31.3, 41.9, 52.5, 63.1, 73.8, 84.4, 95.0]
+        );
+        assert!(percents.windows(2).all(|w| w[1] >= w[0]), "{percents:?}");
+    }
+
     #[test]
     fn other_lines_and_broken_bars_are_not_progress() {
-        let mut parser = ProgressParser::new(1);
+        let mut parser = ProgressParser::new(1, false);
         for line in [
             "",
             "[INFO ] main.cpp:148  - listening on: 127.0.0.1:1234",

@@ -83,6 +83,56 @@ impl InputImage {
     }
 }
 
+/// How a hires fix enlarges the first pass's image: in latent space (sd's default), or decoded
+/// and resized as pixels.
+pub const HIRES_UPSCALERS: [&str; 8] = [
+    "Latent",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Lanczos",
+    "Nearest",
+];
+/// The largest hires scale.
+pub const MAX_HIRES_SCALE: f64 = 4.0;
+
+/// A hires fix: the image is drawn at its size, enlarged, and drawn again over it at the larger
+/// size, which keeps a model's composition at sizes beyond those it was trained for.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename = "ImageHires")]
+pub struct Hires {
+    /// The final image's width (a multiple of 8, 64–4096), with `height`; unset, the image's
+    /// size times `scale`.
+    #[ts(optional)]
+    pub width: Option<u32>,
+    /// The final image's height, with `width`.
+    #[ts(optional)]
+    pub height: Option<u32>,
+    /// How much larger the final image is, over 1 and at most 4 (default 2), when `width` and
+    /// `height` are unset; the result is rounded to a multiple of 8.
+    #[ts(optional)]
+    pub scale: Option<f64>,
+    /// Steps of the second pass, 1–150 (default: the first pass's, scaled by the strength).
+    #[ts(optional)]
+    pub steps: Option<u32>,
+    /// How much of the enlarged image the second pass redraws, 0–1 (default 0.7).
+    #[ts(optional)]
+    pub denoising_strength: Option<f64>,
+    /// How the image is enlarged (default `Latent`).
+    #[ts(
+        type = "'Latent' | 'Latent (nearest)' | 'Latent (nearest-exact)' | 'Latent (antialiased)' | 'Latent (bicubic)' | 'Latent (bicubic antialiased)' | 'Lanczos' | 'Nearest'",
+        optional
+    )]
+    pub upscaler: Option<String>,
+    /// The final size, resolved.
+    #[serde(skip)]
+    #[ts(skip)]
+    pub target: (u32, u32),
+}
+
 /// The most reference images one request may carry.
 pub const MAX_REFERENCE_IMAGES: usize = 8;
 /// The most LoRAs one image may apply.
@@ -240,6 +290,9 @@ pub struct ImageRequest {
     #[serde(skip_serializing)]
     #[ts(type = "Array<Uint8Array | string>", optional)]
     pub reference_images: Vec<InputImage>,
+    /// A second, larger pass (hires fix); the image made has its size.
+    #[ts(optional)]
+    pub hires: Option<Hires>,
     /// LoRAs to apply, in order, at most 16, each an installed `lora` model (default none).
     /// `<lora:…>` tags in the prompt are refused: name them here.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -261,11 +314,19 @@ pub struct ImageShape {
 
 impl ImageRequest {
     pub fn shape(&self) -> ImageShape {
+        let (width, height) = self.output_size();
         ImageShape {
-            width: self.width,
-            height: self.height,
+            width,
+            height,
             loras: self.loras.clone(),
         }
+    }
+
+    /// The size of the images made: the hires pass's where there is one.
+    pub fn output_size(&self) -> (u32, u32) {
+        self.hires
+            .as_ref()
+            .map_or((self.width, self.height), |h| h.target)
     }
 
     /// The seed to use: the asked one, or a fresh random one.
@@ -305,6 +366,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
                 | "mask"
                 | "loras"
                 | "referenceImages"
+                | "hires"
                 | "n"
                 | "size"
                 | "response_format"
@@ -388,6 +450,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
     }
     let loras = loras(obj)?;
     let reference_images = reference_images(obj)?;
+    let hires = hires(obj, (width, height))?;
     let steps = integer(obj, "steps", 1, i64::from(MAX_STEPS))?.unwrap_or(20) as u32;
     let cfg_scale = number(obj, "cfgScale", 0.0, MAX_CFG_SCALE)?;
     let seed = match obj.get("seed") {
@@ -441,6 +504,7 @@ pub fn parse(body: &Value, http: bool) -> Result<ImageRequest, Invalid> {
         mask,
         loras,
         reference_images,
+        hires,
         asynchronous,
     })
 }
@@ -452,6 +516,7 @@ pub fn shape(body: &Value) -> Result<ImageShape, Invalid> {
         .as_object()
         .ok_or_else(|| invalid("the image config must be an object"))?;
     let (width, height) = dimensions(obj)?;
+    let (width, height) = hires(obj, (width, height))?.map_or((width, height), |h| h.target);
     Ok(ImageShape {
         width,
         height,
@@ -568,6 +633,89 @@ fn loras(obj: &Map<String, Value>) -> Result<Vec<LoraChoice>, Invalid> {
         chosen.push(LoraChoice { model_id, weight });
     }
     Ok(chosen)
+}
+
+/// `hires`, for an image of `size`: its final size resolved and checked as `width`/`height` are.
+fn hires(obj: &Map<String, Value>, size: (u32, u32)) -> Result<Option<Hires>, Invalid> {
+    let entry = match obj.get("hires") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(entry)) => entry,
+        Some(other) => return Err(wrong_type("hires", "an object", other)),
+    };
+    let known = [
+        "width",
+        "height",
+        "scale",
+        "steps",
+        "denoisingStrength",
+        "upscaler",
+    ];
+    if let Some(key) = entry.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid(format!("hires has an unknown field {key:?}")));
+    }
+    let named = |e: Invalid| invalid(format!("hires.{}", e.0));
+    let side =
+        |field| integer(entry, field, i64::from(MIN_SIDE), i64::from(MAX_SIDE)).map_err(named);
+    let (width, height) = (
+        side("width")?.map(|w| w as u32),
+        side("height")?.map(|h| h as u32),
+    );
+    let scale = match entry.get("scale") {
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|s| s <= 1.0 || s > MAX_HIRES_SCALE) => {
+            return Err(invalid(format!(
+                "hires.scale must be over 1 and at most {MAX_HIRES_SCALE}, got {n}"
+            )));
+        }
+        _ => number(entry, "scale", 1.0, MAX_HIRES_SCALE).map_err(named)?,
+    };
+    let target = match (width, height, scale) {
+        (Some(_), Some(_), Some(_)) => {
+            return Err(invalid("hires takes width and height, or scale: not both"));
+        }
+        (Some(w), Some(h), None) => (w, h),
+        (None, None, scale) => {
+            // Rounded to a multiple of 8, as every size the backends take.
+            let scaled =
+                |side: u32| ((f64::from(side) * scale.unwrap_or(2.0) / 8.0).round() as u32) * 8;
+            (scaled(size.0), scaled(size.1))
+        }
+        _ => return Err(invalid("hires.width and hires.height go together")),
+    };
+    for (name, side) in [("width", target.0), ("height", target.1)] {
+        if side % 8 != 0 {
+            return Err(invalid(format!(
+                "hires.{name} must be a multiple of 8, got {side}"
+            )));
+        }
+        if side > MAX_SIDE {
+            return Err(invalid(format!(
+                "hires makes the image {}x{}: sides of at most {MAX_SIDE} are allowed",
+                target.0, target.1
+            )));
+        }
+    }
+    let steps = integer(entry, "steps", 1, i64::from(MAX_STEPS))
+        .map_err(named)?
+        .map(|s| s as u32);
+    let denoising_strength = number(entry, "denoisingStrength", 0.0, 1.0).map_err(named)?;
+    let upscaler = string(entry, "upscaler").map_err(named)?;
+    if let Some(name) = &upscaler
+        && !HIRES_UPSCALERS.contains(&name.as_str())
+    {
+        return Err(invalid(format!(
+            "unknown hires.upscaler {name:?}; use one of {}",
+            HIRES_UPSCALERS.join(", ")
+        )));
+    }
+    Ok(Some(Hires {
+        width,
+        height,
+        scale,
+        steps,
+        denoising_strength,
+        upscaler,
+        target,
+    }))
 }
 
 /// `referenceImages`: an array of images, each as `initImage` is sent.
@@ -798,6 +946,70 @@ mod tests {
     }
 
     #[test]
+    fn a_hires_pass_has_its_size_resolved_and_checked() {
+        let read = |hires: Value| {
+            parse(
+                &json!({ "prompt": "p", "width": 64, "height": 96, "hires": hires }),
+                false,
+            )
+        };
+        let hires = read(json!({})).unwrap();
+        assert_eq!(hires.output_size(), (128, 192), "twice the size unset");
+        assert_eq!(
+            (hires.width, hires.height),
+            (64, 96),
+            "the first pass keeps its own"
+        );
+        assert_eq!(
+            read(json!({ "scale": 1.3 })).unwrap().output_size(),
+            (80, 128)
+        );
+        let sized = read(
+            json!({ "width": 256, "height": 128, "steps": 4, "denoisingStrength": 0.5, "upscaler": "Lanczos" }),
+        );
+        let sized = sized.unwrap();
+        assert_eq!(
+            sized.shape().width,
+            256,
+            "an estimate counts the larger size"
+        );
+        let h = sized.hires.unwrap();
+        assert_eq!(
+            (
+                h.target,
+                h.steps,
+                h.denoising_strength,
+                h.upscaler.as_deref()
+            ),
+            ((256, 128), Some(4), Some(0.5), Some("Lanczos"))
+        );
+        let refused = |hires: Value| read(hires).unwrap_err().0;
+        assert!(refused(json!(2)).contains("hires must be an object"));
+        assert!(
+            refused(json!({ "scale": 1 })).contains("hires.scale must be over 1 and at most 4")
+        );
+        assert!(refused(json!({ "scale": 5 })).contains("hires.scale must be over 1"));
+        assert!(refused(json!({ "width": 128 })).contains("go together"));
+        assert!(refused(json!({ "width": 128, "height": 128, "scale": 2 })).contains("not both"));
+        assert!(
+            refused(json!({ "width": 100, "height": 128 }))
+                .contains("hires.width must be a multiple of 8")
+        );
+        assert!(refused(json!({ "steps": 0 })).contains("hires.steps must be between 1"));
+        assert!(refused(json!({ "upscaler": "ESRGAN" })).contains("unknown hires.upscaler"));
+        assert!(
+            refused(json!({ "strength": 0.5 })).contains("hires has an unknown field \"strength\"")
+        );
+        let big = parse(
+            &json!({ "prompt": "p", "width": 4096, "height": 64, "hires": {} }),
+            false,
+        );
+        assert!(big.unwrap_err().0.contains("sides of at most 4096"));
+        let shape = shape(&json!({ "width": 64, "height": 64, "hires": { "scale": 3 } })).unwrap();
+        assert_eq!((shape.width, shape.height), (192, 192));
+    }
+
+    #[test]
     fn reference_images_are_images_of_any_size() {
         use base64::Engine as _;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -875,6 +1087,7 @@ mod tests {
                 weight: 0.5,
             }],
             reference_images: Vec::new(),
+            hires: None,
             asynchronous: false,
         };
         let written = serde_json::to_value(&request).unwrap();

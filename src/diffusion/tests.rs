@@ -1256,3 +1256,37 @@ fn gpu_layers_and_vram_budget_map_to_the_backends_own_switches() {
         );
     }
 }
+
+/// A PNG header of `width` × `height` (all [`backend::check_png`] reads).
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend(width.to_be_bytes());
+    png.extend(height.to_be_bytes());
+    png
+}
+
+#[test]
+fn an_image_rounded_up_to_what_the_model_takes_is_taken() {
+    use backend::check_png;
+    let asked = image(&serde_json::json!({ "prompt": "p", "width": 520, "height": 64 }));
+    assert!(check_png(&png_header(520, 64), &asked).is_ok());
+    // SD 1.x and SDXL take multiples of 64: sd makes 576 wide.
+    assert!(check_png(&png_header(576, 64), &asked).is_ok());
+    let small = check_png(&png_header(512, 64), &asked).unwrap_err();
+    assert!(
+        small.contains("made a 512x64 image, 520x64 was asked"),
+        "{small}"
+    );
+    assert!(check_png(&png_header(584, 64), &asked).is_err());
+    assert!(
+        check_png(b"GIF89a", &asked)
+            .unwrap_err()
+            .contains("not a PNG")
+    );
+    // With a hires fix, the size asked is the second pass's.
+    let hires = image(
+        &serde_json::json!({ "prompt": "p", "width": 64, "height": 64, "hires": { "scale": 2 } }),
+    );
+    assert!(check_png(&png_header(128, 128), &hires).is_ok());
+    assert!(check_png(&png_header(64, 64), &hires).is_err());
+}
