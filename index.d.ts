@@ -380,6 +380,23 @@ export declare class DiffusionServerManager extends EventEmitter<DiffusionServer
   /** Cancels the job `id`, or the image being made now; false when there is no such job. */
   cancelImageGeneration(id?: string): boolean
   /**
+   * Upscales `image` with an installed upscaler (a model of type `'upscaler'`, ESRGAN family),
+   * `repeats` times over its own output (1–4, default 1), by `sd-cli`'s upscale mode with this
+   * server's threads and GPU settings; it runs beside the image queue.
+   * @throws {ValidationError} a bad image, or `modelId` not an installed upscaler.
+   * @throws {CancelledError} `signal` was aborted, or `stop()` was called.
+   * @throws {ServerError} not running, or sd-cli failed (`details.logs`).
+   */
+  upscaleImage(config: {
+    /** A PNG, JPEG or WebP. */
+    image: Uint8Array | string
+    /** The id of an installed model of type `'upscaler'`. */
+    modelId: string
+    /** 1–4 (default 1). */
+    repeats?: number
+    signal?: AbortSignal
+  }): Promise<{ image: Buffer; width: number; height: number; timeTaken: number }>
+  /**
    * Measures the model as it really runs: for each of `combos` (placement switches; default
    * one, as `start()` chooses), starts an `sd-server` of its own and makes images of each of
    * `sizes`, smallest first (one warm-up, then `samples` timed images), reading its peak RSS at

@@ -68,6 +68,7 @@ export type ModelFolders = {
   llm: string
   diffusion: string
   lora: string
+  upscaler: string
 };
 
 /**
@@ -2129,7 +2130,7 @@ export type ResourceEstimate = {
   needsOffload: boolean
 };
 
-export type ModelType = "llm" | "diffusion" | "lora";
+export type ModelType = "llm" | "diffusion" | "lora" | "upscaler";
 
 /**
  * Roles of the files of a multi-component diffusion model, each passed to its
@@ -2589,6 +2590,7 @@ export type StorageUsage = {
   llm: number
   diffusion: number
   lora: number
+  upscaler: number
   total: number
   /**
    * Number of installed models.

@@ -505,6 +505,60 @@ test("hires fix: a second, larger pass on sd-cli and sd-server, its size the res
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
+test('upscaling: an installed ESRGAN upscaler enlarges an image by sd-cli beside either backend; bad input and a cancel are typed', {
+  skip,
+}, async () => {
+  const dataDir = await withTinySet()
+  const { serveFiles, png } = require('./helpers')
+  const models = new ModelManager()
+  await serveFiles({ '/x2.gguf': real.upscaler, '/x2.pth': real.upscaler }, async (base) => {
+    const upscaler = await models.downloadModel({ source: 'url', url: `${base}/x2.gguf`, name: 'x2', type: 'upscaler' })
+    assert.equal(upscaler.type, 'upscaler')
+    await assert.rejects(
+      models.downloadModel({ source: 'url', url: `${base}/x2.pth`, name: 'pickled', type: 'upscaler' }),
+      (err) => err instanceof ValidationError && /an upscaler is a \.safetensors or \.gguf file/.test(err.message),
+    )
+  })
+  const server = new DiffusionServerManager()
+  await assert.rejects(server.upscaleImage({ image: png(64), modelId: 'x2' }), ServerError)
+  for (const backend of ['one-shot', 'resident']) {
+    await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
+    try {
+      server.clearLogs()
+      const once = await server.upscaleImage({ image: png(64, [200, 30, 30]), modelId: 'x2' })
+      assert.deepEqual([once.width, once.height, ...pngSize(once.image)], [128, 128, 128, 128])
+      assert.ok(once.timeTaken > 0)
+      assert.ok(
+        (await server.getLogs(200)).some((l) => l.includes('esrgan model loaded with scale=2')),
+        backend,
+      )
+      const twice = await server.upscaleImage({ image: png(48).toString('base64'), modelId: 'x2', repeats: 2 })
+      assert.deepEqual(pngSize(twice.image), [192, 192])
+      for (const [config, pattern] of [
+        [{ image: png(64), modelId: 'nope' }, /modelId "nope" is not installed/],
+        [{ image: png(64), modelId: 'tiny-image' }, /modelId "tiny-image" is a diffusion model, not an upscaler/],
+        [{ image: Buffer.from('GIF89a'), modelId: 'x2' }, /image is not a PNG, JPEG or WebP image/],
+        [{ image: png(64), modelId: 'x2', repeats: 5 }, /repeats must be a whole number from 1 to 4/],
+        [{ modelId: 'x2' }, /image is required/],
+        [{ image: png(64), modelId: 'x2', scale: 4 }, /unknown field "scale"/],
+      ]) {
+        await assert.rejects(
+          server.upscaleImage(config),
+          (err) => err instanceof ValidationError && pattern.test(err.message),
+        )
+      }
+      // A cancel stops sd-cli: four passes over a large image take long enough to be stopped.
+      const controller = new AbortController()
+      const long = server.upscaleImage({ image: png(256), modelId: 'x2', repeats: 4, signal: controller.signal })
+      setTimeout(() => controller.abort(), 300)
+      await assert.rejects(long, CancelledError)
+    } finally {
+      await server.stop()
+    }
+  }
+  assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
+})
+
 test('bad requests and bad configs are typed errors', { skip }, async () => {
   await withTinySet()
   const server = new DiffusionServerManager()

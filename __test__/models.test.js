@@ -160,7 +160,14 @@ test('a URL download reports progress, reads GGUF metadata and verifies', { skip
       ['llama', 2, 64, 2048],
     )
     assert.equal(await manager.verifyModel(info.id), true)
-    assert.deepEqual(await manager.getStorageUsage(), { llm: size, diffusion: 0, lora: 0, total: size, models: 1 })
+    assert.deepEqual(await manager.getStorageUsage(), {
+      llm: size,
+      diffusion: 0,
+      lora: 0,
+      upscaler: 0,
+      total: size,
+      models: 1,
+    })
     fs.appendFileSync(info.path, 'x')
     const report = await manager.verifyModelFiles(info.id)
     assert.equal(report.valid, false)

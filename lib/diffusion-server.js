@@ -97,6 +97,31 @@ class DiffusionServerManager extends ServerManager {
   cancelImageGeneration(id) {
     return this[NATIVE].cancel(id ?? null)
   }
+
+  /**
+   * Upscales `image` (a PNG, JPEG or WebP Buffer) with the installed upscaler `modelId`,
+   * `repeats` times (1-4); aborting `signal` stops it. Resolves with `{ image, width, height,
+   * timeTaken }`, the image a PNG Buffer.
+   */
+  async upscaleImage(config) {
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+      throw new ValidationError('upscaleImage needs a config object', { suggestion: 'Pass { image, modelId }' })
+    }
+    const { signal, ...fields } = config
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new ValidationError('signal must be an AbortSignal', { suggestion: 'Pass an AbortController().signal' })
+    }
+    if (signal?.aborted) throw new CancelledError('upscaling was cancelled')
+    const id = `upscale_${require('node:crypto').randomUUID()}`
+    const abort = () => this[NATIVE].cancelUpscale(id)
+    signal?.addEventListener('abort', abort, { once: true })
+    try {
+      const request = withImagesEncoded(fields, ['image'])
+      return await callAsync(() => this[NATIVE].upscaleImage(plain('config', request), id))
+    } finally {
+      signal?.removeEventListener('abort', abort)
+    }
+  }
 }
 
 /**
@@ -148,13 +173,13 @@ const IMAGE_FIELDS = ['initImage', 'mask', 'referenceImages']
  * `request` with its images (a Buffer, a Uint8Array) as base64, the form the addon reads (and
  * JSON carries); a string is passed as it is (base64 or a data URL).
  */
-function withImagesEncoded(request) {
+function withImagesEncoded(request, fields = IMAGE_FIELDS) {
   const base64 = (image) =>
     image instanceof Uint8Array
       ? Buffer.from(image.buffer, image.byteOffset, image.byteLength).toString('base64')
       : image
   const encoded = { ...request }
-  for (const field of IMAGE_FIELDS) {
+  for (const field of fields) {
     const value = request[field]
     if (value !== undefined) encoded[field] = Array.isArray(value) ? value.map(base64) : base64(value)
   }

@@ -227,6 +227,12 @@ for lora in "$models/tiny-lora.gguf" "$models/tiny-lora.safetensors"; do
     mv "$lora.tmp.${lora##*.}" "$lora"
   fi
 done
+upscaler="$models/tiny-esrgan-x2.gguf"
+if [ ! -f "$upscaler" ]; then
+  log "== tiny upscaler"
+  python scripts/make_tiny_models.py esrgan - "$upscaler.tmp"
+  mv "$upscaler.tmp" "$upscaler"
+fi
 chat=$(chat_model)
 # The model shapes llama.cpp lays out differently (sliding-window attention, experts) and the
 # models loaded beside the chat model (a vision projector, a draft), keyed by their generator.
@@ -241,9 +247,9 @@ suite=$(server_suite "$llama_src")
 facts=$(gguf_facts "$llama_src"/models/ggml-vocab-*.gguf "$llm_model" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf")
 
-printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s","mmproj":"%s","draft":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"diffusionLoras":{"gguf":"%s","safetensors":"%s"},"tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s}\n' \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s","mmproj":"%s","draft":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"diffusionLoras":{"gguf":"%s","safetensors":"%s"},"upscaler":"%s","tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s}\n' \
   "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" "$llama_build" "$sd_build" \
   "$llm_model" "$shaped/tiny-swa.gguf" "$shaped/tiny-moe.gguf" "$shaped/tiny-mmproj.gguf" "$shaped/tiny-draft.gguf" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
-  "$models/tiny-lora.gguf" "$models/tiny-lora.safetensors" \
+  "$models/tiny-lora.gguf" "$models/tiny-lora.safetensors" "$upscaler" \
   "$BACKENDS/venv/bin/python" "$facts" "$llama_src/models" "$suite"

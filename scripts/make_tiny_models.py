@@ -3,6 +3,7 @@
 usage: make_tiny_models.py llm VOCAB_GGUF OUT_GGUF [LAYERS WIDTH]
        make_tiny_models.py diffusion MANIFEST_TSV OUT_DIR
        make_tiny_models.py lora MANIFEST_TSV OUT_GGUF [RANK]
+       make_tiny_models.py esrgan - OUT_GGUF
 
 - llm: a 2-layer, 64-wide llama whose tokenizer (and vocabulary size) is copied from one of
   llama.cpp's vocab-only files; llama-server loads it and answers chat requests (with noise).
@@ -14,6 +15,9 @@ usage: make_tiny_models.py llm VOCAB_GGUF OUT_GGUF [LAYERS WIDTH]
   blocks, named `diffusion_model.<tensor>.lora_{down,up}.weight`, both N(0, 0.1): its update is
   as large as the weights, so an image made with it differs from one made without. OUT ending
   in .safetensors writes the same tensors as safetensors (what most LoRAs are shared as).
+- esrgan: a 2x upscaler of Real-ESRGAN's layout (RRDBNet: conv_first, one RRDB block of three
+  dense blocks, conv_body, conv_up1, conv_hr, conv_last), at the 64 features and 32 growth
+  channels stable-diffusion.cpp assumes; it infers the block count and the scale from the names.
 """
 
 import json
@@ -139,6 +143,26 @@ def make_lora(manifest_path, out_path, rank=4):
     write(writer)
 
 
+def make_esrgan(_, out_path):
+    rng = np.random.default_rng(3000)
+    writer = gguf.GGUFWriter(out_path, "tiny-esrgan")
+    features, growth = 64, 32
+
+    def conv(name, out_channels, in_channels):
+        weight = rng.normal(0.0, STD, size=(out_channels, in_channels, 3, 3))
+        writer.add_tensor(f"{name}.weight", weight.astype(np.float16))
+        writer.add_tensor(f"{name}.bias", np.zeros(out_channels, dtype=np.float32))
+
+    conv("conv_first", features, 3)
+    for dense in (1, 2, 3):
+        for k in range(1, 6):
+            conv(f"body.0.rdb{dense}.conv{k}", features if k == 5 else growth, features + (k - 1) * growth)
+    for name in ("conv_body", "conv_up1", "conv_hr"):
+        conv(name, features, features)
+    conv("conv_last", 3, features)
+    write(writer)
+
+
 def write_safetensors(tensors, out_path):
     """The safetensors layout: 8 bytes of header length, the JSON header, the tensors' bytes."""
     header, offset = {}, 0
@@ -164,4 +188,5 @@ def write(writer):
 if __name__ == "__main__":
     kind, source, out = sys.argv[1:4]
     extra = [int(a) for a in sys.argv[4:]]
-    {"llm": make_llm, "diffusion": make_diffusion, "lora": make_lora}[kind](source, out, *extra)
+    makers = {"llm": make_llm, "diffusion": make_diffusion, "lora": make_lora, "esrgan": make_esrgan}
+    makers[kind](source, out, *extra)

@@ -103,6 +103,7 @@ pub struct DataPaths {
     pub models_diffusion: PathBuf,
     /// LoRAs, one folder each: the diffusion backends' `--lora-model-dir`.
     pub models_lora: PathBuf,
+    pub models_upscaler: PathBuf,
     pub binaries: PathBuf,
     pub logs: PathBuf,
     pub temp: PathBuf,
@@ -128,6 +129,7 @@ pub struct ModelFolders {
     pub llm: PathBuf,
     pub diffusion: PathBuf,
     pub lora: PathBuf,
+    pub upscaler: PathBuf,
 }
 
 impl From<&DataPaths> for DataPathsView {
@@ -139,6 +141,7 @@ impl From<&DataPaths> for DataPathsView {
                 llm: p.models_llm.clone(),
                 diffusion: p.models_diffusion.clone(),
                 lora: p.models_lora.clone(),
+                upscaler: p.models_upscaler.clone(),
             },
             binaries: p.binaries.clone(),
             logs: p.logs.clone(),
@@ -153,6 +156,7 @@ impl DataPaths {
             models_llm: root.join("models").join("llm"),
             models_diffusion: root.join("models").join("diffusion"),
             models_lora: root.join("models").join("lora"),
+            models_upscaler: root.join("models").join("upscaler"),
             binaries: root.join("binaries"),
             logs: root.join("logs"),
             temp: root.join("temp"),
@@ -161,11 +165,12 @@ impl DataPaths {
         }
     }
 
-    fn folders(&self) -> [&Path; 6] {
+    fn folders(&self) -> [&Path; 7] {
         [
             &self.models_llm,
             &self.models_diffusion,
             &self.models_lora,
+            &self.models_upscaler,
             &self.binaries,
             &self.logs,
             &self.temp,

@@ -614,7 +614,7 @@ pub fn img_gen_body(req: &ImageRequest, seed: i64, loras: &[AppliedLora]) -> Val
 }
 
 /// A per-request folder under the data dir's `temp/`, removed however the request ends.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 const TEMP_PREFIX: &str = "diffusion-";
 /// A request folder this old was left by a process that died mid-request.
@@ -641,7 +641,7 @@ pub async fn sweep_stale_temp(root: &Path) {
 }
 
 impl TempDir {
-    async fn create(root: &Path, id: &str) -> Result<Self, DiffusionError> {
+    pub(super) async fn create(root: &Path, id: &str) -> Result<Self, DiffusionError> {
         let dir = root.join(format!("{TEMP_PREFIX}{id}"));
         tokio::fs::create_dir_all(&dir)
             .await
@@ -654,7 +654,11 @@ impl TempDir {
 
     /// Writes an image the request carries as `{name}.{format}`, beside the outputs: gone with
     /// the folder however the request ends.
-    async fn write_image(&self, name: &str, image: &InputImage) -> Result<PathBuf, DiffusionError> {
+    pub(super) async fn write_image(
+        &self,
+        name: &str,
+        image: &InputImage,
+    ) -> Result<PathBuf, DiffusionError> {
         let path = self.0.join(format!("{name}.{}", image.format));
         tokio::fs::write(&path, &image.bytes)
             .await

@@ -605,7 +605,7 @@ async fn stalled(limit: Option<Duration>, output: &Notify) -> Duration {
     limit
 }
 
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()

@@ -12,6 +12,7 @@ pub mod lora;
 pub mod progress;
 pub mod request;
 pub mod resolve;
+pub mod upscale;
 mod routes;
 
 use std::path::PathBuf;
@@ -331,6 +332,8 @@ struct RunningHandle {
     config: DiffusionConfig,
     port: u16,
     http: Mutex<Option<HttpServer>>,
+    /// The upscales under way, by id: each one's cancel (`stop()` cancels them all).
+    upscales: Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
 }
 
 pub struct DiffusionServer {
@@ -480,6 +483,7 @@ impl DiffusionServer {
             },
             port,
             http: Mutex::new(Some(http)),
+            upscales: Mutex::default(),
         }));
         Ok(())
     }
@@ -499,6 +503,9 @@ impl DiffusionServer {
             .set_status(ServerState::Stopping, "stop()".into(), None);
         tracing::info!("stopping the diffusion server");
         let http = lock(&running.http).take();
+        for upscale in lock(&running.upscales).values() {
+            upscale.cancel();
+        }
         running.engine.shutdown().await;
         if let Some(http) = http {
             http.shutdown().await;
@@ -570,6 +577,43 @@ impl DiffusionServer {
         let engine = self.engine().ok_or(DiffusionError::NotRunning)?;
         let job = engine.submit(request, id, bound, gate)?;
         Ok(Submitted { engine, job })
+    }
+
+    /// Upscales an image with an installed upscaler, by `sd-cli` as this server's config says;
+    /// `id` names it for [`DiffusionServer::cancel_upscale`].
+    pub async fn upscale(
+        &self,
+        request: upscale::UpscaleRequest,
+        id: String,
+    ) -> Result<upscale::Upscaled, DiffusionError> {
+        let running = lock(&self.shared.running)
+            .clone()
+            .ok_or(DiffusionError::NotRunning)?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        {
+            let mut upscales = lock(&running.upscales);
+            if !engine::valid_id(&id) || upscales.contains_key(&id) {
+                return Err(DiffusionError::Invalid(format!(
+                    "upscale id {id:?} must be 1-64 letters, digits, '-' or '_', and not in use"
+                )));
+            }
+            upscales.insert(id.clone(), cancel.clone());
+        }
+        let log = self.shared.log.clone();
+        let lines = EventSink::new(move |line: String| log.output(&line));
+        let result = upscale::upscale(&running.config.backend, &request, &id, &cancel, lines).await;
+        lock(&running.upscales).remove(&id);
+        result
+    }
+
+    /// Cancels the upscale `id`; false when none runs by that id.
+    pub fn cancel_upscale(&self, id: &str) -> bool {
+        lock(&self.shared.running).as_ref().is_some_and(|running| {
+            lock(&running.upscales)
+                .get(id)
+                .map(tokio_util::sync::CancellationToken::cancel)
+                .is_some()
+        })
     }
 
     /// Requests waiting for their turn (`getInfo().queued`).

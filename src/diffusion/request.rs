@@ -42,7 +42,7 @@ pub struct InputImage {
 impl InputImage {
     /// The image in `text`: base64, or a `data:` URL of base64 (what JS's Buffer becomes on the
     /// way to the addon, and what JSON carries). `field` names it in an error.
-    fn parse(field: &str, text: &str) -> Result<InputImage, Invalid> {
+    pub fn parse(field: &str, text: &str) -> Result<InputImage, Invalid> {
         use base64::Engine as _;
         let encoded = match text.strip_prefix("data:") {
             Some(url) => url

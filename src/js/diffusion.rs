@@ -152,6 +152,37 @@ impl JsDiffusionServer {
     pub fn cancel_calibration(&self) -> bool {
         self.inner.cancel_calibration()
     }
+
+    /// `config`'s image is base64 (the library encodes a Buffer); `id` names it for
+    /// `cancelUpscale`.
+    #[napi(
+        ts_args_type = "config: { image: string; modelId: string; repeats?: number }, id: string",
+        ts_return_type = "Promise<UpscaledImage>"
+    )]
+    pub async fn upscale_image(&self, config: Value, id: String) -> napi::Result<UpscaledImage> {
+        let request = crate::diffusion::upscale::parse(&config).map_err(to_napi)?;
+        let upscaled = self.inner.upscale(request, id).await.map_err(to_napi)?;
+        Ok(UpscaledImage {
+            image: Buffer::from(upscaled.png),
+            width: upscaled.width,
+            height: upscaled.height,
+            time_taken: upscaled.time_taken.as_secs_f64() * 1000.0,
+        })
+    }
+
+    #[napi]
+    pub fn cancel_upscale(&self, id: String) -> bool {
+        self.inner.cancel_upscale(&id)
+    }
+}
+
+/// An upscaled image: a PNG.
+#[napi(object)]
+pub struct UpscaledImage {
+    pub image: Buffer,
+    pub width: u32,
+    pub height: u32,
+    pub time_taken: f64,
 }
 
 super::server::managed_server_methods!(

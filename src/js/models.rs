@@ -24,7 +24,7 @@ fn parse_type(model_type: Option<String>) -> napi::Result<Option<ModelType>> {
                 .find(|m| m.as_str() == t)
                 .ok_or_else(|| {
                     to_napi(BadArgument(format!(
-                        "unknown model type {t:?}: expected 'llm', 'diffusion' or 'lora'"
+                        "unknown model type {t:?}: expected 'llm', 'diffusion', 'lora' or 'upscaler'"
                     )))
                 })
         })

@@ -396,6 +396,7 @@ pub struct StorageUsage {
     pub llm: u64,
     pub diffusion: u64,
     pub lora: u64,
+    pub upscaler: u64,
     pub total: u64,
     /// Number of installed models.
     pub models: usize,
@@ -527,16 +528,18 @@ impl ModelManager {
                 .map(|m| m.size)
                 .sum()
         };
-        let (llm, diffusion, lora) = (
+        let (llm, diffusion, lora, upscaler) = (
             sum(ModelType::Llm),
             sum(ModelType::Diffusion),
             sum(ModelType::Lora),
+            sum(ModelType::Upscaler),
         );
         Ok(StorageUsage {
             llm,
             diffusion,
             lora,
-            total: llm + diffusion + lora,
+            upscaler,
+            total: llm + diffusion + lora + upscaler,
             models: models.len(),
         })
     }
@@ -1001,18 +1004,23 @@ impl FileFormat {
     }
 }
 
-/// What a file named `name` of a `model_type` model must be: an LLM is GGUF, a LoRA GGUF or
-/// safetensors, any `.gguf` GGUF.
+/// What a file named `name` of a `model_type` model must be: an LLM is GGUF, a LoRA or an
+/// upscaler GGUF or safetensors, any `.gguf` GGUF.
 fn file_format(model_type: ModelType, name: &str) -> Result<FileFormat, String> {
     let extension = Path::new(name)
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
     Ok(match (model_type, extension.as_deref()) {
         (ModelType::Llm, _) | (_, Some("gguf")) => FileFormat::Gguf,
-        (ModelType::Lora, Some("safetensors")) => FileFormat::Safetensors,
-        (ModelType::Lora, _) => {
+        (ModelType::Lora | ModelType::Upscaler, Some("safetensors")) => FileFormat::Safetensors,
+        (ModelType::Lora | ModelType::Upscaler, _) => {
+            let kind = if model_type == ModelType::Lora {
+                "a LoRA"
+            } else {
+                "an upscaler"
+            };
             return Err(format!(
-                "a LoRA is a .safetensors or .gguf file, and {name:?} is neither (pickled .pt and .ckpt files can run code when they are loaded: convert one to safetensors first)"
+                "{kind} is a .safetensors or .gguf file, and {name:?} is neither (pickled .pt, .pth and .ckpt files can run code when they are loaded: convert one to safetensors first)"
             ));
         }
         (ModelType::Diffusion, _) => FileFormat::Unchecked,

@@ -21,16 +21,25 @@ pub enum ModelType {
     /// A LoRA for diffusion models (a `.safetensors` or `.gguf` file), named in an image
     /// request's `loras`.
     Lora,
+    /// An image upscaler of the ESRGAN family (a `.safetensors` or `.gguf` file), named by
+    /// `upscaleImage`.
+    Upscaler,
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 3] = [ModelType::Llm, ModelType::Diffusion, ModelType::Lora];
+    pub const ALL: [ModelType; 4] = [
+        ModelType::Llm,
+        ModelType::Diffusion,
+        ModelType::Lora,
+        ModelType::Upscaler,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ModelType::Llm => "llm",
             ModelType::Diffusion => "diffusion",
             ModelType::Lora => "lora",
+            ModelType::Upscaler => "upscaler",
         }
     }
 
@@ -39,6 +48,7 @@ impl ModelType {
             ModelType::Llm => data.models_llm.clone(),
             ModelType::Diffusion => data.models_diffusion.clone(),
             ModelType::Lora => data.models_lora.clone(),
+            ModelType::Upscaler => data.models_upscaler.clone(),
         }
     }
 }

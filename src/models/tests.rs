@@ -80,6 +80,7 @@ async fn a_url_download_becomes_a_listed_model_with_gguf_metadata() {
             llm: file.len() as u64,
             diffusion: 0,
             lora: 0,
+            upscaler: 0,
             total: file.len() as u64,
             models: 1
         }
