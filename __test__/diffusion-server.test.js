@@ -522,7 +522,7 @@ test('upscaling: an installed ESRGAN upscaler enlarges an image by sd-cli beside
   const server = new DiffusionServerManager()
   await assert.rejects(server.upscaleImage({ image: png(64), modelId: 'x2' }), ServerError)
   for (const backend of ['one-shot', 'resident']) {
-    await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
+    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
     try {
       server.clearLogs()
       const once = await server.upscaleImage({ image: png(64, [200, 30, 30]), modelId: 'x2' })
@@ -534,6 +534,22 @@ test('upscaling: an installed ESRGAN upscaler enlarges an image by sd-cli beside
       )
       const twice = await server.upscaleImage({ image: png(48).toString('base64'), modelId: 'x2', repeats: 2 })
       assert.deepEqual(pngSize(twice.image), [192, 192])
+      const upscale = (body) =>
+        fetch(`http://127.0.0.1:${info.port}/v1/images/upscales`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      const viaHttp = await upscale({ image: `data:image/png;base64,${png(32).toString('base64')}`, modelId: 'x2' })
+      assert.equal(viaHttp.status, 200)
+      const answer = await viaHttp.json()
+      assert.deepEqual(
+        [answer.width, answer.height, ...pngSize(Buffer.from(answer.data[0].b64_json, 'base64'))],
+        [64, 64, 64, 64],
+      )
+      const refused = await upscale({ image: png(32).toString('base64'), modelId: 'nope' })
+      assert.equal(refused.status, 400)
+      assert.match((await refused.json()).error.message, /modelId "nope" is not installed/)
       for (const [config, pattern] of [
         [{ image: png(64), modelId: 'nope' }, /modelId "nope" is not installed/],
         [{ image: png(64), modelId: 'tiny-image' }, /modelId "tiny-image" is a diffusion model, not an upscaler/],

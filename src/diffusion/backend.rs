@@ -297,6 +297,21 @@ impl Backend {
         }
     }
 
+    pub fn config(&self) -> &BackendConfig {
+        match self {
+            Backend::OneShot(b) => &b.config,
+            Backend::Resident(b) => &b.config,
+        }
+    }
+
+    /// Where the backend's output goes (`getLogs()` and the log file).
+    pub fn log(&self) -> Arc<ServerLog> {
+        match self {
+            Backend::OneShot(b) => b.log.clone(),
+            Backend::Resident(b) => b.actor.log().clone(),
+        }
+    }
+
     pub async fn run(&self, work: Work<'_>) -> Result<Output, DiffusionError> {
         match self {
             Backend::OneShot(b) => b.run(work).await,

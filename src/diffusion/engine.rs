@@ -298,6 +298,8 @@ pub struct Engine {
     pending: Mutex<VecDeque<Arc<Job>>>,
     wake: Notify,
     closing: AtomicBool,
+    /// The upscales under way (beside the queue), by id: each one's cancel.
+    upscales: Mutex<std::collections::HashMap<String, CancellationToken>>,
     running: Mutex<Option<Arc<Job>>>,
     events: EventSink<EngineEvent>,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -321,6 +323,7 @@ impl Engine {
             pending: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             closing: AtomicBool::new(false),
+            upscales: Mutex::default(),
             running: Mutex::new(None),
             events,
             worker: Mutex::new(None),
@@ -440,9 +443,47 @@ impl Engine {
         &self.backend
     }
 
-    /// Cancels every job, waits for the worker, and stops the backend's process.
+    /// Upscales an image by `sd-cli`, beside the queue; `id` names it for [`Engine::cancel_upscale`].
+    pub async fn upscale(
+        &self,
+        request: &super::upscale::UpscaleRequest,
+        id: String,
+    ) -> Result<super::upscale::Upscaled, DiffusionError> {
+        let cancel = CancellationToken::new();
+        {
+            let mut upscales = lock(&self.upscales);
+            if self.closing.load(Ordering::SeqCst) {
+                return Err(DiffusionError::NotRunning);
+            }
+            if !valid_id(&id) || upscales.contains_key(&id) {
+                return Err(DiffusionError::Invalid(format!(
+                    "upscale id {id:?} must be 1-64 letters, digits, '-' or '_', and not in use"
+                )));
+            }
+            upscales.insert(id.clone(), cancel.clone());
+        }
+        let log = self.backend.log();
+        let lines = EventSink::new(move |line: String| log.output(&line));
+        let config = self.backend.config();
+        let result = super::upscale::upscale(config, request, &id, &cancel, lines).await;
+        lock(&self.upscales).remove(&id);
+        result
+    }
+
+    /// Cancels the upscale `id`; false when none runs by that id.
+    pub fn cancel_upscale(&self, id: &str) -> bool {
+        lock(&self.upscales)
+            .get(id)
+            .map(CancellationToken::cancel)
+            .is_some()
+    }
+
+    /// Cancels every job and upscale, waits for the worker, and stops the backend's process.
     pub async fn shutdown(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        for upscale in lock(&self.upscales).values() {
+            upscale.cancel();
+        }
         let jobs: Vec<_> = lock(&self.jobs).iter().cloned().collect();
         for job in jobs {
             if !lock(&job.state).status.is_final() {
@@ -605,7 +646,7 @@ async fn stalled(limit: Option<Duration>, output: &Notify) -> Duration {
     limit
 }
 
-pub(super) fn valid_id(id: &str) -> bool {
+fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()

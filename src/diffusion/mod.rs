@@ -332,8 +332,6 @@ struct RunningHandle {
     config: DiffusionConfig,
     port: u16,
     http: Mutex<Option<HttpServer>>,
-    /// The upscales under way, by id: each one's cancel (`stop()` cancels them all).
-    upscales: Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
 }
 
 pub struct DiffusionServer {
@@ -483,7 +481,6 @@ impl DiffusionServer {
             },
             port,
             http: Mutex::new(Some(http)),
-            upscales: Mutex::default(),
         }));
         Ok(())
     }
@@ -503,9 +500,6 @@ impl DiffusionServer {
             .set_status(ServerState::Stopping, "stop()".into(), None);
         tracing::info!("stopping the diffusion server");
         let http = lock(&running.http).take();
-        for upscale in lock(&running.upscales).values() {
-            upscale.cancel();
-        }
         running.engine.shutdown().await;
         if let Some(http) = http {
             http.shutdown().await;
@@ -586,34 +580,13 @@ impl DiffusionServer {
         request: upscale::UpscaleRequest,
         id: String,
     ) -> Result<upscale::Upscaled, DiffusionError> {
-        let running = lock(&self.shared.running)
-            .clone()
-            .ok_or(DiffusionError::NotRunning)?;
-        let cancel = tokio_util::sync::CancellationToken::new();
-        {
-            let mut upscales = lock(&running.upscales);
-            if !engine::valid_id(&id) || upscales.contains_key(&id) {
-                return Err(DiffusionError::Invalid(format!(
-                    "upscale id {id:?} must be 1-64 letters, digits, '-' or '_', and not in use"
-                )));
-            }
-            upscales.insert(id.clone(), cancel.clone());
-        }
-        let log = self.shared.log.clone();
-        let lines = EventSink::new(move |line: String| log.output(&line));
-        let result = upscale::upscale(&running.config.backend, &request, &id, &cancel, lines).await;
-        lock(&running.upscales).remove(&id);
-        result
+        let engine = self.engine().ok_or(DiffusionError::NotRunning)?;
+        engine.upscale(&request, id).await
     }
 
     /// Cancels the upscale `id`; false when none runs by that id.
     pub fn cancel_upscale(&self, id: &str) -> bool {
-        lock(&self.shared.running).as_ref().is_some_and(|running| {
-            lock(&running.upscales)
-                .get(id)
-                .map(tokio_util::sync::CancellationToken::cancel)
-                .is_some()
-        })
+        self.engine().is_some_and(|e| e.cancel_upscale(id))
     }
 
     /// Requests waiting for their turn (`getInfo().queued`).

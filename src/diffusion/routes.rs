@@ -28,6 +28,8 @@ const GENERATIONS: &str = "/v1/images/generations";
 /// OpenAI's image edits: a multipart form (`image`, `prompt`, `n`, `size`, …), as the `openai`
 /// client's `images.edit()` sends it.
 const EDITS: &str = "/v1/images/edits";
+/// An image enlarged by an installed upscaler: `{ image, modelId, repeats }` in JSON.
+const UPSCALES: &str = "/v1/images/upscales";
 
 struct Context {
     engine: Arc<Engine>,
@@ -82,6 +84,10 @@ impl Context {
             },
             (_, EDITS) => match method {
                 Method::POST => self.edit(req).await,
+                _ => not_allowed("POST"),
+            },
+            (_, UPSCALES) => match method {
+                Method::POST => self.upscale(req).await,
                 _ => not_allowed("POST"),
             },
             (Some(rest), _) if rest.starts_with('/') => {
@@ -160,6 +166,36 @@ impl Context {
         };
         self.submit(edit_request(body, boundary).await, req_prefer)
             .await
+    }
+
+    /// `diffusionServer.upscaleImage` over HTTP: answered once the image is upscaled, as a
+    /// generation is (`data: [{ b64_json }]`), with its size.
+    async fn upscale(&self, req: Request<Incoming>) -> Response<Body> {
+        let body = match self.body(req).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let parsed = serde_json::from_slice::<Value>(&body)
+            .map_err(|e| DiffusionError::Invalid(format!("the request body is not JSON: {e}")))
+            .and_then(|body| super::upscale::parse(&body));
+        let request = match parsed {
+            Ok(request) => request,
+            Err(e) => return submit_error(&e),
+        };
+        let id = format!("upscale_{:016x}", fastrand::u64(..));
+        match self.engine.upscale(&request, id).await {
+            Ok(upscaled) => http::json(
+                StatusCode::OK,
+                &json!({
+                    "created": unix_seconds(std::time::SystemTime::now()),
+                    "data": [{ "b64_json": base64::engine::general_purpose::STANDARD.encode(&upscaled.png) }],
+                    "width": upscaled.width,
+                    "height": upscaled.height,
+                    "timeTaken": upscaled.time_taken.as_millis() as u64,
+                }),
+            ),
+            Err(e) => http::error_with(e.code(), &e.to_string(), e.suggestion().as_deref()),
+        }
     }
 
     /// Makes a job of a parsed body and answers it: its images, or 202 where asked.

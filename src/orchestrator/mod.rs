@@ -264,7 +264,7 @@ impl<E: Effects> Orchestrator<E> {
         let (reply, answer) = oneshot::channel();
         self.send(Msg::StartLlm {
             request: Box::new(request),
-            data: data.clone(),
+            data: Box::new(data.clone()),
             reply,
         });
         answer.await.unwrap_or_else(|_| {

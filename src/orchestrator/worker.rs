@@ -47,7 +47,7 @@ pub(super) enum Msg {
     },
     StartLlm {
         request: Box<StartRequest>,
-        data: DataPaths,
+        data: Box<DataPaths>,
         reply: oneshot::Sender<StartResult>,
     },
     /// An image waiting for its turn or for room: it leaves the queue, or its offload ends.
@@ -84,7 +84,7 @@ enum Work {
     },
     StartLlm {
         request: Box<StartRequest>,
-        data: DataPaths,
+        data: Box<DataPaths>,
         reply: oneshot::Sender<StartResult>,
     },
     Offload(oneshot::Sender<bool>),

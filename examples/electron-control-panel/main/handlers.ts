@@ -16,6 +16,7 @@ import type {
   Reply,
   ResourceSnapshot,
   SavedStateInfo,
+  UpscaleRequest,
 } from '../shared/api'
 
 type Lib = typeof Genai
@@ -100,6 +101,7 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
   // Diffusion server. Cancel stops every image the panel has under way (the Diffusion tab's, the
   // orchestrated ones and the offload demo's).
   const generations = new Set<AbortController>()
+  const upscales = new Set<AbortController>()
   async function generate(run: (signal: AbortSignal) => Promise<Genai.ImageGenerationResult>): Promise<ImageResult> {
     const controller = new AbortController()
     generations.add(controller)
@@ -116,9 +118,20 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
   handle('diffusion:logs', async (limit?: number) => parseLogs(await diffusionServer.getLogs(limit)))
   handle('diffusion:clearLogs', () => diffusionServer.clearLogs())
   handle('diffusion:generate', (config: ImageRequest) => generate((signal) => diffusionServer.generateImage({ ...config, signal })))
+  handle('diffusion:upscale', async (request: UpscaleRequest) => {
+    const controller = new AbortController()
+    upscales.add(controller)
+    try {
+      const { image, width, height, timeTaken } = await diffusionServer.upscaleImage({ ...request, signal: controller.signal })
+      return { imageDataUrl: pngDataUrl(image), width, height, timeTaken }
+    } finally {
+      upscales.delete(controller)
+    }
+  })
   handle('diffusion:cancel', () => {
+    for (const controller of upscales) controller.abort()
     for (const controller of generations) controller.abort()
-    return generations.size > 0
+    return generations.size + upscales.size > 0
   })
 
   // Resources. The seed's orchestrator (the library's defaults), and for each offload demo one with

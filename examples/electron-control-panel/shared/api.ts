@@ -50,6 +50,7 @@ export const CHANNELS = {
     getLogs: 'diffusion:logs',
     clearLogs: 'diffusion:clearLogs',
     generateImage: 'diffusion:generate',
+    upscaleImage: 'diffusion:upscale',
     cancel: 'diffusion:cancel',
   },
   resources: {
@@ -123,6 +124,20 @@ export interface ChatAnswer {
   totalMs: number
 }
 
+/** An image to upscale (a data URL) with an installed upscaler. */
+export interface UpscaleRequest {
+  image: string
+  modelId: string
+}
+
+/** An upscaled image, as a PNG data URL. */
+export interface UpscaleResult {
+  imageDataUrl: string
+  width: number
+  height: number
+  timeTaken: number
+}
+
 /** An image as the renderer shows it: PNG data URLs instead of Buffers. */
 export interface ImageResult {
   imageDataUrl: string
@@ -192,6 +207,7 @@ export interface Api {
     getLogs(limit?: number): Promise<LogEntry[]>
     clearLogs(): Promise<void>
     generateImage(config: ImageRequest): Promise<ImageResult>
+    upscaleImage(request: UpscaleRequest): Promise<UpscaleResult>
     cancel(): Promise<boolean>
   }
   resources: {

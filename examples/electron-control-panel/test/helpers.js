@@ -62,6 +62,7 @@ function modelFiles(real) {
     '/llm.gguf': real.diffusionComponents.llm,
     '/taesd.gguf': real.diffusionComponents.taesd,
     '/tiny-lora.gguf': real.diffusionLoras.gguf,
+    '/tiny-esrgan.gguf': real.upscaler,
   }
 }
 

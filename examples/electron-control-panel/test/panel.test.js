@@ -119,6 +119,11 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
       await byTestId('download-url').fill(`${files.base}/tiny-lora.gguf`)
       await byTestId('download-start').click()
       await byTestId('model-ink-lora').waitFor()
+      await byTestId('download-type').selectOption('upscaler')
+      await byTestId('download-name').fill('Tiny x2')
+      await byTestId('download-url').fill(`${files.base}/tiny-esrgan.gguf`)
+      await byTestId('download-start').click()
+      await byTestId('model-tiny-x2').waitFor()
 
       // A bad URL: the library's error, with its code, where the download was.
       await byTestId('download-type').selectOption('llm')
@@ -205,6 +210,12 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
       const logs = byTestId('diffusion-logs')
       await logs.getByText('IMG2IMG').first().waitFor()
       await logs.getByText(/\(24 \/ 24\) LoRA tensors have been applied/).first().waitFor()
+      // The image made, upscaled by the installed upscaler (x2).
+      await byTestId('image-upscale').click()
+      await byTestId('upscaled-image').waitFor({ timeout: 60_000 })
+      assert.match(await byTestId('upscaled').innerText(), /upscaled with Tiny x2: 128×128/)
+      // A full-page shot of a scrolled page draws the sticky top bar where it was.
+      await page.evaluate(() => window.scrollTo(0, 0))
       await shoot('diffusion-edit')
       await byTestId('init-image-remove').click()
       await byTestId('lora-ink-lora').uncheck()

@@ -4,7 +4,7 @@ import { api } from '../api'
 import { Card, ErrorBox, Facts, Field, ModelSelect, LogView, ProgressBar, StatusBadge, numberOr, useAction, useEvent, usePoll } from '../components'
 import { ImagePicker, LoraPicker, MaskPainter, Thumbnails, imageSize } from './ImageInputs'
 import { formatMs, formatTime } from '../format'
-import type { ImageRequest, ImageResult } from '../../shared/api'
+import type { ImageRequest, ImageResult, UpscaleResult } from '../../shared/api'
 import type { TabProps } from '../App'
 
 const SAMPLERS: ImageSampler[] = ['euler_a', 'euler', 'heun', 'dpm2', 'dpm++2s_a', 'dpm++2m', 'dpm++2mv2', 'lcm']
@@ -26,6 +26,7 @@ const STAGES: Record<ImageGenerationProgress['stage'], string> = {
 export default function DiffusionServerTab({ active }: TabProps) {
   const models = usePoll(() => api.models.list('diffusion'), 3000, active)
   const loraModels = usePoll(() => api.models.list('lora'), 3000, active)
+  const upscalers = usePoll(() => api.models.list('upscaler'), 3000, active)
   const status = usePoll(() => api.diffusion.getStatus(), 1000, active)
   const logs = usePoll(() => api.diffusion.getLogs(100), 2000, active)
   const [modelId, setModelId] = useState('')
@@ -42,9 +43,16 @@ export default function DiffusionServerTab({ active }: TabProps) {
   const [strength, setStrength] = useState('0.75')
   const [references, setReferences] = useState<string[]>([])
   const [loras, setLoras] = useState<ImageLora[]>([])
+  const [upscaled, setUpscaled] = useState<UpscaleResult | null>(null)
   const [progress, setProgress] = useState<ImageGenerationProgress | null>(null)
   const [result, setResult] = useState<ImageResult | null>(null)
   const generation = useAction()
+  const upscaler = upscalers.value?.[0]
+  const upscale = (image: string) =>
+    generation.run(async () => {
+      setUpscaled(null)
+      if (upscaler) setUpscaled(await api.diffusion.upscaleImage({ image, modelId: upscaler.id }))
+    })
   const startFrom = (url: string) => generation.run(async () => setInit({ url, ...(await imageSize(url)) }))
   useEvent('diffusion:progress', (event) => setProgress(event))
 
@@ -222,6 +230,14 @@ export default function DiffusionServerTab({ active }: TabProps) {
                     <button className="link" data-testid="image-edit" onClick={() => startFrom(url)}>
                       Edit
                     </button>
+                    {upscaler && (
+                      <>
+                        {' · '}
+                        <button className="link" data-testid="image-upscale" disabled={generation.busy} onClick={() => upscale(url)} title={`with ${upscaler.name}`}>
+                          Upscale
+                        </button>
+                      </>
+                    )}
                   </figcaption>
                 </figure>
               ))}
@@ -230,6 +246,14 @@ export default function DiffusionServerTab({ active }: TabProps) {
               {result.width}×{result.height} · {formatMs(result.timeTaken)}
             </p>
           </>
+        )}
+        {upscaled && (
+          <figure className="upscaled" data-testid="upscaled">
+            <img src={upscaled.imageDataUrl} alt="the upscaled image" data-testid="upscaled-image" width={Math.min(upscaled.width, 384)} />
+            <figcaption>
+              upscaled with {upscaler?.name ?? 'the upscaler'}: {upscaled.width}×{upscaled.height} · {formatMs(upscaled.timeTaken)}
+            </figcaption>
+          </figure>
         )}
       </Card>
 

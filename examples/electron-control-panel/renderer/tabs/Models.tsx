@@ -89,6 +89,7 @@ export default function ModelsTab({ active }: TabProps) {
               <option value="llm">LLM (chat)</option>
               <option value="diffusion">Diffusion (images)</option>
               <option value="lora">LoRA (for diffusion models)</option>
+              <option value="upscaler">Upscaler (ESRGAN)</option>
             </select>
           </Field>
           <Field label="Name">
