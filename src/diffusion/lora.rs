@@ -3,7 +3,7 @@
 
 use crate::config::DataPaths;
 use crate::models::ModelError;
-use crate::models::store::{self, ModelType};
+use crate::models::store::{self, ModelInfo, ModelType};
 
 use super::DiffusionError;
 use super::request::LoraChoice;
@@ -28,23 +28,9 @@ pub async fn resolve(
     let mut applied = Vec::new();
     for (i, choice) in choices.iter().enumerate() {
         let id = &choice.model_id;
-        let refuse =
-            |why: String| DiffusionError::Invalid(format!("loras[{i}].modelId {id:?} {why}"));
-        let info = match store::read(data, id).await {
-            Ok(info) => info,
-            Err(ModelError::NotFound { .. }) => {
-                return Err(refuse(
-                    "is not installed: download it first, modelManager.downloadModel({ type: 'lora', ... })".into(),
-                ));
-            }
-            Err(e) => return Err(refuse(format!("cannot be used: {e}"))),
-        };
-        if info.model_type != ModelType::Lora {
-            return Err(refuse(format!(
-                "is a {} model, not a LoRA",
-                info.model_type.as_str()
-            )));
-        }
+        let field = format!("loras[{i}].modelId");
+        let refuse = |why: String| DiffusionError::Invalid(format!("{field} {id:?} {why}"));
+        let info = installed(data, &field, id, ModelType::Lora).await?;
         let path = info
             .path
             .strip_prefix(&data.models_lora)
@@ -67,6 +53,40 @@ pub async fn resolve(
         });
     }
     Ok(applied)
+}
+
+/// The installed model `id` of `kind` that a request names in `field`, or a typed error that
+/// says which field and why not (not installed, damaged, of another type).
+pub async fn installed(
+    data: &DataPaths,
+    field: &str,
+    id: &str,
+    kind: ModelType,
+) -> Result<ModelInfo, DiffusionError> {
+    let refuse = |why: String| DiffusionError::Invalid(format!("{field} {id:?} {why}"));
+    let info = match store::read(data, id).await {
+        Ok(info) => info,
+        Err(ModelError::NotFound { .. }) => {
+            return Err(refuse(format!(
+                "is not installed: download it first, modelManager.downloadModel({{ type: '{}', ... }})",
+                kind.as_str()
+            )));
+        }
+        Err(e) => return Err(refuse(format!("cannot be used: {e}"))),
+    };
+    if info.model_type != kind {
+        let wanted = match kind {
+            ModelType::Lora => "a LoRA",
+            ModelType::Upscaler => "an upscaler",
+            ModelType::Llm => "an LLM",
+            ModelType::Diffusion => "a diffusion model",
+        };
+        return Err(refuse(format!(
+            "is a {} model, not {wanted}",
+            info.model_type.as_str()
+        )));
+    }
+    Ok(info)
 }
 
 /// The file of a LoRA sd applied none of the tensors of, from its report of each LoRA:

@@ -11,7 +11,6 @@ use super::DiffusionError;
 use super::backend::{BackendConfig, BackendKind, TempDir, png_size};
 use super::request::InputImage;
 use crate::events::EventSink;
-use crate::models::ModelError;
 use crate::models::store::{self, ModelType};
 use crate::process::{self, ProcessSpec, inherit_all};
 
@@ -164,22 +163,7 @@ async fn upscaler_file(
     config: &BackendConfig,
     id: &str,
 ) -> Result<std::path::PathBuf, DiffusionError> {
-    let refuse = |why: String| DiffusionError::Invalid(format!("modelId {id:?} {why}"));
-    let info = match store::read(&config.data, id).await {
-        Ok(info) => info,
-        Err(ModelError::NotFound { .. }) => {
-            return Err(refuse(
-                "is not installed: download it first, modelManager.downloadModel({ type: 'upscaler', ... })".into(),
-            ));
-        }
-        Err(e) => return Err(refuse(format!("cannot be used: {e}"))),
-    };
-    if info.model_type != ModelType::Upscaler {
-        return Err(refuse(format!(
-            "is a {} model, not an upscaler",
-            info.model_type.as_str()
-        )));
-    }
+    let info = super::lora::installed(&config.data, "modelId", id, ModelType::Upscaler).await?;
     Ok(info.path)
 }
 

@@ -186,14 +186,9 @@ async fn bring(
     let metadata = match format {
         super::FileFormat::Gguf => Some(check_gguf(&source.path, &staged, size).await?),
         super::FileFormat::Safetensors => {
-            super::safetensors::check_file(&staged, size)
+            super::safetensors::check(&staged, size, &source.path)
                 .await
-                .map_err(|reason| {
-                    ModelError::InvalidImport(format!(
-                        "{} is not a valid safetensors file: {reason}",
-                        source.path.display()
-                    ))
-                })?;
+                .map_err(ModelError::InvalidImport)?;
             None
         }
         super::FileFormat::Unchecked => None,

@@ -847,14 +847,9 @@ impl ModelManager {
             let metadata = match format {
                 FileFormat::Gguf => Some(check_gguf(&file.source.url, &got).await?),
                 FileFormat::Safetensors => {
-                    safetensors::check_file(&got.path, got.bytes)
+                    safetensors::check(&got.path, got.bytes, &got.path)
                         .await
-                        .map_err(|reason| {
-                            ModelError::Invalid(format!(
-                                "{} is not a valid safetensors file: {reason}",
-                                got.path.display()
-                            ))
-                        })?;
+                        .map_err(ModelError::Invalid)?;
                     None
                 }
                 FileFormat::Unchecked => None,

@@ -26,6 +26,16 @@ pub fn check_start(head: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// [`check_file`], its refusal naming the file as `shown`.
+pub async fn check(path: &Path, size: u64, shown: &Path) -> Result<usize, String> {
+    check_file(path, size).await.map_err(|reason| {
+        format!(
+            "{} is not a valid safetensors file: {reason}",
+            shown.display()
+        )
+    })
+}
+
 /// Reads the header of the `size`-byte file at `path`: the number of tensors it holds, or why it
 /// is not a whole safetensors file.
 pub async fn check_file(path: &Path, size: u64) -> Result<usize, String> {
