@@ -353,7 +353,7 @@ test('LoRAs: downloaded as lora models (GGUF or safetensors, checked), applied b
   skip,
 }, async () => {
   const dataDir = await withTinySet()
-  const { serveFiles, pngScanlines } = require('./helpers')
+  const { serveFiles, pngScanlines, png } = require('./helpers')
   const models = new ModelManager()
   const fake = path.join(dataDir, 'fake')
   fs.writeFileSync(fake, 'GGUF\x03\0\0\0 not a LoRA at all')
@@ -420,6 +420,14 @@ test('LoRAs: downloaded as lora models (GGUF or safetensors, checked), applied b
         const styled = await orchestrator.estimate({ width: 64, height: 64, loras: [{ modelId: 'ink' }] })
         const { size } = await models.getModelInfo('ink')
         assert.equal(styled.diffusion.ram - bare.diffusion.ram, size)
+        // An init image and a reference image are encoded by the VAE: each counts.
+        const edit = await orchestrator.estimate({
+          width: 64,
+          height: 64,
+          initImage: png(64),
+          referenceImages: [png(32)],
+        })
+        assert.equal(edit.diffusion.ram - bare.diffusion.ram, 2 * 12e6)
         orchestrator.dispose()
       }
       const viaHttp = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {

@@ -121,7 +121,10 @@ class ResourceOrchestrator extends EventEmitter {
         suggestion: 'Pass { width, height } or nothing',
       })
     }
-    const { onProgress: _p, signal: _s, ...request } = config
+    const { onProgress: _p, signal: _s, initImage, mask: _m, referenceImages, ...request } = config
+    // The images count, not their bytes: the VAE encodes each one (see docs/API.md).
+    if (initImage != null) request.initImage = 'counted'
+    if (Array.isArray(referenceImages)) request.referenceImages = referenceImages.map(() => 'counted')
     return callAsync(() => this.#native.estimate(plain('config', request)))
   }
 

@@ -304,12 +304,14 @@ pub struct ImageRequest {
     pub asynchronous: bool,
 }
 
-/// What an image's memory depends on: its size and the LoRAs loaded for it.
+/// What an image's memory depends on: its size, the LoRAs loaded for it, and the images the
+/// VAE encodes for it (an init image, each reference image).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ImageShape {
     pub width: u32,
     pub height: u32,
     pub loras: Vec<LoraChoice>,
+    pub encoded_images: u32,
 }
 
 impl ImageRequest {
@@ -319,6 +321,8 @@ impl ImageRequest {
             width,
             height,
             loras: self.loras.clone(),
+            encoded_images: u32::from(self.init_image.is_some())
+                + self.reference_images.len() as u32,
         }
     }
 
@@ -517,10 +521,17 @@ pub fn shape(body: &Value) -> Result<ImageShape, Invalid> {
         .ok_or_else(|| invalid("the image config must be an object"))?;
     let (width, height) = dimensions(obj)?;
     let (width, height) = hires(obj, (width, height))?.map_or((width, height), |h| h.target);
+    // Counted, not decoded: an estimate does not need the images' bytes.
+    let present = |key: &str| !matches!(obj.get(key), None | Some(Value::Null));
+    let references = obj
+        .get("referenceImages")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     Ok(ImageShape {
         width,
         height,
         loras: loras(obj)?,
+        encoded_images: u32::from(present("initImage")) + references as u32,
     })
 }
 
@@ -1007,6 +1018,8 @@ mod tests {
         assert!(big.unwrap_err().0.contains("sides of at most 4096"));
         let shape = shape(&json!({ "width": 64, "height": 64, "hires": { "scale": 3 } })).unwrap();
         assert_eq!((shape.width, shape.height), (192, 192));
+        let encoded = super::shape(&json!({ "initImage": "x", "referenceImages": ["a", "b"] }));
+        assert_eq!(encoded.unwrap().encoded_images, 3);
     }
 
     #[test]

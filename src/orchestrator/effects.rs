@@ -183,7 +183,9 @@ impl Effects for Servers {
             crate::diffusion::calibrate::measured(&config, &data, width, height).await
         {
             let on_gpu = device.is_some_and(|d| d != DeviceUse::None);
-            let (ram, vram) = (ram + lora_bytes, if on_gpu { vram + lora_bytes } else { 0 });
+            let extra =
+                lora_bytes + crate::diffusion::ENCODE_PER_IMAGE * u64::from(shape.encoded_images);
+            let (ram, vram) = (ram + extra, if on_gpu { vram + extra } else { 0 });
             return Usage::of(Memory { ram, vram }, measured.as_ref())
                 .projected_by(EstimateSource::Measured);
         }
@@ -192,7 +194,7 @@ impl Effects for Servers {
             on_device,
             backend: config.backend.kind,
         };
-        usage::image(model, width, height, device, measured.as_ref())
+        usage::image(model, shape, device, measured.as_ref())
     }
 
     async fn diffusion_held(&self) -> Option<Memory> {

@@ -10,6 +10,7 @@ use ts_rs::TS;
 
 use crate::config::DataPaths;
 use crate::diffusion::backend::DeviceUse;
+use crate::diffusion::request::ImageShape;
 use crate::llama::LlamaConfig;
 use crate::process::memory::TreeMemory;
 use crate::system::estimate::{EstimateSource, MemoryEstimate, ModelSpec};
@@ -159,12 +160,13 @@ pub struct ImageModel {
 /// software device such as lavapipe is RAM).
 pub fn image(
     model: ImageModel,
-    width: u32,
-    height: u32,
+    shape: &ImageShape,
     device: Option<DeviceUse>,
     measured: Option<&TreeMemory>,
 ) -> Usage {
-    let working_set = crate::diffusion::working_set_of(model.backend, width, height);
+    let encoding = crate::diffusion::ENCODE_PER_IMAGE * u64::from(shape.encoded_images);
+    let working_set =
+        crate::diffusion::working_set_of(model.backend, shape.width, shape.height) + encoding;
     let on_device = model.on_device + working_set;
     let vram = match device {
         None | Some(DeviceUse::None) => 0,
@@ -237,7 +239,12 @@ mod tests {
             on_device: 200 << 20,
             backend: crate::diffusion::backend::BackendKind::OneShot,
         };
-        let vram = |device| image(model, 256, 256, device, None).vram;
+        let side = ImageShape {
+            width: 256,
+            height: 256,
+            ..Default::default()
+        };
+        let vram = |device| image(model, &side, device, None).vram;
         assert_eq!(vram(None), 0, "no GPU usable here");
         assert_eq!(vram(Some(DeviceUse::None)), 0, "gpuLayers: 0");
         assert_eq!(vram(Some(DeviceUse::Whole)), (200 << 20) + working_set);
@@ -246,10 +253,17 @@ mod tests {
             vram(Some(DeviceUse::Capped(u64::MAX))),
             (200 << 20) + working_set
         );
-        let on_gpu = image(model, 256, 256, Some(DeviceUse::Whole), None);
+        let on_gpu = image(model, &side, Some(DeviceUse::Whole), None);
         assert_eq!(
             (on_gpu.ram, on_gpu.source),
             ((300 << 20) + working_set, Source::Estimated)
         );
+        // An init image and a reference image to encode.
+        let edit = ImageShape {
+            encoded_images: 2,
+            ..side
+        };
+        let encoding = 2 * crate::diffusion::ENCODE_PER_IMAGE;
+        assert_eq!(image(model, &edit, None, None).ram, on_gpu.ram + encoding);
     }
 }
