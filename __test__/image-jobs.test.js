@@ -123,6 +123,32 @@ test("genai-lite's image provider gets its images, progress, cancel and errors",
     const again = await fetch(`${base}${job.url}`, { method: 'DELETE' })
     assert.deepEqual([again.status, (await again.json()).error.code], [409, 'ALREADY_TERMINAL'])
 
+    // The newer fields through the async door: an init image, its mask, a reference and a hires
+    // pass, as base64 in the JSON body; the job's result has the hires size.
+    const { png } = require('./helpers')
+    const b64 = (image) => image.toString('base64')
+    const edit = await fetch(`${base}/v1/images/generations`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        ...payload,
+        count: 1,
+        async: true,
+        initImage: b64(png(64, [200, 30, 30])),
+        mask: b64(png(64, [255])),
+        referenceImages: [b64(png(32))],
+        hires: { scale: 2, steps: 2 },
+      }),
+    })
+    assert.equal(edit.status, 202)
+    const editJob = await edit.json()
+    let edited
+    while ((edited = await (await fetch(`${base}${editJob.url}`)).json()).status !== 'complete') {
+      assert.notEqual(edited.status, 'error', JSON.stringify(edited.error))
+      await sleep(50)
+    }
+    assert.ok(isPng(edited.result.images[0].image, [128, 128]))
+
     // Errors are nested, with the code the provider branches on.
     const refused = await generateAsGenaiLite(base, { ...payload, width: 100 }).catch((e) => e)
     assert.equal(refused.status, 400)
