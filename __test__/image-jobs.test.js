@@ -142,10 +142,12 @@ test("genai-lite's image provider gets its images, progress, cancel and errors",
     })
     assert.equal(edit.status, 202)
     const editJob = await edit.json()
-    let edited
-    while ((edited = await (await fetch(`${base}${editJob.url}`)).json()).status !== 'complete') {
+    const poll = async () => (await fetch(`${base}${editJob.url}`)).json()
+    let edited = await poll()
+    while (edited.status !== 'complete') {
       assert.notEqual(edited.status, 'error', JSON.stringify(edited.error))
       await sleep(50)
+      edited = await poll()
     }
     assert.ok(isPng(edited.result.images[0].image, [128, 128]))
 
