@@ -312,10 +312,12 @@ impl Backend {
         }
     }
 
+    /// Makes the job's images; its LoRAs are found first, the same for both backends.
     pub async fn run(&self, work: Work<'_>) -> Result<Output, DiffusionError> {
+        let loras = lora::resolve(&self.config().data, &work.request.loras).await?;
         match self {
-            Backend::OneShot(b) => b.run(work).await,
-            Backend::Resident(b) => b.run(work).await,
+            Backend::OneShot(b) => b.run(work, &loras).await,
+            Backend::Resident(b) => b.run(work, &loras).await,
         }
     }
 
@@ -437,11 +439,10 @@ impl OneShot {
         *lock(&self.last_peak)
     }
 
-    async fn run(&self, work: Work<'_>) -> Result<Output, DiffusionError> {
-        let loras = lora::resolve(&self.config.data, &work.request.loras).await?;
+    async fn run(&self, work: Work<'_>, loras: &[AppliedLora]) -> Result<Output, DiffusionError> {
         let dir = TempDir::create(&self.config.temp_dir, work.id).await?;
         let mut args = self.config.common_args();
-        args.extend(cli_args(work.request, work.seed, &loras));
+        args.extend(cli_args(work.request, work.seed, loras));
         let request = work.request;
         let references = request.reference_images.iter().enumerate();
         let images = [
@@ -499,7 +500,7 @@ impl OneShot {
                 logs: child.logs.last(LOG_TAIL),
             });
         }
-        lora::check_applied(&loras, &unapplied_loras(&tracker))?;
+        lora::check_applied(loras, &unapplied_loras(&tracker))?;
         let images = read_images(&dir.0, work.request).await.map_err(|message| {
             DiffusionError::BackendFailed {
                 message,
@@ -761,16 +762,17 @@ impl Resident {
         }
     }
 
-    async fn run(self: &Arc<Self>, work: Work<'_>) -> Result<Output, DiffusionError> {
+    async fn run(
+        self: &Arc<Self>,
+        work: Work<'_>,
+        loras: &[AppliedLora],
+    ) -> Result<Output, DiffusionError> {
         *lock(&self.epoch) += 1;
         let job = self.jobs.lock().await;
-        let result = match lora::resolve(&self.config.data, &work.request.loras).await {
-            Ok(loras) => self.run_job(&work, &loras).await.and_then(|output| {
-                lora::check_applied(&loras, &unapplied_loras(&self.tracker))?;
-                Ok(output)
-            }),
-            Err(e) => Err(e),
-        };
+        let result = self.run_job(&work, loras).await.and_then(|output| {
+            lora::check_applied(loras, &unapplied_loras(&self.tracker))?;
+            Ok(output)
+        });
         *lock(&self.tracker) = None;
         if matches!(result, Err(DiffusionError::Cancelled)) {
             // The server cannot cancel a generating job: it goes, and the next request starts it.

@@ -42,7 +42,7 @@ pub struct InputImage {
 impl InputImage {
     /// The image in `text`: base64, or a `data:` URL of base64 (what JS's Buffer becomes on the
     /// way to the addon, and what JSON carries). `field` names it in an error.
-    pub fn parse(field: &str, text: &str) -> Result<InputImage, Invalid> {
+    fn parse(field: &str, text: &str) -> Result<InputImage, Invalid> {
         use base64::Engine as _;
         let encoded = match text.strip_prefix("data:") {
             Some(url) => url
@@ -742,30 +742,26 @@ fn reference_images(obj: &Map<String, Value>) -> Result<Vec<InputImage>, Invalid
             items.len()
         )));
     }
-    let mut images = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let field = format!("referenceImages[{i}]");
-        let image = match item {
-            Value::String(text) => InputImage::parse(&field, text)?,
-            other => {
-                return Err(wrong_type(
-                    &field,
-                    "an image (a Buffer in JS; base64 or a data URL in JSON)",
-                    other,
-                ));
-            }
-        };
-        images.push(image);
-    }
-    Ok(images)
+    let images = items.iter().enumerate();
+    images
+        .map(|(i, item)| image_of(&format!("referenceImages[{i}]"), item))
+        .collect()
 }
 
-/// An image field (`initImage`, `mask`): unset, or base64 / a data URL of a PNG, JPEG or WebP.
-fn image(obj: &Map<String, Value>, field: &str) -> Result<Option<InputImage>, Invalid> {
+/// An image field (`initImage`, `mask`, an upscale's `image`): unset, or an image [`image_of`]
+/// reads.
+pub(super) fn image(obj: &Map<String, Value>, field: &str) -> Result<Option<InputImage>, Invalid> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => InputImage::parse(field, text).map(Some),
-        Some(other) => Err(wrong_type(
+        Some(value) => image_of(field, value).map(Some),
+    }
+}
+
+/// Base64 or a data URL of a PNG, JPEG or WebP; `field` names it in an error.
+fn image_of(field: &str, value: &Value) -> Result<InputImage, Invalid> {
+    match value {
+        Value::String(text) => InputImage::parse(field, text),
+        other => Err(wrong_type(
             field,
             "an image (a Buffer in JS; base64 or a data URL in JSON)",
             other,

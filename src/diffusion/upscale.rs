@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DiffusionError;
 use super::backend::{BackendConfig, BackendKind, TempDir, png_size};
-use super::request::InputImage;
+use super::request::{self, InputImage};
 use crate::events::EventSink;
 use crate::models::store::{self, ModelType};
 use crate::process::{self, ProcessSpec, inherit_all};
@@ -48,19 +48,9 @@ pub fn parse(body: &Value) -> Result<UpscaleRequest, DiffusionError> {
     {
         return Err(invalid(format!("unknown field {key:?}")));
     }
-    let image = match obj.get("image") {
-        Some(Value::String(text)) => InputImage::parse("image", text).map_err(|e| invalid(e.0))?,
-        None | Some(Value::Null) => {
-            return Err(invalid(
-                "image is required: the PNG, JPEG or WebP to upscale".into(),
-            ));
-        }
-        Some(_) => {
-            return Err(invalid(
-                "image must be an image (a Buffer in JS; base64 or a data URL in JSON)".into(),
-            ));
-        }
-    };
+    let image = request::image(obj, "image")
+        .map_err(|e| invalid(e.0))?
+        .ok_or_else(|| invalid("image is required: the PNG, JPEG or WebP to upscale".into()))?;
     let model_id = match obj.get("modelId") {
         Some(Value::String(id)) if store::is_valid_id(id) => id.clone(),
         Some(Value::String(id)) => {
