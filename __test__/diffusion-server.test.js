@@ -39,6 +39,22 @@ function pngSize(png) {
   return [png.readUInt32BE(16), png.readUInt32BE(20)]
 }
 
+/**
+ * Runs `use(backend, info)` against `server` started with the tiny set on each backend in turn,
+ * its logs cleared, and stops it after, however `use` ends.
+ */
+async function onEachBackend(server, use) {
+  for (const backend of ['one-shot', 'resident']) {
+    server.clearLogs()
+    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
+    try {
+      await use(backend, info)
+    } finally {
+      await server.stop()
+    }
+  }
+}
+
 function alive(pid) {
   const stat = fs.existsSync(`/proc/${pid}/stat`) ? fs.readFileSync(`/proc/${pid}/stat`, 'utf8') : ''
   return stat !== '' && stat.split(') ')[1]?.[0] !== 'Z'
@@ -227,125 +243,119 @@ test("image-to-image, inpainting and reference images: initImage, strength, mask
   const init = png(64, [200, 30, 30])
   const [keepAll, redrawAll] = [png(64, [0]), png(64, [255])]
   const server = new DiffusionServerManager()
-  for (const backend of ['one-shot', 'resident']) {
+  await onEachBackend(server, async (backend, info) => {
+    // Unsized, the image asked is the init image's size.
+    const { prompt, steps, cfgScale } = SMALL
+    const made = await server.generateImage({ prompt, steps, cfgScale, seed: 7, initImage: init, strength: 0.5 })
+    assert.deepEqual(pngSize(made.image), [64, 64])
+    const logs = await server.getLogs(400)
+    assert.ok(
+      logs.some((l) => l.includes('IMG2IMG')),
+      `${backend}: sd ran image-to-image (its own log says so)`,
+    )
+    // Inpainting: under a black mask every pixel is kept, so the seed changes nothing; under a
+    // white one everything is redrawn from the seed's noise.
+    const masked = async (mask, seed) =>
+      pngScanlines((await server.generateImage({ prompt, steps: 2, cfgScale, seed, initImage: init, mask })).image)
+    assert.deepEqual(await masked(keepAll, 1), await masked(keepAll, 2), `${backend}: a black mask keeps the image`)
+    assert.notDeepEqual(await masked(redrawAll, 1), await masked(redrawAll, 2), `${backend}: a white mask redraws it`)
+    // Reference images, of any size: sd encodes them and the model sees them (it says EDIT mode).
+    const reference = png(48, [10, 200, 10])
+    const referenced = async (referenceImages) =>
+      pngScanlines((await server.generateImage({ ...SMALL, seed: 5, referenceImages })).image)
     server.clearLogs()
-    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
-    try {
-      // Unsized, the image asked is the init image's size.
-      const { prompt, steps, cfgScale } = SMALL
-      const made = await server.generateImage({ prompt, steps, cfgScale, seed: 7, initImage: init, strength: 0.5 })
-      assert.deepEqual(pngSize(made.image), [64, 64])
-      const logs = await server.getLogs(400)
-      assert.ok(
-        logs.some((l) => l.includes('IMG2IMG')),
-        `${backend}: sd ran image-to-image (its own log says so)`,
-      )
-      // Inpainting: under a black mask every pixel is kept, so the seed changes nothing; under a
-      // white one everything is redrawn from the seed's noise.
-      const masked = async (mask, seed) =>
-        pngScanlines((await server.generateImage({ prompt, steps: 2, cfgScale, seed, initImage: init, mask })).image)
-      assert.deepEqual(await masked(keepAll, 1), await masked(keepAll, 2), `${backend}: a black mask keeps the image`)
-      assert.notDeepEqual(await masked(redrawAll, 1), await masked(redrawAll, 2), `${backend}: a white mask redraws it`)
-      // Reference images, of any size: sd encodes them and the model sees them (it says EDIT mode).
-      const reference = png(48, [10, 200, 10])
-      const referenced = async (referenceImages) =>
-        pngScanlines((await server.generateImage({ ...SMALL, seed: 5, referenceImages })).image)
-      server.clearLogs()
-      const withReference = await referenced([reference, new Uint8Array(png(64))])
-      assert.ok(
-        (await server.getLogs(400)).some((l) => l.includes('EDIT mode')),
-        `${backend}: sd took the references`,
-      )
-      assert.notDeepEqual(withReference, await referenced(undefined), `${backend}: the references change the image`)
-      // A cancel mid-way, with every kind of input image on its way to the backend.
-      const controller = new AbortController()
-      const cancelled = server.generateImage({
-        prompt,
-        steps: 150,
-        cfgScale,
-        initImage: init,
-        mask: redrawAll,
-        referenceImages: [reference],
-        signal: controller.signal,
-        onProgress: (step) => step > 0 && controller.abort(),
+    const withReference = await referenced([reference, new Uint8Array(png(64))])
+    assert.ok(
+      (await server.getLogs(400)).some((l) => l.includes('EDIT mode')),
+      `${backend}: sd took the references`,
+    )
+    assert.notDeepEqual(withReference, await referenced(undefined), `${backend}: the references change the image`)
+    // A cancel mid-way, with every kind of input image on its way to the backend.
+    const controller = new AbortController()
+    const cancelled = server.generateImage({
+      prompt,
+      steps: 150,
+      cfgScale,
+      initImage: init,
+      mask: redrawAll,
+      referenceImages: [reference],
+      signal: controller.signal,
+      onProgress: (step) => step > 0 && controller.abort(),
+    })
+    await assert.rejects(cancelled, CancelledError)
+    // The same request as JSON over HTTP, the image as a data URL; text-to-image differs.
+    const body = { prompt, steps, cfgScale, seed: 7, strength: 0.5 }
+    const post = (extra) =>
+      fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...body, ...extra }),
       })
-      await assert.rejects(cancelled, CancelledError)
-      // The same request as JSON over HTTP, the image as a data URL; text-to-image differs.
-      const body = { prompt, steps, cfgScale, seed: 7, strength: 0.5 }
-      const post = (extra) =>
-        fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ ...body, ...extra }),
-        })
-      const viaHttp = await post({ initImage: `data:image/png;base64,${init.toString('base64')}` })
-      assert.equal(viaHttp.status, 200)
-      const [{ b64_json }] = (await viaHttp.json()).data
-      assert.deepEqual(pngSize(Buffer.from(b64_json, 'base64')), [64, 64])
-      const refused = await post({ initImage: Buffer.from('GIF89a').toString('base64') })
-      assert.equal(refused.status, 400)
-      assert.match((await refused.json()).error.message, /initImage is not a PNG, JPEG or WebP image/)
-      // The openai client's images.edit(): a multipart form with the image as a file.
-      const { default: OpenAI, toFile } = await import('openai')
-      const client = new OpenAI({ baseURL: `http://127.0.0.1:${info.port}/v1`, apiKey: 'unused' })
-      const edited = await client.images.edit({
-        model: 'local',
+    const viaHttp = await post({ initImage: `data:image/png;base64,${init.toString('base64')}` })
+    assert.equal(viaHttp.status, 200)
+    const [{ b64_json }] = (await viaHttp.json()).data
+    assert.deepEqual(pngSize(Buffer.from(b64_json, 'base64')), [64, 64])
+    const refused = await post({ initImage: Buffer.from('GIF89a').toString('base64') })
+    assert.equal(refused.status, 400)
+    assert.match((await refused.json()).error.message, /initImage is not a PNG, JPEG or WebP image/)
+    // The openai client's images.edit(): a multipart form with the image as a file.
+    const { default: OpenAI, toFile } = await import('openai')
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${info.port}/v1`, apiKey: 'unused' })
+    const edited = await client.images.edit({
+      model: 'local',
+      image: await toFile(init, 'day.png', { type: 'image/png' }),
+      prompt: 'the same at night',
+      n: 1,
+      response_format: 'b64_json',
+    })
+    assert.deepEqual(pngSize(Buffer.from(edited.data[0].b64_json, 'base64')), [64, 64])
+    // OpenAI's mask: transparent is edited, opaque kept (an opaque black mask keeps it all).
+    const editMasked = async (mask, seed) => {
+      const { data } = await client.images.edit({
         image: await toFile(init, 'day.png', { type: 'image/png' }),
-        prompt: 'the same at night',
-        n: 1,
+        mask: await toFile(mask, 'mask.png', { type: 'image/png' }),
+        prompt: 'a moon',
         response_format: 'b64_json',
-      })
-      assert.deepEqual(pngSize(Buffer.from(edited.data[0].b64_json, 'base64')), [64, 64])
-      // OpenAI's mask: transparent is edited, opaque kept (an opaque black mask keeps it all).
-      const editMasked = async (mask, seed) => {
-        const { data } = await client.images.edit({
-          image: await toFile(init, 'day.png', { type: 'image/png' }),
-          mask: await toFile(mask, 'mask.png', { type: 'image/png' }),
-          prompt: 'a moon',
-          response_format: 'b64_json',
-          seed,
-          steps: 2,
-          cfgScale,
-        })
-        return pngScanlines(Buffer.from(data[0].b64_json, 'base64'))
-      }
-      // Several images are references (as OpenAI's newer models take them).
-      const references = await client.images.edit({
-        image: [
-          await toFile(init, 'a.png', { type: 'image/png' }),
-          await toFile(png(48), 'b.png', { type: 'image/png' }),
-        ],
-        prompt: 'the two together',
-        size: '64x64',
-        response_format: 'b64_json',
+        seed,
         steps: 2,
         cfgScale,
       })
-      assert.deepEqual(pngSize(Buffer.from(references.data[0].b64_json, 'base64')), [64, 64])
-      const [opaque, transparent] = [png(64, [0, 0, 0, 255]), png(64, [0, 0, 0, 0])]
-      assert.deepEqual(await editMasked(opaque, 1), await editMasked(opaque, 2), `${backend}: opaque is kept`)
-      assert.notDeepEqual(
-        await editMasked(transparent, 1),
-        await editMasked(transparent, 2),
-        `${backend}: transparent is edited`,
-      )
-      for (const [bad, pattern] of [
-        [{ initImage: init, width: 128, height: 128 }, /initImage is 64x64, the image asked is 128x128/],
-        [{ strength: 0.5 }, /strength needs initImage/],
-        [{ initImage: new Uint8Array([1, 2, 3]) }, /initImage is not a PNG, JPEG or WebP image/],
-        [{ mask: keepAll }, /mask needs initImage/],
-        [{ initImage: init, mask: png(128, [0]) }, /mask is 128x128, initImage is 64x64/],
-        [{ referenceImages: [init, Buffer.from('GIF89a')] }, /referenceImages\[1\] is not a PNG, JPEG or WebP image/],
-      ]) {
-        await assert.rejects(
-          server.generateImage({ prompt, steps, ...bad }),
-          (err) => err instanceof ValidationError && pattern.test(err.message),
-        )
-      }
-    } finally {
-      await server.stop()
+      return pngScanlines(Buffer.from(data[0].b64_json, 'base64'))
     }
-  }
+    // Several images are references (as OpenAI's newer models take them).
+    const references = await client.images.edit({
+      image: [
+        await toFile(init, 'a.png', { type: 'image/png' }),
+        await toFile(png(48), 'b.png', { type: 'image/png' }),
+      ],
+      prompt: 'the two together',
+      size: '64x64',
+      response_format: 'b64_json',
+      steps: 2,
+      cfgScale,
+    })
+    assert.deepEqual(pngSize(Buffer.from(references.data[0].b64_json, 'base64')), [64, 64])
+    const [opaque, transparent] = [png(64, [0, 0, 0, 255]), png(64, [0, 0, 0, 0])]
+    assert.deepEqual(await editMasked(opaque, 1), await editMasked(opaque, 2), `${backend}: opaque is kept`)
+    assert.notDeepEqual(
+      await editMasked(transparent, 1),
+      await editMasked(transparent, 2),
+      `${backend}: transparent is edited`,
+    )
+    for (const [bad, pattern] of [
+      [{ initImage: init, width: 128, height: 128 }, /initImage is 64x64, the image asked is 128x128/],
+      [{ strength: 0.5 }, /strength needs initImage/],
+      [{ initImage: new Uint8Array([1, 2, 3]) }, /initImage is not a PNG, JPEG or WebP image/],
+      [{ mask: keepAll }, /mask needs initImage/],
+      [{ initImage: init, mask: png(128, [0]) }, /mask is 128x128, initImage is 64x64/],
+      [{ referenceImages: [init, Buffer.from('GIF89a')] }, /referenceImages\[1\] is not a PNG, JPEG or WebP image/],
+    ]) {
+      await assert.rejects(
+        server.generateImage({ prompt, steps, ...bad }),
+        (err) => err instanceof ValidationError && pattern.test(err.message),
+      )
+    }
+  })
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [], 'the init images are gone with their requests')
 })
 
@@ -395,70 +405,65 @@ test('LoRAs: downloaded as lora models (GGUF or safetensors, checked), applied b
   assert.ok((await models.getStorageUsage()).lora > 0)
 
   const server = new DiffusionServerManager()
-  for (const backend of ['one-shot', 'resident']) {
-    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
-    try {
-      const made = async (extra) => pngScanlines((await server.generateImage({ ...SMALL, seed: 3, ...extra })).image)
-      const plain = await made({})
-      for (const modelId of ['ink', 'film']) {
-        server.clearLogs()
-        const styled = await made({ loras: [{ modelId, weight: 0.8 }] })
-        const applied = (await server.getLogs(400)).find((l) => l.includes('LoRA tensors have been applied'))
-        assert.match(
-          applied ?? '',
-          new RegExp(`\\(24 / 24\\) LoRA tensors have been applied, lora_file_path = .*${modelId}/`),
-          `${backend}: sd applied ${modelId}`,
-        )
-        assert.notDeepEqual(styled, plain, `${backend}: ${modelId} changes the image`)
-      }
-      assert.deepEqual(await made({}), plain, `${backend}: the next image without a LoRA is as before`)
-      if (backend === 'one-shot') {
-        // The orchestrator's estimate counts the LoRA's file with the model's.
-        const { ResourceOrchestrator } = require('..')
-        const orchestrator = new ResourceOrchestrator(undefined, undefined, server)
-        const bare = await orchestrator.estimate({ width: 64, height: 64 })
-        const styled = await orchestrator.estimate({ width: 64, height: 64, loras: [{ modelId: 'ink' }] })
-        const { size } = await models.getModelInfo('ink')
-        assert.equal(styled.diffusion.ram - bare.diffusion.ram, size)
-        // An init image and a reference image are encoded by the VAE: each counts.
-        const edit = await orchestrator.estimate({
-          width: 64,
-          height: 64,
-          initImage: png(64),
-          referenceImages: [png(32)],
-        })
-        assert.equal(edit.diffusion.ram - bare.diffusion.ram, 2 * 12e6)
-        orchestrator.dispose()
-      }
-      const viaHttp = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ ...SMALL, seed: 3, loras: [{ modelId: 'nope' }] }),
-      })
-      assert.equal(viaHttp.status, 400)
-      assert.match((await viaHttp.json()).error.message, /loras\[0\]\.modelId "nope" is not installed/)
-      for (const [loras, pattern] of [
-        [[{ modelId: 'nope' }], /loras\[0\]\.modelId "nope" is not installed/],
-        [
-          [{ modelId: 'ink' }, { modelId: 'tiny-image' }],
-          /loras\[1\]\.modelId "tiny-image" is a diffusion model, not a LoRA/,
-        ],
-        [[{ modelId: 'ink', weight: 20 }], /loras\[0\]\.weight must be between -10 and 10/],
-        [
-          [{ modelId: 'foreign' }],
-          /the loaded model cannot use LoRA "foreign": stable-diffusion.cpp matched none of its tensors/,
-        ],
-      ]) {
-        await assert.rejects(
-          server.generateImage({ ...SMALL, loras }),
-          (err) => err instanceof ValidationError && pattern.test(err.message),
-        )
-      }
-      await assert.rejects(server.generateImage({ ...SMALL, prompt: 'a cat <lora:ink:1>' }), /name LoRAs in loras/)
-    } finally {
-      await server.stop()
+  await onEachBackend(server, async (backend, info) => {
+    const made = async (extra) => pngScanlines((await server.generateImage({ ...SMALL, seed: 3, ...extra })).image)
+    const plain = await made({})
+    for (const modelId of ['ink', 'film']) {
+      server.clearLogs()
+      const styled = await made({ loras: [{ modelId, weight: 0.8 }] })
+      const applied = (await server.getLogs(400)).find((l) => l.includes('LoRA tensors have been applied'))
+      assert.match(
+        applied ?? '',
+        new RegExp(`\\(24 / 24\\) LoRA tensors have been applied, lora_file_path = .*${modelId}/`),
+        `${backend}: sd applied ${modelId}`,
+      )
+      assert.notDeepEqual(styled, plain, `${backend}: ${modelId} changes the image`)
     }
-  }
+    assert.deepEqual(await made({}), plain, `${backend}: the next image without a LoRA is as before`)
+    if (backend === 'one-shot') {
+      // The orchestrator's estimate counts the LoRA's file with the model's.
+      const { ResourceOrchestrator } = require('..')
+      const orchestrator = new ResourceOrchestrator(undefined, undefined, server)
+      const bare = await orchestrator.estimate({ width: 64, height: 64 })
+      const styled = await orchestrator.estimate({ width: 64, height: 64, loras: [{ modelId: 'ink' }] })
+      const { size } = await models.getModelInfo('ink')
+      assert.equal(styled.diffusion.ram - bare.diffusion.ram, size)
+      // An init image and a reference image are encoded by the VAE: each counts.
+      const edit = await orchestrator.estimate({
+        width: 64,
+        height: 64,
+        initImage: png(64),
+        referenceImages: [png(32)],
+      })
+      assert.equal(edit.diffusion.ram - bare.diffusion.ram, 2 * 12e6)
+      orchestrator.dispose()
+    }
+    const viaHttp = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ...SMALL, seed: 3, loras: [{ modelId: 'nope' }] }),
+    })
+    assert.equal(viaHttp.status, 400)
+    assert.match((await viaHttp.json()).error.message, /loras\[0\]\.modelId "nope" is not installed/)
+    for (const [loras, pattern] of [
+      [[{ modelId: 'nope' }], /loras\[0\]\.modelId "nope" is not installed/],
+      [
+        [{ modelId: 'ink' }, { modelId: 'tiny-image' }],
+        /loras\[1\]\.modelId "tiny-image" is a diffusion model, not a LoRA/,
+      ],
+      [[{ modelId: 'ink', weight: 20 }], /loras\[0\]\.weight must be between -10 and 10/],
+      [
+        [{ modelId: 'foreign' }],
+        /the loaded model cannot use LoRA "foreign": stable-diffusion.cpp matched none of its tensors/,
+      ],
+    ]) {
+      await assert.rejects(
+        server.generateImage({ ...SMALL, loras }),
+        (err) => err instanceof ValidationError && pattern.test(err.message),
+      )
+    }
+    await assert.rejects(server.generateImage({ ...SMALL, prompt: 'a cat <lora:ink:1>' }), /name LoRAs in loras/)
+  })
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
@@ -467,49 +472,43 @@ test("hires fix: a second, larger pass on sd-cli and sd-server, its size the res
 }, async () => {
   const dataDir = await withTinySet()
   const server = new DiffusionServerManager()
-  for (const backend of ['one-shot', 'resident']) {
-    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
-    try {
-      server.clearLogs()
-      const percents = []
-      const made = await server.generateImage({
+  await onEachBackend(server, async (backend, info) => {
+    const percents = []
+    const made = await server.generateImage({
+      ...SMALL,
+      count: 2,
+      hires: { scale: 1.5, steps: 2 },
+      onProgress: (_step, _total, _stage, percentage) => percents.push(percentage),
+    })
+    assert.deepEqual([made.width, made.height], [96, 96])
+    for (const image of made.images) assert.deepEqual(pngSize(image), [96, 96])
+    const logs = await server.getLogs(400)
+    assert.ok(
+      logs.some((l) => l.includes('hires Latent upscale 8x8 -> 12x12')),
+      `${backend}: sd ran the second pass`,
+    )
+    assert.ok(
+      percents.length > 4 && percents.every((p, i) => i === 0 || p >= percents[i - 1]),
+      `${backend}: ${percents}`,
+    )
+    // Over HTTP, with a target size and an upscaler in pixel space.
+    const response = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
         ...SMALL,
-        count: 2,
-        hires: { scale: 1.5, steps: 2 },
-        onProgress: (_step, _total, _stage, percentage) => percents.push(percentage),
-      })
-      assert.deepEqual([made.width, made.height], [96, 96])
-      for (const image of made.images) assert.deepEqual(pngSize(image), [96, 96])
-      const logs = await server.getLogs(400)
-      assert.ok(
-        logs.some((l) => l.includes('hires Latent upscale 8x8 -> 12x12')),
-        `${backend}: sd ran the second pass`,
-      )
-      assert.ok(
-        percents.length > 4 && percents.every((p, i) => i === 0 || p >= percents[i - 1]),
-        `${backend}: ${percents}`,
-      )
-      // Over HTTP, with a target size and an upscaler in pixel space.
-      const response = await fetch(`http://127.0.0.1:${info.port}/v1/images/generations`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          ...SMALL,
-          hires: { width: 128, height: 64, upscaler: 'Lanczos', denoisingStrength: 0.5 },
-        }),
-      })
-      assert.equal(response.status, 200)
-      const { data } = await response.json()
-      assert.deepEqual(pngSize(Buffer.from(data[0].b64_json, 'base64')), [128, 64])
-      assert.ok((await server.getLogs(400)).some((l) => l.includes('hires Lanczos image upscale 64x64 -> 128x64')))
-      await assert.rejects(
-        server.generateImage({ ...SMALL, hires: { scale: 1, steps: 2 } }),
-        (err) => err instanceof ValidationError && /hires.scale must be over 1/.test(err.message),
-      )
-    } finally {
-      await server.stop()
-    }
-  }
+        hires: { width: 128, height: 64, upscaler: 'Lanczos', denoisingStrength: 0.5 },
+      }),
+    })
+    assert.equal(response.status, 200)
+    const { data } = await response.json()
+    assert.deepEqual(pngSize(Buffer.from(data[0].b64_json, 'base64')), [128, 64])
+    assert.ok((await server.getLogs(400)).some((l) => l.includes('hires Lanczos image upscale 64x64 -> 128x64')))
+    await assert.rejects(
+      server.generateImage({ ...SMALL, hires: { scale: 1, steps: 2 } }),
+      (err) => err instanceof ValidationError && /hires.scale must be over 1/.test(err.message),
+    )
+  })
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
@@ -529,57 +528,51 @@ test('upscaling: an installed ESRGAN upscaler enlarges an image by sd-cli beside
   })
   const server = new DiffusionServerManager()
   await assert.rejects(server.upscaleImage({ image: png(64), modelId: 'x2' }), ServerError)
-  for (const backend of ['one-shot', 'resident']) {
-    const info = await server.start({ modelId: 'tiny-image', backend, port: 'auto', threads: 1 })
-    try {
-      server.clearLogs()
-      const once = await server.upscaleImage({ image: png(64, [200, 30, 30]), modelId: 'x2' })
-      assert.deepEqual([once.width, once.height, ...pngSize(once.image)], [128, 128, 128, 128])
-      assert.ok(once.timeTaken > 0)
-      assert.ok(
-        (await server.getLogs(200)).some((l) => l.includes('esrgan model loaded with scale=2')),
-        backend,
+  await onEachBackend(server, async (backend, info) => {
+    const once = await server.upscaleImage({ image: png(64, [200, 30, 30]), modelId: 'x2' })
+    assert.deepEqual([once.width, once.height, ...pngSize(once.image)], [128, 128, 128, 128])
+    assert.ok(once.timeTaken > 0)
+    assert.ok(
+      (await server.getLogs(200)).some((l) => l.includes('esrgan model loaded with scale=2')),
+      backend,
+    )
+    const twice = await server.upscaleImage({ image: png(48).toString('base64'), modelId: 'x2', repeats: 2 })
+    assert.deepEqual(pngSize(twice.image), [192, 192])
+    const upscale = (body) =>
+      fetch(`http://127.0.0.1:${info.port}/v1/images/upscales`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+    const viaHttp = await upscale({ image: `data:image/png;base64,${png(32).toString('base64')}`, modelId: 'x2' })
+    assert.equal(viaHttp.status, 200)
+    const answer = await viaHttp.json()
+    assert.deepEqual(
+      [answer.width, answer.height, ...pngSize(Buffer.from(answer.data[0].b64_json, 'base64'))],
+      [64, 64, 64, 64],
+    )
+    const refused = await upscale({ image: png(32).toString('base64'), modelId: 'nope' })
+    assert.equal(refused.status, 400)
+    assert.match((await refused.json()).error.message, /modelId "nope" is not installed/)
+    for (const [config, pattern] of [
+      [{ image: png(64), modelId: 'nope' }, /modelId "nope" is not installed/],
+      [{ image: png(64), modelId: 'tiny-image' }, /modelId "tiny-image" is a diffusion model, not an upscaler/],
+      [{ image: Buffer.from('GIF89a'), modelId: 'x2' }, /image is not a PNG, JPEG or WebP image/],
+      [{ image: png(64), modelId: 'x2', repeats: 5 }, /repeats must be a whole number from 1 to 4/],
+      [{ modelId: 'x2' }, /image is required/],
+      [{ image: png(64), modelId: 'x2', scale: 4 }, /unknown field "scale"/],
+    ]) {
+      await assert.rejects(
+        server.upscaleImage(config),
+        (err) => err instanceof ValidationError && pattern.test(err.message),
       )
-      const twice = await server.upscaleImage({ image: png(48).toString('base64'), modelId: 'x2', repeats: 2 })
-      assert.deepEqual(pngSize(twice.image), [192, 192])
-      const upscale = (body) =>
-        fetch(`http://127.0.0.1:${info.port}/v1/images/upscales`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        })
-      const viaHttp = await upscale({ image: `data:image/png;base64,${png(32).toString('base64')}`, modelId: 'x2' })
-      assert.equal(viaHttp.status, 200)
-      const answer = await viaHttp.json()
-      assert.deepEqual(
-        [answer.width, answer.height, ...pngSize(Buffer.from(answer.data[0].b64_json, 'base64'))],
-        [64, 64, 64, 64],
-      )
-      const refused = await upscale({ image: png(32).toString('base64'), modelId: 'nope' })
-      assert.equal(refused.status, 400)
-      assert.match((await refused.json()).error.message, /modelId "nope" is not installed/)
-      for (const [config, pattern] of [
-        [{ image: png(64), modelId: 'nope' }, /modelId "nope" is not installed/],
-        [{ image: png(64), modelId: 'tiny-image' }, /modelId "tiny-image" is a diffusion model, not an upscaler/],
-        [{ image: Buffer.from('GIF89a'), modelId: 'x2' }, /image is not a PNG, JPEG or WebP image/],
-        [{ image: png(64), modelId: 'x2', repeats: 5 }, /repeats must be a whole number from 1 to 4/],
-        [{ modelId: 'x2' }, /image is required/],
-        [{ image: png(64), modelId: 'x2', scale: 4 }, /unknown field "scale"/],
-      ]) {
-        await assert.rejects(
-          server.upscaleImage(config),
-          (err) => err instanceof ValidationError && pattern.test(err.message),
-        )
-      }
-      // A cancel stops sd-cli: four passes over a large image take long enough to be stopped.
-      const controller = new AbortController()
-      const long = server.upscaleImage({ image: png(256), modelId: 'x2', repeats: 4, signal: controller.signal })
-      setTimeout(() => controller.abort(), 300)
-      await assert.rejects(long, CancelledError)
-    } finally {
-      await server.stop()
     }
-  }
+    // A cancel stops sd-cli: four passes over a large image take long enough to be stopped.
+    const controller = new AbortController()
+    const long = server.upscaleImage({ image: png(256), modelId: 'x2', repeats: 4, signal: controller.signal })
+    setTimeout(() => controller.abort(), 300)
+    await assert.rejects(long, CancelledError)
+  })
   assert.deepEqual(fs.readdirSync(path.join(dataDir, 'temp')), [])
 })
 
