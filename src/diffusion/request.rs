@@ -314,6 +314,13 @@ pub struct ImageShape {
     pub encoded_images: u32,
 }
 
+impl ImageShape {
+    /// What encoding its images adds to the working set ([`super::ENCODE_PER_IMAGE`] each).
+    pub fn encoding_bytes(&self) -> u64 {
+        super::ENCODE_PER_IMAGE * u64::from(self.encoded_images)
+    }
+}
+
 impl ImageRequest {
     pub fn shape(&self) -> ImageShape {
         let (width, height) = self.output_size();

@@ -183,8 +183,7 @@ impl Effects for Servers {
             crate::diffusion::calibrate::measured(&config, &data, width, height).await
         {
             let on_gpu = device.is_some_and(|d| d != DeviceUse::None);
-            let extra =
-                lora_bytes + crate::diffusion::ENCODE_PER_IMAGE * u64::from(shape.encoded_images);
+            let extra = lora_bytes + shape.encoding_bytes();
             let (ram, vram) = (ram + extra, if on_gpu { vram + extra } else { 0 });
             return Usage::of(Memory { ram, vram }, measured.as_ref())
                 .projected_by(EstimateSource::Measured);

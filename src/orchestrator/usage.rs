@@ -164,9 +164,8 @@ pub fn image(
     device: Option<DeviceUse>,
     measured: Option<&TreeMemory>,
 ) -> Usage {
-    let encoding = crate::diffusion::ENCODE_PER_IMAGE * u64::from(shape.encoded_images);
-    let working_set =
-        crate::diffusion::working_set_of(model.backend, shape.width, shape.height) + encoding;
+    let working_set = crate::diffusion::working_set_of(model.backend, shape.width, shape.height)
+        + shape.encoding_bytes();
     let on_device = model.on_device + working_set;
     let vram = match device {
         None | Some(DeviceUse::None) => 0,
