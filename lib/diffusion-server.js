@@ -108,9 +108,7 @@ class DiffusionServerManager extends ServerManager {
       throw new ValidationError('upscaleImage needs a config object', { suggestion: 'Pass { image, modelId }' })
     }
     const { signal, ...fields } = config
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      throw new ValidationError('signal must be an AbortSignal', { suggestion: 'Pass an AbortController().signal' })
-    }
+    checkCallbacks({ signal }, '')
     if (signal?.aborted) throw new CancelledError('upscaling was cancelled')
     const id = `upscale_${require('node:crypto').randomUUID()}`
     const abort = () => this[NATIVE].cancelUpscale(id)

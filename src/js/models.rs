@@ -23,8 +23,13 @@ fn parse_type(model_type: Option<String>) -> napi::Result<Option<ModelType>> {
                 .into_iter()
                 .find(|m| m.as_str() == t)
                 .ok_or_else(|| {
+                    let known: Vec<String> = ModelType::ALL
+                        .iter()
+                        .map(|m| format!("'{}'", m.as_str()))
+                        .collect();
                     to_napi(BadArgument(format!(
-                        "unknown model type {t:?}: expected 'llm', 'diffusion', 'lora' or 'upscaler'"
+                        "unknown model type {t:?}: expected one of {}",
+                        known.join(", ")
                     )))
                 })
         })
