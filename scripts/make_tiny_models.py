@@ -91,13 +91,19 @@ def make_llm(vocab_path, out_path, layers=2, width=64):
     write(writer)
 
 
-def make_diffusion(manifest_path, out_dir):
+def read_manifest(manifest_path):
+    """The manifest's tensors by file role, in order: (name, shape, dtype)."""
     files = {}
     for line in Path(manifest_path).read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         role, name, shape, dtype = line.split("\t")
         files.setdefault(role, []).append((name, tuple(int(d) for d in shape.split("x")), dtype))
+    return files
+
+
+def make_diffusion(manifest_path, out_dir):
+    files = read_manifest(manifest_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for seed, (role, tensors) in enumerate(sorted(files.items())):
@@ -121,12 +127,8 @@ LORA_TARGETS = ("_attn.qkv.", "_attn.proj.", "_mlp.", ".linear1.", ".linear2.")
 def make_lora(manifest_path, out_path, rank=4):
     rng = np.random.default_rng(2000)
     tensors = {}
-    for line in Path(manifest_path).read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        role, name, shape, _ = line.split("\t")
-        dims = tuple(int(d) for d in shape.split("x"))
-        if role != "diffusion" or len(dims) != 2 or not any(t in name for t in LORA_TARGETS):
+    for name, dims, _ in read_manifest(manifest_path)["diffusion"]:
+        if len(dims) != 2 or not any(t in name for t in LORA_TARGETS):
             continue
         base = "diffusion_model." + name.removesuffix(".weight")
         out_features, in_features = dims
