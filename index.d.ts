@@ -753,7 +753,7 @@ export declare class BinaryManager extends EventEmitter<BinaryManagerEvents> {
   ensureBinary(kind: BinaryKind, options?: EnsureBinaryOptions): Promise<ResolvedBinary>
   /**
    * Builds the backend of `kind` from a pinned source archive with CMake (must be on PATH) and
-   * records it as the data folder's `source` install. `workDir` keeps the unpacked sources and
+   * records it as the data folder's `source` install (a cross build for another `platform` is not recorded). `workDir` keeps the unpacked sources and
    * the build tree (default: inside the data folder), so a repeated build only checks. CMake,
    * Ninja and the compilers end with the app, even when it is killed.
    * @throws {BinaryError} checksum mismatch, CMake missing, or a failed step with its output.
@@ -814,7 +814,7 @@ export declare class ServerError extends GenaiElectronError {
 export declare class PortInUseError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }
-/** A backend executable is missing, broken, or none can be obtained. Codes: `BINARY_ERROR` (made by hand, or no finer code), `BINARY_NOT_FOUND`, `BINARY_BROKEN`, `BINARY_NO_RELEASE`, `BINARY_NO_WORKING_VARIANT`, `SOURCE_CHECKSUM_MISMATCH`, `CMAKE_MISSING`, `VULKAN_TOOLCHAIN_MISSING`, `BUILD_FAILED`, `ARCHIVE_INVALID`. */
+/** A backend executable is missing, broken, or none can be obtained. Codes: `BINARY_ERROR` (made by hand, or no finer code), `BINARY_NOT_FOUND`, `BINARY_BROKEN`, `BINARY_NO_RELEASE`, `BINARY_NO_WORKING_VARIANT`, `SOURCE_CHECKSUM_MISMATCH`, `CMAKE_MISSING`, `VULKAN_TOOLCHAIN_MISSING`, `CROSS_TOOLCHAIN_MISSING`, `BUILD_FAILED`, `ARCHIVE_INVALID`. */
 export declare class BinaryError extends GenaiElectronError {
   constructor(message: string, details?: ErrorDetails)
 }

@@ -50,6 +50,7 @@ export type ErrorCode =
   | "SOURCE_CHECKSUM_MISMATCH"
   | "CMAKE_MISSING"
   | "VULKAN_TOOLCHAIN_MISSING"
+  | "CROSS_TOOLCHAIN_MISSING"
   | "BUILD_FAILED"
   | "ARCHIVE_INVALID"
   | "FILE_SYSTEM_ERROR"
@@ -470,6 +471,11 @@ export type BinaryVariant = {
 export type SourceAccel = "auto" | "cpu" | "vulkan";
 
 /**
+ * A platform a source build can target from this one.
+ */
+export type CrossPlatform = "win32-x64";
+
+/**
  * A pinned source archive and how to build it with CMake.
  */
 export type SourceBuildSpec = {
@@ -498,6 +504,13 @@ export type SourceBuildSpec = {
    * What to build for (default `auto`).
    */
   accel?: SourceAccel
+  /**
+   * Build for another platform than this one, with its cross compiler (default: this
+   * platform). `win32-x64` makes Windows executables on Linux with MinGW-w64, for the CPU. A
+   * cross build's executables cannot run here: they are not probed and not installed for this
+   * machine; the result's `path` is where they were built (under `workDir`).
+   */
+  platform?: CrossPlatform
 };
 
 /**

@@ -3,12 +3,15 @@
 // Builds one backend from a pinned source archive through the library's own source-build path
 // (binaries.buildFromSource), printing progress to stderr (a progress bar of the compile steps
 // on a terminal, a line a stage otherwise) and the executables as JSON to stdout.
-// usage: node scripts/build-backend.js KIND ARCHIVE SHA256 SUBDIR WORK_DIR [CMAKE_ARG...]
+// usage: node scripts/build-backend.js [--platform=win32-x64] KIND ARCHIVE SHA256 SUBDIR WORK_DIR [CMAKE_ARG...]
+// (--platform: a cross build for that platform, see SourceBuildSpec.platform)
 const cliProgress = require('cli-progress')
 const { binaries, configure } = require('..')
 
 async function main() {
-  const [kind, archive, sha256, subdir, workDir, ...cmakeArgs] = process.argv.slice(2)
+  const args = process.argv.slice(2)
+  const platform = args[0]?.startsWith('--platform=') ? args.shift().slice('--platform='.length) : undefined
+  const [kind, archive, sha256, subdir, workDir, ...cmakeArgs] = args
   // The install record goes to a data folder beside the build, not the user's.
   configure({ dataDir: `${workDir}/data` })
   const bar = process.stderr.isTTY
@@ -39,7 +42,8 @@ async function main() {
     last = line
   })
   try {
-    const built = await binaries.buildFromSource(kind, { archive, sha256, subdir, cmakeArgs }, { workDir })
+    const spec = { archive, sha256, subdir, cmakeArgs, platform }
+    const built = await binaries.buildFromSource(kind, spec, { workDir })
     console.log(JSON.stringify(built))
   } finally {
     bar?.stop()

@@ -104,6 +104,7 @@ error_codes! {
     SourceChecksumMismatch = ("SOURCE_CHECKSUM_MISMATCH", "BinaryError", 500),
     CmakeMissing = ("CMAKE_MISSING", "BinaryError", 500),
     VulkanToolchainMissing = ("VULKAN_TOOLCHAIN_MISSING", "BinaryError", 500),
+    CrossToolchainMissing = ("CROSS_TOOLCHAIN_MISSING", "BinaryError", 500),
     BuildFailed = ("BUILD_FAILED", "BinaryError", 500),
     ArchiveInvalid = ("ARCHIVE_INVALID", "BinaryError", 500),
     FileSystemError = ("FILE_SYSTEM_ERROR", "FileSystemError", 500, http = "IO_ERROR"),

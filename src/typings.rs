@@ -10,8 +10,8 @@ use ts_rs::{Config, TS};
 
 use crate::binaries::manifest::{Archive, Variant};
 use crate::binaries::{
-    BinaryKind, BinaryProgress, BuildSteps, EnsureOptions, Origin, ResolvedBinary, SourceAccel,
-    SourceSpec, Stage as BinaryStage,
+    BinaryKind, BinaryProgress, BuildSteps, CrossPlatform, EnsureOptions, Origin, ResolvedBinary,
+    SourceAccel, SourceSpec, Stage as BinaryStage,
 };
 use crate::config::{DataDirSource, DataPathsView, ModelFolders};
 use crate::diffusion::ConfigView as DiffusionConfigView;
@@ -93,6 +93,7 @@ pub fn shapes() -> String {
         declaration::<Archive>(&config),
         declaration::<Variant>(&config),
         declaration::<SourceAccel>(&config),
+        declaration::<CrossPlatform>(&config),
         declaration::<SourceSpec>(&config),
         declaration::<EnsureOptions>(&config),
         declaration::<Origin>(&config),

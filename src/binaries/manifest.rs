@@ -54,16 +54,18 @@ impl BinaryKind {
     /// File names to look for in a release, newest name first (`sd-cli` was `sd` before; the
     /// RPC worker's CMake target is `ggml-rpc-server`, and releases have called it `rpc-server`).
     pub fn file_names(self) -> Vec<String> {
+        self.file_names_with(std::env::consts::EXE_SUFFIX)
+    }
+
+    /// [`Self::file_names`] on a platform whose executables end with `exe_suffix`.
+    pub fn file_names_with(self, exe_suffix: &str) -> Vec<String> {
         let names: &[&str] = match self {
             BinaryKind::LlamaServer => &["llama-server"],
             BinaryKind::RpcServer => &["ggml-rpc-server", "rpc-server"],
             BinaryKind::SdCli => &["sd-cli", "sd"],
             BinaryKind::SdServer => &["sd-server"],
         };
-        names
-            .iter()
-            .map(|n| format!("{n}{}", std::env::consts::EXE_SUFFIX))
-            .collect()
+        names.iter().map(|n| format!("{n}{exe_suffix}")).collect()
     }
 
     pub fn env_var(self) -> &'static str {

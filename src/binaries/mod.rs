@@ -10,6 +10,7 @@
 //!
 //! Paths from 1 and 2 are probed and never silently replaced: asking for a broken path is an error.
 
+pub mod cross;
 pub mod extract;
 pub mod manifest;
 pub mod probe;
@@ -27,6 +28,7 @@ use crate::error::{Coded, ErrorCode, io_suggestion};
 use crate::events::{EventSink, Subscribers, Subscription};
 use crate::sync::lock;
 use crate::system::GpuInfo;
+pub use cross::CrossPlatform;
 pub use manifest::{Accel, Backend, BinaryKind, Variant};
 pub use source::{SourceAccel, SourceSpec};
 
@@ -65,6 +67,11 @@ pub enum BinaryError {
     CmakeMissing,
     #[error("a Vulkan build needs its toolchain: {missing}")]
     VulkanToolchain { missing: String },
+    #[error("a build for {platform} needs {missing}")]
+    CrossToolchain {
+        platform: &'static str,
+        missing: String,
+    },
     #[error("source build failed at {step}: {reason}")]
     BuildFailed { step: String, reason: String },
     #[error(transparent)]
@@ -89,6 +96,7 @@ impl Coded for BinaryError {
             BinaryError::SourceChecksum { .. } => ErrorCode::SourceChecksumMismatch,
             BinaryError::CmakeMissing => ErrorCode::CmakeMissing,
             BinaryError::VulkanToolchain { .. } => ErrorCode::VulkanToolchainMissing,
+            BinaryError::CrossToolchain { .. } => ErrorCode::CrossToolchainMissing,
             BinaryError::BuildFailed { .. } => ErrorCode::BuildFailed,
             BinaryError::Download(e) => e.code(),
             BinaryError::Extract(_) => ErrorCode::ArchiveInvalid,
@@ -105,6 +113,7 @@ impl Coded for BinaryError {
             BinaryError::SourceChecksum { .. } => "The archive is not the pinned one: download it again from its official source".into(),
             BinaryError::CmakeMissing => "Install CMake (e.g. `pip install cmake`, or your package manager) and a C++ compiler".into(),
             BinaryError::VulkanToolchain { .. } => "Install the Vulkan SDK (or Debian's glslc, libvulkan-dev and spirv-headers), or build with accel: 'cpu' or 'auto'".into(),
+            BinaryError::CrossToolchain { .. } => "Install the platform's cross compiler (the message names it), or build on that platform".into(),
             BinaryError::BuildFailed { .. } => "Check that a C++17 compiler is installed; the reason ends with the compiler's output".into(),
             BinaryError::Download(e) => return e.suggestion(),
             BinaryError::Extract(_) => "The archive is damaged or unsafe; it was not installed. Download it again".into(),
@@ -134,6 +143,9 @@ impl Coded for BinaryError {
             BinaryError::Download(e) => return e.details(),
             BinaryError::Io { path, .. } => json!({ "path": path }),
             BinaryError::VulkanToolchain { missing } => json!({ "missing": missing }),
+            BinaryError::CrossToolchain { platform, missing } => {
+                json!({ "platform": platform, "missing": missing })
+            }
             BinaryError::CmakeMissing | BinaryError::Extract(_) => json!({}),
         };
         v.as_object().cloned().unwrap_or_default()
@@ -444,28 +456,40 @@ impl BinaryManager {
             })
         });
         let built = source::build(&plan, &report, steps).await?;
-        self.emit(kind, Stage::Probe, "source", "", 0, None);
+        let suffix = spec
+            .platform
+            .map_or(std::env::consts::EXE_SUFFIX, CrossPlatform::exe_suffix);
         let mut executables = HashMap::new();
         for exe in &built.executables {
             // A tool built beside the servers (llama-fit-params) is found there by name.
             let Some(exe_kind) = BinaryKind::ALL.into_iter().find(|k| {
-                k.backend() == kind.backend() && k.file_names().iter().any(|n| exe.ends_with(n))
+                k.backend() == kind.backend()
+                    && k.file_names_with(suffix).iter().any(|n| exe.ends_with(n))
             }) else {
                 continue;
             };
-            probe::probe(exe, exe_kind, Accel::Cpu)
-                .await
-                .map_err(|reason| BinaryError::BuildFailed {
-                    step: "probe".into(),
-                    reason,
-                })?;
             executables.insert(exe_kind.as_str().to_string(), exe.clone());
+        }
+        // Another platform's executables do not run here: nothing to probe, nothing to install.
+        if spec.platform.is_none() {
+            self.emit(kind, Stage::Probe, "source", "", 0, None);
+            for (name, exe) in &executables {
+                let exe_kind = BinaryKind::parse(name).expect("named from BinaryKind::as_str");
+                probe::probe(exe, exe_kind, Accel::Cpu)
+                    .await
+                    .map_err(|reason| BinaryError::BuildFailed {
+                        step: "probe".into(),
+                        reason,
+                    })?;
+            }
         }
         let record = InstallRecord {
             variant: built.variant.clone(),
             executables,
         };
-        write_record(install_root, &record).await?;
+        if spec.platform.is_none() {
+            write_record(install_root, &record).await?;
+        }
         let path = record
             .executables
             .get(kind.as_str())

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::cross::CrossPlatform;
 use super::extract::{self, ArchiveKind};
 use super::manifest::{Accel, Backend, BinaryKind};
 use super::probe::{run_captured, tail};
@@ -41,6 +42,13 @@ pub struct SourceSpec {
     #[serde(default)]
     #[ts(as = "Option<SourceAccel>", optional)]
     pub accel: SourceAccel,
+    /// Build for another platform than this one, with its cross compiler (default: this
+    /// platform). `win32-x64` makes Windows executables on Linux with MinGW-w64, for the CPU. A
+    /// cross build's executables cannot run here: they are not probed and not installed for this
+    /// machine; the result's `path` is where they were built (under `workDir`).
+    #[serde(default)]
+    #[ts(optional)]
+    pub platform: Option<CrossPlatform>,
 }
 
 /// What a source build is for. One Vulkan build serves the CPU too: with no usable Vulkan
@@ -100,6 +108,9 @@ pub async fn build(
     let backend = plan.kind.backend();
     let auto = plan.spec.accel == SourceAccel::Auto;
     let chosen = chosen_gpu(&plan.spec.cmake_args);
+    if let Some(platform) = plan.spec.platform {
+        return cross_build(plan, platform, &cmake, report, steps).await;
+    }
     let target = match (plan.spec.accel, chosen) {
         (SourceAccel::Cpu, _) => Target::accel(backend, Accel::Cpu),
         (SourceAccel::Vulkan, _) => {
@@ -123,17 +134,60 @@ pub async fn build(
     let archive = obtain_archive(plan, report).await?;
     let source_root = unpack(plan, &archive, report).await?;
     let vulkan = target.variant == Accel::Vulkan.as_str();
-    match compile(plan, &cmake, &source_root, &target, report, steps.clone()).await {
+    match compile(
+        plan,
+        &cmake,
+        &source_root,
+        &target,
+        None,
+        report,
+        steps.clone(),
+    )
+    .await
+    {
         Err(BinaryError::BuildFailed { step, reason }) if auto && vulkan => {
             report(
                 Stage::Build,
                 &format!("for the CPU: the Vulkan build failed at {step}: {reason}"),
             );
             let cpu = Target::accel(backend, Accel::Cpu);
-            compile(plan, &cmake, &source_root, &cpu, report, steps).await
+            compile(plan, &cmake, &source_root, &cpu, None, report, steps).await
         }
         result => result,
     }
+}
+
+/// A build for another platform: for the CPU, in a build folder of its own beside this
+/// platform's (the unpacked sources are shared).
+async fn cross_build(
+    plan: &BuildPlan<'_>,
+    platform: CrossPlatform,
+    cmake: &Path,
+    report: &(dyn Fn(Stage, &str) + Send + Sync),
+    steps: EventSink<(u64, u64)>,
+) -> Result<Built, BinaryError> {
+    if plan.spec.accel == SourceAccel::Vulkan {
+        return Err(BinaryError::CrossToolchain {
+            platform: platform.as_str(),
+            missing:
+                "a GPU SDK for that platform (cross builds are for the CPU: accel 'cpu' or 'auto')"
+                    .into(),
+        });
+    }
+    platform.compilers()?;
+    let archive = obtain_archive(plan, report).await?;
+    let source_root = unpack(plan, &archive, report).await?;
+    let target = Target::accel(plan.kind.backend(), Accel::Cpu);
+    compile(
+        plan,
+        cmake,
+        &source_root,
+        &target,
+        Some(platform),
+        report,
+        steps,
+    )
+    .await
 }
 
 /// The GPU backend that CMake options or the platform choose without us: `-DGGML_CUDA=ON`
@@ -152,17 +206,21 @@ fn chosen_gpu(cmake_args: &[String]) -> Option<String> {
     chosen.or_else(|| cfg!(target_os = "macos").then(|| Accel::Metal.as_str().into()))
 }
 
-/// Configures and compiles for `target` in the build folder (reused: a second build with the
-/// same options only checks).
+/// Configures and compiles for `target` (on `platform`, or this one) in the build folder
+/// (reused: a second build with the same options only checks).
 async fn compile(
     plan: &BuildPlan<'_>,
     cmake: &Path,
     source_root: &Path,
     target: &Target,
+    platform: Option<CrossPlatform>,
     report: &(dyn Fn(Stage, &str) + Send + Sync),
     steps: EventSink<(u64, u64)>,
 ) -> Result<Built, BinaryError> {
-    let build_dir = plan.work_dir.join("build");
+    let build_dir = match platform {
+        Some(platform) => plan.work_dir.join(format!("build-{}", platform.as_str())),
+        None => plan.work_dir.join("build"),
+    };
 
     let mut configure = vec![
         "-S".to_string(),
@@ -182,12 +240,25 @@ async fn compile(
             .chain(target.cmake_args)
             .map(|s| s.to_string()),
     );
-    configure.extend(plan.spec.cmake_args.iter().cloned());
     // CMake refuses a build folder made by another generator or for other sources.
     if stale_build_dir(&build_dir, source_root, which("ninja").is_some()).await {
         let _ = tokio::fs::remove_dir_all(&build_dir).await;
     }
-    report(Stage::Build, &format!("configure ({})", target.variant));
+    if let Some(platform) = platform {
+        tokio::fs::create_dir_all(&build_dir)
+            .await
+            .map_err(|source| BinaryError::Io {
+                path: build_dir.clone(),
+                source,
+            })?;
+        configure.extend(platform.prepare(&build_dir).await?);
+    }
+    configure.extend(plan.spec.cmake_args.iter().cloned());
+    let built_for = match platform {
+        Some(platform) => format!("{}, {}", target.variant, platform.as_str()),
+        None => target.variant.clone(),
+    };
+    report(Stage::Build, &format!("configure ({built_for})"));
     run_step(cmake, &configure, "configure", None).await?;
 
     let jobs = plan
@@ -224,7 +295,8 @@ async fn compile(
 
     let mut found = Vec::new();
     for target in plan.kind.cmake_targets().iter().chain(&optional) {
-        let name = format!("{target}{}", std::env::consts::EXE_SUFFIX);
+        let suffix = platform.map_or(std::env::consts::EXE_SUFFIX, CrossPlatform::exe_suffix);
+        let name = format!("{target}{suffix}");
         let exe = super::find_file(&build_dir, std::slice::from_ref(&name))
             .await
             .ok_or_else(|| BinaryError::BuildFailed {

@@ -237,6 +237,7 @@ async fn source_checksum_mismatch_is_caught_before_building() {
         cmake_args: vec![],
         jobs: None,
         accel: SourceAccel::Auto,
+        platform: None,
     };
     let err = BinaryManager::new(None)
         .build_from_source(
@@ -317,6 +318,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         cmake_args: vec![],
         jobs: Some(1),
         accel: SourceAccel::Cpu,
+        platform: None,
     };
     let (manager, events) = recorder();
     let data = data_paths(tmp.path());
@@ -377,6 +379,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
     let vulkan = SourceSpec {
         cmake_args: toolchain.clone(),
         accel: SourceAccel::Vulkan,
+        platform: None,
         ..spec.clone()
     };
     let (variant, said) = built_for(vulkan).await.unwrap();
@@ -391,6 +394,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
     let auto = SourceSpec {
         cmake_args: failing.clone(),
         accel: SourceAccel::Auto,
+        platform: None,
         ..spec.clone()
     };
     let (variant, said) = built_for(auto).await.unwrap();
@@ -412,6 +416,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
     let vulkan = SourceSpec {
         cmake_args: failing,
         accel: SourceAccel::Vulkan,
+        platform: None,
         ..spec
     };
     let err = built_for(vulkan).await.unwrap_err();
@@ -447,6 +452,7 @@ async fn a_vulkan_build_without_its_toolchain_is_a_typed_error() {
         cmake_args: vec![format!("-DVulkan_INCLUDE_DIR={}", tmp.path().display())],
         jobs: None,
         accel: SourceAccel::Vulkan,
+        platform: None,
     };
     let err = BinaryManager::new(None)
         .build_from_source(BinaryKind::SdServer, &spec, &data_paths(tmp.path()), None)
@@ -462,4 +468,45 @@ async fn a_vulkan_build_without_its_toolchain_is_a_typed_error() {
         // A machine with the whole toolchain installed goes on to the archive, which is absent.
         Ok(()) => assert!(matches!(err, BinaryError::Io { .. }), "{err}"),
     }
+}
+
+/// A cross build is for the CPU: asking it for Vulkan stops before anything is read, with what
+/// it would need.
+#[tokio::test]
+async fn a_cross_build_for_a_gpu_is_a_typed_error() {
+    if source::which("cmake").is_none() {
+        eprintln!(
+            "SKIPPED a_cross_build_for_a_gpu_is_a_typed_error: cmake is not on PATH (npm test provides it)"
+        );
+        assert!(
+            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
+            "cmake is not on PATH"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SourceSpec {
+        archive: tmp.path().join("absent.tar.gz").display().to_string(),
+        sha256: "0".repeat(64),
+        subdir: None,
+        cmake_args: vec![],
+        jobs: None,
+        accel: SourceAccel::Vulkan,
+        platform: Some(CrossPlatform::Win32X64),
+    };
+    let err = BinaryManager::new(None)
+        .build_from_source(
+            BinaryKind::LlamaServer,
+            &spec,
+            &data_paths(tmp.path()),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CrossToolchainMissing, "{err}");
+    assert_eq!(err.details()["platform"], "win32-x64");
+    assert!(
+        err.to_string().contains("cross builds are for the CPU"),
+        "{err}"
+    );
 }
