@@ -685,7 +685,8 @@ export declare class ModelManager extends EventEmitter<ModelManagerEvents> {
   adoptModels(folder?: string): Promise<Adoption>
   /**
    * Removes a model and its files; a damaged one too (by the name of its folder), which is how it goes away.
-   * @throws {ModelNotFoundError} no such model. @throws {ServerError} a running server uses it.
+   * @throws {ModelNotFoundError} no such model. @throws {ServerError} (`MODEL_IN_USE`) a running server uses
+   *   it, or, on Windows, another program has one of its files open (then nothing is deleted).
    */
   deleteModel(id: string): Promise<void>
   /** Recomputes every file's sha256 against the one recorded at download. */

@@ -95,6 +95,12 @@ pub enum ModelError {
     Busy { id: String },
     #[error("model {id:?} is in use by a running server")]
     InUse { id: String },
+    #[error("model {id:?} cannot be deleted: {path} is open in another program ({reason})")]
+    FilesOpen {
+        id: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("download {id} was cancelled")]
     Cancelled { id: String },
     #[error("metadata of model {id:?} is unreadable: {reason}")]
@@ -117,7 +123,7 @@ impl Coded for ModelError {
             ModelError::Exists { .. } => ErrorCode::ModelExists,
             ModelError::Busy { .. } => ErrorCode::DownloadInProgress,
             ModelError::Cancelled { .. } => ErrorCode::Cancelled,
-            ModelError::InUse { .. } => ErrorCode::ModelInUse,
+            ModelError::InUse { .. } | ModelError::FilesOpen { .. } => ErrorCode::ModelInUse,
             ModelError::Corrupt { .. } => ErrorCode::ModelDamaged,
             ModelError::Io { .. } => ErrorCode::FileSystemError,
             ModelError::Download(e) => e.code(),
@@ -141,6 +147,7 @@ impl Coded for ModelError {
             }
             ModelError::Busy { .. } => "Wait for the running download, or cancel it".into(),
             ModelError::InUse { .. } => "Stop the server that uses the model first".into(),
+            ModelError::FilesOpen { .. } => "Close the program that has the file open (a llama-server or sd-server this app did not start, another app), then delete again; nothing was deleted".into(),
             ModelError::Cancelled { .. } => "Start the download again when wanted".into(),
             ModelError::Corrupt { .. } => "Delete the model and download it again".into(),
             ModelError::Download(e) => return e.suggestion(),
@@ -158,6 +165,9 @@ impl Coded for ModelError {
             | ModelError::Corrupt { id, .. } => json!({ "modelId": id }),
             ModelError::Download(e) => return e.details(),
             ModelError::Io { path, .. } => json!({ "path": path }),
+            ModelError::FilesOpen { id, path, reason } => {
+                json!({ "modelId": id, "path": path, "reason": reason })
+            }
             ModelError::Invalid(_) | ModelError::InvalidImport(_) => json!({}),
         };
         v.as_object().cloned().unwrap_or_default()
@@ -486,6 +496,20 @@ impl ModelManager {
         }
         // The folder of the id asked for, never one named by the record's contents.
         let (dir, _) = store::find(data, id).await?;
+        // Windows keeps an open file: finding that out half-way would leave half a model.
+        let held = crate::files::first_held_open(&dir)
+            .await
+            .map_err(|source| ModelError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        if let Some((path, reason)) = held {
+            return Err(ModelError::FilesOpen {
+                id: id.into(),
+                path,
+                reason,
+            });
+        }
         // model.json first: from here on the model is not listed, even if removing the rest fails.
         let meta = dir.join(store::METADATA_FILE);
         tokio::fs::remove_file(&meta)

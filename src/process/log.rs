@@ -25,6 +25,21 @@ use crate::sync::lock;
 const RING_LINES: usize = 2000;
 /// A log file rotates once it has passed this size; `.1` … `.3` keep older output.
 pub const LOG_FILE_LIMIT: usize = 5 << 20;
+/// Sets another size (bytes, at least [`MIN_LOG_FILE_LIMIT`]) for the log files opened after.
+pub const LOG_FILE_LIMIT_ENV: &str = "GENAI_ELECTRON_LOG_FILE_LIMIT";
+const MIN_LOG_FILE_LIMIT: usize = 4096;
+
+/// The size past which a log file rotates: [`LOG_FILE_LIMIT_ENV`] where it is a number, else
+/// [`LOG_FILE_LIMIT`].
+fn log_file_limit() -> usize {
+    limit_from(std::env::var(LOG_FILE_LIMIT_ENV).ok().as_deref())
+}
+
+fn limit_from(setting: Option<&str>) -> usize {
+    setting
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(LOG_FILE_LIMIT, |bytes| bytes.max(MIN_LOG_FILE_LIMIT))
+}
 const LOG_ARCHIVES: usize = 3;
 /// The span field that routes the library's lines to a server's log: its [`ServerLog::id`].
 pub const SPAN_FIELD: &str = "server_log";
@@ -74,7 +89,7 @@ impl LogFile {
             FileRotate::new(
                 path,
                 AppendCount::new(LOG_ARCHIVES),
-                ContentLimit::BytesSurpassed(LOG_FILE_LIMIT),
+                ContentLimit::BytesSurpassed(log_file_limit()),
                 Compression::None,
                 None,
             )
@@ -458,6 +473,18 @@ mod tests {
             );
         }
         assert!(!tmp.path().join("s.log.4").exists());
+    }
+
+    #[test]
+    fn the_rotation_size_can_be_set_but_not_below_a_floor() {
+        assert_eq!(limit_from(None), LOG_FILE_LIMIT);
+        assert_eq!(limit_from(Some("65536")), 65536);
+        assert_eq!(limit_from(Some("1")), MIN_LOG_FILE_LIMIT);
+        assert_eq!(
+            limit_from(Some("5MB")),
+            LOG_FILE_LIMIT,
+            "not a number: the default"
+        );
     }
 
     #[test]
