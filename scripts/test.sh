@@ -43,5 +43,6 @@ node --test --test-reporter=spec --test-reporter-destination=stdout \
 passed=$(awk '/^# pass/ {print $3}' "$tap")
 [ "${passed:-0}" -gt 0 ] || { echo "node --test ran no tests" >&2; exit 1; }
 
+bash scripts/test-windows.sh
 bash scripts/test-panel.sh
-echo "all tests passed (cargo: see above; node: $passed; the panel: see above)"
+echo "all tests passed (cargo: see above; node: $passed; Windows and the panel: see above)"

@@ -1,0 +1,1 @@
+/* The body of a DLL that only forwards (its exports are in its .def file). */
