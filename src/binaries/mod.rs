@@ -459,23 +459,25 @@ impl BinaryManager {
         let suffix = spec
             .platform
             .map_or(std::env::consts::EXE_SUFFIX, CrossPlatform::exe_suffix);
-        let mut executables = HashMap::new();
-        for exe in &built.executables {
-            // A tool built beside the servers (llama-fit-params) is found there by name.
-            let Some(exe_kind) = BinaryKind::ALL.into_iter().find(|k| {
-                k.backend() == kind.backend()
-                    && k.file_names_with(suffix).iter().any(|n| exe.ends_with(n))
-            }) else {
-                continue;
-            };
-            executables.insert(exe_kind.as_str().to_string(), exe.clone());
-        }
+        // A tool built beside the servers (llama-fit-params) is found there by name.
+        let found: Vec<(BinaryKind, &PathBuf)> = built
+            .executables
+            .iter()
+            .filter_map(|exe| {
+                BinaryKind::ALL
+                    .into_iter()
+                    .find(|k| {
+                        k.backend() == kind.backend()
+                            && k.file_names_with(suffix).iter().any(|n| exe.ends_with(n))
+                    })
+                    .map(|k| (k, exe))
+            })
+            .collect();
         // Another platform's executables do not run here: nothing to probe, nothing to install.
         if spec.platform.is_none() {
             self.emit(kind, Stage::Probe, "source", "", 0, None);
-            for (name, exe) in &executables {
-                let exe_kind = BinaryKind::parse(name).expect("named from BinaryKind::as_str");
-                probe::probe(exe, exe_kind, Accel::Cpu)
+            for (exe_kind, exe) in &found {
+                probe::probe(exe, *exe_kind, Accel::Cpu)
                     .await
                     .map_err(|reason| BinaryError::BuildFailed {
                         step: "probe".into(),
@@ -483,6 +485,10 @@ impl BinaryManager {
                     })?;
             }
         }
+        let executables = found
+            .into_iter()
+            .map(|(k, exe)| (k.as_str().to_string(), exe.clone()))
+            .collect();
         let record = InstallRecord {
             variant: built.variant.clone(),
             executables,
