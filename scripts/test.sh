@@ -34,7 +34,9 @@ step "cargo test"
 cargo test 2>&1 | tee "$GENAI_ELECTRON_DEV_CACHE/cargo-test.log"
 require_cargo_tests "$GENAI_ELECTRON_DEV_CACHE/cargo-test.log" >/dev/null
 
-build_addon
+# The addon was built by `npm run backends` above. Not again: in a new clone napi's first build
+# forces itself with an environment variable (NAPI_FORCE_BUILD_…) that a second build then lacks,
+# which cargo takes for a change and compiles the crate again (52 s).
 
 step "node --test __test__"
 tap="$GENAI_ELECTRON_DEV_CACHE/node-test.tap"
