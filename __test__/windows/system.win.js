@@ -83,7 +83,7 @@ function zip(files) {
   return Buffer.concat([...locals, directory, end])
 }
 
-test('ensureBinary on Windows: a CUDA archive is skipped without NVIDIA, a bad one refused, the CPU .zip probed', async () => {
+test('ensureBinary on Windows: a CUDA archive is skipped without NVIDIA, a bad one refused, the CPU .zip probed; each built .exe probed', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'genai-electron-binaries-'))
   const archive = path.join(dir, 'llama-bin-win-cpu-x64.zip')
   fs.writeFileSync(archive, zip({ 'llama-server.exe': real.llamaServer }))
@@ -107,8 +107,14 @@ test('ensureBinary on Windows: a CUDA archive is skipped without NVIDIA, a bad o
     assert.match(resolved.version, /version/, 'probed: it ran under Windows')
     assert.ok(!stages.includes('cuda:download'), `the CUDA archive was not fetched: ${stages}`)
 
-    const given = await manager.ensureBinary('sd-cli', { path: real.sdCli })
-    assert.deepEqual([given.origin, given.variant], ['path', 'given'])
+    for (const [kind, exe] of [
+      ['sd-cli', real.sdCli],
+      ['sd-server', real.sdServer],
+      ['rpc-server', real.rpcServer],
+    ]) {
+      const given = await manager.ensureBinary(kind, { path: exe })
+      assert.deepEqual([given.origin, given.variant], ['path', 'given'], kind)
+    }
     const broken = path.join(dir, 'sd-cli.exe')
     fs.writeFileSync(broken, 'not a program')
     await assert.rejects(manager.ensureBinary('sd-cli', { path: broken }), (e) => e.code === 'BINARY_BROKEN')
