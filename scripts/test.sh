@@ -17,6 +17,10 @@ cat "$GENAI_ELECTRON_TEST_BACKENDS"
 # The source-build tests use the project's cmake; with it on PATH they cannot skip.
 export PATH="$GENAI_ELECTRON_DEV_CACHE/backends/venv/bin:$PATH"
 export GENAI_ELECTRON_REQUIRE_CMAKE=1
+# Where the Windows backends were cross-built, MinGW is here: the cross-build test cannot skip.
+if [ "$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).windows !== null' "$GENAI_ELECTRON_TEST_BACKENDS")" = true ]; then
+  export GENAI_ELECTRON_REQUIRE_MINGW=1
+fi
 
 # Mesa's lavapipe, a Vulkan driver that runs on the CPU: the Vulkan tests run on it.
 if need_packages libvulkan1 mesa-vulkan-drivers; then

@@ -258,23 +258,24 @@ async fn source_checksum_mismatch_is_caught_before_building() {
     }
 }
 
-/// A real CMake build through the library's source path: a tiny C++ project named like the
-/// backend. Needs cmake and a C++ compiler; `npm test` puts the project's cmake on PATH.
-#[cfg(unix)]
-#[tokio::test]
-async fn builds_a_cmake_project_from_a_pinned_archive() {
-    if source::which("cmake").is_none() {
-        // `npm test` puts the project's cmake on PATH and sets this, so there it cannot skip.
-        assert!(
-            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
-            "cmake is not on PATH"
-        );
-        eprintln!(
-            "SKIPPED builds_a_cmake_project_from_a_pinned_archive: cmake is not on PATH (npm test provides it)"
-        );
-        return;
+/// Whether cmake is on PATH; says SKIPPED for `test` when it is not. `npm test` puts the
+/// project's cmake on PATH and sets GENAI_ELECTRON_REQUIRE_CMAKE, so there it cannot skip.
+fn cmake_or_skip(test: &str) -> bool {
+    if source::which("cmake").is_some() {
+        return true;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    assert!(
+        std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
+        "cmake is not on PATH"
+    );
+    eprintln!("SKIPPED {test}: cmake is not on PATH (npm test provides it)");
+    false
+}
+
+/// A pinned source archive shaped like llama-cpp-python's sdist (`vendor/tool`), whose
+/// `llama-server` prints what it was built for and whose `rpc-server` answers `--help` as
+/// llama.cpp's does. Returns the archive's path and bytes.
+fn fake_project(dir: &Path) -> (PathBuf, Vec<u8>) {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),
@@ -308,8 +309,21 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
         builder.append(&header, body.as_bytes()).unwrap();
     }
     let bytes = builder.into_inner().unwrap().finish().unwrap();
-    let archive = tmp.path().join("proj-1.0.tar.gz");
+    let archive = dir.join("proj-1.0.tar.gz");
     std::fs::write(&archive, &bytes).unwrap();
+    (archive, bytes)
+}
+
+/// A real CMake build through the library's source path: a tiny C++ project named like the
+/// backend. Needs cmake and a C++ compiler; `npm test` puts the project's cmake on PATH.
+#[cfg(unix)]
+#[tokio::test]
+async fn builds_a_cmake_project_from_a_pinned_archive() {
+    if !cmake_or_skip("builds_a_cmake_project_from_a_pinned_archive") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (archive, bytes) = fake_project(tmp.path());
     let spec = SourceSpec {
         archive: archive.to_string_lossy().into_owned(),
         sha256: sha256_hex(&bytes),
@@ -430,14 +444,7 @@ async fn builds_a_cmake_project_from_a_pinned_archive() {
 /// is missing (here: the C++ headers, named in an empty folder, unless the system has them).
 #[tokio::test]
 async fn a_vulkan_build_without_its_toolchain_is_a_typed_error() {
-    if source::which("cmake").is_none() {
-        eprintln!(
-            "SKIPPED a_vulkan_build_without_its_toolchain_is_a_typed_error: cmake is not on PATH (npm test provides it)"
-        );
-        assert!(
-            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
-            "cmake is not on PATH"
-        );
+    if !cmake_or_skip("a_vulkan_build_without_its_toolchain_is_a_typed_error") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -474,14 +481,7 @@ async fn a_vulkan_build_without_its_toolchain_is_a_typed_error() {
 /// it would need.
 #[tokio::test]
 async fn a_cross_build_for_a_gpu_is_a_typed_error() {
-    if source::which("cmake").is_none() {
-        eprintln!(
-            "SKIPPED a_cross_build_for_a_gpu_is_a_typed_error: cmake is not on PATH (npm test provides it)"
-        );
-        assert!(
-            std::env::var_os("GENAI_ELECTRON_REQUIRE_CMAKE").is_none(),
-            "cmake is not on PATH"
-        );
+    if !cmake_or_skip("a_cross_build_for_a_gpu_is_a_typed_error") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -508,5 +508,75 @@ async fn a_cross_build_for_a_gpu_is_a_typed_error() {
     assert!(
         err.to_string().contains("cross builds are for the CPU"),
         "{err}"
+    );
+}
+
+/// A cross build for Windows of the fake project with MinGW: `.exe` files (PE images) in a build
+/// folder of their own, found for both kinds, neither probed nor recorded as this machine's
+/// install; a second build leaves the toolchain file alone (CMake would configure again).
+/// `npm test` installs MinGW's POSIX-threads compilers and sets GENAI_ELECTRON_REQUIRE_MINGW.
+#[tokio::test]
+async fn a_cross_build_makes_windows_executables_and_installs_nothing() {
+    if !cmake_or_skip("a_cross_build_makes_windows_executables_and_installs_nothing") {
+        return;
+    }
+    if let Err(missing) = CrossPlatform::Win32X64.compilers() {
+        assert!(
+            std::env::var_os("GENAI_ELECTRON_REQUIRE_MINGW").is_none(),
+            "{missing}"
+        );
+        eprintln!(
+            "SKIPPED a_cross_build_makes_windows_executables_and_installs_nothing: {missing}"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (archive, bytes) = fake_project(tmp.path());
+    let spec = SourceSpec {
+        archive: archive.display().to_string(),
+        sha256: sha256_hex(&bytes),
+        subdir: Some("vendor/tool".into()),
+        cmake_args: vec![],
+        jobs: Some(1),
+        accel: SourceAccel::Auto,
+        platform: Some(CrossPlatform::Win32X64),
+    };
+    let (manager, events) = recorder();
+    let data = data_paths(tmp.path());
+    let work = tmp.path().join("work");
+    let build = |kind| manager.build_from_source(kind, &spec, &data, Some(&work));
+    let built = build(BinaryKind::LlamaServer).await.unwrap();
+    assert_eq!(
+        (built.variant.as_str(), built.origin),
+        ("cpu", Origin::Source)
+    );
+    let folder = work.join("build-win32-x64");
+    assert!(built.path.starts_with(&folder), "{}", built.path.display());
+    assert!(built.path.ends_with("llama-server.exe"));
+    assert_eq!(
+        &std::fs::read(&built.path).unwrap()[..2],
+        b"MZ",
+        "a Windows executable"
+    );
+    let stages: Vec<_> = events.lock().unwrap().iter().map(|e| e.stage).collect();
+    assert!(!stages.contains(&Stage::Probe), "{stages:?}");
+    assert!(
+        installed(&data.binaries.join("llama/source"), BinaryKind::LlamaServer)
+            .await
+            .is_none(),
+        "not recorded as this machine's install"
+    );
+
+    let toolchain = folder.join("toolchain.cmake");
+    let written = std::fs::metadata(&toolchain).unwrap().modified().unwrap();
+    let rpc = build(BinaryKind::RpcServer).await.unwrap();
+    assert!(
+        rpc.path.ends_with("rpc-server.exe"),
+        "{}",
+        rpc.path.display()
+    );
+    assert_eq!(
+        std::fs::metadata(&toolchain).unwrap().modified().unwrap(),
+        written
     );
 }
