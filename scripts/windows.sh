@@ -75,8 +75,8 @@ windows_addon() {
   cp "$dir/$target/debug/genai_electron.dll" "$ADDON"
 }
 
-need_packages wine64 || unavailable "$why"
-need_command x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64 || unavailable "$why"
+need_packages wine64 >&2 || unavailable "$why"
+need_command x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64 >&2 || unavailable "$why"
 rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-gnu \
   || rustup target add x86_64-pc-windows-gnu >&2 || unavailable "cannot install the x86_64-pc-windows-gnu standard library"
 node_exe=$(windows_node)
