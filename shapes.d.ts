@@ -723,7 +723,7 @@ export type LlamaServerConfig = {
   cacheTypeV?: KVCacheType
   /**
    * genai-electron 0.26's `modelAlias`: the model's name in `/v1/models` and in answers
-   * (`--alias`).
+   * (`--alias`). Default: the model's id (llama-server alone names it by its file's path).
    */
   modelAlias?: string
   /**

@@ -57,6 +57,7 @@ test('the real model answers "Paris", plainly and streamed', { skip }, async () 
   const { port } = await server.start({ modelId: id, port: 'auto', threads: 1, contextSize: 2048 })
   try {
     const plain = await (await chat(port)).json()
+    assert.equal(plain.model, id, "answers name the model by its id, not its file's path")
     const answer = plain.choices[0].message.content
     console.log(`plain answer: ${JSON.stringify(answer)}`)
     assert.match(answer, /Paris/)

@@ -272,6 +272,11 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     // own fitting (a dry-run allocation before the load) would only cost time: 185–220 ms a
     // start of the chat model on the CPU, 100–180 ms with a Vulkan device. `extraArgs` come last, so a flag there wins.
     args.extend(config.tuning.args());
+    // llama-server names its model by the file's path (the user's home folder, in /v1/models and
+    // in every answer's `model`) unless given an alias: clients see the model's id instead.
+    if config.tuning.model_alias.is_none() {
+        args.extend(["--alias".into(), config.model_id.clone()]);
+    }
     // The verbosity at which llama.cpp prints its buffers per device as it loads (what
     // getMemoryUsage() counts as VRAM); it adds about 170 lines at a load and 17 a request.
     args.extend(["--log-verbosity".into(), "4".into()]);

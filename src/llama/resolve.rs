@@ -103,7 +103,7 @@ pub struct StartRequest {
     pub cache_type_k: Option<KvCacheType>,
     pub cache_type_v: Option<KvCacheType>,
     /// genai-electron 0.26's `modelAlias`: the model's name in `/v1/models` and in answers
-    /// (`--alias`).
+    /// (`--alias`). Default: the model's id (llama-server alone names it by its file's path).
     pub model_alias: Option<String>,
     /// Jinja chat templates (`--jinja`; `false`: `--no-jinja`). Unset: llama-server's default.
     pub jinja: Option<bool>,
