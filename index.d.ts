@@ -8,6 +8,8 @@ import type {
   BinaryProgress,
   CanRunModelOptions,
   CanRunModelResult,
+  ComponentDownload,
+  ComponentRole,
   DataPaths,
   DiffusionCalibrationProgress,
   DiffusionCalibrationReport,
@@ -60,6 +62,11 @@ import type {
 
 // Every generated shape is public.
 export * from './shapes'
+
+/** The component roles of a diffusion model (genai-electron 0.26's name). */
+export type DiffusionComponentRole = Exclude<ComponentRole, 'mmproj' | 'draft'>
+/** genai-electron 0.26's name for {@link ComponentDownload}. */
+export type DiffusionComponentDownload = ComponentDownload
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

@@ -264,6 +264,11 @@ export type ModelSizingInfo = {
    * weighs; without it, or when it cannot be read, the layers are taken to weigh the same.
    */
   path?: string
+  /**
+   * An `llm` model's `mmproj` and `draft` files (as {@link ModelInfo.components} has them): not
+   * counted in `size`'s weights, and loaded beside the model as a start loads them.
+   */
+  components?: Partial<Record<ComponentRole, { path: string; size: number }>>
 };
 
 /**
@@ -689,6 +694,72 @@ export type ReasoningFormat = "auto" | "deepseek" | "deepseek-legacy" | "none";
 export type FitMode = "on" | "off";
 
 /**
+ * What a llama-server serves: chat (`/v1/chat/completions`, `/v1/completions`), embeddings
+ * (`/v1/embeddings`) or reranking (`/v1/rerank`). An embedding or rerank server answers only its
+ * own routes.
+ */
+export type LlamaServerMode = "chat" | "embedding" | "rerank";
+
+/**
+ * How an embedding server pools a text's token vectors into one (llama-server's `--pooling`).
+ */
+export type Pooling = "none" | "mean" | "cls" | "last";
+
+/**
+ * Where the model's multimodal projector runs, or `off` (images and audio then refused).
+ */
+export type ProjectorPlacement = "auto" | "cpu" | "off";
+
+/**
+ * Speculative decoding: a small model of the same vocabulary drafts tokens, the model checks
+ * them in one batch. Unset fields are llama-server's defaults.
+ */
+export type DraftConfig = {
+  /**
+   * An installed `llm` model to draft with; default: the model's own `draft` component.
+   */
+  modelId?: string
+  /**
+   * The draft's layers on the GPU (`--spec-draft-ngl`; default: all of them where the model
+   * has a GPU).
+   */
+  gpuLayers?: number
+  /**
+   * Tokens drafted at most a step (`--spec-draft-n-max`, default 3).
+   */
+  maxTokens?: number
+  /**
+   * Tokens drafted at least for a draft to be checked (`--spec-draft-n-min`, default 0).
+   */
+  minTokens?: number
+};
+
+/**
+ * The projector a start loads.
+ */
+export type ResolvedProjector = {
+  path: string
+  /**
+   * On the GPU with the model's layers (`false`: kept on the CPU).
+   */
+  offload: boolean
+};
+
+/**
+ * The draft model a start loads.
+ */
+export type ResolvedDraft = {
+  /**
+   * The model it came from: the started model's id (its `draft` component) or another's.
+   */
+  modelId: string
+  path: string
+  gpuLayers: number | null
+  maxTokens: number | null
+  minTokens: number | null
+};
+
+/**
  * What {@link LlamaServerManager.start} runs. Unset values come from {@link SystemInfo.getOptimalConfig} for the model.
  */
 export type LlamaServerConfig = {
@@ -870,6 +941,30 @@ export type LlamaServerConfig = {
    * does (within `maxRestarts` attempts).
    */
   rpcWorkers?: Array<string>
+  /**
+   * What the server serves (default `chat`): `embedding` answers `/v1/embeddings`, `rerank`
+   * answers `/v1/rerank`; each on a port and gateway of its own, so an app runs one of each
+   * beside its chat server (one {@link LlamaServerManager} each). A model is refused a mode
+   * it cannot serve (see {@link ModelInfo.capabilities}): a reranker needs a classification
+   * head; any model can embed.
+   */
+  mode?: LlamaServerMode
+  /**
+   * How an embedding server pools (`--pooling`); default: the model's own, else `mean`.
+   */
+  pooling?: Pooling
+  /**
+   * The model's `mmproj` projector (images, audio in chats): loaded by default where the model
+   * has one, with its layers (`auto`); `cpu` keeps it off the GPU, `off` leaves it unloaded. The
+   * memory check counts it.
+   */
+  projector?: ProjectorPlacement
+  /**
+   * Speculative decoding: on by default where the model has a `draft` component; `false` turns
+   * it off; `{ modelId }` drafts with another installed model of the same vocabulary. The
+   * memory check counts both models.
+   */
+  draft?: boolean | DraftConfig
 };
 
 /**
@@ -936,6 +1031,22 @@ export type ResolvedLlamaConfig = {
    * `host:port` of each rpc-server that holds a share of the model's layers.
    */
   rpcWorkers: Array<string>
+  /**
+   * What it serves: chat, embeddings or reranking.
+   */
+  mode: LlamaServerMode
+  /**
+   * The pooling an embedding server is given (`null`: the model's own).
+   */
+  pooling: Pooling | null
+  /**
+   * The multimodal projector it loads (the model's `mmproj`), if any.
+   */
+  projector: ResolvedProjector | null
+  /**
+   * The draft model it decodes speculatively with, if any.
+   */
+  draft: ResolvedDraft | null
   modelAlias: string | null
   jinja: boolean | null
   reasoningFormat: ReasoningFormat | null
@@ -988,6 +1099,10 @@ export type ServerInfo = {
    */
   backendPort: number | null
   modelId: string | null
+  /**
+   * What it serves (`null` before its first start).
+   */
+  mode: LlamaServerMode | null
   /**
    * ISO 8601, when it became ready.
    */
@@ -2146,17 +2261,24 @@ export type ResourceEstimate = {
 export type ModelType = "llm" | "diffusion" | "lora" | "upscaler";
 
 /**
- * Roles of the files of a multi-component diffusion model, each passed to its
- * stable-diffusion.cpp flag.
+ * Roles of a model's extra files: a diffusion model's (each passed to its stable-diffusion.cpp
+ * flag), and an `llm` model's multimodal projector and draft model (llama-server's).
  */
-export type DiffusionComponentRole =
+export type ComponentRole =
   | "clip_l"
   | "clip_g"
   | "t5xxl"
   | "llm"
   | "llm_vision"
   | "vae"
-  | "taesd";
+  | "taesd"
+  | "mmproj"
+  | "draft";
+
+/**
+ * A task an `llm` model serves, as llama-server runs it.
+ */
+export type ModelCapability = "chat" | "vision" | "audio" | "embedding" | "rerank";
 
 /**
  * Where a file comes from: a plain URL, or a file of a Hugging Face repository.
@@ -2189,10 +2311,11 @@ export type FileSourceConfig = {
 };
 
 /**
- * One extra file of a diffusion model.
+ * One extra file of a model: a diffusion model's text encoder, VAE, …, or an `llm` model's
+ * `mmproj` projector or `draft` model.
  */
-export type DiffusionComponentDownload = {
-  role: DiffusionComponentRole
+export type ComponentDownload = {
+  role: ComponentRole
   /**
    * Its license facts, recorded with it.
    */
@@ -2234,9 +2357,13 @@ export type DownloadRequest = {
   name: string
   type: ModelType
   /**
-   * Extra files of a diffusion model; the top-level source is the diffusion model itself.
+   * Extra files: a diffusion model's (the top-level source is the diffusion model itself), or an
+   * `llm` model's `mmproj` (a multimodal projector made for it) and `draft` (a small model of
+   * the same vocabulary, for speculative decoding). Each is checked as the model is: its
+   * `checksum`, its GGUF header, and its place (a projector's architecture is `clip`; a
+   * draft's vocabulary is the model's); one that fails registers nothing.
    */
-  components?: Array<DiffusionComponentDownload>
+  components?: Array<ComponentDownload>
   /**
    * Milliseconds without a byte before the connection is given up and resumed (default
    * 30000). After three resumptions (250 ms, 500 ms, 1 s apart) the download fails with a
@@ -2298,9 +2425,10 @@ export type ImportModelRequest = {
    */
   name: string
   /**
-   * A diffusion set's other files, by role.
+   * The model's other files, by role: a diffusion set's, or an `llm` model's `mmproj` and
+   * `draft`.
    */
-  components?: Partial<Record<DiffusionComponentRole, string>>
+  components?: Partial<Record<ComponentRole, string>>
 };
 
 /**
@@ -2501,9 +2629,9 @@ export type ModelInfo = {
    */
   ggufMetadata?: GGUFMetadata
   /**
-   * Diffusion components by role.
+   * The extra files by role: a diffusion model's, or an `llm` model's `mmproj` and `draft`.
    */
-  components?: Partial<Record<DiffusionComponentRole, StoredFile>>
+  components?: Partial<Record<ComponentRole, StoredFile>>
   /**
    * Every shard of a split GGUF, in order, the first being `path`.
    */
@@ -2512,6 +2640,11 @@ export type ModelInfo = {
    * The model file's license facts, as the download gave them.
    */
   provenance?: ArtifactProvenance
+  /**
+   * What an `llm` model can be asked to do, from its GGUF headers (see
+   * {@link ModelCapability}); empty for other types.
+   */
+  capabilities?: Array<ModelCapability>
 };
 
 /**

@@ -2,9 +2,9 @@
 
 // Model shapes whose memory llama.cpp lays out differently from a plain transformer, run in the
 // real llama-server: sliding-window attention (a tiny Gemma 3) and mixture of experts (a tiny
-// Mixtral-shaped llama), and the models it loads beside the chat model (a vision projector, a
-// draft model), made by scripts/make_shaped_models.py. The estimates are checked against the
-// buffers llama-server reports it allocated.
+// Mixtral-shaped llama), made by scripts/make_shaped_models.py. The estimates are checked against
+// the buffers llama-server reports it allocated. (The models loaded beside the chat model, a
+// vision projector and a draft, are tested in model-tasks.test.js.)
 // Mesa's lavapipe serves the one check that needs a device (experts kept on the CPU); the
 // library and the backends use it only where GGML_VK_VISIBLE_DEVICES names it.
 process.env.GGML_VK_VISIBLE_DEVICES = '0'
@@ -14,7 +14,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { backends, deviceBuffers, png, serveFiles } = require('./helpers')
+const { backends, deviceBuffers, serveFiles } = require('./helpers')
 const { configure, systemInfo, ModelManager, LlamaServerManager } = require('..')
 
 const { paths: real, skip: noBackends } = backends()
@@ -140,98 +140,6 @@ test("mixture of experts: it runs, and cpuMoe keeps the experts in RAM, as llama
   const projectedMove = placed.false.projected.vram - placed.true.projected.vram
   assert.ok(Math.abs(projectedMove - experts) <= 2 * MIB, `projected: ${projectedMove} against ${experts}`)
   assert.ok(placed.true.projected.ram > placed.false.projected.ram, 'and into RAM')
-})
-
-async function promptTokens(port, content) {
-  const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ messages: [{ role: 'user', content }], max_tokens: 2 }),
-  })
-  const body = await response.json()
-  assert.equal(response.status, 200, JSON.stringify(body))
-  return body.usage.prompt_tokens
-}
-
-test('a vision projector in extraArgs: an image in a chat is encoded, and the estimates count the projector', async (t) => {
-  if (!shaped(t)) return
-  const model = models.chat
-  const extraArgs = ['--mmproj', real.shapedModels.mmproj]
-  const options = { contextSize: 2048, gpuLayers: 0 }
-  const server = new LlamaServerManager()
-  server.clearLogs()
-  const { port } = await server.start({ modelId: 'chat', port: 'auto', threads: 1, ...options, extraArgs })
-  try {
-    const text = [{ type: 'text', text: 'What is this?' }]
-    const image = { type: 'image_url', image_url: { url: `data:image/png;base64,${png(64).toString('base64')}` } }
-    const withImage = await promptTokens(port, [...text, image])
-    const without = await promptTokens(port, text)
-    // One 64-pixel tile of 16 patches, shuffled 2 × 2 into 4 tokens, with the markers around it.
-    assert.ok(withImage >= without + 4, `${withImage} prompt tokens with the image, ${without} without`)
-    const lines = await server.getLogs(4000)
-    assert.ok(
-      lines.some((l) => /encoding mtmd batch|image decoded/.test(l)),
-      'the server encoded the image',
-    )
-    // The projector's weights and its compute buffer, on the CPU here, beside the model's.
-    const clipCompute = lines.flatMap(
-      (l) => /reserve_compute_meta:\s+CPU compute buffer size =\s+([\d.]+) MiB/.exec(l)?.[1] ?? [],
-    )
-    assert.equal(clipCompute.length, 1, 'clip reserved its compute buffer once')
-    const weights = fs.statSync(real.shapedModels.mmproj).size
-    for (const info of [{ ...model, path: undefined }, model]) {
-      const plain = (await systemInfo.canRunModel(info, options)).estimate
-      const counted = (await systemInfo.canRunModel(info, { ...options, extraArgs })).estimate
-      const added = counted.ram - plain.ram
-      const measured = weights + Number(clipCompute[0]) * MIB
-      assert.ok(
-        added >= measured && added <= measured + 2 * MIB,
-        `${plain.source}: ${added} added, ${measured} measured`,
-      )
-      assert.equal(counted.vram, 0)
-    }
-  } finally {
-    await server.stop()
-  }
-})
-
-test('a draft model in extraArgs: speculative decoding runs, and the estimates count both models', async (t) => {
-  if (!shaped(t)) return
-  const model = models.chat
-  // llama.cpp drafts with a draft model only where a speculative type says so.
-  const extraArgs = ['--model-draft', real.shapedModels.draft, '--spec-type', 'draft-simple']
-  const options = { contextSize: 2048, gpuLayers: 0 }
-  const server = new LlamaServerManager()
-  server.clearLogs()
-  const { port } = await server.start({ modelId: 'chat', port: 'auto', threads: 1, ...options, extraArgs })
-  try {
-    await chat(port, 16)
-    const lines = await server.getLogs(4000)
-    assert.ok(
-      lines.some((l) => /draft acceptance/.test(l)),
-      'the draft model drafted',
-    )
-    // Each model's buffers, in the order loaded: the main model's, then the draft's.
-    const mib = (re) => lines.flatMap((l) => re.exec(l)?.[1] ?? []).map((x) => Number(x) * MIB)
-    const weights = mib(/CPU_Mapped model buffer size =\s+([\d.]+) MiB/)
-    const kv = mib(/CPU KV buffer size =\s+([\d.]+) MiB/)
-    assert.equal(kv.length, 2, 'one KV cache a model')
-    const draft = { weights: weights[1], kv: kv[1] }
-    for (const info of [{ ...model, path: undefined }, model]) {
-      const plain = (await systemInfo.canRunModel(info, options)).estimate
-      const counted = (await systemInfo.canRunModel(info, { ...options, extraArgs })).estimate
-      const added = { weights: counted.weights - plain.weights, kv: counted.kvCache - plain.kvCache }
-      const close = (a, b) => a >= b && a <= b * 1.1 + MIB
-      assert.ok(
-        close(added.weights, draft.weights),
-        `${plain.source}: weights ${added.weights} against ${draft.weights}`,
-      )
-      assert.ok(close(added.kv, draft.kv), `${plain.source}: KV ${added.kv} against ${draft.kv}`)
-      assert.ok(counted.ram - plain.ram >= draft.weights + draft.kv)
-    }
-  } finally {
-    await server.stop()
-  }
 })
 
 test('getOptimalConfig asks llama.cpp, and a start given no context runs the one it returns', async (t) => {

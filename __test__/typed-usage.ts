@@ -17,6 +17,7 @@ import {
   type HealthStatus,
   type ImageGenerationProgress,
   type ImageGenerationResult,
+  LlamaServerManager,
   type LogEntry,
   LogManager,
   llamaServer,
@@ -132,6 +133,27 @@ async function main(): Promise<void> {
     if (request) await llamaServer.start({ ...request, port: 'auto' })
     console.log(usage?.rssBytes, usage?.vramBytes, (await llamaServer.restart()).status === 'restarting')
     await llamaServer.stop()
+    // A vision model with its projector and draft; an embedding server beside it.
+    const vlm: ModelInfo = await modelManager.downloadModel({
+      source: 'url',
+      url: 'https://example.invalid/model.gguf',
+      name: 'VLM',
+      type: 'llm',
+      components: [
+        { role: 'mmproj', source: 'url', url: 'https://example.invalid/mmproj.gguf' },
+        { role: 'draft', source: 'url', url: 'https://example.invalid/draft.gguf' },
+      ],
+    })
+    const seesImages: boolean = vlm.capabilities?.includes('vision') ?? false
+    await llamaServer.start({ modelId: vlm.id, projector: seesImages ? 'cpu' : 'off', draft: { maxTokens: 8 } })
+    const embedder = new LlamaServerManager()
+    const embedding: ServerInfo = await embedder.start({
+      modelId: vlm.id,
+      mode: 'embedding',
+      pooling: 'mean',
+      draft: false,
+    })
+    console.log(embedding.mode, embedder.getConfig()?.pooling, llamaServer.getConfig()?.projector?.offload)
   } catch (err) {
     if (err instanceof PortInUseError) console.log(err.details.port)
   }

@@ -260,21 +260,24 @@ if [ ! -f "$upscaler" ]; then
 fi
 chat=$(chat_model)
 # The model shapes llama.cpp lays out differently (sliding-window attention, experts) and the
-# models loaded beside the chat model (a vision projector, a draft), keyed by their generator.
+# models loaded beside the chat model (a vision projector, a draft), and a reranker, keyed by
+# their generator.
 shaped="$BACKENDS/shaped-$(cat scripts/make_shaped_models.py | sha256sum | cut -c1-12)"
 if [ ! -f "$shaped/.done" ]; then
   log "== tiny shaped models"
   rm -rf "$shaped"
-  python scripts/make_shaped_models.py "$llama_src/models/ggml-vocab-llama-spm.gguf" "$chat" "$shaped"
+  python scripts/make_shaped_models.py "$llama_src/models/ggml-vocab-llama-spm.gguf" "$chat" "$shaped" \
+    "$llama_src/models/ggml-vocab-bert-bge.gguf"
   touch "$shaped/.done"
 fi
 suite=$(server_suite "$llama_src")
 facts=$(gguf_facts "$llama_src"/models/ggml-vocab-*.gguf "$llm_model" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf")
 
-printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s","mmproj":"%s","draft":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"diffusionLoras":{"gguf":"%s","safetensors":"%s"},"upscaler":"%s","tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s,"windows":%s}\n' \
+printf '{"llamaServer":"%s","rpcServer":"%s","sdCli":"%s","sdServer":"%s","builds":{"llama":"%s","diffusion":"%s"},"llmModel":"%s","shapedModels":{"swa":"%s","moe":"%s","mmproj":"%s","draft":"%s","reranker":"%s"},"chatModel":"%s","diffusionModel":"%s","diffusionComponents":{"llm":"%s","taesd":"%s"},"diffusionLoras":{"gguf":"%s","safetensors":"%s"},"upscaler":"%s","tools":{"python":"%s","ggufFacts":"%s","vocabDir":"%s"},"serverSuite":%s,"windows":%s}\n' \
   "$llama_server" "$rpc_server" "$sd_cli" "$sd_server" "$llama_build" "$sd_build" \
-  "$llm_model" "$shaped/tiny-swa.gguf" "$shaped/tiny-moe.gguf" "$shaped/tiny-mmproj.gguf" "$shaped/tiny-draft.gguf" "$chat" \
+  "$llm_model" "$shaped/tiny-swa.gguf" "$shaped/tiny-moe.gguf" "$shaped/tiny-mmproj.gguf" "$shaped/tiny-draft.gguf" \
+  "$shaped/tiny-reranker.gguf" "$chat" \
   "$diffusion_dir/diffusion.gguf" "$diffusion_dir/llm.gguf" "$diffusion_dir/taesd.gguf" \
   "$models/tiny-lora.gguf" "$models/tiny-lora.safetensors" "$upscaler" \
   "$BACKENDS/venv/bin/python" "$facts" "$llama_src/models" "$suite" "$windows"

@@ -8,11 +8,13 @@ deterministically (fixed seeds), for the estimates and their tests:
   of 2 layers, 64 wide, over a 64-pixel image of 16-pixel patches, pooled 2 × 2 into 4 tokens and
   projected into the chat model's embedding width; its image markers are plain text, where
   SmolVLM's idefics3 needs tokens the chat model's vocabulary lacks);
-- tiny-draft.gguf: a 2-layer 64-wide llama with the chat model's tokenizer, a draft model for it.
+- tiny-draft.gguf: a 2-layer 64-wide llama with the chat model's tokenizer, a draft model for it;
+- tiny-reranker.gguf: a 2-layer 64-wide BERT with a classification head and rank pooling (as
+  bge-reranker is converted), over the WordPiece vocabulary of llama.cpp's ggml-vocab-bert-bge.gguf.
 
 The first two take their tokenizer from one of llama.cpp's vocab-only files.
 
-usage: make_shaped_models.py VOCAB_GGUF CHAT_GGUF OUT_DIR
+usage: make_shaped_models.py VOCAB_GGUF CHAT_GGUF OUT_DIR BERT_VOCAB_GGUF
 """
 
 import sys
@@ -177,7 +179,56 @@ def make_for_chat(chat_path, out_dir):
     add_tensors(writer, tensors, np.random.default_rng(46), np.float32)
 
 
+def make_reranker(vocab_path, out_dir):
+    reader = gguf.GGUFReader(vocab_path)
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    n_embd, n_layer, n_head, n_ff, n_ctx = 64, 2, 4, 128, 512
+    writer = gguf.GGUFWriter(Path(out_dir) / "tiny-reranker.gguf", "bert")
+    writer.add_name("tiny-random-reranker")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_layer_norm_eps(1e-12)
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(gguf.PoolingType.RANK)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_vocab_size(n_vocab)
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer."):
+            copy_field(writer, field)
+    if "tokenizer.ggml.token_type_count" not in reader.fields:
+        writer.add_token_type_count(2)
+    # Added to the token embeddings, not multiplied: ggml adds f32 only, as converters keep them.
+    added = {"token_types.weight": (2, n_embd), "position_embd.weight": (n_ctx, n_embd)}
+    tensors = {
+        "token_embd.weight": (n_vocab, n_embd),
+        "token_embd_norm.weight": (n_embd,),
+        "token_embd_norm.bias": (n_embd,),
+        # The classification head: a dense layer over the [CLS] token, then one score.
+        "cls.weight": (n_embd, n_embd),
+        "cls.bias": (n_embd,),
+        "cls.output.weight": (1, n_embd),
+        "cls.output.bias": (1,),
+    }
+    for i in range(n_layer):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            tensors.update({f"blk.{i}.{name}.weight": (n_embd, n_embd), f"blk.{i}.{name}.bias": (n_embd,)})
+        tensors.update({
+            f"blk.{i}.attn_output_norm.weight": (n_embd,), f"blk.{i}.attn_output_norm.bias": (n_embd,),
+            f"blk.{i}.ffn_up.weight": (n_ff, n_embd), f"blk.{i}.ffn_up.bias": (n_ff,),
+            f"blk.{i}.ffn_down.weight": (n_embd, n_ff), f"blk.{i}.ffn_down.bias": (n_embd,),
+            f"blk.{i}.layer_output_norm.weight": (n_embd,), f"blk.{i}.layer_output_norm.bias": (n_embd,),
+        })
+    rng = np.random.default_rng(47)
+    for name, shape in added.items():
+        writer.add_tensor(name, random_weight(rng, shape, name))
+    add_tensors(writer, tensors, rng, np.float16)
+
+
 if __name__ == "__main__":
-    vocab, chat, out = sys.argv[1:4]
+    vocab, chat, out, bert_vocab = sys.argv[1:5]
     make_shaped(vocab, out)
     make_for_chat(chat, out)
+    make_reranker(bert_vocab, out)

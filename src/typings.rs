@@ -34,14 +34,18 @@ use crate::llama::calibrate::{
 use crate::llama::gateway::{QueueEvent, QueueInfo};
 use crate::llama::projection::RunningWith;
 use crate::llama::resolve::StartRequest as LlamaStartRequest;
+use crate::llama::tasks::{
+    Draft as ResolvedDraft, DraftOptions, Mode as LlamaMode, Pooling,
+    Projector as ResolvedProjector, ProjectorRequest,
+};
 use crate::llama::tuning::{FitMode, ReasoningFormat};
 use crate::llama::{LlamaConfig, ServerInfo};
 use crate::models::gguf::{GgufMetadata, ReadOptions};
 use crate::models::import::{Adoption, ImportRequest, Skipped};
 use crate::models::{
-    ComponentRole, ComponentSpec, Damaged, DownloadConfig, FileProblem, FileSpec, FileStart,
-    MetadataSource, ModelEvent, ModelInfo, ModelProgress, ModelSource, ModelType, Provenance,
-    StorageUsage, StoredFile, Verification,
+    Capability, ComponentRole, ComponentSpec, Damaged, DownloadConfig, FileProblem, FileSpec,
+    FileStart, MetadataSource, ModelEvent, ModelInfo, ModelProgress, ModelSource, ModelType,
+    Provenance, StorageUsage, StoredFile, Verification,
 };
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorEvent, OrchestratorInfo, Phase,
@@ -110,6 +114,12 @@ pub fn shapes() -> String {
         declaration::<KvCacheType>(&config),
         declaration::<ReasoningFormat>(&config),
         declaration::<FitMode>(&config),
+        declaration::<LlamaMode>(&config),
+        declaration::<Pooling>(&config),
+        declaration::<ProjectorRequest>(&config),
+        declaration::<DraftOptions>(&config),
+        declaration::<ResolvedProjector>(&config),
+        declaration::<ResolvedDraft>(&config),
         declaration::<LlamaStartRequest>(&config),
         declaration::<RecoveryPolicy>(&config),
         declaration::<LlamaConfig>(&config),
@@ -176,6 +186,7 @@ pub fn shapes() -> String {
         declaration::<Estimate>(&config),
         declaration::<ModelType>(&config),
         declaration::<ComponentRole>(&config),
+        declaration::<Capability>(&config),
         declaration::<FileSpec>(&config),
         declaration::<ComponentSpec>(&config),
         declaration::<DownloadConfig>(&config),

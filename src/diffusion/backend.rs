@@ -65,7 +65,7 @@ pub struct ModelFiles {
 
 impl ModelFiles {
     pub fn from_info(info: &crate::models::ModelInfo) -> Self {
-        let components = crate::models::ComponentRole::ALL
+        let components = crate::models::ComponentRole::DIFFUSION
             .into_iter()
             .filter_map(|role| {
                 let file = info.components.get(role.as_str())?;

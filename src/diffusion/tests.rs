@@ -953,6 +953,7 @@ mod resolving {
                 components,
                 shards: vec![],
                 provenance: None,
+                capabilities: Vec::new(),
             };
             store::write(&data, &info).await.unwrap();
         }
@@ -1126,6 +1127,7 @@ mod resolving {
             components: Default::default(),
             shards: vec![],
             provenance: None,
+            capabilities: Vec::new(),
         };
         assert!(fits_resident(&info, 5 << 30));
         assert!(!fits_resident(&info, (5 << 30) - 1));

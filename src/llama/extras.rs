@@ -1,6 +1,6 @@
-//! The models a llama-server loads beside its main one, as its argument vector asks (through
-//! `extraArgs`): a vision projector (`--mmproj`) and a draft model for speculative decoding
-//! (`--model-draft`). Each is sized where it will run and added to the main model's estimate:
+//! The models a llama-server loads beside its main one, as its argument vector asks (from the
+//! model's components, see [`super::tasks`], or `extraArgs`): a vision projector (`--mmproj`) and
+//! a draft model for speculative decoding (`--model-draft`). Each is sized where it will run and added to the main model's estimate:
 //! the draft by llama.cpp's dry run where the tool answers (its own model, its KV cache at the
 //! main context, its compute), else by the GGUF arithmetic; the projector by its GGUF (weights,
 //! and the compute buffer clip reserves for one image tile).
@@ -185,7 +185,8 @@ impl Memory {
 /// dry run where its tool answers (else, and for the projector, the GGUF arithmetic). `Ok` with
 /// nothing where `config` loads none; `Err` where a file named cannot be read.
 pub async fn memory(config: &LlamaConfig, projected: bool) -> Result<Memory, String> {
-    let extras = Extras::of(&config.extra_args);
+    // The config's projector and draft, or those `extraArgs` name in their place.
+    let extras = Extras::of(&super::args(config, "127.0.0.1", 0));
     let mut memory = Memory::default();
     if let Some(projector) = &extras.projector {
         let spec = projector_spec(&projector.path).await?;
@@ -308,7 +309,7 @@ pub async fn model_spec_of(path: &Path) -> Result<ModelSpec, String> {
         size: meta.tensor_data_size.unwrap_or(meta.required_file_size) as f64,
         gguf_metadata: facts,
         path: Some(path.to_path_buf()),
-        layer_bytes: None,
+        ..Default::default()
     })
 }
 

@@ -41,6 +41,8 @@ pub struct GatewayConfig {
     pub max_queued: usize,
     pub queue_timeout: Duration,
     pub max_body_bytes: usize,
+    /// The routes and inputs the server's task takes.
+    pub task: super::tasks::TaskCheck,
 }
 
 /// What the server's owner and the gateway share: a hold that makes requests wait even while
@@ -319,6 +321,11 @@ impl Shared {
                 );
             }
         };
+        if method == hyper::Method::POST
+            && let Some(why) = self.config.task.refusal(uri.path(), &body)
+        {
+            return http::error(ErrorCode::InvalidArgument, &why);
+        }
         let remembered = REMEMBERED
             .into_iter()
             .find(|p| method == hyper::Method::GET && *p == uri.path());

@@ -247,6 +247,14 @@ pub struct LlamaConfig {
     /// genai-electron 0.26's tuning settings (`modelAlias`, `batchSize`, `fit`, …).
     #[serde(flatten)]
     pub tuning: tuning::Tuning,
+    /// What it serves: chat, embeddings or reranking.
+    pub mode: tasks::Mode,
+    /// The pooling an embedding server is given (`null`: the model's own).
+    pub pooling: Option<tasks::Pooling>,
+    /// The multimodal projector it loads (the model's `mmproj`), if any.
+    pub projector: Option<tasks::Projector>,
+    /// The draft model it decodes speculatively with, if any.
+    pub draft: Option<tasks::Draft>,
 }
 
 /// The argument vector (no shell ever sees it), to listen on `host:port`.
@@ -272,6 +280,12 @@ pub fn args(config: &LlamaConfig, host: &str, port: u16) -> Vec<String> {
     // own fitting (a dry-run allocation before the load) would only cost time: 185–220 ms a
     // start of the chat model on the CPU, 100–180 ms with a Vulkan device. `extraArgs` come last, so a flag there wins.
     args.extend(config.tuning.args());
+    args.extend(tasks::args(
+        config.mode,
+        config.pooling,
+        config.projector.as_ref(),
+        config.draft.as_ref(),
+    ));
     // llama-server names its model by the file's path (the user's home folder, in /v1/models and
     // in every answer's `model`) unless given an alias: clients see the model's id instead.
     if config.tuning.model_alias.is_none() {
@@ -316,6 +330,8 @@ pub struct ServerInfo {
     /// The port llama-server itself listens on, on 127.0.0.1 behind the gateway.
     pub backend_port: Option<u16>,
     pub model_id: Option<String>,
+    /// What it serves (`null` before its first start).
+    pub mode: Option<tasks::Mode>,
     /// ISO 8601, when it became ready.
     pub started_at: Option<String>,
     /// Milliseconds from spawn to the first healthy answer.
@@ -349,6 +365,7 @@ impl ServerInfo {
             port: gateway_port.or(snapshot.port),
             backend_port: snapshot.port,
             model_id: config.map(|c| c.model_id.clone()),
+            mode: config.map(|c| c.mode),
             rpc_workers: config.map(|c| c.rpc_workers.clone()).unwrap_or_default(),
             started_at: snapshot.started_at,
             load_time_ms: snapshot.load_time_ms,
@@ -567,6 +584,13 @@ impl LlamaServer {
             max_queued: config.max_queued_requests as usize,
             queue_timeout: Duration::from_millis(config.queue_timeout_ms),
             max_body_bytes: GATEWAY_MAX_BODY,
+            task: tasks::TaskCheck {
+                mode: tasks::mode_of(config.mode, &config.extra_args),
+                // The config's projector, or one `extraArgs` name.
+                reads_media: extras::Extras::of(&args(config, "127.0.0.1", 0))
+                    .projector
+                    .is_some(),
+            },
         };
         let traffic = self.traffic.clone();
         let server =
@@ -760,6 +784,7 @@ pub mod gateway;
 pub mod projection;
 pub mod resolve;
 pub mod sizing;
+pub mod tasks;
 pub mod tuning;
 
 #[cfg(all(test, unix))]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::tasks;
 use super::tuning::{FitMode, ReasoningFormat, Tuning};
 use super::{LlamaConfig, LlamaError, RecoveryPolicy};
 use crate::binaries::{BinaryKind, BinaryManager, EnsureOptions};
@@ -201,6 +202,23 @@ pub struct StartRequest {
     #[serde(default)]
     #[ts(as = "Option<Vec<String>>", optional)]
     pub rpc_workers: Vec<String>,
+    /// What the server serves (default `chat`): `embedding` answers `/v1/embeddings`, `rerank`
+    /// answers `/v1/rerank`; each on a port and gateway of its own, so an app runs one of each
+    /// beside its chat server (one {@link LlamaServerManager} each). A model is refused a mode
+    /// it cannot serve (see {@link ModelInfo.capabilities}): a reranker needs a classification
+    /// head; any model can embed.
+    pub mode: Option<tasks::Mode>,
+    /// How an embedding server pools (`--pooling`); default: the model's own, else `mean`.
+    pub pooling: Option<tasks::Pooling>,
+    /// The model's `mmproj` projector (images, audio in chats): loaded by default where the model
+    /// has one, with its layers (`auto`); `cpu` keeps it off the GPU, `off` leaves it unloaded. The
+    /// memory check counts it.
+    pub projector: Option<tasks::ProjectorRequest>,
+    /// Speculative decoding: on by default where the model has a `draft` component; `false` turns
+    /// it off; `{ modelId }` drafts with another installed model of the same vocabulary. The
+    /// memory check counts both models.
+    #[ts(optional, type = "boolean | DraftConfig")]
+    pub draft: Option<tasks::DraftRequest>,
 }
 
 /// `--n-gpu-layers` for "all of them" (llama.cpp caps it at the model's count).
@@ -265,6 +283,19 @@ pub async fn resolve(
         LlamaError::Invalid,
     )
     .await?;
+    let mode = req.mode.unwrap_or_default();
+    let pooling = tasks::pooling(&info, mode, req.pooling).map_err(invalid)?;
+    let projector = tasks::projector(&info, mode, req.projector).map_err(invalid)?;
+    let draft_model = match &req.draft {
+        Some(tasks::DraftRequest::With(tasks::DraftOptions {
+            model_id: Some(id), ..
+        })) => {
+            Some(installed_model(data, id, ModelType::Llm, "a draft", LlamaError::Invalid).await?)
+        }
+        _ => None,
+    };
+    let draft =
+        tasks::draft(&info, mode, req.draft.as_ref(), draft_model.as_ref()).map_err(invalid)?;
     let caps = system.detect(false).await;
     let spec = ModelSpec::of(&info).map_err(invalid)?;
     let split = !req.rpc_workers.is_empty();
@@ -406,7 +437,7 @@ pub async fn resolve(
         api_key: req.api_key,
         extra_args: req.extra_args,
         startup_timeout_ms: req.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS),
-        log_file: Some(data.logs.join("llama-server.log")),
+        log_file: Some(data.logs.join(mode.log_file_name())),
         recovery: RecoveryPolicy {
             auto_restart: req.auto_restart.unwrap_or(defaults.auto_restart),
             max_restarts: req.max_restarts.unwrap_or(defaults.max_restarts),
@@ -439,6 +470,10 @@ pub async fn resolve(
             override_tensors: req.override_tensors,
             fit: req.fit.unwrap_or(FitMode::Off),
         },
+        mode,
+        pooling,
+        projector,
+        draft,
     };
     // The context and GPU layers the app left unset are chosen as getOptimalConfig chooses
     // them: by llama.cpp's own figures where it can be asked.

@@ -68,6 +68,20 @@ fn config_of(model: &ModelSpec, opts: &RunOptions, binary: std::path::PathBuf) -
             ..Default::default()
         },
         extra_args: opts.extra_args.clone(),
+        // The model's own projector and draft, loaded by a start unless it says otherwise.
+        projector: model
+            .component("mmproj")
+            .map(|path| super::tasks::Projector {
+                path: path.to_path_buf(),
+                offload: true,
+            }),
+        draft: model.component("draft").map(|path| super::tasks::Draft {
+            model_id: model.id.clone().unwrap_or_default(),
+            path: path.to_path_buf(),
+            gpu_layers: None,
+            max_tokens: None,
+            min_tokens: None,
+        }),
         ..Default::default()
     }
 }

@@ -40,6 +40,10 @@ pub(crate) fn config(binary: PathBuf, model: PathBuf) -> LlamaConfig {
         queue_timeout_ms: 300_000,
         rpc_workers: vec![],
         shares: None,
+        mode: Default::default(),
+        pooling: None,
+        projector: None,
+        draft: None,
     }
 }
 
@@ -507,6 +511,7 @@ mod resolving {
             components: Default::default(),
             shards: vec![],
             provenance: None,
+            capabilities: Vec::new(),
         };
         store::write(&data, &info).await.unwrap();
         let binary = fake(tmp.path(), "echo 'version: fake'");

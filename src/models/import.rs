@@ -34,9 +34,10 @@ pub struct ImportRequest {
     pub model_type: ModelType,
     /// Display name; the model's id is derived from it, as for a download.
     pub name: String,
-    /// A diffusion set's other files, by role.
+    /// The model's other files, by role: a diffusion set's, or an `llm` model's `mmproj` and
+    /// `draft`.
     #[serde(default)]
-    #[ts(type = "Partial<Record<DiffusionComponentRole, string>>", optional)]
+    #[ts(type = "Partial<Record<ComponentRole, string>>", optional)]
     pub components: BTreeMap<ComponentRole, PathBuf>,
 }
 
@@ -52,11 +53,8 @@ pub async fn import(data: &DataPaths, request: &ImportRequest) -> Result<ModelIn
     if name.is_empty() {
         return Err(ModelError::InvalidImport("name must not be empty".into()));
     }
-    if !request.components.is_empty() && request.model_type != ModelType::Diffusion {
-        return Err(ModelError::InvalidImport(
-            "components are for diffusion models (type: 'diffusion')".into(),
-        ));
-    }
+    ComponentRole::check(request.components.keys().copied(), request.model_type)
+        .map_err(ModelError::InvalidImport)?;
     let id = store::model_id(name);
     if store::find(data, &id).await.is_ok() {
         return Err(ModelError::Exists { id });
@@ -83,7 +81,8 @@ pub async fn import(data: &DataPaths, request: &ImportRequest) -> Result<ModelIn
         for source in &sources {
             stored.push(bring(source, &staging, &dir, &mut names, request.model_type).await?);
         }
-        let info = super::assemble(&id, name, request.model_type, stored)?;
+        let info = super::assemble(&id, name, request.model_type, stored)
+            .map_err(ModelError::InvalidImport)?;
         tokio::fs::rename(&staging, &dir).await.map_err(|e| {
             if dir.exists() {
                 ModelError::Exists { id: id.clone() }

@@ -5,6 +5,7 @@
 //! last, atomically. A failed download removes the model's folder, except after a broken
 //! connection, where the `.part` files stay so the same download resumes later.
 
+pub mod capabilities;
 pub mod gguf;
 pub mod hub;
 pub mod import;
@@ -26,13 +27,14 @@ use crate::download::{self, DownloadError};
 use crate::error::{Coded, ErrorCode, io_suggestion};
 use crate::events::EventSink;
 use crate::sync::lock;
+pub use capabilities::Capability;
 pub use store::{Damaged, ModelInfo, ModelSource, ModelType, StoredFile};
 
-/// Roles of the files of a multi-component diffusion model, each passed to its
-/// stable-diffusion.cpp flag.
+/// Roles of a model's extra files: a diffusion model's (each passed to its stable-diffusion.cpp
+/// flag), and an `llm` model's multimodal projector and draft model (llama-server's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
-#[ts(rename = "DiffusionComponentRole")]
+#[ts(rename = "ComponentRole")]
 pub enum ComponentRole {
     ClipL,
     ClipG,
@@ -41,10 +43,15 @@ pub enum ComponentRole {
     LlmVision,
     Vae,
     Taesd,
+    /// An `llm` model's multimodal projector (vision or audio encoder, llama-server's `--mmproj`).
+    Mmproj,
+    /// An `llm` model's draft model for speculative decoding (llama-server's `--model-draft`).
+    Draft,
 }
 
 impl ComponentRole {
-    pub const ALL: [ComponentRole; 7] = [
+    /// A diffusion model's roles.
+    pub const DIFFUSION: [ComponentRole; 7] = [
         ComponentRole::ClipL,
         ComponentRole::ClipG,
         ComponentRole::T5xxl,
@@ -53,6 +60,8 @@ impl ComponentRole {
         ComponentRole::Vae,
         ComponentRole::Taesd,
     ];
+    /// An `llm` model's roles.
+    pub const LLM: [ComponentRole; 2] = [ComponentRole::Mmproj, ComponentRole::Draft];
 
     /// The name serde writes, which is also the key in [`ModelInfo::components`].
     pub fn as_str(self) -> &'static str {
@@ -64,10 +73,12 @@ impl ComponentRole {
             ComponentRole::LlmVision => "llm_vision",
             ComponentRole::Vae => "vae",
             ComponentRole::Taesd => "taesd",
+            ComponentRole::Mmproj => "mmproj",
+            ComponentRole::Draft => "draft",
         }
     }
 
-    /// stable-diffusion.cpp's flag for the file.
+    /// The backend's flag for the file.
     pub fn flag(self) -> &'static str {
         match self {
             ComponentRole::ClipL => "--clip_l",
@@ -77,7 +88,37 @@ impl ComponentRole {
             ComponentRole::LlmVision => "--llm_vision",
             ComponentRole::Vae => "--vae",
             ComponentRole::Taesd => "--taesd",
+            ComponentRole::Mmproj => "--mmproj",
+            ComponentRole::Draft => "--model-draft",
         }
+    }
+
+    /// Refuses roles that models of `model_type` do not have (LoRAs and upscalers have none).
+    pub fn check(
+        roles: impl IntoIterator<Item = ComponentRole>,
+        model_type: ModelType,
+    ) -> Result<(), String> {
+        let allowed: &[ComponentRole] = match model_type {
+            ModelType::Diffusion => &Self::DIFFUSION,
+            ModelType::Llm => &Self::LLM,
+            ModelType::Lora | ModelType::Upscaler => &[],
+        };
+        let Some(role) = roles.into_iter().find(|r| !allowed.contains(r)) else {
+            return Ok(());
+        };
+        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        Err(match names.is_empty() {
+            true => format!(
+                "models of type '{}' have no components",
+                model_type.as_str()
+            ),
+            false => format!(
+                "component role {:?} is not for models of type '{}' (theirs: {})",
+                role.as_str(),
+                model_type.as_str(),
+                names.join(", ")
+            ),
+        })
     }
 }
 
@@ -201,10 +242,11 @@ pub struct FileSpec {
     pub checksum: Option<String>,
 }
 
-/// One extra file of a diffusion model.
+/// One extra file of a model: a diffusion model's text encoder, VAE, …, or an `llm` model's
+/// `mmproj` projector or `draft` model.
 #[derive(Debug, Clone, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
-#[ts(rename = "DiffusionComponentDownload")]
+#[ts(rename = "ComponentDownload")]
 pub struct ComponentSpec {
     pub role: ComponentRole,
     #[serde(flatten)]
@@ -278,7 +320,11 @@ pub struct DownloadConfig {
     pub name: String,
     #[serde(rename = "type")]
     pub model_type: ModelType,
-    /// Extra files of a diffusion model; the top-level source is the diffusion model itself.
+    /// Extra files: a diffusion model's (the top-level source is the diffusion model itself), or an
+    /// `llm` model's `mmproj` (a multimodal projector made for it) and `draft` (a small model of
+    /// the same vocabulary, for speculative decoding). Each is checked as the model is: its
+    /// `checksum`, its GGUF header, and its place (a projector's architecture is `clip`; a
+    /// draft's vocabulary is the model's); one that fails registers nothing.
     #[serde(default)]
     #[ts(as = "Option<Vec<ComponentSpec>>", optional)]
     pub components: Vec<ComponentSpec>,
@@ -712,11 +758,8 @@ impl ModelManager {
                 "stallTimeout must be a positive number of milliseconds".into(),
             ));
         }
-        if !config.components.is_empty() && config.model_type != ModelType::Diffusion {
-            return Err(ModelError::Invalid(
-                "components are for diffusion models (type: 'diffusion')".into(),
-            ));
-        }
+        ComponentRole::check(config.components.iter().map(|c| c.role), config.model_type)
+            .map_err(ModelError::Invalid)?;
         // Checked before anything is asked of a server.
         let checksum = sha256_checksum(config.file.checksum.as_deref(), "checksum")?;
         let mut component_checksums = Vec::new();
@@ -891,7 +934,8 @@ impl ModelManager {
                 metadata,
             ));
         }
-        let mut info = assemble(model_id, config.name.trim(), config.model_type, stored)?;
+        let mut info = assemble(model_id, config.name.trim(), config.model_type, stored)
+            .map_err(ModelError::Invalid)?;
         info.provenance = config.provenance.clone();
         for (role, file) in &mut info.components {
             let component = config.components.iter().find(|c| c.role.as_str() == role);
@@ -912,13 +956,13 @@ fn assemble(
     name: &str,
     model_type: ModelType,
     stored: Vec<Stored>,
-) -> Result<ModelInfo, ModelError> {
+) -> Result<ModelInfo, String> {
     let (primary_files, components): (Vec<_>, Vec<_>) =
         stored.into_iter().partition(|(role, _, _)| role.is_none());
     let (_, primary, primary_metadata) = primary_files
         .first()
         .cloned()
-        .ok_or_else(|| ModelError::Invalid("no model file".into()))?;
+        .ok_or_else(|| "no model file".to_string())?;
     let shards: Vec<StoredFile> = if primary_files.len() > 1 {
         primary_files.iter().map(|(_, f, _)| f.clone()).collect()
     } else {
@@ -929,6 +973,10 @@ fn assemble(
         .chain(components.iter())
         .map(|(_, f, _)| f.size)
         .sum();
+    let capabilities = match model_type {
+        ModelType::Llm => llm_capabilities(primary_metadata.as_ref(), &components)?,
+        _ => Vec::new(),
+    };
     Ok(ModelInfo {
         id: id.into(),
         name: name.into(),
@@ -946,7 +994,39 @@ fn assemble(
             .collect::<BTreeMap<_, _>>(),
         shards,
         provenance: None,
+        capabilities,
     })
+}
+
+/// Checks that each file of an `llm` model is what its place asks (the model, a projector, a
+/// draft of the same vocabulary), and says what the model can do.
+fn llm_capabilities(
+    model: Option<&gguf::GgufMetadata>,
+    components: &[Stored],
+) -> Result<Vec<Capability>, String> {
+    let name = |file: &StoredFile| {
+        file.path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let mut projector = None;
+    for (role, file, meta) in components {
+        let Some(meta) = meta else { continue };
+        capabilities::check_file(role.as_deref(), meta, &name(file))?;
+        match (role.as_deref(), model) {
+            (Some("mmproj"), _) => projector = Some(capabilities::projector_modalities(&meta.raw)),
+            (Some("draft"), Some(model)) => {
+                capabilities::check_draft(model, meta, &name(file))?;
+            }
+            _ => {}
+        }
+    }
+    if let Some(meta) = model {
+        capabilities::check_file(None, meta, "the model file")?;
+    }
+    let raw: Option<serde_json::Map<String, Value>> =
+        model.map(|m| m.raw.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    Ok(capabilities::of(raw.as_ref(), projector))
 }
 
 /// Every file of the installed models and its recorded sha256, by the URL it came from (one of

@@ -111,9 +111,9 @@ pub struct ModelInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(type = "GGUFMetadata", optional)]
     pub gguf_metadata: Option<Value>,
-    /// Diffusion components by role.
+    /// The extra files by role: a diffusion model's, or an `llm` model's `mmproj` and `draft`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    #[ts(type = "Partial<Record<DiffusionComponentRole, StoredFile>>", optional)]
+    #[ts(type = "Partial<Record<ComponentRole, StoredFile>>", optional)]
     pub components: std::collections::BTreeMap<String, StoredFile>,
     /// Every shard of a split GGUF, in order, the first being `path`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -123,9 +123,19 @@ pub struct ModelInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub provenance: Option<super::Provenance>,
+    /// What an `llm` model can be asked to do, from its GGUF headers (see
+    /// {@link ModelCapability}); empty for other types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(as = "Option<Vec<super::Capability>>", optional)]
+    pub capabilities: Vec<super::Capability>,
 }
 
 impl ModelInfo {
+    /// The model file's GGUF header keys.
+    pub fn raw_metadata(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.gguf_metadata.as_ref()?.get("raw")?.as_object()
+    }
+
     /// Every file of the model with the size and sha256 it had when it was verified, and where
     /// it came from.
     pub fn sourced_files(&self) -> Vec<(&Path, u64, &str, &ModelSource)> {
@@ -259,7 +269,15 @@ fn parse_record(
     id: &str,
     model_type: ModelType,
 ) -> Result<ModelInfo, String> {
-    let info: ModelInfo = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut info: ModelInfo = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if info.model_type == ModelType::Llm && info.capabilities.is_empty() {
+        // Recorded before capabilities were: a projector of unknown encoders is taken for vision.
+        let projector = info
+            .components
+            .contains_key("mmproj")
+            .then_some((true, false));
+        info.capabilities = super::capabilities::of(info.raw_metadata(), projector);
+    }
     if info.id != id {
         return Err(format!("its record names another id, {:?}", info.id));
     }

@@ -858,3 +858,46 @@ async fn metadata_is_read_again_from_the_file_or_the_source() {
         .unwrap_err();
     assert!(matches!(err, ModelError::Corrupt { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_llm_component_in_the_wrong_place_registers_nothing_and_old_records_get_capabilities() {
+    let server = FileServer::start().await;
+    let url = server.add("/m.gguf", tiny_gguf(2, 1000));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let manager = ModelManager::new(None);
+    // A language model given as the projector.
+    let config: DownloadConfig = serde_json::from_value(json!({
+        "source": "url", "url": url, "name": "vlm", "type": "llm",
+        "components": [{ "role": "mmproj", "source": "url", "url": server.url("/m.gguf") }],
+    }))
+    .unwrap();
+    let err = manager.download(&data, "d", &config).await.unwrap_err();
+    assert!(matches!(err, ModelError::Invalid(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("not a multimodal projector"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("models/llm/vlm").exists());
+    assert!(manager.list(&data, None).await.unwrap().is_empty());
+
+    let plain = manager
+        .download(&data, "d", &url_config("plain", &url, None))
+        .await
+        .unwrap();
+    assert_eq!(plain.capabilities, [Capability::Chat]);
+    // A record written before capabilities were: read from its header, a projector taken for vision.
+    let dir = tmp.path().join("models/llm/old");
+    let mut old = record("old", &dir.join("m.gguf"));
+    old["size"] = json!(2);
+    old["ggufMetadata"] = json!({ "raw": { "general.architecture": "llama" } });
+    old["components"] = json!({ "mmproj": {
+        "path": dir.join("p.gguf"), "size": 1, "checksum": "00",
+        "source": { "type": "url", "url": "http://127.0.0.1:9/p.gguf" },
+    } });
+    plant(&dir, old);
+    std::fs::write(dir.join("m.gguf"), "m").unwrap();
+    std::fs::write(dir.join("p.gguf"), "p").unwrap();
+    let info = manager.get(&data, "old").await.unwrap();
+    assert_eq!(info.capabilities, [Capability::Chat, Capability::Vision]);
+}

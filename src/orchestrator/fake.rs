@@ -211,6 +211,7 @@ impl Fake {
             port: Some(8080),
             backend_port: None,
             model_id: Some("chat".into()),
+            mode: Some(crate::llama::tasks::Mode::Chat),
             started_at: None,
             load_time_ms: None,
             error: None,

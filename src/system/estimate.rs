@@ -54,6 +54,22 @@ pub struct ModelSpec {
     #[serde(skip)]
     #[ts(skip)]
     pub layer_bytes: Option<crate::models::gguf::LayerBytes>,
+    /// An `llm` model's `mmproj` and `draft` files (as {@link ModelInfo.components} has them): not
+    /// counted in `size`'s weights, and loaded beside the model as a start loads them.
+    #[serde(default)]
+    #[ts(
+        type = "Partial<Record<ComponentRole, { path: string; size: number }>>",
+        optional
+    )]
+    pub components: std::collections::BTreeMap<String, ComponentFile>,
+}
+
+/// A file of a model besides its own: where it is, and its bytes.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ComponentFile {
+    pub path: std::path::PathBuf,
+    #[serde(default)]
+    pub size: f64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -136,12 +152,24 @@ impl ModelSpec {
             .map(GgufFacts::deserialize)
             .transpose()
             .map_err(|e| format!("model {:?} has unusable metadata: {e}", info.id))?;
+        let components = info
+            .components
+            .iter()
+            .map(|(role, file)| {
+                let file = ComponentFile {
+                    path: file.path.clone(),
+                    size: file.size as f64,
+                };
+                (role.clone(), file)
+            })
+            .collect();
         Ok(ModelSpec {
             id: Some(info.id.clone()),
             size: info.size as f64,
             gguf_metadata,
             path: Some(info.path.clone()),
             layer_bytes: None,
+            components,
         })
     }
 
@@ -155,8 +183,15 @@ impl ModelSpec {
         Ok(())
     }
 
-    fn size_bytes(&self) -> u64 {
-        self.size as u64
+    /// The model's own files (a model's `size` counts its components too).
+    pub(crate) fn size_bytes(&self) -> u64 {
+        let components: f64 = self.components.values().map(|c| c.size).sum();
+        (self.size - components).max(0.0) as u64
+    }
+
+    /// The file of component `role` (`mmproj`, `draft`).
+    pub fn component(&self, role: &str) -> Option<&std::path::Path> {
+        self.components.get(role).map(|c| c.path.as_path())
     }
 
     fn meta(&self) -> Option<&GgufFacts> {

@@ -187,7 +187,7 @@ pub fn estimate_split(
 /// metadata (the first file of a sharded model holds only part), else the whole size spread
 /// evenly over the blocks.
 fn layer_weights(model: &ModelSpec, layers: u32) -> LayerBytes {
-    let size = model.size as u64;
+    let size = model.size_bytes();
     match &model.layer_bytes {
         Some(l) if l.blocks.len() == layers as usize && l.total() >= size / 10 * 9 => l.clone(),
         _ => LayerBytes {

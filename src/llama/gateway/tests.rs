@@ -55,6 +55,10 @@ async fn setup(max_queued: usize, queue_timeout: Duration) -> Setup {
         max_queued,
         queue_timeout,
         max_body_bytes: 1024,
+        task: crate::llama::tasks::TaskCheck {
+            mode: crate::llama::tasks::Mode::Chat,
+            reads_media: true,
+        },
     };
     let traffic = Arc::new(Traffic::default());
     let gateway = serve(vec![listener], watched, traffic.clone(), config).unwrap();

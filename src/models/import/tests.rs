@@ -171,7 +171,11 @@ async fn bad_imports_are_refused_and_leave_nothing() {
         ),
         (
             json!({ "path": good, "type": "llm", "name": "m", "components": { "vae": good } }),
-            "components are for diffusion",
+            "\"vae\" is not for models of type 'llm' (theirs: mmproj, draft)",
+        ),
+        (
+            json!({ "path": good, "type": "diffusion", "name": "m", "components": { "mmproj": good } }),
+            "\"mmproj\" is not for models of type 'diffusion'",
         ),
         (
             json!({ "path": good, "type": "diffusion", "name": "m", "components": { "vae": missing } }),
