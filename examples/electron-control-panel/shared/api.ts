@@ -20,7 +20,7 @@ import type {
   ServerInfo,
   StorageUsage,
   SystemCapabilities,
-  DiffusionComponentRole,
+  ComponentRole,
 } from 'genai-electron'
 
 /** Every channel the main process handles, by area and method. */
@@ -106,7 +106,7 @@ export interface DownloadRequest {
   repo?: string
   file?: string
   checksum?: string
-  components?: { role: DiffusionComponentRole; source: 'url' | 'huggingface'; url?: string; repo?: string; file?: string }[]
+  components?: { role: ComponentRole; source: 'url' | 'huggingface'; url?: string; repo?: string; file?: string }[]
   /** Chosen by the renderer so that it can cancel the download while it runs. */
   downloadId: string
 }

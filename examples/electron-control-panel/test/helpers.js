@@ -63,6 +63,7 @@ function modelFiles(real) {
     '/taesd.gguf': real.diffusionComponents.taesd,
     '/tiny-lora.gguf': real.diffusionLoras.gguf,
     '/tiny-esrgan.gguf': real.upscaler,
+    '/mmproj.gguf': real.shapedModels.mmproj,
   }
 }
 

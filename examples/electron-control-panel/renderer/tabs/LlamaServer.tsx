@@ -1,4 +1,5 @@
 import { useRef, useState } from 'react'
+import type { ProjectorPlacement } from 'genai-electron'
 import { api } from '../api'
 import { Card, ErrorBox, Facts, Field, ModelSelect, LogView, StatusBadge, numberOr, useAction, useEvent, usePoll } from '../components'
 import { formatMs, formatTime } from '../format'
@@ -15,6 +16,8 @@ export default function LlamaServerTab({ active }: TabProps) {
   const [contextSize, setContextSize] = useState('2048')
   const [gpuLayers, setGpuLayers] = useState('')
   const [parallel, setParallel] = useState('')
+  const [projector, setProjector] = useState<ProjectorPlacement>('auto')
+  const [draft, setDraft] = useState(true)
   const server = useAction()
 
   const [prompt, setPrompt] = useState('What is the capital of France?')
@@ -28,6 +31,9 @@ export default function LlamaServerTab({ active }: TabProps) {
 
   const info = status.value
   const chosen = modelId || models.value?.[0]?.id || ''
+  const model = models.value?.find((m) => m.id === chosen)
+  const hasProjector = Boolean(model?.components?.mmproj)
+  const hasDraft = Boolean(model?.components?.draft)
   const running = info?.status === 'running'
 
   const start = () =>
@@ -39,6 +45,8 @@ export default function LlamaServerTab({ active }: TabProps) {
         contextSize: numberOr(contextSize),
         gpuLayers: numberOr(gpuLayers),
         parallelRequests: numberOr(parallel),
+        ...(hasProjector ? { projector } : {}),
+        ...(hasDraft ? { draft } : {}),
       })
       await status.refresh()
     })
@@ -71,6 +79,22 @@ export default function LlamaServerTab({ active }: TabProps) {
           <Field label="Parallel requests">
             <input value={parallel} placeholder="auto" onChange={(e) => setParallel(e.target.value)} />
           </Field>
+          {hasProjector && (
+            <Field label="Vision projector">
+              <select data-testid="llm-projector" value={projector} onChange={(e) => setProjector(e.target.value as ProjectorPlacement)}>
+                <option value="auto">with the model's layers</option>
+                <option value="cpu">on the CPU</option>
+                <option value="off">off</option>
+              </select>
+            </Field>
+          )}
+          {hasDraft && (
+            <Field label="Speculative decoding">
+              <label className="check">
+                <input type="checkbox" data-testid="llm-draft" checked={draft} onChange={(e) => setDraft(e.target.checked)} /> with the draft model
+              </label>
+            </Field>
+          )}
         </div>
         <div className="buttons">
           <button className="primary" data-testid="llm-start" disabled={server.busy || running || !chosen} onClick={start}>
@@ -90,6 +114,7 @@ export default function LlamaServerTab({ active }: TabProps) {
               ['Status', <StatusBadge status={info.status} testId="llm-status" />],
               ['Health', <StatusBadge status={info.health} />],
               ['Model', info.modelId ?? '—'],
+              ['Serves', info.mode ?? '—'],
               ['Port', info.port ? `127.0.0.1:${info.port}` : '—'],
               ['PID', info.pid ?? '—'],
               ['Started', info.startedAt ? formatTime(info.startedAt) : '—'],

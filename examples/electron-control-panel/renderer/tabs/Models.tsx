@@ -1,15 +1,19 @@
 import { useState } from 'react'
-import type { DiffusionComponentRole, DownloadProgressEvent, ModelType } from 'genai-electron'
+import type { ComponentRole, DownloadProgressEvent, ModelType } from 'genai-electron'
 import { api } from '../api'
 import { Card, ErrorBox, Field, ProgressBar, useAction, useEvent, usePoll } from '../components'
 import { formatBytes, formatMs } from '../format'
 import type { DownloadRequest } from '../../shared/api'
 import type { TabProps } from '../App'
 
-const ROLES: DiffusionComponentRole[] = ['llm', 'clip_l', 'clip_g', 't5xxl', 'llm_vision', 'vae', 'taesd']
+/** The extra files each type takes, and what they are for. */
+const ROLES: Partial<Record<ModelType, { roles: ComponentRole[]; about: string }>> = {
+  llm: { roles: ['mmproj', 'draft'], about: 'A multimodal projector (mmproj) for images in chats, or a small draft model of the same vocabulary for faster answers.' },
+  diffusion: { roles: ['llm', 'clip_l', 'clip_g', 't5xxl', 'llm_vision', 'vae', 'taesd'], about: 'Text encoders, VAE or TAESD files that the diffusion model needs beside it.' },
+}
 
 type Source = { source: 'url' | 'huggingface'; url: string; repo: string; file: string }
-type Component = Source & { role: DiffusionComponentRole }
+type Component = Source & { role: ComponentRole }
 type Download = { request: DownloadRequest; progress: DownloadProgressEvent | null; error?: unknown }
 
 const emptySource: Source = { source: 'url', url: '', repo: '', file: '' }
@@ -54,6 +58,12 @@ export default function ModelsTab({ active }: TabProps) {
   const models = usePoll(() => api.models.list(), 3000, active)
   const storage = usePoll(() => api.models.storage(), 3000, active)
   const action = useAction()
+  const roles = ROLES[type]
+  const chooseType = (next: ModelType) => {
+    setType(next)
+    // A component of one type is no role of another's.
+    setComponents([])
+  }
 
   useEvent('models:progress', (progress) => {
     setDownloads((all) => (all[progress.downloadId] ? { ...all, [progress.downloadId]: { ...all[progress.downloadId], progress } } : all))
@@ -65,7 +75,7 @@ export default function ModelsTab({ active }: TabProps) {
       type,
       ...sourceFields(main),
       ...(checksum.trim() ? { checksum: checksum.trim() } : {}),
-      ...(type === 'diffusion' && components.length ? { components: components.map((c) => ({ role: c.role, ...sourceFields(c) })) } : {}),
+      ...(ROLES[type] && components.length ? { components: components.map((c) => ({ role: c.role, ...sourceFields(c) })) } : {}),
       downloadId: crypto.randomUUID(),
     }
     setDownloads((all) => ({ ...all, [request.downloadId]: { request, progress: null } }))
@@ -85,7 +95,7 @@ export default function ModelsTab({ active }: TabProps) {
       <Card title="Download a model" testId="download-form">
         <div className="form-row">
           <Field label="Type">
-            <select data-testid="download-type" value={type} onChange={(e) => setType(e.target.value as ModelType)}>
+            <select data-testid="download-type" value={type} onChange={(e) => chooseType(e.target.value as ModelType)}>
               <option value="llm">LLM (chat)</option>
               <option value="diffusion">Diffusion (images)</option>
               <option value="lora">LoRA (for diffusion models)</option>
@@ -104,19 +114,19 @@ export default function ModelsTab({ active }: TabProps) {
             <input value={checksum} placeholder="sha256:…" onChange={(e) => setChecksum(e.target.value)} />
           </Field>
         </div>
-        {type === 'diffusion' && (
+        {roles && (
           <div className="components">
             <h3>Components</h3>
-            <p className="muted">Text encoders, VAE or TAESD files that the diffusion model needs beside it.</p>
+            <p className="muted">{roles.about}</p>
             {components.map((component, index) => (
               <div className="form-row" key={index}>
                 <Field label="Role">
                   <select
                     data-testid={`component-role-${index}`}
                     value={component.role}
-                    onChange={(e) => setComponents(components.map((c, i) => (i === index ? { ...c, role: e.target.value as DiffusionComponentRole } : c)))}
+                    onChange={(e) => setComponents(components.map((c, i) => (i === index ? { ...c, role: e.target.value as ComponentRole } : c)))}
                   >
-                    {ROLES.map((role) => (
+                    {roles.roles.map((role) => (
                       <option key={role}>{role}</option>
                     ))}
                   </select>
@@ -127,7 +137,7 @@ export default function ModelsTab({ active }: TabProps) {
                 </button>
               </div>
             ))}
-            <button data-testid="add-component" onClick={() => setComponents([...components, { ...emptySource, role: 'llm' }])}>
+            <button data-testid="add-component" onClick={() => setComponents([...components, { ...emptySource, role: roles.roles[0] }])}>
               Add component
             </button>
           </div>
@@ -189,6 +199,7 @@ export default function ModelsTab({ active }: TabProps) {
                   <td className="muted">
                     {model.ggufMetadata?.architecture && <div>{model.ggufMetadata.architecture}</div>}
                     {model.components && <div>components: {Object.keys(model.components).join(', ')}</div>}
+                    {model.capabilities && <div data-testid={`capabilities-${model.id}`}>can: {model.capabilities.join(', ')}</div>}
                   </td>
                   <td>
                     <button className="danger" data-testid={`delete-${model.id}`} onClick={() => action.run(async () => { await api.models.delete(model.id); await models.refresh(); await storage.refresh() })}>
