@@ -149,6 +149,7 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
       await byTestId('llm-model').selectOption('spare')
       await byTestId('llm-projector').waitFor()
       assert.equal(await byTestId('llm-projector').inputValue(), 'auto')
+      await shoot('llm-vision')
       await byTestId('llm-model').selectOption('tiny-chat')
       await byTestId('llm-projector').waitFor({ state: 'detached' })
       await byTestId('tab-models').click()
