@@ -7,7 +7,7 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { backends, downloadTinyImageSet, ROOT, assertLoopFree } = require('./helpers')
+const { alive, backends, downloadTinyImageSet, ROOT, assertLoopFree } = require('./helpers')
 const {
   DiffusionServerManager,
   ModelManager,
@@ -53,11 +53,6 @@ async function onEachBackend(server, use) {
       await server.stop()
     }
   }
-}
-
-function alive(pid) {
-  const stat = fs.existsSync(`/proc/${pid}/stat`) ? fs.readFileSync(`/proc/${pid}/stat`, 'utf8') : ''
-  return stat !== '' && stat.split(') ')[1]?.[0] !== 'Z'
 }
 
 test('one-shot: generateImage with progress, HTTP and the openai client all get PNGs', { skip }, async (t) => {

@@ -301,3 +301,10 @@ function pngScanlines(png) {
   return require('node:zlib').inflateSync(Buffer.concat(parts))
 }
 module.exports.pngScanlines = pngScanlines
+
+/** Whether process `pid` runs (a zombie, exited and not yet reaped, does not). Linux: /proc. */
+function alive(pid) {
+  const stat = fs.existsSync(`/proc/${pid}/stat`) ? fs.readFileSync(`/proc/${pid}/stat`, 'utf8') : ''
+  return stat !== '' && stat.split(') ')[1]?.[0] !== 'Z'
+}
+module.exports.alive = alive

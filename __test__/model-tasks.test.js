@@ -13,7 +13,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const OpenAI = require('openai').default
-const { ROOT, backends, png, serveFiles } = require('./helpers')
+const { ROOT, alive, backends, png, serveFiles } = require('./helpers')
 const { configure, systemInfo, ModelManager, LlamaServerManager, ValidationError } = require('..')
 
 const { paths: real, skip: noBackends } = backends()
@@ -289,15 +289,6 @@ test('embedding and rerank servers run beside a chat server, each on its own por
     await Promise.all([chat.stop(), embedder.stop(), reranker.stop()])
   }
 })
-
-function alive(pid) {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 test('killing the app with SIGKILL takes its chat, embedding and rerank servers with it', async (t) => {
   if (!shaped(t)) return

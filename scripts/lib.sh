@@ -7,6 +7,9 @@ cd "$ROOT"
 # Everything slow to rebuild lives here, outside the clone, so a second run is fast.
 export GENAI_ELECTRON_DEV_CACHE="${GENAI_ELECTRON_DEV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/genai-electron-dev}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GENAI_ELECTRON_DEV_CACHE/target}"
+# The addon's release build keeps incremental data there too: a fresh clone's new file times made
+# it compile the crate again (63 s on 2 cores); with it, 6 s. Published builds are not these.
+export CARGO_PROFILE_RELEASE_INCREMENTAL="${CARGO_PROFILE_RELEASE_INCREMENTAL:-true}"
 mkdir -p "$GENAI_ELECTRON_DEV_CACHE"
 
 # A step's heading, with the seconds the script has run so far.
