@@ -339,6 +339,15 @@ export type CanRunModelOptions = {
    * the model, where it will run.
    */
   extraArgs?: Array<string>
+  /**
+   * The model's `mmproj` component, as {@link LlamaServerConfig.projector}: counted with the
+   * model's layers (`auto`, the default), on the CPU (`cpu`), or not at all (`off`).
+   */
+  projector?: ProjectorPlacement
+  /**
+   * The model's `draft` component, as {@link LlamaServerConfig.draft}: counted unless `false`.
+   */
+  draft?: boolean
 };
 
 /**

@@ -157,6 +157,11 @@ test('vision: the projector loads by default, an image in a chat is encoded thro
       const extraArgs = ['--mmproj', model.components.mmproj.path]
       const named = (await systemInfo.canRunModel(strip(plain), { ...options, extraArgs })).estimate
       assert.equal(named.ram, estimate.ram)
+      // Asked as a start would be asked: without it, or kept on the CPU (no GPU here: the same).
+      const off = (await systemInfo.canRunModel(strip(counted), { ...options, projector: 'off' })).estimate
+      assert.equal(off.ram, without.ram, "projector: 'off' counts none")
+      const cpu = (await systemInfo.canRunModel(strip(counted), { ...options, projector: 'cpu' })).estimate
+      assert.equal(cpu.ram, estimate.ram)
     }
   } finally {
     await server.stop()
@@ -223,6 +228,8 @@ test('speculative decoding: the draft component drafts by default, and the estim
       )
       assert.ok(close(added.kv, draft.kv), `${estimate.source}: KV ${added.kv} against ${draft.kv}`)
       assert.ok(estimate.ram - without.ram >= draft.weights + draft.kv)
+      const undrafted = (await systemInfo.canRunModel(strip(counted), { ...options, draft: false })).estimate
+      assert.equal(undrafted.ram, without.ram, 'draft: false counts none')
     }
   } finally {
     await server.stop()

@@ -12,6 +12,7 @@ use crate::system::memory::MemoryInfo;
 use crate::system::{ModelSpec, RunOptions, SystemError, SystemInfo};
 
 use super::LlamaConfig;
+use super::tasks::ProjectorRequest;
 
 /// The arithmetic's verdict, replaced by one on llama.cpp's projection where an installed
 /// llama-server has the tool beside it and the model's file is known (a split over RPC workers
@@ -71,17 +72,21 @@ fn config_of(model: &ModelSpec, opts: &RunOptions, binary: std::path::PathBuf) -
         // The model's own projector and draft, loaded by a start unless it says otherwise.
         projector: model
             .component("mmproj")
+            .filter(|_| opts.projector != Some(ProjectorRequest::Off))
             .map(|path| super::tasks::Projector {
                 path: path.to_path_buf(),
-                offload: true,
+                offload: opts.projector != Some(ProjectorRequest::Cpu),
             }),
-        draft: model.component("draft").map(|path| super::tasks::Draft {
-            model_id: model.id.clone().unwrap_or_default(),
-            path: path.to_path_buf(),
-            gpu_layers: None,
-            max_tokens: None,
-            min_tokens: None,
-        }),
+        draft: model
+            .component("draft")
+            .filter(|_| opts.draft != Some(false))
+            .map(|path| super::tasks::Draft {
+                model_id: model.id.clone().unwrap_or_default(),
+                path: path.to_path_buf(),
+                gpu_layers: None,
+                max_tokens: None,
+                min_tokens: None,
+            }),
         ..Default::default()
     }
 }

@@ -75,18 +75,7 @@ impl Pooling {
     }
 }
 
-/// Where the model's multimodal projector runs, or `off` (images and audio then refused).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
-#[serde(rename_all = "lowercase")]
-#[ts(rename = "ProjectorPlacement")]
-pub enum ProjectorRequest {
-    /// With the model's layers: on the GPU where any of them is (llama-server's default).
-    #[default]
-    Auto,
-    /// On the CPU, whatever the model's layers do (`--no-mmproj-offload`): less VRAM, slower images.
-    Cpu,
-    Off,
-}
+pub use crate::models::capabilities::ProjectorRequest;
 
 /// Speculative decoding: a small model of the same vocabulary drafts tokens, the model checks
 /// them in one batch. Unset fields are llama-server's defaults.

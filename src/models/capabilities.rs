@@ -28,6 +28,19 @@ pub enum Capability {
     Rerank,
 }
 
+/// Where the model's multimodal projector runs, or `off` (images and audio then refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+#[ts(rename = "ProjectorPlacement")]
+pub enum ProjectorRequest {
+    /// With the model's layers: on the GPU where any of them is (llama-server's default).
+    #[default]
+    Auto,
+    /// On the CPU, whatever the model's layers do (`--no-mmproj-offload`): less VRAM, slower images.
+    Cpu,
+    Off,
+}
+
 impl Capability {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -644,6 +644,13 @@ pub struct RunOptions {
     /// the model, where it will run.
     #[ts(as = "Option<Vec<String>>", optional)]
     pub extra_args: Vec<String>,
+    /// The model's `mmproj` component, as {@link LlamaServerConfig.projector}: counted with the
+    /// model's layers (`auto`, the default), on the CPU (`cpu`), or not at all (`off`).
+    #[ts(optional)]
+    pub projector: Option<crate::models::capabilities::ProjectorRequest>,
+    /// The model's `draft` component, as {@link LlamaServerConfig.draft}: counted unless `false`.
+    #[ts(optional)]
+    pub draft: Option<bool>,
 }
 
 impl RunOptions {
