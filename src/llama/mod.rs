@@ -584,13 +584,7 @@ impl LlamaServer {
             max_queued: config.max_queued_requests as usize,
             queue_timeout: Duration::from_millis(config.queue_timeout_ms),
             max_body_bytes: GATEWAY_MAX_BODY,
-            task: tasks::TaskCheck {
-                mode: tasks::mode_of(config.mode, &config.extra_args),
-                // The config's projector, or one `extraArgs` name.
-                reads_media: extras::Extras::of(&args(config, "127.0.0.1", 0))
-                    .projector
-                    .is_some(),
-            },
+            task: task_check(config),
         };
         let traffic = self.traffic.clone();
         let server =
@@ -758,6 +752,16 @@ fn hold_model(transition: &Transition, model_id: Option<&str>) {
         crate::models::acquire(model_id);
     } else if transition.old == ServerState::Running {
         crate::models::release(model_id);
+    }
+}
+
+/// What the gateway lets through, from the arguments llama-server gets: its task and whether a
+/// projector reads images (the config's, or those `extraArgs` name in their place).
+fn task_check(config: &LlamaConfig) -> tasks::TaskCheck {
+    let args = args(config, "127.0.0.1", 0);
+    tasks::TaskCheck {
+        mode: tasks::mode_of(&args),
+        reads_media: extras::Extras::of(&args).projector.is_some(),
     }
 }
 

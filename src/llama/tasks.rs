@@ -260,15 +260,7 @@ fn names(capabilities: &[Capability]) -> String {
 
 /// The model's header names a pooling type other than none.
 fn has_own_pooling(model: &ModelInfo) -> bool {
-    let Some(raw) = model.raw_metadata() else {
-        return false;
-    };
-    let arch = raw
-        .get("general.architecture")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    raw.get(&format!("{arch}.pooling_type"))
-        .and_then(|v| v.as_u64())
+    crate::models::capabilities::pooling_type(|key| model.raw_metadata()?.get(key))
         .is_some_and(|p| p != 0)
 }
 
@@ -316,16 +308,17 @@ pub fn args(
     args
 }
 
-/// What a server serves: `mode`, unless `extra_args` say otherwise (llama-server's own
-/// `--embedding` or `--rerank`, as a config written for llama-server's flags may pass them).
-pub fn mode_of(mode: Mode, extra_args: &[String]) -> Mode {
-    let has = |flags: &[&str]| extra_args.iter().any(|a| flags.contains(&a.as_str()));
+/// What a server with llama-server's arguments `args` serves: its `--rerank` or `--embedding`
+/// (from `mode`, or from `extraArgs`, as a config written for llama-server's flags may pass them),
+/// else chat.
+pub fn mode_of(args: &[String]) -> Mode {
+    let has = |flags: &[&str]| args.iter().any(|a| flags.contains(&a.as_str()));
     if has(&["--rerank", "--reranking"]) {
         Mode::Rerank
     } else if has(&["--embedding", "--embeddings"]) {
         Mode::Embedding
     } else {
-        mode
+        Mode::Chat
     }
 }
 
@@ -658,13 +651,13 @@ mod tests {
 
     #[test]
     fn llama_servers_own_task_flags_decide_what_it_serves() {
-        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        assert_eq!(mode_of(Mode::Chat, &args("--jinja")), Mode::Chat);
-        assert_eq!(mode_of(Mode::Chat, &args("--embeddings")), Mode::Embedding);
-        assert_eq!(
-            mode_of(Mode::Embedding, &args("--reranking --embedding")),
-            Mode::Rerank
-        );
-        assert_eq!(mode_of(Mode::Rerank, &args("")), Mode::Rerank);
+        let argv = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(mode_of(&argv("--jinja")), Mode::Chat);
+        assert_eq!(mode_of(&argv("--embeddings")), Mode::Embedding);
+        assert_eq!(mode_of(&argv("--reranking --embedding")), Mode::Rerank);
+        // Each mode's own flags say it back.
+        for mode in [Mode::Chat, Mode::Embedding, Mode::Rerank] {
+            assert_eq!(mode_of(&args(mode, None, None, None)), mode);
+        }
     }
 }

@@ -79,20 +79,29 @@ pub fn projector_modalities(raw: &BTreeMap<String, Value>) -> (bool, bool) {
     (vision.unwrap_or(!audio), audio)
 }
 
-/// What a model does, from its file's header keys (`raw`) and its projector's encoders, if it has
-/// one.
-pub fn of(
-    raw: Option<&serde_json::Map<String, Value>>,
-    projector: Option<(bool, bool)>,
-) -> Vec<Capability> {
-    let mut capabilities = Vec::new();
-    let arch = raw
-        .and_then(|r| r.get("general.architecture"))
+/// A GGUF header's key lookup: its keys as read (`GgufMetadata::raw`) or as recorded
+/// (`ModelInfo::raw_metadata`).
+pub trait Header<'a>: Fn(&str) -> Option<&'a Value> {}
+impl<'a, F: Fn(&str) -> Option<&'a Value>> Header<'a> for F {}
+
+fn architecture<'a>(get: &impl Header<'a>) -> &'a str {
+    get("general.architecture")
         .and_then(Value::as_str)
-        .unwrap_or_default();
-    let key = |name: &str| raw.and_then(|r| r.get(&format!("{arch}.{name}")));
-    let pooling = key("pooling_type").and_then(Value::as_u64);
-    let classifier = key("classifier.output_labels").is_some();
+        .unwrap_or_default()
+}
+
+/// The header's own pooling type (`<arch>.pooling_type`), if it names one.
+pub fn pooling_type<'a>(get: impl Header<'a>) -> Option<u64> {
+    get(&format!("{}.pooling_type", architecture(&get))).and_then(Value::as_u64)
+}
+
+/// What a model does, from its file's header keys (`get`) and its projector's encoders, if it has
+/// one.
+pub fn of<'a>(get: impl Header<'a>, projector: Option<(bool, bool)>) -> Vec<Capability> {
+    let mut capabilities = Vec::new();
+    let arch = architecture(&get);
+    let classifier = get(&format!("{arch}.classifier.output_labels")).is_some();
+    let pooling = pooling_type(&get);
     let encoder = ENCODERS.contains(&arch);
     if !encoder && matches!(pooling, None | Some(POOLING_NONE)) && !classifier {
         capabilities.push(Capability::Chat);
@@ -175,22 +184,22 @@ mod tests {
     #[test]
     fn a_decoder_chats_an_encoder_embeds_and_rank_pooling_reranks() {
         let chat = raw(json!({ "general.architecture": "llama" }));
-        assert_eq!(of(Some(&chat), None), [Capability::Chat]);
+        assert_eq!(of(|k| chat.get(k), None), [Capability::Chat]);
         let embedder = raw(json!({ "general.architecture": "bert", "bert.pooling_type": 2 }));
-        assert_eq!(of(Some(&embedder), None), [Capability::Embedding]);
+        assert_eq!(of(|k| embedder.get(k), None), [Capability::Embedding]);
         let qwen_embedder =
             raw(json!({ "general.architecture": "qwen3", "qwen3.pooling_type": 3 }));
-        assert_eq!(of(Some(&qwen_embedder), None), [Capability::Embedding]);
+        assert_eq!(of(|k| qwen_embedder.get(k), None), [Capability::Embedding]);
         let reranker = raw(json!({ "general.architecture": "bert", "bert.pooling_type": 4 }));
-        assert_eq!(of(Some(&reranker), None), [Capability::Rerank]);
+        assert_eq!(of(|k| reranker.get(k), None), [Capability::Rerank]);
         let classifier = raw(json!({
             "general.architecture": "bert",
             "bert.classifier.output_labels": ["yes"],
         }));
-        assert_eq!(of(Some(&classifier), None), [Capability::Rerank]);
+        assert_eq!(of(|k| classifier.get(k), None), [Capability::Rerank]);
         let unpooled = raw(json!({ "general.architecture": "llama", "llama.pooling_type": 0 }));
-        assert_eq!(of(Some(&unpooled), None), [Capability::Chat]);
-        assert_eq!(of(None, None), [Capability::Chat]);
+        assert_eq!(of(|k| unpooled.get(k), None), [Capability::Chat]);
+        assert_eq!(of(|_| None, None), [Capability::Chat]);
     }
 
     #[test]
@@ -198,7 +207,7 @@ mod tests {
         let chat = raw(json!({ "general.architecture": "llama" }));
         let vision = projector(json!({ "clip.has_vision_encoder": true }));
         assert_eq!(
-            of(Some(&chat), Some(vision)),
+            of(|k| chat.get(k), Some(vision)),
             [Capability::Chat, Capability::Vision]
         );
         let both = projector(json!({
@@ -206,12 +215,12 @@ mod tests {
             "clip.has_audio_encoder": true,
         }));
         assert_eq!(
-            of(Some(&chat), Some(both)),
+            of(|k| chat.get(k), Some(both)),
             [Capability::Chat, Capability::Vision, Capability::Audio]
         );
         let audio = projector(json!({ "clip.has_audio_encoder": true }));
         assert_eq!(
-            of(Some(&chat), Some(audio)),
+            of(|k| chat.get(k), Some(audio)),
             [Capability::Chat, Capability::Audio]
         );
         assert_eq!(projector(json!({})), (true, false));

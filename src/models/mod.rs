@@ -1024,9 +1024,7 @@ fn llm_capabilities(
     if let Some(meta) = model {
         capabilities::check_file(None, meta, "the model file")?;
     }
-    let raw: Option<serde_json::Map<String, Value>> =
-        model.map(|m| m.raw.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    Ok(capabilities::of(raw.as_ref(), projector))
+    Ok(capabilities::of(|key| model?.raw.get(key), projector))
 }
 
 /// Every file of the installed models and its recorded sha256, by the URL it came from (one of

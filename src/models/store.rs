@@ -276,7 +276,7 @@ fn parse_record(
             .components
             .contains_key("mmproj")
             .then_some((true, false));
-        info.capabilities = super::capabilities::of(info.raw_metadata(), projector);
+        info.capabilities = super::capabilities::of(|key| info.raw_metadata()?.get(key), projector);
     }
     if info.id != id {
         return Err(format!("its record names another id, {:?}", info.id));
