@@ -502,8 +502,10 @@ export declare const rpcServer: RpcServerManager
 // Resource orchestration
 // ---------------------------------------------------------------------------------------------
 
-/** The LLM as it was when it was offloaded. */
+/** A llama server as it was when it was offloaded. */
 export interface SavedLLMState {
+  /** Its place among the orchestrator's llama servers (0: the first, `llamaServer`). */
+  server: number
   /** The request `llamaServer.start()` accepted: `llamaServer.start(config)` brings it back by hand. */
   config: LlamaServerConfig | null
   resolved: ResolvedLlamaConfig
@@ -514,40 +516,47 @@ export interface SavedLLMState {
 export interface ResourceOrchestratorEvents {
   /** Every change of `getInfo().phase`. */
   phase: [EventOf<OrchestratorEvent, 'phase'>]
-  /** The LLM is about to be drained and stopped. */
+  /** A llama server (`server`: its place) is about to be drained and stopped; one event per server. */
   offload: [EventOf<OrchestratorEvent, 'offload'>]
-  /** The LLM is back. */
+  /** A llama server is back. */
   reload: [EventOf<OrchestratorEvent, 'reload'>]
-  /** The LLM could not be brought back; requests that waited got 503 with the reason. */
+  /** A llama server could not be brought back; requests that waited got 503 with the reason. */
   'reload-failed': [EventOf<OrchestratorEvent, 'reload-failed'>]
   /**
    * The idle resident sd-server was stopped to make room for the LLM coming back (`reload`) or
    * started by {@link ResourceOrchestrator.startLlamaServer} (`start`); the next image starts it again.
    */
   'diffusion-released': [EventOf<OrchestratorEvent, 'diffusion-released'>]
-  /** A chat request began to wait at the LLM's gateway. */
-  queued: [EventOf<QueueEvent, 'queued'>]
-  /** A chat request stopped waiting there. */
-  dequeued: [EventOf<QueueEvent, 'dequeued'>]
+  /** A request began to wait at a llama server's gateway (`server`: its place). */
+  queued: [EventOf<QueueEvent, 'queued'> & { server: number }]
+  /** A request stopped waiting there. */
+  dequeued: [EventOf<QueueEvent, 'dequeued'> & { server: number }]
   error: [unknown]
 }
 
 /**
- * Makes images while a chat model is loaded: when both do not fit the budget, the LLM is
- * offloaded (its gateway holds new chat requests, those in flight finish), the image is made, and
- * the LLM is reloaded on the same port with the same config; held chat requests are then served.
+ * Makes images while llama servers are loaded: when they and an image do not fit the budget, the
+ * servers the image needs room from are offloaded (their gateways hold new requests, those in
+ * flight finish), the image is made, and they are reloaded on the same ports with the same
+ * configs; held requests are then served. Which servers go: chat servers first, then embedding
+ * and rerank servers; within each, one that alone frees enough (the one idle longest), else the
+ * largest first (see `docs/API.md`).
  */
 export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestratorEvents> {
   /**
-   * The seed's argument order; an omitted manager is the shared one. From then on it serves
+   * The seed's argument order; an omitted manager is the shared one. `llamaServer` may be a list
+   * of managers (a chat, an embedding and a rerank server, say): each is counted, offloaded and
+   * reloaded on its own; the first is the one {@link getSavedState} and
+   * {@link startLlamaServer} name by default. From then on it serves
    * `diffusionServer`: every image of that server (HTTP requests, `generateImage`, this
    * orchestrator's calls) waits for its turn here, in one queue under one swap policy, while the
    * app holds this orchestrator and until {@link dispose}; its own calls always do.
-   * @throws {ValidationError} unknown or bad options, or managers that are not the library's.
+   * @throws {ValidationError} unknown or bad options, managers that are not the library's, an
+   * empty list or one naming a manager twice.
    */
   constructor(
     systemInfo?: SystemInfo,
-    llamaServer?: LlamaServerManager,
+    llamaServer?: LlamaServerManager | LlamaServerManager[],
     diffusionServer?: DiffusionServerManager,
     modelManager?: ModelManager,
     options?: OrchestratorOptions,
@@ -569,24 +578,34 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
   orchestrateBatchGeneration(config: ImageGenerationConfig): Promise<ImageGenerationResult[]>
   /**
    * {@link LlamaServerManager.start} in the orchestrator's turn (after the image being made):
-   * when the LLM and an idle resident sd-server do not fit the budget together, the sd-server is
-   * stopped first (`diffusion-released`), instead of the start failing for want of memory.
-   * @throws as {@link LlamaServerManager.start}.
+   * when the server and an idle resident sd-server do not fit the budget together, the sd-server
+   * is stopped first (`diffusion-released`), instead of the start failing for want of memory.
+   * @param llamaServer which of the orchestrator's servers starts (default the first).
+   * @throws {ValidationError} a manager the orchestrator was not given; else as
+   * {@link LlamaServerManager.start}.
    */
-  startLlamaServer(config: LlamaServerConfig): Promise<ServerInfo>
-  /** What the LLM and an image of `config` (default 512×512) need, and whether they fit together. */
+  startLlamaServer(config: LlamaServerConfig, llamaServer?: LlamaServerManager): Promise<ServerInfo>
+  /**
+   * What the running llama servers (each in `servers`, marked `offload` where the image needs
+   * it gone) and an image of `config` (default 512×512) need, and whether they fit together.
+   */
   estimate(config?: Partial<ImageGenerationConfig>): Promise<ResourceEstimate>
   wouldNeedOffload(config?: Partial<ImageGenerationConfig>): Promise<boolean>
-  /** The LLM as it was offloaded, while it is not back (or after its reload failed). */
+  /**
+   * The first server out (the LLM when it is) as it was offloaded, while it is not back (or after
+   * its reload failed).
+   */
   getSavedState(): SavedLLMState | undefined
+  /** Every server out, as it was offloaded, in the order they went. */
+  getSavedStates(): SavedLLMState[]
   clearSavedState(): void
   /**
-   * genai-electron 0.26's manual offload: in the orchestrator's turn the LLM is drained and
-   * stopped (its gateway holds chat requests, as for an image), and it stays out, whatever images
-   * come, until {@link reloadLLM}. Does nothing when it is not running.
+   * genai-electron 0.26's manual offload: in the orchestrator's turn every running llama server
+   * is drained and stopped (its gateway holds requests, as for an image), and they stay out,
+   * whatever images come, until {@link reloadLLM}. Does nothing when none runs.
    */
   offloadLLM(): Promise<void>
-  /** Brings back the LLM that {@link offloadLLM} took out, on the same port; resolves once it is back. */
+  /** Brings back the servers {@link offloadLLM} took out, on the same ports; resolves once they are back. */
   reloadLLM(): Promise<void>
   /**
    * Stops deciding the diffusion server's images: the orchestrator constructed before this one
@@ -595,7 +614,7 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
    * once; the one an app keeps need not be disposed.
    */
   dispose(): void
-  /** The phase, the chat requests waiting at the LLM's gateway, and the images waiting for their turn. */
+  /** The phase, the requests waiting at the llama servers' gateways, and the images waiting for their turn. */
   getInfo(): OrchestratorInfo
 }
 

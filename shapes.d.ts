@@ -2168,7 +2168,7 @@ export type QueueEvent =
 export type OrchestratorInfo = {
   phase: OrchestratorPhase
   /**
-   * The chat requests waiting at the LLM's gateway.
+   * The requests waiting at the llama servers' gateways (all of them together).
    */
   queue: QueueInfo
   /**
@@ -2178,9 +2178,13 @@ export type OrchestratorInfo = {
 };
 
 /**
- * The LLM as it was when it was offloaded.
+ * A llama server as it was when it was offloaded.
  */
 export type SavedState = {
+  /**
+   * Its place among the orchestrator's llama servers (0: `llamaServer`).
+   */
+  server: number
   resolved: ResolvedLlamaConfig
   wasRunning: boolean
   /**
@@ -2200,8 +2204,8 @@ export type YieldReason = "reload" | "start";
 export type OrchestratorEvent =
   | { "type": "phase", phase: OrchestratorPhase }
   | { "type": "offload" } & SavedState
-  | { "type": "reload" } & ServerInfo
-  | { "type": "reload-failed", error: string }
+  | { "type": "reload", server: number, status: ServerStatus, health: HealthStatus, pid: number | null, port: number | null, backendPort: number | null, modelId: string | null, mode: LlamaServerMode | null, startedAt: string | null, loadTimeMs: number | null, error: string | null, restarts: number, restartPending: boolean, rpcWorkers: Array<string>, runningWith: LlamaRunningWith }
+  | { "type": "reload-failed", server: number, error: string }
   | { "type": "diffusion-released", reason: YieldReason };
 
 /**
@@ -2247,22 +2251,55 @@ export type ResourceUsage = {
 export type Bottleneck = "ram" | "vram";
 
 /**
- * What the LLM and an image need, what is free, and whether the LLM must make room.
+ * One running llama server as the orchestrator weighs it.
+ */
+export type ServerUsage = {
+  /**
+   * Its place among the orchestrator's llama servers (0: `llamaServer`, the first given).
+   */
+  server: number
+  mode: LlamaServerMode
+  /**
+   * Its public port.
+   */
+  port: number | null
+  usage: ResourceUsage
+  /**
+   * Milliseconds since its gateway last served a request (or since it started).
+   */
+  idleMs: number
+  /**
+   * The image needs it offloaded (chosen by the policy in `docs/API.md`).
+   */
+  offload: boolean
+};
+
+/**
+ * What the running llama servers and an image need, what is free, and which servers must make
+ * room.
  */
 export type ResourceEstimate = {
+  /**
+   * The running llama servers together.
+   */
   llm: ResourceUsage
+  /**
+   * Each running llama server, and whether this image needs it offloaded.
+   */
+  servers: Array<ServerUsage>
   diffusion: ResourceUsage
   /**
    * Free now, as the system reports it.
    */
   available: ResourceBytes
   /**
-   * What the two servers together may use: the budget, or what is free plus what they hold.
+   * What the servers together may use: the budget, or what is free plus what they hold.
    */
   budget: ResourceBytes
   bottleneck: Bottleneck
   /**
-   * The LLM runs, and the two plus the headroom exceed the budget.
+   * A llama server runs, and they and the image plus the headroom exceed the budget: the
+   * servers marked `offload` go.
    */
   needsOffload: boolean
 };

@@ -13,8 +13,16 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const OpenAI = require('openai').default
-const { ROOT, alive, backends, png, serveFiles } = require('./helpers')
-const { configure, systemInfo, ModelManager, LlamaServerManager, ValidationError } = require('..')
+const { ROOT, alive, backends, downloadTinyImageSet, png, serveFiles, waitFor } = require('./helpers')
+const {
+  configure,
+  systemInfo,
+  DiffusionServerManager,
+  LlamaServerManager,
+  ModelManager,
+  ResourceOrchestrator,
+  ValidationError,
+} = require('..')
 
 const { paths: real, skip: noBackends } = backends()
 const MIB = 2 ** 20
@@ -296,6 +304,131 @@ test('embedding and rerank servers run beside a chat server, each on its own por
     await Promise.all([chat.stop(), embedder.stop(), reranker.stop()])
   }
 })
+
+test('an orchestrated image offloads only the servers it needs room from; requests held at them are answered', async (t) => {
+  if (!shaped(t)) return
+  process.env.GENAI_ELECTRON_SD_CLI = real.sdCli
+  await downloadTinyImageSet(new ModelManager(), real)
+  const diffusion = new DiffusionServerManager()
+  await diffusion.start({ modelId: 'tiny-image', backend: 'one-shot', port: 'auto', threads: 1 })
+  const llamas = [new LlamaServerManager(), new LlamaServerManager(), new LlamaServerManager()]
+  const common = { port: 'auto', threads: 1, contextSize: 512, gpuLayers: 0 }
+  const image = { prompt: 'a red cube', width: 64, height: 64, steps: 2, cfgScale: 1, seed: 7 }
+  const probe = new ResourceOrchestrator(undefined, llamas, diffusion)
+  try {
+    const started = await Promise.all([
+      llamas[0].start({ ...common, modelId: 'chat' }),
+      llamas[1].start({ ...common, modelId: 'chat', mode: 'embedding' }),
+      // Any of the orchestrator's servers starts in its turn; one it was not given is refused.
+      probe.startLlamaServer({ ...common, modelId: 'reranker', mode: 'rerank' }, llamas[2]),
+    ])
+    await assert.rejects(
+      probe.startLlamaServer({ ...common, modelId: 'chat' }, new LlamaServerManager()),
+      ValidationError,
+    )
+    assert.equal(llamas[2].getStartConfig().mode, 'rerank', 'remembered by its manager')
+    const ports = started.map((info) => info.port)
+    assert.throws(() => new ResourceOrchestrator(undefined, []), ValidationError)
+    assert.throws(() => new ResourceOrchestrator(undefined, [llamas[0], llamas[0]]), ValidationError)
+    // What each server holds (measured) and what the image needs, with room for all.
+    const sizes = await probe.estimate(image)
+    probe.dispose()
+    assert.deepEqual(
+      sizes.servers.map((s) => [s.server, s.mode, s.port, s.usage.source, s.offload]),
+      [
+        [0, 'chat', ports[0], 'measured', false],
+        [1, 'embedding', ports[1], 'measured', false],
+        [2, 'rerank', ports[2], 'measured', false],
+      ],
+    )
+    const [chatRam, embeddingRam, rerankRam] = sizes.servers.map((s) => s.usage.ram)
+    assert.equal(sizes.llm.ram, chatRam + embeddingRam + rerankRam)
+    assert.ok(embeddingRam > 2 * rerankRam, JSON.stringify(sizes.servers))
+    const all = sizes.llm.ram + sizes.diffusion.ram
+
+    // The chat server alone makes room (half of it is over the budget): only it goes.
+    const served = await orchestrated(llamas, diffusion, all - chatRam / 2, image, ports, [0])
+    assert.deepEqual(served.offloaded, [0])
+    assert.deepEqual(served.queuedAt, [0], 'only the chat request waited')
+    // The chat server and the reranker are not enough, the embedding server is: those two go.
+    const over = chatRam + (rerankRam + embeddingRam) / 2
+    const both = await orchestrated(llamas, diffusion, all - over, image, ports, [0, 1])
+    assert.deepEqual(both.offloaded, [0, 1])
+    assert.deepEqual(both.queuedAt, [0, 1], 'the chat and the embedding request waited')
+    // Each came back on its port, the reranker never left.
+    const after = llamas.map((l) => l.getInfo())
+    assert.deepEqual(
+      after.map((i) => [i.status, i.port]),
+      ports.map((port) => ['running', port]),
+    )
+    assert.equal(after[2].pid, started[2].pid, 'the reranker was not restarted')
+  } finally {
+    probe.dispose()
+    await Promise.all([...llamas.map((l) => l.stop()), diffusion.stop()])
+  }
+})
+
+/**
+ * An orchestrated image under `budget` bytes of RAM over the three servers: a chat, an embedding
+ * and a rerank request are sent at each offload and as the image is made; all are answered.
+ * Returns the servers offloaded and those at which a request waited.
+ */
+async function orchestrated(llamas, diffusion, budget, image, ports, expected) {
+  const orchestrator = new ResourceOrchestrator(undefined, llamas, diffusion, undefined, {
+    ramBudgetBytes: Math.round(budget),
+    headroom: 0,
+  })
+  try {
+    const estimate = await orchestrator.estimate(image)
+    assert.deepEqual(
+      estimate.servers.filter((s) => s.offload).map((s) => s.server),
+      expected,
+      JSON.stringify(estimate),
+    )
+    const offloaded = []
+    const queuedAt = new Set()
+    const requests = []
+    orchestrator.on('queued', (e) => queuedAt.add(e.server))
+    orchestrator.on('offload', (e) => {
+      offloaded.push(e.server)
+      assert.ok(e.resolved.modelId)
+    })
+    orchestrator.on('reload', (e) => assert.equal(e.port, ports[e.server]))
+    // Once the servers are out (held at their gateways): one request of each kind.
+    const out = waitFor(orchestrator, 'phase', (e) => e?.phase === 'offloading')
+    const made = orchestrator.orchestrateImageGeneration(image)
+    await out
+    const statesWhileMade = orchestrator.getSavedStates()
+    requests.push(chatWith(ports[0], 'Hello'), embed(ports[1]), rerank(ports[2]))
+    const result = await made
+    assert.equal(result.images.length, 1)
+    const [chat, embedding, ranking] = await Promise.all(requests)
+    assert.equal(chat.status, 200, JSON.stringify(chat.body))
+    assert.equal(embedding.status, 200, JSON.stringify(embedding.body))
+    assert.equal(embedding.body.data[0].embedding.length, models.chat.ggufMetadata.embedding_length)
+    assert.equal(ranking.status, 200, JSON.stringify(ranking.body))
+    assert.deepEqual(
+      statesWhileMade.map((s) => [s.server, s.config.modelId, s.wasRunning]),
+      expected.map((server) => [server, server === 2 ? 'reranker' : 'chat', true]),
+    )
+    assert.deepEqual(orchestrator.getSavedStates(), [], 'all are back')
+    return { offloaded, queuedAt: [...queuedAt].sort() }
+  } finally {
+    orchestrator.dispose()
+  }
+}
+
+async function post(port, route, body) {
+  const response = await fetch(`http://127.0.0.1:${port}${route}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  })
+  return { status: response.status, body: await response.json() }
+}
+
+const embed = (port) => post(port, '/v1/embeddings', { model: 'chat', input: 'Paris' })
+const rerank = (port) => post(port, '/v1/rerank', { query: 'capital', documents: ['Paris', 'bread'] })
 
 test('killing the app with SIGKILL takes its chat, embedding and rerank servers with it', async (t) => {
   if (!shaped(t)) return

@@ -10,43 +10,58 @@ const { DiffusionServerManager, runImage, SERVED_BY } = require('./diffusion-ser
 const { ValidationError } = require('./errors')
 
 /**
- * Makes images while a chat model is loaded: when the two do not fit the memory budget, the LLM
- * is offloaded (its gateway holds chat requests, those in flight finish), the image is made, and
- * the LLM is reloaded on the same port with the same config; held chat requests are then served.
- * Images queued behind an offload run back to back (`policy: 'collate'`) until none waits or a
- * chat request has waited `maxChatWait`.
+ * Makes images while llama servers are loaded: when they and an image do not fit the memory
+ * budget, the servers the image needs room from are offloaded (their gateways hold requests,
+ * those in flight finish), the image is made, and they are reloaded on the same ports with the
+ * same configs; held requests are then served. Images queued behind an offload run back to back
+ * (`policy: 'collate'`) until none waits or a request has waited `maxChatWait`.
  */
 class ResourceOrchestrator extends EventEmitter {
   #native
-  #llama
+  #llamas
   #diffusion
-  #savedConfig = null
+  /** The request that started each server out, as the app passed it: what a reload repeats. */
+  #savedConfigs = new Map()
 
-  /** The seed's argument order; an omitted manager is the shared one. */
+  /**
+   * The seed's argument order; an omitted manager is the shared one. `llamaServer` may be a list
+   * of managers (a chat server, an embedding server, …): each is counted, offloaded and
+   * reloaded on its own; the first is the one the single-LLM calls name.
+   */
   constructor(systemInfo, llamaServer, diffusionServer, modelManager, options) {
     super()
-    this.#llama = llamaServer ?? LlamaServerManager.getInstance()
+    this.#llamas = Array.isArray(llamaServer) ? [...llamaServer] : [llamaServer ?? LlamaServerManager.getInstance()]
     this.#diffusion = diffusionServer ?? DiffusionServerManager.getInstance()
-    if (!(this.#llama instanceof LlamaServerManager) || !(this.#diffusion instanceof DiffusionServerManager)) {
+    const managers = this.#llamas.every((llama) => llama instanceof LlamaServerManager)
+    if (!managers || !(this.#diffusion instanceof DiffusionServerManager)) {
       throw new ValidationError("llamaServer and diffusionServer must be the library's managers", {
-        suggestion: 'Pass llamaServer and diffusionServer (or leave them out for the shared ones)',
+        suggestion:
+          'Pass llamaServer (one manager or a list) and diffusionServer, or leave them out for the shared ones',
+      })
+    }
+    if (this.#llamas.length === 0 || new Set(this.#llamas).size !== this.#llamas.length) {
+      throw new ValidationError('llamaServer must name each manager once, and at least one', {
+        suggestion: 'Pass a list of distinct LlamaServerManager instances',
       })
     }
     void systemInfo
     void modelManager
     const dispatch = createDispatcher(this)
-    // Chat requests held at the LLM's gateway, announced here too.
-    for (const type of ['queued', 'dequeued']) this.#llama.on(type, dispatch)
+    // Requests held at each server's gateway, announced here too with the server's place.
+    this.#llamas.forEach((llama, server) => {
+      for (const type of ['queued', 'dequeued']) llama.on(type, (event) => dispatch({ ...event, server }))
+    })
     this.#native = callSync(
       () =>
         new native.binding.NativeResourceOrchestrator(
-          this.#llama[NATIVE],
+          this.#llamas.map((llama) => llama[NATIVE]),
           this.#diffusion[NATIVE],
           plain('options', options ?? {}),
           (event) => {
-            // The request that started the LLM, as the app passed it: what a reload repeats.
-            if (event.type === 'offload') this.#savedConfig = this.#llama.getStartConfig()
-            if (event.type === 'reload') this.#savedConfig = null
+            if (event.type === 'offload') {
+              this.#savedConfigs.set(event.server, this.#llamas[event.server].getStartConfig())
+            }
+            if (event.type === 'reload') this.#savedConfigs.delete(event.server)
             dispatch(event)
           },
         ),
@@ -93,23 +108,30 @@ class ResourceOrchestrator extends EventEmitter {
 
   /**
    * `llamaServer.start(config)` in the orchestrator's turn (after the image being made): when
-   * the LLM and an idle resident sd-server do not fit together, the sd-server is stopped first
-   * (`diffusion-released`; the next image starts it again).
+   * the server and an idle resident sd-server do not fit together, the sd-server is stopped
+   * first (`diffusion-released`; the next image starts it again). `llamaServer`: which of the
+   * orchestrator's servers (default the first).
    */
-  async startLlamaServer(config) {
-    return this.#llama[START_WITH](config, (request) => this.#native.startLlama(request))
+  async startLlamaServer(config, llamaServer = this.#llamas[0]) {
+    const server = this.#llamas.indexOf(llamaServer)
+    if (server < 0) {
+      throw new ValidationError("startLlamaServer starts one of the orchestrator's llama servers", {
+        suggestion: 'Pass a manager given to the constructor, or none for the first',
+      })
+    }
+    return llamaServer[START_WITH](config, (request) => this.#native.startLlama(server, request))
   }
 
   /**
-   * genai-electron 0.26's manual offload: in the orchestrator's turn the LLM is drained and
-   * stopped (its gateway holds chat requests, as for an image), and it stays out, whatever
-   * images come, until {@link reloadLLM}. Does nothing when it is not running.
+   * genai-electron 0.26's manual offload: in the orchestrator's turn every running llama server
+   * is drained and stopped (its gateway holds requests, as for an image), and they stay out,
+   * whatever images come, until {@link reloadLLM}. Does nothing when none runs.
    */
   async offloadLLM() {
     await callAsync(() => this.#native.offloadLlm())
   }
 
-  /** Brings back the LLM that {@link offloadLLM} took out, on the same port; resolves once it is back. */
+  /** Brings back the servers {@link offloadLLM} took out, on the same ports; resolves once they are back. */
   async reloadLLM() {
     await callAsync(() => this.#native.reloadLlm())
   }
@@ -132,27 +154,31 @@ class ResourceOrchestrator extends EventEmitter {
     return (await this.estimate(config)).needsOffload
   }
 
-  /** The LLM as it was offloaded, while it is not back (or when its reload failed). */
+  /** The first server out (the LLM when it is), as it was offloaded, while it is not back. */
   getSavedState() {
-    const saved = this.#native.getSavedState()
-    if (!saved) return undefined
-    return {
-      config: this.#savedConfig,
+    return this.getSavedStates().sort((a, b) => a.server - b.server)[0]
+  }
+
+  /** Every server out, as it was offloaded, in the order they went. */
+  getSavedStates() {
+    return this.#native.getSavedStates().map((saved) => ({
+      server: saved.server,
+      config: this.#savedConfigs.get(saved.server) ?? null,
       resolved: saved.resolved,
       wasRunning: saved.wasRunning,
       savedAt: new Date(saved.savedAt),
-    }
+    }))
   }
 
   clearSavedState() {
     this.#native.clearSavedState()
-    this.#savedConfig = null
+    this.#savedConfigs.clear()
   }
 
   /**
    * `{ phase, queue: { length, longestWaitMs }, imagesWaiting }`: the phase (`idle`, `draining`,
-   * `offloading`, `generating`, `offloaded` or `reloading`), the chat requests waiting at the
-   * LLM's gateway, and the images waiting for their turn.
+   * `offloading`, `generating`, `offloaded` or `reloading`), the requests waiting at the llama
+   * servers' gateways, and the images waiting for their turn.
    */
   getInfo() {
     return this.#native.getInfo()

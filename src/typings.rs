@@ -49,7 +49,7 @@ use crate::models::{
 };
 use crate::orchestrator::{
     Bottleneck, Estimate, Memory, OptionsRequest, OrchestratorEvent, OrchestratorInfo, Phase,
-    SavedState, Source, Usage, YieldReason,
+    SavedState, ServerUsage, Source, Usage, YieldReason,
 };
 use crate::process::actor::RecoveryPolicy;
 use crate::process::actor::{Snapshot, Transition};
@@ -183,6 +183,7 @@ pub fn shapes() -> String {
         declaration::<Source>(&config),
         declaration::<Usage>(&config),
         declaration::<Bottleneck>(&config),
+        declaration::<ServerUsage>(&config),
         declaration::<Estimate>(&config),
         declaration::<ModelType>(&config),
         declaration::<ComponentRole>(&config),

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use napi::Env;
-use napi::bindgen_prelude::PromiseRaw;
+use napi::bindgen_prelude::{ClassInstance, PromiseRaw};
 use napi_derive::napi;
 use serde_json::Value;
 
@@ -23,10 +23,10 @@ pub struct JsResourceOrchestrator {
 impl JsResourceOrchestrator {
     #[napi(
         constructor,
-        ts_args_type = "llama: NativeLlamaServer, diffusion: NativeDiffusionServer, options: Shapes.OrchestratorOptions, onEvent: EventCallback"
+        ts_args_type = "llamas: NativeLlamaServer[], diffusion: NativeDiffusionServer, options: Shapes.OrchestratorOptions, onEvent: EventCallback"
     )]
     pub fn new(
-        llama: &JsLlamaServer,
+        llamas: Vec<ClassInstance<JsLlamaServer>>,
         diffusion: &JsDiffusionServer,
         options: Value,
         on_event: EventCallback,
@@ -35,7 +35,7 @@ impl JsResourceOrchestrator {
         let options = Options::resolve(request).map_err(to_napi)?;
         let events = sink(Arc::new(on_event), serialized::<OrchestratorEvent>);
         let servers = Servers {
-            llama: llama.inner.clone(),
+            llamas: llamas.iter().map(|llama| llama.inner.clone()).collect(),
             diffusion: diffusion.inner.clone(),
             system: super::system::shared(),
             binaries: BinaryManager::shared(),
@@ -71,18 +71,18 @@ impl JsResourceOrchestrator {
         images(env, pending.outcome())
     }
 
-    /// `llamaServer.start(config)` in the orchestrator's turn, an idle resident sd-server
-    /// yielding first when the two do not fit.
+    /// `start(config)` of llama server `server` (its place in the constructor's list) in the
+    /// orchestrator's turn, an idle resident sd-server yielding first when the two do not fit.
     #[napi(
-        ts_args_type = "config: Shapes.LlamaServerConfig",
+        ts_args_type = "server: number, config: Shapes.LlamaServerConfig",
         ts_return_type = "Promise<Shapes.ServerInfo>"
     )]
-    pub async fn start_llama(&self, config: Value) -> napi::Result<Value> {
+    pub async fn start_llama(&self, server: u32, config: Value) -> napi::Result<Value> {
         let request: StartRequest = from_js("config", config)?;
         let data = data_paths().await?;
         let info = self
             .inner
-            .start_llm(request, &data)
+            .start_llm(server as usize, request, &data)
             .await
             .map_err(to_napi)?;
         to_js(&info)
@@ -116,9 +116,10 @@ impl JsResourceOrchestrator {
         to_js(&self.inner.info())
     }
 
-    #[napi(ts_return_type = "Shapes.SavedState | null")]
-    pub fn get_saved_state(&self) -> napi::Result<Value> {
-        to_js(&self.inner.saved_state())
+    /// Every llama server out, as it was, in the order they went.
+    #[napi(ts_return_type = "Shapes.SavedState[]")]
+    pub fn get_saved_states(&self) -> napi::Result<Value> {
+        to_js(&self.inner.saved_states())
     }
 
     #[napi]

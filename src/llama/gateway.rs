@@ -63,6 +63,8 @@ pub struct Traffic {
     /// Taken to let a request through and to hold: a request is counted in flight if and only
     /// if it passed before the hold, so the drain that follows a hold waits for every one.
     admission: Mutex<()>,
+    /// When the last request was let through or finished: how long the server has been idle.
+    last_active: Mutex<Option<Instant>>,
 }
 
 /// Bounds of the queue that replace the gateway's configured ones while set.
@@ -88,7 +90,7 @@ pub enum QueueEvent {
 }
 
 /// The requests waiting at a gateway now: how many, and the longest wait so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueInfo {
     pub length: usize,
@@ -143,7 +145,21 @@ impl Traffic {
             return None;
         }
         self.in_flight.send_modify(|n| *n += 1);
+        self.touch();
         Some(Serving(self.clone()))
+    }
+
+    /// Counts as activity now (a request, or the server's start).
+    pub fn touch(&self) {
+        *lock(&self.last_active) = Some(Instant::now());
+    }
+
+    /// How long no request has been served (zero while one is), since the last activity.
+    pub fn idle_for(&self) -> Duration {
+        if *self.in_flight.borrow() > 0 {
+            return Duration::ZERO;
+        }
+        lock(&self.last_active).map_or(Duration::ZERO, |at| at.elapsed())
     }
 
     /// Bounds the queue by `bounds` (where set) until they are set again.
@@ -181,6 +197,7 @@ struct Serving(Arc<Traffic>);
 impl Drop for Serving {
     fn drop(&mut self) {
         self.0.in_flight.send_modify(|n| *n -= 1);
+        self.0.touch();
     }
 }
 

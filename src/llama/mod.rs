@@ -480,6 +480,11 @@ impl LlamaServer {
         self.traffic.queue()
     }
 
+    /// How long its gateway has served no request (counted from the start until the first).
+    pub fn idle_for(&self) -> Duration {
+        self.traffic.idle_for()
+    }
+
     /// How many chat requests wait at the gateway, from now on.
     pub fn queue_length(&self) -> tokio::sync::watch::Receiver<usize> {
         self.traffic.length()
@@ -515,6 +520,8 @@ impl LlamaServer {
         }
         // A server that crashed for good still holds its public port.
         self.close_gateway().await;
+        // Idle from its start until its first request.
+        self.traffic.touch();
         let (host, port) = if config.gateway {
             let public = self.open_gateway(&config).await?;
             *lock(&self.gateway) = Some(public);

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::usage::{self, Bottleneck, Memory, Usage};
+use super::usage::{self, Bottleneck, Memory, ServerUsage, Usage};
 use crate::binaries::BinaryManager;
 use crate::config::{DataDirSource, DataPaths, Settings};
 use crate::diffusion::DiffusionServer;
@@ -52,34 +52,41 @@ pub trait Effects: Send + Sync + 'static {
     fn free(&self) -> impl Future<Output = Free> + Send;
     /// RAM free now: all a wait for RAM needs to read.
     fn free_ram(&self) -> u64;
-    /// The LLM's usage while it runs; [`Usage::NONE`] otherwise.
-    fn llm_usage(&self, data: &DataPaths) -> impl Future<Output = Usage> + Send;
-    fn llm_running(&self) -> bool;
+    /// How many llama servers there are; each is named by its place (0: `llamaServer`).
+    fn llm_servers(&self) -> usize;
+    /// A llama server's usage, task and idle time while it runs (not marked for offload);
+    /// `None` otherwise.
+    fn llm_usage(
+        &self,
+        server: usize,
+        data: &DataPaths,
+    ) -> impl Future<Output = Option<ServerUsage>> + Send;
     /// What an image of this shape needs; [`Usage::NONE`] while no diffusion server runs.
     fn image_usage(&self, shape: &ImageShape) -> impl Future<Output = Usage> + Send;
     /// What the resident sd-server holds, while one runs.
     fn diffusion_held(&self) -> impl Future<Output = Option<Memory>> + Send;
 
-    /// The chat requests waiting at the LLM's gateway now.
-    fn chat_queue(&self) -> QueueInfo;
-    /// Resolves once a chat request waits at the gateway.
-    fn chat_arrived(&self) -> impl Future<Output = ()> + Send;
-    /// Resolves once no chat request waits (those let through by the last reload are served).
-    fn chat_drained(&self) -> impl Future<Output = ()> + Send;
+    /// The requests waiting at a llama server's gateway now.
+    fn chat_queue(&self, server: usize) -> QueueInfo;
+    /// Resolves once a request waits at the server's gateway.
+    fn chat_arrived(&self, server: usize) -> impl Future<Output = ()> + Send;
+    /// Resolves once no request waits there (those let through by the last reload are served).
+    fn chat_drained(&self, server: usize) -> impl Future<Output = ()> + Send;
 
-    /// The running LLM's config: what a reload brings back.
-    fn llm_config(&self) -> Option<LlamaConfig>;
-    /// Holds new chat requests, drains those in flight (at most `drain`) and stops the LLM;
+    /// A running llama server's config: what a reload brings back.
+    fn llm_config(&self, server: usize) -> Option<LlamaConfig>;
+    /// Holds the server's new requests, drains those in flight (at most `drain`) and stops it;
     /// false when the drain ran out of time.
     fn offload_llm(
         &self,
+        server: usize,
         drain: Duration,
         bounds: QueueBounds,
     ) -> impl Future<Output = bool> + Send;
     /// Offloaded and not stopped or started by the app since.
-    fn llm_offloaded(&self) -> bool;
-    /// Brings the offloaded LLM back as it was; the held chat requests are then served.
-    fn reload_llm(&self) -> impl Future<Output = Result<ServerInfo, String>> + Send;
+    fn llm_offloaded(&self, server: usize) -> bool;
+    /// Brings the offloaded server back as it was; its held requests are then served.
+    fn reload_llm(&self, server: usize) -> impl Future<Output = Result<ServerInfo, String>> + Send;
     fn plan_llm(
         &self,
         request: &StartRequest,
@@ -87,6 +94,7 @@ pub trait Effects: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PlannedStart, StartError<LlamaError>>> + Send;
     fn start_llm(
         &self,
+        server: usize,
         request: StartRequest,
         planned: LlamaConfig,
         data: &DataPaths,
@@ -110,7 +118,8 @@ pub trait Effects: Send + Sync + 'static {
 
 /// The real servers.
 pub struct Servers {
-    pub llama: Arc<LlamaServer>,
+    /// The llama servers, `llamaServer` first.
+    pub llamas: Vec<Arc<LlamaServer>>,
     pub diffusion: Arc<DiffusionServer>,
     pub system: &'static SystemInfo,
     pub binaries: &'static BinaryManager,
@@ -133,17 +142,25 @@ impl Effects for Servers {
         self.system.memory().available
     }
 
-    async fn llm_usage(&self, data: &DataPaths) -> Usage {
-        match (self.llama.info().status, self.llama.config()) {
-            (ServerState::Running, Some(config)) => {
-                usage::llm(&config, data, self.llama.memory().await.as_ref()).await
-            }
-            _ => Usage::NONE,
-        }
+    fn llm_servers(&self) -> usize {
+        self.llamas.len()
     }
 
-    fn llm_running(&self) -> bool {
-        self.llama.info().status == ServerState::Running
+    async fn llm_usage(&self, server: usize, data: &DataPaths) -> Option<ServerUsage> {
+        let llama = &self.llamas[server];
+        let info = llama.info();
+        let config = llama
+            .config()
+            .filter(|_| info.status == ServerState::Running)?;
+        let usage = usage::llm(&config, data, llama.memory().await.as_ref()).await;
+        Some(ServerUsage {
+            server,
+            mode: info.mode.unwrap_or_default(),
+            port: info.port,
+            usage,
+            idle_ms: llama.idle_for().as_millis() as u64,
+            offload: false,
+        })
     }
 
     async fn image_usage(&self, shape: &ImageShape) -> Usage {
@@ -200,32 +217,35 @@ impl Effects for Servers {
         self.diffusion.memory().await.as_ref().map(Memory::held_by)
     }
 
-    fn chat_queue(&self) -> QueueInfo {
-        self.llama.queue()
+    fn chat_queue(&self, server: usize) -> QueueInfo {
+        self.llamas[server].queue()
     }
 
-    async fn chat_arrived(&self) {
-        let _ = self.llama.queue_length().wait_for(|n| *n > 0).await;
+    async fn chat_arrived(&self, server: usize) {
+        let mut length = self.llamas[server].queue_length();
+        let _ = length.wait_for(|n| *n > 0).await;
     }
 
-    async fn chat_drained(&self) {
-        let _ = self.llama.queue_length().wait_for(|n| *n == 0).await;
+    async fn chat_drained(&self, server: usize) {
+        let mut length = self.llamas[server].queue_length();
+        let _ = length.wait_for(|n| *n == 0).await;
     }
 
-    fn llm_config(&self) -> Option<LlamaConfig> {
-        self.llama.config()
+    fn llm_config(&self, server: usize) -> Option<LlamaConfig> {
+        self.llamas[server].config()
     }
 
-    async fn offload_llm(&self, drain: Duration, bounds: QueueBounds) -> bool {
-        self.llama.offload(drain, bounds).await
+    async fn offload_llm(&self, server: usize, drain: Duration, bounds: QueueBounds) -> bool {
+        self.llamas[server].offload(drain, bounds).await
     }
 
-    fn llm_offloaded(&self) -> bool {
-        self.llama.is_offloaded()
+    fn llm_offloaded(&self, server: usize) -> bool {
+        self.llamas[server].is_offloaded()
     }
 
-    async fn reload_llm(&self) -> Result<ServerInfo, String> {
-        self.llama.reload().await.map_err(|e| e.to_string())
+    async fn reload_llm(&self, server: usize) -> Result<ServerInfo, String> {
+        let reloaded = self.llamas[server].reload().await;
+        reloaded.map_err(|e| e.to_string())
     }
 
     async fn plan_llm(
@@ -259,6 +279,7 @@ impl Effects for Servers {
 
     async fn start_llm(
         &self,
+        server: usize,
         request: StartRequest,
         planned: LlamaConfig,
         data: &DataPaths,
@@ -269,7 +290,8 @@ impl Effects for Servers {
         } else {
             resolve::resolve(request, data, self.system, self.binaries).await?
         };
-        self.llama.start(config).await.map_err(StartError::Server)
+        let started = self.llamas[server].start(config).await;
+        started.map_err(StartError::Server)
     }
 
     fn data_paths(&self) -> DataPaths {

@@ -33,13 +33,37 @@ enum Llm {
     Stopped,
 }
 
+/// One llama server.
+struct FakeLlm {
+    state: Llm,
+    mode: crate::llama::tasks::Mode,
+    /// What it needs where the models live.
+    need: u64,
+    idle_ms: u64,
+    /// When its memory shows as free, once it stopped.
+    released_at: Option<Instant>,
+    /// Arrival of each request waiting at its gateway.
+    chats: Vec<Instant>,
+}
+
+impl FakeLlm {
+    fn new(mode: crate::llama::tasks::Mode, need: u64, idle_ms: u64) -> FakeLlm {
+        FakeLlm {
+            state: Llm::Running,
+            mode,
+            need,
+            idle_ms,
+            released_at: None,
+            chats: Vec::new(),
+        }
+    }
+}
+
 struct World {
     start: Instant,
-    llm: Llm,
-    /// When the stopped LLM's memory shows as free.
-    released_at: Option<Instant>,
-    /// Arrival of each chat request waiting at the gateway.
-    chats: Vec<Instant>,
+    llms: Vec<FakeLlm>,
+    /// When the stopped sd-server's memory shows as free.
+    sd_released_at: Option<Instant>,
     reload_fails: bool,
     /// An idle resident sd-server and what it holds.
     resident: Option<Memory>,
@@ -49,9 +73,17 @@ struct World {
     log: Vec<String>,
 }
 
+impl World {
+    /// The chat server, `llamaServer`.
+    fn llm(&mut self) -> &mut FakeLlm {
+        &mut self.llms[0]
+    }
+}
+
 struct Fake {
     world: Mutex<World>,
-    chat_length: watch::Sender<usize>,
+    /// How many requests wait at each server's gateway.
+    chat_lengths: Vec<watch::Sender<usize>>,
     images: FakeDiffusion,
 }
 
@@ -67,19 +99,23 @@ struct FakeDiffusion {
 }
 
 impl Fake {
+    /// One chat server needing [`NEED`].
     fn new() -> Arc<Fake> {
+        Fake::with(vec![FakeLlm::new(crate::llama::tasks::Mode::Chat, NEED, 0)])
+    }
+
+    fn with(llms: Vec<FakeLlm>) -> Arc<Fake> {
         Arc::new(Fake {
+            chat_lengths: llms.iter().map(|_| watch::channel(0).0).collect(),
             world: Mutex::new(World {
                 start: Instant::now(),
-                llm: Llm::Running,
-                released_at: None,
-                chats: Vec::new(),
+                llms,
+                sd_released_at: None,
                 reload_fails: false,
                 resident: None,
                 on_gpu: false,
                 log: Vec::new(),
             }),
-            chat_length: watch::channel(0).0,
             images: FakeDiffusion::default(),
         })
     }
@@ -173,45 +209,66 @@ impl Fake {
         line.split_once(' ').unwrap().0.parse().unwrap()
     }
 
-    /// What the LLM and an image each need, where the models live.
-    fn need(&self) -> Memory {
+    /// `bytes` where the models live.
+    fn need(&self, bytes: u64) -> Memory {
         if self.world().on_gpu {
             Memory {
-                ram: NEED / 10,
-                vram: NEED,
+                ram: bytes / 10,
+                vram: bytes,
             }
         } else {
-            Memory { ram: NEED, vram: 0 }
+            Memory {
+                ram: bytes,
+                vram: 0,
+            }
         }
     }
 
-    /// Free memory where the models live: enough for one once the stopped one's is released.
+    /// Free memory where the models live: half of [`NEED`], and one and a half times what each
+    /// stopped server needed once its memory is released (for one server, enough for an image).
     fn free_after_release(&self) -> u64 {
         let world = self.world();
-        let released = world.released_at.is_some_and(|at| Instant::now() >= at);
-        if released { 2 * NEED } else { NEED / 2 }
+        let released = |at: Option<Instant>| at.is_some_and(|at| Instant::now() >= at);
+        let llms = world.llms.iter().filter(|l| released(l.released_at));
+        let sd = released(world.sd_released_at).then_some(NEED);
+        let freed: u64 = llms.map(|l| l.need).chain(sd).sum();
+        NEED / 2 + freed * 3 / 2
     }
 
+    /// A request arrives at the chat server's gateway.
     fn chat(&self) {
+        self.request(0);
+    }
+
+    fn request(&self, server: usize) {
         let mut world = self.world();
-        world.chats.push(Instant::now());
-        self.chat_length.send_replace(world.chats.len());
+        let chats = &mut world.llms[server].chats;
+        chats.push(Instant::now());
+        self.chat_lengths[server].send_replace(chats.len());
     }
 
-    fn serve_chats(&self, world: &mut World) {
-        world.chats.clear();
-        self.chat_length.send_replace(0);
+    fn serve_chats(&self, world: &mut World, server: usize) {
+        world.llms[server].chats.clear();
+        self.chat_lengths[server].send_replace(0);
     }
 
-    fn info(&self) -> ServerInfo {
+    /// How an effect on a server is logged: the chat server's alone by its name.
+    fn on(what: &str, server: usize) -> String {
+        match server {
+            0 => what.to_string(),
+            _ => format!("{what} {server}"),
+        }
+    }
+
+    fn info(&self, server: usize) -> ServerInfo {
         ServerInfo {
             status: ServerState::Running,
             health: HealthStatus::Ok,
             pid: Some(1),
-            port: Some(8080),
+            port: Some(8080 + server as u16),
             backend_port: None,
             model_id: Some("chat".into()),
-            mode: Some(crate::llama::tasks::Mode::Chat),
+            mode: Some(self.world().llms[server].mode),
             started_at: None,
             load_time_ms: None,
             error: None,
@@ -250,75 +307,88 @@ impl Effects for Shared {
         self.0.free_after_release()
     }
 
-    async fn llm_usage(&self, _: &DataPaths) -> Usage {
-        if self.llm_running() {
-            Usage::of(self.0.need(), None)
-        } else {
-            Usage::NONE
-        }
+    fn llm_servers(&self) -> usize {
+        self.0.world().llms.len()
     }
 
-    fn llm_running(&self) -> bool {
-        self.0.world().llm == Llm::Running
+    async fn llm_usage(&self, server: usize, _: &DataPaths) -> Option<ServerUsage> {
+        let (mode, need, idle_ms) = {
+            let world = self.0.world();
+            let llm = &world.llms[server];
+            (llm.state == Llm::Running).then_some((llm.mode, llm.need, llm.idle_ms))?
+        };
+        Some(ServerUsage {
+            server,
+            mode,
+            port: Some(8080 + server as u16),
+            usage: Usage::of(self.0.need(need), None),
+            idle_ms,
+            offload: false,
+        })
     }
 
     async fn image_usage(&self, _: &ImageShape) -> Usage {
-        Usage::of(self.0.need(), None)
+        Usage::of(self.0.need(NEED), None)
     }
 
     async fn diffusion_held(&self) -> Option<Memory> {
         self.0.world().resident
     }
 
-    fn chat_queue(&self) -> QueueInfo {
+    fn chat_queue(&self, server: usize) -> QueueInfo {
         let world = self.0.world();
+        let chats = &world.llms[server].chats;
         QueueInfo {
-            length: world.chats.len(),
-            longest_wait_ms: world
-                .chats
+            length: chats.len(),
+            longest_wait_ms: chats
                 .first()
                 .map_or(0, |at| at.elapsed().as_millis() as u64),
         }
     }
 
-    async fn chat_arrived(&self) {
-        let _ = self.0.chat_length.subscribe().wait_for(|n| *n > 0).await;
+    async fn chat_arrived(&self, server: usize) {
+        let mut length = self.0.chat_lengths[server].subscribe();
+        let _ = length.wait_for(|n| *n > 0).await;
     }
 
-    async fn chat_drained(&self) {
-        let _ = self.0.chat_length.subscribe().wait_for(|n| *n == 0).await;
+    async fn chat_drained(&self, server: usize) {
+        let mut length = self.0.chat_lengths[server].subscribe();
+        let _ = length.wait_for(|n| *n == 0).await;
     }
 
-    fn llm_config(&self) -> Option<LlamaConfig> {
-        self.llm_running()
-            .then(|| crate::llama::tests::config("llama-server".into(), "chat.gguf".into()))
+    fn llm_config(&self, server: usize) -> Option<LlamaConfig> {
+        let running = self.0.world().llms[server].state == Llm::Running;
+        running.then(|| crate::llama::tests::config("llama-server".into(), "chat.gguf".into()))
     }
 
-    async fn offload_llm(&self, _: Duration, _: QueueBounds) -> bool {
-        self.0.log("offload");
+    async fn offload_llm(&self, server: usize, _: Duration, _: QueueBounds) -> bool {
+        self.0.log(Fake::on("offload", server));
         tokio::time::sleep(OFFLOAD_TIME).await;
         let mut world = self.0.world();
-        world.llm = Llm::Offloaded;
-        world.released_at = Some(Instant::now() + RELEASE_LAG);
+        let llm = &mut world.llms[server];
+        llm.state = Llm::Offloaded;
+        llm.released_at = Some(Instant::now() + RELEASE_LAG);
         true
     }
 
-    fn llm_offloaded(&self) -> bool {
-        self.0.world().llm == Llm::Offloaded
+    fn llm_offloaded(&self, server: usize) -> bool {
+        self.0.world().llms[server].state == Llm::Offloaded
     }
 
-    async fn reload_llm(&self) -> Result<ServerInfo, String> {
-        self.0.log("reload");
+    async fn reload_llm(&self, server: usize) -> Result<ServerInfo, String> {
+        self.0.log(Fake::on("reload", server));
         tokio::time::sleep(RELOAD_TIME).await;
         let mut world = self.0.world();
-        world.released_at = None;
+        world.llms[server].released_at = None;
+        world.sd_released_at = None;
         if world.reload_fails {
-            world.llm = Llm::Stopped;
+            world.llms[server].state = Llm::Stopped;
             return Err("llama-server exited with code 1".into());
         }
-        world.llm = Llm::Running;
-        self.0.serve_chats(&mut world);
-        Ok(self.0.info())
+        world.llms[server].state = Llm::Running;
+        self.0.serve_chats(&mut world, server);
+        drop(world);
+        Ok(self.0.info(server))
     }
 
     async fn plan_llm(
@@ -335,11 +405,17 @@ impl Effects for Shared {
         })
     }
 
-    async fn start_llm(&self, _: StartRequest, _: LlamaConfig, _: &DataPaths) -> StartResult {
-        self.0.log("start");
+    async fn start_llm(
+        &self,
+        server: usize,
+        _: StartRequest,
+        _: LlamaConfig,
+        _: &DataPaths,
+    ) -> StartResult {
+        self.0.log(Fake::on("start", server));
         tokio::time::sleep(RELOAD_TIME).await;
-        self.0.world().llm = Llm::Running;
-        Ok(self.0.info())
+        self.0.world().llms[server].state = Llm::Running;
+        Ok(self.0.info(server))
     }
 
     fn data_paths(&self) -> DataPaths {
@@ -381,7 +457,7 @@ impl Effects for Shared {
         self.0.log("release");
         let mut world = self.0.world();
         world.resident = None;
-        world.released_at = Some(Instant::now() + RELEASE_LAG);
+        world.sd_released_at = Some(Instant::now() + RELEASE_LAG);
         true
     }
 }
@@ -395,7 +471,27 @@ struct Setup {
 
 /// An orchestrator over the fake under a budget that holds the LLM or an image, not both.
 fn setup(options: OptionsRequest) -> Setup {
-    let fake = Fake::new();
+    setup_with(Fake::new(), options)
+}
+
+/// The same over a chat server needing [`NEED`], an embedding server needing half as much (idle
+/// for a minute) and a reranker needing a tenth (idle for two), with a RAM budget of `budget`
+/// times [`NEED`].
+fn three_servers(budget: f64, options: OptionsRequest) -> Setup {
+    use crate::llama::tasks::Mode;
+    let fake = Fake::with(vec![
+        FakeLlm::new(Mode::Chat, NEED, 0),
+        FakeLlm::new(Mode::Embedding, NEED / 2, 60_000),
+        FakeLlm::new(Mode::Rerank, NEED / 10, 120_000),
+    ]);
+    let options = OptionsRequest {
+        ram_budget_bytes: Some(budget * NEED as f64),
+        ..options
+    };
+    setup_with(fake, options)
+}
+
+fn setup_with(fake: Arc<Fake>, options: OptionsRequest) -> Setup {
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = events.clone();
     let options = Options::resolve(OptionsRequest {
@@ -410,9 +506,9 @@ fn setup(options: OptionsRequest) -> Setup {
         Some(EventSink::new(move |e: OrchestratorEvent| {
             lock(&sink).push(match e {
                 OrchestratorEvent::Phase { phase: p } => format!("{p:?}"),
-                OrchestratorEvent::Offload(_) => "offload".into(),
-                OrchestratorEvent::Reload(_) => "reload".into(),
-                OrchestratorEvent::ReloadFailed { error: e } => format!("reload-failed: {e}"),
+                OrchestratorEvent::Offload(saved) => Fake::on("offload", saved.server),
+                OrchestratorEvent::Reload { server, .. } => Fake::on("reload", server),
+                OrchestratorEvent::ReloadFailed { error: e, .. } => format!("reload-failed: {e}"),
                 OrchestratorEvent::DiffusionReleased { reason: r } => format!("released for {r:?}"),
             })
         })),
@@ -756,7 +852,7 @@ async fn an_llm_the_app_stopped_meanwhile_is_not_brought_back() {
     let s = setup(OptionsRequest::default());
     let images = s.queue(&["a"]);
     s.until(Phase::Generating).await;
-    s.fake.world().llm = Llm::Stopped;
+    s.fake.world().llm().state = Llm::Stopped;
     outcomes(images).await;
     assert_eq!(s.fake.effects(), ["offload", "image a", "made a"]);
     assert!(s.orchestrator.saved_state().is_none());
@@ -774,7 +870,7 @@ async fn a_start_waits_for_the_image_and_an_idle_sd_server_yields_to_it() {
     s.fake.world().resident = Some(Memory { ram: NEED, vram: 0 });
     let request: StartRequest =
         serde_json::from_value(serde_json::json!({ "modelId": "chat" })).unwrap();
-    let started = s.orchestrator.start_llm(request, &s.data).await;
+    let started = s.orchestrator.start_llm(0, request, &s.data).await;
     assert!(started.is_ok());
     assert!(outcomes(images).await[0].is_ok());
     // The LLM the orchestrator held came back first (despite reloadAfterIdle), the sd-server
@@ -789,11 +885,11 @@ async fn a_start_waits_for_the_image_and_an_idle_sd_server_yields_to_it() {
 #[tokio::test(start_paused = true)]
 async fn a_start_beside_an_idle_sd_server_that_does_not_fit_stops_it_first() {
     let s = setup(OptionsRequest::default());
-    s.fake.world().llm = Llm::Stopped;
+    s.fake.world().llm().state = Llm::Stopped;
     s.fake.world().resident = Some(Memory { ram: NEED, vram: 0 });
     let request: StartRequest =
         serde_json::from_value(serde_json::json!({ "modelId": "chat" })).unwrap();
-    assert!(s.orchestrator.start_llm(request, &s.data).await.is_ok());
+    assert!(s.orchestrator.start_llm(0, request, &s.data).await.is_ok());
     assert_eq!(s.fake.effects(), ["release", "start"]);
     assert_eq!(s.events(), ["released for Start"]);
 }
@@ -835,4 +931,126 @@ async fn a_dropped_orchestrator_finishes_its_queue_and_brings_the_llm_back() {
         ]
     );
     assert_eq!(*lock(&s.events).last().unwrap(), "Idle");
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_three_servers_only_the_chat_server_goes_when_that_makes_room() {
+    // 1.6 needed by the servers and 1 by the image, in 2: 0.6 over, which the chat server frees.
+    let s = three_servers(2.0, OptionsRequest::default());
+    let estimate = s
+        .orchestrator
+        .estimate(&ImageShape::default(), &s.data)
+        .await;
+    let offload: Vec<bool> = estimate.servers.iter().map(|s| s.offload).collect();
+    assert_eq!(offload, [true, false, false]);
+    assert_eq!(estimate.llm.ram, NEED + NEED / 2 + NEED / 10);
+    let images = s.queue(&["a"]);
+    s.until(Phase::Generating).await;
+    let saved = s.orchestrator.saved_states();
+    assert_eq!(saved.iter().map(|s| s.server).collect::<Vec<_>>(), [0]);
+    s.fake.chat();
+    assert!(outcomes(images).await[0].is_ok());
+    assert_eq!(s.fake.effects(), ["offload", "image a", "made a", "reload"]);
+    assert_eq!(s.orchestrator.queue().length, 0, "the held chat was served");
+    assert!(s.orchestrator.saved_states().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_chat_server_is_not_enough_the_one_that_frees_the_rest_goes_too() {
+    // 2.6 needed in 1.4: 1.2 over; the chat server frees 1, the reranker's 0.1 is short of the
+    // rest, the embedding server's 0.5 is not.
+    let s = three_servers(1.4, OptionsRequest::default());
+    let images = s.queue(&["a"]);
+    s.until(Phase::Generating).await;
+    // Requests at both wait for them; the reranker answers meanwhile.
+    s.fake.chat();
+    s.fake.request(1);
+    assert_eq!(s.orchestrator.queue().length, 2);
+    let saved = s.orchestrator.saved_states();
+    assert_eq!(saved.iter().map(|s| s.server).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(s.orchestrator.saved_state().unwrap().server, 0);
+    assert!(outcomes(images).await[0].is_ok());
+    assert_eq!(
+        s.fake.effects(),
+        [
+            "offload",
+            "offload 1",
+            "image a",
+            "made a",
+            "reload",
+            "reload 1"
+        ]
+    );
+    assert_eq!(
+        s.orchestrator.queue().length,
+        0,
+        "both held requests were served"
+    );
+    let events = s.events();
+    let named: Vec<&str> = events.iter().map(String::as_str).collect();
+    assert_eq!(
+        named,
+        [
+            "Draining",
+            "offload",
+            "offload 1",
+            "Offloading",
+            "Generating",
+            "Reloading",
+            "reload",
+            "reload 1",
+            "Idle"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_reload_after_idle_a_request_at_any_offloaded_server_brings_them_back() {
+    let s = three_servers(
+        1.4,
+        OptionsRequest {
+            reload_after_idle: Some(60_000),
+            ..Default::default()
+        },
+    );
+    outcomes(s.queue(&["a"])).await;
+    s.until(Phase::Offloaded).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.fake.request(1);
+    s.until(Phase::Idle).await;
+    assert!(s.fake.at("reload 1") - s.fake.at("made a") < 1_500);
+    assert_eq!(s.orchestrator.queue().length, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_apps_own_offload_takes_every_running_server_out_and_brings_them_back() {
+    let s = three_servers(10.0, OptionsRequest::default());
+    s.fake.world().llms[1].state = Llm::Stopped;
+    assert!(s.orchestrator.offload_llm().await);
+    assert_eq!(
+        s.fake.effects(),
+        ["offload", "offload 2"],
+        "the stopped one stays so"
+    );
+    assert_eq!(s.orchestrator.saved_states().len(), 2);
+    s.orchestrator.reload_llm().await;
+    assert_eq!(
+        s.fake.effects(),
+        ["offload", "offload 2", "reload", "reload 2"]
+    );
+    assert!(s.orchestrator.saved_states().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_the_app_started_meanwhile_is_left_and_the_others_come_back() {
+    let s = three_servers(1.4, OptionsRequest::default());
+    let images = s.queue(&["a"]);
+    s.until(Phase::Generating).await;
+    s.fake.world().llms[1].state = Llm::Running;
+    assert!(outcomes(images).await[0].is_ok());
+    assert_eq!(
+        s.fake.effects(),
+        ["offload", "offload 1", "image a", "made a", "reload"]
+    );
+    assert!(s.orchestrator.saved_states().is_empty(), "neither is out");
 }

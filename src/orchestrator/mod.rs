@@ -1,12 +1,14 @@
-//! The ResourceOrchestrator: images while chat is loaded, and chat between images.
+//! The ResourceOrchestrator: images while llama servers are loaded, and chat between images.
 //!
-//! When the LLM and an image together do not fit the budget, the LLM is offloaded (the gateway
-//! holds new chat requests, those in flight finish, then llama-server stops), the image is made
-//! once its memory is reported free, and the LLM is reloaded on the same port with the same
-//! config; the chat requests made meanwhile are then served.
+//! When the running llama servers (a chat server, an embedding or rerank server beside it) and
+//! an image together do not fit the budget, the servers the image needs room from are offloaded
+//! (their gateways hold new requests, those in flight finish, then each llama-server stops), the
+//! image is made once their memory is reported free, and they are reloaded on the same ports
+//! with the same configs; the requests made meanwhile are then served. Which servers go is
+//! `policy::choose_offloads`: chat servers first, and only as many as make room.
 //!
 //! One worker runs the work (images, LLM starts) one piece at a time, in order, and alone
-//! decides when the LLM goes and comes back ([`Options::next`]): with the `collate` policy the
+//! decides when the servers (below, "the LLM") go and come back ([`Options::next`]): with the `collate` policy the
 //! images queued behind an offload run back to back and the LLM returns once none waits, or
 //! sooner when a chat request has waited `maxChatWait`; `fifo` reloads after every image. With
 //! `reloadAfterIdle` the LLM stays out after the images until a chat request comes or the
@@ -15,8 +17,8 @@
 //!
 //! - `options`: the options as JS passes them, resolved.
 //! - `usage`: what each side uses or will use (measured, else by arithmetic).
-//! - `policy`: the decisions, pure: whether the two fit, whether the LLM comes back, whether an
-//!   idle sd-server yields.
+//! - `policy`: the decisions, pure: whether they fit and which servers go, whether the servers
+//!   come back, whether an idle sd-server yields.
 //! - `effects`: what the worker does and reads, as a trait; [`Servers`] does it to the real
 //!   servers, and the tests to fakes with paused time.
 //! - `worker`: the one task that owns the queue, the cancels, the saved state and the offload.
@@ -49,7 +51,7 @@ mod worker;
 
 pub use effects::{Effects, Free, ImageJob, ImageResult, PlannedStart, Servers, StartResult};
 pub use options::{Options, OptionsRequest, OrchestratorError, Policy};
-pub use usage::{Bottleneck, Estimate, Memory, Source, Usage};
+pub use usage::{Bottleneck, Estimate, Memory, ServerUsage, Source, Usage};
 use worker::{Msg, Status, Worker};
 
 /// What the orchestrator is doing. `offloaded`: the LLM stays out between images of a burst, or
@@ -69,10 +71,12 @@ pub enum Phase {
     Reloading,
 }
 
-/// The LLM as it was when it was offloaded.
+/// A llama server as it was when it was offloaded.
 #[derive(Debug, Clone, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct SavedState {
+    /// Its place among the orchestrator's llama servers (0: `llamaServer`).
+    pub server: usize,
     pub resolved: LlamaConfig,
     pub was_running: bool,
     /// Milliseconds since the Unix epoch.
@@ -93,12 +97,17 @@ pub enum YieldReason {
 pub enum OrchestratorEvent {
     /// Every change of `getInfo().phase`.
     Phase { phase: Phase },
-    /// The LLM is about to be drained and stopped.
+    /// A llama server is about to be drained and stopped (one event per server).
     Offload(Box<SavedState>),
-    /// The LLM is back.
-    Reload(ServerInfo),
-    /// The LLM could not be brought back; requests that waited got 503 with the reason.
-    ReloadFailed { error: String },
+    /// A llama server is back.
+    Reload {
+        /// Its place among the orchestrator's llama servers (0: `llamaServer`).
+        server: usize,
+        #[serde(flatten)]
+        info: ServerInfo,
+    },
+    /// A llama server could not be brought back; requests that waited got 503 with the reason.
+    ReloadFailed { server: usize, error: String },
     /// The idle resident sd-server was stopped to make room for the LLM coming back (`reload`)
     /// or started by {@link ResourceOrchestrator.startLlamaServer} (`start`); the next image
     /// starts it again.
@@ -110,7 +119,7 @@ pub enum OrchestratorEvent {
 #[serde(rename_all = "camelCase")]
 pub struct OrchestratorInfo {
     pub phase: Phase,
-    /// The chat requests waiting at the LLM's gateway.
+    /// The requests waiting at the llama servers' gateways (all of them together).
     pub queue: QueueInfo,
     /// The images waiting for their turn (not the one being made).
     pub images_waiting: usize,
@@ -187,9 +196,9 @@ impl<E: Effects> Orchestrator<E> {
         }
     }
 
-    /// The chat requests waiting at the LLM's gateway now.
+    /// The requests waiting at the llama servers' gateways now.
     pub fn queue(&self) -> QueueInfo {
-        self.effects.chat_queue()
+        worker::queue_at(&*self.effects, 0..self.effects.llm_servers())
     }
 
     /// Images waiting for their turn (not the one being made), at the diffusion server too.
@@ -197,7 +206,14 @@ impl<E: Effects> Orchestrator<E> {
         self.status.borrow().images_waiting + self.effects.images_queued()
     }
 
+    /// The first llama server out (`llamaServer` when it is), as it was.
     pub fn saved_state(&self) -> Option<SavedState> {
+        let status = self.status.borrow();
+        status.saved.iter().min_by_key(|s| s.server).cloned()
+    }
+
+    /// Every llama server out, as it was, in the order they went.
+    pub fn saved_states(&self) -> Vec<SavedState> {
         self.status.borrow().saved.clone()
     }
 
@@ -258,11 +274,17 @@ impl<E: Effects> Orchestrator<E> {
         let _ = answer.await;
     }
 
-    /// Starts the LLM in its turn; when it and an idle resident sd-server do not fit together,
-    /// the sd-server is stopped first (the next image starts it again).
-    pub async fn start_llm(&self, request: StartRequest, data: &DataPaths) -> StartResult {
+    /// Starts llama server `server` in its turn; when it and an idle resident sd-server do not
+    /// fit together, the sd-server is stopped first (the next image starts it again).
+    pub async fn start_llm(
+        &self,
+        server: usize,
+        request: StartRequest,
+        data: &DataPaths,
+    ) -> StartResult {
         let (reply, answer) = oneshot::channel();
         self.send(Msg::StartLlm {
+            server,
             request: Box::new(request),
             data: Box::new(data.clone()),
             reply,

@@ -6,24 +6,25 @@
 use std::time::Duration;
 
 use super::options::{Options, Policy};
-use super::usage::{Bottleneck, Estimate, Memory, Source, Usage};
+use super::usage::{Bottleneck, Estimate, Memory, ServerUsage, Source, Usage};
 use crate::llama::gateway::QueueInfo;
+use crate::llama::tasks::Mode;
 
 impl Options {
-    /// Whether the two fit: on the GPU when either uses it (VRAM is then what runs out first),
-    /// else in RAM, with the headroom kept free; only a running LLM is offloaded.
+    /// Whether the running llama servers and an image fit together: on the GPU when any uses it
+    /// (VRAM is then what runs out first), else in RAM, with the headroom kept free. When they do
+    /// not, the servers to offload are marked ([`choose_offloads`]).
     pub fn weigh(
         &self,
-        llm: Usage,
+        mut servers: Vec<ServerUsage>,
         diffusion: Usage,
         available: Memory,
         gpu: bool,
-        llm_running: bool,
     ) -> Estimate {
+        let usages = || servers.iter().map(|s| &s.usage).chain([&diffusion]);
         // What the running servers hold is theirs to use again.
         let held = |what: fn(&Usage) -> u64| {
-            [&llm, &diffusion]
-                .into_iter()
+            usages()
                 .filter(|u| u.source == Source::Measured)
                 .map(what)
                 .sum::<u64>()
@@ -34,22 +35,24 @@ impl Options {
                 .vram_budget
                 .unwrap_or(available.vram + held(|u| u.vram)),
         };
-        let bottleneck = if gpu && (llm.vram > 0 || diffusion.vram > 0) {
+        let bottleneck = if gpu && usages().any(|u| u.vram > 0) {
             Bottleneck::Vram
         } else {
             Bottleneck::Ram
         };
-        let (need, room) = match bottleneck {
-            Bottleneck::Ram => (llm.ram + diffusion.ram, budget.ram),
-            Bottleneck::Vram => (llm.vram + diffusion.vram, budget.vram),
-        };
+        let need = usages().map(|u| bottleneck.of(u)).sum::<u64>() + self.headroom;
+        let over = need.saturating_sub(bottleneck.of_memory(budget));
+        for chosen in choose_offloads(&servers, over, bottleneck) {
+            servers[chosen].offload = true;
+        }
         Estimate {
-            llm,
+            llm: Usage::total(servers.iter().map(|s| &s.usage)),
+            needs_offload: servers.iter().any(|s| s.offload),
+            servers,
             diffusion,
             available,
             budget,
             bottleneck,
-            needs_offload: llm_running && need + self.headroom > room,
         }
     }
 
@@ -97,6 +100,49 @@ pub struct Situation {
     pub held_by_app: bool,
 }
 
+/// Which running llama servers go so that `over` bytes of the bottleneck are freed (none when
+/// nothing is over). Chat servers go first: they are the large ones, and a chat held for a few
+/// seconds is what their users already expect, where an embedding or rerank server answers
+/// searches that should not wait. Within each kind, a server that alone frees enough goes
+/// (the one idle longest, whose clients miss it least), else the largest goes and the rest is
+/// chosen again. Last, any that the others chosen make unnecessary stays (smallest first).
+pub fn choose_offloads(servers: &[ServerUsage], over: u64, bottleneck: Bottleneck) -> Vec<usize> {
+    let size = |i: usize| bottleneck.of(&servers[i].usage);
+    let mut chosen = Vec::new();
+    let mut freed = 0;
+    for chat in [true, false] {
+        let mut left: Vec<usize> = (0..servers.len())
+            .filter(|&i| (servers[i].mode == Mode::Chat) == chat)
+            .collect();
+        while freed < over && !left.is_empty() {
+            let short = over - freed;
+            let enough = left
+                .iter()
+                .copied()
+                .filter(|&i| size(i) >= short)
+                .max_by_key(|&i| (servers[i].idle_ms, std::cmp::Reverse(i)));
+            let pick = enough.unwrap_or_else(|| {
+                let largest = left.iter().copied();
+                largest
+                    .max_by_key(|&i| (size(i), std::cmp::Reverse(i)))
+                    .expect("not empty")
+            });
+            left.retain(|&i| i != pick);
+            freed += size(pick);
+            chosen.push(pick);
+        }
+    }
+    let mut smallest_first = chosen.clone();
+    smallest_first.sort_by_key(|&i| size(i));
+    for i in smallest_first {
+        if freed - size(i) >= over {
+            freed -= size(i);
+            chosen.retain(|&c| c != i);
+        }
+    }
+    chosen
+}
+
 impl Options {
     /// The swap policy: collate images while the LLM is out, unless a chat request has waited
     /// `maxChatWait`; with nothing to do, reload at once, or after a chat or the idle time.
@@ -136,6 +182,21 @@ mod tests {
         }
     }
 
+    fn server(server: usize, mode: Mode, usage: Usage, idle_ms: u64) -> ServerUsage {
+        ServerUsage {
+            server,
+            mode,
+            port: None,
+            usage,
+            idle_ms,
+            offload: false,
+        }
+    }
+
+    fn chat(usage: Usage) -> ServerUsage {
+        server(0, Mode::Chat, usage, 0)
+    }
+
     #[test]
     fn the_gpu_decides_when_the_servers_use_it_and_ram_otherwise() {
         const GB: u64 = 1 << 30;
@@ -152,7 +213,7 @@ mod tests {
         };
         let llm = usage(GB, 5 * GB, Source::Measured);
         let image = usage(GB, 4 * GB, Source::Estimated);
-        let e = options.weigh(llm, image, free, true, true);
+        let e = options.weigh(vec![chat(llm)], image, free, true);
         assert_eq!(e.bottleneck, Bottleneck::Vram);
         assert_eq!(
             e.budget.vram,
@@ -161,14 +222,18 @@ mod tests {
         );
         assert!(!e.needs_offload, "5 + 4 of 11 GB fits");
         let big = usage(GB, 7 * GB, Source::Estimated);
-        assert!(options.weigh(llm, big, free, true, true).needs_offload);
+        assert!(
+            options
+                .weigh(vec![chat(llm)], big, free, true)
+                .needs_offload
+        );
         // The same figures without a usable GPU: both run on the CPU, RAM decides.
-        let e = options.weigh(llm, big, free, false, true);
+        let e = options.weigh(vec![chat(llm)], big, free, false);
         assert_eq!(e.bottleneck, Bottleneck::Ram);
         assert!(!e.needs_offload);
         // Nothing on the GPU: RAM decides even where a GPU is present.
         let cpu = |ram| usage(ram, 0, Source::Measured);
-        let e = options.weigh(cpu(40 * GB), cpu(30 * GB), free, true, true);
+        let e = options.weigh(vec![chat(cpu(40 * GB))], cpu(30 * GB), free, true);
         assert_eq!(e.bottleneck, Bottleneck::Ram);
         assert_eq!(e.budget.ram, 134 * GB);
         assert!(!e.needs_offload);
@@ -179,11 +244,121 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let e = capped.weigh(llm, image, free, true, true);
+        let e = capped.weigh(vec![chat(llm)], image, free, true);
         assert_eq!(e.budget.vram, 10 * GB);
         assert!(e.needs_offload, "5 + 4 and 2 of headroom > 10");
         // An LLM that does not run is never offloaded.
-        assert!(!capped.weigh(llm, big, free, true, false).needs_offload);
+        assert!(!capped.weigh(vec![], big, free, true).needs_offload);
+    }
+
+    #[test]
+    fn the_chat_server_goes_first_and_only_what_the_image_needs_goes() {
+        const MB: u64 = 1 << 20;
+        let options = Options::resolve(OptionsRequest {
+            headroom: Some(0.0),
+            ram_budget_bytes: Some((1000 * MB) as f64),
+            ..Default::default()
+        })
+        .unwrap();
+        let ram = |mb| usage(mb * MB, 0, Source::Measured);
+        // A chat server of 400 MB, an embedding server of 300 MB idle for a minute, a reranker
+        // of 50 MB idle for longer.
+        let servers = || {
+            vec![
+                server(0, Mode::Chat, ram(400), 1_000),
+                server(1, Mode::Embedding, ram(300), 60_000),
+                server(2, Mode::Rerank, ram(50), 120_000),
+            ]
+        };
+        let marked = |image_mb| {
+            let e = options.weigh(servers(), ram(image_mb), Memory { ram: 0, vram: 0 }, false);
+            let offloaded = e.servers.iter().filter(|s| s.offload).map(|s| s.server);
+            let offloaded = offloaded.collect::<Vec<_>>();
+            assert_eq!(e.needs_offload, !offloaded.is_empty());
+            assert_eq!(e.llm.ram, 750 * MB, "the three together");
+            offloaded
+        };
+        assert_eq!(marked(250), Vec::<usize>::new(), "750 + 250 fit in 1000");
+        // 100 over: the chat server goes, though the reranker alone would free enough.
+        assert_eq!(marked(350), vec![0]);
+        assert_eq!(
+            marked(650),
+            vec![0],
+            "400 over: the chat server alone frees it"
+        );
+        // 450 over: chat, then 50 more, which either other frees: the reranker, idle longer.
+        assert_eq!(marked(700), vec![0, 2]);
+        // 470 over: chat, then 70 more: only the embedding server frees that.
+        assert_eq!(marked(720), vec![0, 1]);
+        // 720 over: chat (400) and embedding (300) are 20 short: the reranker goes too.
+        assert_eq!(marked(970), vec![0, 1, 2]);
+        // More than all of them hold: all go (the image then waits for what is freed).
+        assert_eq!(marked(5000), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn among_servers_that_each_free_enough_the_longest_idle_goes_and_unneeded_ones_stay() {
+        let (options, free) = (
+            Options::resolve(OptionsRequest {
+                headroom: Some(0.0),
+                ram_budget_bytes: Some(1000.0),
+                ..Default::default()
+            })
+            .unwrap(),
+            Memory { ram: 0, vram: 0 },
+        );
+        let ram = |bytes| usage(bytes, 0, Source::Estimated);
+        let chosen = |servers: Vec<ServerUsage>, image| {
+            let e = options.weigh(servers, ram(image), free, false);
+            e.servers
+                .iter()
+                .filter(|s| s.offload)
+                .map(|s| s.server)
+                .collect::<Vec<_>>()
+        };
+        // Two chat servers: each frees the 100 over, the one idle longer goes.
+        let two = |idle_a, idle_b| {
+            vec![
+                server(0, Mode::Chat, ram(300), idle_a),
+                server(1, Mode::Chat, ram(200), idle_b),
+            ]
+        };
+        assert_eq!(chosen(two(10, 20), 600), vec![1]);
+        assert_eq!(chosen(two(20, 10), 600), vec![0]);
+        // 250 over: only the 300 one frees it alone.
+        assert_eq!(chosen(two(10, 20), 750), vec![0]);
+        // A small chat server is not enough, and the embedding server that must go anyway
+        // frees it all: the chat server stays.
+        let mixed = vec![
+            server(0, Mode::Chat, ram(50), 0),
+            server(1, Mode::Embedding, ram(600), 0),
+        ];
+        assert_eq!(chosen(mixed, 800), vec![1], "450 over");
+    }
+
+    #[test]
+    fn usages_add_up_and_the_least_certain_source_counts() {
+        let total = Usage::total([
+            &usage(1, 2, Source::Measured),
+            &usage(10, 20, Source::Projected),
+        ]);
+        assert_eq!((total.ram, total.vram), (11, 22));
+        assert_eq!(total.source, Source::Projected);
+        assert_eq!(total.measured, None, "one of them is not measured");
+        let measured = Usage::total([
+            &usage(1, 0, Source::Measured),
+            &usage(2, 0, Source::Measured),
+        ]);
+        assert_eq!(
+            (measured.source, measured.measured.map(|m| m.ram)),
+            (Source::Measured, Some(3))
+        );
+        let estimated = Usage::total([
+            &usage(1, 0, Source::Projected),
+            &usage(2, 0, Source::Estimated),
+        ]);
+        assert_eq!(estimated.source, Source::Estimated);
+        assert_eq!(Usage::total([]), Usage::NONE);
     }
 
     fn situation(images: usize, chat: usize, waited_ms: u64, idle: bool) -> Situation {

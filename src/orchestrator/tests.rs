@@ -50,7 +50,7 @@ async fn real(options: OptionsRequest) -> Option<Real> {
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = events.clone();
     let servers = Servers {
-        llama: llama.clone(),
+        llamas: vec![llama.clone()],
         diffusion: diffusion.clone(),
         system,
         binaries: crate::binaries::BinaryManager::shared(),
@@ -62,8 +62,8 @@ async fn real(options: OptionsRequest) -> Option<Real> {
             lock(&sink).push(match e {
                 OrchestratorEvent::Phase { phase: p } => format!("{p:?}"),
                 OrchestratorEvent::Offload(_) => "offload".into(),
-                OrchestratorEvent::Reload(_) => "reload".into(),
-                OrchestratorEvent::ReloadFailed { error: e } => format!("reload-failed {e}"),
+                OrchestratorEvent::Reload { .. } => "reload".into(),
+                OrchestratorEvent::ReloadFailed { error: e, .. } => format!("reload-failed {e}"),
                 OrchestratorEvent::DiffusionReleased { reason: r } => format!("released {r:?}"),
             })
         })),

@@ -12,6 +12,7 @@ use crate::config::DataPaths;
 use crate::diffusion::backend::DeviceUse;
 use crate::diffusion::request::ImageShape;
 use crate::llama::LlamaConfig;
+use crate::llama::tasks::Mode;
 use crate::process::memory::TreeMemory;
 use crate::system::estimate::{EstimateSource, MemoryEstimate, ModelSpec};
 
@@ -68,6 +69,35 @@ impl Usage {
         }
     }
 
+    /// Several together: the sums, `measured` while every part is, and the least certain source
+    /// (none for no parts).
+    pub fn total<'a>(parts: impl IntoIterator<Item = &'a Usage>) -> Usage {
+        let add = |a: Memory, b: Memory| Memory {
+            ram: a.ram + b.ram,
+            vram: a.vram + b.vram,
+        };
+        let zero = Memory { ram: 0, vram: 0 };
+        let mut total: Option<Usage> = None;
+        for part in parts {
+            let sum = total.unwrap_or(Usage {
+                source: Source::Measured,
+                measured: Some(zero),
+                ..Usage::NONE
+            });
+            total = Some(Usage {
+                ram: sum.ram + part.ram,
+                vram: sum.vram + part.vram,
+                source: [Source::Estimated, Source::Projected]
+                    .into_iter()
+                    .find(|s| [sum.source, part.source].contains(s))
+                    .unwrap_or(sum.source),
+                estimated: add(sum.estimated, part.estimated),
+                measured: sum.measured.zip(part.measured).map(|(a, b)| add(a, b)),
+            });
+        }
+        total.unwrap_or(Usage::NONE)
+    }
+
     /// The same, its estimate being llama.cpp's projection (where nothing measured counts).
     pub fn projected_by(self, source: EstimateSource) -> Usage {
         match (self.source, source) {
@@ -110,20 +140,59 @@ pub enum Bottleneck {
     Vram,
 }
 
-/// What the LLM and an image need, what is free, and whether the LLM must make room.
+impl Bottleneck {
+    /// What `usage` needs of it.
+    pub fn of(self, usage: &Usage) -> u64 {
+        self.of_memory(Memory {
+            ram: usage.ram,
+            vram: usage.vram,
+        })
+    }
+
+    pub fn of_memory(self, memory: Memory) -> u64 {
+        match self {
+            Bottleneck::Ram => memory.ram,
+            Bottleneck::Vram => memory.vram,
+        }
+    }
+}
+
+/// What the running llama servers and an image need, what is free, and which servers must make
+/// room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
 #[ts(rename = "ResourceEstimate")]
 pub struct Estimate {
+    /// The running llama servers together.
     pub llm: Usage,
+    /// Each running llama server, and whether this image needs it offloaded.
+    pub servers: Vec<ServerUsage>,
     pub diffusion: Usage,
     /// Free now, as the system reports it.
     pub available: Memory,
-    /// What the two servers together may use: the budget, or what is free plus what they hold.
+    /// What the servers together may use: the budget, or what is free plus what they hold.
     pub budget: Memory,
     pub bottleneck: Bottleneck,
-    /// The LLM runs, and the two plus the headroom exceed the budget.
+    /// A llama server runs, and they and the image plus the headroom exceed the budget: the
+    /// servers marked `offload` go.
     pub needs_offload: bool,
+}
+
+/// One running llama server as the orchestrator weighs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerUsage {
+    /// Its place among the orchestrator's llama servers (0: `llamaServer`, the first given).
+    pub server: usize,
+    pub mode: Mode,
+    /// Its public port.
+    pub port: Option<u16>,
+    pub usage: Usage,
+    /// Milliseconds since its gateway last served a request (or since it started).
+    #[ts(type = "number")]
+    pub idle_ms: u64,
+    /// The image needs it offloaded (chosen by the policy in `docs/API.md`).
+    pub offload: bool,
 }
 
 /// What the running LLM uses: by its estimate (or its share of a split), never less than what

@@ -18,14 +18,16 @@ use tokio_util::sync::CancellationToken;
 use super::effects::{Effects, StartResult};
 use super::options::Options;
 use super::policy::{Next, Situation};
-use super::usage::{Bottleneck, Estimate, Usage};
+use super::usage::{Bottleneck, Estimate, ServerUsage, Usage};
 use super::{OrchestratorEvent, Phase, SavedState, YieldReason};
 use crate::config::DataPaths;
 use crate::diffusion::DiffusionError;
 use crate::diffusion::engine::{JobError, Permit};
 use crate::diffusion::request::ImageShape;
 use crate::events::EventSink;
+use crate::llama::gateway::QueueInfo;
 use crate::llama::resolve::StartRequest;
+use futures_util::future::join_all;
 
 /// How often a wait for released memory looks again.
 pub(super) const MEMORY_POLL: Duration = Duration::from_millis(50);
@@ -46,14 +48,15 @@ pub(super) enum Msg {
         reply: oneshot::Sender<()>,
     },
     StartLlm {
+        server: usize,
         request: Box<StartRequest>,
         data: Box<DataPaths>,
         reply: oneshot::Sender<StartResult>,
     },
     /// An image waiting for its turn or for room: it leaves the queue, or its offload ends.
     Cancel(String),
-    /// The app's own offload (`offloadLLM()`): in its turn, the LLM goes as for an image and
-    /// stays out until [`Msg::ReloadLlm`]; answers whether it was running.
+    /// The app's own offload (`offloadLLM()`): in its turn, every running llama server goes as
+    /// for an image and stays out until [`Msg::ReloadLlm`]; answers whether any was running.
     OffloadLlm(oneshot::Sender<bool>),
     /// Ends the app's hold: the LLM comes back once no image keeps it out; answered then.
     ReloadLlm(oneshot::Sender<()>),
@@ -67,7 +70,8 @@ pub(super) enum Msg {
 #[derive(Debug, Clone, Default)]
 pub struct Status {
     pub phase: Phase,
-    pub saved: Option<SavedState>,
+    /// The llama servers out, as they were.
+    pub saved: Vec<SavedState>,
     /// Images waiting for their turn (not the one being made).
     pub images_waiting: usize,
 }
@@ -83,6 +87,7 @@ enum Work {
         reply: oneshot::Sender<Admitted>,
     },
     StartLlm {
+        server: usize,
         request: Box<StartRequest>,
         data: Box<DataPaths>,
         reply: oneshot::Sender<StartResult>,
@@ -98,11 +103,29 @@ enum Done {
     Offload(oneshot::Sender<bool>, bool),
 }
 
-/// The LLM while the orchestrator has it offloaded: what it used, and what ran out.
-#[derive(Debug, Clone, Copy)]
+/// The llama servers the orchestrator has offloaded: each with what it used, in the order they
+/// went, and what ran out.
+#[derive(Debug, Clone)]
 struct Offloaded {
-    llm: Usage,
+    servers: Vec<(usize, Usage)>,
     bottleneck: Bottleneck,
+}
+
+impl Offloaded {
+    /// More servers went for a later image of the same burst.
+    fn merge(this: Option<Offloaded>, more: Option<Offloaded>) -> Option<Offloaded> {
+        match (this, more) {
+            (Some(mut this), Some(more)) => {
+                this.servers.extend(more.servers);
+                Some(this)
+            }
+            (this, more) => this.or(more),
+        }
+    }
+
+    fn servers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.servers.iter().map(|(server, _)| *server)
+    }
 }
 
 /// How an activity ended.
@@ -235,16 +258,18 @@ impl<E: Effects> Worker<E> {
                 }
             }
             Msg::StartLlm {
+                server,
                 request,
                 data,
                 reply,
             } => self.queue.push_back(Work::StartLlm {
+                server,
                 request,
                 data,
                 reply,
             }),
             Msg::Cancel(id) => self.cancel(id),
-            Msg::ClearSaved => self.context.status.send_modify(|s| s.saved = None),
+            Msg::ClearSaved => self.context.status.send_modify(|s| s.saved.clear()),
             #[cfg(test)]
             Msg::Sync(reply) => drop(reply.send(())),
         }
@@ -316,7 +341,7 @@ impl<E: Effects> Worker<E> {
         match finished {
             Finished::Work { done, offloaded } => {
                 self.making = None;
-                self.offloaded = offloaded.or(self.offloaded);
+                self.offloaded = Offloaded::merge(self.offloaded.take(), offloaded);
                 self.held.push(*done);
                 self.idle_since = Instant::now();
             }
@@ -331,8 +356,8 @@ impl<E: Effects> Worker<E> {
 
     /// With nothing running: bring the LLM back, or start the next work, or wait.
     fn next_activity(&mut self) -> Option<Activity> {
-        if let Some(offloaded) = self.offloaded {
-            match self.context.options.next(self.situation()) {
+        if let Some(offloaded) = self.offloaded.clone() {
+            match self.context.options.next(self.situation(&offloaded)) {
                 Next::Reload => {
                     self.offloaded = None;
                     let context = self.context.clone();
@@ -372,11 +397,12 @@ impl<E: Effects> Worker<E> {
                 })
             }
             Work::StartLlm {
+                server,
                 request,
                 data,
                 reply,
             } => Box::pin(async move {
-                let outcome = context.start_llm(*request, &data).await;
+                let outcome = context.start_llm(server, *request, &data).await;
                 Finished::Work {
                     done: Box::new(Done::Start(reply, outcome)),
                     offloaded: None,
@@ -392,7 +418,7 @@ impl<E: Effects> Worker<E> {
         })
     }
 
-    fn situation(&self) -> Situation {
+    fn situation(&self, offloaded: &Offloaded) -> Situation {
         let reload_after_idle = self.context.options.reload_after_idle;
         Situation {
             images_waiting: self.images_waiting() + self.context.effects.images_queued(),
@@ -400,7 +426,7 @@ impl<E: Effects> Worker<E> {
                 .queue
                 .iter()
                 .any(|w| matches!(w, Work::StartLlm { .. })),
-            chat: self.context.effects.chat_queue(),
+            chat: queue_at(&*self.context.effects, offloaded.servers()),
             may_idle_offloaded: !self.closed
                 && reload_after_idle.is_some_and(|after| self.idle_since.elapsed() < after),
             held_by_app: self.held_by_app && !self.closed,
@@ -411,9 +437,10 @@ impl<E: Effects> Worker<E> {
     /// stayed out for leaves the diffusion server's queue unmade (cancelled), or, with
     /// `reloadAfterIdle`, when a chat request comes or the idle time is over.
     fn idle_wake(&self, idle: bool) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        if !idle || self.offloaded.is_none() {
+        let Some(offloaded) = self.offloaded.as_ref().filter(|_| idle) else {
             return Box::pin(std::future::pending());
-        }
+        };
+        let servers: Vec<usize> = offloaded.servers().collect();
         let effects = self.context.effects.clone();
         let deadline = self
             .context
@@ -425,7 +452,7 @@ impl<E: Effects> Worker<E> {
             let idle_over = async {
                 match deadline {
                     Some(deadline) => tokio::select! {
-                        () = effects.chat_arrived() => {}
+                        () = chat_arrived(&*effects, &servers) => {}
                         () = tokio::time::sleep_until(deadline) => {}
                     },
                     None => std::future::pending().await,
@@ -451,22 +478,47 @@ fn cancelled() -> JobError {
     DiffusionError::Cancelled.into()
 }
 
-/// What the LLM and an image of this shape need, and whether they fit together.
+/// The requests waiting at these servers' gateways: how many, and the longest wait.
+pub(super) fn queue_at<E: Effects>(effects: &E, servers: impl Iterator<Item = usize>) -> QueueInfo {
+    let queues = servers.map(|server| effects.chat_queue(server));
+    queues.fold(QueueInfo::default(), |all, queue| QueueInfo {
+        length: all.length + queue.length,
+        longest_wait_ms: all.longest_wait_ms.max(queue.longest_wait_ms),
+    })
+}
+
+/// Resolves once a request waits at any of these servers' gateways.
+async fn chat_arrived<E: Effects>(effects: &E, servers: &[usize]) {
+    let arrivals = servers
+        .iter()
+        .map(|&server| Box::pin(effects.chat_arrived(server)));
+    if servers.is_empty() {
+        return std::future::pending().await;
+    }
+    futures_util::future::select_all(arrivals).await;
+}
+
+/// What the running llama servers and an image of this shape need, whether they fit together,
+/// and which servers go when they do not.
 pub(super) async fn estimate<E: Effects>(
     effects: &E,
     options: &Options,
     shape: &ImageShape,
     data: &DataPaths,
 ) -> Estimate {
-    let llm = effects.llm_usage(data).await;
+    let mut servers = Vec::new();
+    for server in 0..effects.llm_servers() {
+        servers.extend(effects.llm_usage(server, data).await);
+    }
     let diffusion = effects.image_usage(shape).await;
     let free = effects.free().await;
-    options.weigh(llm, diffusion, free.memory, free.gpu, effects.llm_running())
+    options.weigh(servers, diffusion, free.memory, free.gpu)
 }
 
 impl<E: Effects> Context<E> {
-    /// An image's turn: offloads the LLM first when the two do not fit, then lets the diffusion
-    /// server make it and waits until it has (the permit is dropped); says whether it offloaded.
+    /// An image's turn: offloads the llama servers it needs room from first, then lets the
+    /// diffusion server make it and waits until it has (the permit is dropped); says what it
+    /// offloaded.
     async fn image(
         &self,
         shape: &ImageShape,
@@ -481,7 +533,8 @@ impl<E: Effects> Context<E> {
         let estimate = estimate(&*self.effects, &self.options, shape, &data).await;
         let mut offloaded = None;
         if estimate.needs_offload {
-            offloaded = self.offload(&estimate).await;
+            let going = estimate.servers.iter().filter(|s| s.offload);
+            offloaded = self.offload(going, estimate.bottleneck).await;
             if cancel.is_cancelled() {
                 let _ = reply.send(Err(cancelled()));
                 return offloaded;
@@ -498,74 +551,121 @@ impl<E: Effects> Context<E> {
         offloaded
     }
 
-    /// `offloadLLM()`: the LLM goes as for an image that does not fit; `None` when it was not
-    /// running (or was already out).
+    /// `offloadLLM()`: every running llama server goes as for an image that does not fit;
+    /// `None` when none was running (or all were already out).
     async fn offload_for_app(&self) -> Option<Offloaded> {
-        if !self.effects.llm_running() {
-            return None;
-        }
         let data = self.effects.data_paths();
         let estimate = estimate(&*self.effects, &self.options, &ImageShape::default(), &data).await;
-        self.offload(&estimate).await
+        self.offload(estimate.servers.iter(), estimate.bottleneck)
+            .await
     }
 
-    async fn offload(&self, estimate: &Estimate) -> Option<Offloaded> {
+    /// Holds, drains and stops these servers together.
+    async fn offload(
+        &self,
+        servers: impl Iterator<Item = &ServerUsage>,
+        bottleneck: Bottleneck,
+    ) -> Option<Offloaded> {
         let options = &self.options;
-        // Chat requests let through by the last reload are served before the next hold.
-        let _ = tokio::time::timeout(options.drain_timeout, self.effects.chat_drained()).await;
-        // Stopped by the app meanwhile: there is nothing to offload.
-        let resolved = self.effects.llm_config()?;
-        let saved = SavedState {
-            resolved,
-            was_running: true,
-            saved_at: crate::clock::unix_millis(),
-        };
-        self.status.send_modify(|s| s.saved = Some(saved.clone()));
+        let servers: Vec<&ServerUsage> = servers.collect();
+        // Requests let through by the last reload are served before the next hold.
+        let drained = servers.iter().map(|s| self.effects.chat_drained(s.server));
+        let _ = tokio::time::timeout(options.drain_timeout, join_all(drained)).await;
+        // One the app stopped meanwhile has nothing to offload.
+        let going: Vec<(SavedState, Usage)> = servers
+            .iter()
+            .filter_map(|s| {
+                let resolved = self.effects.llm_config(s.server)?;
+                let saved = SavedState {
+                    server: s.server,
+                    resolved,
+                    was_running: true,
+                    saved_at: crate::clock::unix_millis(),
+                };
+                Some((saved, s.usage))
+            })
+            .collect();
+        if going.is_empty() {
+            return None;
+        }
+        self.status.send_modify(|s| {
+            s.saved
+                .retain(|kept| going.iter().all(|(g, _)| g.server != kept.server));
+            s.saved.extend(going.iter().map(|(saved, _)| saved.clone()));
+        });
         self.set_phase(Phase::Draining);
-        self.emit(OrchestratorEvent::Offload(Box::new(saved)));
-        let drained = self
-            .effects
-            .offload_llm(options.drain_timeout, options.queue)
-            .await;
-        if !drained {
+        for (saved, _) in &going {
+            self.emit(OrchestratorEvent::Offload(Box::new(saved.clone())));
+        }
+        let offloads = going.iter().map(|(saved, _)| {
+            self.effects
+                .offload_llm(saved.server, options.drain_timeout, options.queue)
+        });
+        if join_all(offloads).await.contains(&false) {
             tracing::warn!("offload: requests still in flight after the drain timeout were cut");
         }
         self.set_phase(Phase::Offloading);
         Some(Offloaded {
-            llm: estimate.llm,
-            bottleneck: estimate.bottleneck,
+            servers: going.iter().map(|(s, usage)| (s.server, *usage)).collect(),
+            bottleneck,
         })
     }
 
+    /// Brings the offloaded servers back, in the order they went, once an idle sd-server that
+    /// does not fit beside them all has yielded.
     async fn reload(&self, offloaded: Offloaded, reason: YieldReason) {
-        if !self.effects.llm_offloaded() {
-            // The app stopped or started the LLM itself meanwhile: it is not ours to bring back.
-            self.status.send_modify(|s| s.saved = None);
+        // One the app stopped or started itself meanwhile is not ours to bring back.
+        let (ours, theirs): (Vec<_>, Vec<_>) = offloaded
+            .servers
+            .iter()
+            .partition(|(server, _)| self.effects.llm_offloaded(*server));
+        self.forget(theirs.iter().map(|(server, _)| *server));
+        if ours.is_empty() {
             self.set_phase(Phase::Idle);
             return;
         }
         self.set_phase(Phase::Reloading);
-        self.make_room_for_the_llm(offloaded.llm, offloaded.bottleneck, reason)
+        let need = Usage::total(ours.iter().map(|(_, usage)| usage));
+        self.make_room_for_the_llm(need, offloaded.bottleneck, reason)
             .await;
-        match self.effects.reload_llm().await {
-            Ok(info) => {
-                self.status.send_modify(|s| s.saved = None);
-                self.emit(OrchestratorEvent::Reload(info));
+        for (server, _) in ours {
+            match self.effects.reload_llm(server).await {
+                Ok(info) => {
+                    self.forget([server]);
+                    self.emit(OrchestratorEvent::Reload { server, info });
+                }
+                Err(error) => self.emit(OrchestratorEvent::ReloadFailed { server, error }),
             }
-            Err(err) => self.emit(OrchestratorEvent::ReloadFailed { error: err }),
         }
         self.set_phase(Phase::Idle);
     }
 
-    /// Starts the LLM; an idle resident sd-server that does not fit beside it yields first.
-    /// (An LLM the orchestrator holds offloaded has come back before: [`Options::next`].)
-    async fn start_llm(&self, request: StartRequest, data: &DataPaths) -> StartResult {
+    /// Drops the saved state of servers that are back (or not ours any more).
+    fn forget(&self, servers: impl IntoIterator<Item = usize>) {
+        let servers: Vec<usize> = servers.into_iter().collect();
+        if !servers.is_empty() {
+            self.status
+                .send_modify(|s| s.saved.retain(|saved| !servers.contains(&saved.server)));
+        }
+    }
+
+    /// Starts a llama server; an idle resident sd-server that does not fit beside it yields
+    /// first. (Servers the orchestrator holds offloaded have come back before: [`Options::next`].)
+    async fn start_llm(
+        &self,
+        server: usize,
+        request: StartRequest,
+        data: &DataPaths,
+    ) -> StartResult {
         let planned = self.effects.plan_llm(&request, data).await?;
         if let Some((llm, bottleneck)) = planned.need {
             self.make_room_for_the_llm(llm, bottleneck, YieldReason::Start)
                 .await;
         }
-        self.effects.start_llm(request, planned.config, data).await
+        let started = self
+            .effects
+            .start_llm(server, request, planned.config, data);
+        started.await
     }
 
     /// A resident sd-server keeps its model loaded after the image: when it and the LLM do not
