@@ -248,6 +248,15 @@ test('speculative decoding: the draft component drafts by default, and the estim
     /cannot generate text, so it cannot draft/,
   )
   await assert.rejects(server.start({ modelId: 'chat', port: 'auto', draft: true }), /has no draft component/)
+  // A model drafting for another is in use while that server runs: it cannot be deleted.
+  await server.start({ modelId: 'vlm', port: 'auto', threads: 1, contextSize: 512, draft: { modelId: 'chat' } })
+  try {
+    assert.equal(server.getConfig().draft.modelId, 'chat')
+    await assert.rejects(new ModelManager().deleteModel('chat'), { code: 'MODEL_IN_USE' })
+  } finally {
+    await server.stop()
+  }
+  assert.ok(await new ModelManager().getModelInfo('chat'), 'still installed')
 })
 
 test('embedding and rerank servers run beside a chat server, each on its own port and gateway', async (t) => {

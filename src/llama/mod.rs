@@ -426,7 +426,12 @@ impl LlamaServer {
             let (config, gateway, log) = (config.clone(), gateway.clone(), log.clone());
             let allocated = allocated.clone();
             EventSink::new(move |event| {
-                let model_id = || lock(&config).as_ref().map(|c| c.model_id.clone());
+                let models = || {
+                    lock(&config)
+                        .as_ref()
+                        .map(models_in_use)
+                        .unwrap_or_default()
+                };
                 let info = |s: Snapshot| {
                     let health = HealthStatus::of(s.status, 0);
                     let running_with = lock(&allocated).running;
@@ -440,7 +445,7 @@ impl LlamaServer {
                     )
                 };
                 if let ServerEvent::State(t) = &event {
-                    hold_model(t, model_id().as_deref());
+                    hold_models(t, &models());
                 }
                 if let ServerEvent::Crashed { .. } = &event {
                     let workers = lock(&config).as_ref().map(|c| c.rpc_workers.clone());
@@ -752,14 +757,24 @@ fn name_lost_workers(workers: Vec<String>, log: &ServerLog) {
     );
 }
 
-/// A running server holds its model in use (it cannot be deleted); leaving Running lets go.
-fn hold_model(transition: &Transition, model_id: Option<&str>) {
-    let Some(model_id) = model_id else { return };
-    if transition.new == ServerState::Running {
-        crate::models::acquire(model_id);
-    } else if transition.old == ServerState::Running {
-        crate::models::release(model_id);
+/// A running server holds its models in use (they cannot be deleted); leaving Running lets go.
+fn hold_models(transition: &Transition, model_ids: &[String]) {
+    for model_id in model_ids {
+        if transition.new == ServerState::Running {
+            crate::models::acquire(model_id);
+        } else if transition.old == ServerState::Running {
+            crate::models::release(model_id);
+        }
     }
+}
+
+/// The installed models a running server reads: its own, and another model it drafts with.
+fn models_in_use(config: &LlamaConfig) -> Vec<String> {
+    let draft = config.draft.as_ref().map(|d| d.model_id.clone());
+    let other = draft.filter(|id| *id != config.model_id);
+    std::iter::once(config.model_id.clone())
+        .chain(other)
+        .collect()
 }
 
 /// What the gateway lets through, from the arguments llama-server gets: its task and whether a
