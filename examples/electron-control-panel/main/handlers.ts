@@ -16,6 +16,10 @@ import type {
   Reply,
   ResourceSnapshot,
   SavedStateInfo,
+  SearchRequest,
+  SearchResult,
+  SearchStartRequest,
+  SearchStatus,
   UpscaleRequest,
 } from '../shared/api'
 
@@ -98,6 +102,34 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
   handle('server:clearLogs', () => llamaServer.clearLogs())
   handle('server:chat', (request: ChatRequest) => streamChat(llamaServer, request, emit))
 
+  // Search servers: an embedding and a rerank server beside the LLM, each a manager of its own on
+  // its own port. The panel's orchestrators weigh all three and offload only what an image needs.
+  const search = { embedding: new lib.LlamaServerManager(), rerank: new lib.LlamaServerManager() }
+  const llamas = [llamaServer, search.embedding, search.rerank]
+  const searchStatus = (): SearchStatus => ({ embedding: search.embedding.getInfo(), rerank: search.rerank.getInfo() })
+  handle('search:start', async (request: SearchStartRequest) => {
+    const common = { port: 'auto' as const, threads: request.threads, contextSize: request.contextSize }
+    const starts: [Genai.LlamaServerManager, Genai.LlamaServerConfig][] = []
+    if (request.embeddingModelId) starts.push([search.embedding, { ...common, modelId: request.embeddingModelId, mode: 'embedding' }])
+    if (request.rerankModelId) starts.push([search.rerank, { ...common, modelId: request.rerankModelId, mode: 'rerank' }])
+    if (starts.length === 0) {
+      throw new lib.ValidationError('Choose an embedding model, a reranker, or both', { suggestion: 'Pick a model in either list, then start' })
+    }
+    const outcomes = await Promise.allSettled(starts.map(([manager, config]) => manager.start(config)))
+    const failed = outcomes.find((outcome) => outcome.status === 'rejected')
+    if (failed) {
+      // Both or neither: the one that started is stopped again.
+      await Promise.allSettled(starts.map(([manager], i) => outcomes[i].status === 'fulfilled' && manager.stop()))
+      throw failed.reason
+    }
+    return searchStatus()
+  })
+  handle('search:stop', async () => {
+    await Promise.all([search.embedding.stop(), search.rerank.stop()])
+  })
+  handle('search:status', searchStatus)
+  handle('search:query', (request: SearchRequest) => searchWith(search, request, lib))
+
   // Diffusion server. Cancel stops every image the panel has under way (the Diffusion tab's, the
   // orchestrated ones and the offload demo's).
   const generations = new Set<AbortController>()
@@ -141,7 +173,7 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
   let lastUsed: Genai.ResourceOrchestrator | null = null
   const detachOrchestrators: (() => void)[] = []
   function makeOrchestrator(options?: Genai.OrchestratorOptions) {
-    const made = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, options)
+    const made = new ResourceOrchestrator(systemInfo, llamas, diffusionServer, modelManager, options)
     // Held chat requests are the LLM server's own `queued`/`dequeued` events, forwarded once.
     detachOrchestrators.push(forward(made, ORCHESTRATOR_EVENTS, 'resources:event', emit))
     return made
@@ -171,6 +203,7 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       memory: systemInfo.getMemoryInfo(),
       gpu: { available: gpu.available, name: gpu.name ?? null, vram: gpu.vram ?? null, vramAvailable: gpu.vramAvailable ?? null },
       llamaServer: llamaServer.getInfo(),
+      search: searchStatus(),
       diffusionServer: diffusionServer.getInfo(),
       measured: { llama, diffusion },
       estimate,
@@ -184,12 +217,14 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       })
     }
     const estimate = await getOrchestrator().estimate(config)
-    // Room for either, not for both, in the memory that decides (VRAM where the servers use a
-    // GPU): the orchestrator must offload the LLM to make the image.
+    // Room for everything but half of the LLM or of the image, whichever is smaller, in the memory
+    // that decides (VRAM where the servers use a GPU): the orchestrator must offload the LLM (the
+    // chat server goes first; the search servers stay) to make the image.
     const side = estimate.bottleneck
-    const [llm, image] = [estimate.llm[side], estimate.diffusion[side]]
-    const budgetMiB = Math.ceil((Math.max(llm, image) + Math.min(llm, image) / 2) / 2 ** 20)
-    const demo = new ResourceOrchestrator(systemInfo, llamaServer, diffusionServer, modelManager, {
+    const chat = estimate.servers.find((s) => s.server === 0)?.usage[side] ?? 0
+    const [all, image] = [estimate.llm[side], estimate.diffusion[side]]
+    const budgetMiB = Math.ceil((all + image - Math.min(chat, image) / 2) / 2 ** 20)
+    const demo = new ResourceOrchestrator(systemInfo, llamas, diffusionServer, modelManager, {
       [side === 'vram' ? 'vramBudgetBytes' : 'ramBudgetBytes']: budgetMiB * 2 ** 20,
       headroom: 0,
     })
@@ -232,9 +267,68 @@ export function registerHandlers(ipcMain: IpcMainLike, emit: Emit, lib: Lib = re
       for (const channel of channels) ipcMain.removeHandler?.(channel)
       detach()
       for (const off of detachOrchestrators) off()
-      await Promise.allSettled([llamaServer.stop(), diffusionServer.stop()])
+      await Promise.allSettled([...llamas.map((llama) => llama.stop()), diffusionServer.stop()])
     },
   }
+}
+
+/**
+ * Embeds the query and the documents at the embedding server and ranks the documents at the
+ * rerank server, each through its port (its gateway), whichever runs.
+ */
+async function searchWith(search: Record<'embedding' | 'rerank', Genai.LlamaServerManager>, request: SearchRequest, lib: Lib): Promise<SearchResult> {
+  const documents = request.documents.map((d) => d.trim()).filter(Boolean)
+  if (!request.query.trim() || documents.length === 0) {
+    throw new lib.ValidationError('A search needs a query and at least one document', { suggestion: 'Type a query and one document a line' })
+  }
+  const [embeddingPort, rerankPort] = [search.embedding.getPort(), search.rerank.getPort()]
+  if (!embeddingPort && !rerankPort) {
+    throw Object.assign(new Error('No search server is running'), {
+      code: 'SERVER_NOT_RUNNING',
+      details: { suggestion: 'Start the embedding server, the rerank server, or both' },
+    })
+  }
+  const started = Date.now()
+  const [embedded, ranked] = await Promise.all([
+    embeddingPort ? postJson<{ data: { index: number; embedding: number[] }[] }>(embeddingPort, '/v1/embeddings', { input: [request.query, ...documents] }) : null,
+    rerankPort ? postJson<{ results: { index: number; relevance_score: number }[] }>(rerankPort, '/v1/rerank', { query: request.query, documents }) : null,
+  ])
+  const vectors = embedded?.data.sort((a, b) => a.index - b.index).map((d) => d.embedding)
+  const relevance = ranked ? documents.map((_, i) => ranked.results.find((r) => r.index === i)?.relevance_score ?? Number.NaN) : null
+  return {
+    documents,
+    similarity: vectors ? vectors.slice(1).map((v) => cosine(vectors[0], v)) : null,
+    dimensions: vectors ? vectors[0].length : null,
+    relevance,
+    timeTaken: Date.now() - started,
+  }
+}
+
+function cosine(a: number[], b: number[]): number {
+  let [dot, aa, bb] = [0, 0, 0]
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i] * b[i]
+    aa += a[i] * a[i]
+    bb += b[i] * b[i]
+  }
+  return dot / Math.sqrt(aa * bb || 1)
+}
+
+/** POSTs JSON to one of our ports; an error answer becomes an error with its code. */
+async function postJson<T>(port: number, route: string, body: unknown): Promise<T> {
+  const response = await fetch(`http://127.0.0.1:${port}${route}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  })
+  const answer = (await response.json().catch(() => ({}))) as T & { error?: { message?: string; code?: string | number } }
+  if (!response.ok) {
+    throw Object.assign(new Error(answer.error?.message ?? `${route} failed with HTTP ${response.status}`), {
+      code: typeof answer.error?.code === 'string' ? answer.error.code : `HTTP_${response.status}`,
+      details: { suggestion: "See the server's logs" },
+    })
+  }
+  return answer
 }
 
 /** What an orchestrator says, shown as `resources:event`. */

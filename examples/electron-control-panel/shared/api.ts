@@ -42,6 +42,7 @@ export const CHANNELS = {
     clearLogs: 'server:clearLogs',
     chat: 'server:chat',
   },
+  search: { start: 'search:start', stop: 'search:stop', status: 'search:status', query: 'search:query' },
   diffusion: {
     start: 'diffusion:start',
     stop: 'diffusion:stop',
@@ -117,6 +118,38 @@ export interface ChatRequest {
   maxTokens?: number
 }
 
+/** The search servers to start: an embedding server, a rerank server, or both. */
+export interface SearchStartRequest {
+  embeddingModelId?: string
+  rerankModelId?: string
+  threads?: number
+  contextSize?: number
+}
+
+/** The two search servers, each its own llama-server beside the LLM's. */
+export interface SearchStatus {
+  embedding: ServerInfo
+  rerank: ServerInfo
+}
+
+export interface SearchRequest {
+  query: string
+  /** One document a line; blank lines are left out. */
+  documents: string[]
+}
+
+/** How each document matches the query, in the documents' order. */
+export interface SearchResult {
+  documents: string[]
+  /** Cosine similarity of the query's embedding to each document's; null without an embedding server. */
+  similarity: number[] | null
+  /** Length of the embedding vectors; null without an embedding server. */
+  dimensions: number | null
+  /** The reranker's relevance score of each document; null without a rerank server. */
+  relevance: number[] | null
+  timeTaken: number
+}
+
 export interface ChatAnswer {
   text: string
   chunks: number
@@ -160,6 +193,8 @@ export interface OffloadDemoResult extends ImageResult {
 }
 
 export interface SavedStateInfo {
+  /** Which llama server: 0 the LLM, 1 the embedding server, 2 the rerank server. */
+  server: number
   config: LlamaServerConfig | null
   resolved: ResolvedLlamaConfig
   wasRunning: boolean
@@ -171,6 +206,7 @@ export interface ResourceSnapshot {
   memory: MemoryInfo
   gpu: { available: boolean; name: string | null; vram: number | null; vramAvailable: number | null }
   llamaServer: ServerInfo
+  search: SearchStatus
   diffusionServer: DiffusionServerInfo
   measured: { llama: MemoryUsage | null; diffusion: MemoryUsage | null }
   estimate: ResourceEstimate | null
@@ -198,6 +234,12 @@ export interface Api {
     logs(limit?: number): Promise<LogEntry[]>
     clearLogs(): Promise<void>
     chat(request: ChatRequest): Promise<ChatAnswer>
+  }
+  search: {
+    start(request: SearchStartRequest): Promise<SearchStatus>
+    stop(): Promise<void>
+    status(): Promise<SearchStatus>
+    query(request: SearchRequest): Promise<SearchResult>
   }
   diffusion: {
     start(config: DiffusionServerConfig): Promise<DiffusionServerInfo>

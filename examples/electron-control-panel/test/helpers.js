@@ -64,6 +64,7 @@ function modelFiles(real) {
     '/tiny-lora.gguf': real.diffusionLoras.gguf,
     '/tiny-esrgan.gguf': real.upscaler,
     '/mmproj.gguf': real.shapedModels.mmproj,
+    '/reranker.gguf': real.shapedModels.reranker,
   }
 }
 

@@ -177,6 +177,32 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
       await shoot('llm')
     })
 
+    await t.test('LLM Server: embedding and rerank servers beside it, and a search through both', async () => {
+      await byTestId('tab-models').click()
+      await byTestId('download-type').selectOption('llm')
+      await byTestId('download-name').fill('Tiny reranker')
+      await byTestId('download-url').fill(`${files.base}/reranker.gguf`)
+      await byTestId('download-start').click()
+      await byTestId('model-tiny-reranker').waitFor()
+      assert.match(await byTestId('capabilities-tiny-reranker').innerText(), /rerank/)
+      await byTestId('tab-llm').click()
+      // The chat model embeds (by the mean of its tokens); the reranker is the one that reranks.
+      assert.equal(await byTestId('search-embedding-model').inputValue(), 'tiny-chat')
+      assert.equal(await byTestId('search-rerank-model').inputValue(), 'tiny-reranker')
+      await byTestId('search-start').click()
+      await byTestId('search-embedding-status').getByText('running').waitFor()
+      await byTestId('search-rerank-status').getByText('running').waitFor()
+      await byTestId('search-run').click()
+      await byTestId('search-results').waitFor()
+      const rows = await byTestId('search-row').allInnerTexts()
+      assert.equal(rows.length, 3)
+      // A similarity and a relevance score for each document.
+      for (const row of rows) assert.match(row, /-?\d\.\d{3}\s+-?\d\.\d{3}\s*$/, row)
+      assert.match(await byTestId('search-stats').innerText(), /^\d+-dimension embeddings/)
+      await byTestId('search-servers').scrollIntoViewIfNeeded()
+      await shoot('llm-search')
+    })
+
     await t.test('Diffusion Server: start, generate with live steps, the image shown', async () => {
       await byTestId('tab-diffusion').click()
       await byTestId('diffusion-backend').selectOption('one-shot')
@@ -246,6 +272,9 @@ test('the control panel, tab by tab, in Chromium against the real backends', { s
       const answered = log.indexOf('held chat answered')
       // Newest first.
       assert.ok(answered >= 0 && reload > answered && offload > reload, log)
+      // The search servers running beside the LLM stayed: the LLM alone made room.
+      assert.doesNotMatch(log, /(embedding|rerank) server offloaded/)
+      for (const id of ['server-1', 'server-2']) await byTestId(id).waitFor()
       const timeline = byTestId('resources-timeline')
       // A marked line for each, and its label (recharts draws labels in a layer of their own).
       for (const type of ['offload', 'reload']) {
@@ -320,7 +349,7 @@ test("on a Vulkan device (Mesa's lavapipe): System lists it, Resources shows its
     await memory.getByText(/used of .*llvmpipe/).waitFor()
     // Every layer of the LLM is on the device: its VRAM estimate is shown beside its RAM.
     await page.waitForFunction(() => /\d/.test(document.querySelector('[data-testid=llm-vram]')?.textContent ?? ''))
-    assert.match(await memory.innerText(), /VRAM; an image (would offload the LLM|fits beside the LLM) \(VRAM decides\)/)
+    assert.match(await memory.innerText(), /VRAM; an image (would offload the servers marked so|fits beside the llama servers) \(VRAM decides\)/)
     // The demo's budget is VRAM, which decides here.
     for (const [id, value] of [['demo-width', '64'], ['demo-height', '64'], ['demo-steps', '2']]) await byTestId(id).fill(value)
     await byTestId('offload-demo-run').click()

@@ -5,6 +5,7 @@ import { Card, ErrorBox, Facts, Field, ModelSelect, LogView, StatusBadge, number
 import { formatMs, formatTime } from '../format'
 import type { ChatAnswer } from '../../shared/api'
 import type { TabProps } from '../App'
+import { SearchServersCard } from './SearchServers'
 
 export default function LlamaServerTab({ active }: TabProps) {
   const models = usePoll(() => api.models.list('llm'), 3000, active)
@@ -145,6 +146,8 @@ export default function LlamaServerTab({ active }: TabProps) {
         )}
         <ErrorBox error={chat.error} onClose={chat.clearError} />
       </Card>
+
+      <SearchServersCard models={models.value} active={active} />
 
       <Card title="Logs" testId="llm-logs" actions={<button onClick={() => server.run(async () => (await api.server.clearLogs(), await logs.refresh()))}>Clear</button>}>
         <LogView entries={logs.value ?? []} />

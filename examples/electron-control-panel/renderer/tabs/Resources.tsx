@@ -17,22 +17,26 @@ type LogLine = { at: number; source: string; text: string }
 const MB = 1e6
 const MARKER_COLORS: Record<Marker['type'], string> = { offload: '#d97706', reload: '#059669', 'reload-failed': '#dc2626' }
 
-function describe(event: { type: string; old?: string; new?: string; phase?: string; waiting?: number; waitedMs?: number; status?: string; reason?: string; text?: string }): string {
+/** The llama servers by their place in the orchestrator's list (as the main process makes it). */
+const LLAMA_SERVERS = ['LLM', 'embedding server', 'rerank server']
+
+function describe(event: { type: string; server?: number; old?: string; new?: string; phase?: string; waiting?: number; waitedMs?: number; status?: string; reason?: string; text?: string }): string {
+  const server = LLAMA_SERVERS[event.server ?? 0]
   switch (event.type) {
     case 'state':
       return `${event.old} → ${event.new}${event.reason ? `: ${event.reason}` : ''}`
     case 'phase':
       return `phase: ${event.phase}`
     case 'offload':
-      return 'LLM offloaded to make room for the image'
+      return `${server} offloaded to make room for the image`
     case 'reload':
-      return 'LLM reloaded on the same port'
+      return `${server} reloaded on the same port`
     case 'diffusion-released':
       return `idle sd-server stopped to make room for the LLM (${event.reason === 'start' ? 'its start' : 'its reload'})`
     case 'queued':
-      return `chat request held (${event.waiting} waiting)`
+      return `request held at the ${server} (${event.waiting} waiting)`
     case 'dequeued':
-      return `held chat request released after ${formatMs(event.waitedMs)}`
+      return `held request released at the ${server} after ${formatMs(event.waitedMs)}`
     case 'chat-answered':
       return `held chat answered after ${formatMs(event.waitedMs)}: "${event.text?.trim().slice(0, 60)}"`
     case 'job':
@@ -123,18 +127,22 @@ export default function ResourcesTab({ active }: TabProps) {
                 <th>Estimated RAM</th>
                 {gpu && <th>Estimated VRAM</th>}
                 <th>Measured RSS</th>
+                <th>For an image</th>
               </tr>
             </thead>
             <tbody>
-              <tr>
-                <td>LLM</td>
-                <td>
-                  <StatusBadge status={snapshot.llamaServer.status} />
-                </td>
-                <td>{formatBytes(estimate?.llm.estimated.ram)}</td>
-                {gpu && <td data-testid="llm-vram">{formatBytes(estimate?.llm.estimated.vram)}</td>}
-                <td>{formatBytes(snapshot.measured.llama?.rssBytes)}</td>
-              </tr>
+              {llamaRows(snapshot).map(({ name, status, weighed, testId }) => (
+                <tr key={name} data-testid={testId}>
+                  <td>{name}</td>
+                  <td>
+                    <StatusBadge status={status} />
+                  </td>
+                  <td>{formatBytes(weighed?.usage.estimated.ram)}</td>
+                  {gpu && <td data-testid={testId === 'server-llm' ? 'llm-vram' : undefined}>{formatBytes(weighed?.usage.estimated.vram)}</td>}
+                  <td>{formatBytes(weighed?.usage.measured?.ram)}</td>
+                  <td data-testid={`${testId}-fate`}>{weighed ? (weighed.offload ? 'offloaded' : 'stays') : '—'}</td>
+                </tr>
+              ))}
               <tr>
                 <td>Diffusion</td>
                 <td>
@@ -143,13 +151,14 @@ export default function ResourcesTab({ active }: TabProps) {
                 <td>{formatBytes(estimate?.diffusion.estimated.ram)}</td>
                 {gpu && <td>{formatBytes(estimate?.diffusion.estimated.vram)}</td>}
                 <td>{formatBytes(snapshot.measured.diffusion?.rssBytes)}</td>
+                <td />
               </tr>
             </tbody>
           </table>
         )}
         {estimate && (
           <p className="muted">
-            Budget {formatBytes(estimate.budget.ram)} RAM{gpu ? `, ${formatBytes(estimate.budget.vram)} VRAM` : ''}; an image {estimate.needsOffload ? 'would offload the LLM' : 'fits beside the LLM'} ({estimate.bottleneck.toUpperCase()} decides).
+            Budget {formatBytes(estimate.budget.ram)} RAM{gpu ? `, ${formatBytes(estimate.budget.vram)} VRAM` : ''}; an image {estimate.needsOffload ? 'would offload the servers marked so' : 'fits beside the llama servers'} ({estimate.bottleneck.toUpperCase()} decides).
           </p>
         )}
       </Card>
@@ -179,12 +188,12 @@ export default function ResourcesTab({ active }: TabProps) {
           <Facts
             rows={[
               ['Phase', <StatusBadge status={snapshot.orchestrator.phase} testId="orchestrator-phase" />],
-              ['Chat requests held', <span data-testid="queue-length">{snapshot.orchestrator.queue.length}</span>],
+              ['Requests held', <span data-testid="queue-length">{snapshot.orchestrator.queue.length}</span>],
               ['Longest wait', formatMs(snapshot.orchestrator.queue.longestWaitMs)],
             ]}
           />
         )}
-        <h3>Saved LLM state</h3>
+        <h3>Saved state</h3>
         <SavedState state={saved.value} />
         {saved.value && (
           <button onClick={() => stateAction.run(async () => (await api.resources.clearSavedState(), await saved.refresh()))}>Clear saved state</button>
@@ -194,8 +203,8 @@ export default function ResourcesTab({ active }: TabProps) {
 
       <Card title="Automatic offload demo" testId="offload-demo">
         <p>
-          Makes an image under a memory budget with room for the LLM or the image, not both: the orchestrator offloads the LLM, makes the image and reloads it. A chat message sent meanwhile is
-          held at the LLM's port and answered after the reload.
+          Makes an image under a memory budget too small for it beside the running llama servers: the orchestrator offloads the LLM (search servers stay, as the LLM alone makes room), makes the
+          image and reloads it. A chat message sent meanwhile is held at the LLM's port and answered after the reload.
         </p>
         <div className="form-row">
           <Field label="Prompt">
@@ -248,11 +257,23 @@ export default function ResourcesTab({ active }: TabProps) {
   )
 }
 
+/** The LLM always, and a search server while it runs, each as the orchestrator weighs it. */
+function llamaRows(snapshot: ResourceSnapshot) {
+  const weighed = (server: number) => snapshot.estimate?.servers.find((s) => s.server === server)
+  const rows = [{ name: 'LLM', status: snapshot.llamaServer.status, weighed: weighed(0), testId: 'server-llm' }]
+  const search = [snapshot.search.embedding, snapshot.search.rerank]
+  search.forEach((info, i) => {
+    if (info.status !== 'stopped') rows.push({ name: `${LLAMA_SERVERS[i + 1]} (${info.modelId})`, status: info.status, weighed: weighed(i + 1), testId: `server-${i + 1}` })
+  })
+  return rows
+}
+
 function SavedState({ state }: { state: SavedStateInfo | null }) {
-  if (!state) return <p className="muted" data-testid="saved-state">None: the LLM is not offloaded.</p>
+  if (!state) return <p className="muted" data-testid="saved-state">None: no server is offloaded.</p>
   return (
     <Facts
       rows={[
+        ['Server', LLAMA_SERVERS[state.server]],
         ['Model', state.resolved.modelId],
         ['Port', state.resolved.port ?? '—'],
         ['Context', state.resolved.contextSize],
