@@ -610,8 +610,9 @@ export declare class ResourceOrchestrator extends EventEmitter<ResourceOrchestra
   /**
    * Stops deciding the diffusion server's images: the orchestrator constructed before this one
    * (for the shared servers, their own) serves again, and this one's later calls are made as the
-   * server's other images are. For an orchestrator made for a moment, such as a budget tried
-   * once; the one an app keeps need not be disposed.
+   * server's other images are, and the listeners it added to its llama servers' managers go. For
+   * an orchestrator made for a moment, such as a budget tried once; the one an app keeps need not
+   * be disposed.
    */
   dispose(): void
   /** The phase, the requests waiting at the llama servers' gateways, and the images waiting for their turn. */

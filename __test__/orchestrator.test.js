@@ -7,7 +7,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { backends, startTinyServers, waitFor } = require('./helpers')
-const { ModelManager, ResourceOrchestrator, ServerError, ValidationError } = require('..')
+const { LlamaServerManager, ModelManager, ResourceOrchestrator, ServerError, ValidationError } = require('..')
 
 const { paths: real, skip } = backends()
 
@@ -50,6 +50,19 @@ test('options are checked', () => {
     () => new ResourceOrchestrator(undefined, undefined, undefined, undefined, { queueTimeout: '5m' }),
     ValidationError,
   )
+})
+
+test('dispose takes back the listeners an orchestrator added to its llama servers', () => {
+  const llamas = [new LlamaServerManager(), new LlamaServerManager()]
+  const count = () => llamas.map((llama) => llama.listenerCount('queued') + llama.listenerCount('dequeued'))
+  const before = count()
+  const orchestrator = new ResourceOrchestrator(undefined, llamas)
+  assert.deepEqual(
+    count(),
+    before.map((n) => n + 2),
+  )
+  orchestrator.dispose()
+  assert.deepEqual(count(), before)
 })
 
 test('too little room: offload, image, reload on the same port, and a chat sent meanwhile waits and succeeds', {

@@ -22,6 +22,8 @@ class ResourceOrchestrator extends EventEmitter {
   #diffusion
   /** The request that started each server out, as the app passed it: what a reload repeats. */
   #savedConfigs = new Map()
+  /** The listeners that forward each server's held requests, removed by {@link dispose}. */
+  #forwarding = []
 
   /**
    * The seed's argument order; an omitted manager is the shared one. `llamaServer` may be a list
@@ -49,7 +51,11 @@ class ResourceOrchestrator extends EventEmitter {
     const dispatch = createDispatcher(this)
     // Requests held at each server's gateway, announced here too with the server's place.
     this.#llamas.forEach((llama, server) => {
-      for (const type of ['queued', 'dequeued']) llama.on(type, (event) => dispatch({ ...event, server }))
+      const forward = (event) => dispatch({ ...event, server })
+      for (const type of ['queued', 'dequeued']) {
+        llama.on(type, forward)
+        this.#forwarding.push(() => llama.off(type, forward))
+      }
     })
     this.#native = callSync(
       () =>
@@ -83,11 +89,13 @@ class ResourceOrchestrator extends EventEmitter {
   /**
    * Stops deciding the diffusion server's images: the orchestrator constructed before this one
    * (for the shared servers, their own) serves again. Its own later calls are made as the
-   * server's other images are. For orchestrators made for a moment (a budget tried once).
+   * server's other images are, and the listeners it added to its llama servers go. For
+   * orchestrators made for a moment (a budget tried once).
    */
   dispose() {
     this.#native.dispose()
     this.#diffusion[SERVED_BY](this, false)
+    for (const stop of this.#forwarding.splice(0)) stop()
   }
 
   /** genai-electron 0.26's batch: one request of `count` images, answered as one result per image. */
