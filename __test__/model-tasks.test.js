@@ -408,6 +408,7 @@ async function orchestrated(llamas, diffusion, budget, image, ports, expected) {
     const made = orchestrator.orchestrateImageGeneration(image)
     await out
     const statesWhileMade = orchestrator.getSavedStates()
+    assert.equal(orchestrator.getSavedState().server, expected[0], 'the first out')
     requests.push(chatWith(ports[0], 'Hello'), embed(ports[1]), rerank(ports[2]))
     const result = await made
     assert.equal(result.images.length, 1)

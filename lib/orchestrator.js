@@ -164,18 +164,24 @@ class ResourceOrchestrator extends EventEmitter {
 
   /** The first server out (the LLM when it is), as it was offloaded, while it is not back. */
   getSavedState() {
-    return this.getSavedStates().sort((a, b) => a.server - b.server)[0]
+    const saved = this.#native.getSavedState()
+    return saved ? this.#withConfig(saved) : undefined
   }
 
   /** Every server out, as it was offloaded, in the order they went. */
   getSavedStates() {
-    return this.#native.getSavedStates().map((saved) => ({
+    return this.#native.getSavedStates().map((saved) => this.#withConfig(saved))
+  }
+
+  /** A saved state as the app sees it: with the request that started the server, and a Date. */
+  #withConfig(saved) {
+    return {
       server: saved.server,
       config: this.#savedConfigs.get(saved.server) ?? null,
       resolved: saved.resolved,
       wasRunning: saved.wasRunning,
       savedAt: new Date(saved.savedAt),
-    }))
+    }
   }
 
   clearSavedState() {

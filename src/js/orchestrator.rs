@@ -116,6 +116,12 @@ impl JsResourceOrchestrator {
         to_js(&self.inner.info())
     }
 
+    /// The first llama server out (`llamaServer` when it is), as it was.
+    #[napi(ts_return_type = "Shapes.SavedState | null")]
+    pub fn get_saved_state(&self) -> napi::Result<Value> {
+        to_js(&self.inner.saved_state())
+    }
+
     /// Every llama server out, as it was, in the order they went.
     #[napi(ts_return_type = "Shapes.SavedState[]")]
     pub fn get_saved_states(&self) -> napi::Result<Value> {

@@ -66,17 +66,12 @@ impl Options {
         free: Memory,
         bottleneck: Bottleneck,
     ) -> bool {
-        let (need, room) = match bottleneck {
-            Bottleneck::Ram => (
-                llm.ram + held.ram,
-                self.ram_budget.unwrap_or(free.ram + held.ram),
-            ),
-            Bottleneck::Vram => (
-                llm.vram + held.vram,
-                self.vram_budget.unwrap_or(free.vram + held.vram),
-            ),
+        let on = |memory| bottleneck.of_memory(memory);
+        let budget = match bottleneck {
+            Bottleneck::Ram => self.ram_budget,
+            Bottleneck::Vram => self.vram_budget,
         };
-        need + self.headroom > room
+        bottleneck.of(&llm) + on(held) + self.headroom > budget.unwrap_or(on(free) + on(held))
     }
 }
 

@@ -489,12 +489,13 @@ pub(super) fn queue_at<E: Effects>(effects: &E, servers: impl Iterator<Item = us
 
 /// Resolves once a request waits at any of these servers' gateways.
 async fn chat_arrived<E: Effects>(effects: &E, servers: &[usize]) {
-    let arrivals = servers
-        .iter()
-        .map(|&server| Box::pin(effects.chat_arrived(server)));
+    // select_all panics on no futures: with no server to wait for, nothing arrives.
     if servers.is_empty() {
         return std::future::pending().await;
     }
+    let arrivals = servers
+        .iter()
+        .map(|&server| Box::pin(effects.chat_arrived(server)));
     futures_util::future::select_all(arrivals).await;
 }
 
