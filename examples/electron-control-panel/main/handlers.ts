@@ -283,10 +283,7 @@ async function searchWith(search: Record<'embedding' | 'rerank', Genai.LlamaServ
   }
   const [embeddingPort, rerankPort] = [search.embedding.getPort(), search.rerank.getPort()]
   if (!embeddingPort && !rerankPort) {
-    throw Object.assign(new Error('No search server is running'), {
-      code: 'SERVER_NOT_RUNNING',
-      details: { suggestion: 'Start the embedding server, the rerank server, or both' },
-    })
+    throw panelError('No search server is running', 'SERVER_NOT_RUNNING', 'Start the embedding server, the rerank server, or both')
   }
   const started = Date.now()
   const [embedded, ranked] = await Promise.all([
@@ -321,14 +318,8 @@ async function postJson<T>(port: number, route: string, body: unknown): Promise<
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(body),
   })
-  const answer = (await response.json().catch(() => ({}))) as T & { error?: { message?: string; code?: string | number } }
-  if (!response.ok) {
-    throw Object.assign(new Error(answer.error?.message ?? `${route} failed with HTTP ${response.status}`), {
-      code: typeof answer.error?.code === 'string' ? answer.error.code : `HTTP_${response.status}`,
-      details: { suggestion: "See the server's logs" },
-    })
-  }
-  return answer
+  if (!response.ok) throw await answerError(response, route, "See the server's logs")
+  return (await response.json()) as T
 }
 
 /** What an orchestrator says, shown as `resources:event`. */
@@ -369,10 +360,7 @@ function forwardEvents(lib: Lib, emit: Emit): () => void {
 async function streamChat(llamaServer: Genai.LlamaServerManager, request: ChatRequest, emit: Emit): Promise<ChatAnswer> {
   const port = llamaServer.getPort()
   if (!port) {
-    throw Object.assign(new Error('The LLM server is not running'), {
-      code: 'SERVER_NOT_RUNNING',
-      details: { suggestion: 'Start the LLM server first' },
-    })
+    throw panelError('The LLM server is not running', 'SERVER_NOT_RUNNING', 'Start the LLM server first')
   }
   const started = Date.now()
   const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
@@ -381,12 +369,7 @@ async function streamChat(llamaServer: Genai.LlamaServerManager, request: ChatRe
     body: JSON.stringify({ messages: [{ role: 'user', content: request.prompt }], max_tokens: request.maxTokens ?? 64, stream: true }),
   })
   if (!response.ok || !response.body) {
-    // Our gateway and llama-server both answer `{ error: { message, code, type } }`.
-    const body = (await response.json().catch(() => ({}))) as { error?: { message?: string; code?: string | number } }
-    throw Object.assign(new Error(body.error?.message ?? `chat failed with HTTP ${response.status}`), {
-      code: typeof body.error?.code === 'string' ? body.error.code : `HTTP_${response.status}`,
-      details: { suggestion: 'See the LLM server\'s logs' },
-    })
+    throw await answerError(response, 'chat', "See the LLM server's logs")
   }
   let text = ''
   let chunks = 0
@@ -408,4 +391,19 @@ async function streamChat(llamaServer: Genai.LlamaServerManager, request: ChatRe
     }
   }
   return { text, chunks, firstTokenMs, totalMs: Date.now() - started }
+}
+
+/** An error as the library's cross IPC: its code, and a suggestion for the user. */
+function panelError(message: string, code: string, suggestion: string): Error {
+  return Object.assign(new Error(message), { code, details: { suggestion } })
+}
+
+/**
+ * The error of a failed answer from one of our ports: our gateway and llama-server both answer
+ * `{ error: { message, code, type } }`.
+ */
+async function answerError(response: Response, what: string, suggestion: string): Promise<Error> {
+  const body = (await response.json().catch(() => ({}))) as { error?: { message?: string; code?: string | number } }
+  const code = typeof body.error?.code === 'string' ? body.error.code : `HTTP_${response.status}`
+  return panelError(body.error?.message ?? `${what} failed with HTTP ${response.status}`, code, suggestion)
 }
