@@ -104,14 +104,18 @@ test('an llm model comes with its projector and draft, each checked, and says wh
   })
 })
 
-async function chatWith(port, content, maxTokens = 2) {
-  const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+/** POSTs `body` as JSON to a gateway: the status and the JSON answered. */
+async function post(port, route, body) {
+  const response = await fetch(`http://127.0.0.1:${port}${route}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ messages: [{ role: 'user', content }], max_tokens: maxTokens }),
+    body: JSON.stringify(body),
   })
   return { status: response.status, body: await response.json() }
 }
+
+const chatWith = (port, content, maxTokens = 2) =>
+  post(port, '/v1/chat/completions', { messages: [{ role: 'user', content }], max_tokens: maxTokens })
 
 const TEXT = [{ type: 'text', text: 'What is this?' }]
 const IMAGE = { type: 'image_url', image_url: { url: `data:image/png;base64,${png(64).toString('base64')}` } }
@@ -284,13 +288,12 @@ test('embedding and rerank servers run beside a chat server, each on its own por
     assert.equal(embedded.model, 'chat')
 
     const documents = ['Paris is the capital of France.', 'A cube has six faces.', 'Bread is baked.']
-    const response = await fetch(`http://127.0.0.1:${ports[2]}/v1/rerank`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'reranker', query: 'capital of France', documents }),
+    const { status, body: ranked } = await post(ports[2], '/v1/rerank', {
+      model: 'reranker',
+      query: 'capital of France',
+      documents,
     })
-    const ranked = await response.json()
-    assert.equal(response.status, 200, JSON.stringify(ranked))
+    assert.equal(status, 200, JSON.stringify(ranked))
     assert.deepEqual(ranked.results.map((r) => r.index).sort(), [0, 1, 2])
     assert.ok(ranked.results.every((r) => Number.isFinite(r.relevance_score)))
 
@@ -299,11 +302,7 @@ test('embedding and rerank servers run beside a chat server, each on its own por
     const misrouted = await chatWith(ports[1], 'Hello')
     assert.equal(misrouted.status, 400)
     assert.match(misrouted.body.error.message, /serves embeddings \(mode: 'embedding'\)/)
-    const embeddingAtReranker = await fetch(`http://127.0.0.1:${ports[2]}/v1/embeddings`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ input: 'x' }),
-    })
+    const embeddingAtReranker = await post(ports[2], '/v1/embeddings', { input: 'x' })
     assert.equal(embeddingAtReranker.status, 400)
     // Each keeps its own log.
     for (const name of ['llama-server.log', 'llama-server-embedding.log', 'llama-server-rerank.log']) {
@@ -426,15 +425,6 @@ async function orchestrated(llamas, diffusion, budget, image, ports, expected) {
   } finally {
     orchestrator.dispose()
   }
-}
-
-async function post(port, route, body) {
-  const response = await fetch(`http://127.0.0.1:${port}${route}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  })
-  return { status: response.status, body: await response.json() }
 }
 
 const embed = (port) => post(port, '/v1/embeddings', { model: 'chat', input: 'Paris' })
